@@ -1,0 +1,45 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   venv + install + embedded PostgreSQL + ingest the example audio + summary
+#   make test   venv + install with test extras + the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test lint format clean db-stop
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/soundscape db start
+	$(BIN)/soundscape sensors add demo-forest --site "Example Reserve" --quadrant N \
+		--lat 52.52 --lon 13.40 --timezone Europe/Berlin --update > /dev/null
+	$(BIN)/soundscape ingest examples/audio/xc563936.mp3 --sensor demo-forest \
+		--model birdnet,spectral --start-time 2024-05-01T05:30:00+02:00
+	$(BIN)/soundscape ingest examples/audio --sensor demo-forest --model birdnet,spectral
+	$(BIN)/soundscape stats
+	$(BIN)/soundscape recordings list
+	$(BIN)/soundscape labels top --limit 10
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check src tests migrations bench
+	$(BIN)/ruff format --check src tests migrations bench
+
+format: install
+	$(BIN)/ruff format src tests migrations bench
+	$(BIN)/ruff check --fix src tests migrations bench
+
+db-stop:
+	-$(BIN)/soundscape db stop
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .ruff_cache src/*.egg-info

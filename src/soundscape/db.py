@@ -1,0 +1,129 @@
+"""Database engine, URL handling and schema migrations (Alembic, run from code)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+
+from soundscape import server
+from soundscape.errors import DatabaseError
+from soundscape.resources import migrations_dir
+
+
+def normalize_url(url: str) -> str:
+    """Accept ``postgres://``, ``postgresql://`` and ``postgresql+psycopg://`` URLs."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise DatabaseError(
+            f"not a database URL: {mask_url(url)!r}; expected postgresql://user:pass@host/db"
+        ) from exc
+    if parsed.drivername in ("postgres", "postgresql", "postgresql+psycopg"):
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    raise DatabaseError(
+        f"soundscape needs PostgreSQL with pgvector; got a {parsed.drivername!r} URL"
+    )
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password hidden, for messages and ``db url``."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable URL>"
+
+
+@dataclass
+class Database:
+    """A connected soundscape database."""
+
+    url: str
+    engine: Engine
+    embedded: bool
+
+    @property
+    def safe_url(self) -> str:
+        return mask_url(self.url)
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), revision)
+
+
+def make_engine(url: str) -> Engine:
+    return sa.create_engine(normalize_url(url), pool_pre_ping=True)
+
+
+def open_database(
+    url: str | None, *, check: bool = True, upgrade_embedded: bool = True
+) -> Database:
+    """Connect to ``url`` (or the embedded server, started on demand) and check the schema.
+
+    The embedded database migrates itself; any other database must be at the head revision or
+    this raises a ``DatabaseError`` naming the command that fixes it.
+    """
+    embedded = url is None
+    if embedded:
+        url = server.ensure_running_url()
+    assert url is not None
+    engine = make_engine(url)
+    db = Database(url=normalize_url(url), engine=engine, embedded=embedded)
+    try:
+        with engine.connect() as conn:
+            current = current_revision(conn)
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise DatabaseError(
+            f"cannot connect to {db.safe_url}: {reason}. Check the URL given with "
+            "--database/-d or SOUNDSCAPE_DATABASE_URL (or unset it to use the embedded database)."
+        ) from exc
+    if check:
+        head = head_revision()
+        if current != head:
+            if embedded and upgrade_embedded:
+                upgrade(engine)
+            elif current is None:
+                raise DatabaseError(
+                    f"database {db.safe_url} has no soundscape schema yet; "
+                    "create it with `soundscape db upgrade`"
+                )
+            else:
+                raise DatabaseError(
+                    f"database {db.safe_url} is at schema revision {current}, this soundscape "
+                    f"needs {head}; run `soundscape db upgrade`"
+                )
+    return db
+
+
+def register_vector(conn: Connection) -> None:
+    """Register pgvector's psycopg adapters on the DBAPI connection behind ``conn`` (once)."""
+    raw = conn.connection.driver_connection
+    if not getattr(raw, "_soundscape_vector", False):
+        from pgvector.psycopg import register_vector as _register
+
+        _register(raw)
+        raw._soundscape_vector = True

@@ -1,0 +1,86 @@
+"""The embedder interface every model ("space") implements.
+
+A model turns fixed-length mono windows of audio into L2-normalised float32 vectors. Models are
+found through the ``soundscape.models`` entry-point group, so a third-party package can add one
+with::
+
+    [project.entry-points."soundscape.models"]
+    mymodel = "mypackage.module:MyEmbedder"
+
+Weights must load lazily (on the first ``embed_*`` call), so that listing models is cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+class Embedder:
+    """Base class for audio embedding models.
+
+    Class attributes describe the model; instances may carry parameters (``params``) that
+    change the vectors and are stored with the space (for example a different mel setup).
+    """
+
+    #: registry name, e.g. ``"birdnet"``
+    name: ClassVar[str]
+    #: model version; a new version means a new space (vectors are not comparable)
+    version: ClassVar[str]
+    dimension: ClassVar[int]
+    #: sample rate (Hz) the model expects; audio is resampled to it
+    sample_rate: ClassVar[int]
+    default_window_s: ClassVar[float]
+    default_hop_s: ClassVar[float]
+    #: True when the model only accepts windows of exactly ``default_window_s``
+    fixed_window: ClassVar[bool] = False
+    #: how many windows to embed per call
+    batch_size: ClassVar[int] = 32
+    #: True when ``embed_text`` is implemented (text-to-audio search)
+    supports_text: ClassVar[bool] = False
+    #: True when ``embed_audio_and_scores`` returns per-class scores (see ``labels``)
+    has_class_scores: ClassVar[bool] = False
+    #: one line for ``soundscape models list``
+    description: ClassVar[str] = ""
+
+    def __init__(self, **params: Any) -> None:
+        self.params: dict[str, Any] = dict(params)
+
+    # -- availability -----------------------------------------------------------------------
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """None when the model can run here, else why not and how to fix it."""
+        return None
+
+    # -- inference ----------------------------------------------------------------------------
+    def embed_audio(self, batch: np.ndarray) -> np.ndarray:
+        """Embed ``batch`` (float32 ``[B, window_samples]`` mono at ``sample_rate``).
+
+        Returns float32 ``[B, dimension]``, each row L2-normalised (never all-zero, never NaN).
+        """
+        return self.embed_audio_and_scores(batch)[0]
+
+    def embed_audio_and_scores(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Like ``embed_audio`` but also returns per-class scores ``[B, len(labels)]``
+        in [0, 1] for models with ``has_class_scores`` (else ``None``)."""
+        raise NotImplementedError
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        """Embed search texts into the audio space (float32 ``[N, dimension]``, L2-normalised)."""
+        raise NotImplementedError(f"model {self.name!r} has no text encoder")
+
+    @property
+    def labels(self) -> list[str] | None:
+        """Class names for ``embed_audio_and_scores`` scores, or None."""
+        return None
+
+    def window_samples(self, window_s: float) -> int:
+        return int(round(window_s * self.sample_rate))
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Row-wise L2 normalisation in float32."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norms, eps)).astype(np.float32, copy=False)

@@ -1,0 +1,438 @@
+"""Ingest: decode files as a stream, window them, embed every window and store the vectors.
+
+One database transaction per recording: the recording row, all its segments (binary COPY,
+streamed batch by batch so memory stays bounded) and class scores are committed together, so a
+crash or Ctrl-C mid-file leaves nothing of that file behind and a re-run resumes with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from soundscape.audio import AudioInfo, WindowStream, is_supported, probe
+from soundscape.db import register_vector
+from soundscape.embedders import Embedder, get_model_class, load_model
+from soundscape.embedders.scores import top_scores
+from soundscape.errors import AudioError, SoundscapeError
+from soundscape.sensors import Sensor, get_sensor
+from soundscape.spaces import Space, ensure_space, resolve_window
+from soundscape.timeutil import localize, parse_start_time, window_times
+
+log = logging.getLogger(__name__)
+
+#: per window, keep the top TOP_K class scores at or above SCORE_FLOOR
+TOP_K = 5
+SCORE_FLOOR = 0.05
+
+_SEGMENT_COPY = (
+    "COPY segments (id, space_id, recording_id, start_s, end_s, starts_at, local_date, "
+    "local_time, embedding) FROM STDIN WITH (FORMAT BINARY)"
+)
+_SEGMENT_TYPES = [
+    "int8",
+    "int4",
+    "int8",
+    "float4",
+    "float4",
+    "timestamptz",
+    "date",
+    "time",
+    "vector",
+]
+_SCORE_COPY = (
+    "COPY segment_scores (space_id, segment_id, label_id, score) FROM STDIN WITH (FORMAT BINARY)"
+)
+_SCORE_TYPES = ["int4", "int8", "int4", "float4"]
+
+
+@dataclass
+class FileResult:
+    path: str
+    status: str  # "stored" | "skipped" | "failed"
+    reason: str = ""
+    recording_id: int | None = None
+    duration_s: float = 0.0
+    segments: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "status": self.status,
+            "reason": self.reason,
+            "recording_id": self.recording_id,
+            "duration_s": round(self.duration_s, 3),
+            "segments": self.segments,
+        }
+
+
+@dataclass
+class Summary:
+    stored: int = 0
+    skipped: int = 0
+    failed: int = 0
+    audio_s: float = 0.0
+    segments: int = 0
+    results: list[FileResult] = field(default_factory=list)
+
+    def add(self, r: FileResult) -> None:
+        self.results.append(r)
+        setattr(self, r.status, getattr(self, r.status) + 1)
+        if r.status == "stored":
+            self.audio_s += r.duration_s
+            self.segments += sum(r.segments.values())
+
+    def as_dict(self) -> dict:
+        return {
+            "stored": self.stored,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "audio_hours": round(self.audio_s / 3600, 4),
+            "segments": self.segments,
+        }
+
+
+def collect_files(paths: Iterable[str | Path], recursive: bool = False) -> list[Path]:
+    """Expand folders into the supported audio files they hold (sorted, de-duplicated).
+
+    Files named explicitly are kept whatever their extension, so that an unsupported one is
+    reported as a failure rather than silently ignored.
+    """
+    out: list[Path] = []
+    seen: set[Path] = set()
+    for p in map(Path, paths):
+        if p.is_dir():
+            it = p.rglob("*") if recursive else p.iterdir()
+            found = sorted(f for f in it if f.is_file() and is_supported(f))
+        else:
+            found = [p]
+        for f in found:
+            key = f.resolve()
+            if key not in seen:
+                seen.add(key)
+                out.append(f)
+    return out
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class _Target:
+    """A model and the space it writes into."""
+
+    model: Embedder
+    space: Space
+
+
+class Ingestor:
+    """Ingest files for one sensor into one or more spaces."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        sensor: str,
+        models: list[str],
+        *,
+        window_s: float | None = None,
+        hop_s: float | None = None,
+        replace: bool = False,
+    ) -> None:
+        if not models:
+            raise SoundscapeError("no model given; use --model, e.g. --model birdnet")
+        self.engine = engine
+        self.replace = replace
+        with engine.begin() as conn:
+            self.sensor: Sensor = get_sensor(conn, sensor)
+        try:
+            self.tz = ZoneInfo(self.sensor.timezone)
+        except ZoneInfoNotFoundError as exc:
+            raise SoundscapeError(
+                f"sensor {sensor!r} has an unknown timezone {self.sensor.timezone!r}"
+            ) from exc
+        self.targets: list[_Target] = []
+        for name in dict.fromkeys(m.strip().lower() for m in models if m.strip()):
+            cls = get_model_class(name)
+            window, hop = resolve_window(cls, window_s, hop_s)
+            model = load_model(name)
+            labels = model.labels if cls.has_class_scores else None
+            with engine.begin() as conn:
+                space = ensure_space(conn, cls, window, hop, model.params, labels)
+            self.targets.append(_Target(model, space))
+        self.model_names = ",".join(t.space.name for t in self.targets)
+
+    # -- one file ---------------------------------------------------------------------------
+    def ingest_file(
+        self,
+        path: Path,
+        *,
+        start_time: datetime | None = None,
+        on_progress: Callable[[float], None] | None = None,
+    ) -> FileResult:
+        """Store one file; never raises for a bad file (the result says why it failed)."""
+        path = Path(path)
+        shown = str(path)
+        try:
+            info = probe(path)
+            digest = sha256_file(path)
+        except AudioError as exc:
+            return self._failed(shown, None, str(exc))
+        except OSError as exc:
+            return self._failed(shown, None, f"{path}: cannot read the file: {exc.strerror or exc}")
+
+        try:
+            return self._store(path, info, digest, start_time, on_progress)
+        except AudioError as exc:
+            return self._failed(shown, digest, str(exc))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
+            log.debug("ingest of %s failed", path, exc_info=True)
+            return self._failed(shown, digest, f"{path}: {type(exc).__name__}: {exc}")
+
+    def _store(
+        self,
+        path: Path,
+        info: AudioInfo,
+        digest: str,
+        start_time: datetime | None,
+        on_progress: Callable[[float], None] | None,
+    ) -> FileResult:
+        abs_path = str(path.resolve())
+        started = start_time if start_time is not None else parse_start_time(path.name)
+        started_at = localize(started, self.tz) if started is not None else None
+
+        with self.engine.begin() as conn:
+            register_vector(conn)
+            rec = conn.execute(
+                sa.text("SELECT id, path FROM recordings WHERE sha256 = :h FOR UPDATE"),
+                {"h": digest},
+            ).fetchone()
+            if rec is None:
+                rec_id = conn.execute(
+                    sa.text(
+                        "INSERT INTO recordings (sensor_id, path, sha256, size_bytes, format, "
+                        "sample_rate, channels, duration_s, started_at) VALUES (:sensor, :path, "
+                        ":h, :size, :fmt, :rate, :ch, :dur, :start) "
+                        "ON CONFLICT (sha256) DO NOTHING RETURNING id"
+                    ),
+                    {
+                        "sensor": self.sensor.id,
+                        "path": abs_path,
+                        "h": digest,
+                        "size": os.path.getsize(path),
+                        "fmt": info.format,
+                        "rate": info.sample_rate,
+                        "ch": info.channels,
+                        "dur": info.duration_s,
+                        "start": started_at,
+                    },
+                ).scalar()
+                if rec_id is None:  # another process stored it between our SELECT and INSERT
+                    return FileResult(
+                        str(path), "skipped", "stored concurrently by another process"
+                    )
+                todo = self.targets
+            else:
+                rec_id = rec.id
+                done = {
+                    r.space_id
+                    for r in conn.execute(
+                        sa.text("SELECT space_id FROM recording_spaces WHERE recording_id = :r"),
+                        {"r": rec_id},
+                    )
+                }
+                if self.replace:
+                    todo = self.targets
+                    self._clear(conn, rec_id, [t.space.id for t in todo])
+                    conn.execute(
+                        sa.text(
+                            "UPDATE recordings SET sensor_id = :sensor, path = :path, "
+                            "started_at = :start, ingested_at = now() WHERE id = :r"
+                        ),
+                        {
+                            "sensor": self.sensor.id,
+                            "path": abs_path,
+                            "start": started_at,
+                            "r": rec_id,
+                        },
+                    )
+                else:
+                    todo = [t for t in self.targets if t.space.id not in done]
+                if not todo:
+                    where = "" if rec.path == abs_path else f" as {rec.path}"
+                    return FileResult(
+                        str(path),
+                        "skipped",
+                        f"already stored{where} (use --replace to re-embed)",
+                        rec_id,
+                        info.duration_s,
+                    )
+
+            result = FileResult(str(path), "stored", recording_id=rec_id)
+            for i, target in enumerate(todo):
+                # Progress is reported for the first space only, so the bar counts audio once.
+                n, duration = self._embed_into(
+                    conn, target, rec_id, path, started_at, on_progress if i == 0 else None
+                )
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO recording_spaces (recording_id, space_id, n_segments) "
+                        "VALUES (:r, :s, :n)"
+                    ),
+                    {"r": rec_id, "s": target.space.id, "n": n},
+                )
+                result.segments[target.space.name] = n
+                result.duration_s = duration
+            # The exact duration comes from the samples decoded, not the header.
+            conn.execute(
+                sa.text("UPDATE recordings SET duration_s = :d WHERE id = :r"),
+                {"d": result.duration_s, "r": rec_id},
+            )
+            conn.execute(
+                sa.text(
+                    "UPDATE ingest_errors SET resolved_at = now() "
+                    "WHERE resolved_at IS NULL AND (path = :p OR sha256 = :h)"
+                ),
+                {"p": str(path), "h": digest},
+            )
+        return result
+
+    @staticmethod
+    def _clear(conn: Connection, rec_id: int, space_ids: list[int]) -> None:
+        params = {"r": rec_id, "s": space_ids}
+        conn.execute(
+            sa.text("DELETE FROM segments WHERE recording_id = :r AND space_id = ANY(:s)"), params
+        )
+        conn.execute(
+            sa.text("DELETE FROM recording_spaces WHERE recording_id = :r AND space_id = ANY(:s)"),
+            params,
+        )
+
+    def _embed_into(
+        self,
+        conn: Connection,
+        target: _Target,
+        rec_id: int,
+        path: Path,
+        started_at: datetime | None,
+        on_progress: Callable[[float], None] | None,
+    ) -> tuple[int, float]:
+        """Stream windows of ``path`` through the model and COPY them; returns (count, duration)."""
+        model, space = target.model, target.space
+        raw = conn.connection.driver_connection
+        stream = WindowStream(
+            path, space.sample_rate, space.window_s, space.hop_s, batch_size=model.batch_size
+        )
+        n = 0
+        covered = 0.0
+        with raw.cursor() as cur:
+            for batch in stream:
+                vectors, scores = model.embed_audio_and_scores(batch.samples)
+                ids = [
+                    r[0]
+                    for r in cur.execute(
+                        "SELECT nextval('segments_id_seq') FROM generate_series(1, %s)",
+                        [len(vectors)],
+                    )
+                ]
+                times = _times(started_at, batch.start_s, self.tz)
+                with cur.copy(_SEGMENT_COPY) as copy:
+                    copy.set_types(_SEGMENT_TYPES)
+                    for j, seg_id in enumerate(ids):
+                        at, day, tod = times[j]
+                        copy.write_row(
+                            (
+                                seg_id,
+                                space.id,
+                                rec_id,
+                                float(batch.start_s[j]),
+                                float(batch.end_s[j]),
+                                at,
+                                day,
+                                tod,
+                                vectors[j],
+                            )
+                        )
+                if scores is not None:
+                    with cur.copy(_SCORE_COPY) as copy:
+                        copy.set_types(_SCORE_TYPES)
+                        for seg_id, (idx, val) in zip(ids, top_scores(scores, TOP_K, SCORE_FLOOR)):
+                            for label_id, score in zip(idx.tolist(), val.tolist()):
+                                copy.write_row((space.id, seg_id, label_id, score))
+                n += len(ids)
+                if on_progress is not None:
+                    end = float(batch.end_s[-1])
+                    on_progress(max(0.0, end - covered))
+                    covered = max(covered, end)
+        return n, float(stream.duration_s)
+
+    def _failed(self, path: str, digest: str | None, reason: str) -> FileResult:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO ingest_errors (path, sha256, sensor, models, error) "
+                        "VALUES (:p, :h, :s, :m, :e)"
+                    ),
+                    {
+                        "p": path,
+                        "h": digest,
+                        "s": self.sensor.name,
+                        "m": self.model_names,
+                        "e": reason,
+                    },
+                )
+        except sa.exc.SQLAlchemyError:  # the error is still reported on stderr
+            log.warning("could not record the failure of %s in ingest_errors", path, exc_info=True)
+        return FileResult(path, "failed", reason)
+
+    # -- many files ---------------------------------------------------------------------------
+    def run(
+        self,
+        files: list[Path],
+        *,
+        start_time: datetime | None = None,
+        fail_fast: bool = False,
+        on_result: Callable[[FileResult], None] | None = None,
+        on_progress: Callable[[float], None] | None = None,
+    ) -> Summary:
+        summary = Summary()
+        for r in self.iter_run(files, start_time=start_time, on_progress=on_progress):
+            summary.add(r)
+            if on_result is not None:
+                on_result(r)
+            if fail_fast and r.status == "failed":
+                break
+        return summary
+
+    def iter_run(
+        self,
+        files: list[Path],
+        *,
+        start_time: datetime | None = None,
+        on_progress: Callable[[float], None] | None = None,
+    ) -> Iterator[FileResult]:
+        for f in files:
+            yield self.ingest_file(f, start_time=start_time, on_progress=on_progress)
+
+
+def _times(started_at: datetime | None, offsets: np.ndarray, tz: ZoneInfo) -> list[tuple]:
+    if started_at is None:
+        return [(None, None, None)] * len(offsets)
+    return window_times(started_at, offsets, tz)

@@ -1,0 +1,73 @@
+"""Rendering rows for the CLI: an aligned table (default), JSON lines or CSV, on stdout."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any, TextIO
+
+FORMATS = ("table", "json", "csv")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, float):
+        return round(value, 6)
+    return value
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str)
+    return str(_plain(value))
+
+
+def emit(
+    rows: Iterable[dict[str, Any]],
+    fmt: str = "table",
+    columns: Sequence[str] | None = None,
+    out: TextIO | None = None,
+) -> None:
+    out = out or sys.stdout
+    rows = list(rows)
+    if columns is None:
+        columns = list(rows[0].keys()) if rows else []
+    if fmt == "json":
+        for r in rows:
+            out.write(json.dumps({c: _plain(r.get(c)) for c in columns}, default=str) + "\n")
+    elif fmt == "csv":
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(columns)
+        for r in rows:
+            w.writerow([_cell(r.get(c)) for c in columns])
+    else:
+        if not rows:
+            return
+        cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+        widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+        numeric = [
+            all(isinstance(r.get(c), int | float | Decimal) or r.get(c) is None for r in rows)
+            for c in columns
+        ]
+
+        def line(values: Sequence[str]) -> str:
+            parts = [
+                v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)
+            ]
+            return "  ".join(parts).rstrip()
+
+        out.write(line(columns) + "\n")
+        out.write("  ".join("-" * w for w in widths) + "\n")
+        for row in cells:
+            out.write(line(row) + "\n")

@@ -1,0 +1,70 @@
+"""Database-wide numbers for ``soundscape stats``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+
+def database_stats(conn: Connection) -> dict[str, Any]:
+    one = (
+        conn.execute(
+            sa.text(
+                "SELECT (SELECT count(*) FROM sensors) AS sensors, "
+                "(SELECT count(*) FROM recordings) AS recordings, "
+                "(SELECT coalesce(sum(duration_s), 0) / 3600.0 FROM recordings) AS audio_hours, "
+                "(SELECT count(*) FROM ingest_errors WHERE resolved_at IS NULL) AS unresolved_errors, "
+                "pg_size_pretty(pg_database_size(current_database())) AS database_size, "
+                "pg_database_size(current_database()) AS database_bytes"
+            )
+        )
+        .one()
+        ._asdict()
+    )
+    # Counts come from recording_spaces (kept in the ingest transaction), not count(*) over
+    # millions of segments.
+    spaces = [
+        dict(r._mapping)
+        for r in conn.execute(
+            sa.text(
+                "SELECT sp.name AS space, sp.model, sp.dimension, sp.window_s, sp.hop_s, "
+                "count(rs.recording_id) AS recordings, coalesce(sum(rs.n_segments), 0) AS segments "
+                "FROM spaces sp LEFT JOIN recording_spaces rs ON rs.space_id = sp.id "
+                "GROUP BY sp.id ORDER BY sp.id"
+            )
+        )
+    ]
+    one["audio_hours"] = float(one["audio_hours"])
+    one["spaces"] = spaces
+    return one
+
+
+def top_labels(
+    conn: Connection,
+    space_id: int,
+    *,
+    sensor: str | None = None,
+    min_score: float = 0.5,
+    limit: int = 20,
+) -> list[dict[str, Any]]:
+    """The classes a classifier space saw most often (windows whose stored score passes
+    ``min_score``), with the best score and the number of recordings."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT l.label_id, l.common, l.scientific, count(*) AS windows, "
+            "count(DISTINCT g.recording_id) AS recordings, max(sc.score) AS best_score "
+            "FROM segment_scores sc "
+            "JOIN space_labels l ON l.space_id = sc.space_id AND l.label_id = sc.label_id "
+            "JOIN segments g ON g.space_id = sc.space_id AND g.id = sc.segment_id "
+            "JOIN recordings r ON r.id = g.recording_id "
+            "JOIN sensors s ON s.id = r.sensor_id "
+            "WHERE sc.space_id = :space AND sc.score >= :min "
+            "AND (CAST(:sensor AS text) IS NULL OR s.name = :sensor) "
+            "GROUP BY l.label_id, l.common, l.scientific "
+            "ORDER BY windows DESC, best_score DESC LIMIT :limit"
+        ),
+        {"space": space_id, "min": min_score, "sensor": sensor, "limit": limit},
+    )
+    return [dict(r._mapping) for r in rows]

