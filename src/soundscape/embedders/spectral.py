@@ -28,7 +28,7 @@ class Spectral(Embedder):
     default_window_s: ClassVar[float] = 3.0
     default_hop_s: ClassVar[float] = 2.0
     fixed_window: ClassVar[bool] = False
-    batch_size: ClassVar[int] = 64
+    batch_size: ClassVar[int] = 16  # measured: faster and 6x less memory than 64
     supports_text: ClassVar[bool] = False
     has_class_scores: ClassVar[bool] = False
     description: ClassVar[str] = (
