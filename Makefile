@@ -26,6 +26,14 @@ demo: install
 	$(BIN)/soundscape stats
 	$(BIN)/soundscape recordings list
 	$(BIN)/soundscape labels top --limit 10
+	@echo "--- search by text (BirdNET labels), merged into events"
+	$(BIN)/soundscape search "dark-eyed junco" --events -n 5
+	@echo "--- search by an audio example (a fire-truck siren)"
+	$(BIN)/soundscape search --audio examples/audio/firetruck.ogg -n 5
+	@echo "--- search within a local time window"
+	$(BIN)/soundscape search birdsong --time 05:30-05:31 --events -n 5
+	$(BIN)/soundscape concepts add siren --text siren --replace > /dev/null
+	$(BIN)/soundscape concepts list
 
 test: install
 	$(BIN)/python -m pytest -q

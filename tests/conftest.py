@@ -68,15 +68,25 @@ def template_url(admin_url: str) -> str:
     return url
 
 
-@pytest.fixture
-def db_url(admin_url: str, template_url: str):
-    """A fresh, migrated, empty database (SQLAlchemy URL) for one test."""
+def _fresh_database(admin_url: str):
     name = f"t_{os.getpid()}_{next(_counter)}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
     yield _with_db(admin_url, name)
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db_url(admin_url: str, template_url: str):
+    """A fresh, migrated, empty database (SQLAlchemy URL) for one test."""
+    yield from _fresh_database(admin_url)
+
+
+@pytest.fixture(scope="module")
+def module_db_url(admin_url: str, template_url: str):
+    """A fresh, migrated database shared by the tests of one module (filled once)."""
+    yield from _fresh_database(admin_url)
 
 
 @pytest.fixture

@@ -114,8 +114,9 @@ def test_spaces_of_different_dimensions_coexist_with_their_own_hnsw_index(engine
                 vec = rng.normal(size=space.dimension).astype(np.float32)
                 conn.execute(
                     sa.text(
-                        "INSERT INTO segments (space_id, recording_id, start_s, end_s, embedding) "
-                        "SELECT :s, id, :t, :t + 1, CAST(:v AS vector) FROM recordings"
+                        "INSERT INTO segments (space_id, recording_id, sensor_id, start_s, end_s, "
+                        "embedding) SELECT :s, id, sensor_id, :t, :t + 1, CAST(:v AS vector) "
+                        "FROM recordings"
                     ),
                     {"s": space.id, "t": float(i), "v": json.dumps(vec.tolist())},
                 )

@@ -347,6 +347,34 @@ class WindowStream:
         self.n_windows = k
 
 
+def n_windows(n_samples: int, window: int, hop: int) -> int:
+    """How many windows cover ``n_samples``: window 0 always (zero-padded if short); window k>0
+    while k*hop < n and the previous window ended before the end, so the tail is kept
+    without redundant windows (the rule WindowStream applies while streaming)."""
+    if n_samples <= window:
+        return 1
+    # full windows, then one padded tail window if the last full one stops short of the end
+    full = (n_samples - window) // hop + 1
+    tail = full * hop < n_samples and (full - 1) * hop + window < n_samples
+    return full + int(tail)
+
+
+def window_array(
+    samples: np.ndarray, sample_rate: int, window_s: float, hop_s: float
+) -> WindowBatch:
+    """Window an in-memory mono signal (e.g. a short query span) exactly like WindowStream."""
+    w, h = _window_params(sample_rate, window_s, hop_s)
+    x = np.asarray(samples, dtype=np.float32).ravel()
+    count = n_windows(len(x), w, h)
+    out = np.zeros((count, w), dtype=np.float32)
+    for k in range(count):
+        seg = x[k * h : k * h + w]
+        out[k, : len(seg)] = seg
+    starts = np.arange(count, dtype=np.float64) * h / sample_rate
+    duration = len(x) / sample_rate
+    return WindowBatch(out, starts, np.minimum(starts + w / sample_rate, duration))
+
+
 def iter_windows(
     path: PathLike,
     sample_rate: int,

@@ -36,13 +36,14 @@ TOP_K = 5
 SCORE_FLOOR = 0.05
 
 _SEGMENT_COPY = (
-    "COPY segments (id, space_id, recording_id, start_s, end_s, starts_at, local_date, "
-    "local_time, embedding) FROM STDIN WITH (FORMAT BINARY)"
+    "COPY segments (id, space_id, recording_id, sensor_id, start_s, end_s, starts_at, "
+    "local_date, local_time, embedding) FROM STDIN WITH (FORMAT BINARY)"
 )
 _SEGMENT_TYPES = [
     "int8",
     "int4",
     "int8",
+    "int4",
     "float4",
     "float4",
     "timestamptz",
@@ -272,6 +273,23 @@ class Ingestor:
                             "r": rec_id,
                         },
                     )
+                    # Windows of the recording's other spaces follow its new sensor and start.
+                    conn.execute(
+                        sa.text(
+                            "UPDATE segments SET sensor_id = :sensor, "
+                            "starts_at = CAST(:start AS timestamptz) + start_s * interval '1 second', "
+                            "local_date = ((CAST(:start AS timestamptz) + start_s * interval '1 second') "
+                            "AT TIME ZONE :tz)::date, "
+                            "local_time = ((CAST(:start AS timestamptz) + start_s * interval '1 second') "
+                            "AT TIME ZONE :tz)::time WHERE recording_id = :r"
+                        ),
+                        {
+                            "sensor": self.sensor.id,
+                            "start": started_at,
+                            "tz": self.sensor.timezone,
+                            "r": rec_id,
+                        },
+                    )
                 else:
                     todo = [t for t in self.targets if t.space.id not in done]
                 if not todo:
@@ -361,6 +379,7 @@ class Ingestor:
                                 seg_id,
                                 space.id,
                                 rec_id,
+                                self.sensor.id,
                                 float(batch.start_s[j]),
                                 float(batch.end_s[j]),
                                 at,

@@ -1,0 +1,362 @@
+-- Search in SQL: one implementation used by the CLI, by ranger.search(concept, ...) and by
+-- anyone with psql or a BI tool.
+--
+-- ranger.search_vector ranks windows of one space by cosine similarity to a query vector,
+-- under filters on sensor/site/quadrant, local time of day (ranges may cross midnight), local
+-- dates and absolute time. Strategy:
+--   * 'hnsw'  : one statement, HNSW ordering (pgvector >= 0.8 iterative index scan,
+--               relaxed order, bounded by hnsw.max_scan_tuples) inside a MATERIALIZED CTE,
+--               re-sorted outside, so filtered queries still return k rows;
+--   * 'exact' : brute force over the filtered rows only (cosine_distance() is a function call,
+--               which the HNSW index cannot serve, so the planner uses the B-tree filters);
+--   * 'auto'  : counts the rows that pass the filters, stopping at exact_limit + 1. When at
+--               most exact_limit rows (default 20,000) pass, or when the filter is so
+--               selective that the index scan would give up (max_scan_tuples * passing/total
+--               < 4 k) the exact scan is both faster and exact; otherwise HNSW.
+-- Every user value is a bound parameter (USING); only integers (dimension) are formatted in.
+
+CREATE OR REPLACE FUNCTION ranger._filter_sql(
+    p_sensor_ids integer[], p_time_from time, p_time_to time, p_date_from date, p_date_to date,
+    p_at_from timestamptz, p_at_to timestamptz, p_exclude bigint
+) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    -- Positional parameters: $2 space, $3 sensor ids, $4 time_from, $5 time_to, $6 date_from,
+    -- $7 date_to, $8 at_from, $9 at_to, $10 exclude.
+    SELECT concat_ws(' AND ',
+        'g.space_id = $2',
+        CASE WHEN p_sensor_ids IS NOT NULL THEN 'g.sensor_id = ANY($3)' END,
+        CASE WHEN p_time_from IS NOT NULL AND p_time_to IS NOT NULL THEN
+            CASE WHEN p_time_from <= p_time_to
+                 THEN 'g.local_time >= $4 AND g.local_time < $5'
+                 ELSE '(g.local_time >= $4 OR g.local_time < $5)' END   -- crosses midnight
+             WHEN p_time_from IS NOT NULL THEN 'g.local_time >= $4'
+             WHEN p_time_to IS NOT NULL THEN 'g.local_time < $5' END,
+        CASE WHEN p_date_from IS NOT NULL THEN 'g.local_date >= $6' END,
+        CASE WHEN p_date_to IS NOT NULL THEN 'g.local_date <= $7' END,
+        CASE WHEN p_at_from IS NOT NULL THEN 'g.starts_at >= $8' END,
+        CASE WHEN p_at_to IS NOT NULL THEN 'g.starts_at < $9' END,
+        CASE WHEN p_exclude IS NOT NULL THEN 'g.id <> $10' END)
+$$;
+
+CREATE OR REPLACE FUNCTION ranger._sensor_ids(p_sensors text[], p_sites text[], p_quadrants text[])
+RETURNS integer[]
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    SELECT CASE WHEN p_sensors IS NULL AND p_sites IS NULL AND p_quadrants IS NULL THEN NULL
+           ELSE coalesce((SELECT array_agg(id) FROM sensors
+                           WHERE (p_sensors IS NULL OR name = ANY(p_sensors))
+                             AND (p_sites IS NULL OR site = ANY(p_sites))
+                             AND (p_quadrants IS NULL OR quadrant = ANY(p_quadrants))),
+                         '{}'::integer[]) END
+$$;
+
+CREATE OR REPLACE FUNCTION ranger.search_vector(
+    p_space integer,
+    p_query vector,
+    p_k integer DEFAULT 10,
+    p_sensors text[] DEFAULT NULL,
+    p_sites text[] DEFAULT NULL,
+    p_quadrants text[] DEFAULT NULL,
+    p_time_from time DEFAULT NULL,
+    p_time_to time DEFAULT NULL,
+    p_date_from date DEFAULT NULL,
+    p_date_to date DEFAULT NULL,
+    p_at_from timestamptz DEFAULT NULL,
+    p_at_to timestamptz DEFAULT NULL,
+    p_min_score real DEFAULT NULL,
+    p_exclude bigint DEFAULT NULL,
+    p_strategy text DEFAULT 'auto',
+    p_exact_limit integer DEFAULT 20000
+) RETURNS TABLE (
+    segment_id bigint, score real, recording_id bigint, path text, sensor text, site text,
+    quadrant text, start_s real, end_s real, starts_at timestamptz, local_date date,
+    local_time time, label text, method text
+)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = public, pg_temp
+-- Function-level SETs: what set_config() changes below is restored when the function returns.
+SET hnsw.iterative_scan = 'relaxed_order'
+SET hnsw.ef_search = 100
+SET hnsw.max_scan_tuples = 20000
+AS $fn$
+DECLARE
+    v_dim integer;
+    v_ids integer[];
+    v_where text;
+    v_passing bigint;
+    v_total double precision;
+    v_method text := p_strategy;
+    v_sql text;
+BEGIN
+    IF p_k IS NULL OR p_k < 1 THEN
+        RAISE EXCEPTION 'k must be a positive number of results';
+    END IF;
+    SELECT dimension INTO v_dim FROM spaces WHERE id = p_space;
+    IF v_dim IS NULL THEN
+        RAISE EXCEPTION 'no space with id %', p_space;
+    END IF;
+    IF vector_dims(p_query) <> v_dim THEN
+        RAISE EXCEPTION 'query vector has % dimensions, space % has %',
+            vector_dims(p_query), p_space, v_dim;
+    END IF;
+    v_ids := ranger._sensor_ids(p_sensors, p_sites, p_quadrants);
+    v_where := ranger._filter_sql(v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
+                                  p_at_from, p_at_to, p_exclude);
+
+    IF v_method NOT IN ('auto', 'hnsw', 'exact') THEN
+        RAISE EXCEPTION 'strategy must be auto, hnsw or exact, not %', v_method;
+    END IF;
+    IF v_method = 'auto' THEN
+        EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM segments g WHERE %s LIMIT %s) s',
+                       v_where, p_exact_limit + 1)
+           INTO v_passing
+          USING p_query, p_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
+                p_at_from, p_at_to, p_exclude;
+        SELECT greatest(c.reltuples, 1) INTO v_total
+          FROM pg_class c WHERE c.relname = 'segments_space_' || p_space;
+        IF v_passing <= p_exact_limit
+           OR current_setting('hnsw.max_scan_tuples')::double precision
+              * v_passing / greatest(v_total, v_passing) < 4 * p_k THEN
+            v_method := 'exact';
+        ELSE
+            v_method := 'hnsw';
+        END IF;
+    END IF;
+
+    IF v_method = 'hnsw' THEN
+        -- ef_search bounds the candidate list of each iteration; keep it >= 2k.
+        PERFORM set_config('hnsw.ef_search', least(greatest(2 * p_k, 100), 1000)::text, true);
+        v_sql := format(
+            'WITH hits AS MATERIALIZED (
+                 SELECT g.id, g.recording_id, g.sensor_id, g.start_s, g.end_s, g.starts_at,
+                        g.local_date, g.local_time,
+                        g.embedding::vector(%1$s) <=> $1::vector(%1$s) AS distance
+                   FROM segments g
+                  WHERE %2$s
+                  ORDER BY g.embedding::vector(%1$s) <=> $1::vector(%1$s)
+                  LIMIT $11)
+             SELECT h.id, (1 - h.distance)::real, h.recording_id, r.path, s.name, s.site,
+                    s.quadrant, h.start_s, h.end_s, h.starts_at, h.local_date, h.local_time,
+                    NULL::text, ''hnsw''
+               FROM hits h
+               JOIN recordings r ON r.id = h.recording_id
+               JOIN sensors s ON s.id = h.sensor_id
+              WHERE $12::real IS NULL OR 1 - h.distance >= $12
+              ORDER BY h.distance, h.id', v_dim, v_where);
+    ELSE
+        v_sql := format(
+            'WITH hits AS MATERIALIZED (
+                 SELECT g.id, g.recording_id, g.sensor_id, g.start_s, g.end_s, g.starts_at,
+                        g.local_date, g.local_time,
+                        cosine_distance(g.embedding::vector(%1$s), $1::vector(%1$s)) AS distance
+                   FROM segments g
+                  WHERE %2$s
+                  ORDER BY 9, g.id
+                  LIMIT $11)
+             SELECT h.id, (1 - h.distance)::real, h.recording_id, r.path, s.name, s.site,
+                    s.quadrant, h.start_s, h.end_s, h.starts_at, h.local_date, h.local_time,
+                    NULL::text, ''exact''
+               FROM hits h
+               JOIN recordings r ON r.id = h.recording_id
+               JOIN sensors s ON s.id = h.sensor_id
+              WHERE $12::real IS NULL OR 1 - h.distance >= $12
+              ORDER BY h.distance, h.id', v_dim, v_where);
+    END IF;
+    RETURN QUERY EXECUTE v_sql
+        USING p_query, p_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
+              p_at_from, p_at_to, p_exclude, p_k, p_min_score;
+END
+$fn$;
+
+-- Label search for classifier spaces (BirdNET): windows ranked by their stored class score
+-- for any of the given labels (the best one names the hit).
+CREATE OR REPLACE FUNCTION ranger.search_labels(
+    p_space integer,
+    p_labels integer[],
+    p_k integer DEFAULT 10,
+    p_sensors text[] DEFAULT NULL,
+    p_sites text[] DEFAULT NULL,
+    p_quadrants text[] DEFAULT NULL,
+    p_time_from time DEFAULT NULL,
+    p_time_to time DEFAULT NULL,
+    p_date_from date DEFAULT NULL,
+    p_date_to date DEFAULT NULL,
+    p_at_from timestamptz DEFAULT NULL,
+    p_at_to timestamptz DEFAULT NULL,
+    p_min_score real DEFAULT NULL
+) RETURNS TABLE (
+    segment_id bigint, score real, recording_id bigint, path text, sensor text, site text,
+    quadrant text, start_s real, end_s real, starts_at timestamptz, local_date date,
+    local_time time, label text, method text
+)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = public, pg_temp
+AS $fn$
+DECLARE
+    v_ids integer[];
+    v_where text;
+BEGIN
+    IF p_k IS NULL OR p_k < 1 THEN
+        RAISE EXCEPTION 'k must be a positive number of results';
+    END IF;
+    v_ids := ranger._sensor_ids(p_sensors, p_sites, p_quadrants);
+    v_where := ranger._filter_sql(v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
+                                  p_at_from, p_at_to, NULL);
+    RETURN QUERY EXECUTE format(
+        'WITH best AS MATERIALIZED (
+             SELECT DISTINCT ON (sc.segment_id) sc.segment_id, sc.label_id, sc.score
+               FROM segment_scores sc
+              WHERE sc.space_id = $2 AND sc.label_id = ANY($1)
+                AND sc.score >= coalesce($12, 0)
+              ORDER BY sc.segment_id, sc.score DESC, sc.label_id)
+         SELECT g.id, b.score, g.recording_id, r.path, s.name, s.site, s.quadrant,
+                g.start_s, g.end_s, g.starts_at, g.local_date, g.local_time,
+                coalesce(l.common, l.name), ''labels''
+           FROM best b
+           JOIN segments g ON g.space_id = $2 AND g.id = b.segment_id
+           JOIN recordings r ON r.id = g.recording_id
+           JOIN sensors s ON s.id = g.sensor_id
+           JOIN space_labels l ON l.space_id = $2 AND l.label_id = b.label_id
+          WHERE %s
+          ORDER BY b.score DESC, g.id
+          LIMIT $11', v_where)
+        USING p_labels, p_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
+              p_at_from, p_at_to, NULL::bigint, p_k, p_min_score;
+END
+$fn$;
+
+-- Named, stored queries ("concepts") that people without Python can use. Filter parameters
+-- are *_name because the result columns are called sensor, site and quadrant.
+CREATE OR REPLACE FUNCTION ranger.search(
+    concept text,
+    k integer DEFAULT 10,
+    sensor_name text DEFAULT NULL,
+    site_name text DEFAULT NULL,
+    quadrant_name text DEFAULT NULL,
+    time_from time DEFAULT NULL,
+    time_to time DEFAULT NULL,
+    date_from date DEFAULT NULL,
+    date_to date DEFAULT NULL
+) RETURNS TABLE (
+    segment_id bigint, score real, recording_id bigint, path text, sensor text, site text,
+    quadrant text, start_s real, end_s real, starts_at timestamptz, local_date date,
+    local_time time, label text, method text
+)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = public, pg_temp
+AS $fn$
+DECLARE
+    c concepts%ROWTYPE;
+BEGIN
+    SELECT * INTO c FROM concepts WHERE name = concept;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no concept named %; see SELECT name FROM ranger.concepts', concept;
+    END IF;
+    IF c.label_ids IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM ranger.search_labels(
+            c.space_id, c.label_ids, k,
+            CASE WHEN sensor_name IS NULL THEN NULL ELSE ARRAY[sensor_name] END,
+            CASE WHEN site_name IS NULL THEN NULL ELSE ARRAY[site_name] END,
+            CASE WHEN quadrant_name IS NULL THEN NULL ELSE ARRAY[quadrant_name] END,
+            time_from, time_to, date_from, date_to, NULL, NULL, c.threshold);
+    ELSE
+        RETURN QUERY SELECT * FROM ranger.search_vector(
+            c.space_id, c.embedding, k,
+            CASE WHEN sensor_name IS NULL THEN NULL ELSE ARRAY[sensor_name] END,
+            CASE WHEN site_name IS NULL THEN NULL ELSE ARRAY[site_name] END,
+            CASE WHEN quadrant_name IS NULL THEN NULL ELSE ARRAY[quadrant_name] END,
+            time_from, time_to, date_from, date_to, NULL, NULL, c.threshold);
+    END IF;
+END
+$fn$;
+
+-- (Re)compute the stored detections of one concept (or all): windows whose score passes the
+-- concept's threshold. Vector concepts need a threshold; label concepts default to 0.5.
+CREATE OR REPLACE FUNCTION ranger.refresh_detections(p_concept text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = public, pg_temp
+AS $fn$
+DECLARE
+    c concepts%ROWTYPE;
+    v_dim integer;
+    v_n bigint := 0;
+    v_rows bigint;
+BEGIN
+    FOR c IN SELECT * FROM concepts WHERE p_concept IS NULL OR name = p_concept LOOP
+        DELETE FROM detections WHERE concept_id = c.id;
+        IF c.label_ids IS NOT NULL THEN
+            INSERT INTO detections (concept_id, space_id, segment_id, score)
+            SELECT c.id, c.space_id, sc.segment_id, max(sc.score)
+              FROM segment_scores sc
+             WHERE sc.space_id = c.space_id AND sc.label_id = ANY(c.label_ids)
+               AND sc.score >= coalesce(c.threshold, 0.5)
+             GROUP BY sc.segment_id;
+        ELSIF c.threshold IS NOT NULL THEN
+            SELECT dimension INTO v_dim FROM spaces WHERE id = c.space_id;
+            EXECUTE format(
+                'INSERT INTO detections (concept_id, space_id, segment_id, score)
+                 SELECT $1, $2, g.id, 1 - cosine_distance(g.embedding::vector(%1$s), $3::vector(%1$s))
+                   FROM segments g
+                  WHERE g.space_id = $2
+                    AND 1 - cosine_distance(g.embedding::vector(%1$s), $3::vector(%1$s)) >= $4',
+                v_dim)
+            USING c.id, c.space_id, c.embedding, c.threshold;
+        END IF;
+        GET DIAGNOSTICS v_rows = ROW_COUNT;
+        v_n := v_n + v_rows;
+        UPDATE concepts SET refreshed_at = now() WHERE id = c.id;
+    END LOOP;
+    RETURN v_n;
+END
+$fn$;
+
+CREATE OR REPLACE VIEW ranger.concepts AS
+SELECT c.name, sp.name AS space, c.kind, c.query, c.threshold,
+       cardinality(c.label_ids) AS n_labels, c.created_at, c.refreshed_at,
+       (SELECT count(*) FROM detections d WHERE d.concept_id = c.id) AS detections
+  FROM concepts c JOIN spaces sp ON sp.id = c.space_id;
+
+-- Every window where a concept was detected, with place and local time.
+CREATE OR REPLACE VIEW ranger.detections AS
+SELECT c.name          AS concept,
+       d.score,
+       d.segment_id,
+       g.recording_id,
+       s.name          AS sensor,
+       s.site,
+       s.quadrant,
+       g.local_date,
+       g.local_time,
+       g.starts_at,
+       r.path,
+       g.start_s,
+       g.end_s
+  FROM detections d
+  JOIN concepts c ON c.id = d.concept_id
+  JOIN segments g ON g.space_id = d.space_id AND g.id = d.segment_id
+  JOIN recordings r ON r.id = g.recording_id
+  JOIN sensors s ON s.id = g.sensor_id;
+
+-- Detections per concept, site/quadrant, local day and local hour.
+CREATE OR REPLACE VIEW ranger.activity_by_hour AS
+SELECT concept, site, quadrant, local_date AS day,
+       extract(hour FROM local_time)::integer AS hour,
+       count(*) AS detections,
+       max(score) AS best_score
+  FROM ranger.detections
+ WHERE local_date IS NOT NULL
+ GROUP BY concept, site, quadrant, local_date, extract(hour FROM local_time);
+
+CREATE OR REPLACE VIEW ranger.sensors AS
+SELECT name AS sensor, site, quadrant, latitude, longitude, timezone, metadata
+  FROM sensors;
+
+-- Every window with its place and local time (no vectors): the table to filter in a BI tool.
+CREATE OR REPLACE VIEW ranger.windows AS
+SELECT g.id AS segment_id, sp.name AS space, g.recording_id, s.name AS sensor, s.site,
+       s.quadrant, g.local_date, g.local_time, g.starts_at, r.path, g.start_s, g.end_s
+  FROM segments g
+  JOIN spaces sp ON sp.id = g.space_id
+  JOIN recordings r ON r.id = g.recording_id
+  JOIN sensors s ON s.id = g.sensor_id;
+REVOKE EXECUTE ON FUNCTION ranger.refresh_detections(text) FROM PUBLIC;

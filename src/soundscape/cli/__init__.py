@@ -1,0 +1,15 @@
+"""The ``soundscape`` command line. Kept thin: each command parses options, calls the library
+and renders the result. Data goes to stdout, progress and messages to stderr; errors exit 1,
+usage errors 2. Commands live in modules by area and register themselves on ``cli``."""
+
+from soundscape.cli import catalog, db, ingest, search  # noqa: F401  (register commands)
+from soundscape.cli.base import (
+    cli,
+    database_option,
+    echo_err,
+    format_options,
+    main,
+    open_db,
+)
+
+__all__ = ["cli", "database_option", "echo_err", "format_options", "main", "open_db"]

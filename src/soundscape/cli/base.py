@@ -1,0 +1,82 @@
+"""The ``soundscape`` command group and what its commands share (options, output, errors)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from soundscape import __version__
+from soundscape.errors import SoundscapeError
+
+DATABASE_ENV = "SOUNDSCAPE_DATABASE_URL"
+
+
+class _Group(click.Group):
+    """Turns library errors into clean ``Error: ...`` messages with exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SoundscapeError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+def database_option(f: Callable) -> Callable:
+    return click.option(
+        "-d",
+        "--database",
+        "database",
+        envvar=DATABASE_ENV,
+        metavar="URL",
+        help=f"PostgreSQL URL (with pgvector); default: the embedded database. Env: {DATABASE_ENV}.",
+    )(f)
+
+
+def format_options(f: Callable) -> Callable:
+    @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+    @click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row.")
+    @functools.wraps(f)
+    def wrapper(*args: Any, as_json: bool, as_csv: bool, **kwargs: Any) -> Any:
+        if as_json and as_csv:
+            raise click.UsageError("choose one of --json and --csv")
+        kwargs["fmt"] = "json" if as_json else "csv" if as_csv else "table"
+        return f(*args, **kwargs)
+
+    return wrapper
+
+
+def open_db(url: str | None):
+    """Open the database (embedded by default) and close its engine when the command ends."""
+    from soundscape.db import open_database
+
+    db = open_database(url)
+    click.get_current_context().call_on_close(db.engine.dispose)
+    return db
+
+
+def echo_err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="soundscape")
+@click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for debug).")
+def cli(verbose: int) -> None:
+    """Make long audio searchable with SQL.
+
+    Recordings are cut into overlapping windows, each window becomes a vector from an audio
+    model, and the vectors are stored in PostgreSQL (pgvector) with sensor, place and time.
+    """
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def main() -> None:
+    cli(prog_name="soundscape")

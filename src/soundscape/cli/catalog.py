@@ -1,0 +1,237 @@
+"""Sensors, models, recordings, stats and labels: what is in the database."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import sqlalchemy as sa
+
+from soundscape.cli.base import cli, database_option, echo_err, format_options, open_db
+from soundscape.errors import SoundscapeError
+from soundscape.output import emit
+
+
+# --------------------------------------------------------------------------------- sensors
+@cli.group()
+def sensors() -> None:
+    """Register recorders: site, quadrant, position and timezone."""
+
+
+@sensors.command("add")
+@click.argument("name")
+@click.option("--site", help="Site name, e.g. 'North Marsh'.")
+@click.option("--quadrant", help="Quadrant, e.g. 'N'.")
+@click.option("--lat", type=click.FloatRange(-90, 90), help="Latitude (WGS84).")
+@click.option("--lon", type=click.FloatRange(-180, 180), help="Longitude (WGS84).")
+@click.option(
+    "--timezone",
+    "tz",
+    default="UTC",
+    show_default=True,
+    help="IANA timezone of the sensor (gives local time of day, DST-correct).",
+)
+@click.option("--metadata", help="Extra fields as a JSON object.")
+@click.option("--update", is_flag=True, help="Update the sensor if it exists.")
+@database_option
+@format_options
+def sensors_add(name: str, site, quadrant, lat, lon, tz, metadata, update, database, fmt) -> None:
+    """Add a sensor (recorder)."""
+    from soundscape.sensors import add_sensor
+
+    try:
+        meta = json.loads(metadata) if metadata else {}
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--metadata") from exc
+    if not isinstance(meta, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--metadata")
+    database_ = open_db(database)
+    with database_.engine.begin() as conn:
+        sensor = add_sensor(
+            conn,
+            name,
+            site=site,
+            quadrant=quadrant,
+            latitude=lat,
+            longitude=lon,
+            timezone=tz,
+            metadata=meta,
+            update=update,
+        )
+    emit([sensor.as_dict()], fmt)
+
+
+@sensors.command("list")
+@database_option
+@format_options
+def sensors_list(database: str | None, fmt: str) -> None:
+    """List sensors."""
+    from soundscape.sensors import list_sensors
+
+    with open_db(database).engine.connect() as conn:
+        rows = [s.as_dict() for s in list_sensors(conn)]
+    emit(
+        rows,
+        fmt,
+        ["id", "name", "site", "quadrant", "latitude", "longitude", "timezone", "metadata"],
+    )
+
+
+# ---------------------------------------------------------------------------------- models
+@cli.group()
+def models() -> None:
+    """Audio models (embedding spaces)."""
+
+
+@models.command("list")
+@format_options
+def models_list(fmt: str) -> None:
+    """Show each model: dimension, sample rate, window, hop, and whether it can run here."""
+    from soundscape.embedders import get_model_class, model_names
+
+    rows = []
+    for name in model_names():
+        try:
+            cls = get_model_class(name)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not hide the others
+            rows.append({"name": name, "available": False, "reason": f"cannot load: {exc}"})
+            continue
+        reason = cls.unavailable_reason()
+        rows.append(
+            {
+                "name": name,
+                "version": cls.version,
+                "dimension": cls.dimension,
+                "sample_rate": cls.sample_rate,
+                "window_s": cls.default_window_s,
+                "hop_s": cls.default_hop_s,
+                "text": cls.supports_text,
+                "classes": cls.has_class_scores,
+                "available": reason is None,
+                "reason": reason or "",
+            }
+        )
+    emit(
+        rows,
+        fmt,
+        [
+            "name",
+            "version",
+            "dimension",
+            "sample_rate",
+            "window_s",
+            "hop_s",
+            "text",
+            "classes",
+            "available",
+            "reason",
+        ],
+    )
+
+
+# ------------------------------------------------------------------------------ recordings
+@cli.group()
+def recordings() -> None:
+    """Stored recordings."""
+
+
+@recordings.command("list")
+@click.option("-s", "--sensor", help="Only this sensor's recordings.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N rows.")
+@database_option
+@format_options
+def recordings_list(sensor: str | None, limit: int | None, database: str | None, fmt: str) -> None:
+    """List recordings with sensor, start, duration and spaces."""
+    sql = (
+        "SELECT recording_id AS id, sensor, site, quadrant, path, format, duration_s, "
+        "started_local, spaces, n_segments FROM ranger.recordings "
+        "WHERE (CAST(:sensor AS text) IS NULL OR sensor = :sensor) ORDER BY recording_id"
+    )
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    with open_db(database).engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(sa.text(sql), {"sensor": sensor})]
+    emit(
+        rows,
+        fmt,
+        [
+            "id",
+            "sensor",
+            "site",
+            "quadrant",
+            "path",
+            "format",
+            "duration_s",
+            "started_local",
+            "spaces",
+            "n_segments",
+        ],
+    )
+
+
+# ---------------------------------------------------------------------------------- stats
+@cli.command()
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+def stats(database: str | None, as_json: bool) -> None:
+    """Recordings, hours of audio, windows per space and database size."""
+    from soundscape.stats import database_stats
+
+    with open_db(database).engine.connect() as conn:
+        info = database_stats(conn)
+    if as_json:
+        click.echo(json.dumps(info, default=str))
+        return
+    click.echo(f"sensors      {info['sensors']}")
+    click.echo(f"recordings   {info['recordings']}")
+    click.echo(f"audio hours  {info['audio_hours']:.3f}")
+    click.echo(f"failed files {info['unresolved_errors']} (see ingest_errors)")
+    click.echo(f"database     {info['database_size']}")
+    if info["spaces"]:
+        click.echo("")
+        emit(
+            info["spaces"],
+            "table",
+            ["space", "model", "dimension", "window_s", "hop_s", "recordings", "segments"],
+        )
+
+
+# ---------------------------------------------------------------------------------- labels
+@cli.group()
+def labels() -> None:
+    """Class labels of classifier models (BirdNET)."""
+
+
+@labels.command("top")
+@click.option("--space", "space_name", help="Space to read (default: the first with classes).")
+@click.option("-s", "--sensor", help="Only this sensor's recordings.")
+@click.option(
+    "--min-score",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Count windows whose class score is at least this.",
+)
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@database_option
+@format_options
+def labels_top(space_name, sensor, min_score, limit, database, fmt) -> None:
+    """The classes detected most often in stored windows."""
+    from soundscape.spaces import get_space
+    from soundscape.stats import top_labels
+
+    with open_db(database).engine.connect() as conn:
+        if not space_name:
+            space_name = conn.execute(
+                sa.text(
+                    "SELECT name FROM spaces WHERE id = (SELECT min(space_id) FROM space_labels)"
+                )
+            ).scalar()
+            if space_name is None:
+                raise SoundscapeError(
+                    "no space with class labels yet; ingest with --model birdnet first"
+                )
+        space = get_space(conn, space_name)
+        rows = top_labels(conn, space.id, sensor=sensor, min_score=min_score, limit=limit)
+    echo_err(f"space {space.name}: classes with score >= {min_score:g}")
+    emit(rows, fmt, ["common", "scientific", "windows", "recordings", "best_score"])

@@ -1,0 +1,124 @@
+"""``soundscape db ...``: the embedded server, migrations, the read-only role."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+import sqlalchemy as sa
+
+from soundscape.cli.base import cli, database_option, echo_err, open_db
+
+
+# --------------------------------------------------------------------------------------- db
+@cli.group()
+def db() -> None:
+    """Manage the database (the embedded server and schema migrations)."""
+
+
+@db.command("status")
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+def db_status(database: str | None, as_json: bool) -> None:
+    """Show where the database is, whether it runs and its schema revision."""
+    from soundscape import server
+    from soundscape.db import current_revision, head_revision, make_engine, mask_url
+
+    info: dict[str, Any] = {"embedded": database is None, "head_revision": head_revision()}
+    if database is None:
+        st = server.status()
+        info.update(
+            pgdata=str(st.pgdata), initialized=st.initialized, running=st.running, pid=st.pid
+        )
+        url = st.url()
+    else:
+        url = database
+        info["running"] = None
+    info["url"] = mask_url(url) if url else None
+    info["revision"] = None
+    if url:
+        engine = make_engine(url)
+        try:
+            with engine.connect() as conn:
+                info["revision"] = current_revision(conn)
+                info["running"] = True
+                info["size_bytes"] = conn.execute(
+                    sa.text("SELECT pg_database_size(current_database())")
+                ).scalar()
+        except sa.exc.OperationalError as exc:
+            info["running"] = False
+            info["error"] = str(exc.orig).strip().splitlines()[0]
+        finally:
+            engine.dispose()
+    info["up_to_date"] = info["revision"] == info["head_revision"]
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    for key, value in info.items():
+        click.echo(f"{key:14} {'' if value is None else value}")
+
+
+@db.command("start")
+def db_start() -> None:
+    """Start the embedded PostgreSQL server (and create/upgrade its schema)."""
+    from soundscape.db import open_database
+
+    database = open_database(None)
+    database.engine.dispose()
+    echo_err(f"embedded database running: {database.safe_url}")
+
+
+@db.command("stop")
+def db_stop() -> None:
+    """Stop the embedded PostgreSQL server."""
+    from soundscape import server
+
+    echo_err("stopped" if server.stop() else "the embedded database was not running")
+
+
+@db.command("url")
+@database_option
+def db_url(database: str | None) -> None:
+    """Print the database URL (password hidden), starting the embedded server if needed."""
+    from soundscape import server
+    from soundscape.db import mask_url
+
+    click.echo(mask_url(database if database else server.ensure_running_url()))
+
+
+@db.command("upgrade")
+@database_option
+@click.option("--revision", default="head", show_default=True, help="Target revision.")
+def db_upgrade(database: str | None, revision: str) -> None:
+    """Create or migrate the schema (CREATE EXTENSION vector, tables, indexes, views)."""
+    from soundscape.db import current_revision, open_database, upgrade
+
+    database_ = open_database(database, check=False)
+    try:
+        upgrade(database_.engine, revision)
+        with database_.engine.connect() as conn:
+            rev = current_revision(conn)
+    finally:
+        database_.engine.dispose()
+    echo_err(f"{database_.safe_url} is at revision {rev}")
+
+
+@db.command("create-reader")
+@click.option("--name", default="soundscape_reader", show_default=True, help="Role name.")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
+              envvar="SOUNDSCAPE_READER_PASSWORD",
+              help="The role's password (prompted; env: SOUNDSCAPE_READER_PASSWORD).")
+@database_option
+def db_create_reader(name: str, password: str, database: str | None) -> None:
+    """Create a read-only login role for BI tools: it may only read the ranger views and run
+    the ranger search functions."""
+    from sqlalchemy.engine import make_url
+
+    from soundscape.db import create_reader, mask_url
+
+    database_ = open_db(database)
+    create_reader(database_.engine, password, name)
+    url = make_url(database_.url).set(username=name, password=password)
+    echo_err(f"role {name} can read schema ranger; connect with "
+             f"{mask_url(url.set(drivername='postgresql').render_as_string(False))}")

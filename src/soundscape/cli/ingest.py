@@ -1,0 +1,149 @@
+"""``soundscape ingest``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from soundscape.cli.base import cli, database_option, echo_err, open_db
+
+
+# ---------------------------------------------------------------------------------- ingest
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-r", "--recursive", is_flag=True, help="Descend into sub-folders.")
+@click.option("-s", "--sensor", required=True, help="Sensor that made the recordings.")
+@click.option(
+    "-m",
+    "--model",
+    "model_opts",
+    multiple=True,
+    default=("birdnet",),
+    show_default=True,
+    help="Model(s) to embed with; repeat or separate by commas (e.g. birdnet,spectral).",
+)
+@click.option(
+    "--window",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Window length in seconds (default: the model's).",
+)
+@click.option(
+    "--hop",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Hop between window starts in seconds (default: the model's).",
+)
+@click.option(
+    "--start-time",
+    help="Recording start, ISO 8601 (one file only; default: parsed from the file name).",
+)
+@click.option("--replace", is_flag=True, help="Re-embed files already stored.")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first file that fails.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the per-file results and summary as JSON."
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@database_option
+def ingest(
+    paths,
+    recursive,
+    sensor,
+    model_opts,
+    window,
+    hop,
+    start_time,
+    replace,
+    fail_fast,
+    as_json,
+    quiet,
+    database,
+) -> None:
+    """Embed audio files (wav, flac, ogg, mp3) or folders of them into the database.
+
+    Files already stored (same SHA-256) are skipped, so re-running resumes an interrupted
+    ingest. Each file is stored in one transaction: nothing half-written is ever left behind.
+    """
+    from tqdm import tqdm
+
+    from soundscape.audio import probe
+    from soundscape.errors import AudioError
+    from soundscape.ingest import Ingestor, collect_files
+    from soundscape.timeutil import parse_iso_start
+
+    models_ = [m for opt in model_opts for m in opt.split(",") if m.strip()]
+    missing = [str(p) for p in paths if not p.exists()]
+    files = collect_files([p for p in paths if p.exists()], recursive=recursive)
+    start = None
+    if start_time is not None:
+        if len(files) + len(missing) != 1:
+            raise click.UsageError("--start-time applies to a single file; name one file")
+        try:
+            start = parse_iso_start(start_time)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--start-time") from exc
+
+    database_ = open_db(database)
+    ingestor = Ingestor(
+        database_.engine, sensor, models_, window_s=window, hop_s=hop, replace=replace
+    )
+    total = 0.0
+    for f in files:
+        with contextlib.suppress(AudioError):
+            total += probe(f).duration_s
+    echo_err(
+        f"ingesting {len(files)} file(s), {total / 3600:.2f} h of audio, into "
+        f"{ingestor.model_names} on {database_.safe_url}"
+    )
+
+    from soundscape.ingest import FileResult, Summary
+
+    summary = Summary()
+    bar = tqdm(
+        total=round(total, 1),
+        unit="s",
+        unit_scale=True,
+        desc="audio",
+        file=sys.stderr,
+        disable=quiet,
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )
+
+    def report(r: FileResult) -> None:
+        summary.add(r)
+        if r.status == "failed":
+            bar.write(f"failed: {r.reason}", file=sys.stderr)
+        elif r.status == "skipped" and not quiet:
+            bar.write(f"skipped: {r.path}: {r.reason}", file=sys.stderr)
+        bar.set_postfix(stored=summary.stored, skipped=summary.skipped, failed=summary.failed)
+
+    for m in missing:
+        report(ingestor._failed(m, None, f"{m}: no such file or folder"))
+    try:
+        for f in files:
+            r = ingestor.ingest_file(
+                f, start_time=start, on_progress=lambda s: bar.update(round(s, 1))
+            )
+            report(r)
+            if fail_fast and r.status == "failed":
+                break
+    except KeyboardInterrupt:
+        bar.close()
+        echo_err(
+            f"interrupted: {summary.stored} file(s) stored; the file in progress was rolled "
+            "back. Run the same command again to resume."
+        )
+        sys.exit(130)
+    bar.close()
+    s = summary.as_dict()
+    echo_err(
+        f"stored {s['stored']}, skipped {s['skipped']}, failed {s['failed']} file(s); "
+        f"{s['audio_hours']:.3f} h of audio, {s['segments']} windows"
+    )
+    if as_json:
+        click.echo(json.dumps({"summary": s, "files": [r.as_dict() for r in summary.results]}))
+    if summary.failed:
+        sys.exit(1)

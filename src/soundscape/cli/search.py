@@ -1,0 +1,328 @@
+"""``soundscape search`` and ``soundscape concepts ...``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import sqlalchemy as sa
+
+from soundscape.cli.base import cli, database_option, echo_err, format_options, open_db
+from soundscape.errors import SoundscapeError
+from soundscape.output import emit
+
+HIT_COLUMNS = [
+    "rank",
+    "score",
+    "sensor",
+    "site",
+    "quadrant",
+    "local",
+    "start_s",
+    "end_s",
+    "path",
+    "segment_id",
+]
+
+
+def _filter_options(f):
+    options = [
+        click.option(
+            "-s", "--sensor", "sensors", multiple=True, help="Only this sensor (repeatable)."
+        ),
+        click.option("--site", "sites", multiple=True, help="Only this site (repeatable)."),
+        click.option(
+            "--quadrant", "quadrants", multiple=True, help="Only this quadrant (repeatable)."
+        ),
+        click.option(
+            "--time",
+            "time_range",
+            metavar="HH:MM-HH:MM",
+            help="Local time of day at each sensor; may cross midnight (22:00-04:00).",
+        ),
+        click.option(
+            "--from",
+            "date_from",
+            metavar="WHEN",
+            help="From a local date (YYYY-MM-DD, today, 7d) or an ISO time with offset.",
+        ),
+        click.option(
+            "--to",
+            "date_to",
+            metavar="WHEN",
+            help="To a local date (inclusive) or an ISO time with offset (exclusive).",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def build_filters(sensors, sites, quadrants, time_range, date_from, date_to, min_score=None):
+    from soundscape.search import Filters, date_bounds, parse_time_range, parse_when
+
+    try:
+        t_from, t_to = parse_time_range(time_range) if time_range else (None, None)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--time") from exc
+    try:
+        start = parse_when(date_from) if date_from else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--from") from exc
+    try:
+        end = parse_when(date_to) if date_to else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--to") from exc
+    d_from, d_to, a_from, a_to = date_bounds(start, end)
+    return Filters(
+        sensors=list(sensors) or None,
+        sites=list(sites) or None,
+        quadrants=list(quadrants) or None,
+        time_from=t_from,
+        time_to=t_to,
+        date_from=d_from,
+        date_to=d_to,
+        at_from=a_from,
+        at_to=a_to,
+        min_score=min_score,
+    )
+
+
+def resolve_query(conn, text, audio, start, end, like, concept, space_name):
+    """Exactly one query form -> a search.Query (and what min score a concept implies)."""
+    from soundscape import search
+
+    forms = [
+        f
+        for f, v in (("TEXT", text), ("--audio", audio), ("--like", like), ("--concept", concept))
+        if v is not None
+    ]
+    if len(forms) != 1:
+        raise click.UsageError(
+            "give exactly one query: TEXT, --audio FILE, --like WINDOW_ID or --concept NAME"
+            + (f" (got {', '.join(forms)})" if forms else "")
+        )
+    if (start is not None or end is not None) and audio is None:
+        raise click.UsageError("--start/--end select a span of --audio FILE")
+    if text is not None:
+        space = search.pick_space(conn, space_name, text=True)
+        return search.text_query(conn, text, space)
+    if audio is not None:
+        space = search.pick_space(conn, space_name, text=False)
+        return search.audio_query(conn, audio, space, start, end)
+    if like is not None:
+        return search.window_query(conn, like, space_name)
+    from soundscape.concepts import concept_query
+
+    return concept_query(conn, concept)
+
+
+@cli.command()
+@click.argument("text", required=False)
+@click.option(
+    "--audio",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Find windows that sound like this file.",
+)
+@click.option("--start", type=click.FloatRange(min=0), help="Start of the --audio span (s).")
+@click.option("--end", type=click.FloatRange(min=0), help="End of the --audio span (s).")
+@click.option("--like", type=int, metavar="WINDOW_ID", help="Find windows like a stored window.")
+@click.option("--concept", help="Run a stored concept (see `soundscape concepts list`).")
+@click.option(
+    "--space",
+    "--model",
+    "space_name",
+    help="Space (model configuration) to search; default: the best that can answer.",
+)
+@_filter_options
+@click.option("--min-score", type=float, help="Only hits scoring at least this.")
+@click.option("-n", "--limit", type=click.IntRange(1, 10000), default=10, show_default=True)
+@click.option("--events", is_flag=True, help="Merge overlapping/adjacent windows into events.")
+@click.option(
+    "--export",
+    "export_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write each hit as a WAV clip + spectrogram PNG into this folder.",
+)
+@click.option(
+    "--strategy",
+    type=click.Choice(["auto", "hnsw", "exact"], case_sensitive=False),
+    default="auto",
+    show_default=True,
+    help="Index scan or exact scan (auto decides).",
+)
+@database_option
+@format_options
+def search(
+    text,
+    audio,
+    start,
+    end,
+    like,
+    concept,
+    space_name,
+    sensors,
+    sites,
+    quadrants,
+    time_range,
+    date_from,
+    date_to,
+    min_score,
+    limit,
+    events,
+    export_dir,
+    strategy,
+    database,
+    fmt,
+) -> None:
+    """Search windows by TEXT, an audio example, a stored window or a concept.
+
+    \b
+    Examples:
+      soundscape search chainsaw --time 02:00-04:00 --quadrant N --from 7d
+      soundscape search --audio example.wav --start 3 --end 6 --events
+      soundscape search --like 1234 --site "North Marsh" --json
+    """
+    from soundscape import search as s
+
+    filters = build_filters(sensors, sites, quadrants, time_range, date_from, date_to, min_score)
+    database_ = open_db(database)
+    with database_.engine.connect() as conn:
+        s.check_filter_names(conn, filters)
+        query = resolve_query(conn, text, audio, start, end, like, concept, space_name)
+        if query.min_score is not None and filters.min_score is None:
+            filters.min_score = query.min_score
+        echo_err(f"searching space {query.space.name} by {query.description}")
+        fetch = min(10000, limit * 5) if events else limit
+        hits = s.run(conn, query, filters, limit=fetch, strategy=strategy.lower())
+    if events:
+        hits = s.merge_events(hits)[:limit]
+    if export_dir is not None:
+        result = s.export_clips(hits, export_dir)
+        for err in result.errors:
+            echo_err(f"warning: {err}")
+        echo_err(f"wrote {len(result.written)} file(s) to {export_dir}")
+    rows = []
+    for rank, hit in enumerate(hits, start=1):
+        rows.append({"rank": rank, **hit.as_row()})
+    columns = list(HIT_COLUMNS)
+    if query.is_labels:
+        columns.insert(2, "label")
+    if events:
+        columns.insert(columns.index("path"), "n_windows")
+    if export_dir is not None:
+        columns.append("clip")
+    if fmt != "table":
+        columns += [
+            c
+            for c in ("recording_id", "starts_at", "method", "label", "n_windows")
+            if c not in columns
+        ]
+    if not hits:
+        echo_err("no windows match")
+    emit(rows, fmt, columns)
+
+
+# --------------------------------------------------------------------------------- concepts
+@cli.group()
+def concepts() -> None:
+    """Named, stored queries that SQL users can run (ranger.search, ranger.detections)."""
+
+
+@concepts.command("add")
+@click.argument("name")
+@click.option("--text", help="A text query (labels for BirdNET, the text encoder for CLAP).")
+@click.option(
+    "--audio",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="An audio example.",
+)
+@click.option("--start", type=click.FloatRange(min=0), help="Start of the --audio span (s).")
+@click.option("--end", type=click.FloatRange(min=0), help="End of the --audio span (s).")
+@click.option("--like", type=int, metavar="WINDOW_ID", help="A stored window as the example.")
+@click.option("--space", "--model", "space_name", help="Space to use (default: best available).")
+@click.option(
+    "--threshold",
+    type=float,
+    help="Score a window needs to count as a detection (labels default 0.5).",
+)
+@click.option("--replace", is_flag=True, help="Overwrite a concept with the same name.")
+@database_option
+@format_options
+def concepts_add(
+    name, text, audio, start, end, like, space_name, threshold, replace, database, fmt
+) -> None:
+    """Store a concept and compute its detections."""
+    from soundscape.concepts import save_concept
+
+    database_ = open_db(database)
+    with database_.engine.begin() as conn:
+        query = resolve_query(conn, text, audio, start, end, like, None, space_name)
+        row = save_concept(conn, name, query, threshold=threshold, replace=replace)
+    echo_err(
+        f"concept {name!r} stored in space {query.space.name} ({query.description}); "
+        f"{row['detections']} detection(s)"
+    )
+    emit([row], fmt)
+
+
+@concepts.command("list")
+@database_option
+@format_options
+def concepts_list(database, fmt) -> None:
+    """List concepts with their space, threshold and number of detections."""
+    with open_db(database).engine.connect() as conn:
+        rows = [
+            dict(r._mapping)
+            for r in conn.execute(
+                sa.text(
+                    "SELECT name, space, kind, query, threshold, n_labels, detections, refreshed_at "
+                    "FROM ranger.concepts ORDER BY name"
+                )
+            )
+        ]
+    emit(
+        rows,
+        fmt,
+        ["name", "space", "kind", "query", "threshold", "n_labels", "detections", "refreshed_at"],
+    )
+
+
+@concepts.command("remove")
+@click.argument("names", nargs=-1, required=True)
+@database_option
+def concepts_remove(names, database) -> None:
+    """Remove concepts (and their detections)."""
+    with open_db(database).engine.begin() as conn:
+        for name in names:
+            gone = conn.execute(
+                sa.text("DELETE FROM concepts WHERE name = :n RETURNING id"), {"n": name}
+            ).fetchone()
+            if gone is None:
+                raise SoundscapeError(f"no concept named {name!r} (see `soundscape concepts list`)")
+    echo_err(f"removed {len(names)} concept(s)")
+
+
+@concepts.command("refresh")
+@click.argument("names", nargs=-1)
+@database_option
+def concepts_refresh(names, database) -> None:
+    """Recompute detections (all concepts, or the ones named) after new audio was ingested."""
+    with open_db(database).engine.begin() as conn:
+        targets: list[Any] = list(names) or [None]
+        total = 0
+        for name in targets:
+            if (
+                name is not None
+                and not conn.execute(
+                    sa.text("SELECT 1 FROM concepts WHERE name = :n"), {"n": name}
+                ).fetchone()
+            ):
+                raise SoundscapeError(f"no concept named {name!r}")
+            total += conn.execute(
+                sa.text("SELECT ranger.refresh_detections(:n)"), {"n": name}
+            ).scalar()
+    echo_err(f"{total} detection(s)")
+    sys.stdout.flush()

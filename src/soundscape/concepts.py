@@ -1,0 +1,86 @@
+"""Concepts: named queries stored with their vector (or label set) and threshold, so SQL users
+can run them (``ranger.search``) and list where they were heard (``ranger.detections``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from soundscape.db import register_vector
+from soundscape.errors import SoundscapeError
+from soundscape.search import Query
+from soundscape.spaces import list_spaces
+
+#: class-probability threshold for label concepts when none is given
+DEFAULT_LABEL_THRESHOLD = 0.5
+
+
+def save_concept(
+    conn: Connection,
+    name: str,
+    query: Query,
+    *,
+    threshold: float | None = None,
+    replace: bool = False,
+) -> dict[str, Any]:
+    """Store ``query`` as concept ``name`` and compute its detections."""
+    if not name.strip():
+        raise SoundscapeError("a concept needs a name")
+    if query.is_labels and threshold is None:
+        threshold = DEFAULT_LABEL_THRESHOLD
+    register_vector(conn)
+    if replace:
+        conn.execute(sa.text("DELETE FROM concepts WHERE name = :n"), {"n": name})
+    inserted = conn.execute(
+        sa.text(
+            "INSERT INTO concepts (name, space_id, kind, query, embedding, label_ids, threshold) "
+            "VALUES (:n, :s, :k, :q, CAST(:e AS vector), CAST(:l AS integer[]), :t) "
+            "ON CONFLICT (name) DO NOTHING RETURNING id"
+        ),
+        {
+            "n": name,
+            "s": query.space.id,
+            "k": "labels" if query.is_labels else query.kind,
+            "q": query.description,
+            "e": None if query.vector is None else np.asarray(query.vector, np.float32),
+            "l": query.label_ids,
+            "t": threshold,
+        },
+    ).scalar()
+    if inserted is None:
+        raise SoundscapeError(f"concept {name!r} exists; use --replace to overwrite it")
+    conn.execute(sa.text("SELECT ranger.refresh_detections(:n)"), {"n": name})
+    row = conn.execute(
+        sa.text(
+            "SELECT name, space, kind, query, threshold, n_labels, detections "
+            "FROM ranger.concepts WHERE name = :n"
+        ),
+        {"n": name},
+    ).one()
+    return dict(row._mapping)
+
+
+def concept_query(conn: Connection, name: str) -> Query:
+    register_vector(conn)
+    row = conn.execute(
+        sa.text(
+            "SELECT space_id, kind, query, embedding, label_ids, threshold FROM concepts "
+            "WHERE name = :n"
+        ),
+        {"n": name},
+    ).fetchone()
+    if row is None:
+        raise SoundscapeError(f"no concept named {name!r} (see `soundscape concepts list`)")
+    space = next(s for s in list_spaces(conn) if s.id == row.space_id)
+    vector = None if row.embedding is None else np.asarray(row.embedding.to_numpy(), np.float32)
+    return Query(
+        space,
+        f"concept {name!r} ({row.query})",
+        vector=vector,
+        label_ids=list(row.label_ids) if row.label_ids is not None else None,
+        kind="concept",
+        min_score=row.threshold,
+    )

@@ -1,0 +1,286 @@
+"""Search end to end on a small reserve built from real audio with known answers.
+
+Sirens (a real fire-truck recording) are mixed into the real forest soundscape at known
+offsets, in recordings made by sensors in known places, at known local times that include
+a recording across local midnight and one across the spring-forward DST change.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import date, time
+from pathlib import Path
+
+import psycopg
+import pytest
+import soundfile as sf
+import sqlalchemy as sa
+
+from . import reserve
+from .reserve import EXAMPLES
+
+SIREN = EXAMPLES / "firetruck.ogg"
+SIRENS = [
+    (rec.name, ev.offset_s)
+    for rec in reserve.RECORDINGS
+    for ev in rec.events
+    if ev.clip == SIREN.name
+]
+
+
+@pytest.fixture(scope="module")
+def reserve_db(module_db_url, tmp_path_factory):
+    """The reserve, ingested once with BirdNET and the spectral model."""
+    from click.testing import CliRunner
+
+    from soundscape.cli import cli
+
+    folder = tmp_path_factory.mktemp("reserve")
+    reserve.build(folder)
+    runner = CliRunner()
+    env = {"SOUNDSCAPE_DATABASE_URL": module_db_url}
+    for name, (site, quadrant, tz) in reserve.SENSORS.items():
+        r = runner.invoke(cli, ["sensors", "add", name, "--site", site, "--quadrant", quadrant,
+                                "--timezone", tz], env=env)
+        assert r.exit_code == 0, r.output
+        r = runner.invoke(cli, ["ingest", str(folder / name), "-s", name, "-m", "birdnet,spectral",
+                                "-q"], env=env)
+        assert r.exit_code == 0, r.output
+    return module_db_url
+
+
+@pytest.fixture
+def search(reserve_db, run_cli, monkeypatch):
+    """Run `soundscape search ... --json` on the reserve; returns (rows, result)."""
+    monkeypatch.setenv("SOUNDSCAPE_DATABASE_URL", reserve_db)
+
+    def go(*args):
+        result = run_cli("search", *args, "--json")
+        rows = [json.loads(line) for line in result.stdout.splitlines()]
+        return rows, result
+
+    return go
+
+
+def recording(row) -> str:
+    return Path(row["path"]).name
+
+
+def test_text_label_search_finds_every_siren(search):
+    events, result = search("siren", "--events")
+    assert result.exit_code == 0, result.output
+    assert "searching space birdnet by labels Siren" in result.stderr
+    # each mixed-in siren is one event, starting where the siren was mixed in (within a hop)
+    assert len(events) == len(SIRENS)
+    for name, offset in SIRENS:
+        assert any(recording(e) == name and abs(e["start_s"] - offset) <= 2 for e in events)
+    assert all(e["label"] == "Siren" and e["score"] > 0.5 and e["n_windows"] >= 3 for e in events)
+    # windows (not events) are ranked by score, best first
+    windows, _ = search("siren", "-n", "20")
+    scores = [w["score"] for w in windows]
+    assert scores == sorted(scores, reverse=True) and len(windows) == 20
+
+
+def test_place_filters(search):
+    north, _ = search("siren", "--events", "--quadrant", "N")
+    assert {e["sensor"] for e in north} == {"north-1"} and len(north) == 4
+    forest, _ = search("siren", "--events", "--site", "Forest")
+    assert [(e["sensor"], recording(e)) for e in forest] == [("south-1", "20240501_100000.WAV")]
+    both, _ = search("siren", "--events", "-s", "north-1", "-s", "south-1")
+    assert len(both) == 5
+    _, bad = search("siren", "--sensor", "nobody")
+    assert bad.exit_code == 1 and "unknown sensor 'nobody'" in bad.stderr
+
+
+def test_time_of_day_date_and_midnight(search):
+    # 02:30 local in the north on 1 May; the DST night never has 02:xx local
+    night, _ = search("siren", "--events", "--time", "02:00-03:00")
+    assert [(recording(e), e["local"]) for e in night] == [
+        ("20240501_003000.WAV", "2024-05-01 02:30:20")]
+    # a range across midnight finds the siren ten seconds after local midnight, not the others
+    midnight, _ = search("siren", "--events", "--time", "23:00-01:00")
+    assert [(recording(e), e["local"][:10]) for e in midnight] == [
+        ("20240501_215930.WAV", "2024-05-02")]
+    # dates are local dates: the midnight recording's siren is on 2 May
+    may2, _ = search("siren", "--events", "--from", "2024-05-02")
+    assert [recording(e) for e in may2] == ["20240501_215930.WAV"]
+    may1, _ = search("siren", "--events", "--from", "2024-05-01", "--to", "2024-05-01")
+    assert sorted(recording(e) for e in may1) == ["20240501_003000.WAV", "20240501_100000.WAV"]
+    # an ISO instant with an offset filters on absolute time
+    inst, _ = search("siren", "--events", "--from", "2024-05-01T11:00:00+02:00",
+                     "--to", "2024-05-01T13:00:00+02:00")
+    assert [recording(e) for e in inst] == ["20240501_100000.WAV"]
+
+
+def test_daylight_saving_night(search):
+    """On 2024-03-31 Berlin clocks jump from 02:00 CET to 03:00 CEST: wall-clock filters."""
+    day = ("--from", "2024-03-31", "--to", "2024-03-31")
+    before, _ = search("siren", "--events", "--time", "01:59-02:00", *day)
+    assert [e["local"] for e in before] == ["2024-03-31 01:59:10"]
+    after, _ = search("siren", "--events", "--time", "03:00-03:10", *day)
+    assert [(e["local"][11:16], round(e["start_s"])) for e in after] == [("03:00", 62)]
+    gap, result = search("siren", "--time", "02:00-03:00", *day)
+    assert gap == [] and "no windows match" in result.stderr
+
+
+def test_audio_example_and_window_queries(search):
+    events, result = search("--audio", str(SIREN), "--events", "-n", "5")
+    assert result.exit_code == 0, result.output
+    assert "by audio firetruck.ogg (5 windows)" in result.stderr
+    sirens = set(SIRENS)
+    top = {(recording(e), e["start_s"]) for e in events[:5]}
+    # the five best events are the five sirens (each within one hop of where it was mixed in)
+    assert len(top) == 5
+    for name, start in top:
+        assert any(name == n and abs(start - off) <= 2 for n, off in sirens), (name, start)
+    # the same in the spectral space, restricted to the south
+    south, _ = search("--audio", str(SIREN), "--space", "spectral", "--quadrant", "S", "-n", "1")
+    assert recording(south[0]) == "20240501_100000.WAV" and 8 <= south[0]["start_s"] <= 20
+
+    # a span of the example: the first 3 s only
+    span, result = search("--audio", str(SIREN), "--start", "0", "--end", "3", "-n", "3")
+    assert "0-3 s (1 windows)" in result.stderr and span
+
+    # a stored window finds the other sirens; itself is excluded
+    seed = events[0]["segment_id"]
+    like, result = search("--like", str(seed), "--events", "-n", "4")
+    assert result.exit_code == 0
+    assert seed not in {e["segment_id"] for e in like}
+    assert {recording(e) for e in like} >= {r.name for r in reserve.RECORDINGS} - {recording(events[0])}
+
+
+def test_exactly_one_query_form_and_label_suggestions(search):
+    _, none = search()
+    assert none.exit_code == 2
+    _, two = search("siren", "--audio", str(SIREN))
+    assert two.exit_code == 2
+    _, typo = search("sirne")
+    assert typo.exit_code == 1 and "did you mean" in typo.stderr and "Siren" in typo.stderr
+    _, badtime = search("siren", "--time", "25:00-03:00")
+    assert badtime.exit_code == 2
+    _, naive = search("siren", "--from", "2024-05-01T03:00:00")
+    assert naive.exit_code == 2 and "offset" in naive.stderr
+
+
+def test_field_words_and_bird_labels(search):
+    birds, result = search("birdsong", "-n", "5")
+    assert result.exit_code == 0 and len(birds) == 5
+    assert all(b["label"] not in {"Siren", "Engine", "Dog"} for b in birds)
+    junco, _ = search("junco", "-n", "3")
+    assert {j["label"] for j in junco} == {"Dark-eyed Junco"}
+
+
+def test_output_formats_and_export(search, run_cli, reserve_db, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOUNDSCAPE_DATABASE_URL", reserve_db)
+    table = run_cli("search", "siren", "-n", "3").stdout.splitlines()
+    assert table[0].split()[:4] == ["rank", "score", "label", "sensor"] and len(table) == 5
+    rows = list(csv.DictReader(io.StringIO(run_cli("search", "siren", "-n", "3", "--csv").stdout)))
+    assert [r["rank"] for r in rows] == ["1", "2", "3"] and rows[0]["label"] == "Siren"
+
+    out = tmp_path / "clips"
+    events, result = search("siren", "--events", "-n", "2", "--export", str(out))
+    assert result.exit_code == 0
+    wavs = sorted(out.glob("*.wav"))
+    assert len(wavs) == 2 and len(list(out.glob("*.png"))) == 2
+    for e in events:
+        clip = Path(e["clip"])
+        assert clip.exists() and clip.name.startswith(f"{events.index(e) + 1:03d}_north-1_")
+        info = sf.info(str(clip))
+        # the event span plus one second of padding on each side (clipped at the file's end)
+        assert info.duration == pytest.approx(min(e["end_s"] + 1, 71.98) - (e["start_s"] - 1), abs=0.05)
+    assert (out / wavs[0].with_suffix(".png").name).stat().st_size > 10_000
+
+
+def test_concepts_ranger_sql_and_reader_role(reserve_db, run_cli, monkeypatch, admin_url):
+    monkeypatch.setenv("SOUNDSCAPE_DATABASE_URL", reserve_db)
+    add = run_cli("concepts", "add", "siren", "--text", "siren", "--json")
+    assert add.exit_code == 0, add.output
+    assert json.loads(add.stdout)["detections"] > 0
+    add2 = run_cli("concepts", "add", "siren-like", "--audio", str(SIREN), "--threshold", "0.7")
+    assert add2.exit_code == 0, add2.output
+    dup = run_cli("concepts", "add", "siren", "--text", "siren")
+    assert dup.exit_code == 1 and "--replace" in dup.stderr
+    listed = [json.loads(x) for x in run_cli("concepts", "list", "--json").stdout.splitlines()]
+    assert {c["name"] for c in listed} == {"siren", "siren-like"}
+
+    # The concept also works from the CLI.
+    by_concept = run_cli("search", "--concept", "siren", "--events", "--json").stdout.splitlines()
+    assert len(by_concept) == 5
+
+    r = run_cli("db", "create-reader", "--password", "s3cret-pw")
+    assert r.exit_code == 0, r.output
+    assert "s3cret-pw" not in r.stderr + r.stdout
+    url = sa.engine.make_url(reserve_db).set(drivername="postgresql", username="soundscape_reader",
+                                             password="s3cret-pw").render_as_string(False)
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT sensor, local_date, local_time, score FROM ranger.search('siren', 10, "
+            "'north-1', NULL, NULL, '02:00', '03:00')"
+        ).fetchall()
+        assert [(s, d) for s, d, _, _ in rows] == [("north-1", date(2024, 5, 1))] * len(rows)
+        assert rows and all(time(2) <= t < time(3) for _, _, t, _ in rows)
+        mid = conn.execute(
+            "SELECT local_date FROM ranger.search('siren-like', 20, NULL, NULL, 'N', '23:00', "
+            "'01:00')").fetchall()
+        assert mid and {d for (d,) in mid} <= {date(2024, 5, 1), date(2024, 5, 2)}
+        hours = conn.execute(
+            "SELECT site, day, hour, detections FROM ranger.activity_by_hour "
+            "WHERE concept = 'siren' ORDER BY day, hour").fetchall()
+        assert ("Marsh", date(2024, 5, 2), 0) in {h[:3] for h in hours}
+        assert ("Forest", date(2024, 5, 1), 12) in {h[:3] for h in hours}
+        det = conn.execute("SELECT count(*) FROM ranger.detections WHERE concept = 'siren'").fetchone()
+        assert det[0] == json.loads(add.stdout)["detections"]
+        assert conn.execute("SELECT count(*) FROM ranger.recordings").fetchone()[0] == 4
+        assert conn.execute("SELECT count(*) FROM ranger.windows").fetchone()[0] > 0
+        # ... and nothing else.
+        for stmt in (
+            "SELECT count(*) FROM segments",
+            "SELECT count(*) FROM recordings",
+            "INSERT INTO sensors (name) VALUES ('x')",
+            "UPDATE sensors SET site = 'x'",
+            "DELETE FROM concepts",
+            "DROP TABLE segments",
+            "DROP VIEW ranger.recordings",
+            "SELECT ranger.refresh_detections('siren')",
+            "CREATE TABLE ranger.t (x int)",
+        ):
+            with pytest.raises(psycopg.errors.Error):
+                conn.execute(stmt)
+    # the tables are intact
+    with psycopg.connect(admin_url.replace("/postgres?", f"/{sa.engine.make_url(reserve_db).database}?")) as conn:
+        assert conn.execute("SELECT count(*) FROM recordings").fetchone()[0] == 4
+
+
+INJECTIONS = [
+    "'; DROP TABLE segments; --",
+    "north-1' OR '1'='1",
+    "x\"; DELETE FROM recordings; --",
+    "$1",
+    "%s",
+]
+
+
+@pytest.mark.parametrize("evil", INJECTIONS)
+def test_user_values_never_become_sql(reserve_db, run_cli, monkeypatch, evil):
+    monkeypatch.setenv("SOUNDSCAPE_DATABASE_URL", reserve_db)
+    for option in ("--sensor", "--site", "--quadrant"):
+        r = run_cli("search", "siren", option, evil)
+        assert r.exit_code == 1 and "unknown" in r.stderr
+    assert run_cli("search", evil).exit_code in (0, 1)  # a label search, or "no such label"
+    assert run_cli("search", "siren", "--time", evil).exit_code == 2
+    assert run_cli("search", "siren", "--from", evil).exit_code == 2
+    assert run_cli("search", "--concept", evil).exit_code == 1
+    engine = sa.create_engine(reserve_db)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT * FROM ranger.search_labels(1, ARRAY[0], 5, ARRAY[:e], ARRAY[:e], "
+                    "ARRAY[:e])"), {"e": evil}).fetchall()
+        assert rows == []
+        with pytest.raises(sa.exc.DBAPIError, match="no concept named"):
+            conn.execute(sa.text("SELECT * FROM ranger.search(:e, 5, :e, :e, :e)"), {"e": evil})
+        conn.rollback()
+        assert conn.execute(sa.text("SELECT count(*) FROM recordings")).scalar() == 4
+        assert conn.execute(sa.text("SELECT count(*) FROM segments")).scalar() > 0
+    engine.dispose()
