@@ -49,6 +49,39 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
                          '{}'::integer[]) END
 $$;
 
+-- The ranking statement of ranger.search_vector, for a space of dimension p_dim (EXPLAIN it
+-- with PREPARE: parameters $1 query vector, $2 space, $3 sensor ids, $4/$5 time of day,
+-- $6/$7 local dates, $8/$9 instants, $10 excluded window, $11 k, $12 min score).
+CREATE OR REPLACE FUNCTION ranger._search_vector_sql(p_dim integer, p_where text, p_method text)
+RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT format(
+        'WITH hits AS MATERIALIZED (
+             SELECT g.id, g.recording_id, g.sensor_id, g.start_s, g.end_s, g.starts_at,
+                    g.local_date, g.local_time, %3$s AS distance
+               FROM segments g
+              WHERE %2$s
+              ORDER BY %4$s
+              LIMIT $11)
+         SELECT h.id, (1 - h.distance)::real, h.recording_id, r.path, s.name, s.site,
+                s.quadrant, h.start_s, h.end_s, h.starts_at, h.local_date, h.local_time,
+                NULL::text, %5$L::text
+           FROM hits h
+           JOIN recordings r ON r.id = h.recording_id
+           JOIN sensors s ON s.id = h.sensor_id
+          WHERE $12::real IS NULL OR 1 - h.distance >= $12
+          ORDER BY h.distance, h.id',
+        p_dim, p_where,
+        -- exact: cosine_distance() is a function call the HNSW index cannot serve
+        CASE WHEN p_method = 'hnsw'
+             THEN format('g.embedding::vector(%1$s) <=> $1::vector(%1$s)', p_dim)
+             ELSE format('cosine_distance(g.embedding::vector(%1$s), $1::vector(%1$s))', p_dim) END,
+        CASE WHEN p_method = 'hnsw'
+             THEN format('g.embedding::vector(%1$s) <=> $1::vector(%1$s)', p_dim)
+             ELSE '9, g.id' END,
+        p_method)
+$$;
+
 CREATE OR REPLACE FUNCTION ranger.search_vector(
     p_space integer,
     p_query vector,
@@ -125,42 +158,8 @@ BEGIN
     IF v_method = 'hnsw' THEN
         -- ef_search bounds the candidate list of each iteration; keep it >= 2k.
         PERFORM set_config('hnsw.ef_search', least(greatest(2 * p_k, 100), 1000)::text, true);
-        v_sql := format(
-            'WITH hits AS MATERIALIZED (
-                 SELECT g.id, g.recording_id, g.sensor_id, g.start_s, g.end_s, g.starts_at,
-                        g.local_date, g.local_time,
-                        g.embedding::vector(%1$s) <=> $1::vector(%1$s) AS distance
-                   FROM segments g
-                  WHERE %2$s
-                  ORDER BY g.embedding::vector(%1$s) <=> $1::vector(%1$s)
-                  LIMIT $11)
-             SELECT h.id, (1 - h.distance)::real, h.recording_id, r.path, s.name, s.site,
-                    s.quadrant, h.start_s, h.end_s, h.starts_at, h.local_date, h.local_time,
-                    NULL::text, ''hnsw''
-               FROM hits h
-               JOIN recordings r ON r.id = h.recording_id
-               JOIN sensors s ON s.id = h.sensor_id
-              WHERE $12::real IS NULL OR 1 - h.distance >= $12
-              ORDER BY h.distance, h.id', v_dim, v_where);
-    ELSE
-        v_sql := format(
-            'WITH hits AS MATERIALIZED (
-                 SELECT g.id, g.recording_id, g.sensor_id, g.start_s, g.end_s, g.starts_at,
-                        g.local_date, g.local_time,
-                        cosine_distance(g.embedding::vector(%1$s), $1::vector(%1$s)) AS distance
-                   FROM segments g
-                  WHERE %2$s
-                  ORDER BY 9, g.id
-                  LIMIT $11)
-             SELECT h.id, (1 - h.distance)::real, h.recording_id, r.path, s.name, s.site,
-                    s.quadrant, h.start_s, h.end_s, h.starts_at, h.local_date, h.local_time,
-                    NULL::text, ''exact''
-               FROM hits h
-               JOIN recordings r ON r.id = h.recording_id
-               JOIN sensors s ON s.id = h.sensor_id
-              WHERE $12::real IS NULL OR 1 - h.distance >= $12
-              ORDER BY h.distance, h.id', v_dim, v_where);
     END IF;
+    v_sql := ranger._search_vector_sql(v_dim, v_where, v_method);
     RETURN QUERY EXECUTE v_sql
         USING p_query, p_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
               p_at_from, p_at_to, p_exclude, p_k, p_min_score;

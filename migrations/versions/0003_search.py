@@ -67,6 +67,7 @@ def downgrade() -> None:
         ("FUNCTION", "ranger.search_vector"),
         ("FUNCTION", "ranger._sensor_ids"),
         ("FUNCTION", "ranger._filter_sql"),
+        ("FUNCTION", "ranger._search_vector_sql"),
         ("TABLE", "detections"),
         ("TABLE", "concepts"),
     ):

@@ -149,15 +149,7 @@ def ensure_space(
     space = _row_to_space(row)
     part = space.partition
     conn.execute(sa.text(f"CREATE TABLE {part} PARTITION OF segments FOR VALUES IN ({space.id})"))
-    # The HNSW index searches use: cosine distance on the embedding cast to this space's
-    # dimension. Queries must use the same expression to get it.
-    conn.execute(
-        sa.text(
-            f"CREATE INDEX {part}_hnsw ON {part} USING hnsw "
-            f"((embedding::vector({space.dimension})) vector_cosine_ops) "
-            f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
-        )
-    )
+    create_hnsw_index(conn, space)
     if labels:
         rows = []
         for i, label in enumerate(labels):
@@ -173,3 +165,22 @@ def ensure_space(
             rows,
         )
     return space
+
+
+def create_hnsw_index(conn: Connection, space: Space) -> None:
+    """The HNSW index searches use: cosine distance on the embedding cast to this space's
+    dimension (queries must use the same expression to get it)."""
+    part = space.partition
+    conn.execute(
+        sa.text(
+            f"CREATE INDEX IF NOT EXISTS {part}_hnsw ON {part} USING hnsw "
+            f"((embedding::vector({space.dimension})) vector_cosine_ops) "
+            f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
+        )
+    )
+
+
+def drop_hnsw_index(conn: Connection, space: Space) -> None:
+    """For bulk loads: building the index once after loading is much faster than inserting
+    into it row by row. Call ``create_hnsw_index`` afterwards."""
+    conn.execute(sa.text(f"DROP INDEX IF EXISTS {space.partition}_hnsw"))
