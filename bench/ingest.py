@@ -1,0 +1,178 @@
+"""Ingest benchmarks: throughput against the model-only floor, and peak memory vs file length.
+
+    python bench/ingest.py [--minutes 60] [--models birdnet,spectral] [--repeat 3] [--memory]
+
+1. Throughput (audio seconds per wall second) on a real-ish recording (the forest soundscape
+   looped, real clips mixed in, 44.1 kHz WAV so the models must resample):
+   decode only, decode + mono + resample + windowing, the model alone on the same windows
+   (the floor), and end to end (decode, resample, window, embed, binary COPY, commit).
+   The goal is end-to-end >= 0.8 x model-only, measured in the same run (medians).
+2. Memory (--memory): peak RSS of `soundscape ingest` in a fresh process for 1-hour and
+   2-hour files; the goal is < 1.5 GB and flat in file length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ScratchDatabase, machine, make_recording, write_result  # noqa: E402
+
+DATA = Path("/tmp/soundscape-bench-audio")
+
+
+def decode_only(path: Path) -> float:
+    t = time.perf_counter()
+    with sf.SoundFile(path) as f:
+        for block in f.blocks(blocksize=f.samplerate * 30, dtype="float32", always_2d=True):
+            block.mean(axis=1)
+    return time.perf_counter() - t
+
+
+def windows_only(path: Path, rate: int, window: float, hop: float, batch: int) -> float:
+    from soundscape.audio import WindowStream
+
+    t = time.perf_counter()
+    for _ in WindowStream(path, rate, window, hop, batch_size=batch):
+        pass
+    return time.perf_counter() - t
+
+
+def model_only(path: Path, model, window: float, hop: float) -> float:
+    """Time the model alone on exactly the windows ingest gives it."""
+    from soundscape.audio import WindowStream
+
+    spent = 0.0
+    for batch in WindowStream(path, model.sample_rate, window, hop, batch_size=model.batch_size):
+        t = time.perf_counter()
+        model.embed_audio_and_scores(batch.samples)
+        spent += time.perf_counter() - t
+    return spent
+
+
+def end_to_end(engine, path: Path, model_name: str) -> tuple[float, int]:
+    from soundscape.ingest import Ingestor
+
+    ingestor = Ingestor(engine, "bench", [model_name], replace=True)
+    t = time.perf_counter()
+    result = ingestor.ingest_file(path)
+    wall = time.perf_counter() - t
+    assert result.status == "stored", result.reason
+    return wall, sum(result.segments.values())
+
+
+def throughput(args) -> dict:
+    from soundscape.embedders import get_model_class, load_model
+
+    path = make_recording(DATA / f"forest_{args.minutes}min.wav", args.minutes * 60)
+    audio_s = sf.info(str(path)).duration
+    db = ScratchDatabase()
+    out: dict = {"file": str(path), "audio_s": audio_s, "models": {}}
+    try:
+        dec = [decode_only(path) for _ in range(args.repeat)]
+        out["decode_x_realtime"] = audio_s / statistics.median(dec)
+        for name in args.models.split(","):
+            cls = get_model_class(name)
+            model = load_model(name)
+            w, h = cls.default_window_s, cls.default_hop_s
+            model.embed_audio_and_scores(np.zeros((1, model.window_samples(w)), np.float32))
+            res: dict = {"window_s": w, "hop_s": h, "batch_size": model.batch_size}
+            win = [
+                windows_only(path, cls.sample_rate, w, h, model.batch_size)
+                for _ in range(args.repeat)
+            ]
+            mod, e2e = [], []
+            for _ in range(args.repeat):  # interleaved, so load changes hit both alike
+                mod.append(model_only(path, model, w, h))
+                wall, n = end_to_end(db.db.engine, path, name)
+                e2e.append(wall)
+            res.update(
+                windows=n,
+                decode_resample_window_x_realtime=audio_s / statistics.median(win),
+                model_only_x_realtime=audio_s / statistics.median(mod),
+                end_to_end_x_realtime=audio_s / statistics.median(e2e),
+                ratio_end_to_end_to_model=statistics.median(mod) / statistics.median(e2e),
+                runs_s={"windows": win, "model": mod, "end_to_end": e2e},
+            )
+            out["models"][name] = res
+            print(json.dumps({name: {k: v for k, v in res.items() if k != "runs_s"}}, indent=1))
+    finally:
+        db.close()
+    return out
+
+
+def memory(args) -> dict:
+    db = ScratchDatabase()
+    out: dict = {}
+    try:
+        for minutes in (60, 120):
+            path = make_recording(DATA / f"forest_{minutes}min.wav", minutes * 60)
+            code = (
+                "import resource, sys, json\n"
+                "from soundscape.cli import main\n"
+                "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+                "print(json.dumps({'maxrss_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
+                " 'exit': code}), file=sys.stderr)\n"
+            )
+            t = time.perf_counter()
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    code,
+                    "ingest",
+                    str(path),
+                    "-s",
+                    "bench",
+                    "-m",
+                    args.models,
+                    "--replace",
+                    "-q",
+                    "-d",
+                    db.url,
+                ],
+                capture_output=True,
+                text=True,
+            )
+            wall = time.perf_counter() - t
+            last = json.loads(proc.stderr.strip().splitlines()[-1])
+            out[f"{minutes}min"] = {
+                "peak_rss_mib": round(last["maxrss_kb"] / 1024, 1),
+                "exit": last["exit"],
+                "wall_s": round(wall, 1),
+            }
+            print(json.dumps({f"{minutes}min": out[f"{minutes}min"]}), file=sys.stderr)
+    finally:
+        db.close()
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--minutes", type=int, default=60)
+    p.add_argument("--models", default="birdnet,spectral")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--memory", action="store_true", help="also measure peak RSS (1 h and 2 h)")
+    p.add_argument("--skip-throughput", action="store_true")
+    args = p.parse_args()
+    result = {"machine": machine()}
+    if not args.skip_throughput:
+        result["throughput"] = throughput(args)
+    if args.memory:
+        result["memory"] = memory(args)
+    write_result("ingest", result)
+
+
+if __name__ == "__main__":
+    main()

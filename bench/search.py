@@ -1,0 +1,382 @@
+"""Search at scale: filtered top-10 queries on N windows of 1024-d vectors.
+
+    python bench/search.py [--n 1000000] [--sets realistic,uniform] [--queries 50]
+
+Two vector sets, because recall depends heavily on how vectors are made:
+- realistic: grown from real BirdNET embeddings of the example and test audio (windows of the
+  clips and of the forest soundscape): each vector mixes two real windows with a random weight
+  and adds Gaussian noise, so the set has the clustered, low-intrinsic-dimension structure of
+  real embeddings;
+- uniform: uniform random directions (i.i.d. Gaussian, normalised), the hard case for HNSW.
+
+Windows are spread over 20 sensors (5 sites, 4 quadrants), every day of 2024 and uniform local
+times of day. Filters (time of day x quadrant x date) select ~50 %, 10 %, 1 % and 0.1 %.
+Ground truth is exact brute force in numpy over the same vectors and metadata. For each set and
+selectivity: recall@10 and p50/p95 latency of `ranger.search_vector` (auto strategy: HNSW with
+iterative scan or exact, as it decides), and of forced HNSW. Also: COPY rows/s and HNSW build
+time. Vectors and metadata are kept in /tmp (npy) so the peer benchmark can reuse them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import EXAMPLES, ROOT, ScratchDatabase, machine, write_result  # noqa: E402
+
+DATA = Path("/tmp/soundscape-bench-search")
+DIM = 1024
+N_SENSORS = 20
+QUADRANTS = ["N", "E", "S", "W"]
+DAY0 = date(2024, 1, 1)
+N_DAYS = 366
+CHUNK = 20000
+
+# name: (quadrants or None, sensor index or None, (time from s, time to s), (day from, day to))
+FILTERS = {
+    "50%": (None, None, (0, 12 * 3600), None),
+    "10%": (["N"], None, (0, int(9.6 * 3600)), None),
+    "1%": (None, 0, (0, int(4.8 * 3600)), None),
+    "0.1%": (None, 0, (0, int(4.8 * 3600)), (121, 121 + 37)),  # ~1/10 of the year from 1 May
+}
+
+
+def seeds() -> np.ndarray:
+    """Real BirdNET embeddings of windows of every example and test clip."""
+    from soundscape.audio import iter_windows
+    from soundscape.embedders import load_model
+
+    model = load_model("birdnet")
+    files = sorted(EXAMPLES.glob("*.ogg")) + sorted((ROOT / "tests" / "data").glob("*.ogg"))
+    shared = ROOT.parent / "shared" / "audio" / "clips"
+    if shared.is_dir():
+        files += sorted(shared.rglob("*.ogg"))
+    files.append(EXAMPLES / "xc563936.mp3")
+    out = []
+    for f in files:
+        for batch in iter_windows(f, 48000, 3.0, 1.0):
+            out.append(model.embed_audio(batch.samples))
+    return np.concatenate(out)
+
+
+def make_set(kind: str, n: int, rng: np.random.Generator) -> Path:
+    folder = DATA / f"{kind}_{n}"
+    if (folder / "done").exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    vec = np.lib.format.open_memmap(folder / "vectors.npy", "w+", np.float32, (n, DIM))
+    if kind == "realistic":
+        base = seeds()
+        np.save(folder / "seeds.npy", base)
+    for i in range(0, n, CHUNK):
+        m = min(CHUNK, n - i)
+        if kind == "realistic":
+            a, b = rng.integers(0, len(base), m), rng.integers(0, len(base), m)
+            w = rng.uniform(0.5, 1.0, (m, 1)).astype(np.float32)
+            x = base[a] * w + base[b] * (1 - w)
+            x += (
+                rng.normal(scale=0.25, size=(m, DIM)).astype(np.float32)
+                * np.linalg.norm(x, axis=1, keepdims=True)
+                / np.sqrt(DIM)
+            )
+        else:
+            x = rng.normal(size=(m, DIM)).astype(np.float32)
+        vec[i : i + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    vec.flush()
+    np.save(folder / "sensor.npy", rng.integers(0, N_SENSORS, n).astype(np.int16))
+    np.save(folder / "day.npy", rng.integers(0, N_DAYS, n).astype(np.int16))
+    np.save(folder / "tod.npy", rng.integers(0, 86400, n).astype(np.int32))
+    if kind == "realistic":
+        base = np.load(folder / "seeds.npy")
+        a, b = rng.integers(0, len(base), 200), rng.integers(0, len(base), 200)
+        q = base[a] * 0.7 + base[b] * 0.3 + rng.normal(scale=0.02, size=(200, DIM))
+    else:
+        q = rng.normal(size=(200, DIM))
+    np.save(
+        folder / "queries.npy", (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    )
+    (folder / "done").write_text("ok")
+    return folder
+
+
+def mask(folder: Path, name: str) -> np.ndarray:
+    quads, sensor, (t0, t1), days = FILTERS[name]
+    s = np.load(folder / "sensor.npy")
+    tod = np.load(folder / "tod.npy")
+    m = (tod >= t0) & (tod < t1)
+    if quads:
+        m &= np.isin(np.array(QUADRANTS)[s % 4], quads)
+    if sensor is not None:
+        m &= s == sensor
+    if days:
+        d = np.load(folder / "day.npy")
+        m &= (d >= days[0]) & (d < days[1])
+    return m
+
+
+def ground_truth(folder: Path, queries: np.ndarray, m: np.ndarray, k: int = 10) -> list[set[int]]:
+    vec = np.load(folder / "vectors.npy", mmap_mode="r")
+    idx = np.flatnonzero(m)
+    best = [np.empty(0, np.int64)] * len(queries)
+    scores = [np.empty(0, np.float32)] * len(queries)
+    for i in range(0, len(idx), 200000):
+        part = idx[i : i + 200000]
+        sims = queries @ np.asarray(vec[part]).T
+        for qi in range(len(queries)):
+            s = np.concatenate([scores[qi], sims[qi]])
+            ids = np.concatenate([best[qi], part])
+            top = np.argpartition(-s, min(k, len(s) - 1))[:k]
+            best[qi], scores[qi] = ids[top], s[top]
+    return [set(b.tolist()) for b in best]
+
+
+def load(db, folder: Path, space_name: str) -> dict:
+    """COPY the set into its own space (ids = row number + offset), then build the index."""
+    import sqlalchemy as sa
+
+    from soundscape.db import register_vector
+    from soundscape.embedders.base import Embedder
+    from soundscape.spaces import create_hnsw_index, drop_hnsw_index, ensure_space
+
+    class Bench(Embedder):
+        name = space_name
+        version = "1"
+        dimension = DIM
+        sample_rate = 48000
+        default_window_s = 3.0
+        default_hop_s = 3.0
+
+    vec = np.load(folder / "vectors.npy", mmap_mode="r")
+    sensor = np.load(folder / "sensor.npy")
+    day = np.load(folder / "day.npy")
+    tod = np.load(folder / "tod.npy")
+    n = len(vec)
+    engine = db.db.engine
+    with engine.begin() as conn:
+        space = ensure_space(conn, Bench, 3.0, 3.0)
+        drop_hnsw_index(conn, space)
+        have = conn.execute(sa.text("SELECT count(*) FROM sensors WHERE name LIKE 's__'")).scalar()
+        if not have:
+            for i in range(N_SENSORS):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO sensors (name, site, quadrant, timezone) "
+                        "VALUES (:n, :s, :q, 'UTC')"
+                    ),
+                    {"n": f"s{i:02d}", "s": f"site{i % 5}", "q": QUADRANTS[i % 4]},
+                )
+            ids = (
+                conn.execute(sa.text("SELECT id FROM sensors WHERE name LIKE 's__' ORDER BY name"))
+                .scalars()
+                .all()
+            )
+            rows = [
+                {"s": ids[i], "p": f"/bench/s{i:02d}/{d}.wav", "h": f"{i:032d}{d:032d}"}
+                for i in range(N_SENSORS)
+                for d in range(N_DAYS)
+            ]
+            conn.execute(
+                sa.text(
+                    "INSERT INTO recordings (sensor_id, path, sha256, size_bytes, format, sample_rate, "
+                    "channels, duration_s) VALUES (:s, :p, :h, 0, 'wav', 48000, 1, 86400)"
+                ),
+                rows,
+            )
+        sensor_ids = (
+            conn.execute(sa.text("SELECT id FROM sensors WHERE name LIKE 's__' ORDER BY name"))
+            .scalars()
+            .all()
+        )
+        rec = {
+            (r.sensor_id, r.path.rsplit("/", 1)[1]): r.id
+            for r in conn.execute(
+                sa.text("SELECT id, sensor_id, path FROM recordings WHERE path LIKE '/bench/%'")
+            )
+        }
+        rec_ids = np.array(
+            [[rec[(sensor_ids[i], f"{d}.wav")] for d in range(N_DAYS)] for i in range(N_SENSORS)]
+        )
+    offset = space.id * 10**9
+    t = time.perf_counter()
+    with engine.begin() as conn:
+        register_vector(conn)
+        raw = conn.connection.driver_connection
+        with raw.cursor().copy(
+            "COPY segments (id, space_id, recording_id, sensor_id, start_s, end_s, starts_at, "
+            "local_date, local_time, embedding) FROM STDIN WITH (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(
+                [
+                    "int8",
+                    "int4",
+                    "int8",
+                    "int4",
+                    "float4",
+                    "float4",
+                    "timestamptz",
+                    "date",
+                    "time",
+                    "vector",
+                ]
+            )
+            for i in range(0, n, CHUNK):
+                v = np.asarray(vec[i : i + CHUNK])
+                for j in range(len(v)):
+                    r = i + j
+                    d = DAY0 + timedelta(days=int(day[r]))
+                    at = datetime.combine(d, datetime.min.time(), tzinfo=timezone.utc) + timedelta(
+                        seconds=int(tod[r])
+                    )
+                    copy.write_row(
+                        (
+                            offset + r,
+                            space.id,
+                            int(rec_ids[sensor[r], day[r]]),
+                            sensor_ids[sensor[r]],
+                            float(tod[r]),
+                            float(tod[r]) + 3,
+                            at,
+                            d,
+                            at.time().replace(tzinfo=None),
+                            v[j],
+                        )
+                    )
+    copy_s = time.perf_counter() - t
+    t = time.perf_counter()
+    with engine.begin() as conn:
+        conn.execute(sa.text("SET maintenance_work_mem = '8GB'"))
+        conn.execute(sa.text("SET max_parallel_maintenance_workers = 1"))
+        create_hnsw_index(conn, space)
+    build_s = time.perf_counter() - t
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text(f"VACUUM ANALYZE {space.partition}"))
+        size = conn.execute(
+            sa.text(
+                f"SELECT pg_total_relation_size('{space.partition}'), "
+                f"pg_relation_size('{space.partition}_hnsw')"
+            )
+        ).one()
+    return {
+        "space": space,
+        "offset": offset,
+        "rows": n,
+        "copy_s": copy_s,
+        "copy_rows_per_s": n / copy_s,
+        "hnsw_build_s": build_s,
+        "table_bytes": size[0],
+        "index_bytes": size[1],
+    }
+
+
+def run_queries(
+    db,
+    space,
+    offset: int,
+    folder: Path,
+    queries: np.ndarray,
+    name: str,
+    strategy: str,
+    truth: list[set[int]],
+) -> dict:
+    from datetime import time as dtime
+
+    from soundscape.search import Filters, Query, run
+
+    quads, sensor, (t0, t1), days = FILTERS[name]
+    f = Filters(
+        quadrants=quads,
+        sensors=[f"s{sensor:02d}"] if sensor is not None else None,
+        time_from=dtime(t0 // 3600, t0 % 3600 // 60),
+        time_to=dtime(t1 // 3600, t1 % 3600 // 60),
+        date_from=DAY0 + timedelta(days=days[0]) if days else None,
+        date_to=DAY0 + timedelta(days=days[1] - 1) if days else None,
+    )
+    lat, rec, methods = [], [], set()
+    with db.db.engine.connect() as conn:
+        run(conn, Query(space, "warm", vector=queries[0]), f, limit=10, strategy=strategy)
+        for q, t in zip(queries, truth):
+            start = time.perf_counter()
+            hits = run(conn, Query(space, "q", vector=q), f, limit=10, strategy=strategy)
+            lat.append((time.perf_counter() - start) * 1000)
+            got = {h.segment_id - offset for h in hits}
+            rec.append(len(got & t) / max(1, min(10, len(t))))
+            methods.update(h.method for h in hits)
+    lat.sort()
+    return {
+        "recall_at_10": round(float(np.mean(rec)), 4),
+        "min_recall": round(float(np.min(rec)), 2),
+        "p50_ms": round(statistics.median(lat), 2),
+        "p95_ms": round(lat[int(0.95 * (len(lat) - 1))], 2),
+        "methods": sorted(methods),
+    }
+
+
+def tune_server(db) -> None:
+    """Settings for a 1M x 1024-d table on this machine (documented in docs/benchmarks.md)."""
+    import sqlalchemy as sa
+
+    from soundscape import server
+
+    with db.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for k, v in (
+            ("shared_buffers", "6GB"),
+            ("effective_cache_size", "16GB"),
+            ("maintenance_work_mem", "8GB"),
+            ("work_mem", "64MB"),
+            ("max_wal_size", "8GB"),
+            ("checkpoint_timeout", "30min"),
+        ):
+            conn.execute(sa.text(f"ALTER SYSTEM SET {k} = '{v}'"))
+    db.db.engine.dispose()
+    server.stop()
+    server.start()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--n", type=int, default=1_000_000)
+    p.add_argument("--sets", default="realistic,uniform")
+    p.add_argument("--queries", type=int, default=50)
+    args = p.parse_args()
+    rng = np.random.default_rng(7)
+    result: dict = {"machine": machine(), "n": args.n, "sets": {}}
+    db = ScratchDatabase()
+    try:
+        tune_server(db)
+        for kind in args.sets.split(","):
+            t = time.perf_counter()
+            folder = make_set(kind, args.n, rng)
+            print(f"{kind}: vectors ready in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+            info = load(db, folder, f"bench_{kind}")
+            space = info.pop("space")
+            print(f"{kind}: {json.dumps(info)}", file=sys.stderr)
+            queries = np.load(folder / "queries.npy")[: args.queries]
+            res = {"load": info, "filters": {}}
+            for name in FILTERS:
+                m = mask(folder, name)
+                truth = ground_truth(folder, queries, m)
+                entry = {"selectivity": round(float(m.mean()), 5), "rows": int(m.sum())}
+                for strategy in ("auto", "hnsw"):
+                    entry[strategy] = run_queries(
+                        db, space, info["offset"], folder, queries, name, strategy, truth
+                    )
+                res["filters"][name] = entry
+                print(f"{kind} {name}: {json.dumps(entry)}", file=sys.stderr)
+            result["sets"][kind] = res
+    finally:
+        db.close()
+    write_result("search", result)
+
+
+if __name__ == "__main__":
+    main()
