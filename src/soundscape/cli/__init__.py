@@ -2,7 +2,7 @@
 and renders the result. Data goes to stdout, progress and messages to stderr; errors exit 1,
 usage errors 2. Commands live in modules by area and register themselves on ``cli``."""
 
-from soundscape.cli import catalog, db, ingest, search  # noqa: F401  (register commands)
+from soundscape.cli import catalog, db, ingest, jobs, search  # noqa: F401  (register commands)
 from soundscape.cli.base import (
     cli,
     database_option,
@@ -11,5 +11,7 @@ from soundscape.cli.base import (
     main,
     open_db,
 )
+
+jobs.register(cli)
 
 __all__ = ["cli", "database_option", "echo_err", "format_options", "main", "open_db"]

@@ -106,9 +106,14 @@ def db_upgrade(database: str | None, revision: str) -> None:
 
 @db.command("create-reader")
 @click.option("--name", default="soundscape_reader", show_default=True, help="Role name.")
-@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
-              envvar="SOUNDSCAPE_READER_PASSWORD",
-              help="The role's password (prompted; env: SOUNDSCAPE_READER_PASSWORD).")
+@click.option(
+    "--password",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    envvar="SOUNDSCAPE_READER_PASSWORD",
+    help="The role's password (prompted; env: SOUNDSCAPE_READER_PASSWORD).",
+)
 @database_option
 def db_create_reader(name: str, password: str, database: str | None) -> None:
     """Create a read-only login role for BI tools: it may only read the ranger views and run
@@ -120,5 +125,7 @@ def db_create_reader(name: str, password: str, database: str | None) -> None:
     database_ = open_db(database)
     create_reader(database_.engine, password, name)
     url = make_url(database_.url).set(username=name, password=password)
-    echo_err(f"role {name} can read schema ranger; connect with "
-             f"{mask_url(url.set(drivername='postgresql').render_as_string(False))}")
+    echo_err(
+        f"role {name} can read schema ranger; connect with "
+        f"{mask_url(url.set(drivername='postgresql').render_as_string(False))}"
+    )

@@ -1,0 +1,590 @@
+"""Ingestion workers on the ``jobs`` queue, their heartbeat, and the folder watcher.
+
+A worker process loops: claim a job (``soundscape.jobs.claim``: SKIP LOCKED, priority order),
+ingest its file with ``Ingestor.ingest_file`` (one transaction), record the outcome. Workers on
+several machines share nothing but the database.
+
+**Lease and heartbeat.** A claim holds the job until ``locked_until``. A background thread, on
+its own connection, extends the lease every ``lease / 3``. If the worker dies (SIGKILL, power
+loss, network partition) the lease runs out and any worker claims the job again; the dead
+worker's ingest transaction was rolled back by the server, so nothing of it remains.
+
+**No double commit of a stolen job.** A worker that is merely slow (stalled, paused, cut off
+from the database longer than the lease) can find its job claimed by another worker when it
+comes back. Each claim is fenced by ``(locked_by, attempts)``; ``attempts`` grows with every
+claim. The worker marks the job ``done`` *inside its ingest transaction*, just before COMMIT
+(a SQLAlchemy ``commit`` event on the ingest engine runs the fenced UPDATE on the same
+connection). If the job is no longer held by this claim, the UPDATE matches no row, the hook
+raises ``LeaseLost`` and the whole transaction (recording, windows, scores) rolls back. If it
+matches, the row lock it takes keeps any other worker from claiming the job (their claim skips
+locked rows) until the data and the ``done`` mark are committed together. So the recording is
+committed by exactly one claim, and a job is never ``done`` without its data. A heartbeat that
+finds the job taken sets a flag, and the worker abandons the file at its next batch instead of
+finishing work that would be rolled back anyway.
+
+**Failures.** A bad file (``AudioError``: empty, truncated, not audio, unsupported, missing, or
+an ``OSError`` reading it) is a permanent failure: the job is ``failed`` at once and the file
+is noted in ``ingest_errors`` (retrying a corrupt file is pointless; fix it, then
+``soundscape jobs retry ID``). Any other exception (database or connection errors, a model
+that cannot load here, a sensor removed since) is retried: the job goes back to ``queued``
+with ``run_after = now() + min(cap, base * 2**attempts)``, until ``max_attempts`` attempts,
+then it is ``failed`` with the last error. A job whose worker died counts the lost attempt.
+
+**Shutdown.** SIGTERM or SIGINT: the worker stops claiming, abandons the current file at its
+next batch (the ingest transaction rolls back; a file that finishes first is kept), releases
+the job (``queued`` again, the attempt not counted) and exits. A second signal interrupts at
+once (the transaction still rolls back and the job is still released).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+from soundscape import jobs
+from soundscape.audio import is_supported
+from soundscape.db import normalize_url
+from soundscape.errors import AudioError
+from soundscape.ingest import FileResult, Ingestor
+from soundscape.sensors import get_sensor
+
+log = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    """The job was claimed by another worker (this one's lease had expired): do not commit."""
+
+
+class Abandoned(Exception):
+    """The worker is shutting down: the current file is given up and its job released."""
+
+
+def is_permanent(exc: BaseException | None) -> bool:
+    """True for failures of the file itself (retrying cannot help); see the module doc."""
+    return isinstance(exc, AudioError | OSError)
+
+
+class _JobIngestor(Ingestor):
+    """An ``Ingestor`` whose failures are handed to the worker instead of ``ingest_errors``
+    (the worker records a failure once, when the job fails for good), and which checks the
+    lease and shutdown after every batch."""
+
+    failure: BaseException | None = None
+    failed_digest: str | None = None
+    #: called after every batch of every space's pass; raises to abandon the file
+    check: Callable[[float], None] | None = None
+
+    def _embed_into(
+        self,
+        conn: Connection,
+        target: Any,
+        rec_id: int,
+        path: Path,
+        started_at: datetime | None,
+        on_progress: Callable[[float], None] | None,
+    ) -> tuple[int, float]:
+        # ingest_file reports progress during the first space's pass only; check them all.
+        return super()._embed_into(
+            conn, target, rec_id, path, started_at, on_progress or self.check
+        )
+
+    def _failed(self, path: str, digest: str | None, reason: str) -> FileResult:
+        # Called from ingest_file's except blocks: the exception being handled is the cause.
+        self.failure = sys.exc_info()[1]
+        self.failed_digest = digest
+        return FileResult(path, "failed", reason)
+
+    def refresh_sensor(self) -> None:
+        """Re-read the sensor (its timezone may have changed since the worker started)."""
+        from zoneinfo import ZoneInfo
+
+        with self.engine.begin() as conn:
+            self.sensor = get_sensor(conn, self.sensor.name)
+        self.tz = ZoneInfo(self.sensor.timezone)
+
+
+@dataclass
+class WorkerOptions:
+    lease_s: float = 60.0
+    poll_s: float = 5.0
+    #: overrides each job's own max_attempts when set
+    max_attempts: int | None = None
+    backoff_s: float = jobs.DEFAULT_BACKOFF_S
+    backoff_cap_s: float = jobs.BACKOFF_CAP_S
+    #: exit when nothing is runnable instead of polling
+    once: bool = False
+    quiet: bool = False
+
+
+@dataclass
+class WorkerStats:
+    done: int = 0
+    failed: int = 0
+    retried: int = 0
+    released: int = 0
+    lost: int = 0
+
+    def line(self) -> str:
+        return ", ".join(f"{v} {k}" for k, v in vars(self).items())
+
+
+@dataclass
+class _Armed:
+    """The claim whose ingest transaction is in progress on the ingest engine."""
+
+    fence: jobs.Fence
+    committed: bool = False
+
+
+class _Heartbeat:
+    """Extends a job's lease every ``lease / 3`` on its own connection until stopped."""
+
+    def __init__(self, engine: Engine, fence: jobs.Fence, lease_s: float) -> None:
+        self.engine = engine
+        self.fence = fence
+        self.lease_s = lease_s
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"heartbeat-job-{fence.job_id}", daemon=True
+        )
+
+    def start(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        interval = max(self.lease_s / 3.0, 0.05)
+        while not self._stop.wait(interval):
+            try:
+                with self.engine.begin() as conn:
+                    held = jobs.extend_lease(conn, self.fence, self.lease_s)
+            except Exception as exc:  # noqa: BLE001 - keep trying while the lease lasts
+                log.warning("heartbeat of job %s failed: %s", self.fence.job_id, exc)
+                continue
+            if not held:
+                if not self._stop.is_set():
+                    self.lost.set()
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def _engine(url: str, identity: str, pool_size: int) -> Engine:
+    return sa.create_engine(
+        normalize_url(url),
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=1,
+        connect_args={"application_name": f"soundscape-worker {identity}"[:63]},
+    )
+
+
+def _say_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class Worker:
+    """One worker: its own engines (queue, ingest, heartbeat) and ingestors."""
+
+    def __init__(
+        self,
+        url: str,
+        options: WorkerOptions | None = None,
+        *,
+        identity: str | None = None,
+        parent_pid: int | None = None,
+        report: Callable[[str], None] | None = None,
+    ) -> None:
+        self.options = options or WorkerOptions()
+        self.identity = identity or jobs.worker_identity()
+        self.parent_pid = parent_pid
+        self.report = report or _say_stderr
+        self.stats = WorkerStats()
+        self.queue_engine = _engine(url, self.identity, 1)
+        self.ingest_engine = _engine(url, self.identity, 1)
+        self.heartbeat_engine = _engine(url, self.identity, 1)
+        event.listen(self.ingest_engine, "commit", self._on_commit)
+        self._armed: _Armed | None = None
+        self._ingestors: dict[jobs.JobConfig, _JobIngestor] = {}
+        self._models: dict[tuple[str, str], Any] = {}
+        self._stop_signal: int | None = None
+        self._wake = threading.Event()
+
+    # -- stopping ---------------------------------------------------------------------------
+    def request_stop(self, signum: int = signal.SIGTERM) -> None:
+        if self._stop_signal is None:
+            self._stop_signal = signum
+        self._wake.set()
+
+    def stopping(self) -> bool:
+        if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            self.request_stop()  # the --concurrency parent is gone
+        return self._stop_signal is not None
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._stop_signal is not None:
+            raise KeyboardInterrupt  # second signal: stop now
+        self.request_stop(signum)
+
+    # -- the commit fence -------------------------------------------------------------------
+    def _on_commit(self, conn: Any) -> None:
+        """Before the ingest transaction commits: mark the job done, fenced (module doc)."""
+        armed = self._armed
+        if armed is None or armed.committed:
+            return
+        if not jobs.mark_done(conn.connection.driver_connection, armed.fence):
+            raise LeaseLost(
+                f"job {armed.fence.job_id} was taken over by another worker "
+                "(this worker's lease expired); its transaction is rolled back"
+            )
+        armed.committed = True
+
+    # -- one job ----------------------------------------------------------------------------
+    def _ingestor(self, config: jobs.JobConfig) -> _JobIngestor:
+        ingestor = self._ingestors.get(config)
+        if ingestor is None:
+            ingestor = _JobIngestor(
+                self.ingest_engine,
+                config.sensor,
+                list(config.models),
+                window_s=config.window_s,
+                hop_s=config.hop_s,
+                replace=config.replace,
+            )
+            # One model instance per model in this process, whatever the sensor or window
+            # (weights load lazily, on first use, so the new ingestor's own are never loaded).
+            for target in ingestor.targets:
+                key = (target.space.model, json.dumps(target.space.params, sort_keys=True))
+                target.model = self._models.setdefault(key, target.model)
+            self._ingestors[config] = ingestor
+        else:
+            ingestor.refresh_sensor()
+        ingestor.failure = ingestor.failed_digest = None
+        return ingestor
+
+    def claim_next(self) -> jobs.Job | None:
+        """Claim the next runnable job; jobs already past their attempts are failed here."""
+        while True:
+            with self.queue_engine.begin() as conn:
+                job = jobs.claim(conn, self.identity, self.options.lease_s)
+            if job is None:
+                return None
+            limit = self.options.max_attempts or job.max_attempts
+            if job.attempts <= limit:
+                return job
+            # Only a job whose worker died (lease expired) or whose limit was lowered.
+            error = f"gave up after {job.attempts - 1} attempt(s); last: {job.last_error}"
+            with self.queue_engine.begin() as conn:
+                jobs.fail(conn, jobs.Fence.of(job), error, retry_in=None)
+            self.stats.failed += 1
+            self._say(f"job {job.id} failed: {error}")
+
+    def process(self, job: jobs.Job) -> str:
+        """Ingest one claimed job; returns done | failed | retry | released | lost."""
+        fence = jobs.Fence.of(job)
+        if self.stopping():
+            return self._release(fence)
+        started = time.monotonic()
+        heartbeat = _Heartbeat(self.heartbeat_engine, fence, self.options.lease_s).start()
+        armed = _Armed(fence)
+
+        def check(_: float) -> None:
+            if heartbeat.lost.is_set():
+                raise LeaseLost(f"job {job.id} was taken over by another worker")
+            if self.stopping():
+                raise Abandoned(f"job {job.id} abandoned: the worker is stopping")
+
+        try:
+            try:
+                ingestor = self._ingestor(job.config)
+            except Exception as exc:  # noqa: BLE001 - set-up problems are retried
+                return self._failed(job, fence, exc, f"cannot start the ingest: {exc}")
+            self._armed, ingestor.check = armed, check
+            try:
+                result = ingestor.ingest_file(Path(job.path))
+            finally:
+                self._armed, ingestor.check = None, None
+        except (KeyboardInterrupt, SystemExit):
+            # A second signal (KeyboardInterrupt) or SystemExit: the ingest transaction has
+            # rolled back; give the job back before leaving.
+            if not armed.committed:
+                self._release(fence)
+            raise
+        finally:
+            heartbeat.stop()
+
+        took = time.monotonic() - started
+        if result.status != "failed":
+            with self.queue_engine.begin() as conn:
+                if not armed.committed:  # defensive: ingest committed nothing we saw
+                    jobs.mark_done(conn.connection.driver_connection, fence)
+                jobs.set_result(conn, fence, result.as_dict())
+            self.stats.done += 1
+            n = sum(result.segments.values())
+            what = f"{n} windows" if result.status == "stored" else result.reason
+            self._say(f"job {job.id} done in {took:.1f} s: {job.path} ({result.status}: {what})")
+            return "done"
+        return self._failed(
+            job, fence, ingestor.failure, result.reason, result, ingestor.failed_digest
+        )
+
+    def _failed(
+        self,
+        job: jobs.Job,
+        fence: jobs.Fence,
+        exc: BaseException | None,
+        reason: str,
+        result: FileResult | None = None,
+        digest: str | None = None,
+    ) -> str:
+        if isinstance(exc, LeaseLost):
+            self.stats.lost += 1
+            self._say(f"job {job.id}: {exc}; left to its new worker")
+            return "lost"
+        if isinstance(exc, Abandoned):
+            return self._release(fence)
+        as_dict = result.as_dict() if result is not None else None
+        limit = self.options.max_attempts or job.max_attempts
+        if is_permanent(exc):
+            retry_in, error = None, reason
+        elif job.attempts >= limit:
+            retry_in, error = None, f"gave up after {job.attempts} attempt(s): {reason}"
+        else:
+            retry_in = jobs.backoff_delay(
+                job.attempts, self.options.backoff_s, self.options.backoff_cap_s
+            )
+            error = reason
+        with self.queue_engine.begin() as conn:
+            status = jobs.fail(conn, fence, error, retry_in=retry_in, result=as_dict, sha256=digest)
+        if status is None:
+            self.stats.lost += 1
+            self._say(f"job {job.id} failed ({reason}) but was taken over by another worker")
+            return "lost"
+        if status == "queued":
+            self.stats.retried += 1
+            self._say(f"job {job.id} will be retried in {retry_in:.0f} s: {reason}")
+            return "retry"
+        self.stats.failed += 1
+        self._say(f"job {job.id} failed: {error}")
+        return "failed"
+
+    def _release(self, fence: jobs.Fence) -> str:
+        try:
+            with self.queue_engine.begin() as conn:
+                jobs.release(conn, fence)
+        except sa.exc.SQLAlchemyError as exc:  # the lease will expire instead
+            log.warning("could not release job %s: %s", fence.job_id, exc)
+        self.stats.released += 1
+        self._say(f"job {fence.job_id} released (back to queued)")
+        return "released"
+
+    def _say(self, message: str) -> None:
+        if not self.options.quiet:
+            self.report(f"worker {self.identity}: {message}")
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self, *, install_signals: bool = True) -> int:
+        """Process jobs until stopped (or, with ``once``, until nothing is runnable).
+
+        Exit code: 0; 130 after SIGINT; 1 with ``once`` if a job failed for good or the
+        database could not be reached.
+        """
+        previous: dict[int, Any] = {}
+        if install_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, self._on_signal)
+        interrupted = broken = False
+        try:
+            while not self.stopping():
+                try:
+                    job = self.claim_next()
+                    if job is not None:
+                        self.process(job)
+                        continue
+                except sa.exc.SQLAlchemyError as exc:
+                    # The database is unreachable: a job in progress is rolled back and its
+                    # lease will expire. A service worker waits and tries again.
+                    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+                    self.report(f"worker {self.identity}: database error: {reason}")
+                    if self.options.once:
+                        broken = True
+                        break
+                    self._wake.wait(self.options.poll_s)
+                    continue
+                if self.options.once:
+                    break
+                self._wake.wait(self.options.poll_s)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.close()
+        self._say(f"exiting: {self.stats.line()}")
+        if interrupted or self._stop_signal == signal.SIGINT:
+            return 130
+        if broken or (self.options.once and self.stats.failed):
+            return 1
+        return 0
+
+    def close(self) -> None:
+        for engine in (self.queue_engine, self.ingest_engine, self.heartbeat_engine):
+            engine.dispose()
+
+
+# ------------------------------------------------------------------------ several
+
+
+def _child(url: str, options: WorkerOptions, log_level: int, parent_pid: int) -> None:
+    """Entry point of a ``--concurrency`` worker process (spawned)."""
+    os.setpgrp()  # a terminal's Ctrl-C reaches the parent only, which forwards it once
+    logging.basicConfig(
+        level=log_level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    sys.exit(Worker(url, options, parent_pid=parent_pid).run())
+
+
+def run_workers(url: str, options: WorkerOptions, concurrency: int = 1) -> int:
+    """Run ``concurrency`` workers (spawned processes when more than one); exit code as
+    ``Worker.run``: 130 if interrupted, else 1 if any worker failed, else 0."""
+    if concurrency <= 1:
+        return Worker(url, options).run()
+    ctx = multiprocessing.get_context("spawn")
+    level = logging.getLogger().getEffectiveLevel()
+    procs = [
+        ctx.Process(
+            target=_child,
+            args=(url, options, level, os.getpid()),
+            name=f"soundscape-worker-{i + 1}",
+        )
+        for i in range(concurrency)
+    ]
+    received: list[int] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        received.append(signum)
+        for p in procs:
+            if p.pid is not None and p.exitcode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    codes = [p.exitcode for p in procs]
+    if signal.SIGINT in received or 130 in codes:
+        return 130
+    return 0 if all(c == 0 for c in codes) else 1
+
+
+# ------------------------------------------------------------------------- watch
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A file as last observed: its size and mtime, since when they have not changed, and
+    whether it has been queued in that state."""
+
+    size: int
+    mtime: int
+    since: float
+    queued: bool = False
+
+
+def settle_scan(
+    previous: Mapping[str, Seen],
+    listing: Mapping[str, tuple[int, int]],
+    now: float,
+    settle_s: float,
+) -> tuple[dict[str, Seen], list[str]]:
+    """One scan of a watched folder (pure): the new state and the files ready to queue.
+
+    ``listing`` maps each file to ``(size, mtime)``. A file is ready once the same size and
+    mtime have been observed for at least ``settle_s`` (so a file still being copied, whose
+    size or mtime keeps changing, waits), and it is returned once per such state: a file that
+    changes after being queued becomes ready again when it has settled anew. Files that
+    disappeared are forgotten.
+    """
+    state: dict[str, Seen] = {}
+    ready: list[str] = []
+    for path in sorted(listing):
+        size, mtime = listing[path]
+        seen = previous.get(path)
+        if seen is None or (seen.size, seen.mtime) != (size, mtime):
+            seen = Seen(size, mtime, now)
+        if not seen.queued and now - seen.since >= settle_s:
+            seen = replace(seen, queued=True)
+            ready.append(path)
+        state[path] = seen
+    return state, ready
+
+
+def list_audio_files(
+    folder: str | Path,
+    *,
+    recursive: bool = False,
+    stat: Callable[[str], os.stat_result] = os.stat,
+) -> dict[str, tuple[int, int]]:
+    """Supported audio files under ``folder`` (hidden names skipped) -> (size, mtime_ns)."""
+    out: dict[str, tuple[int, int]] = {}
+    root = os.path.abspath(folder)
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
+        for name in filenames:
+            if name.startswith(".") or not is_supported(name):
+                continue
+            path = os.path.join(dirpath, name)
+            try:
+                st = stat(path)
+            except FileNotFoundError:  # removed or renamed during the scan
+                continue
+            out[path] = (int(st.st_size), int(st.st_mtime_ns))
+    return out
+
+
+@dataclass
+class Watcher:
+    """Polls a folder; ``poll`` returns the files that have settled since the last poll."""
+
+    folder: str | Path
+    settle_s: float = 5.0
+    recursive: bool = False
+    clock: Callable[[], float] = time.monotonic
+    stat: Callable[[str], os.stat_result] = os.stat
+    state: dict[str, Seen] = field(default_factory=dict)
+
+    def poll(self) -> list[str]:
+        listing = list_audio_files(self.folder, recursive=self.recursive, stat=self.stat)
+        self.state, ready = settle_scan(self.state, listing, self.clock(), self.settle_s)
+        return ready
+
+    def unmark(self, paths: list[str]) -> None:
+        """Queueing failed: offer these files again at the next poll."""
+        for p in paths:
+            if p in self.state:
+                self.state[p] = replace(self.state[p], queued=False)
