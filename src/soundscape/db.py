@@ -147,9 +147,9 @@ def create_reader(engine: Engine, password: str | None, name: str = READER_ROLE)
         if not exists:
             raw.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
         raw.execute(
-            sql.SQL("ALTER ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(
-                role, sql.Literal(password) if password else sql.SQL("NULL")
-            )
+            sql.SQL(
+                "ALTER ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}"
+            ).format(role, sql.Literal(password) if password else sql.SQL("NULL"))
         )
         dbname = raw.execute("SELECT current_database()").fetchone()[0]
         for stmt in (

@@ -355,8 +355,11 @@ def match_labels(conn: Connection, space: Space, text: str) -> tuple[list[int], 
     # Closest labels (case-insensitive), then field words, as suggestions.
     by_lower = {shown(lab[3], lab[1]).lower(): shown(lab[3], lab[1]) for lab in labels}
     close = [by_lower[c] for c in difflib.get_close_matches(q, list(by_lower), n=5, cutoff=0.5)]
-    close += [w for w in difflib.get_close_matches(q, list(FIELD_WORDS), n=2, cutoff=0.7)
-              if w not in {c.lower() for c in close}]
+    close += [
+        w
+        for w in difflib.get_close_matches(q, list(FIELD_WORDS), n=2, cutoff=0.7)
+        if w not in {c.lower() for c in close}
+    ]
     hint = f"; did you mean: {', '.join(close)}?" if close else ""
     raise SoundscapeError(
         f"no {space.name} label matches {text!r}{hint} "
