@@ -184,8 +184,12 @@ class Ingestor:
         *,
         start_time: datetime | None = None,
         on_progress: Callable[[float], None] | None = None,
+        expected_sha256: str | None = None,
     ) -> FileResult:
-        """Store one file; never raises for a bad file (the result says why it failed)."""
+        """Store one file; never raises for a bad file (the result says why it failed).
+
+        ``expected_sha256`` (backfill) refuses a file whose content changed since it was stored.
+        """
         path = Path(path)
         shown = str(path)
         try:
@@ -195,6 +199,13 @@ class Ingestor:
             return self._failed(shown, None, str(exc))
         except OSError as exc:
             return self._failed(shown, None, f"{path}: cannot read the file: {exc.strerror or exc}")
+        if expected_sha256 is not None and digest != expected_sha256:
+            return self._failed(
+                shown,
+                digest,
+                f"{path}: the file changed since it was ingested (SHA-256 differs); "
+                "ingest it as a new recording, or put the original back",
+            )
 
         try:
             return self._store(path, info, digest, start_time, on_progress)
@@ -455,3 +466,80 @@ def _times(started_at: datetime | None, offsets: np.ndarray, tz: ZoneInfo) -> li
     if started_at is None:
         return [(None, None, None)] * len(offsets)
     return window_times(started_at, offsets, tz)
+
+
+@dataclass
+class BackfillItem:
+    recording_id: int
+    path: str
+    sensor: str
+    sha256: str
+    started_at: datetime | None
+
+
+def backfill_todo(
+    engine: Engine, space_ids: list[int], sensors: list[str] | None = None
+) -> list[BackfillItem]:
+    """Stored recordings that lack at least one of ``space_ids`` (optionally of some sensors)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT r.id, r.path, s.name AS sensor, r.sha256, r.started_at FROM recordings r "
+                "JOIN sensors s ON s.id = r.sensor_id "
+                "WHERE (CAST(:sensors AS text[]) IS NULL OR s.name = ANY(:sensors)) "
+                "AND EXISTS (SELECT 1 FROM unnest(CAST(:spaces AS integer[])) sp(id) "
+                "WHERE NOT EXISTS (SELECT 1 FROM recording_spaces rs "
+                "WHERE rs.recording_id = r.id AND rs.space_id = sp.id)) "
+                "ORDER BY s.name, r.id"
+            ),
+            {"sensors": sensors or None, "spaces": space_ids},
+        )
+        return [BackfillItem(*r) for r in rows]
+
+
+def backfill(
+    engine: Engine,
+    models: list[str],
+    *,
+    window_s: float | None = None,
+    hop_s: float | None = None,
+    sensors: list[str] | None = None,
+    on_result: Callable[[FileResult], None] | None = None,
+    on_progress: Callable[[float], None] | None = None,
+) -> Summary:
+    """Add a new space's windows to recordings already stored, re-decoding them from their
+    path. A file that moved or changed (SHA-256) is reported and recorded in ingest_errors;
+    each recording is one transaction, so an interrupted backfill resumes where it stopped."""
+    summary = Summary()
+    ingestors: dict[str, Ingestor] = {}
+    with engine.connect() as conn:
+        names = [n[0] for n in conn.execute(sa.text("SELECT name FROM sensors ORDER BY name"))]
+    if not names:
+        return summary
+    # Resolve the spaces once (creating them if new) through an ingestor of any sensor.
+    first = Ingestor(engine, (sensors or names)[0], models, window_s=window_s, hop_s=hop_s)
+    space_ids = [t.space.id for t in first.targets]
+    for item in backfill_todo(engine, space_ids, sensors):
+        ing = ingestors.get(item.sensor)
+        if ing is None:
+            ing = Ingestor(engine, item.sensor, models, window_s=window_s, hop_s=hop_s)
+            ingestors[item.sensor] = ing
+        path = Path(item.path)
+        if not path.exists():
+            result = ing._failed(
+                item.path,
+                item.sha256,
+                f"{item.path}: recording {item.recording_id} is no longer there (moved or "
+                "deleted); put it back, or re-ingest it from its new place",
+            )
+        else:
+            result = ing.ingest_file(
+                path,
+                start_time=item.started_at,
+                on_progress=on_progress,
+                expected_sha256=item.sha256,
+            )
+        summary.add(result)
+        if on_result is not None:
+            on_result(result)
+    return summary

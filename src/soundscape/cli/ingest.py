@@ -147,3 +147,68 @@ def ingest(
         click.echo(json.dumps({"summary": s, "files": [r.as_dict() for r in summary.results]}))
     if summary.failed:
         sys.exit(1)
+
+
+@cli.command()
+@click.option(
+    "-m",
+    "--model",
+    "model_opts",
+    multiple=True,
+    required=True,
+    help="Model(s) whose windows to add; repeat or separate by commas (e.g. clap).",
+)
+@click.option("--window", type=click.FloatRange(min=0, min_open=True), help="Window length (s).")
+@click.option("--hop", type=click.FloatRange(min=0, min_open=True), help="Hop (s).")
+@click.option("-s", "--sensor", "sensors", multiple=True, help="Only this sensor (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results and summary as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@database_option
+def backfill(model_opts, window, hop, sensors, as_json, quiet, database) -> None:
+    """Add a model's windows to recordings already stored (re-decoded from their path).
+
+    This is how a database first filled with BirdNET gets CLAP. Files that moved or changed
+    since ingest (SHA-256) are reported; re-running resumes where an interrupted run stopped.
+    """
+    from tqdm import tqdm
+
+    from soundscape.ingest import backfill as run_backfill
+
+    models_ = [m for opt in model_opts for m in opt.split(",") if m.strip()]
+    database_ = open_db(database)
+    bar = tqdm(
+        unit="s", unit_scale=True, desc="audio", file=sys.stderr, disable=quiet, dynamic_ncols=True
+    )
+
+    def report(r) -> None:
+        if r.status == "failed":
+            bar.write(f"failed: {r.reason}", file=sys.stderr)
+        bar.set_postfix(done=r.recording_id)
+
+    try:
+        summary = run_backfill(
+            database_.engine,
+            models_,
+            window_s=window,
+            hop_s=hop,
+            sensors=list(sensors) or None,
+            on_result=report,
+            on_progress=lambda s: bar.update(round(s, 1)),
+        )
+    except KeyboardInterrupt:
+        bar.close()
+        echo_err(
+            "interrupted: the recording in progress was rolled back. Run the same "
+            "command again to resume."
+        )
+        sys.exit(130)
+    bar.close()
+    s = summary.as_dict()
+    echo_err(
+        f"backfilled {s['stored']}, skipped {s['skipped']}, failed {s['failed']} "
+        f"recording(s); {s['audio_hours']:.3f} h of audio, {s['segments']} windows"
+    )
+    if as_json:
+        click.echo(json.dumps({"summary": s, "recordings": [r.as_dict() for r in summary.results]}))
+    if summary.failed:
+        sys.exit(1)
