@@ -1,10 +1,11 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   venv + install + embedded PostgreSQL + ingest the example audio + summary
-#   make test   venv + install with test extras + the whole test suite
+#   make test   venv + install with the test and clap extras + the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TESTSTAMP := $(VENV)/.installed-test
 
 .PHONY: install demo test lint format clean db-stop
 
@@ -13,6 +14,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+# The test suite also runs the CLAP code path (msclap + torch, ~6 GB) with a tiny random model.
+$(TESTSTAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,clap]'
+	touch $(TESTSTAMP)
 
 install: $(STAMP)
 
@@ -35,7 +41,7 @@ demo: install
 	$(BIN)/soundscape concepts add siren --text siren --replace > /dev/null
 	$(BIN)/soundscape concepts list
 
-test: install
+test: $(TESTSTAMP)
 	$(BIN)/python -m pytest -q
 
 lint: install

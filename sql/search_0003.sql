@@ -105,7 +105,8 @@ CREATE OR REPLACE FUNCTION ranger.search_vector(
     quadrant text, start_s real, end_s real, starts_at timestamptz, local_date date,
     local_time time, label text, method text
 )
-LANGUAGE plpgsql STABLE SECURITY DEFINER
+-- VOLATILE only because it EXPLAINs the filter to estimate its selectivity; it writes nothing.
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = public, pg_temp
 -- Function-level SETs: what set_config() changes below is restored when the function returns.
 SET hnsw.iterative_scan = 'relaxed_order'
@@ -118,6 +119,9 @@ DECLARE
     v_where text;
     v_passing bigint;
     v_total double precision;
+    v_estimate double precision;
+    v_selectivity double precision := 1;
+    v_plan json;
     v_method text := p_strategy;
     v_sql text;
     v_limit integer;
@@ -143,7 +147,9 @@ BEGIN
     IF v_method NOT IN ('auto', 'hnsw', 'exact') THEN
         RAISE EXCEPTION 'strategy must be auto, hnsw or exact, not %', v_method;
     END IF;
-    IF v_method = 'auto' THEN
+    IF v_method <> 'exact' THEN
+        -- How many windows pass the filters: counted exactly up to the exact-scan limit,
+        -- beyond it estimated by the planner.
         EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM segments g WHERE %s LIMIT %s) s',
                        v_where, v_limit + 1)
            INTO v_passing
@@ -151,18 +157,31 @@ BEGIN
                 p_at_from, p_at_to, p_exclude;
         SELECT greatest(c.reltuples, 1) INTO v_total
           FROM pg_class c WHERE c.relname = 'segments_space_' || p_space;
-        IF v_passing <= v_limit
-           OR current_setting('hnsw.max_scan_tuples')::double precision
-              * v_passing / greatest(v_total, v_passing) < 4 * p_k THEN
-            v_method := 'exact';
-        ELSE
-            v_method := 'hnsw';
+        v_estimate := v_passing;
+        IF v_passing > v_limit THEN
+            EXECUTE format('EXPLAIN (FORMAT JSON) SELECT 1 FROM segments g WHERE %s', v_where)
+               INTO v_plan
+              USING p_query, p_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
+                    p_at_from, p_at_to, p_exclude;
+            v_estimate := greatest(v_passing, (v_plan -> 0 -> 'Plan' ->> 'Plan Rows')::double precision);
+        END IF;
+        v_selectivity := least(1, v_estimate / greatest(v_total, v_estimate));
+        IF v_method = 'auto' THEN
+            IF v_passing <= v_limit
+               OR current_setting('hnsw.max_scan_tuples')::double precision * v_selectivity
+                  < 4 * p_k THEN
+                v_method := 'exact';
+            ELSE
+                v_method := 'hnsw';
+            END IF;
         END IF;
     END IF;
 
     IF v_method = 'hnsw' THEN
-        -- ef_search bounds the candidate list of each iteration; keep it >= 2k.
-        PERFORM set_config('hnsw.ef_search', least(greatest(2 * p_k, 100), 1000)::text, true);
+        -- ef_search is the candidate list of each step of the (iterative) index scan: at least
+        -- 2k, and larger as the filter gets more selective (4 / selectivity), up to 1000.
+        PERFORM set_config('hnsw.ef_search',
+            least(1000, greatest(100, 2 * p_k, ceil(4 / v_selectivity)))::integer::text, true);
     END IF;
     v_sql := ranger._search_vector_sql(v_dim, v_where, v_method);
     RETURN QUERY EXECUTE v_sql

@@ -404,13 +404,24 @@ def test_ingest_memory_stays_bounded_on_a_long_file(sensor, engine, tmp_path):
     assert peaks[60] < 100 * 2**20, f"peak traced memory {peaks[60] / 2**20:.0f} MB"
 
 
-def test_backfill_adds_a_space_and_reports_moved_or_changed_files(sensor, engine, run_cli, tmp_path):
+def test_backfill_adds_a_space_and_reports_moved_or_changed_files(
+    sensor, engine, run_cli, tmp_path
+):
     files = []
     for name in ("dog.ogg", "owl.ogg", "crow.ogg"):
         shutil.copy(EXAMPLES / name, tmp_path / name)
         files.append(tmp_path / name)
-    start = run_cli("ingest", files[0], "-s", sensor, "-m", "spectral", "-q",
-                    "--start-time", "2024-05-01T03:00:00Z")
+    start = run_cli(
+        "ingest",
+        files[0],
+        "-s",
+        sensor,
+        "-m",
+        "spectral",
+        "-q",
+        "--start-time",
+        "2024-05-01T03:00:00Z",
+    )
     assert start.exit_code == 0
     assert run_cli("ingest", *files[1:], "-s", sensor, "-m", "spectral", "-q").exit_code == 0
     files[1].unlink()  # moved away
@@ -423,9 +434,12 @@ def test_backfill_adds_a_space_and_reports_moved_or_changed_files(sensor, engine
     assert out["summary"] == {**out["summary"], "stored": 1, "failed": 2}
     assert "no longer there" in result.stderr and "changed since it was ingested" in result.stderr
     with engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT r.path, p.name, g.starts_at FROM segments g JOIN spaces p ON p.id = g.space_id "
-            "JOIN recordings r ON r.id = g.recording_id WHERE p.name = 'birdnet'")).fetchall()
+        rows = conn.execute(
+            sa.text(
+                "SELECT r.path, p.name, g.starts_at FROM segments g JOIN spaces p ON p.id = g.space_id "
+                "JOIN recordings r ON r.id = g.recording_id WHERE p.name = 'birdnet'"
+            )
+        ).fetchall()
         errors = conn.execute(sa.text("SELECT count(*) FROM ingest_errors")).scalar()
     # the dog got BirdNET windows, with the recording's stored start time
     assert {Path(r.path).name for r in rows} == {"dog.ogg"}

@@ -335,3 +335,47 @@ def test_user_values_never_become_sql(reserve_db, run_cli, monkeypatch, evil):
         )
         assert conn.execute(sa.text("SELECT count(*) FROM segments")).scalar() > 0
     engine.dispose()
+
+
+def test_classify_with_birdnet_classes(reserve_db, run_cli, monkeypatch):
+    monkeypatch.setenv("SOUNDSCAPE_DATABASE_URL", reserve_db)
+    r = run_cli(
+        "classify",
+        "--labels",
+        "siren, dark-eyed junco, dog",
+        "--space",
+        "birdnet",
+        "--quadrant",
+        "S",
+        "-n",
+        "0",
+        "--json",
+    )
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    assert rows and {x["sensor"] for x in rows} == {"south-1"}
+    # the south recording has its siren mixed in at 10 s: windows there say "siren"
+    siren = [x for x in rows if x["label"] == "siren"]
+    assert siren and all(8 <= x["start_s"] <= 20 for x in siren)
+    assert max(x["score"] for x in siren) > 0.5
+    per = run_cli(
+        "classify",
+        "--labels",
+        "siren, dark-eyed junco",
+        "--space",
+        "birdnet",
+        "--per",
+        "recording",
+        "--csv",
+    )
+    recs = list(csv.DictReader(io.StringIO(per.stdout)))
+    assert len(recs) == len(reserve.RECORDINGS)
+    engine = sa.create_engine(reserve_db)
+    with engine.connect() as conn:
+        stored = conn.execute(
+            sa.text("SELECT label, count(*) FROM ranger.window_labels GROUP BY label")
+        ).fetchall()
+    engine.dispose()
+    assert {label for label, _ in stored} >= {"siren", "dark-eyed junco"}
+    bad = run_cli("classify", "--labels", "siren")
+    assert bad.exit_code == 1 and "at least two labels" in bad.stderr

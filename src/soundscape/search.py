@@ -547,6 +547,8 @@ def export_clips(hits: list[Hit], folder: Path, pad_s: float = 1.0) -> ExportRes
     own sample rate) and a spectrogram PNG beside it."""
     import soundfile as sf
 
+    from soundscape.plots import spectrogram_png
+
     folder.mkdir(parents=True, exist_ok=True)
     out = ExportResult()
     for rank, hit in enumerate(hits, start=1):
@@ -569,45 +571,3 @@ def export_clips(hits: list[Hit], folder: Path, pad_s: float = 1.0) -> ExportRes
         hit.clip = str(wav)
         out.written.extend([wav, png])
     return out
-
-
-def spectrogram_png(
-    audio: np.ndarray,
-    sample_rate: int,
-    path: Path,
-    title: str = "",
-    mark: tuple[float, float] | None = None,
-) -> None:
-    """A log-power spectrogram image (matplotlib, no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n_fft = 1024 if sample_rate >= 16000 else 512
-    hop = n_fft // 4
-    x = np.asarray(audio, np.float32)
-    if len(x) < n_fft:
-        x = np.pad(x, (0, n_fft - len(x)))
-    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop] * np.hanning(n_fft)
-    power = np.abs(np.fft.rfft(frames, axis=-1)) ** 2
-    db = 10 * np.log10(np.maximum(power, 1e-10)).T
-    fig, ax = plt.subplots(figsize=(8, 3), dpi=100)
-    ax.imshow(
-        db,
-        origin="lower",
-        aspect="auto",
-        cmap="magma",
-        extent=(0, len(x) / sample_rate, 0, sample_rate / 2000),
-        vmin=db.max() - 80,
-        vmax=db.max(),
-    )
-    if mark is not None:
-        for t in mark:
-            ax.axvline(t, color="cyan", linewidth=1)
-    ax.set_xlabel("seconds")
-    ax.set_ylabel("kHz")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

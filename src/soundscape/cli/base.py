@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +35,22 @@ def database_option(f: Callable) -> Callable:
         envvar=DATABASE_ENV,
         metavar="URL",
         help=f"PostgreSQL URL (with pgvector); default: the embedded database. Env: {DATABASE_ENV}.",
+    )(f)
+
+
+def weights_option(f: Callable) -> Callable:
+    """``--weights FILE`` for models with downloadable weights (CLAP)."""
+
+    def remember(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        if value:
+            os.environ["SOUNDSCAPE_CLAP_WEIGHTS"] = value
+
+    return click.option(
+        "--weights",
+        type=click.Path(exists=True, dir_okay=False),
+        expose_value=False,
+        callback=remember,
+        help="CLAP weights file (CLAP_weights_2023.pth). Env: SOUNDSCAPE_CLAP_WEIGHTS.",
     )(f)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from soundscape.cli.base import cli, database_option, echo_err, open_db
+from soundscape.cli.base import cli, database_option, echo_err, open_db, weights_option
 
 
 # ---------------------------------------------------------------------------------- ingest
@@ -46,6 +46,7 @@ from soundscape.cli.base import cli, database_option, echo_err, open_db
     "--json", "as_json", is_flag=True, help="Print the per-file results and summary as JSON."
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@weights_option
 @database_option
 def ingest(
     paths,
@@ -163,6 +164,7 @@ def ingest(
 @click.option("-s", "--sensor", "sensors", multiple=True, help="Only this sensor (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results and summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@weights_option
 @database_option
 def backfill(model_opts, window, hop, sensors, as_json, quiet, database) -> None:
     """Add a model's windows to recordings already stored (re-decoded from their path).

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from soundscape.cli.base import database_option, echo_err, format_options, open_db
+from soundscape.cli.base import database_option, echo_err, format_options, open_db, weights_option
 from soundscape.output import emit
 
 _MODEL_HELP = "Model(s) to embed with; repeat or separate by commas (e.g. birdnet,spectral)."
@@ -174,6 +174,7 @@ def enqueue(
     help="Retry delay base: a failed job waits base * 2^attempts seconds (at most 1 h).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No per-job messages.")
+@weights_option
 @database_option
 def worker(concurrency, once, lease, max_attempts, poll, backoff, quiet, database) -> None:
     """Take jobs from the queue and ingest them, until stopped (or --once).

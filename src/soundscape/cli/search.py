@@ -9,7 +9,14 @@ from typing import Any
 import click
 import sqlalchemy as sa
 
-from soundscape.cli.base import cli, database_option, echo_err, format_options, open_db
+from soundscape.cli.base import (
+    cli,
+    database_option,
+    echo_err,
+    format_options,
+    open_db,
+    weights_option,
+)
 from soundscape.errors import SoundscapeError
 from soundscape.output import emit
 
@@ -153,6 +160,7 @@ def resolve_query(conn, text, audio, start, end, like, concept, space_name):
     show_default=True,
     help="Index scan or exact scan (auto decides).",
 )
+@weights_option
 @database_option
 @format_options
 def search(
@@ -249,6 +257,7 @@ def concepts() -> None:
     help="Score a window needs to count as a detection (labels default 0.5).",
 )
 @click.option("--replace", is_flag=True, help="Overwrite a concept with the same name.")
+@weights_option
 @database_option
 @format_options
 def concepts_add(
@@ -326,3 +335,92 @@ def concepts_refresh(names, database) -> None:
             ).scalar()
     echo_err(f"{total} detection(s)")
     sys.stdout.flush()
+
+
+# --------------------------------------------------------------------------------- classify
+@cli.command()
+@click.option(
+    "--labels",
+    "labels_text",
+    required=True,
+    help='Comma-separated labels, e.g. "speech, music, rain, bird song, chainsaw".',
+)
+@click.option(
+    "--template",
+    default="the sound of {}",
+    show_default=True,
+    help="Text around each label for text-encoder models ({} is the label).",
+)
+@click.option(
+    "--space",
+    "--model",
+    "space_name",
+    help="Space to classify (default: one with a text encoder, else with labels).",
+)
+@_filter_options
+@click.option(
+    "--per",
+    type=click.Choice(["window", "recording"], case_sensitive=False),
+    default="window",
+    show_default=True,
+    help="One row per window or per recording.",
+)
+@click.option(
+    "-n",
+    "--limit",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="Rows to print (0: all); every window's result is stored anyway.",
+)
+@weights_option
+@database_option
+@format_options
+def classify(
+    labels_text,
+    template,
+    space_name,
+    sensors,
+    sites,
+    quadrants,
+    time_range,
+    date_from,
+    date_to,
+    per,
+    limit,
+    database,
+    fmt,
+) -> None:
+    """Zero-shot classification of every matching window against a few labels.
+
+    CLAP: softmax over the labels' text similarities. BirdNET: the labels are matched to its own
+    classes. Results are stored: SELECT * FROM ranger.window_labels.
+    """
+    from soundscape import search as s
+    from soundscape.classify import classify as run_classify
+    from soundscape.classify import parse_labels
+
+    labels = parse_labels(labels_text)
+    filters = build_filters(sensors, sites, quadrants, time_range, date_from, date_to)
+    database_ = open_db(database)
+    with database_.engine.begin() as conn:
+        s.check_filter_names(conn, filters)
+        space = s.pick_space(conn, space_name, text=True)
+        run = run_classify(conn, space, labels, filters, template=template)
+    items = run.windows if per == "window" else run.recordings
+    echo_err(
+        f"space {space.name}: classified {len(run.windows)} window(s) of "
+        f"{len(run.recordings)} recording(s) as run {run.run_id}"
+    )
+    shown = items if limit == 0 else items[:limit]
+    if len(shown) < len(items):
+        echo_err(
+            f"showing {len(shown)} of {len(items)} (--limit 0 for all; all are in "
+            "ranger.window_labels)"
+        )
+    columns = (
+        ["segment_id", "label", "score", "sensor", "local", "start_s", "end_s", "path"]
+        if per == "window"
+        else ["recording_id", "label", "score", "windows", "sensor", "local", "path"]
+    )
+    emit([i.as_row() for i in shown], fmt, columns)

@@ -16,6 +16,7 @@ __all__ = ["Embedder", "l2_normalize", "get_model_class", "model_classes", "load
 # without being installed (entry points then do not exist).
 _BUILTINS = {
     "birdnet": "soundscape.embedders.birdnet:BirdNET",
+    "clap": "soundscape.embedders.clap:CLAP",
     "spectral": "soundscape.embedders.spectral:Spectral",
 }
 

@@ -1,0 +1,269 @@
+"""Anomalies: which windows of a sensor do not sound like that sensor's normal sound.
+
+Each window of the period is scored by the mean cosine distance to its k nearest windows in
+the sensor's baseline (the same sensor, space and times of day; by default every window
+before the period), divided by the baseline's own typical k-NN distance. The scoring is one
+SQL function, ``ranger.anomaly_scores`` (sql/analytics_0004.sql), with pgvector doing the
+neighbour search; this module picks the space, stores each run and merges windows into events.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from soundscape.errors import SoundscapeError
+from soundscape.search import Hit, merge_events
+from soundscape.spaces import Space, list_spaces
+
+#: Default space preference: the weight-free spectral statistics separate machine sounds,
+#: saws and sirens from a soundscape far better than BirdNET's bird-tuned embedding (see
+#: docs/analytics.md for the measurements); other models follow.
+MODEL_PREFERENCE = ("spectral", "birdnet", "clap")
+STRATEGIES = ("auto", "hnsw", "exact")
+#: Windows scoring below this never join an event (the baseline's own windows score about 1;
+#: on real soundscapes ordinary windows stay below 2-3, a saw or siren scores 5-20).
+EVENT_MIN_SCORE = 2.0
+
+
+@dataclass
+class Period:
+    """Local dates (inclusive) and/or instants (half-open) of the period and the baseline, and
+    a local time-of-day range shared by both."""
+
+    date_from: date | None = None
+    date_to: date | None = None
+    at_from: datetime | None = None
+    at_to: datetime | None = None
+    time_from: time | None = None
+    time_to: time | None = None
+    base_date_from: date | None = None
+    base_date_to: date | None = None
+    base_at_from: datetime | None = None
+    base_at_to: datetime | None = None
+
+    def check(self) -> None:
+        has_start = self.date_from is not None or self.at_from is not None
+        base = (self.base_date_from, self.base_date_to, self.base_at_from, self.base_at_to)
+        has_base = any(v is not None for v in base)
+        if not has_start and not has_base:
+            raise SoundscapeError(
+                "say which period to score (--from) or which baseline to compare with "
+                "(--baseline-from/--baseline-to); the default baseline is everything before --from"
+            )
+        period = (self.date_from, self.date_to, self.at_from, self.at_to)
+        if all(v is None for v in period) and self.base_date_to is None and self.base_at_to is None:
+            raise SoundscapeError(
+                "give the period (--from/--to) or the end of the baseline (--baseline-to); "
+                "the default period is everything after the baseline"
+            )
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "date_from": self.date_from,
+            "date_to": self.date_to,
+            "at_from": self.at_from,
+            "at_to": self.at_to,
+            "time_from": self.time_from,
+            "time_to": self.time_to,
+            "base_date_from": self.base_date_from,
+            "base_date_to": self.base_date_to,
+            "base_at_from": self.base_at_from,
+            "base_at_to": self.base_at_to,
+        }
+
+    def as_json(self) -> dict[str, str]:
+        return {k: v.isoformat() for k, v in self.params().items() if v is not None}
+
+
+@dataclass
+class Run:
+    """A stored anomaly run."""
+
+    id: int
+    sensor: str
+    space: Space
+    k: int
+    n_windows: int
+    baseline_windows: int
+    scale: float
+    method: str
+    max_score: float | None
+
+
+def sensor_id(conn: Connection, sensor: str) -> int:
+    row = conn.execute(sa.text("SELECT id FROM sensors WHERE name = :n"), {"n": sensor}).fetchone()
+    if row is None:
+        known = conn.execute(sa.text("SELECT name FROM sensors ORDER BY name")).scalars().all()
+        raise SoundscapeError(
+            f"unknown sensor {sensor!r}; known: {', '.join(known) or 'none (soundscape sensors add)'}"
+        )
+    return int(row.id)
+
+
+def pick_space(conn: Connection, sensor: str, space_name: str | None) -> Space:
+    """The named space, else the sensor's first space with data in ``MODEL_PREFERENCE`` order
+    (spectral first)."""
+    sid = sensor_id(conn, sensor)
+    filled = set(
+        conn.execute(
+            sa.text(
+                "SELECT DISTINCT rs.space_id FROM recording_spaces rs "
+                "JOIN recordings r ON r.id = rs.recording_id WHERE r.sensor_id = :s"
+            ),
+            {"s": sid},
+        ).scalars()
+    )
+    spaces = list_spaces(conn)
+    if space_name:
+        named = [s for s in spaces if s.name == space_name]
+        if not named:
+            raise SoundscapeError(
+                f"no space named {space_name!r}; spaces: {', '.join(s.name for s in spaces)}"
+            )
+        if named[0].id not in filled:
+            raise SoundscapeError(f"sensor {sensor!r} has no windows in space {space_name!r}")
+        return named[0]
+    candidates = [s for s in spaces if s.id in filled]
+    if not candidates:
+        raise SoundscapeError(f"sensor {sensor!r} has no windows yet (soundscape ingest)")
+
+    def rank(s: Space) -> tuple[int, int]:
+        pref = MODEL_PREFERENCE.index(s.model) if s.model in MODEL_PREFERENCE else 99
+        return pref, s.id
+
+    return sorted(candidates, key=rank)[0]
+
+
+_SCORE_SQL = (
+    "ranger.anomaly_scores(:sensor, :space, :k, CAST(:date_from AS date), "
+    "CAST(:date_to AS date), CAST(:at_from AS timestamptz), CAST(:at_to AS timestamptz), "
+    "CAST(:time_from AS time), CAST(:time_to AS time), CAST(:base_date_from AS date), "
+    "CAST(:base_date_to AS date), CAST(:base_at_from AS timestamptz), "
+    "CAST(:base_at_to AS timestamptz), :strategy)"
+)
+
+
+def score(
+    conn: Connection,
+    sensor: str,
+    space: Space,
+    period: Period,
+    k: int = 10,
+    strategy: str = "auto",
+) -> Run:
+    """Score the period's windows and store them as a run (the caller commits)."""
+    if strategy not in STRATEGIES:
+        raise SoundscapeError(f"strategy must be one of {', '.join(STRATEGIES)}")
+    if k < 1:
+        raise SoundscapeError("--k must be at least 1")
+    period.check()
+    sid = sensor_id(conn, sensor)
+    run_id = conn.execute(
+        sa.text(
+            "INSERT INTO anomaly_runs (sensor_id, space_id, k, params) "
+            "VALUES (:s, :sp, :k, CAST(:p AS jsonb)) RETURNING id"
+        ),
+        {"s": sid, "sp": space.id, "k": k, "p": json.dumps(period.as_json())},
+    ).scalar_one()
+    params = {
+        **period.params(),
+        "sensor": sensor,
+        "space": space.name,
+        "k": k,
+        "strategy": strategy,
+        "run": run_id,
+        "space_id": space.id,
+    }
+    try:
+        row = conn.execute(
+            sa.text(
+                f"WITH s AS MATERIALIZED (SELECT * FROM {_SCORE_SQL}), "
+                "ins AS (INSERT INTO anomaly_scores (run_id, space_id, segment_id, distance, "
+                "score, rank) SELECT :run, :space_id, s.segment_id, s.distance, s.score, "
+                "row_number() OVER (ORDER BY s.score DESC, s.segment_id) FROM s) "
+                "SELECT count(*) AS n, max(s.score) AS max_score, min(s.scale) AS scale, "
+                "min(s.baseline_windows) AS baseline_windows, min(s.method) AS method FROM s"
+            ),
+            params,
+        ).one()
+    except sa.exc.DBAPIError as exc:
+        raise SoundscapeError(_pg_message(exc)) from exc
+    if not row.n:
+        raise SoundscapeError(
+            f"no windows of sensor {sensor!r} in space {space.name} fall in the period "
+            "(windows need a known start time; check --from/--to/--time)"
+        )
+    conn.execute(
+        sa.text(
+            "UPDATE anomaly_runs SET baseline_windows = :b, scale = :sc, method = :m, "
+            "n_windows = :n, max_score = :mx WHERE id = :r"
+        ),
+        {
+            "b": row.baseline_windows,
+            "sc": row.scale,
+            "m": row.method,
+            "n": row.n,
+            "mx": row.max_score,
+            "r": run_id,
+        },
+    )
+    return Run(
+        id=run_id,
+        sensor=sensor,
+        space=space,
+        k=k,
+        n_windows=int(row.n),
+        baseline_windows=int(row.baseline_windows),
+        scale=float(row.scale),
+        method=str(row.method),
+        max_score=float(row.max_score) if row.max_score is not None else None,
+    )
+
+
+def _pg_message(exc: sa.exc.DBAPIError) -> str:
+    orig = getattr(exc, "orig", None)
+    diag = getattr(orig, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    return primary or str(orig or exc).splitlines()[0]
+
+
+def top_windows(
+    conn: Connection, run_id: int, limit: int, min_score: float | None = None
+) -> list[Hit]:
+    """The run's most unusual windows, best first, as search hits (score = anomaly score)."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT a.segment_id, a.score, a.recording_id, a.path, a.sensor, a.site, a.quadrant, "
+            "a.start_s, a.end_s, a.starts_at, a.local_date, a.local_time "
+            "FROM ranger.anomalies a WHERE a.run = :r "
+            "AND (CAST(:m AS real) IS NULL OR a.score >= :m) ORDER BY a.rank LIMIT :n"
+        ),
+        {"r": run_id, "m": min_score, "n": int(limit)},
+    )
+    return [Hit(**dict(r._mapping), method="anomaly") for r in rows]
+
+
+def events(conn: Connection, run_id: int, top: int, min_score: float | None = None) -> list[Hit]:
+    """The ``top`` most unusual events: the run's windows scoring at least ``min_score``
+    (default EVENT_MIN_SCORE) merged where they overlap or touch, like ``search --events``;
+    an event's score is its best window's. Ordinary windows never join an event, so an event
+    spans just the unusual sound."""
+    floor = EVENT_MIN_SCORE if min_score is None else min_score
+    return merge_events(top_windows(conn, run_id, top * 10, floor))[:top]
+
+
+def latest_run(conn: Connection, recording_id: int) -> int | None:
+    """The newest run that scored windows of this recording."""
+    return conn.execute(
+        sa.text(
+            "SELECT max(a.run_id) FROM anomaly_scores a JOIN segments g "
+            "ON g.space_id = a.space_id AND g.id = a.segment_id WHERE g.recording_id = :r"
+        ),
+        {"r": recording_id},
+    ).scalar()

@@ -1,0 +1,230 @@
+"""Zero-shot classification: which of a few labels best describes each window.
+
+- A space whose model has a text encoder (CLAP): each label becomes a text (through a template
+  such as "the sound of {}"), and each window gets a softmax over the labels of its cosine
+  similarities scaled by the model's logit scale (what CLAP zero-shot classification does).
+- A classifier space (BirdNET): the labels are matched to its own classes (as search does) and
+  each window's score for a label is its best stored class score among the matched classes.
+
+Every classified window's top label and score is stored (``classifications``), so
+``ranger.window_labels`` can say what each window is.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from soundscape.db import register_vector
+from soundscape.embedders import get_model_class, load_model
+from soundscape.embedders.base import l2_normalize
+from soundscape.errors import SoundscapeError
+from soundscape.search import Filters, match_labels
+from soundscape.spaces import Space
+
+BATCH = 5000
+DEFAULT_TEMPLATE = "the sound of {}"
+
+_FILTERED = (
+    "ranger.filtered_windows(:space, CAST(:sensors AS text[]), CAST(:sites AS text[]), "
+    "CAST(:quadrants AS text[]), CAST(:time_from AS time), CAST(:time_to AS time), "
+    "CAST(:date_from AS date), CAST(:date_to AS date), CAST(:at_from AS timestamptz), "
+    "CAST(:at_to AS timestamptz))"
+)
+
+
+def parse_labels(text: str) -> list[str]:
+    labels = [x.strip() for x in text.split(",") if x.strip()]
+    if len(labels) < 2:
+        raise SoundscapeError("give at least two labels, separated by commas")
+    if len(set(labels)) != len(labels):
+        raise SoundscapeError("labels must be different from each other")
+    return labels
+
+
+@dataclass
+class Classified:
+    """One window's result (or, aggregated, one recording's)."""
+
+    segment_id: int | None
+    recording_id: int
+    path: str
+    sensor: str
+    start_s: float
+    end_s: float
+    local: str | None
+    label: str
+    score: float
+    windows: int = 1
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "segment_id": self.segment_id,
+            "recording_id": self.recording_id,
+            "sensor": self.sensor,
+            "local": self.local,
+            "start_s": round(self.start_s, 3),
+            "end_s": round(self.end_s, 3),
+            "path": self.path,
+            "label": self.label,
+            "score": round(float(self.score), 4),
+            "windows": self.windows,
+        }
+
+
+@dataclass
+class Run:
+    run_id: int
+    space: Space
+    labels: list[str]
+    windows: list[Classified] = field(default_factory=list)
+    recordings: list[Classified] = field(default_factory=list)
+
+
+def _label_vectors(space: Space, labels: list[str], template: str) -> tuple[np.ndarray, float]:
+    model = load_model(space.model, **space.params)
+    texts = [
+        template.format(label) if "{}" in template else f"{template} {label}" for label in labels
+    ]
+    vecs = l2_normalize(model.embed_text(texts))
+    return vecs, float(getattr(model, "logit_scale", 100.0))
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(axis=1, keepdims=True)
+    e = np.exp(x)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def classify(
+    conn: Connection,
+    space: Space,
+    labels: list[str],
+    filters: Filters,
+    *,
+    template: str = DEFAULT_TEMPLATE,
+) -> Run:
+    """Classify every window of ``space`` that passes ``filters``; store and return results."""
+    cls = get_model_class(space.model)
+    register_vector(conn)
+    params = {**filters.params(), "space": space.id}
+    label_ids: list[list[int]] | None = None
+    if cls.supports_text and cls.unavailable_reason() is None:
+        text_vecs, scale = _label_vectors(space, labels, template)
+    elif conn.execute(
+        sa.text("SELECT EXISTS (SELECT 1 FROM space_labels WHERE space_id = :s)"), {"s": space.id}
+    ).scalar():
+        label_ids = [match_labels(conn, space, label)[0] for label in labels]
+        template = None
+    else:
+        raise SoundscapeError(
+            f"space {space.name!r} has neither a text encoder nor class labels; classify with a "
+            "CLAP or BirdNET space (--space)"
+        )
+    filt = {k: v for k, v in filters.params().items() if v is not None and k != "min_score"}
+    run_id = conn.execute(
+        sa.text(
+            "INSERT INTO classify_runs (space_id, labels, template, filters) "
+            "VALUES (:s, :l, :t, CAST(:f AS jsonb)) RETURNING id"
+        ),
+        {"s": space.id, "l": labels, "t": template, "f": json.dumps(filt, default=str)},
+    ).scalar()
+    run = Run(run_id, space, labels)
+    sums: dict[
+        int, list[Any]
+    ] = {}  # recording -> [prob sum per label, count, path, sensor, start, end]
+
+    def rows_of(batch_rows: list[Any], probs: np.ndarray) -> None:
+        top = probs.argmax(axis=1)
+        for r, p, t in zip(batch_rows, probs, top):
+            local = (
+                f"{r.local_date} {r.local_time.isoformat(timespec='seconds')}"
+                if r.local_date is not None
+                else None
+            )
+            run.windows.append(
+                Classified(
+                    r.id,
+                    r.recording_id,
+                    r.path,
+                    r.sensor,
+                    r.start_s,
+                    r.end_s,
+                    local,
+                    labels[t],
+                    float(p[t]),
+                )
+            )
+            acc = sums.setdefault(
+                r.recording_id,
+                [np.zeros(len(labels)), 0, r.path, r.sensor, r.start_s, r.end_s, local],
+            )
+            acc[0] += p
+            acc[1] += 1
+            acc[4] = min(acc[4], r.start_s)
+            acc[5] = max(acc[5], r.end_s)
+
+    select = (
+        "SELECT g.id, g.recording_id, g.start_s, g.end_s, g.local_date, g.local_time, r.path, "
+        "s.name AS sensor{emb} FROM {filtered} f "
+        "JOIN segments g ON g.space_id = :space AND g.id = f.segment_id "
+        "JOIN recordings r ON r.id = g.recording_id JOIN sensors s ON s.id = g.sensor_id "
+        "ORDER BY g.recording_id, g.start_s"
+    )
+    if label_ids is None:
+        result = conn.execute(
+            sa.text(select.format(emb=", g.embedding", filtered=_FILTERED)).execution_options(
+                stream_results=True, yield_per=BATCH
+            ),
+            params,
+        )
+        for part in result.partitions(BATCH):
+            emb = np.stack([np.asarray(r.embedding.to_numpy(), np.float32) for r in part])
+            rows_of(part, _softmax(scale * (l2_normalize(emb) @ text_vecs.T)))
+    else:
+        all_ids = sorted({i for ids in label_ids for i in ids})
+        owner = {i: j for j, ids in enumerate(label_ids) for i in ids}
+        result = conn.execute(
+            sa.text(select.format(emb="", filtered=_FILTERED)).execution_options(
+                stream_results=True, yield_per=BATCH
+            ),
+            params,
+        )
+        for part in result.partitions(BATCH):
+            ids = [r.id for r in part]
+            scores = np.zeros((len(part), len(labels)), np.float32)
+            pos = {sid: n for n, sid in enumerate(ids)}
+            for sid, lid, sc in conn.execute(
+                sa.text(
+                    "SELECT segment_id, label_id, score FROM segment_scores WHERE space_id = :s "
+                    "AND segment_id = ANY(:ids) AND label_id = ANY(:labels)"
+                ),
+                {"s": space.id, "ids": ids, "labels": all_ids},
+            ):
+                row, col = pos[sid], owner[lid]
+                scores[row, col] = max(scores[row, col], sc)
+            keep = scores.max(axis=1) > 0  # windows where BirdNET saw none of the labels: skip
+            rows_of([r for r, k in zip(part, keep) if k], scores[keep])
+
+    raw = conn.connection.driver_connection
+    with raw.cursor().copy(
+        "COPY classifications (run_id, space_id, segment_id, label, score) FROM STDIN"
+    ) as copy:
+        for w in run.windows:
+            copy.write_row((run_id, space.id, w.segment_id, w.label, w.score))
+    conn.execute(
+        sa.text("UPDATE classify_runs SET n_windows = :n WHERE id = :r"),
+        {"n": len(run.windows), "r": run_id},
+    )
+    for rec_id, (total, n, path, sensor, start, end, local) in sums.items():
+        mean = total / n
+        t = int(mean.argmax())
+        run.recordings.append(
+            Classified(None, rec_id, path, sensor, start, end, local, labels[t], float(mean[t]), n)
+        )
+    return run

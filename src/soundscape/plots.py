@@ -1,0 +1,414 @@
+"""Pictures for people who would rather look than read a table (matplotlib, Agg, no display).
+
+- ``activity_heatmap``: detections of a concept per local hour (x) and local day (y), one
+  panel per quadrant, site or sensor.
+- ``recording_plot``: the spectrogram of a recording (or a span of it) with the concept
+  detections above it and the anomaly scores of the newest run below it.
+- ``spectrogram_png``: the clip spectrogram ``search --export`` writes.
+
+Long spans never sit in memory: beyond ``MAX_DIRECT_S`` the spectrogram is built column by
+column from the decoded stream (each column the mean power of the frames it covers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from soundscape.audio import WindowStream, decode_span, probe
+from soundscape.errors import AudioError, SoundscapeError
+
+GROUPS = ("quadrant", "site", "sensor")
+#: spans up to this long are decoded at once; longer ones are streamed column by column
+MAX_DIRECT_S = 600.0
+#: highest sample rate a plot decodes at (11 kHz of spectrum is plenty to see sounds)
+PLOT_RATE = 22050
+DPI = 100
+#: anomaly score from which a window is shaded on the recording plot
+ANOMALY_THRESHOLD = 3.0
+
+
+@dataclass
+class PlotResult:
+    path: Path
+    width: int
+    height: int
+    details: dict[str, Any]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: str | Path) -> None:
+    """Write a figure as a 256-colour PNG: exactly width x height pixels, and a few times
+    smaller than a true-colour PNG of a spectrogram."""
+    from PIL import Image
+
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    image = Image.fromarray(rgba[..., :3].copy()).quantize(colors=256)
+    image.save(path, format="PNG", optimize=True)
+
+
+def _union(spans: Any) -> list[tuple[float, float]]:
+    """Merge overlapping or touching (start, end) spans."""
+    out: list[list[float]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1] + 1e-6:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
+
+
+def _fft_size(sample_rate: int) -> int:
+    return 1024 if sample_rate >= 16000 else 512
+
+
+def spectrogram_db(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Log-power spectrogram in dB, ``[frequency bins, frames]`` (Hann, n_fft/4 hop)."""
+    n_fft = _fft_size(sample_rate)
+    hop = n_fft // 4
+    x = np.asarray(audio, np.float32)
+    if len(x) < n_fft:
+        x = np.pad(x, (0, n_fft - len(x)))
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop] * np.hanning(n_fft)
+    power = np.abs(np.fft.rfft(frames, axis=-1)) ** 2
+    return 10 * np.log10(np.maximum(power, 1e-10)).T
+
+
+def _draw_spectrogram(ax: Any, db: np.ndarray, t0: float, t1: float, sample_rate: int) -> None:
+    ax.imshow(
+        db,
+        origin="lower",
+        aspect="auto",
+        cmap="magma",
+        extent=(t0, t1, 0, sample_rate / 2000),
+        vmin=db.max() - 80,
+        vmax=db.max(),
+        interpolation="nearest",
+    )
+    ax.set_ylabel("kHz")
+
+
+def spectrogram_png(
+    audio: np.ndarray,
+    sample_rate: int,
+    path: Path,
+    title: str = "",
+    mark: tuple[float, float] | None = None,
+) -> None:
+    """A log-power spectrogram image of a clip, with an optional span marked (cyan lines)."""
+    plt = _pyplot()
+    db = spectrogram_db(audio, sample_rate)
+    n = max(len(audio), _fft_size(sample_rate))
+    fig, ax = plt.subplots(figsize=(8, 3), dpi=DPI)
+    _draw_spectrogram(ax, db, 0, n / sample_rate, sample_rate)
+    if mark is not None:
+        for t in mark:
+            ax.axvline(t, color="cyan", linewidth=1)
+    ax.set_xlabel("seconds")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def long_spectrogram(
+    path: str | Path, start_s: float, end_s: float, columns: int
+) -> tuple[np.ndarray, int]:
+    """The spectrogram of ``[start_s, end_s)`` of a file with at most about ``columns`` time
+    columns, in bounded memory. Returns (dB ``[bins, columns]``, sample rate used)."""
+    info = probe(path)
+    rate = min(info.sample_rate, PLOT_RATE)
+    span = end_s - start_s
+    if span <= MAX_DIRECT_S:
+        audio = decode_span(path, rate, start_s, end_s)
+        db = spectrogram_db(audio, rate)
+        factor = -(-db.shape[1] // columns)
+        if factor > 1:  # mean power over equal runs of frames (the last one edge-padded)
+            power = 10 ** (db / 10)
+            pad = (-power.shape[1]) % factor
+            power = np.pad(power, ((0, 0), (0, pad)), mode="edge")
+            db = 10 * np.log10(power.reshape(power.shape[0], -1, factor).mean(axis=2))
+        return db, rate
+    n_fft = _fft_size(rate)
+    col_s = max(span / columns, n_fft / rate)
+    cols: list[np.ndarray] = []
+    for batch in WindowStream(path, rate, col_s, col_s, batch_size=8):
+        for samples, s in zip(batch.samples, batch.start_s):
+            if s + col_s <= start_s or s >= end_s:
+                continue
+            power = 10 ** (spectrogram_db(samples, rate) / 10)
+            cols.append(10 * np.log10(power.mean(axis=1)))
+    if not cols:
+        raise SoundscapeError(f"{path}: nothing to plot between {start_s:g} and {end_s:g} s")
+    return np.stack(cols, axis=1), rate
+
+
+# ------------------------------------------------------------------------------ heatmap
+def activity_counts(
+    conn: Connection,
+    concept: str,
+    by: str = "quadrant",
+    date_from: date | None = None,
+    date_to: date | None = None,
+) -> dict[str, dict[tuple[date, int], int]]:
+    """Detections of a concept per group, local day and local hour (from ranger.detections)."""
+    if by not in GROUPS:
+        raise SoundscapeError(f"--by must be one of {', '.join(GROUPS)}")
+    known = conn.execute(sa.text("SELECT name FROM concepts ORDER BY name")).scalars().all()
+    if concept not in known:
+        raise SoundscapeError(
+            f"no concept named {concept!r}; concepts: "
+            f"{', '.join(known) or 'none (soundscape concepts add)'}"
+        )
+    rows = conn.execute(
+        sa.text(
+            f"SELECT coalesce({by}, '(none)') AS grp, local_date AS day, "
+            "extract(hour FROM local_time)::integer AS hour, count(*) AS n "
+            "FROM ranger.detections WHERE concept = :c AND local_date IS NOT NULL "
+            "AND (CAST(:d0 AS date) IS NULL OR local_date >= :d0) "
+            "AND (CAST(:d1 AS date) IS NULL OR local_date <= :d1) "
+            "GROUP BY 1, 2, 3"
+        ),
+        {"c": concept, "d0": date_from, "d1": date_to},
+    )
+    out: dict[str, dict[tuple[date, int], int]] = {}
+    for r in rows:
+        out.setdefault(r.grp, {})[(r.day, r.hour)] = int(r.n)
+    return out
+
+
+def activity_heatmap(
+    conn: Connection,
+    concept: str,
+    path: Path,
+    by: str = "quadrant",
+    date_from: date | None = None,
+    date_to: date | None = None,
+    width: int = 1000,
+    height: int | None = None,
+) -> PlotResult:
+    """Heatmap of a concept's detections: local hour 0-23 across, local days down, one panel
+    per group (``by``), one shared colour scale."""
+    counts = activity_counts(conn, concept, by, date_from, date_to)
+    if not counts:
+        raise SoundscapeError(
+            f"concept {concept!r} has no detections with a known local time"
+            + (" in these dates" if date_from or date_to else "")
+            + " (after ingesting more audio: soundscape concepts refresh)"
+        )
+    days_seen = [d for c in counts.values() for d, _ in c]
+    first, last = min(days_seen), max(days_seen)
+    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    index = {d: i for i, d in enumerate(days)}
+    groups = sorted(counts)
+    grids = []
+    for g in groups:
+        grid = np.zeros((len(days), 24))
+        for (d, h), n in counts[g].items():
+            grid[index[d], h] = n
+        grids.append(grid)
+    vmax = max(float(g.max()) for g in grids)
+    if height is None:
+        height = int(min(2400, max(320, 150 + 16 * len(days))))
+    plt = _pyplot()
+    cols = min(len(groups), 4)
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(
+        rows,
+        cols,
+        figsize=(width / DPI, height / DPI),
+        dpi=DPI,
+        squeeze=False,
+        sharey=True,
+        layout="constrained",
+    )
+    image = None
+    for ax, g, grid in zip(axes.flat, groups, grids):
+        image = ax.imshow(
+            np.ma.masked_equal(grid, 0),
+            aspect="auto",
+            cmap="viridis",
+            vmin=0,
+            vmax=vmax,
+            extent=(-0.5, 23.5, len(days) - 0.5, -0.5),
+            interpolation="nearest",
+        )
+        ax.set_facecolor("#f2f2f2")
+        ax.set_title(f"{by} {g}", fontsize=9)
+        ax.set_xticks(range(0, 24, 3))
+        ax.set_xlabel("local hour")
+        step = max(1, len(days) // 12)
+        ax.set_yticks(range(0, len(days), step))
+        ax.set_yticklabels([days[i].isoformat() for i in range(0, len(days), step)], fontsize=7)
+    for ax in list(axes.flat)[len(groups) :]:
+        ax.axis("off")
+    fig.suptitle(f"{concept}: detections per local hour and day", fontsize=10)
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.9, label="detections", aspect=30)
+    _save(fig, path)
+    plt.close(fig)
+    total = sum(sum(c.values()) for c in counts.values())
+    return PlotResult(
+        Path(path),
+        width,
+        height,
+        {"groups": groups, "days": len(days), "detections": total},
+    )
+
+
+# ------------------------------------------------------------------------------ recording
+def _recording(conn: Connection, recording_id: int) -> Any:
+    row = conn.execute(
+        sa.text(
+            "SELECT r.id, r.path, r.duration_s, r.started_at, s.name AS sensor, s.timezone "
+            "FROM recordings r JOIN sensors s ON s.id = r.sensor_id WHERE r.id = :r"
+        ),
+        {"r": recording_id},
+    ).fetchone()
+    if row is None:
+        raise SoundscapeError(f"no recording with id {recording_id} (soundscape recordings list)")
+    return row
+
+
+def recording_plot(
+    conn: Connection,
+    recording_id: int,
+    path: Path,
+    start_s: float | None = None,
+    end_s: float | None = None,
+    concepts: list[str] | None = None,
+    run_id: int | None = None,
+    threshold: float = ANOMALY_THRESHOLD,
+    width: int = 1200,
+    height: int = 600,
+) -> PlotResult:
+    """Spectrogram of a recording (or ``[start_s, end_s)``) with detections (all concepts, or
+    the named ones) as bars above it and the anomaly scores of run ``run_id`` (default: the
+    newest run that scored this recording) below it; windows scoring at least ``threshold``
+    are shaded on the spectrogram."""
+    from soundscape.anomalies import latest_run
+
+    rec = _recording(conn, recording_id)
+    start = float(start_s or 0.0)
+    end = float(end_s) if end_s is not None else float(rec.duration_s)
+    end = min(end, float(rec.duration_s))
+    if start < 0 or end <= start:
+        raise SoundscapeError(
+            f"--start/--end must satisfy 0 <= start < end <= {rec.duration_s:.1f} s"
+        )
+    try:
+        db, rate = long_spectrogram(rec.path, start, end, columns=max(200, width))
+    except (AudioError, OSError) as exc:
+        raise SoundscapeError(f"cannot read recording {recording_id}'s audio: {exc}") from exc
+
+    detections = conn.execute(
+        sa.text(
+            "SELECT concept, start_s, end_s, score FROM ranger.detections "
+            "WHERE recording_id = :r AND end_s > :a AND start_s < :b "
+            "AND (CAST(:c AS text[]) IS NULL OR concept = ANY(CAST(:c AS text[]))) "
+            "ORDER BY concept, start_s"
+        ),
+        {"r": recording_id, "a": start, "b": end, "c": concepts or None},
+    ).fetchall()
+    if run_id is None:
+        run_id = latest_run(conn, recording_id)
+    scores = []
+    if run_id is not None:
+        scores = conn.execute(
+            sa.text(
+                "SELECT start_s, end_s, score FROM ranger.anomalies "
+                "WHERE run = :run AND recording_id = :r AND end_s > :a AND start_s < :b "
+                "ORDER BY start_s"
+            ),
+            {"run": run_id, "r": recording_id, "a": start, "b": end},
+        ).fetchall()
+
+    plt = _pyplot()
+    names = sorted({d.concept for d in detections})
+    ratios = ([max(0.6, 0.35 * len(names))] if names else []) + [4] + ([1.3] if scores else [])
+    fig, axes = plt.subplots(
+        len(ratios),
+        1,
+        figsize=(width / DPI, height / DPI),
+        dpi=DPI,
+        sharex=True,
+        gridspec_kw={"height_ratios": ratios},
+        squeeze=False,
+    )
+    axes = list(axes[:, 0])
+    spec = axes[1] if names else axes[0]
+    _draw_spectrogram(spec, db, start, end, rate)
+    colours = plt.get_cmap("tab10")
+    if names:
+        lanes = axes[0]
+        for i, name in enumerate(names):
+            spans = [
+                (max(d.start_s, start), min(d.end_s, end) - max(d.start_s, start))
+                for d in detections
+                if d.concept == name
+            ]
+            lanes.broken_barh(spans, (i + 0.1, 0.8), facecolors=colours(i % 10))
+        lanes.set_yticks([i + 0.5 for i in range(len(names))])
+        lanes.set_yticklabels(names, fontsize=8)
+        lanes.set_ylim(0, len(names))
+        lanes.set_title("detections", fontsize=8, loc="left")
+    if scores:
+        ax = axes[-1]
+        # one bar per hop (windows overlap: each bar runs to the next window's start)
+        starts = [s.start_s for s in scores]
+        widths = [
+            min(s.end_s, starts[i + 1]) - s.start_s if i + 1 < len(scores) else s.end_s - s.start_s
+            for i, s in enumerate(scores)
+        ]
+        ys = [s.score for s in scores]
+        ax.bar(
+            starts,
+            ys,
+            width=widths,
+            align="edge",
+            color=["#d62728" if y >= threshold else "#8c8c8c" for y in ys],
+        )
+        ax.axhline(threshold, color="#d62728", linewidth=0.8, linestyle="--")
+        ax.set_ylabel("score", fontsize=8)
+        ax.set_title(f"anomaly score (run {run_id})", fontsize=8, loc="left")
+        for a, b in _union((s.start_s, s.end_s) for s in scores if s.score >= threshold):
+            spec.axvspan(a, b, facecolor="none", edgecolor="cyan", linewidth=1.2)
+    axes[-1].set_xlabel("seconds")
+    axes[-1].set_xlim(start, end)
+    when = ""
+    if rec.started_at is not None:
+        from zoneinfo import ZoneInfo
+
+        local = (rec.started_at + timedelta(seconds=start)).astimezone(ZoneInfo(rec.timezone))
+        when = f"  {local:%Y-%m-%d %H:%M:%S %Z}"
+    fig.suptitle(f"{rec.sensor}  {Path(rec.path).name}{when}", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return PlotResult(
+        Path(path),
+        width,
+        height,
+        {
+            "recording_id": recording_id,
+            "start_s": start,
+            "end_s": end,
+            "detections": len(detections),
+            "anomaly_run": run_id if scores else None,
+            "anomalous_windows": sum(1 for s in scores if s.score >= threshold),
+        },
+    )
