@@ -144,6 +144,7 @@ def load(db, folder: Path, space_name: str) -> dict:
 
     from soundscape.db import register_vector
     from soundscape.embedders.base import Embedder
+    from soundscape.ingest import SEGMENT_COPY, SEGMENT_TYPES
     from soundscape.spaces import create_hnsw_index, drop_hnsw_index, ensure_space
 
     class Bench(Embedder):
@@ -209,24 +210,8 @@ def load(db, folder: Path, space_name: str) -> dict:
     with engine.begin() as conn:
         register_vector(conn)
         raw = conn.connection.driver_connection
-        with raw.cursor().copy(
-            "COPY segments (id, space_id, recording_id, sensor_id, start_s, end_s, starts_at, "
-            "local_date, local_time, embedding) FROM STDIN WITH (FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(
-                [
-                    "int8",
-                    "int4",
-                    "int8",
-                    "int4",
-                    "float4",
-                    "float4",
-                    "timestamptz",
-                    "date",
-                    "time",
-                    "vector",
-                ]
-            )
+        with raw.cursor().copy(SEGMENT_COPY) as copy:
+            copy.set_types(SEGMENT_TYPES)
             for i in range(0, n, CHUNK):
                 v = np.asarray(vec[i : i + CHUNK])
                 for j in range(len(v)):

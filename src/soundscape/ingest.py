@@ -35,11 +35,11 @@ log = logging.getLogger(__name__)
 TOP_K = 5
 SCORE_FLOOR = 0.05
 
-_SEGMENT_COPY = (
+SEGMENT_COPY = (
     "COPY segments (id, space_id, recording_id, sensor_id, start_s, end_s, starts_at, "
     "local_date, local_time, embedding) FROM STDIN WITH (FORMAT BINARY)"
 )
-_SEGMENT_TYPES = [
+SEGMENT_TYPES = [
     "int8",
     "int4",
     "int8",
@@ -381,8 +381,8 @@ class Ingestor:
                     )
                 ]
                 times = _times(started_at, batch.start_s, self.tz)
-                with cur.copy(_SEGMENT_COPY) as copy:
-                    copy.set_types(_SEGMENT_TYPES)
+                with cur.copy(SEGMENT_COPY) as copy:
+                    copy.set_types(SEGMENT_TYPES)
                     for j, seg_id in enumerate(ids):
                         at, day, tod = times[j]
                         copy.write_row(

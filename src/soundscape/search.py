@@ -23,6 +23,7 @@ from soundscape.audio import decode_span, probe, window_array
 from soundscape.db import register_vector
 from soundscape.embedders import get_model_class, load_model
 from soundscape.embedders.base import l2_normalize
+from soundscape.embedders.birdnet import NON_SPECIES_CLASSES
 from soundscape.errors import SoundscapeError
 from soundscape.spaces import Space, get_space, list_spaces
 
@@ -68,23 +69,6 @@ FIELD_WORDS: dict[str, tuple[str, ...]] = {
     "fireworks": ("Fireworks",),
     "noise": ("Noise",),
 }
-
-#: BirdNET's classes that are not species.
-NON_SPECIES = frozenset(
-    {
-        "Dog",
-        "Engine",
-        "Environmental",
-        "Fireworks",
-        "Gun",
-        "Human non-vocal",
-        "Human vocal",
-        "Human whistle",
-        "Noise",
-        "Power tools",
-        "Siren",
-    }
-)
 
 
 # ------------------------------------------------------------------------------- filters
@@ -322,7 +306,7 @@ def match_labels(conn: Connection, space: Space, text: str) -> tuple[list[int], 
     targets = FIELD_WORDS.get(q)
     if targets:
         if "*birds*" in targets:
-            hits = [lab for lab in labels if shown(lab[3], lab[1]) not in NON_SPECIES]
+            hits = [lab for lab in labels if shown(lab[3], lab[1]) not in NON_SPECIES_CLASSES]
         else:
             hits = [lab for lab in labels if shown(lab[3], lab[1]) in targets]
         if hits:
