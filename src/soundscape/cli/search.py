@@ -67,6 +67,36 @@ def _filter_options(f):
     return f
 
 
+def _example_options(f):
+    """The query-by-example options shared by ``search`` and ``concepts add``."""
+    options = [
+        click.option(
+            "--audio",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="An audio example: windows that sound like this file.",
+        ),
+        click.option(
+            "--start", type=click.FloatRange(min=0), help="Start of the --audio span (s)."
+        ),
+        click.option("--end", type=click.FloatRange(min=0), help="End of the --audio span (s)."),
+        click.option(
+            "--like",
+            type=int,
+            metavar="WINDOW_ID",
+            help="A stored window as the example (a hit's segment_id).",
+        ),
+        click.option(
+            "--space",
+            "--model",
+            "space_name",
+            help="Space (model configuration); default: the best that can answer.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 def build_filters(sensors, sites, quadrants, time_range, date_from, date_to, min_score=None):
     from soundscape.search import Filters, date_bounds, parse_time_range, parse_when
 
@@ -128,21 +158,8 @@ def resolve_query(conn, text, audio, start, end, like, concept, space_name):
 
 @cli.command()
 @click.argument("text", required=False)
-@click.option(
-    "--audio",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Find windows that sound like this file.",
-)
-@click.option("--start", type=click.FloatRange(min=0), help="Start of the --audio span (s).")
-@click.option("--end", type=click.FloatRange(min=0), help="End of the --audio span (s).")
-@click.option("--like", type=int, metavar="WINDOW_ID", help="Find windows like a stored window.")
+@_example_options
 @click.option("--concept", help="Run a stored concept (see `soundscape concepts list`).")
-@click.option(
-    "--space",
-    "--model",
-    "space_name",
-    help="Space (model configuration) to search; default: the best that can answer.",
-)
 @_filter_options
 @click.option("--min-score", type=float, help="Only hits scoring at least this.")
 @click.option("-n", "--limit", type=click.IntRange(1, 10000), default=10, show_default=True)
@@ -242,15 +259,7 @@ def concepts() -> None:
 @concepts.command("add")
 @click.argument("name")
 @click.option("--text", help="A text query (labels for BirdNET, the text encoder for CLAP).")
-@click.option(
-    "--audio",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="An audio example.",
-)
-@click.option("--start", type=click.FloatRange(min=0), help="Start of the --audio span (s).")
-@click.option("--end", type=click.FloatRange(min=0), help="End of the --audio span (s).")
-@click.option("--like", type=int, metavar="WINDOW_ID", help="A stored window as the example.")
-@click.option("--space", "--model", "space_name", help="Space to use (default: best available).")
+@_example_options
 @click.option(
     "--threshold",
     type=float,
