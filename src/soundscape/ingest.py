@@ -371,7 +371,7 @@ class Ingestor:
         n = 0
         covered = 0.0
         with raw.cursor() as cur:
-            for batch in stream:
+            for batch in prefetch(stream):
                 vectors, scores = model.embed_audio_and_scores(batch.samples)
                 ids = [
                     r[0]
@@ -460,6 +460,50 @@ class Ingestor:
     ) -> Iterator[FileResult]:
         for f in files:
             yield self.ingest_file(f, start_time=start_time, on_progress=on_progress)
+
+
+def prefetch(items: Iterable, depth: int = 2) -> Iterator:
+    """Iterate ``items`` in a background thread, ``depth`` items ahead.
+
+    Decoding and resampling (libsndfile, soxr) release the GIL, so on two cores the next
+    batches are decoded while the model embeds this one; memory stays bounded by ``depth``.
+    Exceptions from the producer are raised in the consumer.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put(exc)
+
+    thread = threading.Thread(target=produce, name="soundscape-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def _times(started_at: datetime | None, offsets: np.ndarray, tz: ZoneInfo) -> list[tuple]:
