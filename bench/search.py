@@ -270,6 +270,7 @@ def run_queries(
     name: str,
     strategy: str,
     truth: list[set[int]],
+    ef: int | None = None,
 ) -> dict:
     from datetime import time as dtime
 
@@ -286,10 +287,19 @@ def run_queries(
     )
     lat, rec, methods = [], [], set()
     with db.db.engine.connect() as conn:
-        run(conn, Query(space, "warm", vector=queries[0]), f, limit=10, strategy=strategy)
+        run(
+            conn,
+            Query(space, "warm", vector=queries[0]),
+            f,
+            limit=10,
+            strategy=strategy,
+            ef_search=ef,
+        )
         for q, t in zip(queries, truth):
             start = time.perf_counter()
-            hits = run(conn, Query(space, "q", vector=q), f, limit=10, strategy=strategy)
+            hits = run(
+                conn, Query(space, "q", vector=q), f, limit=10, strategy=strategy, ef_search=ef
+            )
             lat.append((time.perf_counter() - start) * 1000)
             got = {h.segment_id - offset for h in hits}
             rec.append(len(got & t) / max(1, min(10, len(t))))
@@ -332,9 +342,25 @@ def main() -> None:
     p.add_argument("--n", type=int, default=1_000_000)
     p.add_argument("--sets", default="realistic,uniform")
     p.add_argument("--queries", type=int, default=50)
+    p.add_argument(
+        "--ef-sweep",
+        type=lambda v: [int(x) for x in v.split(",") if x],
+        default=[],
+        help="also run forced HNSW at these hnsw.ef_search values, e.g. 200,400,1000",
+    )
+    p.add_argument("--m", type=int, default=16, help="HNSW m of the bench index")
+    p.add_argument("--ef-construction", type=int, default=64, help="HNSW ef_construction")
     args = p.parse_args()
+    import soundscape.spaces as spaces_module
+
+    spaces_module.HNSW_M, spaces_module.HNSW_EF_CONSTRUCTION = args.m, args.ef_construction
     rng = np.random.default_rng(7)
-    result: dict = {"machine": machine(), "n": args.n, "sets": {}}
+    result: dict = {
+        "machine": machine(),
+        "n": args.n,
+        "hnsw": {"m": args.m, "ef_construction": args.ef_construction},
+        "sets": {},
+    }
     db = ScratchDatabase()
     try:
         tune_server(db)
@@ -354,6 +380,10 @@ def main() -> None:
                 for strategy in ("auto", "hnsw"):
                     entry[strategy] = run_queries(
                         db, space, info["offset"], folder, queries, name, strategy, truth
+                    )
+                for ef in args.ef_sweep:
+                    entry[f"hnsw_ef{ef}"] = run_queries(
+                        db, space, info["offset"], folder, queries, name, "hnsw", truth, ef
                     )
                 res["filters"][name] = entry
                 print(f"{kind} {name}: {json.dumps(entry)}", file=sys.stderr)

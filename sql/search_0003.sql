@@ -99,7 +99,8 @@ CREATE OR REPLACE FUNCTION ranger.search_vector(
     p_min_score real DEFAULT NULL,
     p_exclude bigint DEFAULT NULL,
     p_strategy text DEFAULT 'auto',
-    p_exact_limit integer DEFAULT NULL
+    p_exact_limit integer DEFAULT NULL,
+    p_ef_search integer DEFAULT NULL
 ) RETURNS TABLE (
     segment_id bigint, score real, recording_id bigint, path text, sensor text, site text,
     quadrant text, start_s real, end_s real, starts_at timestamptz, local_date date,
@@ -180,8 +181,8 @@ BEGIN
     IF v_method = 'hnsw' THEN
         -- ef_search is the candidate list of each step of the (iterative) index scan: at least
         -- 2k, and larger as the filter gets more selective (4 / selectivity), up to 1000.
-        PERFORM set_config('hnsw.ef_search',
-            least(1000, greatest(100, 2 * p_k, ceil(4 / v_selectivity)))::integer::text, true);
+        PERFORM set_config('hnsw.ef_search', coalesce(p_ef_search,
+            least(1000, greatest(100, 2 * p_k, ceil(4 / v_selectivity)))::integer)::text, true);
     END IF;
     v_sql := ranger._search_vector_sql(v_dim, v_where, v_method);
     RETURN QUERY EXECUTE v_sql

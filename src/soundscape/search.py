@@ -443,8 +443,10 @@ def run(
     filters: Filters,
     limit: int = 10,
     strategy: str = "auto",
+    ef_search: int | None = None,
 ) -> list[Hit]:
-    """Rank windows (one SQL statement inside the ranger search functions)."""
+    """Rank windows (one SQL statement inside the ranger search functions). ``ef_search``
+    overrides the HNSW candidate list size the function would choose."""
     if strategy not in STRATEGIES:
         raise SoundscapeError(f"strategy must be one of {', '.join(STRATEGIES)}")
     params = {**filters.params(), "space": query.space.id, "k": int(limit)}
@@ -464,10 +466,14 @@ def run(
             "CAST(:sensors AS text[]), CAST(:sites AS text[]), CAST(:quadrants AS text[]), "
             "CAST(:time_from AS time), CAST(:time_to AS time), CAST(:date_from AS date), "
             "CAST(:date_to AS date), CAST(:at_from AS timestamptz), CAST(:at_to AS timestamptz), "
-            "CAST(:min_score AS real), CAST(:exclude AS bigint), :strategy)"
+            "CAST(:min_score AS real), CAST(:exclude AS bigint), :strategy, NULL, "
+            "CAST(:ef AS integer))"
         )
         params.update(
-            q=np.asarray(query.vector, np.float32), exclude=query.exclude, strategy=strategy
+            q=np.asarray(query.vector, np.float32),
+            exclude=query.exclude,
+            strategy=strategy,
+            ef=ef_search,
         )
     rows = conn.execute(sa.text(sql), params)
     return [Hit(**dict(r._mapping)) for r in rows]
