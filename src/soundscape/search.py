@@ -273,7 +273,10 @@ def text_query(conn: Connection, text: str, space: Space) -> Query:
         return Query(space, f"text {text!r}", vector=vec, kind="text")
     if _has_labels(conn, space):
         ids, names = match_labels(conn, space, text)
-        shown = ", ".join(names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
+        if len(names) > 20:  # a field word such as "birdsong": every bird class
+            shown = f"{text!r} ({len(names)} classes)"
+        else:
+            shown = ", ".join(names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
         return Query(space, f"labels {shown}", label_ids=ids, kind="labels")
     raise SoundscapeError(
         f"space {space.name!r} has no text encoder and no class labels; "
