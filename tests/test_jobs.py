@@ -402,25 +402,26 @@ def test_a_stolen_job_is_never_committed_twice(sensor, engine, db_url, run_cli, 
 
 
 def test_every_space_pass_checks_the_lease_and_shutdown(sensor, engine, tmp_path):
-    """The worker's check runs after every batch of every space (ingest reports progress for
-    the first space only), so a stop or a lost lease abandons the file promptly."""
-    from soundscape.worker import Abandoned, _JobIngestor
+    """The worker's check (Ingestor.on_batch) runs after every batch of every space, so a stop
+    or a lost lease abandons the file promptly; the file's transaction rolls back."""
+    from soundscape.ingest import Ingestor
+    from soundscape.worker import Abandoned
 
     clip = make_clips(tmp_path, 1)[0]
-    ingestor = _JobIngestor(engine, sensor, ["spectral", "birdnet"])
-    calls: list[float] = []
+    ingestor = Ingestor(engine, sensor, ["spectral", "birdnet"], record_errors=False)
+    calls: list[int] = []
 
-    def check(seconds: float) -> None:
-        calls.append(seconds)
+    def check() -> None:
+        calls.append(1)
         if len(calls) == 2:  # the first batch of the second space
             raise Abandoned("stopping")
 
-    ingestor.check = check
+    ingestor.on_batch = check
     result = ingestor.ingest_file(clip)
-    assert result.status == "failed" and isinstance(ingestor.failure, Abandoned)
+    assert result.status == "failed" and isinstance(result.exception, Abandoned)
     assert scalar(engine, "SELECT count(*) FROM recordings") == 0
     assert scalar(engine, "SELECT count(*) FROM ingest_errors") == 0
-    ingestor.check = calls.append
+    ingestor.on_batch = lambda: calls.append(1)
     assert ingestor.ingest_file(clip).segments.keys() == {"spectral", "birdnet"}
     assert len(calls) >= 4
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -65,6 +66,9 @@ class FileResult:
     recording_id: int | None = None
     duration_s: float = 0.0
     segments: dict[str, int] = field(default_factory=dict)
+    #: the file's SHA-256 when it was read; for a failure, the exception behind it
+    sha256: str | None = field(default=None, repr=False)
+    exception: BaseException | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict:
         return {
@@ -153,11 +157,18 @@ class Ingestor:
         window_s: float | None = None,
         hop_s: float | None = None,
         replace: bool = False,
+        record_errors: bool = True,
     ) -> None:
+        """``record_errors=False`` leaves failures out of ``ingest_errors`` (the job worker
+        records a failure once, when a job fails for good)."""
         if not models:
             raise SoundscapeError("no model given; use --model, e.g. --model birdnet")
         self.engine = engine
         self.replace = replace
+        self.record_errors = record_errors
+        #: called after every batch of every space; may raise to abandon the file (its
+        #: transaction rolls back and the result is "failed" with that exception)
+        self.on_batch: Callable[[], None] | None = None
         with engine.begin() as conn:
             self.sensor: Sensor = get_sensor(conn, sensor)
         try:
@@ -406,13 +417,26 @@ class Ingestor:
                             for label_id, score in zip(idx.tolist(), val.tolist()):
                                 copy.write_row((space.id, seg_id, label_id, score))
                 n += len(ids)
+                if self.on_batch is not None:
+                    self.on_batch()
                 if on_progress is not None:
                     end = float(batch.end_s[-1])
                     on_progress(max(0.0, end - covered))
                     covered = max(covered, end)
         return n, float(stream.duration_s)
 
+    def refresh_sensor(self) -> None:
+        """Re-read the sensor (its timezone may have changed since this ingestor was made)."""
+        with self.engine.begin() as conn:
+            self.sensor = get_sensor(conn, self.sensor.name)
+        self.tz = ZoneInfo(self.sensor.timezone)
+
     def _failed(self, path: str, digest: str | None, reason: str) -> FileResult:
+        """A failed result (with the exception being handled, if any), recorded in
+        ``ingest_errors`` unless ``record_errors`` is off."""
+        result = FileResult(path, "failed", reason, sha256=digest, exception=sys.exc_info()[1])
+        if not self.record_errors:
+            return result
         try:
             with self.engine.begin() as conn:
                 conn.execute(
@@ -430,7 +454,7 @@ class Ingestor:
                 )
         except sa.exc.SQLAlchemyError:  # the error is still reported on stderr
             log.warning("could not record the failure of %s in ingest_errors", path, exc_info=True)
-        return FileResult(path, "failed", reason)
+        return result
 
     # -- many files ---------------------------------------------------------------------------
     def run(

@@ -49,20 +49,18 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from soundscape import jobs
 from soundscape.audio import is_supported
 from soundscape.db import normalize_url
 from soundscape.errors import AudioError
 from soundscape.ingest import FileResult, Ingestor
-from soundscape.sensors import get_sensor
 
 log = logging.getLogger(__name__)
 
@@ -78,45 +76,6 @@ class Abandoned(Exception):
 def is_permanent(exc: BaseException | None) -> bool:
     """True for failures of the file itself (retrying cannot help); see the module doc."""
     return isinstance(exc, AudioError | OSError)
-
-
-class _JobIngestor(Ingestor):
-    """An ``Ingestor`` whose failures are handed to the worker instead of ``ingest_errors``
-    (the worker records a failure once, when the job fails for good), and which checks the
-    lease and shutdown after every batch."""
-
-    failure: BaseException | None = None
-    failed_digest: str | None = None
-    #: called after every batch of every space's pass; raises to abandon the file
-    check: Callable[[float], None] | None = None
-
-    def _embed_into(
-        self,
-        conn: Connection,
-        target: Any,
-        rec_id: int,
-        path: Path,
-        started_at: datetime | None,
-        on_progress: Callable[[float], None] | None,
-    ) -> tuple[int, float]:
-        # ingest_file reports progress during the first space's pass only; check them all.
-        return super()._embed_into(
-            conn, target, rec_id, path, started_at, on_progress or self.check
-        )
-
-    def _failed(self, path: str, digest: str | None, reason: str) -> FileResult:
-        # Called from ingest_file's except blocks: the exception being handled is the cause.
-        self.failure = sys.exc_info()[1]
-        self.failed_digest = digest
-        return FileResult(path, "failed", reason)
-
-    def refresh_sensor(self) -> None:
-        """Re-read the sensor (its timezone may have changed since the worker started)."""
-        from zoneinfo import ZoneInfo
-
-        with self.engine.begin() as conn:
-            self.sensor = get_sensor(conn, self.sensor.name)
-        self.tz = ZoneInfo(self.sensor.timezone)
 
 
 @dataclass
@@ -224,7 +183,7 @@ class Worker:
         self.heartbeat_engine = _engine(url, self.identity, 1)
         event.listen(self.ingest_engine, "commit", self._on_commit)
         self._armed: _Armed | None = None
-        self._ingestors: dict[jobs.JobConfig, _JobIngestor] = {}
+        self._ingestors: dict[jobs.JobConfig, Ingestor] = {}
         self._models: dict[tuple[str, str], Any] = {}
         self._stop_signal: int | None = None
         self._wake = threading.Event()
@@ -259,16 +218,17 @@ class Worker:
         armed.committed = True
 
     # -- one job ----------------------------------------------------------------------------
-    def _ingestor(self, config: jobs.JobConfig) -> _JobIngestor:
+    def _ingestor(self, config: jobs.JobConfig) -> Ingestor:
         ingestor = self._ingestors.get(config)
         if ingestor is None:
-            ingestor = _JobIngestor(
+            ingestor = Ingestor(
                 self.ingest_engine,
                 config.sensor,
                 list(config.models),
                 window_s=config.window_s,
                 hop_s=config.hop_s,
                 replace=config.replace,
+                record_errors=False,  # a failure is recorded once, when the job fails for good
             )
             # One model instance per model in this process, whatever the sensor or window
             # (weights load lazily, on first use, so the new ingestor's own are never loaded).
@@ -278,7 +238,6 @@ class Worker:
             self._ingestors[config] = ingestor
         else:
             ingestor.refresh_sensor()
-        ingestor.failure = ingestor.failed_digest = None
         return ingestor
 
     def claim_next(self) -> jobs.Job | None:
@@ -307,7 +266,7 @@ class Worker:
         heartbeat = _Heartbeat(self.heartbeat_engine, fence, self.options.lease_s).start()
         armed = _Armed(fence)
 
-        def check(_: float) -> None:
+        def check() -> None:
             if heartbeat.lost.is_set():
                 raise LeaseLost(f"job {job.id} was taken over by another worker")
             if self.stopping():
@@ -318,11 +277,11 @@ class Worker:
                 ingestor = self._ingestor(job.config)
             except Exception as exc:  # noqa: BLE001 - set-up problems are retried
                 return self._failed(job, fence, exc, f"cannot start the ingest: {exc}")
-            self._armed, ingestor.check = armed, check
+            self._armed, ingestor.on_batch = armed, check
             try:
                 result = ingestor.ingest_file(Path(job.path))
             finally:
-                self._armed, ingestor.check = None, None
+                self._armed, ingestor.on_batch = None, None
         except (KeyboardInterrupt, SystemExit):
             # A second signal (KeyboardInterrupt) or SystemExit: the ingest transaction has
             # rolled back; give the job back before leaving.
@@ -343,9 +302,7 @@ class Worker:
             what = f"{n} windows" if result.status == "stored" else result.reason
             self._say(f"job {job.id} done in {took:.1f} s: {job.path} ({result.status}: {what})")
             return "done"
-        return self._failed(
-            job, fence, ingestor.failure, result.reason, result, ingestor.failed_digest
-        )
+        return self._failed(job, fence, result.exception, result.reason, result, result.sha256)
 
     def _failed(
         self,
