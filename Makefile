@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TESTSTAMP := $(VENV)/.installed-test
 
-.PHONY: install demo test lint format clean db-stop
+.PHONY: install demo test bench lint format clean db-stop
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ demo: install
 
 test: $(TESTSTAMP)
 	$(BIN)/python -m pytest -q
+
+# Benchmarks (minutes to an hour; not part of CI). Results: bench/results/*.json, docs/benchmarks.md.
+bench: install
+	$(BIN)/python bench/ingest.py --minutes 60 --repeat 3 --memory
+	$(BIN)/python bench/search.py --n 1000000 --sets realistic,uniform --ef-sweep 200,400,1000
 
 lint: install
 	$(BIN)/ruff check src tests migrations bench
