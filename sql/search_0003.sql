@@ -9,7 +9,8 @@
 --               re-sorted outside, so filtered queries still return k rows;
 --   * 'exact' : brute force over the filtered rows only (cosine_distance() is a function call,
 --               which the HNSW index cannot serve, so the planner uses the B-tree filters);
---   * 'auto'  : counts the rows that pass the filters, stopping at exact_limit + 1. When at
+--   * 'auto'  : asks the planner how many rows pass the filters and, when that is near the
+--               limit, counts them (stopping at exact_limit + 1). When at
 --               most exact_limit rows pass (default 4,000,000 / dimension: 3,906 rows of
 --               1024-d, 20,833 of 192-d), or when the filter is so selective that the index
 --               scan would give up (max_scan_tuples * passing/total < 4 k), the exact scan is
@@ -149,22 +150,25 @@ BEGIN
         RAISE EXCEPTION 'strategy must be auto, hnsw or exact, not %', v_method;
     END IF;
     IF v_method <> 'exact' THEN
-        -- How many windows pass the filters: counted exactly up to the exact-scan limit,
-        -- beyond it estimated by the planner.
-        EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM segments g WHERE %s LIMIT %s) s',
-                       v_where, v_limit + 1)
-           INTO v_passing
-          USING p_query, p_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
-                p_at_from, p_at_to, p_exclude;
+        -- How many windows pass the filters: the planner's estimate first (cheap); when that
+        -- is anywhere near the exact-scan limit, an exact count that stops at limit + 1.
         SELECT greatest(c.reltuples, 1) INTO v_total
           FROM pg_class c WHERE c.relname = 'segments_space_' || p_space;
-        v_estimate := v_passing;
-        IF v_passing > v_limit THEN
-            EXECUTE format('EXPLAIN (FORMAT JSON) SELECT 1 FROM segments g WHERE %s', v_where)
-               INTO v_plan
+        EXECUTE format('EXPLAIN (FORMAT JSON) SELECT 1 FROM segments g WHERE %s', v_where)
+           INTO v_plan
+          USING p_query, p_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
+                p_at_from, p_at_to, p_exclude;
+        v_estimate := (v_plan -> 0 -> 'Plan' ->> 'Plan Rows')::double precision;
+        IF v_estimate <= 4 * v_limit THEN
+            EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM segments g WHERE %s LIMIT %s) s',
+                           v_where, v_limit + 1)
+               INTO v_passing
               USING p_query, p_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
                     p_at_from, p_at_to, p_exclude;
-            v_estimate := greatest(v_passing, (v_plan -> 0 -> 'Plan' ->> 'Plan Rows')::double precision);
+            v_estimate := CASE WHEN v_passing <= v_limit THEN v_passing
+                               ELSE greatest(v_estimate, v_passing) END;
+        ELSE
+            v_passing := v_limit + 1;  -- far above the limit: no need to count
         END IF;
         v_selectivity := least(1, v_estimate / greatest(v_total, v_estimate));
         IF v_method = 'auto' THEN
@@ -180,9 +184,11 @@ BEGIN
 
     IF v_method = 'hnsw' THEN
         -- ef_search is the candidate list of each step of the (iterative) index scan: at least
-        -- 2k, and larger as the filter gets more selective (4 / selectivity), up to 1000.
+        -- 400 (recall@10 0.97-0.98 at 10-50 % selectivity on 1M real-like 1024-d vectors, p95
+        -- under 35 ms; 100 gave 0.89-0.93) and 2k, larger as the filter gets more selective
+        -- (4 / selectivity), up to 1000.
         PERFORM set_config('hnsw.ef_search', coalesce(p_ef_search,
-            least(1000, greatest(100, 2 * p_k, ceil(4 / v_selectivity)))::integer)::text, true);
+            least(1000, greatest(400, 2 * p_k, ceil(4 / v_selectivity)))::integer)::text, true);
     END IF;
     v_sql := ranger._search_vector_sql(v_dim, v_where, v_method);
     RETURN QUERY EXECUTE v_sql
