@@ -173,7 +173,7 @@ BEGIN
         END IF;
     END IF;
     IF v_method = 'hnsw' THEN
-        PERFORM set_config('hnsw.ef_search', least(greatest(2 * p_k, 100), 1000)::text, true);
+        PERFORM set_config('hnsw.ef_search', least(greatest(2 * p_k, 400), 1000)::text, true);
     END IF;
 
     -- the baseline's own typical neighbour distance, on a fixed pseudo-random sample
@@ -253,7 +253,7 @@ BEGIN
         v_method := CASE WHEN coalesce(v_total, 0) <= p_exact_limit THEN 'exact' ELSE 'hnsw' END;
     END IF;
     IF v_method = 'hnsw' THEN
-        PERFORM set_config('hnsw.ef_search', least(greatest(2 * p_k, 100), 1000)::text, true);
+        PERFORM set_config('hnsw.ef_search', least(greatest(2 * p_k, 400), 1000)::text, true);
         RETURN QUERY EXECUTE format(
             'WITH q AS MATERIALIZED (
                  SELECT (u.o - 1)::integer AS i, u.v::vector(%1$s) AS v
