@@ -586,6 +586,7 @@ def backfill(
         return summary
     # Resolve the spaces once (creating them if new) through an ingestor of any sensor.
     first = Ingestor(engine, (sensors or names)[0], models, window_s=window_s, hop_s=hop_s)
+    ingestors[first.sensor.name] = first
     space_ids = [t.space.id for t in first.targets]
     for item in backfill_todo(engine, space_ids, sensors):
         ing = ingestors.get(item.sensor)
