@@ -13,8 +13,16 @@ Windows are spread over 20 sensors (5 sites, 4 quadrants), every day of 2024 and
 times of day. Filters (time of day x quadrant x date) select ~50 %, 10 %, 1 % and 0.1 %.
 Ground truth is exact brute force in numpy over the same vectors and metadata. For each set and
 selectivity: recall@10 and p50/p95 latency of `ranger.search_vector` (auto strategy: HNSW with
-iterative scan or exact, as it decides), and of forced HNSW. Also: COPY rows/s and HNSW build
-time. Vectors and metadata are kept in /tmp (npy) so the peer benchmark can reuse them.
+iterative scan or exact, as it decides), of forced HNSW and, for the selective filters, of
+forced exact. Also: COPY rows/s and HNSW build time and size.
+
+Layout variants, measured in the same run on the same vectors:
+- --index vector,halfvec: the space's HNSW index in float32 or float16 (rebuilt on the same
+  table; vectors stay float32 in the table);
+- --storage toast,inline: vectors out of line in TOAST (PostgreSQL's default for rows over
+  2 kB) or inline in the table row (toast_tuple_target = 8160), each a separate load.
+
+Vectors and metadata are kept in /tmp (npy) so the peer benchmark can reuse them.
 """
 
 from __future__ import annotations
@@ -46,7 +54,10 @@ FILTERS = {
     "10%": (["N"], None, (0, int(9.6 * 3600)), None),
     "1%": (None, 0, (0, int(4.8 * 3600)), None),
     "0.1%": (None, 0, (0, int(4.8 * 3600)), (121, 121 + 37)),  # ~1/10 of the year from 1 May
+    # the ranger's question: one quadrant, one month (June), morning
+    "1%+date": (["N"], None, (0, int(11.7 * 3600)), (152, 182)),
 }
+EXACT_MAX_ROWS = 20000  # also force the exact strategy on filters passing at most this many
 
 
 def seeds() -> np.ndarray:
@@ -138,14 +149,14 @@ def ground_truth(folder: Path, queries: np.ndarray, m: np.ndarray, k: int = 10) 
     return [set(b.tolist()) for b in best]
 
 
-def load(db, folder: Path, space_name: str) -> dict:
-    """COPY the set into its own space (ids = row number + offset), then build the index."""
+def load(db, folder: Path, space_name: str, storage: str) -> dict:
+    """COPY the set into its own space (ids = row number + offset), without its HNSW index."""
     import sqlalchemy as sa
 
     from soundscape.db import register_vector
     from soundscape.embedders.base import Embedder
     from soundscape.ingest import SEGMENT_COPY, SEGMENT_TYPES
-    from soundscape.spaces import create_hnsw_index, drop_hnsw_index, ensure_space
+    from soundscape.spaces import drop_hnsw_index, ensure_space
 
     class Bench(Embedder):
         name = space_name
@@ -164,6 +175,8 @@ def load(db, folder: Path, space_name: str) -> dict:
     with engine.begin() as conn:
         space = ensure_space(conn, Bench, 3.0, 3.0)
         drop_hnsw_index(conn, space)
+        if storage == "inline":
+            conn.execute(sa.text(f"ALTER TABLE {space.partition} SET (toast_tuple_target = 8160)"))
         have = conn.execute(sa.text("SELECT count(*) FROM sensors WHERE name LIKE 's__'")).scalar()
         if not have:
             for i in range(N_SENSORS):
@@ -235,30 +248,38 @@ def load(db, folder: Path, space_name: str) -> dict:
                         )
                     )
     copy_s = time.perf_counter() - t
-    t = time.perf_counter()
-    with engine.begin() as conn:
-        conn.execute(sa.text("SET maintenance_work_mem = '8GB'"))
-        conn.execute(sa.text("SET max_parallel_maintenance_workers = 1"))
-        create_hnsw_index(conn, space)
-    build_s = time.perf_counter() - t
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(sa.text(f"VACUUM ANALYZE {space.partition}"))
         size = conn.execute(
             sa.text(
                 f"SELECT pg_total_relation_size('{space.partition}'), "
-                f"pg_relation_size('{space.partition}_hnsw')"
+                f"pg_relation_size('{space.partition}')"
             )
         ).one()
     return {
         "space": space,
         "offset": offset,
         "rows": n,
+        "storage": storage,
         "copy_s": copy_s,
         "copy_rows_per_s": n / copy_s,
-        "hnsw_build_s": build_s,
         "table_bytes": size[0],
-        "index_bytes": size[1],
+        "heap_bytes": size[1],
     }
+
+
+def build_index(db, space, index_type: str):
+    """(Re)build the space's HNSW index as index_type, with the recommended settings."""
+    import sqlalchemy as sa
+
+    from soundscape.spaces import set_index_type
+
+    with db.db.engine.begin() as conn:
+        conn.execute(sa.text("SET maintenance_work_mem = '8GB'"))
+        conn.execute(sa.text("SET max_parallel_maintenance_workers = 1"))
+        space, build_s = set_index_type(conn, space, index_type)
+        size = conn.execute(sa.text(f"SELECT pg_relation_size('{space.partition}_hnsw')")).scalar()
+    return space, {"index_type": index_type, "hnsw_build_s": build_s, "index_bytes": size}
 
 
 def run_queries(
@@ -350,6 +371,8 @@ def main() -> None:
     )
     p.add_argument("--m", type=int, default=16, help="HNSW m of the bench index")
     p.add_argument("--ef-construction", type=int, default=64, help="HNSW ef_construction")
+    p.add_argument("--index", default="vector", help="HNSW index types: vector,halfvec")
+    p.add_argument("--storage", default="toast", help="vector storage: toast,inline")
     args = p.parse_args()
     import soundscape.spaces as spaces_module
 
@@ -368,26 +391,54 @@ def main() -> None:
             t = time.perf_counter()
             folder = make_set(kind, args.n, rng)
             print(f"{kind}: vectors ready in {time.perf_counter() - t:.0f} s", file=sys.stderr)
-            info = load(db, folder, f"bench_{kind}")
-            space = info.pop("space")
-            print(f"{kind}: {json.dumps(info)}", file=sys.stderr)
             queries = np.load(folder / "queries.npy")[: args.queries]
-            res = {"load": info, "filters": {}}
-            for name in FILTERS:
-                m = mask(folder, name)
-                truth = ground_truth(folder, queries, m)
-                entry = {"selectivity": round(float(m.mean()), 5), "rows": int(m.sum())}
-                for strategy in ("auto", "hnsw"):
-                    entry[strategy] = run_queries(
-                        db, space, info["offset"], folder, queries, name, strategy, truth
+            truths = {name: ground_truth(folder, queries, mask(folder, name)) for name in FILTERS}
+            for storage in args.storage.split(","):
+                info = load(db, folder, f"bench_{kind}_{storage}", storage)
+                space = info.pop("space")
+                print(f"{kind} {storage}: {json.dumps(info)}", file=sys.stderr)
+                for index_type in args.index.split(","):
+                    space, built = build_index(db, space, index_type)
+                    label = (
+                        kind
+                        if (storage, index_type) == ("toast", "vector")
+                        else (f"{kind}+{storage}+{index_type}")
                     )
-                for ef in args.ef_sweep:
-                    entry[f"hnsw_ef{ef}"] = run_queries(
-                        db, space, info["offset"], folder, queries, name, "hnsw", truth, ef
-                    )
-                res["filters"][name] = entry
-                print(f"{kind} {name}: {json.dumps(entry)}", file=sys.stderr)
-            result["sets"][kind] = res
+                    print(f"{label}: {json.dumps(built)}", file=sys.stderr)
+                    res = {"load": {**info, **built}, "filters": {}}
+                    for name in FILTERS:
+                        m = mask(folder, name)
+                        entry = {"selectivity": round(float(m.mean()), 5), "rows": int(m.sum())}
+                        strategies = ["auto", "hnsw"]
+                        if m.sum() <= EXACT_MAX_ROWS:
+                            strategies.append("exact")
+                        for strategy in strategies:
+                            entry[strategy] = run_queries(
+                                db,
+                                space,
+                                info["offset"],
+                                folder,
+                                queries,
+                                name,
+                                strategy,
+                                truths[name],
+                            )
+                        for ef in args.ef_sweep:
+                            entry[f"hnsw_ef{ef}"] = run_queries(
+                                db,
+                                space,
+                                info["offset"],
+                                folder,
+                                queries,
+                                name,
+                                "hnsw",
+                                truths[name],
+                                ef,
+                            )
+                        res["filters"][name] = entry
+                        print(f"{label} {name}: {json.dumps(entry)}", file=sys.stderr)
+                    result["sets"][label] = res
+                    write_result("search-partial", result)
     finally:
         db.close()
     write_result("search", result)

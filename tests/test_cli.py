@@ -102,3 +102,30 @@ def test_sensors_roundtrip(cli_env, run_cli):
     assert [(r["name"], r["quadrant"]) for r in listed] == [("s1", "S")]
     bad = run_cli("sensors", "add", "s2", "--metadata", "[1]")
     assert bad.exit_code == 2
+
+
+def test_spaces_list_and_switch_the_index_to_halfvec(cli_env, run_cli):
+    from tests.conftest import ROOT
+
+    clips = [ROOT / "examples" / "audio" / n for n in ("dog.ogg", "saw.ogg", "owl.ogg")]
+    assert run_cli("sensors", "add", "s1").exit_code == 0
+    ing = run_cli("ingest", *clips, "-s", "s1", "-m", "spectral", "-q")
+    assert ing.exit_code == 0, ing.output
+    (row,) = [json.loads(x) for x in run_cli("spaces", "list", "--json").stdout.splitlines()]
+    assert row["space"] == "spectral" and row["index_type"] == "vector" and row["segments"] > 0
+
+    built = run_cli("spaces", "index", "spectral", "--type", "halfvec", "--memory", "64MB")
+    assert built.exit_code == 0, built.output
+    assert "halfvec" in built.stderr
+    (row,) = list(csv.DictReader(io.StringIO(run_cli("spaces", "list", "--csv").stdout)))
+    assert row["index_type"] == "halfvec"
+    # search still works (and orders by the halfvec index) after the switch
+    found = run_cli("search", "--audio", clips[0], "--space", "spectral", "--json", "-n", "3")
+    assert found.exit_code == 0, found.output
+    hits = [json.loads(x) for x in found.stdout.splitlines()]
+    assert hits and hits[0]["path"].endswith("dog.ogg")
+
+    missing = run_cli("spaces", "index", "nope", "--type", "halfvec")
+    assert missing.exit_code == 1 and "no space named 'nope'" in missing.stderr
+    bad = run_cli("spaces", "index", "spectral", "--type", "float8")
+    assert bad.exit_code == 2

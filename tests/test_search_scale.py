@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from soundscape.db import make_engine, register_vector
 from soundscape.embedders.base import Embedder, l2_normalize
 from soundscape.search import Filters, Query, run
-from soundscape.spaces import create_hnsw_index, drop_hnsw_index, ensure_space
+from soundscape.spaces import create_hnsw_index, drop_hnsw_index, ensure_space, set_index_type
 
 N_SENSORS, N_DAYS, PER_RECORDING = 20, 50, 100  # 100,000 windows
 DIM = 128  # exact-scan limit 4M / 128 = 31,250 rows: 50 % -> HNSW, 10 % and 1 % -> exact
@@ -177,8 +177,8 @@ def _plan(conn, space, method, filters: Filters) -> str:
         },
     ).scalar()
     sql = conn.execute(
-        sa.text("SELECT ranger._search_vector_sql(:d, :w, :m)"),
-        {"d": DIM, "w": where, "m": method},
+        sa.text("SELECT ranger._search_vector_sql(:d, :w, :m, :i)"),
+        {"d": DIM, "w": where, "m": method, "i": space.index_type},
     ).scalar()
     conn.execute(sa.text("SET hnsw.iterative_scan = relaxed_order"))
     conn.execute(
@@ -224,3 +224,60 @@ def test_explain_shows_the_hnsw_index_where_it_should(scale_db):
         assert "_hnsw" not in exact, exact
         # the B-tree indexes on the filter columns pick the few passing rows
         assert re.search(rf"Index Scan on {space.partition}_(sensor_id|local_time)", exact), exact
+
+
+def test_halfvec_index_keeps_recall_and_reports_exact_scores(scale_db):
+    """The float16 index: a third of the size, the same recall, and the scores returned are
+    the float32 ones (only the candidate order comes from float16)."""
+    engine, space, queries = scale_db
+    with engine.connect() as conn:
+        vector_bytes = conn.execute(
+            sa.text(f"SELECT pg_relation_size('{space.partition}_hnsw')")
+        ).scalar()
+    with engine.begin() as conn:
+        half, _ = set_index_type(conn, space, "halfvec")
+    try:
+        with engine.connect() as conn:
+            half_bytes = conn.execute(
+                sa.text(f"SELECT pg_relation_size('{space.partition}_hnsw')")
+            ).scalar()
+            definition = conn.execute(
+                sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = :n"),
+                {"n": f"{space.partition}_hnsw"},
+            ).scalar()
+            assert "halfvec_cosine_ops" in definition
+            assert half_bytes < 0.75 * vector_bytes, (half_bytes, vector_bytes)
+            plan = _plan(conn, half, "hnsw", SELECTIVITY["50%"])
+            assert f"Index Scan using {space.partition}_hnsw" in plan, plan
+            filters = SELECTIVITY["50%"]
+            recalls = []
+            for q in queries:
+                query = Query(half, "q", vector=q)
+                exact = run(conn, query, filters, limit=10, strategy="exact")
+                approx = run(conn, query, filters, limit=10, strategy="hnsw")
+                assert len(approx) == 10 and {h.method for h in approx} == {"hnsw"}
+                recalls.append(
+                    len({h.segment_id for h in exact} & {h.segment_id for h in approx}) / 10
+                )
+                exact_scores = {h.segment_id: h.score for h in exact}
+                for h in approx:
+                    if h.segment_id in exact_scores:
+                        assert h.score == exact_scores[h.segment_id]
+                assert [h.score for h in approx] == sorted((h.score for h in approx), reverse=True)
+            assert np.mean(recalls) >= 0.95, recalls
+            # the analytics neighbour search orders by the same (halfvec) index expression
+            rows = conn.execute(
+                sa.text(
+                    "SELECT segment_id, score FROM ranger.similar_windows(:s, "
+                    "ARRAY[CAST(:q AS vector)], 5, NULL, NULL, 'hnsw')"
+                ),
+                {"s": half.id, "q": "[" + ",".join(map(str, queries[0])) + "]"},
+            ).all()
+            top = run(
+                conn, Query(half, "q", vector=queries[0]), Filters(), limit=5, strategy="exact"
+            )
+            assert [r.segment_id for r in rows][:3] == [h.segment_id for h in top][:3]
+    finally:
+        with engine.begin() as conn:
+            back, _ = set_index_type(conn, half, "vector")
+        assert back.index_type == "vector"

@@ -4,6 +4,7 @@ index (see the comment in ``migrations/versions/0001_initial.py`` for why)."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,10 @@ from soundscape.errors import SoundscapeError
 # HNSW build parameters (pgvector defaults); recall is tuned at query time with ef_search.
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
+# What the HNSW index stores: float32 (pgvector ``vector``) or float16 (``halfvec``: an index
+# about a third of the size, recall measured in docs/benchmarks.md). Embeddings are always
+# stored as float32 in the table and every reported distance is the float32 one.
+INDEX_TYPES = ("vector", "halfvec")
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,7 @@ class Space:
     hop_s: float
     sample_rate: int
     params: dict[str, Any]
+    index_type: str = "vector"
 
     @property
     def partition(self) -> str:
@@ -51,10 +57,13 @@ def _row_to_space(row: Any) -> Space:
         hop_s=float(m["hop_s"]),
         sample_rate=m["sample_rate"],
         params=dict(m["params"] or {}),
+        index_type=m["index_type"],
     )
 
 
-_COLUMNS = "id, name, model, model_version, dimension, window_s, hop_s, sample_rate, params"
+_COLUMNS = (
+    "id, name, model, model_version, dimension, window_s, hop_s, sample_rate, params, index_type"
+)
 
 
 def list_spaces(conn: Connection) -> list[Space]:
@@ -141,10 +150,17 @@ def ensure_space(
     row = conn.execute(
         sa.text(
             "INSERT INTO spaces (name, model, model_version, dimension, window_s, hop_s, "
-            "sample_rate, params) VALUES (:name, :model, :version, :dim, :window, :hop, :rate, "
-            f"CAST(:params AS jsonb)) RETURNING {_COLUMNS}"
+            "sample_rate, params, index_type) VALUES (:name, :model, :version, :dim, :window, "
+            f":hop, :rate, CAST(:params AS jsonb), :index) RETURNING {_COLUMNS}"
         ),
-        {**key, "name": name, "dim": int(model.dimension), "rate": int(model.sample_rate)},
+        {
+            **key,
+            "name": name,
+            "dim": int(model.dimension),
+            "rate": int(model.sample_rate),
+            # pgvector's HNSW takes vector up to 2,000 dimensions, halfvec up to 4,000
+            "index": "halfvec" if model.dimension > 2000 else "vector",
+        },
     ).fetchone()
     space = _row_to_space(row)
     part = space.partition
@@ -169,15 +185,46 @@ def ensure_space(
 
 def create_hnsw_index(conn: Connection, space: Space) -> None:
     """The HNSW index searches use: cosine distance on the embedding cast to this space's
-    dimension (queries must use the same expression to get it)."""
+    index type and dimension (the SQL functions order by the same expression,
+    ``ranger._hnsw_distance_sql``)."""
     part = space.partition
+    kind = space.index_type
+    if kind not in INDEX_TYPES:
+        raise SoundscapeError(f"index type must be one of {', '.join(INDEX_TYPES)}, not {kind!r}")
     conn.execute(
         sa.text(
             f"CREATE INDEX IF NOT EXISTS {part}_hnsw ON {part} USING hnsw "
-            f"((embedding::vector({space.dimension})) vector_cosine_ops) "
+            f"((embedding::{kind}({space.dimension})) {kind}_cosine_ops) "
             f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
         )
     )
+
+
+def set_index_type(conn: Connection, space: Space, index_type: str) -> tuple[Space, float]:
+    """Rebuild a space's HNSW index as ``vector`` (float32) or ``halfvec`` (float16).
+
+    Nothing stored changes but the index, so this can always be undone. Runs in the caller's
+    transaction: searches of the space wait (or run exact) until it commits. Returns the updated
+    space and the build time in seconds.
+    """
+    if index_type not in INDEX_TYPES:
+        raise SoundscapeError(
+            f"index type must be one of {', '.join(INDEX_TYPES)}, not {index_type!r}"
+        )
+    if space.dimension > 2000 and index_type == "vector":
+        raise SoundscapeError(
+            f"pgvector's HNSW indexes 'vector' up to 2,000 dimensions; space {space.name!r} has "
+            f"{space.dimension}: use halfvec (up to 4,000)"
+        )
+    conn.execute(
+        sa.text("UPDATE spaces SET index_type = :t WHERE id = :id"),
+        {"t": index_type, "id": space.id},
+    )
+    new = Space(**{**space.__dict__, "index_type": index_type})
+    start = time.perf_counter()
+    drop_hnsw_index(conn, new)
+    create_hnsw_index(conn, new)
+    return new, time.perf_counter() - start
 
 
 def drop_hnsw_index(conn: Connection, space: Space) -> None:

@@ -23,22 +23,26 @@ def database_stats(conn: Connection) -> dict[str, Any]:
         .one()
         ._asdict()
     )
+    one["audio_hours"] = float(one["audio_hours"])
+    one["spaces"] = space_summaries(conn)
+    return one
+
+
+def space_summaries(conn: Connection) -> list[dict[str, Any]]:
+    """Each space: model, window, recordings and windows stored, and its HNSW index."""
     # Counts come from recording_spaces (kept in the ingest transaction), not count(*) over
     # millions of segments.
-    spaces = [
-        dict(r._mapping)
-        for r in conn.execute(
-            sa.text(
-                "SELECT sp.name AS space, sp.model, sp.dimension, sp.window_s, sp.hop_s, "
-                "count(rs.recording_id) AS recordings, coalesce(sum(rs.n_segments), 0) AS segments "
-                "FROM spaces sp LEFT JOIN recording_spaces rs ON rs.space_id = sp.id "
-                "GROUP BY sp.id ORDER BY sp.id"
-            )
+    rows = conn.execute(
+        sa.text(
+            "SELECT sp.name AS space, sp.model, sp.dimension, sp.window_s, sp.hop_s, "
+            "count(rs.recording_id) AS recordings, coalesce(sum(rs.n_segments), 0) AS segments, "
+            "sp.index_type, pg_size_pretty(coalesce(pg_relation_size(to_regclass("
+            "'segments_space_' || sp.id || '_hnsw')), 0)) AS index_size "
+            "FROM spaces sp LEFT JOIN recording_spaces rs ON rs.space_id = sp.id "
+            "GROUP BY sp.id ORDER BY sp.id"
         )
-    ]
-    one["audio_hours"] = float(one["audio_hours"])
-    one["spaces"] = spaces
-    return one
+    )
+    return [dict(r._mapping) for r in rows]
 
 
 def top_labels(

@@ -189,11 +189,69 @@ def stats(database: str | None, as_json: bool) -> None:
     click.echo(f"database     {info['database_size']}")
     if info["spaces"]:
         click.echo("")
-        emit(
-            info["spaces"],
-            "table",
-            ["space", "model", "dimension", "window_s", "hop_s", "recordings", "segments"],
-        )
+        emit(info["spaces"], "table", SPACE_COLUMNS)
+
+
+# ---------------------------------------------------------------------------------- spaces
+SPACE_COLUMNS = [
+    "space", "model", "dimension", "window_s", "hop_s", "recordings", "segments", "index_type",
+    "index_size",
+]  # fmt: skip
+
+
+@cli.group()
+def spaces() -> None:
+    """Embedding spaces (one per model configuration) and their HNSW indexes."""
+
+
+@spaces.command("list")
+@database_option
+@format_options
+def spaces_list(database: str | None, fmt: str) -> None:
+    """Every space with its windows and the type and size of its HNSW index."""
+    from soundscape.stats import space_summaries
+
+    with open_db(database).engine.connect() as conn:
+        emit(space_summaries(conn), fmt, SPACE_COLUMNS)
+
+
+@spaces.command("index")
+@click.argument("space_name", metavar="SPACE")
+@click.option(
+    "--type",
+    "index_type",
+    type=click.Choice(["vector", "halfvec"]),
+    required=True,
+    help="vector: float32 (default of new spaces); halfvec: float16, about a third of the "
+    "size, recall measured in docs/benchmarks.md.",
+)
+@click.option(
+    "--memory",
+    default=None,
+    metavar="SIZE",
+    help="maintenance_work_mem for the build, e.g. 4GB; the build is much faster when the "
+    "index fits (about 2.7 kB per window for halfvec, 8 kB for vector at 1024-d).",
+)
+@database_option
+def spaces_index(
+    space_name: str, index_type: str, memory: str | None, database: str | None
+) -> None:
+    """Rebuild the HNSW index of SPACE as float32 (vector) or float16 (halfvec).
+
+    Only the index changes (embeddings stay float32), so this can be undone at any time.
+    Searches of the space wait until the rebuild commits.
+    """
+    from soundscape.spaces import get_space, set_index_type
+
+    with open_db(database).engine.begin() as conn:
+        space = get_space(conn, space_name)
+        if memory:
+            conn.execute(
+                sa.text("SELECT set_config('maintenance_work_mem', :m, true)"), {"m": memory}
+            )
+        echo_err(f"building the {index_type} HNSW index of {space.name} ...")
+        _, seconds = set_index_type(conn, space, index_type)
+    echo_err(f"done in {seconds:.1f} s")
 
 
 # ---------------------------------------------------------------------------------- labels
