@@ -40,6 +40,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import EXAMPLES, ROOT, ScratchDatabase, machine, write_result  # noqa: E402
 
+from soundscape.spaces import HNSW_EF_CONSTRUCTION, HNSW_M  # noqa: E402
+
 DATA = Path("/tmp/soundscape-bench-search")
 DIM = 1024
 N_SENSORS = 20
@@ -369,8 +371,10 @@ def main() -> None:
         default=[],
         help="also run forced HNSW at these hnsw.ef_search values, e.g. 200,400,1000",
     )
-    p.add_argument("--m", type=int, default=16, help="HNSW m of the bench index")
-    p.add_argument("--ef-construction", type=int, default=64, help="HNSW ef_construction")
+    p.add_argument("--m", type=int, default=HNSW_M, help="HNSW m of the bench index")
+    p.add_argument(
+        "--ef-construction", type=int, default=HNSW_EF_CONSTRUCTION, help="HNSW ef_construction"
+    )
     p.add_argument("--index", default="vector", help="HNSW index types: vector,halfvec")
     p.add_argument("--storage", default="toast", help="vector storage: toast,inline")
     args = p.parse_args()

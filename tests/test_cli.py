@@ -129,3 +129,8 @@ def test_spaces_list_and_switch_the_index_to_halfvec(cli_env, run_cli):
     assert missing.exit_code == 1 and "no space named 'nope'" in missing.stderr
     bad = run_cli("spaces", "index", "spectral", "--type", "float8")
     assert bad.exit_code == 2
+    bad = run_cli("spaces", "index", "spectral", "--memory", "lots")
+    assert bad.exit_code == 2 and "--memory" in bad.stderr
+    # no --type: rebuilt as it is
+    again = run_cli("spaces", "index", "spectral")
+    assert again.exit_code == 0 and "halfvec" in again.stderr

@@ -221,9 +221,9 @@ def spaces_list(database: str | None, fmt: str) -> None:
     "--type",
     "index_type",
     type=click.Choice(["vector", "halfvec"]),
-    required=True,
     help="vector: float32 (default of new spaces); halfvec: float16, about a third of the "
-    "size, recall measured in docs/benchmarks.md.",
+    "size, recall measured in docs/benchmarks.md. Default: keep the current type (a rebuild, "
+    "e.g. with the current build parameters).",
 )
 @click.option(
     "--memory",
@@ -234,9 +234,9 @@ def spaces_list(database: str | None, fmt: str) -> None:
 )
 @database_option
 def spaces_index(
-    space_name: str, index_type: str, memory: str | None, database: str | None
+    space_name: str, index_type: str | None, memory: str | None, database: str | None
 ) -> None:
-    """Rebuild the HNSW index of SPACE as float32 (vector) or float16 (halfvec).
+    """Rebuild the HNSW index of SPACE, as float32 (vector) or float16 (halfvec).
 
     Only the index changes (embeddings stay float32), so this can be undone at any time.
     Searches of the space wait until the rebuild commits.
@@ -246,9 +246,19 @@ def spaces_index(
     with open_db(database).engine.begin() as conn:
         space = get_space(conn, space_name)
         if memory:
-            conn.execute(
-                sa.text("SELECT set_config('maintenance_work_mem', :m, true)"), {"m": memory}
-            )
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        sa.text("SELECT set_config('maintenance_work_mem', :m, true)"),
+                        {"m": memory},
+                    )
+            except sa.exc.DBAPIError as exc:
+                raise click.BadParameter(
+                    f"{memory!r} is not a PostgreSQL memory size (e.g. 512MB, 4GB): "
+                    f"{exc.orig}".strip(),
+                    param_hint="--memory",
+                ) from None
+        index_type = index_type or space.index_type
         echo_err(f"building the {index_type} HNSW index of {space.name} ...")
         _, seconds = set_index_type(conn, space, index_type)
     echo_err(f"done in {seconds:.1f} s")

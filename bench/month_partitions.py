@@ -1,0 +1,210 @@
+"""Does partitioning by month keep filtered search fast as data grows? Measured, not assumed.
+
+    python bench/month_partitions.py [--n 1000000] [--queries 50]
+
+The same vectors, metadata, filters and ground truth as bench/search.py (run that first: it
+makes the set in /tmp/soundscape-bench-search), loaded twice into one scratch database:
+- flat:  one table with one HNSW index (soundscape's layout: one partition per space);
+- month: the same rows in a table partitioned by local_date month (12 partitions for 2024),
+         each with its own HNSW index; a date filter prunes partitions.
+Both get the same B-tree indexes and the same HNSW parameters, and are queried with the
+statement ranger.search_vector runs (iterative index scan, relaxed order, the same ef_search
+rule) or an exact scan, alternating layouts query by query so neither gets warmer caches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from datetime import time as dtime
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ScratchDatabase, machine, write_result  # noqa: E402
+from search import CHUNK, DATA, DAY0, DIM, FILTERS, ground_truth, mask, tune_server  # noqa: E402
+
+from soundscape.spaces import HNSW_EF_CONSTRUCTION, HNSW_M  # noqa: E402
+
+COLUMNS = "id bigint NOT NULL, sensor int NOT NULL, local_date date NOT NULL, local_time time NOT NULL, embedding vector NOT NULL"  # noqa: E501
+
+
+def create(conn, name: str, months: bool) -> None:
+    import sqlalchemy as sa
+
+    if months:
+        conn.execute(sa.text(f"CREATE TABLE {name} ({COLUMNS}) PARTITION BY RANGE (local_date)"))
+        for m in range(12):
+            lo = DAY0.replace(month=m + 1)
+            hi = DAY0.replace(year=DAY0.year + 1, month=1) if m == 11 else lo.replace(month=m + 2)
+            conn.execute(
+                sa.text(
+                    f"CREATE TABLE {name}_{m + 1:02d} PARTITION OF {name} "
+                    f"FOR VALUES FROM ('{lo}') TO ('{hi}')"
+                )
+            )
+    else:
+        conn.execute(sa.text(f"CREATE TABLE {name} ({COLUMNS})"))
+
+
+def load(db, folder: Path, name: str, months: bool) -> dict:
+    import sqlalchemy as sa
+
+    from soundscape.db import register_vector
+
+    vec = np.load(folder / "vectors.npy", mmap_mode="r")
+    sensor, day, tod = (np.load(folder / f"{k}.npy") for k in ("sensor", "day", "tod"))
+    with db.db.engine.begin() as conn:
+        create(conn, name, months)
+    t = time.perf_counter()
+    with db.db.engine.begin() as conn:
+        register_vector(conn)
+        raw = conn.connection.driver_connection
+        with raw.cursor().copy(f"COPY {name} FROM STDIN WITH (FORMAT BINARY)") as copy:
+            copy.set_types(["int8", "int4", "date", "time", "vector"])
+            for i in range(0, len(vec), CHUNK):
+                v = np.asarray(vec[i : i + CHUNK])
+                for j in range(len(v)):
+                    r = i + j
+                    at = datetime(2024, 1, 1, tzinfo=timezone.utc) + timedelta(
+                        days=int(day[r]), seconds=int(tod[r])
+                    )
+                    copy.write_row((r, int(sensor[r]), at.date(), at.time(), v[j]))
+    copy_s = time.perf_counter() - t
+    t = time.perf_counter()
+    with db.db.engine.begin() as conn:
+        conn.execute(sa.text("SET maintenance_work_mem = '8GB'"))
+        conn.execute(sa.text("SET max_parallel_maintenance_workers = 1"))
+        for col in ("sensor", "local_date", "local_time"):
+            conn.execute(sa.text(f"CREATE INDEX ON {name} ({col})"))
+        btree_s = time.perf_counter() - t
+        t = time.perf_counter()
+        conn.execute(
+            sa.text(
+                f"CREATE INDEX {name}_hnsw ON {name} USING hnsw "
+                f"((embedding::vector({DIM})) vector_cosine_ops) "
+                f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
+            )
+        )
+    hnsw_s = time.perf_counter() - t
+    with db.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text(f"VACUUM ANALYZE {name}"))
+        if months:  # autovacuum never analyzes a partitioned parent; the leaves are done above
+            conn.execute(sa.text(f"ANALYZE {name}"))
+    return {"copy_s": copy_s, "btree_s": btree_s, "hnsw_build_s": hnsw_s}
+
+
+def clock(seconds: int) -> dtime:
+    return (datetime.min + timedelta(seconds=seconds)).time()
+
+
+def where(name: str) -> tuple[str, dict]:
+    quads, sensor, (t0, t1), days = FILTERS[name]
+    parts = ["local_time >= :t0", "local_time < :t1"]
+    params: dict = {"t0": clock(t0), "t1": clock(t1)}
+    if quads:  # sensor i is in quadrant i % 4 (bench/search.py)
+        q = [i for i in range(20) if "NESW"[i % 4] in quads]
+        parts.append("sensor = ANY(:sensors)")
+        params["sensors"] = q
+    if sensor is not None:
+        parts.append("sensor = :sensor")
+        params["sensor"] = sensor
+    if days:
+        parts.append("local_date >= :d0 AND local_date <= :d1")
+        params["d0"] = DAY0 + timedelta(days=days[0])
+        params["d1"] = DAY0 + timedelta(days=days[1] - 1)
+    return " AND ".join(parts), params
+
+
+def run(db, table: str, name: str, method: str, q: np.ndarray, selectivity: float) -> tuple:
+    import sqlalchemy as sa
+
+    from soundscape.db import register_vector
+
+    w, params = where(name)
+    expr = f"embedding::vector({DIM}) <=> CAST(:q AS vector({DIM}))"
+    order = expr if method == "hnsw" else "2"
+    dist = (
+        expr
+        if method == "hnsw"
+        else f"cosine_distance(embedding::vector({DIM}), CAST(:q AS vector({DIM})))"
+    )
+    sql = (
+        f"WITH h AS MATERIALIZED (SELECT id, {dist} AS d FROM {table} WHERE {w} "
+        f"ORDER BY {order} LIMIT 10) SELECT id FROM h ORDER BY d"
+    )
+    ef = min(1000, max(400, 20, math.ceil(4 / selectivity)))  # ranger.search_vector's rule
+    with db.db.engine.begin() as conn:
+        register_vector(conn)
+        conn.execute(sa.text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+        conn.execute(sa.text("SET LOCAL hnsw.max_scan_tuples = 20000"))
+        conn.execute(sa.text(f"SET LOCAL hnsw.ef_search = {ef}"))
+        start = time.perf_counter()
+        ids = conn.execute(sa.text(sql), {**params, "q": q}).scalars().all()
+        ms = (time.perf_counter() - start) * 1000
+    return set(ids), ms
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--n", type=int, default=1_000_000)
+    p.add_argument("--queries", type=int, default=50)
+    args = p.parse_args()
+    folder = DATA / f"realistic_{args.n}"
+    if not (folder / "done").exists():
+        sys.exit(f"no vector set in {folder}: run bench/search.py --n {args.n} --sets realistic")
+    queries = np.load(folder / "queries.npy")[: args.queries]
+    result: dict = {
+        "machine": machine(),
+        "n": args.n,
+        "hnsw": {"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION},
+        "load": {},
+        "filters": {},
+    }
+    db = ScratchDatabase()
+    try:
+        tune_server(db)
+        for table, months in (("flat", False), ("month", True)):
+            result["load"][table] = load(db, folder, table, months)
+            print(f"{table}: {json.dumps(result['load'][table])}", file=sys.stderr)
+        for name in FILTERS:
+            m = mask(folder, name)
+            truth = ground_truth(folder, queries, m)
+            sel = float(m.mean())
+            entry: dict = {"selectivity": round(sel, 5), "rows": int(m.sum())}
+            for method in ("hnsw", "exact"):
+                if method == "exact" and m.sum() > 20000:
+                    continue
+                stats = {t: {"lat": [], "rec": []} for t in ("flat", "month")}
+                for t in stats:  # warm-up
+                    run(db, t, name, method, queries[0], sel)
+                for q, tr in zip(queries, truth):
+                    for t in stats:
+                        got, ms = run(db, t, name, method, q, sel)
+                        stats[t]["lat"].append(ms)
+                        stats[t]["rec"].append(len(got & tr) / max(1, min(10, len(tr))))
+                for t, s in stats.items():
+                    lat = sorted(s["lat"])
+                    entry[f"{t}_{method}"] = {
+                        "recall_at_10": round(float(np.mean(s["rec"])), 4),
+                        "min_recall": round(float(np.min(s["rec"])), 2),
+                        "p50_ms": round(statistics.median(lat), 2),
+                        "p95_ms": round(lat[int(0.95 * (len(lat) - 1))], 2),
+                    }
+            result["filters"][name] = entry
+            print(f"{name}: {json.dumps(entry)}", file=sys.stderr)
+    finally:
+        db.close()
+    write_result("month-partitions", result)
+
+
+if __name__ == "__main__":
+    main()
