@@ -122,7 +122,9 @@ def where(name: str) -> tuple[str, dict]:
     return " AND ".join(parts), params
 
 
-def run(db, table: str, name: str, method: str, q: np.ndarray, selectivity: float) -> tuple:
+def run(
+    db, table: str, name: str, method: str, q: np.ndarray, selectivity: float, explain=False
+) -> tuple:
     import sqlalchemy as sa
 
     from soundscape.db import register_vector
@@ -145,6 +147,14 @@ def run(db, table: str, name: str, method: str, q: np.ndarray, selectivity: floa
         conn.execute(sa.text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
         conn.execute(sa.text("SET LOCAL hnsw.max_scan_tuples = 20000"))
         conn.execute(sa.text(f"SET LOCAL hnsw.ef_search = {ef}"))
+        if explain:  # a profile: scan nodes (which indexes, partitions), buffers, time
+            plan = (
+                conn.execute(sa.text("EXPLAIN (ANALYZE, BUFFERS) " + sql), {**params, "q": q})
+                .scalars()
+                .all()
+            )
+            keep = ("Scan", "Append", "Buffers", "Rows Removed", "Execution Time")
+            return [ln.strip() for ln in plan if any(k in ln for k in keep)], 0.0
         start = time.perf_counter()
         ids = conn.execute(sa.text(sql), {**params, "q": q}).scalars().all()
         ms = (time.perf_counter() - start) * 1000
@@ -184,8 +194,9 @@ def main() -> None:
                 if method == "exact" and m.sum() > 20000:
                     continue
                 stats = {t: {"lat": [], "rec": []} for t in ("flat", "month")}
-                for t in stats:  # warm-up
+                for t in stats:  # warm-up, and the plan
                     run(db, t, name, method, queries[0], sel)
+                    entry[f"{t}_{method}_plan"] = run(db, t, name, method, queries[0], sel, True)[0]
                 for q, tr in zip(queries, truth):
                     for t in stats:
                         got, ms = run(db, t, name, method, q, sel)

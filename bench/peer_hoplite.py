@@ -9,7 +9,7 @@ which clash with soundscape's optional CLAP pins) and needs only numpy and perch
 
 It reads the vector sets that bench/search.py leaves in /tmp/soundscape-bench-search/<set>_<n>/
 (vectors.npy, sensor.npy, day.npy, tod.npy, queries.npy), loads them into a fresh hoplite
-database through hoplite's own API, and answers each of search.py's four filters the two ways a
+database through hoplite's own API, and answers each of search.py's filters the two ways a
 hoplite user can, since neither hoplite's `search()` nor USearch's Python `Index.search` takes a
 metadata filter:
 
@@ -81,6 +81,7 @@ FILTERS = {
     "10%": (["N"], None, (0, int(9.6 * 3600)), None),
     "1%": (None, 0, (0, int(4.8 * 3600)), None),
     "0.1%": (None, 0, (0, int(4.8 * 3600)), (121, 121 + 37)),  # ~1/10 of the year from 1 May
+    "1%+date": (["N"], None, (0, int(11.7 * 3600)), (152, 182)),  # one quadrant, June, morning
 }
 
 
