@@ -44,10 +44,12 @@ demo: install
 test: $(TESTSTAMP)
 	$(BIN)/python -m pytest -q
 
-# Benchmarks (minutes to an hour; not part of CI). Results: bench/results/*.json, docs/benchmarks.md.
+# Benchmarks (about two hours; not part of CI). Results: bench/results/*.json, docs/benchmarks.md.
 bench: install
 	$(BIN)/python bench/ingest.py --minutes 60 --repeat 3 --memory
-	$(BIN)/python bench/search.py --n 1000000 --sets realistic,uniform --ef-sweep 200,400,1000
+	$(BIN)/python bench/search.py --n 1000000 --sets realistic --index vector,halfvec
+	$(BIN)/python bench/search.py --n 100000 --sets uniform
+	$(BIN)/python bench/month_partitions.py --n 1000000
 
 lint: install
 	$(BIN)/ruff check src tests migrations bench

@@ -190,3 +190,54 @@ def test_embedded_server_lifecycle(tmp_path, monkeypatch, run_cli):
         assert run_cli("db", "stop").exit_code == 0
     status = json.loads(run_cli("db", "status", "--json").stdout)
     assert status["running"] is False and status["initialized"] is True
+
+
+def test_index_type_migration_round_trip(db_url):
+    """0006 down and up again with a halfvec space: the index goes back to float32, the old
+    functions come back, and the upgrade restores the index-type-aware ones."""
+    from alembic import command
+
+    from soundscape.db import alembic_config, upgrade
+    from soundscape.spaces import get_space, set_index_type
+
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            space = ensure_space(conn, _Wide, 1.0, 1.0)
+            set_index_type(conn, space, "halfvec")
+
+        def indexdef(conn) -> str:
+            return conn.execute(
+                sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = :n"),
+                {"n": f"{space.partition}_hnsw"},
+            ).scalar()
+
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0005")
+        with engine.connect() as conn:
+            assert "vector_cosine_ops" in indexdef(conn)
+            assert conn.execute(
+                sa.text("SELECT ranger._search_vector_sql(16, 'true', 'hnsw')")
+            ).scalar()
+            cols = (
+                conn.execute(
+                    sa.text(
+                        "SELECT column_name FROM information_schema.columns WHERE table_name = 'spaces'"
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            assert "index_type" not in cols
+        upgrade(engine, "head")
+        with engine.begin() as conn:
+            again = get_space(conn, space.name)
+            assert again.index_type == "vector"
+            set_index_type(conn, again, "halfvec")
+            assert "halfvec_cosine_ops" in indexdef(conn)
+            sql = conn.execute(
+                sa.text("SELECT ranger._search_vector_sql(16, 'true', 'hnsw', 'halfvec')")
+            ).scalar()
+            assert "g.embedding::halfvec(16) <=> ($1)::halfvec(16)" in sql
+    finally:
+        engine.dispose()
