@@ -224,6 +224,30 @@ def test_output_formats_and_export(search, run_cli, reserve_db, tmp_path, monkey
         )
     assert (out / wavs[0].with_suffix(".png").name).stat().st_size > 10_000
 
+    # Raven Pro selection tables: one per recording, hits in time order, the full band
+    raven = tmp_path / "raven"
+    hits, result = search("siren", "-n", "6", "--raven", str(raven))
+    assert result.exit_code == 0 and "selection table" in result.stderr
+    tables = sorted(raven.glob("*.selections.txt"))
+    assert len(tables) == len({h["recording_id"] for h in hits})
+    seen = 0
+    for table in tables:
+        rows = list(csv.DictReader(io.StringIO(table.read_text()), delimiter="\t"))
+        assert [r["Selection"] for r in rows] == [str(i) for i in range(1, len(rows) + 1)]
+        begins = [float(r["Begin Time (s)"]) for r in rows]
+        assert begins == sorted(begins)
+        for r in rows:
+            hit = hits[int(r["Rank"]) - 1]
+            assert Path(r["Begin Path"]) == Path(hit["path"])
+            assert table.name.endswith(f".r{hit['recording_id']}.selections.txt")
+            assert float(r["Begin Time (s)"]) == pytest.approx(hit["start_s"], abs=1e-3)
+            assert float(r["End Time (s)"]) == pytest.approx(hit["end_s"], abs=1e-3)
+            assert r["Label"] == "Siren"
+            assert float(r["High Freq (Hz)"]) == sf.info(hit["path"]).samplerate / 2
+            assert r["Sensor"] == hit["sensor"] and r["Window ID"] == str(hit["segment_id"])
+            seen += 1
+    assert seen == len(hits) == 6
+
 
 def test_concepts_ranger_sql_and_reader_role(reserve_db, run_cli, monkeypatch, admin_url):
     monkeypatch.setenv("SOUNDSCAPE_DATABASE_URL", reserve_db)

@@ -70,3 +70,26 @@ def test_window_array_matches_the_stream():
     assert np.allclose(batch.samples, streamed, atol=1e-6)
     assert np.allclose(batch.start_s, np.concatenate([b.start_s for b in stream]))
     assert np.allclose(batch.end_s, np.concatenate([b.end_s for b in stream]), atol=1e-3)
+
+
+def test_raven_tables_group_by_recording_and_survive_a_missing_file(tmp_path):
+    from soundscape.search import export_raven
+
+    hits = [_hit(1, 6.0, 9.0, 0.9, 7), _hit(2, 0.0, 3.0, 0.8, 8), _hit(1, 2.0, 5.0, 0.7, 9)]
+    result = export_raven(hits, tmp_path, "text: owl")
+    assert sorted(p.name for p in result.written) == [
+        "r1.r1.selections.txt",
+        "r2.r2.selections.txt",
+    ]
+    lines = (tmp_path / "r1.r1.selections.txt").read_text().splitlines()
+    header = lines[0].split("\t")
+    rows = [dict(zip(header, line.split("\t"))) for line in lines[1:]]
+    # time order within the file, ranks kept from the result list
+    assert [(r["Selection"], r["Begin Time (s)"], r["Rank"]) for r in rows] == [
+        ("1", "2.000", "3"),
+        ("2", "6.000", "1"),
+    ]
+    assert {r["Label"] for r in rows} == {"text: owl"}
+    # the audio is not there: a warning, and the table is still written
+    assert len(result.errors) == 2 and "High Freq" in result.errors[0]
+    assert rows[0]["High Freq (Hz)"] == "24000"

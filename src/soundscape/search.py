@@ -564,3 +564,44 @@ def export_clips(hits: list[Hit], folder: Path, pad_s: float = 1.0) -> ExportRes
         hit.clip = str(wav)
         out.written.extend([wav, png])
     return out
+
+
+# Raven Pro selection tables: what bioacousticians open beside a recording to review hits.
+RAVEN_COLUMNS = [
+    "Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
+    "High Freq (Hz)", "Begin Path", "File Offset (s)", "Rank", "Score", "Label", "Sensor",
+    "Local Time", "Window ID",
+]  # fmt: skip
+
+
+def export_raven(hits: list[Hit], folder: Path, label: str) -> ExportResult:
+    """Write one Raven selection table per recording (``<stem>.r<recording id>.selections.txt``,
+    tab-separated): a selection per hit over the full band, in time order, with its rank,
+    score, label (the hit's class for label queries, else ``label``) and local time."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = ExportResult()
+    by_recording: dict[int, list[tuple[int, Hit]]] = {}
+    for rank, hit in enumerate(hits, start=1):
+        by_recording.setdefault(hit.recording_id, []).append((rank, hit))
+    for recording_id, ranked in by_recording.items():
+        path = ranked[0][1].path
+        try:
+            high = probe(path).sample_rate / 2
+        except (SoundscapeError, OSError) as exc:
+            high = 24000.0
+            out.errors.append(f"{path}: {exc}; High Freq set to {high:g} Hz")
+        lines = ["\t".join(RAVEN_COLUMNS)]
+        ranked.sort(key=lambda rh: (rh[1].start_s, rh[0]))
+        for selection, (rank, hit) in enumerate(ranked, start=1):
+            cells = [
+                selection, "Spectrogram 1", 1, f"{hit.start_s:.3f}", f"{hit.end_s:.3f}", 0,
+                f"{high:g}", path, f"{hit.start_s:.3f}", rank, f"{hit.score:.4f}",
+                hit.label or label, hit.sensor,
+                hit.local.isoformat(sep=" ", timespec="seconds") if hit.local else "",
+                hit.segment_id,
+            ]  # fmt: skip
+            lines.append("\t".join(str(c).replace("\t", " ") for c in cells))
+        table = folder / f"{_slug(Path(path).stem)}.r{recording_id}.selections.txt"
+        table.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        out.written.append(table)
+    return out

@@ -171,6 +171,12 @@ def resolve_query(conn, text, audio, start, end, like, concept, space_name):
     help="Write each hit as a WAV clip + spectrogram PNG into this folder.",
 )
 @click.option(
+    "--raven",
+    "raven_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write a Raven Pro selection table per recording into this folder.",
+)
+@click.option(
     "--strategy",
     type=click.Choice(["auto", "hnsw", "exact"], case_sensitive=False),
     default="auto",
@@ -198,6 +204,7 @@ def search(
     limit,
     events,
     export_dir,
+    raven_dir,
     strategy,
     database,
     fmt,
@@ -229,6 +236,11 @@ def search(
         for err in result.errors:
             echo_err(f"warning: {err}")
         echo_err(f"wrote {len(result.written)} file(s) to {export_dir}")
+    if raven_dir is not None:
+        result = s.export_raven(hits, raven_dir, query.description)
+        for err in result.errors:
+            echo_err(f"warning: {err}")
+        echo_err(f"wrote {len(result.written)} selection table(s) to {raven_dir}")
     rows = []
     for rank, hit in enumerate(hits, start=1):
         rows.append({"rank": rank, **hit.as_row()})
