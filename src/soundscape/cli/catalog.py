@@ -239,7 +239,7 @@ def spaces_index(
     """Rebuild the HNSW index of SPACE, as float32 (vector) or float16 (halfvec).
 
     Only the index changes (embeddings stay float32), so this can be undone at any time.
-    Searches of the space wait until the rebuild commits.
+    Searches go on with the old index while the new one builds; ingest into the space waits.
     """
     from soundscape.spaces import get_space, set_index_type
 
