@@ -104,6 +104,27 @@ def clock(seconds: int) -> dtime:
     return (datetime.min + timedelta(seconds=seconds)).time()
 
 
+def insert_with_index(db, folder: Path, table: str, n: int, rows: int = 10000) -> dict:
+    """What one database absorbs from ingest workers once a space is big: COPY more windows
+    into the table while its HNSW index (and B-trees) are maintained row by row."""
+    from soundscape.db import register_vector
+
+    vec = np.load(folder / "vectors.npy", mmap_mode="r")
+    rng = np.random.default_rng(1)
+    rows = min(rows, len(vec))
+    extra = np.asarray(vec[:rows]) + rng.normal(scale=0.01, size=(rows, DIM)).astype(np.float32)
+    t = time.perf_counter()
+    with db.db.engine.begin() as conn:
+        register_vector(conn)
+        raw = conn.connection.driver_connection
+        with raw.cursor().copy(f"COPY {table} FROM STDIN WITH (FORMAT BINARY)") as copy:
+            copy.set_types(["int8", "int4", "date", "time", "vector"])
+            for i, v in enumerate(extra):
+                copy.write_row((n + i, i % 20, DAY0 + timedelta(days=i % 366), clock(i % 86400), v))
+    seconds = time.perf_counter() - t
+    return {"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds, "table_rows": n}
+
+
 def where(name: str) -> tuple[str, dict]:
     quads, sensor, (t0, t1), days = FILTERS[name]
     parts = ["local_time >= :t0", "local_time < :t1"]
@@ -212,6 +233,8 @@ def main() -> None:
                     }
             result["filters"][name] = entry
             print(f"{name}: {json.dumps(entry)}", file=sys.stderr)
+        result["insert_with_index"] = insert_with_index(db, folder, "flat", args.n)
+        print(f"insert: {json.dumps(result['insert_with_index'])}", file=sys.stderr)
     finally:
         db.close()
     write_result("month-partitions", result)
