@@ -7,7 +7,8 @@ makes the set in /tmp/soundscape-bench-search), loaded twice into one scratch da
 - flat:  one table with one HNSW index (soundscape's layout: one partition per space);
 - month: the same rows in a table partitioned by local_date month (12 partitions for 2024),
          each with its own HNSW index; a date filter prunes partitions.
-Both get the same B-tree indexes and the same HNSW parameters, and are queried with the
+Both get the same B-tree indexes and the same HNSW parameters and index type (--index, default
+halfvec, the type of new spaces), and are queried with the
 statement ranger.search_vector runs (iterative index scan, relaxed order, the same ef_search
 rule) or an exact scan, alternating layouts query by query so neither gets warmer caches.
 """
@@ -32,6 +33,7 @@ from search import CHUNK, DATA, DAY0, DIM, FILTERS, ground_truth, mask, tune_ser
 
 from soundscape.spaces import HNSW_EF_CONSTRUCTION, HNSW_M  # noqa: E402
 
+INDEX = "halfvec"  # the HNSW index type of new spaces (set by --index)
 COLUMNS = "id bigint NOT NULL, sensor int NOT NULL, local_date date NOT NULL, local_time time NOT NULL, embedding vector NOT NULL"  # noqa: E501
 
 
@@ -88,7 +90,7 @@ def load(db, folder: Path, name: str, months: bool) -> dict:
         conn.execute(
             sa.text(
                 f"CREATE INDEX {name}_hnsw ON {name} USING hnsw "
-                f"((embedding::vector({DIM})) vector_cosine_ops) "
+                f"((embedding::{INDEX}({DIM})) {INDEX}_cosine_ops) "
                 f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
             )
         )
@@ -151,10 +153,10 @@ def run(
     from soundscape.db import register_vector
 
     w, params = where(name)
-    expr = f"embedding::vector({DIM}) <=> CAST(:q AS vector({DIM}))"
-    order = expr if method == "hnsw" else "2"
+    # as ranger.search_vector: order by the index's expression, report the float32 distance
+    order = f"embedding::{INDEX}({DIM}) <=> CAST(:q AS {INDEX}({DIM}))" if method == "hnsw" else "2"
     dist = (
-        expr
+        f"embedding::vector({DIM}) <=> CAST(:q AS vector({DIM}))"
         if method == "hnsw"
         else f"cosine_distance(embedding::vector({DIM}), CAST(:q AS vector({DIM})))"
     )
@@ -188,7 +190,9 @@ def main() -> None:
     )
     p.add_argument("--n", type=int, default=1_000_000)
     p.add_argument("--queries", type=int, default=50)
+    p.add_argument("--index", choices=["vector", "halfvec"], default=INDEX)
     args = p.parse_args()
+    globals()["INDEX"] = args.index
     folder = DATA / f"realistic_{args.n}"
     if not (folder / "done").exists():
         sys.exit(f"no vector set in {folder}: run bench/search.py --n {args.n} --sets realistic")
@@ -196,7 +200,7 @@ def main() -> None:
     result: dict = {
         "machine": machine(),
         "n": args.n,
-        "hnsw": {"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION},
+        "hnsw": {"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "index": args.index},
         "load": {},
         "filters": {},
     }
