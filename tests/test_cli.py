@@ -104,7 +104,7 @@ def test_sensors_roundtrip(cli_env, run_cli):
     assert bad.exit_code == 2
 
 
-def test_spaces_list_and_switch_the_index_to_halfvec(cli_env, run_cli):
+def test_spaces_list_and_switch_the_index_type(cli_env, run_cli):
     from tests.conftest import ROOT
 
     clips = [ROOT / "examples" / "audio" / n for n in ("dog.ogg", "saw.ogg", "owl.ogg")]
@@ -112,14 +112,14 @@ def test_spaces_list_and_switch_the_index_to_halfvec(cli_env, run_cli):
     ing = run_cli("ingest", *clips, "-s", "s1", "-m", "spectral", "-q")
     assert ing.exit_code == 0, ing.output
     (row,) = [json.loads(x) for x in run_cli("spaces", "list", "--json").stdout.splitlines()]
-    assert row["space"] == "spectral" and row["index_type"] == "vector" and row["segments"] > 0
+    assert row["space"] == "spectral" and row["index_type"] == "halfvec" and row["segments"] > 0
 
-    built = run_cli("spaces", "index", "spectral", "--type", "halfvec", "--memory", "64MB")
+    built = run_cli("spaces", "index", "spectral", "--type", "vector", "--memory", "64MB")
     assert built.exit_code == 0, built.output
-    assert "halfvec" in built.stderr
+    assert "vector" in built.stderr
     (row,) = list(csv.DictReader(io.StringIO(run_cli("spaces", "list", "--csv").stdout)))
-    assert row["index_type"] == "halfvec"
-    # search still works (and orders by the halfvec index) after the switch
+    assert row["index_type"] == "vector"
+    # search still works (and orders by the float32 index) after the switch
     found = run_cli("search", "--audio", clips[0], "--space", "spectral", "--json", "-n", "3")
     assert found.exit_code == 0, found.output
     hits = [json.loads(x) for x in found.stdout.splitlines()]
@@ -133,4 +133,4 @@ def test_spaces_list_and_switch_the_index_to_halfvec(cli_env, run_cli):
     assert bad.exit_code == 2 and "--memory" in bad.stderr
     # no --type: rebuilt as it is
     again = run_cli("spaces", "index", "spectral")
-    assert again.exit_code == 0 and "halfvec" in again.stderr
+    assert again.exit_code == 0 and "vector" in again.stderr

@@ -140,7 +140,7 @@ def test_spaces_of_different_dimensions_coexist_with_their_own_hnsw_index(engine
             conn.execute(
                 sa.text(
                     "EXPLAIN SELECT id FROM segments WHERE space_id = :s "
-                    "ORDER BY embedding::vector(16) <=> CAST(:q AS vector(16)) LIMIT 5"
+                    "ORDER BY embedding::halfvec(16) <=> CAST(:q AS halfvec(16)) LIMIT 5"
                 ),
                 {"s": b.id, "q": q},
             ).scalars()

@@ -227,57 +227,59 @@ def test_explain_shows_the_hnsw_index_where_it_should(scale_db):
 
 
 def test_halfvec_index_keeps_recall_and_reports_exact_scores(scale_db):
-    """The float16 index: a third of the size, the same recall, and the scores returned are
-    the float32 ones (only the candidate order comes from float16)."""
+    """New spaces index float16 (the tests above ran on it): a third of the size of the float32
+    index, the same recall, and the scores returned are the float32 ones (only the candidate
+    order comes from float16). Switching to float32 and back loses nothing."""
     engine, space, queries = scale_db
-    with engine.connect() as conn:
-        vector_bytes = conn.execute(
-            sa.text(f"SELECT pg_relation_size('{space.partition}_hnsw')")
-        ).scalar()
-    with engine.begin() as conn:
-        half, _ = set_index_type(conn, space, "halfvec")
-    try:
+    assert space.index_type == "halfvec"
+
+    def index_bytes() -> int:
         with engine.connect() as conn:
-            half_bytes = conn.execute(
+            return conn.execute(
                 sa.text(f"SELECT pg_relation_size('{space.partition}_hnsw')")
             ).scalar()
-            definition = conn.execute(
-                sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = :n"),
-                {"n": f"{space.partition}_hnsw"},
-            ).scalar()
-            assert "halfvec_cosine_ops" in definition
-            assert half_bytes < 0.75 * vector_bytes, (half_bytes, vector_bytes)
-            plan = _plan(conn, half, "hnsw", SELECTIVITY["50%"])
-            assert f"Index Scan using {space.partition}_hnsw" in plan, plan
-            filters = SELECTIVITY["50%"]
-            recalls = []
-            for q in queries:
-                query = Query(half, "q", vector=q)
-                exact = run(conn, query, filters, limit=10, strategy="exact")
-                approx = run(conn, query, filters, limit=10, strategy="hnsw")
-                assert len(approx) == 10 and {h.method for h in approx} == {"hnsw"}
-                recalls.append(
-                    len({h.segment_id for h in exact} & {h.segment_id for h in approx}) / 10
-                )
-                exact_scores = {h.segment_id: h.score for h in exact}
-                for h in approx:
-                    if h.segment_id in exact_scores:
-                        assert h.score == exact_scores[h.segment_id]
-                assert [h.score for h in approx] == sorted((h.score for h in approx), reverse=True)
-            assert np.mean(recalls) >= 0.95, recalls
-            # the analytics neighbour search orders by the same (halfvec) index expression
-            rows = conn.execute(
-                sa.text(
-                    "SELECT segment_id, score FROM ranger.similar_windows(:s, "
-                    "ARRAY[CAST(:q AS vector)], 5, NULL, NULL, 'hnsw')"
-                ),
-                {"s": half.id, "q": "[" + ",".join(map(str, queries[0])) + "]"},
-            ).all()
-            top = run(
-                conn, Query(half, "q", vector=queries[0]), Filters(), limit=5, strategy="exact"
-            )
-            assert [r.segment_id for r in rows][:3] == [h.segment_id for h in top][:3]
-    finally:
-        with engine.begin() as conn:
-            back, _ = set_index_type(conn, half, "vector")
-        assert back.index_type == "vector"
+
+    half_bytes = index_bytes()
+    with engine.begin() as conn:
+        full, _ = set_index_type(conn, space, "vector")
+    vector_bytes = index_bytes()
+    with engine.connect() as conn:
+        assert "vector_cosine_ops" in _indexdef(conn, space)
+        assert f"Index Scan using {space.partition}_hnsw" in _plan(
+            conn, full, "hnsw", SELECTIVITY["50%"]
+        )
+    with engine.begin() as conn:
+        half, _ = set_index_type(conn, full, "halfvec")
+    assert half_bytes < 0.75 * vector_bytes, (half_bytes, vector_bytes)
+    with engine.connect() as conn:
+        assert "halfvec_cosine_ops" in _indexdef(conn, space)
+        filters = SELECTIVITY["50%"]
+        for q in queries:
+            query = Query(half, "q", vector=q)
+            exact = {
+                h.segment_id: h.score for h in run(conn, query, filters, limit=10, strategy="exact")
+            }
+            approx = run(conn, query, filters, limit=10, strategy="hnsw")
+            assert len(approx) == 10 and {h.method for h in approx} == {"hnsw"}
+            for h in approx:
+                if h.segment_id in exact:
+                    assert h.score == exact[h.segment_id]  # float32, not float16
+            assert [h.score for h in approx] == sorted((h.score for h in approx), reverse=True)
+        # the analytics neighbour search orders by the same (halfvec) index expression
+        rows = conn.execute(
+            sa.text(
+                "SELECT segment_id, score FROM ranger.similar_windows(:s, "
+                "ARRAY[CAST(:q AS vector)], 5, NULL, NULL, 'hnsw')"
+            ),
+            {"s": half.id, "q": "[" + ",".join(map(str, queries[0])) + "]"},
+        ).all()
+        top = run(conn, Query(half, "q", vector=queries[0]), Filters(), limit=5, strategy="exact")
+        assert [r.segment_id for r in rows][:3] == [h.segment_id for h in top][:3]
+        assert rows[0].score == top[0].score
+
+
+def _indexdef(conn, space) -> str:
+    return conn.execute(
+        sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = :n"),
+        {"n": f"{space.partition}_hnsw"},
+    ).scalar()

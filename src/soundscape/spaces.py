@@ -20,10 +20,13 @@ from soundscape.errors import SoundscapeError
 # build time (docs/benchmarks.md). Recall is then tuned at query time with ef_search.
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 128
-# What the HNSW index stores: float32 (pgvector ``vector``) or float16 (``halfvec``: an index
-# about a third of the size, recall measured in docs/benchmarks.md). Embeddings are always
-# stored as float32 in the table and every reported distance is the float32 one.
-INDEX_TYPES = ("vector", "halfvec")
+# What the HNSW index stores: float16 (pgvector ``halfvec``, the default of new spaces) or
+# float32 (``vector``). On 1M 1024-d windows the halfvec index is a third of the size (2.7 vs
+# 8.2 GB), so it stays in shared buffers, and was as accurate and 2-4x faster
+# (docs/benchmarks.md). Embeddings are always stored as float32 in the table and every
+# reported distance is the float32 one: only the candidate order comes from float16.
+INDEX_TYPES = ("halfvec", "vector")
+DEFAULT_INDEX_TYPE = "halfvec"
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ class Space:
     hop_s: float
     sample_rate: int
     params: dict[str, Any]
-    index_type: str = "vector"
+    index_type: str = DEFAULT_INDEX_TYPE
 
     @property
     def partition(self) -> str:
@@ -161,8 +164,7 @@ def ensure_space(
             "name": name,
             "dim": int(model.dimension),
             "rate": int(model.sample_rate),
-            # pgvector's HNSW takes vector up to 2,000 dimensions, halfvec up to 4,000
-            "index": "halfvec" if model.dimension > 2000 else "vector",
+            "index": DEFAULT_INDEX_TYPE,
         },
     ).fetchone()
     space = _row_to_space(row)

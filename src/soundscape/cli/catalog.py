@@ -220,10 +220,10 @@ def spaces_list(database: str | None, fmt: str) -> None:
 @click.option(
     "--type",
     "index_type",
-    type=click.Choice(["vector", "halfvec"]),
-    help="vector: float32 (default of new spaces); halfvec: float16, about a third of the "
-    "size, recall measured in docs/benchmarks.md. Default: keep the current type (a rebuild, "
-    "e.g. with the current build parameters).",
+    type=click.Choice(["halfvec", "vector"]),
+    help="halfvec: float16, the default of new spaces (a third of the size; recall and speed "
+    "in docs/benchmarks.md); vector: float32. Default: keep the current type (a rebuild, e.g. "
+    "with the current build parameters).",
 )
 @click.option(
     "--memory",
