@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -103,6 +104,9 @@ class ScratchDatabase:
     """An embedded PostgreSQL in a temporary SOUNDSCAPE_HOME, migrated, with one sensor."""
 
     def __init__(self) -> None:
+        # SIGTERM (kill, timeout) runs the caller's `finally: close()` like Ctrl-C does, so the
+        # server (with its GBs of shared buffers) and its data directory never outlive the run.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         self.home = Path(tempfile.mkdtemp(prefix="soundscape-bench-"))
         os.environ["SOUNDSCAPE_HOME"] = str(self.home)
         os.environ.pop("SOUNDSCAPE_DATABASE_URL", None)
