@@ -47,7 +47,7 @@ test: $(TESTSTAMP)
 # Benchmarks (about two hours; not part of CI). Results: bench/results/*.json, docs/benchmarks.md.
 bench: install
 	$(BIN)/python bench/ingest.py --minutes 60 --repeat 3 --memory
-	$(BIN)/python bench/search.py --n 1000000 --sets realistic --index vector,halfvec
+	$(BIN)/python bench/search.py --n 1000000 --sets realistic --index halfvec,vector
 	$(BIN)/python bench/search.py --n 100000 --sets uniform
 	$(BIN)/python bench/month_partitions.py --n 1000000
 

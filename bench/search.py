@@ -40,7 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import EXAMPLES, ROOT, ScratchDatabase, machine, write_result  # noqa: E402
 
-from soundscape.spaces import HNSW_EF_CONSTRUCTION, HNSW_M  # noqa: E402
+from soundscape.spaces import DEFAULT_INDEX_TYPE, HNSW_EF_CONSTRUCTION, HNSW_M  # noqa: E402
 
 DATA = Path("/tmp/soundscape-bench-search")
 DIM = 1024
@@ -288,13 +288,13 @@ def run_queries(
     db,
     space,
     offset: int,
-    folder: Path,
     queries: np.ndarray,
     name: str,
-    strategy: str,
+    variants: dict[str, tuple[str, int | None]],
     truth: list[set[int]],
-    ef: int | None = None,
-) -> dict:
+) -> dict[str, dict]:
+    """Recall@10 and latency of each variant (label: (strategy, ef_search or None)). The
+    variants take turns query by query, so none of them runs against warmer caches."""
     from datetime import time as dtime
 
     from soundscape.search import Filters, Query, run
@@ -308,33 +308,38 @@ def run_queries(
         date_from=DAY0 + timedelta(days=days[0]) if days else None,
         date_to=DAY0 + timedelta(days=days[1] - 1) if days else None,
     )
-    lat, rec, methods = [], [], set()
+    lat: dict[str, list] = {v: [] for v in variants}
+    rec: dict[str, list] = {v: [] for v in variants}
+    methods: dict[str, set] = {v: set() for v in variants}
     with db.db.engine.connect() as conn:
-        run(
-            conn,
-            Query(space, "warm", vector=queries[0]),
-            f,
-            limit=10,
-            strategy=strategy,
-            ef_search=ef,
-        )
-        for q, t in zip(queries, truth):
-            start = time.perf_counter()
-            hits = run(
+
+        def search(q: np.ndarray, variant: str):
+            strategy, ef = variants[variant]
+            return run(
                 conn, Query(space, "q", vector=q), f, limit=10, strategy=strategy, ef_search=ef
             )
-            lat.append((time.perf_counter() - start) * 1000)
-            got = {h.segment_id - offset for h in hits}
-            rec.append(len(got & t) / max(1, min(10, len(t))))
-            methods.update(h.method for h in hits)
-    lat.sort()
-    return {
-        "recall_at_10": round(float(np.mean(rec)), 4),
-        "min_recall": round(float(np.min(rec)), 2),
-        "p50_ms": round(statistics.median(lat), 2),
-        "p95_ms": round(lat[int(0.95 * (len(lat) - 1))], 2),
-        "methods": sorted(methods),
-    }
+
+        for v in variants:  # warm-up
+            search(queries[0], v)
+        for q, t in zip(queries, truth):
+            for v in variants:
+                start = time.perf_counter()
+                hits = search(q, v)
+                lat[v].append((time.perf_counter() - start) * 1000)
+                got = {h.segment_id - offset for h in hits}
+                rec[v].append(len(got & t) / max(1, min(10, len(t))))
+                methods[v].update(h.method for h in hits)
+    out = {}
+    for v in variants:
+        ms = sorted(lat[v])
+        out[v] = {
+            "recall_at_10": round(float(np.mean(rec[v])), 4),
+            "min_recall": round(float(np.min(rec[v])), 2),
+            "p50_ms": round(statistics.median(ms), 2),
+            "p95_ms": round(ms[int(0.95 * (len(ms) - 1))], 2),
+            "methods": sorted(methods[v]),
+        }
+    return out
 
 
 def tune_server(db) -> None:
@@ -375,7 +380,7 @@ def main() -> None:
     p.add_argument(
         "--ef-construction", type=int, default=HNSW_EF_CONSTRUCTION, help="HNSW ef_construction"
     )
-    p.add_argument("--index", default="vector", help="HNSW index types: vector,halfvec")
+    p.add_argument("--index", default=DEFAULT_INDEX_TYPE, help="HNSW index types: halfvec,vector")
     p.add_argument("--storage", default="toast", help="vector storage: toast,inline")
     args = p.parse_args()
     import soundscape.spaces as spaces_module
@@ -403,42 +408,26 @@ def main() -> None:
                 print(f"{kind} {storage}: {json.dumps(info)}", file=sys.stderr)
                 for index_type in args.index.split(","):
                     space, built = build_index(db, space, index_type)
-                    label = (
-                        kind
-                        if (storage, index_type) == ("toast", "vector")
-                        else (f"{kind}+{storage}+{index_type}")
-                    )
+                    default = (storage, index_type) == ("toast", DEFAULT_INDEX_TYPE)
+                    label = kind if default else f"{kind}+{storage}+{index_type}"
                     print(f"{label}: {json.dumps(built)}", file=sys.stderr)
                     res = {"load": {**info, **built}, "filters": {}}
                     for name in FILTERS:
                         m = mask(folder, name)
                         entry = {"selectivity": round(float(m.mean()), 5), "rows": int(m.sum())}
-                        strategies = ["auto", "hnsw"]
+                        variants: dict[str, tuple[str, int | None]] = {
+                            "auto": ("auto", None),
+                            "hnsw": ("hnsw", None),
+                        }
                         if m.sum() <= EXACT_MAX_ROWS:
-                            strategies.append("exact")
-                        for strategy in strategies:
-                            entry[strategy] = run_queries(
-                                db,
-                                space,
-                                info["offset"],
-                                folder,
-                                queries,
-                                name,
-                                strategy,
-                                truths[name],
-                            )
+                            variants["exact"] = ("exact", None)
                         for ef in args.ef_sweep:
-                            entry[f"hnsw_ef{ef}"] = run_queries(
-                                db,
-                                space,
-                                info["offset"],
-                                folder,
-                                queries,
-                                name,
-                                "hnsw",
-                                truths[name],
-                                ef,
+                            variants[f"hnsw_ef{ef}"] = ("hnsw", ef)
+                        entry.update(
+                            run_queries(
+                                db, space, info["offset"], queries, name, variants, truths[name]
                             )
+                        )
                         res["filters"][name] = entry
                         print(f"{label} {name}: {json.dumps(entry)}", file=sys.stderr)
                     result["sets"][label] = res
