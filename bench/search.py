@@ -292,6 +292,7 @@ def run_queries(
     name: str,
     variants: dict[str, tuple[str, int | None]],
     truth: list[set[int]],
+    per_query: bool = False,
 ) -> dict[str, dict]:
     """Recall@10 and latency of each variant (label: (strategy, ef_search or None)). The
     variants take turns query by query, so none of them runs against warmer caches."""
@@ -339,6 +340,8 @@ def run_queries(
             "p95_ms": round(ms[int(0.95 * (len(ms) - 1))], 2),
             "methods": sorted(methods[v]),
         }
+        if per_query:
+            out[v]["per_query"] = rec[v]
     return out
 
 
