@@ -283,3 +283,13 @@ def _indexdef(conn, space) -> str:
         sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = :n"),
         {"n": f"{space.partition}_hnsw"},
     ).scalar()
+
+
+def test_space_rows_is_the_planner_count_of_the_partition(scale_db):
+    """The row count the strategy choice divides by (selectivity = passing / rows)."""
+    engine, space, _ = scale_db
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT ranger._space_rows(:s)"), {"s": space.id}).scalar()
+        none = conn.execute(sa.text("SELECT ranger._space_rows(-1)")).scalar()
+    assert rows == pytest.approx(N_SENSORS * N_DAYS * PER_RECORDING, rel=0.05)
+    assert none == 0
