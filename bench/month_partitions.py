@@ -55,30 +55,40 @@ def create(conn, name: str, months: bool) -> None:
         conn.execute(sa.text(f"CREATE TABLE {name} ({COLUMNS})"))
 
 
+def copy_rows(db, table: str, rows) -> float:
+    """Binary COPY of (id, sensor, local_date, local_time, vector) rows; seconds taken."""
+    from soundscape.db import register_vector
+
+    t = time.perf_counter()
+    with db.db.engine.begin() as conn:
+        register_vector(conn)
+        raw = conn.connection.driver_connection
+        with raw.cursor().copy(f"COPY {table} FROM STDIN WITH (FORMAT BINARY)") as copy:
+            copy.set_types(["int8", "int4", "date", "time", "vector"])
+            for row in rows:
+                copy.write_row(row)
+    return time.perf_counter() - t
+
+
 def load(db, folder: Path, name: str, months: bool) -> dict:
     import sqlalchemy as sa
-
-    from soundscape.db import register_vector
 
     vec = np.load(folder / "vectors.npy", mmap_mode="r")
     sensor, day, tod = (np.load(folder / f"{k}.npy") for k in ("sensor", "day", "tod"))
     with db.db.engine.begin() as conn:
         create(conn, name, months)
-    t = time.perf_counter()
-    with db.db.engine.begin() as conn:
-        register_vector(conn)
-        raw = conn.connection.driver_connection
-        with raw.cursor().copy(f"COPY {name} FROM STDIN WITH (FORMAT BINARY)") as copy:
-            copy.set_types(["int8", "int4", "date", "time", "vector"])
-            for i in range(0, len(vec), CHUNK):
-                v = np.asarray(vec[i : i + CHUNK])
-                for j in range(len(v)):
-                    r = i + j
-                    at = datetime(2024, 1, 1, tzinfo=timezone.utc) + timedelta(
-                        days=int(day[r]), seconds=int(tod[r])
-                    )
-                    copy.write_row((r, int(sensor[r]), at.date(), at.time(), v[j]))
-    copy_s = time.perf_counter() - t
+
+    def rows():
+        for i in range(0, len(vec), CHUNK):
+            v = np.asarray(vec[i : i + CHUNK])
+            for j in range(len(v)):
+                r = i + j
+                at = datetime(2024, 1, 1, tzinfo=timezone.utc) + timedelta(
+                    days=int(day[r]), seconds=int(tod[r])
+                )
+                yield (r, int(sensor[r]), at.date(), at.time(), v[j])
+
+    copy_s = copy_rows(db, name, rows())
     t = time.perf_counter()
     with db.db.engine.begin() as conn:
         conn.execute(sa.text("SET maintenance_work_mem = '8GB'"))
@@ -109,21 +119,18 @@ def clock(seconds: int) -> dtime:
 def insert_with_index(db, folder: Path, table: str, n: int, rows: int = 10000) -> dict:
     """What one database absorbs from ingest workers once a space is big: COPY more windows
     into the table while its HNSW index (and B-trees) are maintained row by row."""
-    from soundscape.db import register_vector
-
     vec = np.load(folder / "vectors.npy", mmap_mode="r")
     rng = np.random.default_rng(1)
     rows = min(rows, len(vec))
     extra = np.asarray(vec[:rows]) + rng.normal(scale=0.01, size=(rows, DIM)).astype(np.float32)
-    t = time.perf_counter()
-    with db.db.engine.begin() as conn:
-        register_vector(conn)
-        raw = conn.connection.driver_connection
-        with raw.cursor().copy(f"COPY {table} FROM STDIN WITH (FORMAT BINARY)") as copy:
-            copy.set_types(["int8", "int4", "date", "time", "vector"])
-            for i, v in enumerate(extra):
-                copy.write_row((n + i, i % 20, DAY0 + timedelta(days=i % 366), clock(i % 86400), v))
-    seconds = time.perf_counter() - t
+    seconds = copy_rows(
+        db,
+        table,
+        (
+            (n + i, i % 20, DAY0 + timedelta(days=i % 366), clock(i % 86400), v)
+            for i, v in enumerate(extra)
+        ),
+    )
     return {"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds, "table_rows": n}
 
 
