@@ -1,6 +1,9 @@
 """Compare soundscape's filtered search with the perch-hoplite peer, filter by filter.
 
-    python bench/peer_compare.py [SEARCH_JSON] [PEER_JSON]
+    python bench/peer_compare.py [SEARCH_JSON] [PEER_JSON] [VARIANT]
+
+VARIANT picks a layout variant of search.py's results, e.g. "+toast+vector" for the set
+"realistic+toast+vector" (default: the set measured with soundscape's defaults).
 
 Without arguments it takes the newest bench/results/search-*.json and peer-hoplite-*.json.
 Only the standard library is needed, so any Python runs it. For each set and filter it prints
@@ -44,6 +47,7 @@ def ratio(a: float, b: float) -> str:
 def main() -> None:
     ours = Path(sys.argv[1]) if len(sys.argv) > 1 else newest("search-*.json")
     peer = Path(sys.argv[2]) if len(sys.argv) > 2 else newest("peer-hoplite-*.json")
+    variant = sys.argv[3] if len(sys.argv) > 3 else ""
     s, h = json.loads(ours.read_text()), json.loads(peer.read_text())
     print(
         f"soundscape: {ours.name} (n={s.get('n')}, {s['machine']['cpu']}, "
@@ -60,9 +64,9 @@ def main() -> None:
     head = " ".join(f"{m:>20}" for m in SOUNDSCAPE + HOPLITE)
     print(f"\n{'set':<10}{'filter':>7}{'rows':>8} {head} {'exact':>7} {'best':>7}  best is")
     for kind, hs in h["sets"].items():
-        ss = s["sets"].get(kind)
+        ss = s["sets"].get(kind + variant)
         if ss is None:
-            print(f"{kind}: not in {ours.name}")
+            print(f"{kind + variant}: not in {ours.name}")
             continue
         for name, hf in hs["filters"].items():
             sf = ss["filters"].get(name, {})
@@ -86,7 +90,7 @@ def main() -> None:
             )
     print("\nload (n rows): soundscape COPY + HNSW build | hoplite insert (SQL) + USearch HNSW add")
     for kind, hs in h["sets"].items():
-        sl = s["sets"].get(kind, {}).get("load", {})
+        sl = s["sets"].get(kind + variant, {}).get("load", {})
         hl = hs["load"]
         print(
             f"{kind:<10} soundscape {sl.get('copy_s', 0):7.1f} s + {sl.get('hnsw_build_s', 0):7.1f} s"
