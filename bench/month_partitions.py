@@ -174,6 +174,10 @@ def run(
     ef = min(1000, max(400, 20, math.ceil(4 / selectivity)))  # ranger.search_vector's rule
     with db.db.engine.begin() as conn:
         register_vector(conn)
+        # ranger.search_vector runs its statement with EXECUTE, i.e. planned for these values;
+        # psycopg would otherwise prepare repeated statements and PostgreSQL switch to a
+        # generic plan (no partition pruning at plan time, no index on the month layout)
+        conn.execute(sa.text("SET LOCAL plan_cache_mode = force_custom_plan"))
         conn.execute(sa.text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
         conn.execute(sa.text("SET LOCAL hnsw.max_scan_tuples = 20000"))
         conn.execute(sa.text(f"SET LOCAL hnsw.ef_search = {ef}"))
