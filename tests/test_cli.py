@@ -131,6 +131,15 @@ def test_spaces_list_and_switch_the_index_type(cli_env, run_cli):
     assert bad.exit_code == 2
     bad = run_cli("spaces", "index", "spectral", "--memory", "lots")
     assert bad.exit_code == 2 and "--memory" in bad.stderr
-    # no --type: rebuilt as it is
+    # dropped (for a backfill), searches still answer (exactly), then rebuilt as it was
+    dropped = run_cli("spaces", "index", "spectral", "--drop")
+    assert dropped.exit_code == 0 and "rebuild it with" in dropped.stderr
+    (row,) = [json.loads(x) for x in run_cli("spaces", "list", "--json").stdout.splitlines()]
+    assert row["index_size"] == "0 bytes"
+    found = run_cli("search", "--audio", clips[0], "--space", "spectral", "--json", "-n", "3")
+    assert json.loads(found.stdout.splitlines()[0])["path"].endswith("dog.ogg")
+    assert run_cli("spaces", "index", "spectral", "--drop", "--type", "vector").exit_code == 2
     again = run_cli("spaces", "index", "spectral")
     assert again.exit_code == 0 and "vector" in again.stderr
+    (row,) = [json.loads(x) for x in run_cli("spaces", "list", "--json").stdout.splitlines()]
+    assert row["index_type"] == "vector" and row["index_size"] != "0 bytes"
