@@ -31,9 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ScratchDatabase, machine, write_result  # noqa: E402
 from search import CHUNK, DATA, DAY0, DIM, FILTERS, ground_truth, mask, tune_server  # noqa: E402
 
-from soundscape.spaces import HNSW_EF_CONSTRUCTION, HNSW_M  # noqa: E402
+from soundscape.spaces import DEFAULT_INDEX_TYPE, HNSW_EF_CONSTRUCTION, HNSW_M  # noqa: E402
 
-INDEX = "halfvec"  # the HNSW index type of new spaces (set by --index)
 COLUMNS = "id bigint NOT NULL, sensor int NOT NULL, local_date date NOT NULL, local_time time NOT NULL, embedding vector NOT NULL"  # noqa: E501
 
 
@@ -70,7 +69,7 @@ def copy_rows(db, table: str, rows) -> float:
     return time.perf_counter() - t
 
 
-def load(db, folder: Path, name: str, months: bool) -> dict:
+def load(db, folder: Path, name: str, months: bool, index: str) -> dict:
     import sqlalchemy as sa
 
     vec = np.load(folder / "vectors.npy", mmap_mode="r")
@@ -100,7 +99,7 @@ def load(db, folder: Path, name: str, months: bool) -> dict:
         conn.execute(
             sa.text(
                 f"CREATE INDEX {name}_hnsw ON {name} USING hnsw "
-                f"((embedding::{INDEX}({DIM})) {INDEX}_cosine_ops) "
+                f"((embedding::{index}({DIM})) {index}_cosine_ops) "
                 f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
             )
         )
@@ -153,7 +152,14 @@ def where(name: str) -> tuple[str, dict]:
 
 
 def run(
-    db, table: str, name: str, method: str, q: np.ndarray, selectivity: float, explain=False
+    db,
+    table: str,
+    name: str,
+    method: str,
+    index: str,
+    q: np.ndarray,
+    selectivity: float,
+    explain: bool = False,
 ) -> tuple:
     import sqlalchemy as sa
 
@@ -161,7 +167,7 @@ def run(
 
     w, params = where(name)
     # as ranger.search_vector: order by the index's expression, report the float32 distance
-    order = f"embedding::{INDEX}({DIM}) <=> CAST(:q AS {INDEX}({DIM}))" if method == "hnsw" else "2"
+    order = f"embedding::{index}({DIM}) <=> CAST(:q AS {index}({DIM}))" if method == "hnsw" else "2"
     dist = (
         f"embedding::vector({DIM}) <=> CAST(:q AS vector({DIM}))"
         if method == "hnsw"
@@ -201,9 +207,8 @@ def main() -> None:
     )
     p.add_argument("--n", type=int, default=1_000_000)
     p.add_argument("--queries", type=int, default=50)
-    p.add_argument("--index", choices=["vector", "halfvec"], default=INDEX)
+    p.add_argument("--index", choices=["vector", "halfvec"], default=DEFAULT_INDEX_TYPE)
     args = p.parse_args()
-    globals()["INDEX"] = args.index
     folder = DATA / f"realistic_{args.n}"
     if not (folder / "done").exists():
         sys.exit(f"no vector set in {folder}: run bench/search.py --n {args.n} --sets realistic")
@@ -219,7 +224,7 @@ def main() -> None:
     try:
         tune_server(db)
         for table, months in (("flat", False), ("month", True)):
-            result["load"][table] = load(db, folder, table, months)
+            result["load"][table] = load(db, folder, table, months, args.index)
             print(f"{table}: {json.dumps(result['load'][table])}", file=sys.stderr)
         for name in FILTERS:
             m = mask(folder, name)
@@ -231,11 +236,13 @@ def main() -> None:
                     continue
                 stats = {t: {"lat": [], "rec": []} for t in ("flat", "month")}
                 for t in stats:  # warm-up, and the plan
-                    run(db, t, name, method, queries[0], sel)
-                    entry[f"{t}_{method}_plan"] = run(db, t, name, method, queries[0], sel, True)[0]
+                    run(db, t, name, method, args.index, queries[0], sel)
+                    entry[f"{t}_{method}_plan"] = run(
+                        db, t, name, method, args.index, queries[0], sel, True
+                    )[0]
                 for q, tr in zip(queries, truth):
                     for t in stats:
-                        got, ms = run(db, t, name, method, q, sel)
+                        got, ms = run(db, t, name, method, args.index, q, sel)
                         stats[t]["lat"].append(ms)
                         stats[t]["rec"].append(len(got & tr) / max(1, min(10, len(tr))))
                 for t, s in stats.items():
