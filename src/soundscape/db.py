@@ -32,6 +32,15 @@ def normalize_url(url: str) -> str:
     )
 
 
+def libpq_url(url: str) -> str:
+    """The URL in the form libpq (psql, BI tools) accepts: ``postgresql://...``."""
+    return (
+        make_url(normalize_url(url))
+        .set(drivername="postgresql")
+        .render_as_string(hide_password=False)
+    )
+
+
 def mask_url(url: str) -> str:
     """The URL with its password hidden, for messages and ``db url``."""
     try:
@@ -127,39 +136,3 @@ def register_vector(conn: Connection) -> None:
 
         _register(raw)
         raw._soundscape_vector = True
-
-
-READER_ROLE = "soundscape_reader"
-
-
-def create_reader(engine: Engine, password: str | None, name: str = READER_ROLE) -> None:
-    """Create (or update) a login role that may only read the ``ranger`` schema: SELECT on its
-    views and EXECUTE on its search functions. It cannot read the tables behind them, nor write
-    anything; its sessions are read-only by default."""
-    from psycopg import sql
-
-    if not name.replace("_", "").isalnum():
-        raise DatabaseError(f"role name {name!r} must be letters, digits and underscores")
-    role = sql.Identifier(name)
-    with engine.begin() as conn:
-        raw = conn.connection.driver_connection
-        exists = raw.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [name]).fetchone()
-        if not exists:
-            raw.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
-        raw.execute(
-            sql.SQL(
-                "ALTER ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}"
-            ).format(role, sql.Literal(password) if password else sql.SQL("NULL"))
-        )
-        dbname = raw.execute("SELECT current_database()").fetchone()[0]
-        for stmt in (
-            "GRANT CONNECT ON DATABASE {db} TO {r}",
-            "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {r}",
-            "GRANT USAGE ON SCHEMA ranger TO {r}",
-            "GRANT SELECT ON ALL TABLES IN SCHEMA ranger TO {r}",
-            "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA ranger TO {r}",
-            "REVOKE EXECUTE ON FUNCTION ranger.refresh_detections(text) FROM PUBLIC, {r}",
-            "ALTER DEFAULT PRIVILEGES IN SCHEMA ranger GRANT SELECT ON TABLES TO {r}",
-            "ALTER ROLE {r} SET default_transaction_read_only = on",
-        ):
-            raw.execute(sql.SQL(stmt).format(db=sql.Identifier(dbname), r=role))

@@ -9,6 +9,7 @@ import click
 import sqlalchemy as sa
 
 from soundscape.cli.base import cli, database_option, echo_err, open_db
+from soundscape.roles import ReaderLimits, create_reader
 
 
 # --------------------------------------------------------------------------------------- db
@@ -78,13 +79,20 @@ def db_stop() -> None:
 
 
 @db.command("url")
+@click.option(
+    "--sqlalchemy", "as_sqlalchemy", is_flag=True, help="Print the SQLAlchemy form (+psycopg)."
+)
 @database_option
-def db_url(database: str | None) -> None:
-    """Print the database URL (password hidden), starting the embedded server if needed."""
-    from soundscape import server
-    from soundscape.db import mask_url
+def db_url(as_sqlalchemy: bool, database: str | None) -> None:
+    """Print the database URL (password hidden), starting the embedded server if needed.
 
-    click.echo(mask_url(database if database else server.ensure_running_url()))
+    The default is a libpq URL that psql and BI tools accept; --sqlalchemy prints the form
+    SQLAlchemy wants."""
+    from soundscape import server
+    from soundscape.db import libpq_url, mask_url, normalize_url
+
+    url = database if database else server.ensure_running_url()
+    click.echo(mask_url(normalize_url(url) if as_sqlalchemy else libpq_url(url)))
 
 
 @db.command("upgrade")
@@ -109,23 +117,66 @@ def db_upgrade(database: str | None, revision: str) -> None:
 @click.option(
     "--password",
     prompt=True,
+    prompt_required=False,
     hide_input=True,
     confirmation_prompt=True,
     envvar="SOUNDSCAPE_READER_PASSWORD",
-    help="The role's password (prompted; env: SOUNDSCAPE_READER_PASSWORD).",
+    help="The role's password; prompted when given without a value or not at all "
+    "(env: SOUNDSCAPE_READER_PASSWORD).",
+)
+@click.option(
+    "--statement-timeout",
+    default=ReaderLimits.statement_timeout,
+    show_default=True,
+    help="Longest query the role may run (PostgreSQL units: 30s, 5min).",
+)
+@click.option(
+    "--work-mem",
+    default=ReaderLimits.work_mem,
+    show_default=True,
+    help="Memory per sort/hash step of the role's queries.",
+)
+@click.option(
+    "--temp-file-limit",
+    default=ReaderLimits.temp_file_limit,
+    show_default=True,
+    help="Hard cap on temporary disk a query may use (only a superuser can raise it).",
+)
+@click.option(
+    "--revoke-other-databases/--keep-other-databases",
+    default=None,
+    help="Revoke CONNECT from PUBLIC on the server's other databases so the role reaches only "
+    "this one (default: yes for the embedded server, else a warning names them).",
 )
 @database_option
-def db_create_reader(name: str, password: str, database: str | None) -> None:
+def db_create_reader(
+    name: str,
+    password: str | None,
+    statement_timeout: str,
+    work_mem: str,
+    temp_file_limit: str,
+    revoke_other_databases: bool | None,
+    database: str | None,
+) -> None:
     """Create a read-only login role for BI tools: it may only read the ranger views and run
-    the ranger search functions."""
+    the ranger search functions, in read-only sessions with a statement timeout."""
     from sqlalchemy.engine import make_url
 
-    from soundscape.db import create_reader, mask_url
+    from soundscape.db import libpq_url, mask_url
 
+    if password is None:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     database_ = open_db(database)
-    create_reader(database_.engine, password, name)
+    limits = ReaderLimits(
+        statement_timeout=statement_timeout, work_mem=work_mem, temp_file_limit=temp_file_limit
+    )
+    revoke = database_.embedded if revoke_other_databases is None else revoke_other_databases
+    for warning in create_reader(
+        database_.engine, password, name, limits=limits, revoke_other_databases=revoke
+    ):
+        echo_err(f"warning: {warning}")
     url = make_url(database_.url).set(username=name, password=password)
     echo_err(
-        f"role {name} can read schema ranger; connect with "
-        f"{mask_url(url.set(drivername='postgresql').render_as_string(False))}"
+        f"role {name} can read schema ranger (statement timeout {statement_timeout}); "
+        f"connect with {mask_url(libpq_url(url.render_as_string(False)))}"
     )
