@@ -39,7 +39,8 @@ def test_wheel_ships_migrations_and_sql(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "soundscape/_migrations/env.py" in names
     assert "soundscape/_migrations/versions/0001_initial.py" in names
-    assert "soundscape/_sql/ranger_0001.sql" in names
+    assert "soundscape/_sql/catalog.sql" in names
+    assert "soundscape/_sql/frozen/0006_downgrade.sql" in names
     assert any(n.endswith("entry_points.txt") for n in names)
 
 

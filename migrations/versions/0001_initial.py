@@ -139,7 +139,7 @@ CREATE INDEX ingest_errors_path_idx ON ingest_errors (path);
 
 def upgrade() -> None:
     op.execute(SCHEMA)
-    op.execute(read_sql("ranger_0001.sql"))
+    op.execute(read_sql("catalog.sql"))
 
 
 def downgrade() -> None:

@@ -51,7 +51,9 @@ CREATE INDEX detections_segment_idx ON detections (space_id, segment_id);
 
 def upgrade() -> None:
     op.execute(SCHEMA)
-    op.execute(read_sql("search_0003.sql"))
+    # The current search family: its plpgsql bodies also read spaces.index_type (0006), which
+    # plpgsql only resolves when called; everything CREATE validates exists at this point.
+    op.execute(read_sql("search.sql"))
 
 
 def downgrade() -> None:
@@ -68,6 +70,10 @@ def downgrade() -> None:
         ("FUNCTION", "ranger._sensor_ids"),
         ("FUNCTION", "ranger._filter_sql"),
         ("FUNCTION", "ranger._search_vector_sql"),
+        ("FUNCTION", "ranger._space_rows"),
+        ("FUNCTION", "ranger._hnsw_distance_sql"),
+        ("FUNCTION", "ranger._check_query"),
+        ("FUNCTION", "ranger._check_int"),
         ("TABLE", "detections"),
         ("TABLE", "concepts"),
     ):

@@ -61,7 +61,7 @@ $$;
 
 def upgrade() -> None:
     op.execute(SCHEMA)
-    op.execute(read_sql("analytics_0004.sql"))
+    op.execute(read_sql("analytics.sql"))
     op.execute(GRANT_READER)
 
 

@@ -40,7 +40,7 @@ CREATE INDEX classifications_segment_idx ON classifications (space_id, segment_i
 
 def upgrade() -> None:
     op.execute(SCHEMA)
-    op.execute(read_sql("classify_0005.sql"))
+    op.execute(read_sql("classify.sql"))
 
 
 def downgrade() -> None:

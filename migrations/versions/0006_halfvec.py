@@ -23,7 +23,13 @@ def upgrade() -> None:
         "ALTER TABLE spaces ADD COLUMN index_type text NOT NULL DEFAULT 'vector' "
         "CHECK (index_type IN ('vector', 'halfvec'))"
     )
-    op.execute(read_sql("halfvec_0006.sql"))
+    # The old signatures of the two statement builders (an existing database at 0005 has them;
+    # a fresh one already got the new ones from 0003/0004's current files), then the current
+    # search and analytics families, whose index-ordered functions read spaces.index_type.
+    op.execute("DROP FUNCTION IF EXISTS ranger._search_vector_sql(integer, text, text)")
+    op.execute("DROP FUNCTION IF EXISTS ranger._knn_distance_sql(integer, text, text, text)")
+    op.execute(read_sql("search.sql"))
+    op.execute(read_sql("analytics.sql"))
 
 
 def downgrade() -> None:
@@ -42,6 +48,5 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION ranger._knn_distance_sql(integer, text, text, text, text)")
     op.execute("DROP FUNCTION ranger._hnsw_distance_sql(integer, text, text)")
     op.execute("DROP FUNCTION ranger._space_rows(integer)")
-    op.execute(read_sql("search_0003.sql"))
-    op.execute(read_sql("analytics_0004.sql"))
+    op.execute(read_sql("frozen/0006_downgrade.sql"))
     op.execute("ALTER TABLE spaces DROP COLUMN index_type")

@@ -3,7 +3,7 @@
 Each window of the period is scored by the mean cosine distance to its k nearest windows in
 the sensor's baseline (the same sensor, space and times of day; by default every window
 before the period), divided by the baseline's own typical k-NN distance. The scoring is one
-SQL function, ``ranger.anomaly_scores`` (sql/analytics_0004.sql), with pgvector doing the
+SQL function, ``ranger.anomaly_scores`` (sql/analytics.sql), with pgvector doing the
 neighbour search; this module picks the space, stores each run and merges windows into events.
 """
 

@@ -2,7 +2,7 @@
 
 The query (an audio file, a stored recording, or every recording) is windowed like ingest.
 For each query window, pgvector finds its nearest stored windows (``ranger.similar_windows`` /
-``ranger.duplicate_pairs`` in sql/analytics_0004.sql). A copy shows up as a run of
+``ranger.duplicate_pairs`` in sql/analytics.sql). A copy shows up as a run of
 consecutive query windows whose matches sit at the same time offset in one recording
 (found time = query time + offset), so pairs are grouped by recording and offset and each run
 is reported once: query span <-> found span, offset, mean/min score, number of windows.

@@ -1,3 +1,6 @@
+-- The classify family of the `ranger` schema (current definitions; see sql/README.md):
+-- zero-shot classification runs and labels. Applied by migration 0005.
+
 -- The windows of one space that pass the usual filters (same semantics as ranger.search_vector).
 CREATE OR REPLACE FUNCTION ranger.filtered_windows(
     p_space integer,

@@ -1,5 +1,6 @@
--- Search in SQL: one implementation used by the CLI, by ranger.search(concept, ...) and by
--- anyone with psql or a BI tool.
+-- The search family of the `ranger` schema (current definitions; see sql/README.md): search
+-- in SQL, one implementation used by the CLI, by ranger.search(concept, ...) and by anyone
+-- with psql or a BI tool. Applied by migrations 0003, 0006 and 0007.
 --
 -- ranger.search_vector ranks windows of one space by cosine similarity to a query vector,
 -- under filters on sensor/site/quadrant, local time of day (ranges may cross midnight), local
@@ -15,6 +16,11 @@
 --               1024-d, 20,833 of 192-d), or when the filter is so selective that the index
 --               scan would give up (max_scan_tuples * passing/total < 4 k), the exact scan is
 --               both faster and exact; otherwise HNSW.
+-- HNSW indexes are float32 (vector) or float16 (halfvec), a per-space choice (spaces.index_type,
+-- added by 0006): the index-ordered functions order by the expression of the space's own index
+-- (ranger._hnsw_distance_sql). Vectors stay stored as float32 in every case: distances and
+-- scores returned are exact float32 values, only the candidate order of the index scan comes
+-- from float16; the index can be switched back without losing anything.
 -- Every user value is a bound parameter (USING); only integers (dimension) are formatted in.
 
 CREATE OR REPLACE FUNCTION ranger._filter_sql(
@@ -51,10 +57,74 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
                          '{}'::integer[]) END
 $$;
 
+-- Input checks shared by the search and analytics functions, so that a bad argument gives a
+-- message naming the parameter and its allowed range (not "integer out of range" from deep
+-- inside, nor NaN scores). The limits: k (results or neighbours) 1..10,000 (the CLI's own
+-- --limit bound; HNSW candidate lists stop at 1,000 anyway); exact-scan limits
+-- 0..100,000,000 windows; ef_search 1..1,000 (pgvector's own range for hnsw.ef_search).
+-- ranger._check_int raises unless p_value is within p_min..p_max (NULL passes when
+-- p_nullable: the parameter's default is then used).
+CREATE OR REPLACE FUNCTION ranger._check_int(
+    p_name text, p_value bigint, p_min bigint, p_max bigint, p_nullable boolean DEFAULT false
+) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $fn$
+BEGIN
+    IF p_value IS NULL AND p_nullable THEN
+        RETURN;
+    END IF;
+    IF p_value IS NULL OR p_value < p_min OR p_value > p_max THEN
+        RAISE EXCEPTION '%', format('%s must be between %s and %s%s, not %s', p_name, p_min,
+                p_max, CASE WHEN p_nullable THEN ' (or NULL for the default)' ELSE '' END,
+                coalesce(p_value::text, 'NULL'))
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$fn$;
+
+-- A query vector must be given and have a direction: the cosine similarity to a zero vector is
+-- undefined (pgvector returns NaN). pgvector itself refuses NaN and infinite elements.
+CREATE OR REPLACE FUNCTION ranger._check_query(p_name text, p_vector vector) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $fn$
+BEGIN
+    IF p_vector IS NULL THEN
+        RAISE EXCEPTION '% (a query vector) is NULL', p_name
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT (vector_norm(p_vector) > 0) THEN
+        RAISE EXCEPTION '% is a zero vector: its cosine similarity to anything is undefined',
+            p_name
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$fn$;
+
+-- The expression an HNSW index of a space is built on and a query must ORDER BY to use it:
+-- cosine distance between the window's embedding and p_vec, both cast to the index's type.
+-- (soundscape.spaces.create_hnsw_index builds the index on the same cast.)
+CREATE OR REPLACE FUNCTION ranger._hnsw_distance_sql(p_dim integer, p_index text, p_vec text)
+RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_index IN ('vector', 'halfvec')
+                THEN format('g.embedding::%1$s(%2$s) <=> (%3$s)::%1$s(%2$s)', p_index, p_dim, p_vec)
+           END
+$$;
+
+-- Rows in a space: the planner's counts (kept by autovacuum/ANALYZE) of the leaf tables of
+-- its partition, whatever the partition's own layout.
+CREATE OR REPLACE FUNCTION ranger._space_rows(p_space integer) RETURNS double precision
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::double precision
+      FROM pg_partition_tree(to_regclass('segments_space_' || p_space)) t
+      JOIN pg_class c ON c.oid = t.relid
+     WHERE t.isleaf
+$$;
+
 -- The ranking statement of ranger.search_vector, for a space of dimension p_dim (EXPLAIN it
 -- with PREPARE: parameters $1 query vector, $2 space, $3 sensor ids, $4/$5 time of day,
 -- $6/$7 local dates, $8/$9 instants, $10 excluded window, $11 k, $12 min score).
-CREATE OR REPLACE FUNCTION ranger._search_vector_sql(p_dim integer, p_where text, p_method text)
+CREATE OR REPLACE FUNCTION ranger._search_vector_sql(
+    p_dim integer, p_where text, p_method text, p_index text
+)
 RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
     SELECT format(
@@ -74,12 +144,13 @@ LANGUAGE sql IMMUTABLE AS $$
           WHERE $12::real IS NULL OR 1 - h.distance >= $12
           ORDER BY h.distance, h.id',
         p_dim, p_where,
-        -- exact: cosine_distance() is a function call the HNSW index cannot serve
+        -- the distance reported is always the exact float32 one; exact: cosine_distance() is a
+        -- function call the HNSW index cannot serve
         CASE WHEN p_method = 'hnsw'
              THEN format('g.embedding::vector(%1$s) <=> $1::vector(%1$s)', p_dim)
              ELSE format('cosine_distance(g.embedding::vector(%1$s), $1::vector(%1$s))', p_dim) END,
         CASE WHEN p_method = 'hnsw'
-             THEN format('g.embedding::vector(%1$s) <=> $1::vector(%1$s)', p_dim)
+             THEN ranger._hnsw_distance_sql(p_dim, p_index, '$1')
              ELSE '9, g.id' END,
         p_method)
 $$;
@@ -117,6 +188,7 @@ SET hnsw.max_scan_tuples = 20000
 AS $fn$
 DECLARE
     v_dim integer;
+    v_index text;
     v_ids integer[];
     v_where text;
     v_passing bigint;
@@ -128,10 +200,11 @@ DECLARE
     v_sql text;
     v_limit integer;
 BEGIN
-    IF p_k IS NULL OR p_k < 1 THEN
-        RAISE EXCEPTION 'k must be a positive number of results';
-    END IF;
-    SELECT dimension INTO v_dim FROM spaces WHERE id = p_space;
+    PERFORM ranger._check_int('p_k (the number of results)', p_k, 1, 10000);
+    PERFORM ranger._check_int('p_exact_limit', p_exact_limit, 0, 100000000, true);
+    PERFORM ranger._check_int('p_ef_search', p_ef_search, 1, 1000, true);
+    PERFORM ranger._check_query('p_query', p_query);
+    SELECT dimension, index_type INTO v_dim, v_index FROM spaces WHERE id = p_space;
     IF v_dim IS NULL THEN
         RAISE EXCEPTION 'no space with id %', p_space;
     END IF;
@@ -152,8 +225,7 @@ BEGIN
     IF v_method <> 'exact' THEN
         -- How many windows pass the filters: the planner's estimate first (cheap); when that
         -- is anywhere near the exact-scan limit, an exact count that stops at limit + 1.
-        SELECT greatest(c.reltuples, 1) INTO v_total
-          FROM pg_class c WHERE c.relname = 'segments_space_' || p_space;
+        v_total := greatest(ranger._space_rows(p_space), 1);
         EXECUTE format('EXPLAIN (FORMAT JSON) SELECT 1 FROM segments g WHERE %s', v_where)
            INTO v_plan
           USING p_query, p_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
@@ -190,12 +262,13 @@ BEGIN
         PERFORM set_config('hnsw.ef_search', coalesce(p_ef_search,
             least(1000, greatest(400, 2 * p_k, ceil(4 / v_selectivity)))::integer)::text, true);
     END IF;
-    v_sql := ranger._search_vector_sql(v_dim, v_where, v_method);
+    v_sql := ranger._search_vector_sql(v_dim, v_where, v_method, v_index);
     RETURN QUERY EXECUTE v_sql
         USING p_query, p_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
               p_at_from, p_at_to, p_exclude, p_k, p_min_score;
 END
 $fn$;
+
 
 -- Label search for classifier spaces (BirdNET): windows ranked by their stored class score
 -- for any of the given labels (the best one names the hit).
@@ -225,9 +298,7 @@ DECLARE
     v_ids integer[];
     v_where text;
 BEGIN
-    IF p_k IS NULL OR p_k < 1 THEN
-        RAISE EXCEPTION 'k must be a positive number of results';
-    END IF;
+    PERFORM ranger._check_int('p_k (the number of results)', p_k, 1, 10000);
     v_ids := ranger._sensor_ids(p_sensors, p_sites, p_quadrants);
     v_where := ranger._filter_sql(v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
                                   p_at_from, p_at_to, NULL);
@@ -277,6 +348,7 @@ AS $fn$
 DECLARE
     c concepts%ROWTYPE;
 BEGIN
+    PERFORM ranger._check_int('k (the number of results)', k, 1, 10000);
     SELECT * INTO c FROM concepts WHERE name = concept;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no concept named %; see SELECT name FROM ranger.concepts', concept;

@@ -1,8 +1,152 @@
--- Analytics in SQL: anomaly scores (what does not sound like a sensor's normal sound) and the
--- window-level neighbour searches behind near-duplicate detection. Same conventions as
--- search_0003.sql: every user value is a bound parameter (USING); only integers (dimension,
--- space id) are formatted into statements; functions are SECURITY DEFINER with a fixed
--- search_path so the read-only role can run them without reading the tables.
+-- FROZEN: not a current definition (see sql/README.md). Used only by the downgrade of
+-- migration 0006 (halfvec): the six functions as migrations 0003/0004 defined them, before
+-- 0006 made them follow each space's index type. Never edit; never apply from an upgrade.
+
+-- The ranking statement of ranger.search_vector, for a space of dimension p_dim (EXPLAIN it
+-- with PREPARE: parameters $1 query vector, $2 space, $3 sensor ids, $4/$5 time of day,
+-- $6/$7 local dates, $8/$9 instants, $10 excluded window, $11 k, $12 min score).
+CREATE OR REPLACE FUNCTION ranger._search_vector_sql(p_dim integer, p_where text, p_method text)
+RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT format(
+        'WITH hits AS MATERIALIZED (
+             SELECT g.id, g.recording_id, g.sensor_id, g.start_s, g.end_s, g.starts_at,
+                    g.local_date, g.local_time, %3$s AS distance
+               FROM segments g
+              WHERE %2$s
+              ORDER BY %4$s
+              LIMIT $11)
+         SELECT h.id, (1 - h.distance)::real, h.recording_id, r.path, s.name, s.site,
+                s.quadrant, h.start_s, h.end_s, h.starts_at, h.local_date, h.local_time,
+                NULL::text, %5$L::text
+           FROM hits h
+           JOIN recordings r ON r.id = h.recording_id
+           JOIN sensors s ON s.id = h.sensor_id
+          WHERE $12::real IS NULL OR 1 - h.distance >= $12
+          ORDER BY h.distance, h.id',
+        p_dim, p_where,
+        -- exact: cosine_distance() is a function call the HNSW index cannot serve
+        CASE WHEN p_method = 'hnsw'
+             THEN format('g.embedding::vector(%1$s) <=> $1::vector(%1$s)', p_dim)
+             ELSE format('cosine_distance(g.embedding::vector(%1$s), $1::vector(%1$s))', p_dim) END,
+        CASE WHEN p_method = 'hnsw'
+             THEN format('g.embedding::vector(%1$s) <=> $1::vector(%1$s)', p_dim)
+             ELSE '9, g.id' END,
+        p_method)
+$$;
+
+CREATE OR REPLACE FUNCTION ranger.search_vector(
+    p_space integer,
+    p_query vector,
+    p_k integer DEFAULT 10,
+    p_sensors text[] DEFAULT NULL,
+    p_sites text[] DEFAULT NULL,
+    p_quadrants text[] DEFAULT NULL,
+    p_time_from time DEFAULT NULL,
+    p_time_to time DEFAULT NULL,
+    p_date_from date DEFAULT NULL,
+    p_date_to date DEFAULT NULL,
+    p_at_from timestamptz DEFAULT NULL,
+    p_at_to timestamptz DEFAULT NULL,
+    p_min_score real DEFAULT NULL,
+    p_exclude bigint DEFAULT NULL,
+    p_strategy text DEFAULT 'auto',
+    p_exact_limit integer DEFAULT NULL,
+    p_ef_search integer DEFAULT NULL
+) RETURNS TABLE (
+    segment_id bigint, score real, recording_id bigint, path text, sensor text, site text,
+    quadrant text, start_s real, end_s real, starts_at timestamptz, local_date date,
+    local_time time, label text, method text
+)
+-- VOLATILE only because it EXPLAINs the filter to estimate its selectivity; it writes nothing.
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = public, pg_temp
+-- Function-level SETs: what set_config() changes below is restored when the function returns.
+SET hnsw.iterative_scan = 'relaxed_order'
+SET hnsw.ef_search = 100
+SET hnsw.max_scan_tuples = 20000
+AS $fn$
+DECLARE
+    v_dim integer;
+    v_ids integer[];
+    v_where text;
+    v_passing bigint;
+    v_total double precision;
+    v_estimate double precision;
+    v_selectivity double precision := 1;
+    v_plan json;
+    v_method text := p_strategy;
+    v_sql text;
+    v_limit integer;
+BEGIN
+    IF p_k IS NULL OR p_k < 1 THEN
+        RAISE EXCEPTION 'k must be a positive number of results';
+    END IF;
+    SELECT dimension INTO v_dim FROM spaces WHERE id = p_space;
+    IF v_dim IS NULL THEN
+        RAISE EXCEPTION 'no space with id %', p_space;
+    END IF;
+    -- An exact scan costs about (rows x dimension); 4M floats (16 MB of vectors) is where the
+    -- index scan becomes faster on the benchmark machine (bench/search.py, docs/benchmarks.md).
+    v_limit := coalesce(p_exact_limit, greatest(1000, 4000000 / v_dim));
+    IF vector_dims(p_query) <> v_dim THEN
+        RAISE EXCEPTION 'query vector has % dimensions, space % has %',
+            vector_dims(p_query), p_space, v_dim;
+    END IF;
+    v_ids := ranger._sensor_ids(p_sensors, p_sites, p_quadrants);
+    v_where := ranger._filter_sql(v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
+                                  p_at_from, p_at_to, p_exclude);
+
+    IF v_method NOT IN ('auto', 'hnsw', 'exact') THEN
+        RAISE EXCEPTION 'strategy must be auto, hnsw or exact, not %', v_method;
+    END IF;
+    IF v_method <> 'exact' THEN
+        -- How many windows pass the filters: the planner's estimate first (cheap); when that
+        -- is anywhere near the exact-scan limit, an exact count that stops at limit + 1.
+        SELECT greatest(c.reltuples, 1) INTO v_total
+          FROM pg_class c WHERE c.relname = 'segments_space_' || p_space;
+        EXECUTE format('EXPLAIN (FORMAT JSON) SELECT 1 FROM segments g WHERE %s', v_where)
+           INTO v_plan
+          USING p_query, p_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
+                p_at_from, p_at_to, p_exclude;
+        v_estimate := (v_plan -> 0 -> 'Plan' ->> 'Plan Rows')::double precision;
+        IF v_estimate <= 4 * v_limit THEN
+            EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM segments g WHERE %s LIMIT %s) s',
+                           v_where, v_limit + 1)
+               INTO v_passing
+              USING p_query, p_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
+                    p_at_from, p_at_to, p_exclude;
+            v_estimate := CASE WHEN v_passing <= v_limit THEN v_passing
+                               ELSE greatest(v_estimate, v_passing) END;
+        ELSE
+            v_passing := v_limit + 1;  -- far above the limit: no need to count
+        END IF;
+        v_selectivity := least(1, v_estimate / greatest(v_total, v_estimate));
+        IF v_method = 'auto' THEN
+            IF v_passing <= v_limit
+               OR current_setting('hnsw.max_scan_tuples')::double precision * v_selectivity
+                  < 4 * p_k THEN
+                v_method := 'exact';
+            ELSE
+                v_method := 'hnsw';
+            END IF;
+        END IF;
+    END IF;
+
+    IF v_method = 'hnsw' THEN
+        -- ef_search is the candidate list of each step of the (iterative) index scan: at least
+        -- 400 (recall@10 0.97-0.98 at 10-50 % selectivity on 1M real-like 1024-d vectors, p95
+        -- under 35 ms; 100 gave 0.89-0.93) and 2k, larger as the filter gets more selective
+        -- (4 / selectivity), up to 1000.
+        PERFORM set_config('hnsw.ef_search', coalesce(p_ef_search,
+            least(1000, greatest(400, 2 * p_k, ceil(4 / v_selectivity)))::integer)::text, true);
+    END IF;
+    v_sql := ranger._search_vector_sql(v_dim, v_where, v_method);
+    RETURN QUERY EXECUTE v_sql
+        USING p_query, p_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
+              p_at_from, p_at_to, p_exclude, p_k, p_min_score;
+END
+$fn$;
 
 -- The k-nearest-neighbour distance statement behind ranger.anomaly_scores.
 --   p_targets    : a SELECT over `segments g` giving id, recording_id, start_s, end_s,
@@ -362,35 +506,3 @@ BEGIN
       USING p_space, p_k, p_min_score;
 END
 $fn$;
-
--- Stored anomaly runs and every scored window, with place and local time.
-CREATE OR REPLACE VIEW ranger.anomaly_runs AS
-SELECT ar.id AS run, s.name AS sensor, s.site, s.quadrant, sp.name AS space, ar.k,
-       ar.params, ar.baseline_windows, ar.scale, ar.method, ar.n_windows, ar.max_score,
-       ar.created_at
-  FROM anomaly_runs ar
-  JOIN sensors s ON s.id = ar.sensor_id
-  JOIN spaces sp ON sp.id = ar.space_id;
-
-CREATE OR REPLACE VIEW ranger.anomalies AS
-SELECT a.run_id        AS run,
-       a.rank,
-       a.score,
-       a.distance,
-       s.name          AS sensor,
-       s.site,
-       s.quadrant,
-       sp.name         AS space,
-       g.local_date,
-       g.local_time,
-       g.starts_at,
-       r.path,
-       g.start_s,
-       g.end_s,
-       a.segment_id,
-       g.recording_id
-  FROM anomaly_scores a
-  JOIN segments g ON g.space_id = a.space_id AND g.id = a.segment_id
-  JOIN recordings r ON r.id = g.recording_id
-  JOIN sensors s ON s.id = g.sensor_id
-  JOIN spaces sp ON sp.id = a.space_id;

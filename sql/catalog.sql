@@ -1,4 +1,6 @@
--- The `ranger` schema: what a BI tool (or a person with psql) reads. Views only depend on the
+-- The catalog family of the `ranger` schema (current definitions; see sql/README.md): the
+-- schema itself and the overview of recordings. Applied by migration 0001.
+-- The `ranger` schema is what a BI tool (or a person with psql) reads. Views only depend on the
 -- tables, so they can be replaced by later migrations without touching data.
 CREATE SCHEMA IF NOT EXISTS ranger;
 
