@@ -15,3 +15,24 @@ class ModelUnavailable(SoundscapeError):
 
 class DatabaseError(SoundscapeError):
     """The database cannot be reached or its schema is not at the expected revision."""
+
+
+class AnnotationError(SoundscapeError):
+    """An annotation cannot be stored: unknown recording or window, a span outside the
+    recording, an unknown verdict, an empty label."""
+
+
+class AnnotationImportError(AnnotationError):
+    """A file of annotations has bad rows; nothing of it was imported. ``problems`` holds
+    (line number, message) pairs."""
+
+    def __init__(self, path: object, problems: list[tuple[int, str]], limit: int = 20) -> None:
+        self.path = path
+        self.problems = problems
+        shown = [f"  line {line}: {message}" for line, message in problems[:limit]]
+        if len(problems) > limit:
+            shown.append(f"  ... and {len(problems) - limit} more")
+        super().__init__(
+            f"{path}: not imported, {len(problems)} bad row(s) (nothing of this file was "
+            "stored; fix them and import the file again):\n" + "\n".join(shown)
+        )

@@ -2,7 +2,15 @@
 and renders the result. Data goes to stdout, progress and messages to stderr; errors exit 1,
 usage errors 2. Commands live in modules by area and register themselves on ``cli``."""
 
-from soundscape.cli import analytics, catalog, db, ingest, jobs, search  # noqa: F401  (register commands)
+from soundscape.cli import (  # noqa: F401  (register commands)
+    analytics,
+    annotate,
+    catalog,
+    db,
+    ingest,
+    jobs,
+    search,
+)
 from soundscape.cli.base import (
     cli,
     database_option,
