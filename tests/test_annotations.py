@@ -395,9 +395,14 @@ def test_import_review_batch_verdicts(db, run_cli, tmp_path):
     for n, (verdict, (seg, start, end)) in enumerate(zip(["yes", "No", "", "?"], segs), 1):
         lines.append(f"{n}\tSpectrogram 1\t1\t{start}\t{end}\t{truck.path}\tsaw\t{verdict}\t{seg}")
     table.write_text("\n".join(lines) + "\n")
-    r = run_cli("annotate", "import", table, "--source", "review")
+    r = run_cli("annotate", "import", table)  # a Verdict column: source review
     assert r.exit_code == 0, r.output
     assert "1 unreviewed" in r.stderr
+    r = run_cli("annotate", "import", table, "--json")  # again: nothing new
+    assert _json(r)[0] == {
+        "file": str(table), "format": "raven", "source": "review", "imported": 0,
+        "duplicates": 3, "unreviewed": 1,
+    }  # fmt: skip
     got = [(a.segment_id, a.verdict, a.source) for a in _all(engine)]
     assert got == [(segs[0][0], "yes", "review"), (segs[1][0], "no", "review"),
                    (segs[3][0], "unsure", "review")]  # fmt: skip

@@ -111,6 +111,7 @@ class ImportResult:
 
     path: Path
     format: str
+    source: str
     imported: int = 0
     duplicates: int = 0  # rows already stored (or repeated in the file): skipped
     unreviewed: int = 0  # rows with an empty Verdict cell (an unreviewed review batch row)
@@ -120,6 +121,7 @@ class ImportResult:
         return {
             "file": str(self.path),
             "format": self.format,
+            "source": self.source,
             "imported": self.imported,
             "duplicates": self.duplicates,
             "unreviewed": self.unreviewed,
@@ -660,6 +662,11 @@ def detect_format(path: Path, text: str) -> str:
     )
 
 
+def _has_verdict_column(text: str) -> bool:
+    header = next((line for line in text.splitlines() if line.strip()), "")
+    return "verdict" in {c.strip().lower() for c in header.split("\t")}
+
+
 def _parse_raven(
     text: str, table: Path, recs: _Recordings, fixed: _Recording | None, problems: _Problems
 ) -> tuple[list[_Row], int]:
@@ -859,7 +866,7 @@ def import_file(
     path: str | Path,
     *,
     author: str | None = None,
-    source: str = "import",
+    source: str | None = "import",
     default_label: str | None = None,
     label: str | None = None,
     recording_id: int | None = None,
@@ -885,9 +892,12 @@ def import_file(
     ``search --raven`` tables, whose Label is the query). ``author`` is the author of files
     without an author column; in a file with one, an empty cell stays an unknown author.
     Full-band selections (0 Hz to the recording's Nyquist frequency) store no band.
+    ``source=None`` picks it from the file: ``review`` for a Raven table with a ``Verdict``
+    column (a review batch, see soundscape.review), else ``import``.
     """
     path = Path(path)
-    _check_source(source)
+    if source is not None:
+        _check_source(source)
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -909,6 +919,8 @@ def import_file(
             raise AnnotationError(
                 f"no recording with id {recording_id} (see `soundscape recordings list`)"
             )
+    if source is None:
+        source = "review" if fmt == "raven" and _has_verdict_column(text) else "import"
     problems = _Problems()
     unreviewed = 0
     if fmt == "raven":
@@ -960,7 +972,7 @@ def import_file(
     if problems.items:
         raise AnnotationImportError(path, sorted(problems.items), limit=_MAX_PROBLEMS_SHOWN)
 
-    result = ImportResult(path, fmt, unreviewed=unreviewed)
+    result = ImportResult(path, fmt, source, unreviewed=unreviewed)
     rec_ids = sorted({c["recording_id"] for c in checked})
     stored = {
         _key(r.recording_id, r.start_s, r.end_s, r.label, r.verdict)

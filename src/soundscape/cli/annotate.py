@@ -226,9 +226,8 @@ def annotate_labels(database, fmt) -> None:
 @click.option(
     "--source",
     type=click.Choice(["import", "review"]),
-    default="import",
-    show_default=True,
-    help="review: verdicts read back from a review batch.",
+    help="How the verdicts were made (default: review for Raven tables with a Verdict "
+    "column, i.e. review batches; else import).",
 )
 @click.option(
     "--format",
