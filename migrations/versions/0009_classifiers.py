@@ -1,19 +1,93 @@
-"""Few-shot classifiers trained on annotations and their detections (issue 11).
+"""Few-shot classifiers trained on annotations, what they scored and what they detected
+(issue 11). The ``ranger`` views and functions of this family live in ``sql/classifiers.sql``.
+
+- ``classifiers``: one row per trained version (name, version, space, labels, parameters, the
+  annotation ids used); retraining under the same name adds a version and keeps the old one.
+- ``classifier_labels``: per label of a version, the linear model on the space's embeddings
+  (``weights`` w and ``bias`` b: logit = w . x + b, probability = sigmoid(logit)), the
+  threshold (a probability) and the cross-validated metrics.
+- ``classifier_scored``: which windows a version has scored (so ``classify --new`` scores only
+  the others; a re-ingested window is gone from here by cascade and is scored again).
+- ``classifier_detections``: windows whose probability passed a label's threshold.
 
 Revision ID: 0009
 Revises: 0008
 Create Date: 2026-11-29
 """
 
+from alembic import op
+
+from soundscape.resources import read_sql
+
 revision = "0009"
 down_revision = "0008"
 branch_labels = None
 depends_on = None
 
+SCHEMA = """
+CREATE TABLE classifiers (
+    id              serial PRIMARY KEY,
+    name            text NOT NULL CHECK (name <> ''),
+    version         integer NOT NULL CHECK (version >= 1),
+    space_id        integer NOT NULL REFERENCES spaces (id) ON DELETE CASCADE,
+    labels          text[] NOT NULL CHECK (cardinality(labels) >= 1),
+    params          jsonb NOT NULL DEFAULT '{}',
+    annotation_ids  bigint[] NOT NULL DEFAULT '{}',
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (name, version)
+);
+
+CREATE TABLE classifier_labels (
+    classifier_id  integer NOT NULL REFERENCES classifiers (id) ON DELETE CASCADE,
+    label          text NOT NULL,
+    weights        vector NOT NULL,
+    bias           double precision NOT NULL,
+    threshold      real NOT NULL CHECK (threshold > 0 AND threshold < 1),
+    n_pos          integer NOT NULL,
+    n_neg          integer NOT NULL,
+    metrics        jsonb NOT NULL DEFAULT '{}',
+    PRIMARY KEY (classifier_id, label)
+);
+
+CREATE TABLE classifier_scored (
+    classifier_id  integer NOT NULL REFERENCES classifiers (id) ON DELETE CASCADE,
+    space_id       integer NOT NULL,
+    segment_id     bigint NOT NULL,
+    PRIMARY KEY (classifier_id, segment_id),
+    FOREIGN KEY (space_id, segment_id) REFERENCES segments (space_id, id) ON DELETE CASCADE
+);
+CREATE INDEX classifier_scored_segment_idx ON classifier_scored (space_id, segment_id);
+
+CREATE TABLE classifier_detections (
+    classifier_id  integer NOT NULL,
+    label          text NOT NULL,
+    space_id       integer NOT NULL,
+    segment_id     bigint NOT NULL,
+    score          real NOT NULL,
+    detected_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (classifier_id, label, segment_id),
+    FOREIGN KEY (classifier_id, label)
+        REFERENCES classifier_labels (classifier_id, label) ON DELETE CASCADE,
+    FOREIGN KEY (space_id, segment_id) REFERENCES segments (space_id, id) ON DELETE CASCADE
+);
+CREATE INDEX classifier_detections_segment_idx ON classifier_detections (space_id, segment_id);
+"""
+
 
 def upgrade() -> None:
-    pass  # placeholder: filled in by the work of this revision
+    op.execute(SCHEMA)
+    op.execute(read_sql("classifiers.sql"))
 
 
 def downgrade() -> None:
-    pass
+    for kind, name in (
+        ("VIEW", "ranger.classifier_detections"),
+        ("VIEW", "ranger.classifiers"),
+        ("FUNCTION", "ranger.search_classifier"),
+        ("FUNCTION", "ranger._classify_batch"),
+        ("TABLE", "classifier_detections"),
+        ("TABLE", "classifier_scored"),
+        ("TABLE", "classifier_labels"),
+        ("TABLE", "classifiers"),
+    ):
+        op.execute(f"DROP {kind} IF EXISTS {name} CASCADE")

@@ -211,6 +211,8 @@ class Query:
     kind: str = "text"
     #: a score floor implied by the query (a concept's threshold)
     min_score: float | None = None
+    #: kind "classifier": (name, version, label) of a trained classifier (soundscape.classifiers)
+    classifier: tuple[str, int, str] | None = None
 
     @property
     def is_labels(self) -> bool:
@@ -453,7 +455,17 @@ def run(
     if strategy not in STRATEGIES:
         raise SoundscapeError(f"strategy must be one of {', '.join(STRATEGIES)}")
     params = {**filters.params(), "space": query.space.id, "k": int(limit)}
-    if query.is_labels:
+    if query.classifier is not None:  # exact ranking by w . x + b (sql/classifiers.sql)
+        sql = (
+            "SELECT * FROM ranger.search_classifier(:name, :label, :k, "
+            "CAST(:sensors AS text[]), CAST(:sites AS text[]), CAST(:quadrants AS text[]), "
+            "CAST(:time_from AS time), CAST(:time_to AS time), CAST(:date_from AS date), "
+            "CAST(:date_to AS date), CAST(:at_from AS timestamptz), CAST(:at_to AS timestamptz), "
+            "CAST(:min_score AS real), :version)"
+        )
+        name, version, label = query.classifier
+        params.update(name=name, version=version, label=label)
+    elif query.is_labels:
         sql = (
             "SELECT * FROM ranger.search_labels(:space, CAST(:labels AS integer[]), :k, "
             "CAST(:sensors AS text[]), CAST(:sites AS text[]), CAST(:quadrants AS text[]), "

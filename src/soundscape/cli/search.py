@@ -127,20 +127,53 @@ def build_filters(sensors, sites, quadrants, time_range, date_from, date_to, min
     )
 
 
-def resolve_query(conn, text, audio, start, end, like, concept, space_name):
+def resolve_query(
+    conn,
+    text,
+    audio,
+    start,
+    end,
+    like,
+    concept,
+    space_name,
+    classifier=None,
+    label=None,
+    version=None,
+):
     """Exactly one query form -> a search.Query (and what min score a concept implies)."""
     from soundscape import search
 
     forms = [
         f
-        for f, v in (("TEXT", text), ("--audio", audio), ("--like", like), ("--concept", concept))
+        for f, v in (
+            ("TEXT", text),
+            ("--audio", audio),
+            ("--like", like),
+            ("--concept", concept),
+            ("--classifier", classifier),
+        )
         if v is not None
     ]
     if len(forms) != 1:
         raise click.UsageError(
-            "give exactly one query: TEXT, --audio FILE, --like WINDOW_ID or --concept NAME"
-            + (f" (got {', '.join(forms)})" if forms else "")
+            "give exactly one query: TEXT, --audio FILE, --like WINDOW_ID, --concept NAME or "
+            "--classifier NAME --label L" + (f" (got {', '.join(forms)})" if forms else "")
         )
+    if (label is not None or version is not None) and classifier is None:
+        raise click.UsageError("--label/--version go with --classifier NAME")
+    if classifier is not None:
+        from soundscape.classifiers import classifier_query, get_classifier
+
+        if label is None:
+            labels = [m.label for m in get_classifier(conn, classifier, version).labels]
+            raise click.UsageError(f"--classifier needs --label (one of: {', '.join(labels)})")
+        query = classifier_query(conn, classifier, label, version)
+        if space_name and space_name != query.space.name:
+            raise SoundscapeError(
+                f"classifier {classifier!r} was trained on space {query.space.name!r}, "
+                f"not {space_name!r}"
+            )
+        return query
     if (start is not None or end is not None) and audio is None:
         raise click.UsageError("--start/--end select a span of --audio FILE")
     if text is not None:
@@ -160,6 +193,13 @@ def resolve_query(conn, text, audio, start, end, like, concept, space_name):
 @click.argument("text", required=False)
 @_example_options
 @click.option("--concept", help="Run a stored concept (see `soundscape concepts list`).")
+@click.option(
+    "--classifier", help="Rank by a trained classifier's score (with --label; `soundscape train`)."
+)
+@click.option("--label", help="The classifier label to rank by.")
+@click.option(
+    "--version", "clf_version", type=click.IntRange(min=1), help="Classifier version (latest)."
+)
 @_filter_options
 @click.option("--min-score", type=float, help="Only hits scoring at least this.")
 @click.option("-n", "--limit", type=click.IntRange(1, 10000), default=10, show_default=True)
@@ -193,6 +233,9 @@ def search(
     end,
     like,
     concept,
+    classifier,
+    label,
+    clf_version,
     space_name,
     sensors,
     sites,
@@ -216,6 +259,7 @@ def search(
       soundscape search chainsaw --time 02:00-04:00 --quadrant N --from 7d
       soundscape search --audio example.wav --start 3 --end 6 --events
       soundscape search --like 1234 --site "North Marsh" --json
+      soundscape search --classifier saws --label saw --events --raven review/
     """
     from soundscape import search as s
 
@@ -223,7 +267,9 @@ def search(
     database_ = open_db(database)
     with database_.engine.connect() as conn:
         s.check_filter_names(conn, filters)
-        query = resolve_query(conn, text, audio, start, end, like, concept, space_name)
+        query = resolve_query(
+            conn, text, audio, start, end, like, concept, space_name, classifier, label, clf_version
+        )
         if query.min_score is not None and filters.min_score is None:
             filters.min_score = query.min_score
         echo_err(f"searching space {query.space.name} by {query.description}")
@@ -363,9 +409,16 @@ def concepts_refresh(names, database) -> None:
 @click.option(
     "--labels",
     "labels_text",
-    required=True,
-    help='Comma-separated labels, e.g. "speech, music, rain, bird song, chainsaw".',
+    help='Zero-shot: comma-separated labels, e.g. "speech, music, rain, bird song, chainsaw".',
 )
+@click.option(
+    "--classifier",
+    help="Instead: score windows with a trained classifier and store its detections.",
+)
+@click.option(
+    "--version", "clf_version", type=click.IntRange(min=1), help="Classifier version (latest)."
+)
+@click.option("--new", "new_only", is_flag=True, help="Only windows this version has not scored.")
 @click.option(
     "--template",
     default="the sound of {}",
@@ -399,6 +452,9 @@ def concepts_refresh(names, database) -> None:
 @format_options
 def classify(
     labels_text,
+    classifier,
+    clf_version,
+    new_only,
     template,
     space_name,
     sensors,
@@ -412,17 +468,29 @@ def classify(
     database,
     fmt,
 ) -> None:
-    """Zero-shot classification of every matching window against a few labels.
+    """Zero-shot classification of every matching window against a few labels, or scoring
+    with a trained classifier (--classifier NAME).
 
     CLAP: softmax over the labels' text similarities. BirdNET: the labels are matched to its own
-    classes. Results are stored: SELECT * FROM ranger.window_labels.
+    classes. Results are stored: SELECT * FROM ranger.window_labels. With --classifier, windows
+    whose score passes a label's threshold are stored as detections
+    (SELECT * FROM ranger.classifier_detections); --new skips windows already scored.
     """
     from soundscape import search as s
     from soundscape.classify import classify as run_classify
     from soundscape.classify import parse_labels
 
-    labels = parse_labels(labels_text)
+    if (labels_text is None) == (classifier is None):
+        raise click.UsageError("give either --labels (zero-shot) or --classifier NAME")
+    if classifier is None and (clf_version is not None or new_only):
+        raise click.UsageError("--version/--new go with --classifier NAME")
     filters = build_filters(sensors, sites, quadrants, time_range, date_from, date_to)
+    if classifier is not None:
+        if space_name:
+            raise click.UsageError("a classifier knows its space; leave out --space")
+        _classify_with(classifier, clf_version, new_only, filters, database, fmt)
+        return
+    labels = parse_labels(labels_text)
     database_ = open_db(database)
     with database_.engine.begin() as conn:
         s.check_filter_names(conn, filters)
@@ -445,3 +513,30 @@ def classify(
         else ["recording_id", "label", "score", "windows", "sensor", "local", "path"]
     )
     emit([i.as_row() for i in shown], fmt, columns)
+
+
+def _classify_with(name, version, new_only, filters, database, fmt) -> None:
+    """``classify --classifier``: score windows in SQL batches, store detections, print counts."""
+    from soundscape import classifiers
+    from soundscape import search as s
+
+    with open_db(database).engine.begin() as conn:
+        s.check_filter_names(conn, filters)
+        clf = classifiers.get_classifier(conn, name, version)
+        result = classifiers.classify(conn, clf, filters, new_only=new_only)
+    echo_err(
+        f"classifier {clf.name} v{clf.version} (space {clf.space.name}): scored "
+        f"{result.scored} window(s){' not scored before' if new_only else ''}; "
+        f"{result.detected} detection(s) stored or updated"
+    )
+    rows = [
+        {
+            "name": clf.name,
+            "version": clf.version,
+            "label": m.label,
+            "threshold": round(m.threshold, 4),
+            "detections": result.per_label.get(m.label, 0),
+        }
+        for m in clf.labels
+    ]
+    emit(rows, fmt, ["name", "version", "label", "threshold", "detections"])
