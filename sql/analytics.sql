@@ -239,12 +239,14 @@ DECLARE
     v_index text;
     v_total double precision;
     v_method text := p_strategy;
-    v_i integer;
+    v_i integer := 0;
+    v_vector vector;
 BEGIN
     PERFORM ranger._check_int('p_k (the number of results)', p_k, 1, 10000);
     PERFORM ranger._check_int('p_exact_limit', p_exact_limit, 0, 100000000);
-    FOR v_i IN 1 .. coalesce(cardinality(p_vectors), 0) LOOP
-        PERFORM ranger._check_query(format('p_vectors[%s]', v_i), p_vectors[v_i]);
+    FOREACH v_vector IN ARRAY coalesce(p_vectors, '{}') LOOP
+        v_i := v_i + 1;
+        PERFORM ranger._check_query(format('p_vectors[%s]', v_i), v_vector);
     END LOOP;
     IF v_method NOT IN ('auto', 'hnsw', 'exact') THEN
         RAISE EXCEPTION 'strategy must be auto, hnsw or exact, not %', v_method;

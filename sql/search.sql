@@ -372,7 +372,8 @@ END
 $fn$;
 
 -- (Re)compute the stored detections of one concept (or all): windows whose score passes the
--- concept's threshold. Vector concepts need a threshold; label concepts default to 0.5.
+-- concept's threshold. Vector concepts need a threshold; label concepts default to 0.5. A vector
+-- concept with a zero embedding is an error (every score would be NaN, and NaN >= threshold).
 CREATE OR REPLACE FUNCTION ranger.refresh_detections(p_concept text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -394,6 +395,7 @@ BEGIN
                AND sc.score >= coalesce(c.threshold, 0.5)
              GROUP BY sc.segment_id;
         ELSIF c.threshold IS NOT NULL THEN
+            PERFORM ranger._check_query(format('the embedding of concept %s', c.name), c.embedding);
             SELECT dimension INTO v_dim FROM spaces WHERE id = c.space_id;
             EXECUTE format(
                 'INSERT INTO detections (concept_id, space_id, segment_id, score)

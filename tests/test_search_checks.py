@@ -135,6 +135,20 @@ def test_search_labels_and_named_search_huge_k(engine, space):
     assert msg == f"k (the number of results) must be between 1 and 10000, not {HUGE}"
     msg = _error(engine, "SELECT * FROM ranger.search('zero', 5)")
     assert msg == "p_query is a zero vector: its cosine similarity to anything is undefined"
+    # stored detections of a zero concept: an error, not every window with a NaN score
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE concepts SET threshold = 0.5"))
+    msg = _error(engine, "SELECT ranger.refresh_detections('zero')")
+    assert msg == (
+        "the embedding of concept zero is a zero vector: its cosine similarity to anything is "
+        "undefined"
+    )
+    with engine.begin() as conn:
+        # (a stored zero window would score NaN against any query; ingest never stores one)
+        conn.execute(sa.text("DELETE FROM recordings WHERE path = 'b.wav'"))
+        n = conn.execute(sa.text("SELECT ranger.refresh_detections('ones')")).scalar_one()
+        scores = conn.execute(sa.text("SELECT score FROM detections")).scalars().all()
+    assert n == len(scores) and all(np.isfinite(scores))
 
 
 def test_anomaly_scores_huge_k_and_exact_limit(engine, space):

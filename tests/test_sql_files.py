@@ -22,8 +22,8 @@ from soundscape.resources import read_sql, sql_dir
 # record the new hash and that migration here.
 FINGERPRINTS = {
     "catalog.sql": ("0001", "fbf850fc3fae"),
-    "search.sql": ("0007", "9770768cfdab"),
-    "analytics.sql": ("0007", "3814faaf39d8"),
+    "search.sql": ("0007", "5accdaad92bb"),
+    "analytics.sql": ("0007", "1688d9c30d0e"),
     "classify.sql": ("0005", "09be065c4b7d"),
 }
 

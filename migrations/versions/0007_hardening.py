@@ -5,7 +5,8 @@
 ``ranger._check_query`` in sql/search.sql): k between 1 and 10,000, exact-scan limits between 0
 and 100,000,000, ef_search between 1 and 1,000, and a query vector that is not NULL and not
 zero; a bad one is an error naming the parameter and its range (SQLSTATE 22023) instead of
-"integer out of range" or NaN scores.
+"integer out of range" or NaN scores. ``refresh_detections`` refuses a vector concept whose
+embedding is zero (it stored every window as a NaN-scored detection).
 
 Downgrade keeps the stricter functions (and their two helpers): they need nothing this revision
 adds, so they run unchanged on the 0006 schema, and a frozen copy of the 0006 bodies would only
