@@ -188,7 +188,7 @@ def test_similar_windows_and_duplicate_pairs(engine, space):
 
 def test_library_search_run_names_the_parameter(engine, space):
     """search.run (what the CLI and notebooks call) gets the message, not NaN hits."""
-    errors = (SoundscapeError, sa.exc.DBAPIError)
+    errors = SoundscapeError
     zero = search.Query(space, "zero", vector=np.zeros(DIM, np.float32), kind="window")
     ones = search.Query(space, "ones", vector=np.ones(DIM, np.float32), kind="window")
     for query, kwargs, message in (
@@ -200,12 +200,6 @@ def test_library_search_run_names_the_parameter(engine, space):
             search.run(conn, query, search.Filters(), **kwargs)
 
 
-@pytest.mark.xfail(
-    raises=sa.exc.DBAPIError,
-    strict=True,
-    reason="search.run (src/soundscape/search.py) must turn the functions' SQLSTATE 22023 "
-    "errors into SoundscapeError for the CLI's exit 1; remove this marker when it does",
-)
 def test_cli_search_like_a_zero_window_exits_1(engine, space, cli_env, run_cli):
     with engine.connect() as conn:
         zero_id = conn.execute(

@@ -28,6 +28,8 @@ from soundscape.errors import SoundscapeError
 from soundscape.spaces import Space, get_space, list_spaces
 
 STRATEGIES = ("auto", "hnsw", "exact")
+#: SQLSTATE of the ranger functions' input checks (a bad k, ef_search or query vector)
+INVALID_PARAMETER_VALUE = "22023"
 
 #: Preference when no space is named: general text-audio models, then bioacoustics, then the
 #: baseline; spaces of other (plugin) models come last, in creation order.
@@ -490,7 +492,13 @@ def run(
             strategy=strategy,
             ef=ef_search,
         )
-    rows = conn.execute(sa.text(sql), params)
+    try:
+        rows = conn.execute(sa.text(sql), params).all()
+    except sa.exc.DBAPIError as exc:
+        # the ranger functions' input checks (k, ef_search, a zero query vector: sql/README.md)
+        if getattr(exc.orig, "sqlstate", None) == INVALID_PARAMETER_VALUE:
+            raise SoundscapeError(exc.orig.diag.message_primary) from exc
+        raise
     return [Hit(**dict(r._mapping)) for r in rows]
 
 
