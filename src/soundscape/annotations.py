@@ -213,6 +213,16 @@ _INSERT = sa.text(
 )
 
 
+_INSERT_MANY = sa.text(
+    "INSERT INTO annotations (recording_id, start_s, end_s, low_hz, high_hz, label, verdict, "
+    "author, source, note, segment_id) SELECT * FROM unnest(CAST(:recording_id AS bigint[]), "
+    "CAST(:start_s AS float8[]), CAST(:end_s AS float8[]), CAST(:low_hz AS real[]), "
+    "CAST(:high_hz AS real[]), CAST(:label AS text[]), CAST(:verdict AS text[]), "
+    "CAST(:author AS text[]), CAST(:source AS text[]), CAST(:note AS text[]), "
+    "CAST(:segment_id AS bigint[])) RETURNING id"
+)
+
+
 def _check_source(source: str) -> str:
     if source not in SOURCES:
         raise AnnotationError(f"unknown source {source!r}; use one of {', '.join(SOURCES)}")
@@ -514,15 +524,40 @@ def windows_labelled(
 
 # ------------------------------------------------------------------------------- import
 class _Recordings:
-    """Finds stored recordings by full path, file name or stem (loaded once per import)."""
+    """Finds stored recordings by id, full path, file name or stem for one import. Each
+    distinct name is looked up once (by SQL, not by loading every recording: a database may
+    hold 100,000 of them and an import may be hundreds of per-file tables)."""
+
+    _COLUMNS = "SELECT id, path, duration_s, sample_rate FROM recordings"
 
     def __init__(self, conn: Connection) -> None:
-        rows = conn.execute(sa.text("SELECT id, path, duration_s, sample_rate FROM recordings"))
-        self.all = [
+        self.conn = conn
+        self._by_name: dict[str, list[_Recording]] = {}
+        self._by_id: dict[int, _Recording | None] = {}
+        self._by_path: dict[str, list[_Recording]] = {}
+
+    def _rows(self, where: str, **params: Any) -> list[_Recording]:
+        rows = self.conn.execute(sa.text(f"{self._COLUMNS} WHERE {where} ORDER BY id"), params)
+        return [
             _Recording(int(r.id), r.path, float(r.duration_s), int(r.sample_rate)) for r in rows
         ]
-        self.by_id = {r.id: r for r in self.all}
-        self.by_path = {r.path: r for r in self.all}
+
+    def get(self, recording_id: int) -> _Recording | None:
+        if recording_id not in self._by_id:
+            found = self._rows("id = :i", i=int(recording_id))
+            self._by_id[recording_id] = found[0] if found else None
+        return self._by_id[recording_id]
+
+    def _named(self, name: str) -> list[_Recording]:
+        """Recordings whose file name (last path component) is ``name``."""
+        if name not in self._by_name:
+            pattern = "%/" + re.sub(r"([\\%_])", r"\\\1", name)
+            self._by_name[name] = [
+                r
+                for r in self._rows("path = :n OR path LIKE :p", n=name, p=pattern)
+                if PurePath(r.path).name == name
+            ]
+        return self._by_name[name]
 
     def _unique(self, matches: list[_Recording], what: str) -> _Recording:
         if len(matches) == 1:
@@ -540,12 +575,19 @@ class _Recordings:
     def find(self, path: str) -> _Recording:
         """By its full path, else by its file name when one stored recording has it."""
         text = path.strip()
-        if text in self.by_path:
-            return self.by_path[text]
+        if text not in self._by_path:
+            self._by_path[text] = self._rows("path = :p", p=text)
+        same = self._by_path[text]
+        if len(same) == 1:
+            return same[0]
+        if len(same) > 1:
+            raise AnnotationError(
+                f"{len(same)} stored recordings have the path {text!r} (ids "
+                f"{', '.join(str(r.id) for r in same)}: the file changed between ingests); "
+                "import this file with --recording ID"
+            )
         name = PurePath(text.replace("\\", "/")).name
-        return self._unique(
-            [r for r in self.all if PurePath(r.path).name == name], f"path or file name {text!r}"
-        )
+        return self._unique(self._named(name), f"path or file name {text!r}")
 
     def from_table_name(self, table: Path) -> _Recording:
         """The recording a table names by its own file name: ``<stem>.r<id>.selections.txt``
@@ -566,7 +608,7 @@ class _Recordings:
         stem = re.sub(r"\.Table\.\d+$", "", stem)
         m = re.fullmatch(r"(.*)\.r(\d+)", stem)
         if m:
-            rec = self.by_id.get(int(m.group(2)))
+            rec = self.get(int(m.group(2)))
             wanted = m.group(1)
             if rec is None or wanted not in {
                 PurePath(rec.path).stem,
@@ -577,8 +619,14 @@ class _Recordings:
                     "which is not stored here; give --recording ID or a Begin Path column"
                 )
             return rec
+        # Candidates whose path contains the stem (soundscape writes slugged stems, which may
+        # not appear verbatim: then every recording is a candidate), then exact stem matches.
+        like = "%" + re.sub(r"([\\%_])", r"\\\1", stem) + "%"
+        candidates = self._rows("path LIKE :p", p=like) or (
+            self._rows("true") if _slug(stem) == stem and "-" in stem else []
+        )
         matches = [
-            r for r in self.all if stem in {PurePath(r.path).stem, _slug(PurePath(r.path).stem)}
+            r for r in candidates if stem in {PurePath(r.path).stem, _slug(PurePath(r.path).stem)}
         ]
         try:
             return self._unique(matches, f"file name {stem!r} (from {table.name!r})")
@@ -914,7 +962,7 @@ def import_file(
     recs = _Recordings(conn)
     fixed = None
     if recording_id is not None:
-        fixed = recs.by_id.get(int(recording_id))
+        fixed = recs.get(int(recording_id))
         if fixed is None:
             raise AnnotationError(
                 f"no recording with id {recording_id} (see `soundscape recordings list`)"
@@ -992,8 +1040,9 @@ def import_file(
             continue
         stored.add(key)
         fresh.append(c)
-    for c in fresh:
-        result.ids.append(int(conn.execute(_INSERT, c).scalar_one()))
+    if fresh:  # one statement for the whole file
+        columns = {k: [c[k] for c in fresh] for k in fresh[0]}
+        result.ids = sorted(int(i) for i in conn.execute(_INSERT_MANY, columns).scalars())
     result.imported = len(result.ids)
     return result
 
