@@ -727,3 +727,55 @@ def test_migration_downgrade_and_upgrade(db_url):
             assert conn.execute(sa.text("SELECT count(*) FROM ranger.annotations")).scalar() == 0
     finally:
         engine.dispose()
+
+
+def test_awkward_file_names_and_a_path_stored_twice(db_url, cli_env, run_cli, tmp_path):
+    """A name with a space, '_' and '%' (LIKE wildcards; soundscape slugs it in file names)
+    and a path whose file changed between two ingests."""
+    assert run_cli("sensors", "add", "s1").exit_code == 0
+    odd = tmp_path / "dawn chorus_1%.ogg"
+    shutil.copy(EXAMPLES / "crow.ogg", odd)
+    same = tmp_path / "same.ogg"
+    shutil.copy(EXAMPLES / "owl.ogg", same)
+    for path in (odd, same):
+        assert run_cli("ingest", path, "-s", "s1", "-m", "spectral", "-q").exit_code == 0
+    shutil.copy(EXAMPLES / "cuckoo.ogg", same)  # the file changes and is ingested again
+    assert run_cli("ingest", same, "-s", "s1", "-m", "spectral", "-q").exit_code == 0
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            ids = dict(
+                conn.execute(
+                    sa.text("SELECT path, array_agg(id ORDER BY id) FROM recordings GROUP BY path")
+                ).fetchall()
+            )
+        [odd_id] = ids[str(odd)]
+        assert len(ids[str(same)]) == 2
+
+        f = tmp_path / "odd.csv"
+        f.write_text(f"path,start_s,end_s,label\n{odd.name},0,1,crow\n")
+        r = run_cli("annotate", "import", f)
+        assert r.exit_code == 0, r.output
+        out = tmp_path / "out"
+        assert run_cli("annotate", "export", "--format", "audacity", out).exit_code == 0
+        [track] = out.iterdir()
+        assert track.name == "dawn-chorus_1.txt"  # slugged
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM annotations"))
+        r = run_cli("annotate", "import", track, "--json")
+        assert r.exit_code == 0, r.output
+        with engine.connect() as conn:
+            assert [(a.recording_id, a.label) for a in ann.list_annotations(conn)] == [
+                (odd_id, "crow")
+            ]
+
+        f = tmp_path / "same.csv"
+        f.write_text(f"path,start_s,end_s,label\n{same},0,0.5,owl\n")
+        r = run_cli("annotate", "import", f)
+        assert r.exit_code == 1
+        assert "line 2: 2 stored recordings have the path" in r.stderr
+        assert "--recording ID" in r.stderr
+        r = run_cli("annotate", "import", f, "--recording", ids[str(same)][0])
+        assert r.exit_code == 0, r.output
+    finally:
+        engine.dispose()
