@@ -10,6 +10,7 @@ decoder itself may differ by ~1 ulp depending on read sizes).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Iterator
@@ -49,6 +50,8 @@ _CONTAINERS = {
 }
 # exceptions soundfile/libsndfile raise for bad input
 _DECODE_ERRORS = (sf.SoundFileError, RuntimeError, OSError, ValueError)
+# with --allow-truncated, a failed block is re-read in steps of this many frames
+_SALVAGE_FRAMES = 4096
 # decode_span starts the resampler this long before the span (soxr HQ latency is ~10-30 ms)
 _PREROLL_S = 0.1
 
@@ -167,13 +170,21 @@ class _MonoDecoder:
         out_rate: int,
         block_frames: int,
         max_frames: int | None = None,
+        allow_truncated: bool = False,
     ) -> None:
         self.p, self.f, self.out_rate = p, f, out_rate
         self.block_frames = max(1, block_frames)
         self.max_frames = max_frames
+        self.allow_truncated = allow_truncated
         self.frames_read = 0
+        #: why decoding stopped early (only with ``allow_truncated``)
+        self.error: str | None = None
 
     def __iter__(self) -> Iterator[np.ndarray]:
+        with contextlib.ExitStack() as stack:
+            yield from self._decode(stack)
+
+    def _decode(self, stack: contextlib.ExitStack) -> Iterator[np.ndarray]:
         f, in_rate = self.f, int(self.f.samplerate)
         rs = None
         if in_rate != self.out_rate:
@@ -189,10 +200,28 @@ class _MonoDecoder:
                 block = f.read(want, dtype="float32", always_2d=True, out=buf)
             except _DECODE_ERRORS as e:
                 t = self.frames_read / in_rate
+                if self.allow_truncated and self.block_frames > _SALVAGE_FRAMES:
+                    # keep what decodes before the damage: reopen (the failed handle may not
+                    # seek any more), go back to where we were, read in small steps
+                    try:
+                        salvage = sf.SoundFile(str(self.p))
+                        salvage.seek(self.frames_read)
+                    except _DECODE_ERRORS:
+                        pass
+                    else:
+                        stack.enter_context(salvage)
+                        f = salvage
+                        self.block_frames = _SALVAGE_FRAMES
+                        buf = buf[: self.block_frames]
+                        continue
+                if self.allow_truncated:
+                    self.error = f"decoding failed after {t:.2f} s (libsndfile: {e})"
+                    break
                 raise AudioError(
                     f"{self.p}: truncated or corrupt audio: decoding failed after {t:.2f} s "
-                    f"(libsndfile: {e}). Re-copy the file, or repair/re-encode it "
-                    "(e.g. ffmpeg -i in.ext out.flac)."
+                    f"(libsndfile: {e}). Re-copy the file, repair/re-encode it "
+                    "(e.g. ffmpeg -i in.ext out.flac), or pass --allow-truncated to store the "
+                    "part that decodes."
                 ) from e
             n = block.shape[0]
             if n == 0:
@@ -202,6 +231,81 @@ class _MonoDecoder:
             yield mono if rs is None else rs.resample_chunk(mono, last=False)
         if rs is not None:
             yield rs.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+
+
+# --------------------------------------------------------------------------- completeness
+# A truncated file often decodes without an error: libsndfile sizes a WAV by the bytes present
+# and an Ogg stream by its last page. So the file's own structure is checked: what its header
+# declares (WAV data chunk, mp3 Xing/LAME frame count) and whether an Ogg stream ends with its
+# end-of-stream page.
+_TAIL_BYTES = 1 << 16
+
+
+def incomplete(p: Path, info: AudioInfo, frames_read: int) -> str | None:
+    """Why a file that decoded to ``frames_read`` frames is incomplete, or None."""
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(_TAIL_BYTES)
+            size = os.fstat(fh.fileno()).st_size
+            fh.seek(max(0, size - _TAIL_BYTES))
+            tail = fh.read()
+    except OSError as e:
+        return f"cannot re-read the file ({e})"
+    if head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE":
+        reason = _wav_shortfall(head, size)
+        if reason:
+            return reason
+    if head[:4] == b"OggS":
+        reason = _ogg_shortfall(tail, size)
+        if reason:
+            return reason
+    # Whatever the format: fewer frames than the header declares (mp3 Xing/LAME counts).
+    slack = max(round(0.05 * info.sample_rate), 2304)
+    if frames_read + slack < info.frames:
+        return (
+            f"decoded {frames_read / info.sample_rate:.2f} s of the "
+            f"{info.duration_s:.2f} s its header declares"
+        )
+    return None
+
+
+def _wav_shortfall(head: bytes, size: int) -> str | None:
+    """A WAV whose data chunk declares more bytes than the file holds."""
+    pos, data_size64 = 12, None
+    while pos + 8 <= len(head):
+        cid, n = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], "little")
+        if cid == b"ds64" and pos + 24 <= len(head):  # RF64: the real 64-bit sizes
+            data_size64 = int.from_bytes(head[pos + 16 : pos + 24], "little")
+        if cid == b"data":
+            declared = data_size64 if n == 0xFFFFFFFF and data_size64 else n
+            if declared in (0, 0xFFFFFFFF):  # streaming writers leave the size open
+                return None
+            present = size - (pos + 8)
+            if present < declared:
+                return (
+                    f"its data chunk declares {declared} bytes but the file holds {present} "
+                    f"({100 * present / declared:.0f} %)"
+                )
+            return None
+        pos += 8 + n + (n & 1)
+    return None
+
+
+def _ogg_shortfall(tail: bytes, size: int) -> str | None:
+    """An Ogg stream must end with a complete page flagged end-of-stream."""
+    at = tail.rfind(b"OggS")
+    while at >= 0:
+        page = tail[at:]
+        if len(page) >= 27 and page[4] == 0:  # a plausible page header (version 0)
+            nseg = page[26]
+            if len(page) >= 27 + nseg:
+                length = 27 + nseg + sum(page[27 : 27 + nseg])
+                if length == len(page):
+                    return None if page[5] & 0x04 else "its last Ogg page is not end-of-stream"
+                if length > len(page):
+                    return "its last Ogg page is cut off"
+        at = tail.rfind(b"OggS", 0, at)
+    return "no complete Ogg page at its end"
 
 
 def _mean(block: np.ndarray) -> np.ndarray:
@@ -254,6 +358,7 @@ class WindowStream:
         *,
         batch_size: int = 32,
         block_s: float = 30.0,
+        allow_truncated: bool = False,
     ) -> None:
         self.window_samples, self.hop_samples = _window_params(sample_rate, window_s, hop_s)
         if batch_size < 1:
@@ -266,6 +371,9 @@ class WindowStream:
         self.hop_s = float(hop_s)
         self.batch_size = int(batch_size)
         self.block_s = float(block_s)
+        self.allow_truncated = allow_truncated
+        #: why the file is incomplete, when ``allow_truncated`` kept what decodes
+        self.truncated: str | None = None
         self.info: AudioInfo | None = None  # set when iteration opens the file
         self.duration_s: float | None = None
         self.n_windows: int | None = None
@@ -273,6 +381,7 @@ class WindowStream:
 
     def __iter__(self) -> Iterator[WindowBatch]:
         self.duration_s = self.n_windows = self.n_samples = None
+        self.truncated = None
         p, f = _open(self.path)
         with f:
             self.info = info = _info(p, f)
@@ -281,7 +390,9 @@ class WindowStream:
     def _run(self, p: Path, f: sf.SoundFile, info: AudioInfo) -> Iterator[WindowBatch]:
         sr, w, h, bs = self.sample_rate, self.window_samples, self.hop_samples, self.batch_size
         in_rate = int(f.samplerate)
-        dec = _MonoDecoder(p, f, sr, round(self.block_s * in_rate))
+        dec = _MonoDecoder(
+            p, f, sr, round(self.block_s * in_rate), allow_truncated=self.allow_truncated
+        )
 
         # carry buffer: resampled samples [buf_start, n) not yet consumed by a complete window
         buf = np.zeros(0, dtype=np.float32)
@@ -339,6 +450,13 @@ class WindowStream:
             raise AudioError(
                 f"{p}: no audio could be decoded. The file is empty, truncated or corrupt."
             )
+        shortfall = dec.error or incomplete(p, info, dec.frames_read)
+        if shortfall and not self.allow_truncated:
+            raise AudioError(
+                f"{p}: truncated: {shortfall}. Re-copy the file, or pass --allow-truncated to "
+                "store the part that decodes."
+            )
+        self.truncated = shortfall
         if k == 0 or (k * h < total and (k - 1) * h + w < total):
             put(buf[:w])
             k += 1

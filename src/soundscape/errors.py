@@ -17,6 +17,15 @@ class DatabaseError(SoundscapeError):
     """The database cannot be reached or its schema is not at the expected revision."""
 
 
+class ConnectionLost(DatabaseError):
+    """The connection to the database broke mid-work (server stopped or unreachable); what
+    was in progress was rolled back, and running the same command again resumes."""
+
+
+class FileChanged(SoundscapeError):
+    """A file changed while it was being ingested; nothing of it was stored."""
+
+
 class AnnotationError(SoundscapeError):
     """An annotation cannot be stored: unknown recording or window, a span outside the
     recording, an unknown verdict, an empty label."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -25,7 +26,7 @@ from soundscape.audio import AudioInfo, WindowStream, is_supported, probe
 from soundscape.db import register_vector
 from soundscape.embedders import Embedder, get_model_class, load_model
 from soundscape.embedders.scores import top_scores
-from soundscape.errors import AudioError, SoundscapeError
+from soundscape.errors import AudioError, ConnectionLost, FileChanged, SoundscapeError
 from soundscape.sensors import Sensor, get_sensor
 from soundscape.spaces import Space, ensure_space, resolve_window
 from soundscape.timeutil import localize, parse_start_time, window_times
@@ -69,12 +70,15 @@ class FileResult:
     #: the file's SHA-256 when it was read; for a failure, the exception behind it
     sha256: str | None = field(default=None, repr=False)
     exception: BaseException | None = field(default=None, repr=False)
+    #: stored with a caveat (e.g. a truncated file kept with --allow-truncated)
+    warning: str | None = None
 
     def as_dict(self) -> dict:
         return {
             "path": self.path,
             "status": self.status,
             "reason": self.reason,
+            "warning": self.warning,
             "recording_id": self.recording_id,
             "duration_s": round(self.duration_s, 3),
             "segments": self.segments,
@@ -137,6 +141,35 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def file_identity(path: Path) -> tuple[int, int, int, int]:
+    """What changes when a file is rewritten, appended to or replaced: device, inode, size,
+    modification time (ns)."""
+    st = path.stat()
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def check_unchanged(path: Path, identity: tuple[int, int, int, int]) -> None:
+    """Raise FileChanged if ``path`` is no longer the file ``identity`` was taken of."""
+    try:
+        changed = file_identity(path) != identity
+    except OSError:
+        changed = True
+    if changed:
+        raise FileChanged(
+            f"{path}: the file changed while it was being ingested (size, time or inode "
+            "differ); nothing of it was stored. Ingest it again once it is complete "
+            "(`soundscape watch --settle` waits for files to stop changing)."
+        )
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """True if a database error means the connection itself is gone (server stopped,
+    network down), as opposed to a problem with the data of one file."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(exc.orig, psycopg.OperationalError)
+    return isinstance(exc, psycopg.OperationalError)  # from the raw COPY cursor
+
+
 @dataclass
 class _Target:
     """A model and the space it writes into."""
@@ -158,13 +191,17 @@ class Ingestor:
         hop_s: float | None = None,
         replace: bool = False,
         record_errors: bool = True,
+        allow_truncated: bool = False,
     ) -> None:
         """``record_errors=False`` leaves failures out of ``ingest_errors`` (the job worker
-        records a failure once, when a job fails for good)."""
+        records a failure once, when a job fails for good). ``allow_truncated`` stores the
+        decodable part of a truncated file (with a warning, marked in the recording's
+        metadata) instead of failing it."""
         if not models:
             raise SoundscapeError("no model given; use --model, e.g. --model birdnet")
         self.engine = engine
         self.replace = replace
+        self.allow_truncated = allow_truncated
         self.record_errors = record_errors
         #: called after every batch of every space; may raise to abandon the file (its
         #: transaction rolls back and the result is "failed" with that exception)
@@ -204,6 +241,7 @@ class Ingestor:
         path = Path(path)
         shown = str(path)
         try:
+            before = file_identity(path)
             info = probe(path)
             digest = sha256_file(path)
         except AudioError as exc:
@@ -219,11 +257,28 @@ class Ingestor:
             )
 
         try:
-            return self._store(path, info, digest, start_time, on_progress)
+            return self._store(path, info, digest, before, start_time, on_progress)
+        except FileChanged as exc:
+            return self._failed(shown, digest, str(exc))
         except AudioError as exc:
+            try:  # a file rewritten mid-ingest may fail to decode: say what really happened
+                check_unchanged(path, before)
+            except FileChanged as changed:
+                return self._failed(shown, digest, str(changed))
             return self._failed(shown, digest, str(exc))
         except (KeyboardInterrupt, SystemExit):
             raise
+        except (sa.exc.DBAPIError, psycopg.Error) as exc:
+            if connection_lost(exc):
+                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+                raise ConnectionLost(
+                    f"lost the connection to the database while storing {path} ({reason}); "
+                    "nothing of that file was stored. Check that the database runs "
+                    "(`soundscape db status`), then run the same command again to resume."
+                ) from exc
+            log.debug("ingest of %s failed", path, exc_info=True)
+            orig = getattr(exc, "orig", None) or exc
+            return self._failed(shown, digest, f"{path}: {type(exc).__name__}: {orig}")
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
             log.debug("ingest of %s failed", path, exc_info=True)
             return self._failed(shown, digest, f"{path}: {type(exc).__name__}: {exc}")
@@ -233,6 +288,7 @@ class Ingestor:
         path: Path,
         info: AudioInfo,
         digest: str,
+        identity: tuple[int, int, int, int],
         start_time: datetime | None,
         on_progress: Callable[[float], None] | None,
     ) -> FileResult:
@@ -266,10 +322,19 @@ class Ingestor:
                         "start": started_at,
                     },
                 ).scalar()
-                if rec_id is None:  # another process stored it between our SELECT and INSERT
-                    return FileResult(
-                        str(path), "skipped", "stored concurrently by another process"
-                    )
+                if rec_id is None:
+                    # Another process stored it between our SELECT and INSERT (the INSERT
+                    # waited for its commit): go on as for a stored recording, space by space.
+                    rec = conn.execute(
+                        sa.text("SELECT id, path FROM recordings WHERE sha256 = :h FOR UPDATE"),
+                        {"h": digest},
+                    ).fetchone()
+                    if rec is None:
+                        raise SoundscapeError(
+                            f"{path}: another process stored this recording and removed it "
+                            "again meanwhile; run the command again"
+                        )
+            if rec is None:
                 todo = self.targets
             else:
                 rec_id = rec.id
@@ -327,7 +392,7 @@ class Ingestor:
             result = FileResult(str(path), "stored", recording_id=rec_id)
             for i, target in enumerate(todo):
                 # Progress is reported for the first space only, so the bar counts audio once.
-                n, duration = self._embed_into(
+                n, duration, truncated = self._embed_into(
                     conn, target, rec_id, path, started_at, on_progress if i == 0 else None
                 )
                 conn.execute(
@@ -339,10 +404,18 @@ class Ingestor:
                 )
                 result.segments[target.space.name] = n
                 result.duration_s = duration
+                result.warning = result.warning or truncated
+            # What was hashed must be what was decoded: refuse a file that changed meanwhile.
+            check_unchanged(path, identity)
             # The exact duration comes from the samples decoded, not the header.
             conn.execute(
-                sa.text("UPDATE recordings SET duration_s = :d WHERE id = :r"),
-                {"d": result.duration_s, "r": rec_id},
+                sa.text(
+                    "UPDATE recordings SET duration_s = :d, metadata = CASE "
+                    "WHEN CAST(:trunc AS text) IS NULL THEN metadata - 'truncated' "
+                    "ELSE metadata || jsonb_build_object('truncated', CAST(:trunc AS text)) END "
+                    "WHERE id = :r"
+                ),
+                {"d": result.duration_s, "r": rec_id, "trunc": result.warning},
             )
             conn.execute(
                 sa.text(
@@ -372,18 +445,33 @@ class Ingestor:
         path: Path,
         started_at: datetime | None,
         on_progress: Callable[[float], None] | None,
-    ) -> tuple[int, float]:
-        """Stream windows of ``path`` through the model and COPY them; returns (count, duration)."""
+    ) -> tuple[int, float, str | None]:
+        """Stream windows of ``path`` through the model and COPY them; returns (count,
+        duration, why the file is truncated if it is and that is allowed)."""
         model, space = target.model, target.space
         raw = conn.connection.driver_connection
         stream = WindowStream(
-            path, space.sample_rate, space.window_s, space.hop_s, batch_size=model.batch_size
+            path,
+            space.sample_rate,
+            space.window_s,
+            space.hop_s,
+            batch_size=model.batch_size,
+            allow_truncated=self.allow_truncated,
         )
         n = 0
         covered = 0.0
         with raw.cursor() as cur:
             for batch in prefetch(stream):
                 vectors, scores = model.embed_audio_and_scores(batch.samples)
+                bad = ~np.isfinite(vectors).all(axis=1)
+                if bad.any():
+                    at = float(batch.start_s[int(np.argmax(bad))])
+                    raise AudioError(
+                        f"{path}: model {space.model} gave non-finite values for the window at "
+                        f"{at:.2f} s: the audio holds extreme sample values (a float file not "
+                        "scaled to [-1, 1]?). Rescale or re-encode it (e.g. sox in.wav -b 16 "
+                        "out.wav gain -n)."
+                    )
                 ids = [
                     r[0]
                     for r in cur.execute(
@@ -423,7 +511,7 @@ class Ingestor:
                     end = float(batch.end_s[-1])
                     on_progress(max(0.0, end - covered))
                     covered = max(covered, end)
-        return n, float(stream.duration_s)
+        return n, float(stream.duration_s), stream.truncated
 
     def refresh_sensor(self) -> None:
         """Re-read the sensor (its timezone may have changed since this ingestor was made)."""

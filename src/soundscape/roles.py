@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import psycopg
 from psycopg import Connection as PgConnection
-from psycopg import errors as pg_errors
 from psycopg import sql
 from sqlalchemy.engine import Engine
 
@@ -112,7 +112,7 @@ def create_reader(
             raw.execute("SAVEPOINT check_setting")
             try:
                 raw.execute("SELECT set_config(%s, %s, true)", [setting, value])
-            except (pg_errors.DataException, pg_errors.InvalidParameterValue) as exc:
+            except psycopg.DataError as exc:  # class 22: an invalid value
                 raise DatabaseError(f"invalid {setting} {value!r}: {exc}") from exc
             finally:
                 raw.execute("ROLLBACK TO SAVEPOINT check_setting")

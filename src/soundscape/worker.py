@@ -22,8 +22,9 @@ committed by exactly one claim, and a job is never ``done`` without its data. A 
 finds the job taken sets a flag, and the worker abandons the file at its next batch instead of
 finishing work that would be rolled back anyway.
 
-**Failures.** A bad file (``AudioError``: empty, truncated, not audio, unsupported, missing, or
-an ``OSError`` reading it) is a permanent failure: the job is ``failed`` at once and the file
+**Failures.** A bad file (``AudioError``: empty, truncated, not audio, unsupported, missing,
+extreme sample values; an ``OSError`` reading it; a PostgreSQL data exception, class 22, which
+the same file would raise again) is a permanent failure: the job is ``failed`` at once and the file
 is noted in ``ingest_errors`` (retrying a corrupt file is pointless; fix it, then
 ``soundscape jobs retry ID``). Any other exception (database or connection errors, a model
 that cannot load here, a sensor removed since) is retried: the job goes back to ``queued``
@@ -52,6 +53,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -59,7 +61,7 @@ from sqlalchemy.engine import Engine
 from soundscape import jobs
 from soundscape.audio import is_supported
 from soundscape.db import normalize_url
-from soundscape.errors import AudioError
+from soundscape.errors import AudioError, ConnectionLost
 from soundscape.ingest import FileResult, Ingestor
 
 log = logging.getLogger(__name__)
@@ -74,8 +76,12 @@ class Abandoned(Exception):
 
 
 def is_permanent(exc: BaseException | None) -> bool:
-    """True for failures of the file itself (retrying cannot help); see the module doc."""
-    return isinstance(exc, AudioError | OSError)
+    """True for failures of the file itself (retrying cannot help); see the module doc.
+    PostgreSQL's data exceptions (class 22, e.g. a value a column refuses) are deterministic
+    for the same file, so they fail at once too."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        exc = exc.orig
+    return isinstance(exc, AudioError | OSError | psycopg.DataError)
 
 
 @dataclass
@@ -377,7 +383,7 @@ class Worker:
                     if job is not None:
                         self.process(job)
                         continue
-                except sa.exc.SQLAlchemyError as exc:
+                except (sa.exc.SQLAlchemyError, ConnectionLost) as exc:
                     # The database is unreachable: a job in progress is rolled back and its
                     # lease will expire. A service worker waits and tries again.
                     reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]

@@ -41,6 +41,12 @@ from soundscape.cli.base import cli, database_option, echo_err, open_db, weights
     help="Recording start, ISO 8601 (one file only; default: parsed from the file name).",
 )
 @click.option("--replace", is_flag=True, help="Re-embed files already stored.")
+@click.option(
+    "--allow-truncated",
+    is_flag=True,
+    help="Store the decodable part of truncated files (with a warning; the recording's "
+    "metadata says so) instead of failing them.",
+)
 @click.option("--fail-fast", is_flag=True, help="Stop at the first file that fails.")
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the per-file results and summary as JSON."
@@ -57,6 +63,7 @@ def ingest(
     hop,
     start_time,
     replace,
+    allow_truncated,
     fail_fast,
     as_json,
     quiet,
@@ -88,7 +95,13 @@ def ingest(
 
     database_ = open_db(database)
     ingestor = Ingestor(
-        database_.engine, sensor, models_, window_s=window, hop_s=hop, replace=replace
+        database_.engine,
+        sensor,
+        models_,
+        window_s=window,
+        hop_s=hop,
+        replace=replace,
+        allow_truncated=allow_truncated,
     )
     total = 0.0
     for f in files:
@@ -119,6 +132,8 @@ def ingest(
             bar.write(f"failed: {r.reason}", file=sys.stderr)
         elif r.status == "skipped" and not quiet:
             bar.write(f"skipped: {r.path}: {r.reason}", file=sys.stderr)
+        if r.warning:
+            bar.write(f"warning: {r.path}: stored, but {r.warning}", file=sys.stderr)
         bar.set_postfix(stored=summary.stored, skipped=summary.skipped, failed=summary.failed)
 
     for m in missing:
