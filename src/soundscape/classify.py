@@ -68,11 +68,11 @@ class Classified:
             "recording_id": self.recording_id,
             "sensor": self.sensor,
             "local": self.local,
-            "start_s": round(self.start_s, 3),
-            "end_s": round(self.end_s, 3),
+            "start_s": float(self.start_s),
+            "end_s": float(self.end_s),
             "path": self.path,
             "label": self.label,
-            "score": round(float(self.score), 4),
+            "score": float(self.score),
             "windows": self.windows,
         }
 

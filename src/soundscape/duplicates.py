@@ -234,13 +234,13 @@ class Match:
     def as_row(self) -> dict[str, Any]:
         d = asdict(self)
         for key in ("query_start_s", "query_end_s", "start_s", "end_s", "offset_s"):
-            d[key] = round(float(d[key]), 3)
-        d["precision_s"] = round(float(self.precision_s), 4)
-        d["score"] = round(float(self.score), 4)
-        d["min_score"] = round(float(self.min_score), 4)
+            d[key] = float(d[key])
+        d["precision_s"] = float(self.precision_s)
+        d["score"] = float(self.score)
+        d["min_score"] = float(self.min_score)
         d["local"] = self.local.isoformat(sep=" ", timespec="seconds") if self.local else None
         if self.correlation is not None:
-            d["correlation"] = round(float(self.correlation), 3)
+            d["correlation"] = float(self.correlation)
         d["verified"] = self.verified
         return d
 

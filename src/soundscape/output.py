@@ -1,4 +1,8 @@
-"""Rendering rows for the CLI: an aligned table (default), JSON lines or CSV, on stdout."""
+"""Rendering rows for the CLI: an aligned table (default), JSON lines or CSV, on stdout.
+
+Numbers keep their full precision in JSON and CSV (what scripts and spreadsheets read); only
+the aligned table, which is for eyes, rounds them (4 significant figures).
+"""
 
 from __future__ import annotations
 
@@ -18,12 +22,22 @@ def _plain(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, Decimal):
         return float(value)
-    if isinstance(value, float):
-        return round(value, 6)
     return value
 
 
+def _csv_cell(value: Any) -> str:
+    """A CSV cell: floats in full (shortest round-trip) precision, JSON for nested values."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str)
+    return str(_plain(value))
+
+
 def _cell(value: Any) -> str:
+    """An aligned-table cell: floats rounded for reading."""
     if value is None:
         return ""
     if isinstance(value, float):
@@ -50,7 +64,7 @@ def emit(
         w = csv.writer(out, lineterminator="\n")
         w.writerow(columns)
         for r in rows:
-            w.writerow([_cell(r.get(c)) for c in columns])
+            w.writerow([_csv_cell(r.get(c)) for c in columns])
     else:
         if not rows:
             return

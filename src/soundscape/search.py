@@ -143,12 +143,12 @@ def parse_when(text: str, *, today: date | None = None) -> date | datetime:
         return today
     if t == "yesterday":
         return today - timedelta(days=1)
-    m = re.fullmatch(r"(\d+)\s*d(ays?)?", t)
+    m = re.fullmatch(r"(\d+)\s*(d(?:ays?)?|w(?:eeks?)?)", t)
     if m:
-        return today - timedelta(days=int(m.group(1)))
-    m = re.fullmatch(r"(\d+)\s*w(eeks?)?", t)
-    if m:
-        return today - timedelta(weeks=int(m.group(1)))
+        days = int(m.group(1)) * (7 if m.group(2).startswith("w") else 1)
+        if days > (today - date.min).days:
+            raise ValueError(f"{text!r} reaches back before year 1; give fewer days or a date")
+        return today - timedelta(days=days)
     try:
         return date.fromisoformat(text.strip())
     except ValueError:

@@ -49,6 +49,46 @@ def check_timezone(tz: str) -> str:
     return tz
 
 
+#: how deeply a sensor's metadata may nest (objects and arrays); PostgreSQL's jsonb and every
+#: reader after it would otherwise have to cope with JSON nested thousands deep
+MAX_METADATA_DEPTH = 32
+
+
+def check_metadata(metadata: Any) -> dict[str, Any]:
+    """A sensor's extra fields: a JSON object, nested at most ``MAX_METADATA_DEPTH`` deep,
+    without NUL characters (PostgreSQL's text and jsonb cannot hold them)."""
+    if not isinstance(metadata, dict):
+        raise SoundscapeError('sensor metadata must be a JSON object, e.g. \'{"owner": "NABU"}\'')
+    stack: list[tuple[Any, int]] = [(metadata, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_METADATA_DEPTH:
+                raise SoundscapeError(
+                    f"sensor metadata is nested more than {MAX_METADATA_DEPTH} levels deep; "
+                    "flatten it"
+                )
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(key, str) and "\x00" in key:
+                    raise SoundscapeError("sensor metadata keys must not contain NUL (\\u0000)")
+                stack.append((item, depth + 1))
+        elif isinstance(value, str) and "\x00" in value:
+            raise SoundscapeError("sensor metadata values must not contain NUL (\\u0000)")
+    return metadata
+
+
+def check_name(name: str) -> str:
+    """A sensor name: not empty or blank, no NUL, at most 200 characters."""
+    if not name or not name.strip():
+        raise SoundscapeError("a sensor needs a name, e.g. `soundscape sensors add AM-01`")
+    if "\x00" in name or len(name) > 200:
+        raise SoundscapeError(
+            f"sensor name {name[:40]!r}... is not usable (NUL or over 200 characters)"
+        )
+    return name
+
+
 def add_sensor(
     conn: Connection,
     name: str,
@@ -62,7 +102,9 @@ def add_sensor(
     update: bool = False,
 ) -> Sensor:
     """Create a sensor (or, with ``update``, change an existing one's fields)."""
+    check_name(name)
     check_timezone(timezone)
+    check_metadata(metadata if metadata is not None else {})
     if latitude is not None and not -90 <= latitude <= 90:
         raise SoundscapeError(f"latitude {latitude} is out of range (-90..90)")
     if longitude is not None and not -180 <= longitude <= 180:

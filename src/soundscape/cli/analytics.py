@@ -157,7 +157,7 @@ def anomalies(
         f"typical baseline distance {run.scale:.4f} = score 1)"
     )
     rows = [
-        {"rank": i, **h.as_row(), "score": round(float(h.score), 2), "run": run.id}
+        {"rank": i, **h.as_row(), "score": float(h.score), "run": run.id}
         for i, h in enumerate(hits, start=1)
     ]
     columns = [c for c in ANOMALY_COLUMNS if not (windows and c == "n_windows")]

@@ -18,13 +18,20 @@ DATABASE_ENV = "SOUNDSCAPE_DATABASE_URL"
 
 
 class _Group(click.Group):
-    """Turns library errors into clean ``Error: ...`` messages with exit code 1."""
+    """Turns library errors (and file system errors naming a file) into clean ``Error: ...``
+    messages with exit code 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except SoundscapeError as exc:
             raise click.ClickException(str(exc)) from exc
+        except OSError as exc:
+            # a file or folder the command was told to write or read (--export DIR, an output
+            # file): say which and why, not a traceback
+            if exc.filename is None:
+                raise
+            raise click.ClickException(f"{exc.filename}: {exc.strerror or exc}") from exc
 
 
 def database_option(f: Callable) -> Callable:

@@ -43,6 +43,8 @@ def sensors_add(name: str, site, quadrant, lat, lon, tz, metadata, update, datab
         meta = json.loads(metadata) if metadata else {}
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--metadata") from exc
+    except RecursionError:
+        raise click.BadParameter("JSON nested too deeply", param_hint="--metadata") from None
     if not isinstance(meta, dict):
         raise click.BadParameter("must be a JSON object", param_hint="--metadata")
     database_ = open_db(database)

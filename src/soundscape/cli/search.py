@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +114,16 @@ def build_filters(sensors, sites, quadrants, time_range, date_from, date_to, min
         end = parse_when(date_to) if date_to else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--to") from exc
+    if min_score is not None and not math.isfinite(min_score):
+        raise click.BadParameter(f"{min_score} is not a finite number", param_hint="--min-score")
+    if start is not None and end is not None:
+        # a local date vs an instant: compare the instant's date (good to a day, enough here)
+        a = start.date() if isinstance(start, datetime) and not isinstance(end, datetime) else start
+        b = end.date() if isinstance(end, datetime) and not isinstance(start, datetime) else end
+        if a > b:
+            raise click.BadParameter(
+                f"--from {date_from} is later than --to {date_to}", param_hint="--from/--to"
+            )
     d_from, d_to, a_from, a_to = date_bounds(start, end)
     return Filters(
         sensors=list(sensors) or None,
@@ -207,13 +219,13 @@ def resolve_query(
 @click.option(
     "--export",
     "export_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(file_okay=False, writable=True, path_type=Path),
     help="Write each hit as a WAV clip + spectrogram PNG into this folder.",
 )
 @click.option(
     "--raven",
     "raven_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(file_okay=False, writable=True, path_type=Path),
     help="Write a Raven Pro selection table per recording into this folder.",
 )
 @click.option(

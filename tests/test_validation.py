@@ -1,0 +1,130 @@
+"""Input validation and honest output (issue 10, items 9, 10, 12, 13, 16, 17, 18, 20, 21, 24):
+bad option values give a message and exit 1 or 2 (never a traceback, never a junk row), and
+what the CLI prints is what is stored."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from .conftest import real_audio
+
+CLIP = real_audio("clips/animals/insects/bee.ogg")
+
+
+def _sensor(run_cli, name="s1", *extra):
+    result = run_cli("sensors", "add", name, *extra)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def _no_traceback(result) -> None:
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+# ------------------------------------------------------------------ item 20: full precision
+def test_csv_and_json_keep_full_precision(cli_env, run_cli):
+    _sensor(run_cli, "s1", "--lat", "52.523456", "--lon", "13.4114591")
+    as_csv = run_cli("sensors", "list", "--csv")
+    row = next(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert row["latitude"] == "52.523456" and row["longitude"] == "13.4114591"
+    as_json = json.loads(run_cli("sensors", "list", "--json").stdout.splitlines()[0])
+    assert as_json["latitude"] == 52.523456 and as_json["longitude"] == 13.4114591
+    # the aligned table still rounds for reading
+    table = run_cli("sensors", "list").stdout
+    assert "52.52 " in table and "52.523456" not in table
+
+
+def test_emit_rounds_only_the_table():
+    from soundscape.output import emit
+
+    rows = [{"x": 0.123456789012, "y": 12345.678}]
+    out = io.StringIO()
+    emit(rows, "csv", out=out)
+    assert out.getvalue().splitlines()[1] == "0.123456789012,12345.678"
+    out = io.StringIO()
+    emit(rows, "json", out=out)
+    assert json.loads(out.getvalue()) == rows[0]
+    out = io.StringIO()
+    emit(rows, "table", out=out)
+    assert "0.1235" in out.getvalue() and "0.123456789012" not in out.getvalue()
+
+
+# -------------------------------------------------------- items 10 and 13: clear errors
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (("--from", "99999999d"), "before year 1"),
+        (("--from", "9999999999w"), "before year 1"),
+        (("--from", "2024-05-02", "--to", "2024-05-01"), "later than"),
+        (("--from", "2024-05-02T00:00:00Z", "--to", "2024-05-01T23:00:00Z"), "later than"),
+        (("--from", "2024-05-03", "--to", "2024-05-01T23:00:00Z"), "later than"),
+        (("--min-score", "nan"), "finite"),
+        (("--min-score", "inf"), "finite"),
+    ],
+)
+def test_bad_search_filters_are_usage_errors(cli_env, run_cli, args, needle):
+    result = run_cli("search", "dog", *args)
+    _no_traceback(result)
+    assert result.exit_code == 2, result.output
+    assert needle in result.stderr
+
+
+def test_from_equal_to_is_fine():
+    from soundscape.cli.search import build_filters
+
+    f = build_filters((), (), (), None, "2024-05-01", "2024-05-01")
+    assert f.date_from == f.date_to
+
+
+@pytest.mark.parametrize(
+    "metadata,needle",
+    [
+        ('{"a": "x\\u0000y"}', "NUL"),
+        ('{"a\\u0000": 1}', "NUL"),
+        ('{"a": ' + "[" * 5000 + "]" * 5000 + "}", "deep"),
+        ('{"a": ' + "[" * 100 + "]" * 100 + "}", "deep"),
+        ("[1, 2]", "JSON object"),
+    ],
+)
+def test_sensor_metadata_is_checked(cli_env, run_cli, metadata, needle):
+    result = run_cli("sensors", "add", "s1", "--metadata", metadata)
+    _no_traceback(result)
+    assert result.exit_code in (1, 2), result.output
+    assert needle in result.stderr
+    assert run_cli("sensors", "list", "--json").stdout == ""  # nothing stored
+
+
+def test_sensor_metadata_nested_a_little_is_stored(cli_env, run_cli):
+    nested = {"a": [[{"b": [1, 2]}]], "owner": "NABU"}
+    _sensor(run_cli, "s1", "--metadata", json.dumps(nested))
+    row = json.loads(run_cli("sensors", "list", "--json").stdout)
+    assert row["metadata"] == nested
+
+
+@pytest.mark.parametrize("name", ["", "   ", "a\x00b"])
+def test_sensor_name_must_be_usable(cli_env, run_cli, name):
+    result = run_cli("sensors", "add", name)
+    _no_traceback(result)
+    assert result.exit_code == 1
+    assert "name" in result.stderr
+    assert run_cli("sensors", "list", "--json").stdout == ""
+
+
+def test_export_to_an_unusable_folder_is_an_error(cli_env, run_cli, tmp_path):
+    _sensor(run_cli)
+    assert run_cli("ingest", CLIP, "-s", "s1", "-m", "spectral", "-q").exit_code == 0
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for option in ("--export", "--raven"):
+        result = run_cli("search", "--audio", CLIP, "--space", "spectral", option, blocker / "x")
+        _no_traceback(result)
+        assert result.exit_code == 1, result.output
+        assert str(blocker) in result.stderr
+        # an existing folder given as a file is refused before searching
+        result = run_cli("search", "--audio", CLIP, "--space", "spectral", option, blocker)
+        assert result.exit_code == 2
