@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import psycopg
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from pgvector import psycopg as pgvector_psycopg
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
@@ -128,11 +130,16 @@ def open_database(
     return db
 
 
+def raw_connection(conn: Connection) -> psycopg.Connection:
+    """The psycopg connection behind a SQLAlchemy connection (for COPY and psycopg.sql)."""
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, psycopg.Connection), "soundscape needs the psycopg driver"
+    return raw
+
+
 def register_vector(conn: Connection) -> None:
     """Register pgvector's psycopg adapters on the DBAPI connection behind ``conn`` (once)."""
-    raw = conn.connection.driver_connection
+    raw = raw_connection(conn)
     if not getattr(raw, "_soundscape_vector", False):
-        from pgvector.psycopg import register_vector as _register
-
-        _register(raw)
-        raw._soundscape_vector = True
+        pgvector_psycopg.register_vector(raw)
+        raw._soundscape_vector = True  # type: ignore[attr-defined]

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from soundscape.audio import AudioInfo, WindowStream, is_supported, probe
-from soundscape.db import register_vector
+from soundscape.db import raw_connection, register_vector
 from soundscape.embedders import Embedder, get_model_class, load_model
 from soundscape.embedders.scores import top_scores
 from soundscape.errors import AudioError, ConnectionLost, FileChanged, SoundscapeError
@@ -389,6 +389,7 @@ class Ingestor:
                         info.duration_s,
                     )
 
+            assert rec_id is not None
             result = FileResult(str(path), "stored", recording_id=rec_id)
             for i, target in enumerate(todo):
                 # Progress is reported for the first space only, so the bar counts audio once.
@@ -449,7 +450,7 @@ class Ingestor:
         """Stream windows of ``path`` through the model and COPY them; returns (count,
         duration, why the file is truncated if it is and that is allowed)."""
         model, space = target.model, target.space
-        raw = conn.connection.driver_connection
+        raw = raw_connection(conn)
         stream = WindowStream(
             path,
             space.sample_rate,
@@ -511,7 +512,8 @@ class Ingestor:
                     end = float(batch.end_s[-1])
                     on_progress(max(0.0, end - covered))
                     covered = max(covered, end)
-        return n, float(stream.duration_s), stream.truncated
+        assert stream.duration_s is not None  # set once the stream is exhausted
+        return n, stream.duration_s, stream.truncated
 
     def refresh_sensor(self) -> None:
         """Re-read the sensor (its timezone may have changed since this ingestor was made)."""

@@ -19,6 +19,7 @@ from psycopg import Connection as PgConnection
 from psycopg import sql
 from sqlalchemy.engine import Engine
 
+from soundscape.db import raw_connection
 from soundscape.errors import DatabaseError
 
 READER_ROLE = "soundscape_reader"
@@ -100,11 +101,13 @@ def create_reader(
     warnings: list[str] = []
     role = sql.Identifier(name)
     with engine.begin() as conn:
-        raw = conn.connection.driver_connection
-        superuser, version, dbname = raw.execute(
+        raw = raw_connection(conn)
+        row = raw.execute(
             "SELECT rolsuper, current_setting('server_version_num')::int, current_database() "
             "FROM pg_roles WHERE rolname = current_user"
         ).fetchone()
+        assert row is not None
+        superuser, version, dbname = row
         if not superuser:
             settings.pop("temp_file_limit")
             warnings.append("temp_file_limit not set: only a superuser may set it")

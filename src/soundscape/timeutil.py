@@ -46,9 +46,9 @@ def _stem(name: str) -> str:
     return _EXT.sub("", base)
 
 
-def _mk(y: str, mo: str, d: str, h: str, mi: str, s: str, us: int = 0) -> datetime | None:
+def _mk(y: str, mo: str, d: str, h: str, mi: str, s: str, us: int | str = 0) -> datetime | None:
     try:
-        return datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), us)
+        return datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), int(us))
     except ValueError:
         return None
 
@@ -111,13 +111,14 @@ def parse_iso_start(text: str) -> datetime:
     if not s:
         raise ValueError(f"empty start time: {_ISO_HELP}")
     iso = s[:-1] + "+00:00" if s[-1:] in ("Z", "z") else s
+    dt: datetime | None
     try:
         dt = datetime.fromisoformat(iso)
     except ValueError:
         m = _ISO.fullmatch(s)
         dt = _from_iso_match(m) if m else None
-        if dt is None:
-            raise ValueError(f"invalid start time {text!r}: {_ISO_HELP}") from None
+    if dt is None:
+        raise ValueError(f"invalid start time {text!r}: {_ISO_HELP}")
     if dt.tzinfo is not None:
         dt = dt.astimezone(UTC)
     return dt

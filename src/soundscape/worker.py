@@ -60,7 +60,7 @@ from sqlalchemy.engine import Engine
 
 from soundscape import jobs
 from soundscape.audio import is_supported
-from soundscape.db import normalize_url
+from soundscape.db import normalize_url, raw_connection
 from soundscape.errors import AudioError, ConnectionLost
 from soundscape.ingest import FileResult, Ingestor
 
@@ -216,7 +216,7 @@ class Worker:
         armed = self._armed
         if armed is None or armed.committed:
             return
-        if not jobs.mark_done(conn.connection.driver_connection, armed.fence):
+        if not jobs.mark_done(raw_connection(conn), armed.fence):
             raise LeaseLost(
                 f"job {armed.fence.job_id} was taken over by another worker "
                 "(this worker's lease expired); its transaction is rolled back"
@@ -301,7 +301,7 @@ class Worker:
         if result.status != "failed":
             with self.queue_engine.begin() as conn:
                 if not armed.committed:  # defensive: ingest committed nothing we saw
-                    jobs.mark_done(conn.connection.driver_connection, fence)
+                    jobs.mark_done(raw_connection(conn), fence)
                 jobs.set_result(conn, fence, result.as_dict())
             self.stats.done += 1
             n = sum(result.segments.values())
@@ -371,7 +371,7 @@ class Worker:
         Exit code: 0; 130 after SIGINT; 1 with ``once`` if a job failed for good or the
         database could not be reached.
         """
-        previous: dict[int, Any] = {}
+        previous: dict[signal.Signals, Any] = {}
         if install_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, self._on_signal)
