@@ -282,7 +282,7 @@ def test_cli_usage_and_setup_errors(cli_env, run_cli, tmp_path, sensor):
     nosensor = run_cli("ingest", clip, "-s", "nobody", "-m", "spectral")
     assert nosensor.exit_code == 1 and "soundscape sensors add nobody" in nosensor.stderr
     fixed = run_cli("ingest", clip, "-s", sensor, "-m", "birdnet", "--window", "5")
-    assert fixed.exit_code == 1 and "only accepts 3 s windows" in fixed.stderr
+    assert fixed.exit_code == 2 and "only accepts 3 s windows" in fixed.stderr
     unknown = run_cli("ingest", clip, "-s", sensor, "-m", "nosuchmodel")
     assert unknown.exit_code == 1 and "available: birdnet" in unknown.stderr
     start = run_cli("ingest", EXAMPLES, "-s", sensor, "--start-time", "2024-01-01T00:00:00")

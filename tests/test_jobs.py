@@ -561,7 +561,7 @@ def test_enqueue_deduplicates_and_validates(sensor, engine, run_cli, tmp_path):
     nomodel = run_cli("enqueue", folder, "-s", sensor, "-m", "nosuchmodel")
     assert nomodel.exit_code == 1 and "available: birdnet" in nomodel.stderr
     window = run_cli("enqueue", folder, "-s", sensor, "-m", "birdnet", "--window", "5")
-    assert window.exit_code == 1 and "only accepts 3 s windows" in window.stderr
+    assert window.exit_code == 2 and "only accepts 3 s windows" in window.stderr
     assert scalar(engine, "SELECT count(*) FROM jobs") == count
     notes = tmp_path / "notes.txt"
     notes.write_text("hello")

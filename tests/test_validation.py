@@ -9,6 +9,7 @@ import io
 import json
 
 import pytest
+import sqlalchemy as sa
 
 from .conftest import real_audio
 
@@ -128,3 +129,76 @@ def test_export_to_an_unusable_folder_is_an_error(cli_env, run_cli, tmp_path):
         # an existing folder given as a file is refused before searching
         result = run_cli("search", "--audio", CLIP, "--space", "spectral", option, blocker)
         assert result.exit_code == 2
+
+
+# ------------------------------------------------------------- item 9: window and hop
+def _spaces(db_url: str) -> list[str]:
+    eng = sa.create_engine(db_url)
+    try:
+        with eng.connect() as conn:
+            return [r[0] for r in conn.execute(sa.text("SELECT name FROM spaces ORDER BY id"))]
+    finally:
+        eng.dispose()
+
+
+@pytest.mark.parametrize(
+    "args,option",
+    [
+        (("-m", "spectral", "--window", "nan"), "--window"),
+        (("-m", "spectral", "--window", "inf"), "--window"),
+        (("-m", "spectral", "--window", "1e-9"), "--window"),
+        (("-m", "spectral", "--window", "3601"), "--window"),
+        (("-m", "spectral", "--hop", "nan"), "--hop"),
+        (("-m", "spectral", "--hop", "0.01"), "--hop"),
+        (("-m", "birdnet", "--hop", "0.0001"), "--hop"),
+        (("-m", "birdnet", "--window", "5"), "--window"),
+        (("-m", "spectral", "--window", "2", "--hop", "3"), "--hop"),
+        # the first model's window is fine, the second's is not: nothing is created
+        (("-m", "spectral,birdnet", "--window", "5", "--hop", "2"), "--window"),
+    ],
+)
+def test_bad_window_or_hop_is_refused_before_any_space_exists(cli_env, run_cli, args, option):
+    _sensor(run_cli)
+    for command in (("ingest", CLIP, "-s", "s1"), ("enqueue", CLIP, "-s", "s1")):
+        result = run_cli(*command, *args, "-q" if command[0] == "ingest" else "--json")
+        _no_traceback(result)
+        assert result.exit_code == 2, result.output
+        assert option in result.stderr
+    assert _spaces(cli_env) == []
+    assert run_cli("jobs", "list", "--json").stdout == ""
+
+
+def test_backfill_checks_the_window_too(cli_env, run_cli):
+    _sensor(run_cli)
+    assert run_cli("ingest", CLIP, "-s", "s1", "-m", "spectral", "-q").exit_code == 0
+    result = run_cli("backfill", "-m", "spectral", "--window", "nan", "-q")
+    assert result.exit_code == 2 and "--window" in result.stderr
+    assert _spaces(cli_env) == ["spectral"]
+
+
+def test_allow_gaps_accepts_a_hop_longer_than_the_window(cli_env, run_cli):
+    _sensor(run_cli)
+    args = ("-m", "spectral", "--window", "1", "--hop", "2.5")
+    result = run_cli("ingest", CLIP, "-s", "s1", *args, "--allow-gaps", "-q", "--json")
+    assert result.exit_code == 0, result.output
+    assert _spaces(cli_env) == ["spectral-w1-h2.5"]
+    # 6.5 s of audio: windows start at 0, 2.5 and 5 s
+    assert json.loads(result.stdout)["summary"]["segments"] == 3
+    queued = run_cli("enqueue", CLIP, "-s", "s1", *args, "--allow-gaps", "--no-check-stored")
+    assert queued.exit_code == 0, queued.output
+
+
+def test_resolve_window_is_the_library_check():
+    from soundscape.embedders.birdnet import BirdNET
+    from soundscape.embedders.spectral import Spectral
+    from soundscape.errors import BadOption
+    from soundscape.spaces import resolve_window
+
+    assert resolve_window(Spectral, None, None) == (3.0, 2.0)
+    assert resolve_window(BirdNET, None, 3.0) == (3.0, 3.0)
+    assert resolve_window(Spectral, 1.0, 4.0, allow_gaps=True) == (1.0, 4.0)
+    with pytest.raises(BadOption) as info:
+        resolve_window(Spectral, 1.0, 4.0)
+    assert info.value.option == "--hop" and "--allow-gaps" in str(info.value)
+    with pytest.raises(BadOption):
+        resolve_window(BirdNET, None, float("-inf"))

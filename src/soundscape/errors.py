@@ -5,6 +5,15 @@ class SoundscapeError(Exception):
     """Base class: the message says what went wrong and what to do about it."""
 
 
+class BadOption(SoundscapeError):
+    """A value the user gave for an option is unusable (a window of NaN seconds, a hop larger
+    than the window); ``option`` names it, so the CLI reports a usage error (exit 2)."""
+
+    def __init__(self, message: str, option: str) -> None:
+        super().__init__(message)
+        self.option = option
+
+
 class AudioError(SoundscapeError):
     """A file cannot be decoded: unsupported format, empty, truncated or not audio."""
 

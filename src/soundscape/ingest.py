@@ -192,11 +192,14 @@ class Ingestor:
         replace: bool = False,
         record_errors: bool = True,
         allow_truncated: bool = False,
+        allow_gaps: bool = False,
     ) -> None:
         """``record_errors=False`` leaves failures out of ``ingest_errors`` (the job worker
         records a failure once, when a job fails for good). ``allow_truncated`` stores the
         decodable part of a truncated file (with a warning, marked in the recording's
-        metadata) instead of failing it."""
+        metadata) instead of failing it. ``allow_gaps`` accepts a hop longer than the window
+        (``spaces.resolve_window``). Every model's window and hop are checked before any
+        space is created."""
         if not models:
             raise SoundscapeError("no model given; use --model, e.g. --model birdnet")
         self.engine = engine
@@ -215,9 +218,14 @@ class Ingestor:
                 f"sensor {sensor!r} has an unknown timezone {self.sensor.timezone!r}"
             ) from exc
         self.targets: list[_Target] = []
-        for name in dict.fromkeys(m.strip().lower() for m in models if m.strip()):
+        names = list(dict.fromkeys(m.strip().lower() for m in models if m.strip()))
+        windows = {
+            name: resolve_window(get_model_class(name), window_s, hop_s, allow_gaps=allow_gaps)
+            for name in names
+        }
+        for name in names:
             cls = get_model_class(name)
-            window, hop = resolve_window(cls, window_s, hop_s)
+            window, hop = windows[name]
             model = load_model(name)
             labels = model.labels if cls.has_class_scores else None
             with engine.begin() as conn:
@@ -661,6 +669,7 @@ def backfill(
     *,
     window_s: float | None = None,
     hop_s: float | None = None,
+    allow_gaps: bool = False,
     sensors: list[str] | None = None,
     on_result: Callable[[FileResult], None] | None = None,
     on_progress: Callable[[float], None] | None = None,
@@ -675,13 +684,27 @@ def backfill(
     if not names:
         return summary
     # Resolve the spaces once (creating them if new) through an ingestor of any sensor.
-    first = Ingestor(engine, (sensors or names)[0], models, window_s=window_s, hop_s=hop_s)
+    first = Ingestor(
+        engine,
+        (sensors or names)[0],
+        models,
+        window_s=window_s,
+        hop_s=hop_s,
+        allow_gaps=allow_gaps,
+    )
     ingestors[first.sensor.name] = first
     space_ids = [t.space.id for t in first.targets]
     for item in backfill_todo(engine, space_ids, sensors):
         ing = ingestors.get(item.sensor)
         if ing is None:
-            ing = Ingestor(engine, item.sensor, models, window_s=window_s, hop_s=hop_s)
+            ing = Ingestor(
+                engine,
+                item.sensor,
+                models,
+                window_s=window_s,
+                hop_s=hop_s,
+                allow_gaps=allow_gaps,
+            )
             ingestors[item.sensor] = ing
         path = Path(item.path)
         if not path.exists():

@@ -196,6 +196,7 @@ def validate(
     window_s: float | None = None,
     hop_s: float | None = None,
     replace: bool = False,
+    allow_gaps: bool = False,
 ) -> Plan:
     """Check the sensor exists and every model is known and accepts the window and hop.
 
@@ -213,7 +214,7 @@ def validate(
     plan = Plan(JobConfig(sensor, tuple(names), window_s, hop_s, replace))
     for name in names:
         cls = get_model_class(name)
-        window, hop = resolve_window(cls, window_s, hop_s)
+        window, hop = resolve_window(cls, window_s, hop_s, allow_gaps=allow_gaps)
         reason = cls.unavailable_reason()
         if reason:
             plan.warnings.append(f"model {name!r} cannot run on this machine: {reason}")

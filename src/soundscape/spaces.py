@@ -4,6 +4,7 @@ index (see the comment in ``migrations/versions/0001_initial.py`` for why)."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -12,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from soundscape.embedders import Embedder
-from soundscape.errors import SoundscapeError
+from soundscape.errors import BadOption, SoundscapeError
 
 # HNSW build parameters. m is pgvector's default; ef_construction is twice its default: with
 # 64, about one build in two of strongly clustered embeddings left a query in a hundred with
@@ -27,6 +28,9 @@ HNSW_EF_CONSTRUCTION = 128
 # reported distance is the float32 one: only the candidate order comes from float16.
 INDEX_TYPES = ("halfvec", "vector")
 DEFAULT_INDEX_TYPE = "halfvec"
+#: the shortest hop between window starts: 10 windows per second of audio (a BirdNET hop of
+#: 0.0001 s would embed 10,000 windows per second and run for hours on a minute of audio)
+MIN_HOP_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -90,18 +94,46 @@ def get_space(conn: Connection, name: str) -> Space:
 
 
 def resolve_window(
-    model: type[Embedder], window_s: float | None, hop_s: float | None
+    model: type[Embedder],
+    window_s: float | None,
+    hop_s: float | None,
+    *,
+    allow_gaps: bool = False,
 ) -> tuple[float, float]:
-    """The window and hop for a model, applying the user's overrides and checking them."""
+    """The window and hop for a model, applying the user's overrides and checking them.
+
+    Both must be finite; the window within the model's limits (``min_window_s`` ..
+    ``max_window_s``, exactly ``default_window_s`` for fixed-window models); the hop at least
+    ``MIN_HOP_S`` and, unless ``allow_gaps``, at most the window (a longer hop leaves audio
+    between windows that no search can find). Raises ``BadOption`` naming the option; call it
+    before creating anything (``ensure_space``).
+    """
     window = float(window_s) if window_s is not None else float(model.default_window_s)
     hop = float(hop_s) if hop_s is not None else float(model.default_hop_s)
+    for value, option in ((window, "--window"), (hop, "--hop")):
+        if not math.isfinite(value) or value <= 0:
+            raise BadOption(f"{value:g} is not a positive number of seconds", option)
     if model.fixed_window and abs(window - model.default_window_s) > 1e-6:
-        raise SoundscapeError(
+        raise BadOption(
             f"model {model.name!r} only accepts {model.default_window_s:g} s windows; "
-            "leave --window out (use --hop to change the overlap)"
+            "leave --window out (use --hop to change the overlap)",
+            "--window",
         )
-    if window <= 0 or hop <= 0:
-        raise SoundscapeError("--window and --hop must be positive numbers of seconds")
+    if not model.min_window_s <= window <= model.max_window_s:
+        raise BadOption(
+            f"model {model.name!r} takes windows of {model.min_window_s:g} to "
+            f"{model.max_window_s:g} s, not {window:g} s",
+            "--window",
+        )
+    if hop < MIN_HOP_S:
+        raise BadOption(f"the hop must be at least {MIN_HOP_S:g} s, not {hop:g} s", "--hop")
+    if hop > window + 1e-9 and not allow_gaps:
+        raise BadOption(
+            f"a hop of {hop:g} s is longer than the {window:g} s window, so {hop - window:g} s "
+            "of audio after every window would never be embedded; use a shorter --hop, or "
+            "--allow-gaps if that is what you want",
+            "--hop",
+        )
     return window, hop
 
 

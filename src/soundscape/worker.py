@@ -235,6 +235,7 @@ class Worker:
                 hop_s=config.hop_s,
                 replace=config.replace,
                 record_errors=False,  # a failure is recorded once, when the job fails for good
+                allow_gaps=True,  # checked when the job was queued (jobs.validate)
             )
             # One model instance per model in this process, whatever the sensor or window
             # (weights load lazily, on first use, so the new ingestor's own are never loaded).

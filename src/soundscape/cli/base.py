@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from soundscape import __version__
-from soundscape.errors import SoundscapeError
+from soundscape.errors import BadOption, SoundscapeError
 
 DATABASE_ENV = "SOUNDSCAPE_DATABASE_URL"
 
@@ -24,6 +24,8 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except BadOption as exc:  # an option's value: a usage error (exit 2)
+            raise click.BadParameter(str(exc), param_hint=exc.option) from exc
         except SoundscapeError as exc:
             raise click.ClickException(str(exc)) from exc
         except OSError as exc:

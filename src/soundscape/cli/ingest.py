@@ -40,6 +40,11 @@ from soundscape.cli.base import cli, database_option, echo_err, open_db, weights
     "--start-time",
     help="Recording start, ISO 8601 (one file only; default: parsed from the file name).",
 )
+@click.option(
+    "--allow-gaps",
+    is_flag=True,
+    help="Accept a --hop longer than the window (the audio between windows is never embedded).",
+)
 @click.option("--replace", is_flag=True, help="Re-embed files already stored.")
 @click.option(
     "--allow-truncated",
@@ -61,6 +66,7 @@ def ingest(
     model_opts,
     window,
     hop,
+    allow_gaps,
     start_time,
     replace,
     allow_truncated,
@@ -100,6 +106,7 @@ def ingest(
         models_,
         window_s=window,
         hop_s=hop,
+        allow_gaps=allow_gaps,
         replace=replace,
         allow_truncated=allow_truncated,
     )
@@ -176,12 +183,17 @@ def ingest(
 )
 @click.option("--window", type=click.FloatRange(min=0, min_open=True), help="Window length (s).")
 @click.option("--hop", type=click.FloatRange(min=0, min_open=True), help="Hop (s).")
+@click.option(
+    "--allow-gaps",
+    is_flag=True,
+    help="Accept a --hop longer than the window (the audio between windows is never embedded).",
+)
 @click.option("-s", "--sensor", "sensors", multiple=True, help="Only this sensor (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results and summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @weights_option
 @database_option
-def backfill(model_opts, window, hop, sensors, as_json, quiet, database) -> None:
+def backfill(model_opts, window, hop, allow_gaps, sensors, as_json, quiet, database) -> None:
     """Add a model's windows to recordings already stored (re-decoded from their path).
 
     This is how a database first filled with BirdNET gets CLAP. Files that moved or changed
@@ -208,6 +220,7 @@ def backfill(model_opts, window, hop, sensors, as_json, quiet, database) -> None
             models_,
             window_s=window,
             hop_s=hop,
+            allow_gaps=allow_gaps,
             sensors=list(sensors) or None,
             on_result=report,
             on_progress=lambda s: bar.update(round(s, 1)),

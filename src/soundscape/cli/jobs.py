@@ -19,7 +19,7 @@ _MODEL_HELP = "Model(s) to embed with; repeat or separate by commas (e.g. birdne
 
 
 def _config_options(f):
-    """--sensor, --model, --window, --hop, --replace: what the queued jobs will do."""
+    """--sensor, --model, --window, --hop, --allow-gaps, --replace: what the queued jobs do."""
     for decorator in reversed(
         [
             click.option("-s", "--sensor", required=True, help="Sensor that made the recordings."),
@@ -42,6 +42,12 @@ def _config_options(f):
                 type=click.FloatRange(min=0, min_open=True),
                 help="Hop between window starts in seconds (default: the model's).",
             ),
+            click.option(
+                "--allow-gaps",
+                is_flag=True,
+                help="Accept a --hop longer than the window (the audio between windows is "
+                "never embedded).",
+            ),
             click.option("--replace", is_flag=True, help="Re-embed files already stored."),
             click.option(
                 "--priority",
@@ -56,11 +62,15 @@ def _config_options(f):
     return f
 
 
-def _plan(conn, sensor: str, model_opts: tuple[str, ...], window, hop, replace: bool):
+def _plan(
+    conn, sensor: str, model_opts: tuple[str, ...], window, hop, allow_gaps: bool, replace: bool
+):
     from soundscape import jobs
 
     models = [m for opt in model_opts for m in opt.split(",") if m.strip()]
-    plan = jobs.validate(conn, sensor, models, window_s=window, hop_s=hop, replace=replace)
+    plan = jobs.validate(
+        conn, sensor, models, window_s=window, hop_s=hop, replace=replace, allow_gaps=allow_gaps
+    )
     for warning in plan.warnings:
         echo_err(f"warning: {warning}")
     return plan
@@ -93,6 +103,7 @@ def enqueue(
     model_opts,
     window,
     hop,
+    allow_gaps,
     replace,
     priority,
     max_attempts,
@@ -114,7 +125,7 @@ def enqueue(
     files += [str(p) for p in paths if not p.exists()]
     database_ = open_db(database)
     with database_.engine.connect() as conn:
-        plan = _plan(conn, sensor, model_opts, window, hop, replace)
+        plan = _plan(conn, sensor, model_opts, window, hop, allow_gaps, replace)
     results = jobs.enqueue(
         database_.engine,
         plan,
@@ -237,6 +248,7 @@ def watch(
     model_opts,
     window,
     hop,
+    allow_gaps,
     replace,
     priority,
     interval,
@@ -257,7 +269,7 @@ def watch(
 
     database_ = open_db(database)
     with database_.engine.connect() as conn:
-        plan = _plan(conn, sensor, model_opts, window, hop, replace)
+        plan = _plan(conn, sensor, model_opts, window, hop, allow_gaps, replace)
     echo_err(
         f"watching {folder} every {interval:g} s (settle {settle:g} s) for "
         f"{','.join(plan.config.models)}; Ctrl-C to stop"

@@ -35,6 +35,9 @@ class Embedder:
     default_hop_s: ClassVar[float]
     #: True when the model only accepts windows of exactly ``default_window_s``
     fixed_window: ClassVar[bool] = False
+    #: the shortest and longest windows (s) the model gives meaningful vectors for
+    min_window_s: ClassVar[float] = 0.1
+    max_window_s: ClassVar[float] = 60.0
     #: how many windows to embed per call
     batch_size: ClassVar[int] = 32
     #: True when ``embed_text`` is implemented (text-to-audio search)

@@ -28,6 +28,8 @@ class Spectral(Embedder):
     default_window_s: ClassVar[float] = 3.0
     default_hop_s: ClassVar[float] = 2.0
     fixed_window: ClassVar[bool] = False
+    #: statistics of log-mel frames: any length from a few frames to minutes
+    max_window_s: ClassVar[float] = 600.0
     batch_size: ClassVar[int] = 16  # measured: faster and 6x less memory than 64
     supports_text: ClassVar[bool] = False
     has_class_scores: ClassVar[bool] = False
