@@ -79,11 +79,10 @@ DECLARE
     v_where text;
     v_min_logit double precision;
 BEGIN
-    IF p_k IS NULL OR p_k < 1 THEN
-        RAISE EXCEPTION 'k must be a positive number of results';
-    END IF;
-    IF p_order NOT IN ('top', 'margin') THEN
-        RAISE EXCEPTION 'order must be top or margin, not %', p_order;
+    PERFORM ranger._check_int('p_k (the number of results)', p_k, 1, 10000);
+    IF p_order IS NULL OR p_order NOT IN ('top', 'margin') THEN
+        RAISE EXCEPTION 'p_order must be top or margin, not %', coalesce(p_order, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
     SELECT * INTO m FROM ranger._classifier_label(p_classifier, p_label, p_version);
     v_ids := ranger._sensor_ids(p_sensors, p_sites, p_quadrants);
@@ -254,6 +253,73 @@ SELECT c.name          AS classifier,
   JOIN segments g ON g.space_id = d.space_id AND g.id = d.segment_id
   JOIN recordings r ON r.id = g.recording_id
   JOIN sensors s ON s.id = g.sensor_id;
+
+-- Every detection, whoever made it, with place and local time. (Defined here, not in
+-- search.sql, because it reads the classifier tables of migration 0009.)
+--   source 'concept':    a stored concept's detection (ranger.refresh_detections); concept and
+--                        label are the concept's name.
+--   source 'classifier': a classifier label's detection (soundscape classify --classifier);
+--                        concept is the classifier's name, label the label. Only the newest
+--                        version of each classifier that has scored any window is shown
+--                        (every version's detections: ranger.classifier_detections).
+CREATE OR REPLACE VIEW ranger.detections AS
+SELECT c.name          AS concept,
+       d.score,
+       d.segment_id,
+       g.recording_id,
+       s.name          AS sensor,
+       s.site,
+       s.quadrant,
+       g.local_date,
+       g.local_time,
+       g.starts_at,
+       r.path,
+       g.start_s,
+       g.end_s,
+       c.name          AS label,
+       'concept'::text AS source
+  FROM detections d
+  JOIN concepts c ON c.id = d.concept_id
+  JOIN segments g ON g.space_id = d.space_id AND g.id = d.segment_id
+  JOIN recordings r ON r.id = g.recording_id
+  JOIN sensors s ON s.id = g.sensor_id
+UNION ALL
+SELECT k.name,
+       d.score,
+       d.segment_id,
+       g.recording_id,
+       s.name,
+       s.site,
+       s.quadrant,
+       g.local_date,
+       g.local_time,
+       g.starts_at,
+       r.path,
+       g.start_s,
+       g.end_s,
+       d.label,
+       'classifier'::text
+  FROM classifier_detections d
+  JOIN classifiers k ON k.id = d.classifier_id
+  JOIN segments g ON g.space_id = d.space_id AND g.id = d.segment_id
+  JOIN recordings r ON r.id = g.recording_id
+  JOIN sensors s ON s.id = g.sensor_id
+ WHERE k.version = (SELECT max(k2.version) FROM classifiers k2
+                     WHERE k2.name = k.name
+                       AND EXISTS (SELECT 1 FROM classifier_scored cs
+                                    WHERE cs.classifier_id = k2.id));
+
+-- Detections per concept (or classifier) and label, site/quadrant, local day and local hour.
+CREATE OR REPLACE VIEW ranger.activity_by_hour AS
+SELECT concept, site, quadrant, local_date AS day,
+       extract(hour FROM local_time)::integer AS hour,
+       count(*) AS detections,
+       max(score) AS best_score,
+       label,
+       source
+  FROM ranger.detections
+ WHERE local_date IS NOT NULL
+ GROUP BY concept, site, quadrant, local_date, extract(hour FROM local_time), label, source;
 
 REVOKE EXECUTE ON FUNCTION ranger._classify_batch(integer, bigint, bigint, boolean, text[],
     text[], text[], time, time, date, date, timestamptz, timestamptz) FROM PUBLIC;

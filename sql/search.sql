@@ -420,36 +420,8 @@ SELECT c.name, sp.name AS space, c.kind, c.query, c.threshold,
        (SELECT count(*) FROM detections d WHERE d.concept_id = c.id) AS detections
   FROM concepts c JOIN spaces sp ON sp.id = c.space_id;
 
--- Every window where a concept was detected, with place and local time.
-CREATE OR REPLACE VIEW ranger.detections AS
-SELECT c.name          AS concept,
-       d.score,
-       d.segment_id,
-       g.recording_id,
-       s.name          AS sensor,
-       s.site,
-       s.quadrant,
-       g.local_date,
-       g.local_time,
-       g.starts_at,
-       r.path,
-       g.start_s,
-       g.end_s
-  FROM detections d
-  JOIN concepts c ON c.id = d.concept_id
-  JOIN segments g ON g.space_id = d.space_id AND g.id = d.segment_id
-  JOIN recordings r ON r.id = g.recording_id
-  JOIN sensors s ON s.id = g.sensor_id;
-
--- Detections per concept, site/quadrant, local day and local hour.
-CREATE OR REPLACE VIEW ranger.activity_by_hour AS
-SELECT concept, site, quadrant, local_date AS day,
-       extract(hour FROM local_time)::integer AS hour,
-       count(*) AS detections,
-       max(score) AS best_score
-  FROM ranger.detections
- WHERE local_date IS NOT NULL
- GROUP BY concept, site, quadrant, local_date, extract(hour FROM local_time);
+-- ranger.detections and ranger.activity_by_hour (concept and classifier detections) live in
+-- classifiers.sql: they read the classifier tables of migration 0009.
 
 CREATE OR REPLACE VIEW ranger.sensors AS
 SELECT name AS sensor, site, quadrant, latitude, longitude, timezone, metadata

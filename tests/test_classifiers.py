@@ -290,7 +290,25 @@ def test_classify_stores_detections_and_new_skips_scored(cli_mix, mix):
                 sa.text("SELECT label, threshold FROM ranger.classifiers WHERE name = 'det'")
             ).fetchall()
         )
+        # ranger.detections answers for classifier labels as for concepts
+        unified = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT label, count(*) FROM ranger.detections "
+                    "WHERE source = 'classifier' AND concept = 'det' GROUP BY label"
+                )
+            ).fetchall()
+        )
+        hourly = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT label, sum(detections) FROM ranger.activity_by_hour "
+                    "WHERE source = 'classifier' AND concept = 'det' GROUP BY label"
+                )
+            ).fetchall()
+        )
     engine.dispose()
+    assert unified == {k: v for k, v in counts.items() if v} == hourly
     assert {lab: sum(d.label == lab for d in det) for lab in counts} == counts
     assert all(d.score >= thresholds[d.label] - 1e-6 for d in det)
     # the saw detections are mostly real saws (the threshold targets precision 0.9)

@@ -22,9 +22,10 @@ from soundscape.resources import read_sql, sql_dir
 # record the new hash and that migration here.
 FINGERPRINTS = {
     "catalog.sql": ("0001", "fbf850fc3fae"),
-    "search.sql": ("0007", "5accdaad92bb"),
+    "search.sql": ("0009", "16d8c5a6ffa7"),
     "analytics.sql": ("0007", "1688d9c30d0e"),
     "classify.sql": ("0005", "09be065c4b7d"),
+    "classifiers.sql": ("0009", "69201b0c04c6"),
 }
 
 _READ_SQL = re.compile(r"""read_sql\(\s*["']([^"']+)["']\s*\)""")

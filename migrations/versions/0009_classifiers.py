@@ -10,6 +10,11 @@
   the others; a re-ingested window is gone from here by cascade and is scored again).
 - ``classifier_detections``: windows whose probability passed a label's threshold.
 
+``ranger.detections`` (with ``ranger.activity_by_hour``) moves from search.sql to
+classifiers.sql, gaining classifier detections and the columns ``label`` and ``source``;
+search.sql is re-applied (unchanged otherwise). The downgrade restores the old views from
+``sql/frozen/0009_downgrade.sql``.
+
 Revision ID: 0009
 Revises: 0008
 Create Date: 2026-11-29
@@ -76,14 +81,20 @@ CREATE INDEX classifier_detections_segment_idx ON classifier_detections (space_i
 
 def upgrade() -> None:
     op.execute(SCHEMA)
+    op.execute(read_sql("search.sql"))
     op.execute(read_sql("classifiers.sql"))
 
 
 def downgrade() -> None:
+    # the views as 0003-0007 defined them (columns cannot be dropped by CREATE OR REPLACE)
+    op.execute("DROP VIEW IF EXISTS ranger.activity_by_hour")
+    op.execute("DROP VIEW IF EXISTS ranger.detections")
+    op.execute(read_sql("frozen/0009_downgrade.sql"))
     for kind, name in (
         ("VIEW", "ranger.classifier_detections"),
         ("VIEW", "ranger.classifiers"),
         ("FUNCTION", "ranger.search_classifier"),
+        ("FUNCTION", "ranger._classifier_label"),
         ("FUNCTION", "ranger._classify_batch"),
         ("TABLE", "classifier_detections"),
         ("TABLE", "classifier_scored"),
