@@ -45,9 +45,9 @@ END
 $fn$;
 
 -- Windows ranked by a classifier label's score under the usual search filters (same columns
--- as ranger.search_vector). p_order: 'top' (highest score first) or 'margin' (nearest the
--- label's threshold first, for active learning). p_unlabelled: leave out windows that overlap
--- any annotation of that label (what a review batch wants).
+-- as ranger.search_vector). p_order: 'top' (highest score first) or 'margin' (score nearest
+-- the label's threshold first, both probabilities; for active learning). p_unlabelled: leave
+-- out windows that overlap any annotation of that label (what a review batch wants).
 CREATE OR REPLACE FUNCTION ranger.search_classifier(
     p_classifier text,
     p_label text,
@@ -122,12 +122,14 @@ BEGIN
           ORDER BY %4$s, h.id',
         m.dimension, v_where,
         CASE WHEN p_order = 'top' THEN 9 || ' DESC'
-             ELSE format('abs($13 - (g.embedding::vector(%1$s) <#> $1::vector(%1$s)) - $15)',
+             ELSE format('abs(1 / (1 + exp(-greatest(-50, least(50, $13 - '
+                         '(g.embedding::vector(%1$s) <#> $1::vector(%1$s)))))) - $15)',
                          m.dimension) END,
-        CASE WHEN p_order = 'top' THEN 'h.logit DESC' ELSE 'abs(h.logit - $15)' END)
+        CASE WHEN p_order = 'top' THEN 'h.logit DESC'
+             ELSE 'abs(1 / (1 + exp(-greatest(-50, least(50, h.logit)))) - $15)' END)
         USING m.weights, m.space_id, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
               p_at_from, p_at_to, NULL::bigint, p_k, v_min_logit, m.bias, p_label,
-              ln(m.threshold / (1 - m.threshold));
+              m.threshold::double precision;
 END
 $fn$;
 

@@ -25,7 +25,7 @@ FINGERPRINTS = {
     "search.sql": ("0009", "16d8c5a6ffa7"),
     "analytics.sql": ("0007", "1688d9c30d0e"),
     "classify.sql": ("0005", "09be065c4b7d"),
-    "classifiers.sql": ("0009", "69201b0c04c6"),
+    "classifiers.sql": ("0009", "4f52dbbb2a5d"),
 }
 
 _READ_SQL = re.compile(r"""read_sql\(\s*["']([^"']+)["']\s*\)""")
