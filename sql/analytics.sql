@@ -6,7 +6,7 @@
 -- integers (dimension, space id) are formatted into statements; functions are SECURITY DEFINER
 -- with a fixed search_path so the read-only role can run them without reading the tables.
 
--- The k-nearest-neighbour distance statement behind ranger.anomaly_scores.
+-- The k-nearest-neighbour distance statements behind ranger.anomaly_scores.
 --   p_targets    : a SELECT over `segments g` giving id, recording_id, start_s, end_s,
 --                  starts_at, local_date, local_time and the vector as `v`;
 --   p_base_where : the baseline filter on `segments g`;
@@ -14,11 +14,14 @@
 --                  'exact' (the baseline is read once into a MATERIALIZED CTE, then every
 --                  target is compared with every baseline window).
 --   p_index      : the space's index_type (vector or halfvec); distances are exact float32.
--- A baseline window that overlaps its target in the same recording is never a neighbour.
+-- A baseline window that overlaps its target in the same recording is never a neighbour;
+-- with p_skip_twins neither is an exact twin (cosine distance below 0.0001: the same audio
+-- again, e.g. a loop; decoding leaves twins about 0.00004 apart).
 -- Parameters: $2 space, $3 sensor ids, $4/$5 time of day, $6/$7 period dates, $8/$9 period
 -- instants, $11/$12 baseline dates, $13/$14 baseline instants, $15 k, $16 sample size.
-CREATE OR REPLACE FUNCTION ranger._knn_distance_sql(
-    p_dim integer, p_targets text, p_base_where text, p_method text, p_index text
+CREATE OR REPLACE FUNCTION ranger._knn_sql(
+    p_dim integer, p_targets text, p_base_where text, p_method text, p_index text,
+    p_skip_twins boolean
 ) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN p_method = 'hnsw' THEN format(
@@ -31,10 +34,12 @@ LANGUAGE sql IMMUTABLE AS $$
                       FROM segments g
                      WHERE %3$s
                        AND NOT (g.recording_id = t.recording_id
-                                AND g.start_s < t.end_s AND g.end_s > t.start_s)
+                                AND g.start_s < t.end_s AND g.end_s > t.start_s)%5$s
                      ORDER BY %4$s
                      LIMIT $15) x) nn',
-        p_dim, p_targets, p_base_where, ranger._hnsw_distance_sql(p_dim, p_index, 't.v'))
+        p_dim, p_targets, p_base_where, ranger._hnsw_distance_sql(p_dim, p_index, 't.v'),
+        CASE WHEN p_skip_twins THEN format(
+            ' AND (g.embedding::vector(%s) <=> t.v) >= 0.0001', p_dim) ELSE '' END)
     ELSE format(
         'WITH t AS MATERIALIZED (%2$s),
               base AS MATERIALIZED (
@@ -47,10 +52,19 @@ LANGUAGE sql IMMUTABLE AS $$
                     SELECT cosine_distance(b.v, t.v) AS d
                       FROM base b
                      WHERE NOT (b.recording_id = t.recording_id
-                                AND b.start_s < t.end_s AND b.end_s > t.start_s)
+                                AND b.start_s < t.end_s AND b.end_s > t.start_s)%4$s
                      ORDER BY 1
                      LIMIT $15) x) nn',
-        p_dim, p_targets, p_base_where) END
+        p_dim, p_targets, p_base_where,
+        CASE WHEN p_skip_twins THEN ' AND cosine_distance(b.v, t.v) >= 0.0001' ELSE '' END) END
+$$;
+
+-- The k-nearest-neighbour distance statement behind ranger.anomaly_scores (twins count).
+CREATE OR REPLACE FUNCTION ranger._knn_distance_sql(
+    p_dim integer, p_targets text, p_base_where text, p_method text, p_index text
+) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT ranger._knn_sql(p_dim, p_targets, p_base_where, p_method, p_index, false)
 $$;
 
 -- Anomaly scores of one sensor's windows in a period, against the same sensor's baseline.
@@ -63,7 +77,9 @@ $$;
 --
 -- distance = mean cosine distance of a window to its k nearest baseline windows;
 -- scale    = the median of the same quantity for a sample of baseline windows (against the
---            rest of the baseline): the baseline's own typical neighbour distance;
+--            rest of the baseline, not counting exact twins: repeated audio): the baseline's
+--            own typical neighbour distance, at least 0.001; a NOTICE says when twins were
+--            left out (DETAIL: the scale with them);
 -- score    = distance / scale: about 1 for a window as ordinary as the baseline's own
 --            windows, 2 = twice as far from anything normal, >= 3 clearly unusual.
 CREATE OR REPLACE FUNCTION ranger.anomaly_scores(
@@ -106,6 +122,8 @@ DECLARE
     v_total double precision;
     v_method text := p_strategy;
     v_scale double precision;
+    v_raw double precision;
+    v_sample text;
     v_n bigint;
     v_sql text;
 BEGIN
@@ -178,19 +196,34 @@ BEGIN
         PERFORM set_config('hnsw.ef_search', least(greatest(2 * p_k, 400), 1000)::text, true);
     END IF;
 
-    -- the baseline's own typical neighbour distance, on a fixed pseudo-random sample
-    v_sql := ranger._knn_distance_sql(v_dim,
-        format('SELECT g.id, g.recording_id, g.start_s, g.end_s, g.starts_at, g.local_date,
-                       g.local_time, g.embedding::vector(%s) AS v
-                  FROM segments g WHERE %s ORDER BY hashint8(g.id), g.id LIMIT $16',
-               v_dim, v_base),
-        v_base, v_method, v_index);
+    -- the baseline's own typical neighbour distance, on a fixed pseudo-random sample, not
+    -- counting exact twins (see ranger._knn_sql): in a baseline of repeated audio (a loop,
+    -- the same sound stored again) most windows have twins, and with them the scale collapsed
+    -- (0.0022 was seen, and the same audio a second later then scored 21)
+    v_sample := format('SELECT g.id, g.recording_id, g.start_s, g.end_s, g.starts_at,
+                               g.local_date, g.local_time, g.embedding::vector(%s) AS v
+                          FROM segments g WHERE %s ORDER BY hashint8(g.id), g.id LIMIT $16',
+                       v_dim, v_base);
     EXECUTE format('SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY s.distance) FROM (%s) s',
-                   v_sql)
+                   ranger._knn_sql(v_dim, v_sample, v_base, v_method, v_index, true))
        INTO v_scale
       USING NULL::vector, v_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
             p_at_from, p_at_to, NULL::bigint, p_base_date_from, p_base_date_to,
             p_base_at_from, p_base_at_to, p_k, greatest(p_sample, 1);
+    -- and with twins, to say when they made a difference
+    EXECUTE format('SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY s.distance) FROM (%s) s',
+                   ranger._knn_distance_sql(v_dim, v_sample, v_base, v_method, v_index))
+       INTO v_raw
+      USING NULL::vector, v_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
+            p_at_from, p_at_to, NULL::bigint, p_base_date_from, p_base_date_to,
+            p_base_at_from, p_base_at_to, p_k, greatest(p_sample, 1);
+    IF v_scale > 2 * coalesce(v_raw, 0) THEN
+        RAISE NOTICE USING
+            MESSAGE = format('anomaly scale %s leaves out exact twins (repeated audio in the '
+                             'baseline): with them it would be %s',
+                             round(v_scale::numeric, 4), round(coalesce(v_raw, 0)::numeric, 4)),
+            DETAIL = coalesce(v_raw, 0)::text;
+    END IF;
     -- a floor, so that a perfectly steady (e.g. digitally silent) baseline gives finite scores
     v_scale := greatest(coalesce(v_scale, 0), 0.001);
 

@@ -21,9 +21,9 @@ from soundscape.resources import read_sql, sql_dir
 # have the old definitions. Add a migration that re-applies the file (sql/README.md), then
 # record the new hash and that migration here.
 FINGERPRINTS = {
-    "catalog.sql": ("0001", "fbf850fc3fae"),
+    "catalog.sql": ("0010", "2efcba50d60a"),
     "search.sql": ("0009", "16d8c5a6ffa7"),
-    "analytics.sql": ("0007", "1688d9c30d0e"),
+    "analytics.sql": ("0010", "47e2f3e74139"),
     "classify.sql": ("0005", "09be065c4b7d"),
     "classifiers.sql": ("0009", "4f52dbbb2a5d"),
 }

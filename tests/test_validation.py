@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -202,3 +204,165 @@ def test_resolve_window_is_the_library_check():
     assert info.value.option == "--hop" and "--allow-gaps" in str(info.value)
     with pytest.raises(BadOption):
         resolve_window(BirdNET, None, float("-inf"))
+
+
+# ------------------------------------------------------------ item 12: what is passed over
+def _messy_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "card"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(CLIP, folder / "good.ogg")
+    shutil.copy(real_audio("clips/household/toilet.ogg"), folder / "sub" / "deeper.ogg")
+    (folder / "x.wav").mkdir()
+    (folder / "notes.aiff").write_bytes(b"FORM0000AIFF")
+    (folder / "gone.wav").symlink_to(tmp_path / "nowhere.wav")
+    return folder
+
+
+def test_collect_files_says_what_it_passed_over(tmp_path):
+    from soundscape.ingest import collect_files
+
+    folder = _messy_folder(tmp_path)
+    flat = collect_files([folder])
+    assert [f.name for f in flat.files] == ["good.ogg"]
+    reasons = {f.name: why for f, why in flat.skipped}
+    assert set(reasons) == {"x.wav", "notes.aiff", "gone.wav", "sub"}
+    assert "dangling" in reasons["gone.wav"] and "unsupported" in reasons["notes.aiff"]
+    assert "-r" in reasons["sub"] and "folder" in reasons["x.wav"]
+    deep = collect_files([folder], recursive=True)
+    assert sorted(f.name for f in deep.files) == ["deeper.ogg", "good.ogg"]
+    # -r descends into every folder, x.wav too (empty: nothing in it)
+    assert {f.name for f, _ in deep.skipped} == {"notes.aiff", "gone.wav"}
+
+
+def test_ingest_lists_skipped_entries_and_goes_on_past_missing_files(cli_env, run_cli, tmp_path):
+    _sensor(run_cli)
+    folder = _messy_folder(tmp_path)
+    missing = tmp_path / "missing.wav"
+    result = run_cli("ingest", missing, folder, "-r", "-s", "s1", "-m", "spectral", "-q", "--json")
+    _no_traceback(result)
+    assert result.exit_code == 1, result.output  # the missing file failed; the rest went on
+    out = json.loads(result.stdout)
+    assert out["summary"]["stored"] == 2 and out["summary"]["failed"] == 1
+    assert out["summary"]["skipped"] == 2
+    skipped = {Path(r["path"]).name: r["reason"] for r in out["files"] if r["status"] == "skipped"}
+    assert set(skipped) == {"notes.aiff", "gone.wav"}
+    failed = [r for r in out["files"] if r["status"] == "failed"]
+    assert failed[0]["path"] == str(missing)
+    assert "stored 2, skipped 2, failed 1" in result.stderr
+
+
+def test_enqueue_lists_skipped_entries(cli_env, run_cli, tmp_path):
+    _sensor(run_cli)
+    result = run_cli("enqueue", _messy_folder(tmp_path), "-s", "s1", "-m", "spectral", "--json")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    by_status = {}
+    for r in rows:
+        by_status.setdefault(r["status"], []).append(Path(r["path"]).name)
+    assert by_status["queued"] == ["good.ogg"]
+    assert sorted(by_status["skipped"]) == ["gone.wav", "notes.aiff", "sub", "x.wav"]
+
+
+# ------------------------------------------------------ item 16: --csv on stats, db status
+def test_stats_and_db_status_have_csv(cli_env, run_cli):
+    _sensor(run_cli)
+    assert run_cli("ingest", CLIP, "-s", "s1", "-m", "spectral", "-q").exit_code == 0
+    rows = list(csv.DictReader(io.StringIO(run_cli("stats", "--csv").stdout)))
+    assert len(rows) == 1 and rows[0]["recordings"] == "1" and rows[0]["sensors"] == "1"
+    assert float(rows[0]["audio_hours"]) == pytest.approx(6.543 / 3600, rel=1e-3)
+    as_json = json.loads(run_cli("stats", "--json").stdout)
+    assert as_json["recordings"] == 1 and as_json["spaces"][0]["space"] == "spectral"
+    assert run_cli("stats", "--json", "--csv").exit_code == 2
+    status = list(csv.DictReader(io.StringIO(run_cli("db", "status", "--csv").stdout)))
+    assert len(status) == 1 and status[0]["up_to_date"] == "True"
+    assert json.loads(run_cli("db", "status", "--json").stdout)["up_to_date"] is True
+
+
+# --------------------------------------------------------- item 18: failures can be seen
+def test_errors_list_and_the_view(cli_env, run_cli, tmp_path):
+    _sensor(run_cli, "s1", "--site", "North Marsh")
+    bad = tmp_path / "card.ogg"
+    bad.write_bytes(b"not audio at all" * 100)
+    assert run_cli("ingest", bad, "-s", "s1", "-m", "spectral", "-q").exit_code == 1
+
+    rows = [json.loads(line) for line in run_cli("errors", "list", "--json").stdout.splitlines()]
+    assert len(rows) == 1
+    assert rows[0]["path"] == str(bad) and rows[0]["sensor"] == "s1"
+    assert rows[0]["site"] == "North Marsh" and rows[0]["resolved"] is False and rows[0]["error"]
+    table = run_cli("errors", "list")
+    assert table.exit_code == 0 and str(bad) in table.stdout
+    as_csv = list(csv.DictReader(io.StringIO(run_cli("errors", "list", "--csv").stdout)))
+    assert as_csv[0]["path"] == str(bad)
+    assert run_cli("errors", "list", "--since", "1h", "--json").stdout.strip()
+    assert run_cli("errors", "list", "--since", "2999-01-01", "--json").stdout == ""
+    assert run_cli("errors", "list", "-s", "other", "--json").stdout == ""
+    nonsense = run_cli("errors", "list", "--since", "last tuesday")
+    assert nonsense.exit_code == 2 and "--since" in nonsense.stderr
+
+    # the same file, fixed and ingested again: resolved
+    shutil.copy(CLIP, bad)
+    assert run_cli("ingest", bad, "-s", "s1", "-m", "spectral", "-q").exit_code == 0
+    assert run_cli("errors", "list", "--unresolved", "--json").stdout == ""
+    (row,) = [json.loads(line) for line in run_cli("errors", "list", "--json").stdout.splitlines()]
+    assert row["resolved"] is True and row["resolved_at"]
+
+    eng = sa.create_engine(cli_env)
+    try:
+        with eng.connect() as conn:
+            n = conn.execute(sa.text("SELECT count(*) FROM ranger.ingest_errors")).scalar()
+    finally:
+        eng.dispose()
+    assert n == 1
+
+
+# ------------------------------------------- item 24: a baseline of repeated audio
+def _forest(seconds: float):
+    from soundscape.audio import decode_span
+
+    audio = decode_span(real_audio("xc563936.mp3"), 22050, 0, seconds)
+    return audio.mean(axis=1) if audio.ndim > 1 else audio
+
+
+def _two_days(folder: Path, day1, day2) -> None:
+    import soundfile as sf
+
+    folder.mkdir()
+    sf.write(folder / "20240601_000000.wav", day1, 22050)
+    sf.write(folder / "20240602_000000.wav", day2, 22050)
+
+
+def _anomalies(run_cli, sensor: str):
+    result = run_cli(
+        "anomalies", "-s", sensor, "--from", "2024-06-02", "--windows", "--top", "1000", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    return sorted(json.loads(line)["score"] for line in result.stdout.splitlines()), result
+
+
+def test_anomaly_scale_leaves_out_twins_of_repeated_audio(cli_env, run_cli, tmp_path):
+    import numpy as np
+
+    # a 12 s stretch of forest looped for 4 minutes (every window has 19 exact twins), then
+    # the same loop a second later: nothing the baseline has not heard
+    loop = np.tile(_forest(12), 20)
+    _two_days(tmp_path / "loop", loop, np.roll(loop, -22050))
+    _sensor(run_cli, "loop")
+    assert run_cli("ingest", tmp_path / "loop", "-s", "loop", "-m", "spectral", "-q").exit_code == 0
+    scores, result = _anomalies(run_cli, "loop")
+    assert len(scores) == 120
+    # with the twins counted the scale was ~0 (floored at 0.001) and the median scored 52
+    assert scores[len(scores) // 2] < 1.5 and scores[-1] < 3, scores
+    assert "repeated audio" in result.stderr and "exact twins" in result.stderr
+
+
+def test_anomaly_scale_of_natural_audio_is_unchanged(cli_env, run_cli, tmp_path):
+    forest = _forest(72)
+    _two_days(tmp_path / "forest", forest[: 36 * 22050], forest[36 * 22050 :])
+    _sensor(run_cli, "forest")
+    assert (
+        run_cli("ingest", tmp_path / "forest", "-s", "forest", "-m", "spectral", "-q").exit_code
+        == 0
+    )
+    scores, result = _anomalies(run_cli, "forest")
+    assert "repeated audio" not in result.stderr
+    assert 0.5 < scores[len(scores) // 2] < 2

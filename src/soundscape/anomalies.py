@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from soundscape.db import raw_connection
 from soundscape.errors import SoundscapeError
 from soundscape.search import Hit, merge_events
 from soundscape.spaces import Space, list_spaces
@@ -94,6 +96,9 @@ class Run:
     scale: float
     method: str
     max_score: float | None
+    #: the scale had exact twins counted (repeated audio in the baseline: they are left out,
+    #: see sql/analytics.sql); None when twins made no difference
+    scale_with_twins: float | None = None
 
 
 def sensor_id(conn: Connection, sensor: str) -> int:
@@ -180,6 +185,16 @@ def score(
         "run": run_id,
         "space_id": space.id,
     }
+    # ranger.anomaly_scores says with a NOTICE (DETAIL: the scale with twins) that it left
+    # exact twins out of the scale
+    notices: list[str] = []
+
+    def on_notice(diag: psycopg.errors.Diagnostic) -> None:
+        if (diag.message_primary or "").startswith("anomaly scale") and diag.message_detail:
+            notices.append(diag.message_detail)
+
+    raw = raw_connection(conn)
+    raw.add_notice_handler(on_notice)
     try:
         row = conn.execute(
             sa.text(
@@ -194,6 +209,8 @@ def score(
         ).one()
     except sa.exc.DBAPIError as exc:
         raise SoundscapeError(_pg_message(exc)) from exc
+    finally:
+        raw.remove_notice_handler(on_notice)
     if not row.n:
         raise SoundscapeError(
             f"no windows of sensor {sensor!r} in space {space.name} fall in the period "
@@ -223,6 +240,7 @@ def score(
         scale=float(row.scale),
         method=str(row.method),
         max_score=float(row.max_score) if row.max_score is not None else None,
+        scale_with_twins=float(notices[-1]) if notices else None,
     )
 
 

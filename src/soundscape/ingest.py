@@ -111,25 +111,61 @@ class Summary:
         }
 
 
-def collect_files(paths: Iterable[str | Path], recursive: bool = False) -> list[Path]:
+@dataclass
+class Collected:
+    """What ``collect_files`` found: the files to ingest, and the entries of the folders it
+    walked that it passed over, each with the reason (for the summary)."""
+
+    files: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _passed_over(entry: Path, recursive: bool) -> str | None:
+    """Why a folder entry is not ingested, or None if it is a supported audio file."""
+    if entry.is_symlink() and not entry.exists():
+        return "a dangling symbolic link (its target does not exist)"
+    if entry.is_dir():
+        if recursive:
+            return None
+        if is_supported(entry):
+            return "a folder named like an audio file (use -r to descend into it)"
+        return "a sub-folder (use -r to descend into it)"
+    if not entry.is_file():
+        return "not a regular file"
+    if not is_supported(entry):
+        suffix = entry.suffix.lower() or "no extension"
+        return f"unsupported format ({suffix}; supported: wav, flac, ogg, mp3)"
+    return None
+
+
+def collect_files(paths: Iterable[str | Path], recursive: bool = False) -> Collected:
     """Expand folders into the supported audio files they hold (sorted, de-duplicated).
 
-    Files named explicitly are kept whatever their extension, so that an unsupported one is
-    reported as a failure rather than silently ignored.
+    Files named explicitly are kept whatever their extension (or existence), so that an
+    unsupported or missing one is reported as a failure rather than silently ignored. What a
+    folder holds besides audio (other formats, folders named ``x.wav``, dangling symbolic
+    links, sub-folders without ``recursive``) is listed in ``skipped`` with the reason.
     """
-    out: list[Path] = []
+    out = Collected()
     seen: set[Path] = set()
     for p in map(Path, paths):
         if p.is_dir():
-            it = p.rglob("*") if recursive else p.iterdir()
-            found = sorted(f for f in it if f.is_file() and is_supported(f))
+            found = []
+            for f in sorted(p.rglob("*") if recursive else p.iterdir()):
+                reason = _passed_over(f, recursive)
+                if reason is None and not f.is_dir():
+                    found.append(f)
+                elif reason is not None:
+                    out.skipped.append((f, reason))
+            if not found:
+                out.skipped.append((p, "a folder holding no supported audio files"))
         else:
             found = [p]
         for f in found:
             key = f.resolve()
             if key not in seen:
                 seen.add(key)
-                out.append(f)
+                out.files.append(f)
     return out
 
 

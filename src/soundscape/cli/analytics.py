@@ -156,6 +156,12 @@ def anomalies(
         f"against {run.baseline_windows} baseline window(s) ({run.method}, k={k}; "
         f"typical baseline distance {run.scale:.4f} = score 1)"
     )
+    if run.scale_with_twins is not None:
+        echo_err(
+            "note: the baseline holds repeated audio (windows with exact twins); the twins are "
+            f"left out of the typical distance, which would otherwise be {run.scale_with_twins:.4f}"
+            " and inflate every score"
+        )
     rows = [
         {"rank": i, **h.as_row(), "score": float(h.score), "run": run.id}
         for i, h in enumerate(hits, start=1)

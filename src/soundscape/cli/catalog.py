@@ -172,17 +172,30 @@ def recordings_list(sensor: str | None, limit: int | None, database: str | None,
 
 
 # ---------------------------------------------------------------------------------- stats
+STATS_COLUMNS = [
+    "sensors", "recordings", "audio_hours", "unresolved_errors", "database_size",
+    "database_bytes",
+]  # fmt: skip
+
+
 @cli.command()
 @database_option
-@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
-def stats(database: str | None, as_json: bool) -> None:
-    """Recordings, hours of audio, windows per space and database size."""
+@format_options
+def stats(database: str | None, fmt: str) -> None:
+    """Recordings, hours of audio, windows per space and database size.
+
+    --json prints one object with the spaces in it; --csv one row of totals (the spaces, one
+    row each: `soundscape spaces list --csv`).
+    """
     from soundscape.stats import database_stats
 
     with open_db(database).engine.connect() as conn:
         info = database_stats(conn)
-    if as_json:
-        click.echo(json.dumps(info, default=str))
+    if fmt == "json":
+        emit([info], fmt, [*STATS_COLUMNS, "spaces"])
+        return
+    if fmt == "csv":
+        emit([info], fmt, STATS_COLUMNS)
         return
     click.echo(f"sensors      {info['sensors']}")
     click.echo(f"recordings   {info['recordings']}")
@@ -192,6 +205,34 @@ def stats(database: str | None, as_json: bool) -> None:
     if info["spaces"]:
         click.echo("")
         emit(info["spaces"], "table", SPACE_COLUMNS)
+
+
+# ---------------------------------------------------------------------------------- errors
+@cli.group()
+def errors() -> None:
+    """Files that failed to ingest (the ranger.ingest_errors view)."""
+
+
+@errors.command("list")
+@click.option("--unresolved", is_flag=True, help="Only failures no later ingest resolved.")
+@click.option("--since", metavar="WHEN", help="Only failures since 24h, 7d, a date or a time.")
+@click.option("-s", "--sensor", help="Only this sensor's failures.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N rows.")
+@database_option
+@format_options
+def errors_list(unresolved, since, sensor, limit, database, fmt) -> None:
+    """Failed files, newest first: path, sensor, reason, and when (or whether) it was resolved.
+
+    A failure is resolved when the same file is later stored. Fix the file (or its sensor, or
+    install the model) and run the same ingest again.
+    """
+    from soundscape.failures import COLUMNS, list_errors, parse_since
+
+    since_at = parse_since(since) if since else None
+    with open_db(database).engine.connect() as conn:
+        rows = list_errors(conn, unresolved=unresolved, since=since_at, sensor=sensor, limit=limit)
+    columns = COLUMNS if fmt != "table" else COLUMNS[:7]
+    emit(rows, fmt, columns)
 
 
 # ---------------------------------------------------------------------------------- spaces

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
 import sqlalchemy as sa
 
-from soundscape.cli.base import cli, database_option, echo_err, open_db
+from soundscape.cli.base import cli, database_option, echo_err, format_options, open_db
+from soundscape.output import emit
 from soundscape.roles import ReaderLimits, create_reader
 
 
@@ -20,8 +20,8 @@ def db() -> None:
 
 @db.command("status")
 @database_option
-@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
-def db_status(database: str | None, as_json: bool) -> None:
+@format_options
+def db_status(database: str | None, fmt: str) -> None:
     """Show where the database is, whether it runs and its schema revision."""
     from soundscape import server
     from soundscape.db import current_revision, head_revision, make_engine, mask_url
@@ -53,8 +53,8 @@ def db_status(database: str | None, as_json: bool) -> None:
         finally:
             engine.dispose()
     info["up_to_date"] = info["revision"] == info["head_revision"]
-    if as_json:
-        click.echo(json.dumps(info))
+    if fmt != "table":
+        emit([info], fmt)
         return
     for key, value in info.items():
         click.echo(f"{key:14} {'' if value is None else value}")

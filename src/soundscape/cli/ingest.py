@@ -89,7 +89,8 @@ def ingest(
 
     models_ = [m for opt in model_opts for m in opt.split(",") if m.strip()]
     missing = [str(p) for p in paths if not p.exists()]
-    files = collect_files([p for p in paths if p.exists()], recursive=recursive)
+    collected = collect_files([p for p in paths if p.exists()], recursive=recursive)
+    files = collected.files
     start = None
     if start_time is not None:
         if len(files) + len(missing) != 1:
@@ -145,6 +146,8 @@ def ingest(
 
     for m in missing:
         report(ingestor._failed(m, None, f"{m}: no such file or folder"))
+    for f, why in collected.skipped:
+        report(FileResult(str(f), "skipped", reason=why))
     try:
         for f in files:
             r = ingestor.ingest_file(

@@ -121,7 +121,8 @@ def enqueue(
     from soundscape.ingest import collect_files
 
     existing = [p for p in paths if p.exists()]
-    files = [str(f) for f in collect_files(existing, recursive=recursive)]
+    collected = collect_files(existing, recursive=recursive)
+    files = [str(f) for f in collected.files]
     files += [str(p) for p in paths if not p.exists()]
     database_ = open_db(database)
     with database_.engine.connect() as conn:
@@ -134,6 +135,9 @@ def enqueue(
         max_attempts=max_attempts,
         check_stored=check_stored,
     )
+    results += [
+        jobs.EnqueueResult(str(f), "skipped", reason=f"{f}: {why}") for f, why in collected.skipped
+    ]
     counts = {s: sum(r.status == s for r in results) for s in ("queued", "skipped", "invalid")}
     for r in results:
         if r.status == "invalid":
