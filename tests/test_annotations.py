@@ -376,8 +376,8 @@ def test_import_search_raven_output(db, run_cli, tmp_path):
         # windows past the end of a file (zero-padded) are clipped to the recording
         assert a.end_s == pytest.approx(min(h["end_s"], durations[a.recording_id]), abs=1e-3)
         assert a.low_hz is None and a.high_hz is None  # full band = no band
-    # without --label, the table's Label column (the query) is the label
-    table_labels = {row["Label"] for row in csv.DictReader(tables[0].open(), delimiter="\t")}
+    # without --label, the table's Common Name column (the query) is the label
+    table_labels = {row["Common Name"] for row in csv.DictReader(tables[0].open(), delimiter="\t")}
     assert table_labels and all(label.startswith("audio firetruck.ogg") for label in table_labels)
     r = run_cli("annotate", "import", tables[0])
     assert r.exit_code == 0, r.output

@@ -224,7 +224,7 @@ def test_output_formats_and_export(search, run_cli, reserve_db, tmp_path, monkey
         )
     assert (out / wavs[0].with_suffix(".png").name).stat().st_size > 10_000
 
-    # Raven Pro selection tables: one per recording, hits in time order, the full band
+    # Raven Pro selection tables: one per recording, hits in time order, BirdNET's band
     raven = tmp_path / "raven"
     hits, result = search("siren", "-n", "6", "--raven", str(raven))
     assert result.exit_code == 0 and "selection table" in result.stderr
@@ -242,11 +242,32 @@ def test_output_formats_and_export(search, run_cli, reserve_db, tmp_path, monkey
             assert table.name.endswith(f".r{hit['recording_id']}.selections.txt")
             assert float(r["Begin Time (s)"]) == pytest.approx(hit["start_s"], abs=1e-3)
             assert float(r["End Time (s)"]) == pytest.approx(hit["end_s"], abs=1e-3)
-            assert r["Label"] == "Siren"
-            assert float(r["High Freq (Hz)"]) == sf.info(hit["path"]).samplerate / 2
+            assert r["Common Name"] == "Siren" and r["Species Code"] == ""
+            assert float(r["Confidence"]) == pytest.approx(hit["score"], abs=1e-4)
+            assert float(r["Low Freq (Hz)"]) == 0
+            assert float(r["High Freq (Hz)"]) == min(15000, sf.info(hit["path"]).samplerate / 2)
             assert r["Sensor"] == hit["sensor"] and r["Window ID"] == str(hit["segment_id"])
             seen += 1
     assert seen == len(hits) == 6
+
+    # Audacity label tracks: one <stem>.txt per recording, start/end/label in time order, which
+    # `annotate import` reads back onto the same windows
+    tracks_dir = tmp_path / "audacity"
+    hits, result = search("siren", "-n", "6", "--audacity", str(tracks_dir))
+    assert result.exit_code == 0 and "label track" in result.stderr
+    tracks = sorted(tracks_dir.glob("*.txt"))
+    assert sorted(t.stem for t in tracks) == sorted({Path(h["path"]).stem for h in hits})
+    for track in tracks:
+        mine = sorted(
+            (h["start_s"], h["end_s"]) for h in hits if Path(h["path"]).stem == track.stem
+        )
+        lines = [line.split("\t") for line in track.read_text().splitlines()]
+        got = [float(x) for a, b, _ in lines for x in (a, b)]
+        assert got == pytest.approx([x for span in mine for x in span], abs=1e-3)
+        assert {label for _, _, label in lines} == {"Siren"}
+    imported = run_cli("annotate", "import", *tracks, "--json")
+    assert imported.exit_code == 0, imported.output
+    assert sum(json.loads(x)["imported"] for x in imported.stdout.splitlines()) == len(hits)
 
 
 def test_concepts_ranger_sql_and_reader_role(reserve_db, run_cli, monkeypatch, admin_url):
@@ -403,3 +424,146 @@ def test_classify_with_birdnet_classes(reserve_db, run_cli, monkeypatch):
     assert {label for label, _ in stored} >= {"siren", "dark-eyed junco"}
     bad = run_cli("classify", "--labels", "siren")
     assert bad.exit_code == 1 and "at least two labels" in bad.stderr
+
+
+@pytest.mark.parametrize("text", ["%", "*", "'", "_"])
+def test_a_query_without_letters_matches_no_label(search, run_cli, text):
+    """Issue 10 item 11: "%" and "*" matched all 6,522 BirdNET classes."""
+    rows, result = search(text)
+    assert result.exit_code == 1 and rows == []
+    assert "no birdnet label matches" in result.stderr
+    concept = run_cli("concepts", "add", "everything", "--text", text)
+    assert concept.exit_code == 1 and "no birdnet label matches" in concept.stderr
+    assert "everything" not in run_cli("concepts", "list", "--json").stdout
+
+
+def test_label_suggestions_are_fuzzy(search):
+    """Issue 10 item 22: `search junko` suggested "Gun, Dunnock"; the closest label is the
+    junco (found through its word "Junco")."""
+    _, typo = search("junko")
+    assert typo.exit_code == 1 and "did you mean" in typo.stderr
+    suggested = typo.stderr.split("did you mean: ")[1].split("?")[0].split(", ")
+    assert suggested[0] == "Dark-eyed Junco" and "Gun" not in suggested
+    _, typo = search("sirne")
+    assert typo.stderr.split("did you mean: ")[1].startswith("Siren")
+
+
+def test_events_merge_per_label(search):
+    """Issue 10 item 23: a "birdsong" query merged windows of different bird classes into one
+    long event. Each event is now one label's windows, overlapping or touching."""
+    # every bird window of the reserve (one row per window: its best bird class)
+    windows, _ = search("birdsong", "-n", "2000")
+    events, result = search("birdsong", "--events", "-n", "1000")
+    assert result.exit_code == 0 and len(events) < len(windows)
+    by_key: dict[tuple, list] = {}
+    for w in windows:
+        by_key.setdefault((w["recording_id"], w["label"]), []).append((w["start_s"], w["end_s"]))
+    overlapping_labels = 0
+    for e in events:
+        spans = sorted(
+            (a, b)
+            for a, b in by_key[(e["recording_id"], e["label"])]
+            if a >= e["start_s"] - 1e-3 and b <= e["end_s"] + 1e-3
+        )
+        # the event is covered, without a gap, by windows of its own label
+        assert spans and spans[0][0] == pytest.approx(e["start_s"], abs=1e-3)
+        reach = spans[0][1]
+        for a, b in spans[1:]:
+            assert a <= reach + 1e-3
+            reach = max(reach, b)
+        assert reach == pytest.approx(e["end_s"], abs=1e-3)
+        overlapping_labels += any(
+            o["recording_id"] == e["recording_id"]
+            and o["label"] != e["label"]
+            and o["start_s"] < e["end_s"]
+            and e["start_s"] < o["end_s"]
+            for o in events
+        )
+    assert overlapping_labels > 0  # the reserve has birds of several classes singing together
+
+
+def test_library_search_is_the_cli_search(reserve_db, search):
+    """Issue 10 item 28: a notebook calls search.search(conn, SearchRequest(...)) and gets what
+    the CLI prints; concepts are listed, refreshed and removed through the library."""
+    from soundscape import concepts, stats
+    from soundscape.errors import InvalidRequest, SoundscapeError
+    from soundscape.search import Filters, SearchRequest
+    from soundscape.search import search as run_search
+
+    cli_rows, _ = search("siren", "--events", "--quadrant", "N", "-n", "4")
+    engine = sa.create_engine(reserve_db)
+    try:
+        with engine.connect() as conn:
+            request = SearchRequest(
+                text="siren", filters=Filters(quadrants=["N"]), limit=4, events=True
+            )
+            found = run_search(conn, request)
+            assert found.space.name == "birdnet" and found.query.is_labels
+            assert [(h.segment_id, h.start_s, h.end_s, h.n_windows) for h in found.hits] == [
+                (r["segment_id"], r["start_s"], r["end_s"], r["n_windows"]) for r in cli_rows
+            ]
+            for bad in (
+                SearchRequest(),
+                SearchRequest(text="siren", like=1),
+                SearchRequest(text="siren", label="x"),
+                SearchRequest(text="siren", start_s=1.0),
+            ):
+                with pytest.raises(InvalidRequest):
+                    run_search(conn, bad)
+        with engine.begin() as conn:
+            query = run_search(conn, SearchRequest(text="siren", limit=1)).query
+            concepts.save_concept(conn, "lib-siren", query)
+            listed = {c["name"]: c for c in concepts.list_concepts(conn)}
+            assert listed["lib-siren"]["detections"] > 0
+            assert (
+                concepts.refresh_concepts(conn, ["lib-siren"]) == listed["lib-siren"]["detections"]
+            )
+            with pytest.raises(SoundscapeError, match="no concept named 'nope'"):
+                concepts.remove_concepts(conn, ["lib-siren", "nope"])
+            assert concepts.remove_concepts(conn, ["lib-siren"]) == 1
+            assert "lib-siren" not in {c["name"] for c in concepts.list_concepts(conn)}
+            # what `recordings list` prints comes from the library too
+            listed = stats.list_recordings(conn)
+            assert [r["id"] for r in listed] == sorted(r["id"] for r in listed)
+            assert len(listed) == len(reserve.RECORDINGS)
+            south = stats.list_recordings(conn, sensor="south-1")
+            assert [r["sensor"] for r in south] == ["south-1"]
+            assert len(stats.list_recordings(conn, limit=2)) == 2
+    finally:
+        engine.dispose()
+
+
+def test_one_pick_space_for_every_purpose(reserve_db):
+    """Issue 10 item 30: one spaces.pick_space(conn, name, purpose=...) replaces the model
+    preference lists of search, anomalies and duplicates. The reserve has BirdNET and
+    spectral spaces (no CLAP)."""
+    from soundscape import anomalies, duplicates, search
+    from soundscape.errors import SoundscapeError
+    from soundscape.spaces import PREFERENCES, pick_space
+
+    engine = sa.create_engine(reserve_db)
+    try:
+        with engine.connect() as conn:
+            picked = {p: pick_space(conn, purpose=p).model for p in PREFERENCES}
+            assert picked == {
+                "text": "birdnet",  # labels answer text (no text encoder here)
+                "audio": "birdnet",
+                "anomalies": "spectral",
+                "duplicates": "birdnet",
+                "labels": "birdnet",
+            }
+            assert pick_space(conn, purpose="anomalies", sensor="south-1").model == "spectral"
+            assert pick_space(conn, "birdnet", purpose="anomalies", sensor="north-1").model == (
+                "birdnet"
+            )
+            with pytest.raises(SoundscapeError, match="unknown sensor 'nobody'"):
+                pick_space(conn, purpose="anomalies", sensor="nobody")
+            with pytest.raises(SoundscapeError, match="no space named 'nope'"):
+                pick_space(conn, "nope", purpose="text")
+            with pytest.raises(SoundscapeError, match="purpose must be one of"):
+                pick_space(conn, purpose="everything")
+    finally:
+        engine.dispose()
+    for module in (search, anomalies, duplicates):
+        assert not hasattr(module, "MODEL_PREFERENCE")
+        assert getattr(module, "pick_space", pick_space) is pick_space

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 from soundscape.audio import WindowStream, window_array
-from soundscape.search import Hit, merge_events, parse_time_range, parse_when
+from soundscape.export import band_hz, export_audacity, export_raven, slug
+from soundscape.results import Hit, merge_events
+from soundscape.search import parse_time_range, parse_when
+from soundscape.spaces import Space
 
 from .conftest import real_audio
 
@@ -36,8 +39,11 @@ def test_parse_when():
             parse_when(bad)
 
 
-def _hit(rec, start, end, score, sid):
-    return Hit(sid, score, rec, f"/r{rec}.wav", "s", None, None, start, end, None, None, None)
+def _hit(rec, start, end, score, sid, label=None, path=None):
+    return Hit(
+        sid, score, rec, path or f"/r{rec}.wav", "s", None, None, start, end, None, None, None,
+        label=label,
+    )  # fmt: skip
 
 
 def test_merge_events_joins_overlapping_and_touching_windows_only():
@@ -59,6 +65,24 @@ def test_merge_events_joins_overlapping_and_touching_windows_only():
     ]
 
 
+def test_merge_events_keeps_labels_apart():
+    """Issue 10 item 23: a "birdsong" query ranks every bird class; overlapping windows of
+    different labels are different events (one label's windows still merge)."""
+    hits = [
+        _hit(1, 0, 3, 0.9, 1, "Robin"),
+        _hit(1, 1.5, 4.5, 0.6, 2, "Wren"),
+        _hit(1, 3, 6, 0.8, 3, "Robin"),
+        _hit(1, 4.5, 7.5, 0.7, 4, "Wren"),
+        _hit(1, 6, 9, 0.5, 5, "Blackbird"),
+    ]
+    events = merge_events(hits)
+    assert [(e.label, e.start_s, e.end_s, e.n_windows, e.segment_id) for e in events] == [
+        ("Robin", 0, 6, 2, 1),
+        ("Wren", 1.5, 7.5, 2, 4),
+        ("Blackbird", 6, 9, 1, 5),
+    ]
+
+
 def test_window_array_matches_the_stream():
     path = real_audio("clips/vehicles/emergency/firetruck.ogg")
     stream = list(WindowStream(path, 16000, 3.0, 2.0))
@@ -73,8 +97,6 @@ def test_window_array_matches_the_stream():
 
 
 def test_raven_tables_group_by_recording_and_survive_a_missing_file(tmp_path):
-    from soundscape.search import export_raven
-
     hits = [_hit(1, 6.0, 9.0, 0.9, 7), _hit(2, 0.0, 3.0, 0.8, 8), _hit(1, 2.0, 5.0, 0.7, 9)]
     result = export_raven(hits, tmp_path, "text: owl")
     assert sorted(p.name for p in result.written) == [
@@ -89,7 +111,61 @@ def test_raven_tables_group_by_recording_and_survive_a_missing_file(tmp_path):
         ("1", "2.000", "3"),
         ("2", "6.000", "1"),
     ]
-    assert {r["Label"] for r in rows} == {"text: owl"}
+    assert {r["Common Name"] for r in rows} == {"text: owl"}
+    assert [r["Confidence"] for r in rows] == ["0.7000", "0.9000"]
     # the audio is not there: a warning, and the table is still written
     assert len(result.errors) == 2 and "High Freq" in result.errors[0]
     assert rows[0]["High Freq (Hz)"] == "24000"
+
+
+def test_raven_columns_are_birdnet_analyzers_and_the_band_is_the_models(tmp_path):
+    """Issue 10 item 25: BirdNET-Analyzer's Raven columns first (Common Name, Species Code,
+    Confidence), soundscape's after; BirdNET hits span BirdNET's 0-15 kHz band."""
+    birdnet = Space(1, "birdnet", "birdnet", "2.4", 1024, 3.0, 3.0, 48000, {})
+    spectral = Space(2, "spectral", "spectral", "1", 64, 2.0, 1.0, 16000, {})
+    assert band_hz(48000, birdnet) == (0.0, 15000.0)
+    assert band_hz(22050, birdnet) == (0.0, 11025.0)  # never above the recording's Nyquist
+    assert band_hz(48000, spectral) == (0.0, 24000.0)  # no band of its own: the full band
+    assert band_hz(44100) == (0.0, 22050.0)
+
+    hits = [_hit(1, 0.0, 3.0, 0.8, 7, "Dark-eyed Junco")]
+    export_raven(hits, tmp_path, "labels junco", birdnet)
+    header, row = (tmp_path / "r1.r1.selections.txt").read_text().splitlines()
+    columns = header.split("\t")
+    assert columns[:12] == [
+        "Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
+        "High Freq (Hz)", "Common Name", "Species Code", "Confidence", "Begin Path",
+        "File Offset (s)",
+    ]  # fmt: skip
+    assert {"Rank", "Sensor", "Local Time", "Window ID"} <= set(columns)
+    cells = dict(zip(columns, row.split("\t")))
+    assert (cells["Common Name"], cells["Confidence"]) == ("Dark-eyed Junco", "0.8000")
+    assert (cells["Low Freq (Hz)"], cells["High Freq (Hz)"]) == ("0", "15000")
+
+
+def test_file_names_keep_a_utc_offset(tmp_path):
+    """Issue 10 item 25: a ``+0200`` in a recording's name stayed ``-0200`` (another time)."""
+    assert slug("20240501_003000+0200") == "20240501_003000+0200"
+    assert slug("a b/c%d") == "a-b-c-d"
+    hits = [_hit(3, 1.0, 4.0, 0.5, 9, path="/audio/20240501_003000+0200.wav")]
+    raven = export_raven(hits, tmp_path / "raven", "q")
+    track = export_audacity(hits, tmp_path / "audacity", "q")
+    assert [p.name for p in raven.written] == ["20240501_003000+0200.r3.selections.txt"]
+    assert [p.name for p in track.written] == ["20240501_003000+0200.txt"]
+
+
+def test_audacity_label_tracks(tmp_path):
+    """One ``<stem>.txt`` per recording, start<TAB>end<TAB>label in time order; recordings
+    that share a stem get their id (``<stem>.r<id>.txt``)."""
+    hits = [
+        _hit(1, 6.0, 9.0, 0.9, 1, "Siren", "/a/dawn.wav"),
+        _hit(1, 0.5, 3.5, 0.8, 2, None, "/a/dawn.wav"),
+        _hit(2, 1.0, 4.0, 0.7, 3, "Dog", "/b/dawn.wav"),
+        _hit(3, 2.0, 5.0, 0.6, 4, "Dog", "/b/dusk.wav"),
+    ]
+    result = export_audacity(hits, tmp_path, "the query")
+    assert sorted(p.name for p in result.written) == ["dawn.r1.txt", "dawn.r2.txt", "dusk.txt"]
+    assert (tmp_path / "dawn.r1.txt").read_text() == (
+        "0.500\t3.500\tthe query\n6.000\t9.000\tSiren\n"
+    )
+    assert (tmp_path / "dusk.txt").read_text() == "2.000\t5.000\tDog\n"

@@ -29,7 +29,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from soundscape.errors import AnnotationError, AnnotationImportError
-from soundscape.search import Filters, _slug, check_filter_names
+from soundscape.export import slug as _slug
+from soundscape.queries import Filters, check_filter_names
 from soundscape.spaces import get_space, list_spaces
 
 VERDICTS = ("yes", "no", "unsure")

@@ -4,7 +4,8 @@ Each window of the period is scored by the mean cosine distance to its k nearest
 the sensor's baseline (the same sensor, space and times of day; by default every window
 before the period), divided by the baseline's own typical k-NN distance. The scoring is one
 SQL function, ``ranger.anomaly_scores`` (sql/analytics.sql), with pgvector doing the
-neighbour search; this module picks the space, stores each run and merges windows into events.
+neighbour search; this module stores each run and merges windows into events (the space is
+``spaces.pick_space(conn, name, purpose="anomalies", sensor=...)``: spectral first).
 """
 
 from __future__ import annotations
@@ -20,13 +21,9 @@ from sqlalchemy.engine import Connection
 
 from soundscape.db import raw_connection
 from soundscape.errors import SoundscapeError
-from soundscape.search import Hit, merge_events
-from soundscape.spaces import Space, list_spaces
+from soundscape.results import Hit, merge_events
+from soundscape.spaces import Space
 
-#: Default space preference: the weight-free spectral statistics separate machine sounds,
-#: saws and sirens from a soundscape far better than BirdNET's bird-tuned embedding (see
-#: docs/analytics.md for the measurements); other models follow.
-MODEL_PREFERENCE = ("spectral", "birdnet", "clap")
 STRATEGIES = ("auto", "hnsw", "exact")
 #: Windows scoring below this never join an event (the baseline's own windows score about 1;
 #: on real soundscapes ordinary windows stay below 2-3, a saw or siren scores 5-20).
@@ -109,40 +106,6 @@ def sensor_id(conn: Connection, sensor: str) -> int:
             f"unknown sensor {sensor!r}; known: {', '.join(known) or 'none (soundscape sensors add)'}"
         )
     return int(row.id)
-
-
-def pick_space(conn: Connection, sensor: str, space_name: str | None) -> Space:
-    """The named space, else the sensor's first space with data in ``MODEL_PREFERENCE`` order
-    (spectral first)."""
-    sid = sensor_id(conn, sensor)
-    filled = set(
-        conn.execute(
-            sa.text(
-                "SELECT DISTINCT rs.space_id FROM recording_spaces rs "
-                "JOIN recordings r ON r.id = rs.recording_id WHERE r.sensor_id = :s"
-            ),
-            {"s": sid},
-        ).scalars()
-    )
-    spaces = list_spaces(conn)
-    if space_name:
-        named = [s for s in spaces if s.name == space_name]
-        if not named:
-            raise SoundscapeError(
-                f"no space named {space_name!r}; spaces: {', '.join(s.name for s in spaces)}"
-            )
-        if named[0].id not in filled:
-            raise SoundscapeError(f"sensor {sensor!r} has no windows in space {space_name!r}")
-        return named[0]
-    candidates = [s for s in spaces if s.id in filled]
-    if not candidates:
-        raise SoundscapeError(f"sensor {sensor!r} has no windows yet (soundscape ingest)")
-
-    def rank(s: Space) -> tuple[int, int]:
-        pref = MODEL_PREFERENCE.index(s.model) if s.model in MODEL_PREFERENCE else 99
-        return pref, s.id
-
-    return sorted(candidates, key=rank)[0]
 
 
 _SCORE_SQL = (

@@ -49,7 +49,8 @@ from sqlalchemy.engine import Connection
 from soundscape.annotations import windows_labelled
 from soundscape.db import register_vector
 from soundscape.errors import SoundscapeError
-from soundscape.search import Filters, Hit, Query
+from soundscape.queries import Filters, Query
+from soundscape.results import Hit
 from soundscape.spaces import Space, get_space, list_spaces
 
 #: Fraction of the shorter span (window or annotation) a window must share with an annotation

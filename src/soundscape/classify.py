@@ -24,7 +24,8 @@ from soundscape.db import register_vector
 from soundscape.embedders import get_model_class, load_model
 from soundscape.embedders.base import l2_normalize
 from soundscape.errors import SoundscapeError
-from soundscape.search import Filters, match_labels
+from soundscape.queries import Filters
+from soundscape.search import match_labels
 from soundscape.spaces import Space
 
 BATCH = 5000

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 
 from soundscape.db import register_vector
 from soundscape.errors import SoundscapeError
-from soundscape.search import Query
+from soundscape.queries import Query
 from soundscape.spaces import list_spaces
 
 #: class-probability threshold for label concepts when none is given
@@ -84,3 +84,45 @@ def concept_query(conn: Connection, name: str) -> Query:
         kind="concept",
         min_score=row.threshold,
     )
+
+
+#: What ``list_concepts`` returns per concept (the ``ranger.concepts`` view's columns).
+CONCEPT_COLUMNS = [
+    "name", "space", "kind", "query", "threshold", "n_labels", "detections", "refreshed_at",
+]  # fmt: skip
+
+
+def list_concepts(conn: Connection) -> list[dict[str, Any]]:
+    """Every concept with its space, threshold and number of detections, by name."""
+    rows = conn.execute(
+        sa.text(f"SELECT {', '.join(CONCEPT_COLUMNS)} FROM ranger.concepts ORDER BY name")
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+def _check_names(conn: Connection, names: list[str]) -> None:
+    known = set(conn.execute(sa.text("SELECT name FROM concepts")).scalars())
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise SoundscapeError(
+            f"no concept named {', '.join(map(repr, missing))} (see `soundscape concepts list`)"
+        )
+
+
+def remove_concepts(conn: Connection, names: list[str] | tuple[str, ...]) -> int:
+    """Remove concepts and their detections; an unknown name removes nothing (an error)."""
+    _check_names(conn, list(names))
+    result = conn.execute(sa.text("DELETE FROM concepts WHERE name = ANY(:n)"), {"n": list(names)})
+    return int(result.rowcount)
+
+
+def refresh_concepts(conn: Connection, names: list[str] | tuple[str, ...] = ()) -> int:
+    """Recompute the detections of the named concepts (all when none are named), e.g. after
+    new audio was ingested; returns how many detections they have now."""
+    _check_names(conn, list(names))
+    total = 0
+    for name in list(names) or [None]:
+        total += int(
+            conn.execute(sa.text("SELECT ranger.refresh_detections(:n)"), {"n": name}).scalar() or 0
+        )
+    return total

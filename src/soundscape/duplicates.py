@@ -32,13 +32,12 @@ from soundscape.audio import WindowStream, decode_span, probe, window_array
 from soundscape.db import register_vector
 from soundscape.embedders import load_model
 from soundscape.errors import AudioError, SoundscapeError
-from soundscape.spaces import Space, get_space, list_spaces
+from soundscape.spaces import Space
 
 log = logging.getLogger(__name__)
 
-#: BirdNET embeddings survive added noise (10 dB SNR) as well as gain, resampling and mp3;
-#: the spectral statistics survive gain, resampling and mp3 but not broadband noise.
-MODEL_PREFERENCE = ("birdnet", "spectral", "clap")
+# The default space is spaces.pick_space(conn, name, purpose="duplicates"): BirdNET first (its
+# embeddings survive added noise, gain, resampling and mp3; the spectral ones not noise).
 #: Default cosine similarity a window pair needs, per model (measurements: docs/analytics.md).
 DEFAULT_MIN_SCORE = {"birdnet": 0.70, "spectral": 0.80}
 FALLBACK_MIN_SCORE = 0.80
@@ -243,22 +242,6 @@ class Match:
             d["correlation"] = float(self.correlation)
         d["verified"] = self.verified
         return d
-
-
-def pick_space(conn: Connection, space_name: str | None) -> Space:
-    """The named space, else the first with data in ``MODEL_PREFERENCE`` order."""
-    if space_name:
-        return get_space(conn, space_name)
-    filled = set(conn.execute(sa.text("SELECT DISTINCT space_id FROM recording_spaces")).scalars())
-    spaces = [s for s in list_spaces(conn) if s.id in filled]
-    if not spaces:
-        raise SoundscapeError("nothing stored yet: ingest some audio first (soundscape ingest)")
-
-    def rank(s: Space) -> tuple[int, int]:
-        pref = MODEL_PREFERENCE.index(s.model) if s.model in MODEL_PREFERENCE else 99
-        return pref, s.id
-
-    return sorted(spaces, key=rank)[0]
 
 
 def default_min_score(space: Space) -> float:

@@ -35,6 +35,11 @@ class FileChanged(SoundscapeError):
     """A file changed while it was being ingested; nothing of it was stored."""
 
 
+class InvalidRequest(SoundscapeError):
+    """A request that cannot run whatever the database holds: no or several query forms,
+    options that belong to another form. The CLI shows it as a usage error (exit 2)."""
+
+
 class AnnotationError(SoundscapeError):
     """An annotation cannot be stored: unknown recording or window, a span outside the
     recording, an unknown verdict, an empty label."""

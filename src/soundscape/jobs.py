@@ -32,7 +32,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from soundscape.audio import is_supported
+from soundscape.embedders import get_model_class
 from soundscape.errors import SoundscapeError
+from soundscape.ingest import sha256_file
+from soundscape.sensors import get_sensor
+from soundscape.spaces import resolve_window
 
 STATUSES = ("queued", "running", "done", "failed")
 DEFAULT_MAX_ATTEMPTS = 5
@@ -203,10 +208,6 @@ def validate(
     Raises ``SoundscapeError`` with what to do. A model that cannot run on *this* machine is
     only a warning: workers elsewhere may have it.
     """
-    from soundscape.embedders import get_model_class
-    from soundscape.sensors import get_sensor
-    from soundscape.spaces import resolve_window
-
     get_sensor(conn, sensor)
     names = sorted({m.strip().lower() for m in models if m.strip()})
     if not names:
@@ -313,9 +314,6 @@ def enqueue(
     file whose SHA-256 is already stored in all the plan's spaces is skipped as well.
     Concurrent enqueuers are serialised by an advisory lock, so a file is never queued twice.
     """
-    from soundscape.audio import is_supported
-    from soundscape.ingest import sha256_file
-
     config = plan.config
     results: list[EnqueueResult] = []
     todo: list[EnqueueResult] = []

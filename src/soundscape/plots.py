@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from soundscape.anomalies import latest_run
 from soundscape.audio import WindowStream, decode_span, probe
 from soundscape.errors import AudioError, SoundscapeError
 
@@ -43,6 +45,8 @@ class PlotResult:
 
 
 def _pyplot():
+    # deferred: matplotlib takes ~0.5 s to import and only drawing needs it (start-up time of
+    # every command that merely imports this module, e.g. through soundscape.export)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,7 +58,7 @@ def _pyplot():
 def _save(fig: Any, path: str | Path) -> None:
     """Write a figure as a 256-colour PNG: exactly width x height pixels, and a few times
     smaller than a true-colour PNG of a spectrogram."""
-    from PIL import Image
+    from PIL import Image  # deferred with matplotlib (it comes with it)
 
     fig.canvas.draw()
     rgba = np.asarray(fig.canvas.buffer_rgba())
@@ -300,8 +304,6 @@ def recording_plot(
     the named ones) as bars above it and the anomaly scores of run ``run_id`` (default: the
     newest run that scored this recording) below it; windows scoring at least ``threshold``
     are shaded on the spectrogram."""
-    from soundscape.anomalies import latest_run
-
     rec = _recording(conn, recording_id)
     start = float(start_s or 0.0)
     end = float(end_s) if end_s is not None else float(rec.duration_s)
@@ -391,8 +393,6 @@ def recording_plot(
     axes[-1].set_xlim(start, end)
     when = ""
     if rec.started_at is not None:
-        from zoneinfo import ZoneInfo
-
         local = (rec.started_at + timedelta(seconds=start)).astimezone(ZoneInfo(rec.timezone))
         when = f"  {local:%Y-%m-%d %H:%M:%S %Z}"
     fig.suptitle(f"{rec.sensor}  {Path(rec.path).name}{when}", fontsize=10)

@@ -1,7 +1,7 @@
 """Review batches: a folder to listen to and judge in Raven (or any player), read back as
 annotations.
 
-A batch is a WAV clip + spectrogram PNG per window (``soundscape.search.export_clips``) and
+A batch is a WAV clip + spectrogram PNG per window (``soundscape.export.export_clips``) and
 one Raven selection table, ``review.txt``, with a row per window: ``Begin Path`` and
 ``File Offset (s)`` name the recording and place, ``Label`` the label under review and an
 empty ``Verdict`` column to fill with yes / no / unsure. ``soundscape annotate import
@@ -21,7 +21,10 @@ from soundscape.audio import probe
 from soundscape.classifiers import Classifier, pick_for_review
 from soundscape.concepts import concept_query
 from soundscape.errors import SoundscapeError
-from soundscape.search import Filters, Hit, export_clips, run
+from soundscape.export import export_clips
+from soundscape.queries import Filters
+from soundscape.results import Hit
+from soundscape.search import run
 
 REVIEW_TABLE = "review.txt"
 REVIEW_COLUMNS = [

@@ -1,39 +1,49 @@
-"""Search: turn a query (text, audio, a stored window, a concept) into ranked windows.
+"""Search: turn a request (text, audio, a stored window, a concept, a classifier label) into
+ranked windows or events.
 
-The ranking itself is one SQL statement inside ``ranger.search_vector`` /
-``ranger.search_labels`` (see ``sql/search_0003.sql``), so the CLI, stored concepts and BI
-tools share one implementation. This module resolves what to search (which space, which vector
-or label set), parses filters, merges hits into events and exports clips.
+``search(conn, SearchRequest(...))`` is what the CLI and notebooks call: it checks the
+request, picks the space, resolves the query, ranks and merges events. The ranking itself is
+one SQL statement inside ``ranger.search_vector`` / ``ranger.search_labels`` /
+``ranger.search_classifier`` (sql/search.sql, sql/classifiers.sql), so the CLI, stored
+concepts and BI tools share one implementation. Result types live in ``soundscape.results``,
+exports in ``soundscape.export``.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+from rapidfuzz import fuzz, process, utils
 from sqlalchemy.engine import Connection
 
 from soundscape.audio import decode_span, probe, window_array
+from soundscape.classifiers import classifier_query, get_classifier
+from soundscape.concepts import concept_query
 from soundscape.db import register_vector
-from soundscape.embedders import get_model_class, load_model
+from soundscape.embedders import load_model
 from soundscape.embedders.base import l2_normalize
 from soundscape.embedders.birdnet import NON_SPECIES_CLASSES
-from soundscape.errors import SoundscapeError
-from soundscape.spaces import Space, get_space, list_spaces
+from soundscape.errors import InvalidRequest, SoundscapeError
+from soundscape.queries import Filters, Query, check_filter_names
+from soundscape.results import Hit, merge_events
+from soundscape.spaces import Space, has_labels, list_spaces, pick_space, supports_text
+
+__all__ = [
+    "Filters", "Hit", "Query", "SearchRequest", "SearchResult", "check_filter_names",
+    "merge_events", "search",
+]  # fmt: skip
 
 STRATEGIES = ("auto", "hnsw", "exact")
 #: SQLSTATE of the ranger functions' input checks (a bad k, ef_search or query vector)
 INVALID_PARAMETER_VALUE = "22023"
-
-#: Preference when no space is named: general text-audio models, then bioacoustics, then the
-#: baseline; spaces of other (plugin) models come last, in creation order.
-MODEL_PREFERENCE = ("clap", "birdnet", "spectral")
+#: Most windows one search returns (and fetches to merge into events).
+MAX_LIMIT = 10000
 
 #: Field words that map to BirdNET's non-species classes (or to all birds).
 FIELD_WORDS: dict[str, tuple[str, ...]] = {
@@ -74,36 +84,6 @@ FIELD_WORDS: dict[str, tuple[str, ...]] = {
 
 
 # ------------------------------------------------------------------------------- filters
-@dataclass
-class Filters:
-    """Where and when. Times of day and dates are local to each sensor."""
-
-    sensors: list[str] | None = None
-    sites: list[str] | None = None
-    quadrants: list[str] | None = None
-    time_from: time | None = None
-    time_to: time | None = None
-    date_from: date | None = None
-    date_to: date | None = None
-    at_from: datetime | None = None
-    at_to: datetime | None = None
-    min_score: float | None = None
-
-    def params(self) -> dict[str, Any]:
-        return {
-            "sensors": self.sensors or None,
-            "sites": self.sites or None,
-            "quadrants": self.quadrants or None,
-            "time_from": self.time_from,
-            "time_to": self.time_to,
-            "date_from": self.date_from,
-            "date_to": self.date_to,
-            "at_from": self.at_from,
-            "at_to": self.at_to,
-            "min_score": self.min_score,
-        }
-
-
 _CLOCK = re.compile(r"^\s*(\d{1,2})(?::(\d{2}))?(?::(\d{2}))?\s*$")
 
 
@@ -178,104 +158,28 @@ def date_bounds(
     return d_from, d_to, a_from, a_to
 
 
-def check_filter_names(conn: Connection, filters: Filters) -> None:
-    """Unknown sensor/site/quadrant names are errors (with the known ones), not empty results."""
-    for column, values, what in (
-        ("name", filters.sensors, "sensor"),
-        ("site", filters.sites, "site"),
-        ("quadrant", filters.quadrants, "quadrant"),
-    ):
-        if not values:
-            continue
-        known = set(
-            conn.execute(
-                sa.text(f"SELECT DISTINCT {column} FROM sensors WHERE {column} IS NOT NULL")
-            ).scalars()
-        )
-        missing = [v for v in values if v not in known]
-        if missing:
-            raise SoundscapeError(
-                f"unknown {what} {', '.join(map(repr, missing))}; known: "
-                f"{', '.join(sorted(known)) or 'none'}"
-            )
-
-
 # ------------------------------------------------------------------------------- queries
-@dataclass
-class Query:
-    """What to rank by, in which space."""
-
-    space: Space
-    description: str
-    vector: np.ndarray | None = None
-    label_ids: list[int] | None = None
-    exclude: int | None = None
-    kind: str = "text"
-    #: a score floor implied by the query (a concept's threshold)
-    min_score: float | None = None
-    #: kind "classifier": (name, version, label) of a trained classifier (soundscape.classifiers)
-    classifier: tuple[str, int, str] | None = None
-
-    @property
-    def is_labels(self) -> bool:
-        return self.label_ids is not None
-
-
-def _spaces_with_data(conn: Connection) -> list[Space]:
-    filled = set(conn.execute(sa.text("SELECT DISTINCT space_id FROM recording_spaces")).scalars())
-    spaces = [s for s in list_spaces(conn) if s.id in filled]
-
-    def rank(s: Space) -> tuple[int, int]:
-        pref = MODEL_PREFERENCE.index(s.model) if s.model in MODEL_PREFERENCE else 99
-        return pref, s.id
-
-    return sorted(spaces, key=rank)
-
-
-def _supports_text(space: Space) -> bool:
-    try:
-        cls = get_model_class(space.model)
-    except SoundscapeError:
-        return False
-    return bool(cls.supports_text) and cls.unavailable_reason() is None
-
-
-def _has_labels(conn: Connection, space: Space) -> bool:
-    return bool(
-        conn.execute(
-            sa.text("SELECT EXISTS (SELECT 1 FROM space_labels WHERE space_id = :s)"),
-            {"s": space.id},
-        ).scalar()
-    )
-
-
-def pick_space(conn: Connection, space_name: str | None, *, text: bool) -> Space:
-    """The named space, or the best one that can answer this kind of query."""
-    if space_name:
-        return get_space(conn, space_name)
-    spaces = _spaces_with_data(conn)
-    if not spaces:
-        raise SoundscapeError("nothing to search yet: ingest some audio first (soundscape ingest)")
-    if not text:
-        return spaces[0]
-    for s in spaces:
-        if _supports_text(s):
-            return s
-    for s in spaces:
-        if _has_labels(conn, s):
-            return s
-    raise SoundscapeError(
-        "no space here can answer a text query (no text encoder, no class labels); "
-        "search with --audio FILE or --like ID, or ingest with --model clap or birdnet"
-    )
+def _check_text(text: str, space: Space) -> None:
+    """A text without a letter or digit ("*", "%") names nothing: it must not match every
+    class (an empty word list matches all of them) nor be embedded as a query."""
+    if not text.strip():
+        raise SoundscapeError("empty search text")
+    if not re.search(r"[^\W_]", text):
+        raise SoundscapeError(
+            f"no {space.name} label matches {text!r}: a search text needs letters or digits "
+            "(wildcards are not supported; labels: `soundscape labels top`)"
+        )
 
 
 def text_query(conn: Connection, text: str, space: Space) -> Query:
-    if _supports_text(space):
+    """A text as a query: the text encoder's vector (CLAP), else the class labels it names
+    (BirdNET; see ``match_labels``)."""
+    _check_text(text, space)
+    if supports_text(space):
         model = load_model(space.model)
         vec = l2_normalize(model.embed_text([text]))[0]
         return Query(space, f"text {text!r}", vector=vec, kind="text")
-    if _has_labels(conn, space):
+    if has_labels(conn, space):
         ids, names = match_labels(conn, space, text)
         if len(names) > 20:  # a field word such as "birdsong": every bird class
             shown = f"{text!r} ({len(names)} classes)"
@@ -302,10 +206,9 @@ def _labels(conn: Connection, space: Space) -> list[tuple[int, str, str | None, 
 def match_labels(conn: Connection, space: Space, text: str) -> tuple[list[int], list[str]]:
     """Label ids (and display names) for a text: field words, exact names, then word-prefix
     matches on common and scientific names (case-insensitive)."""
+    _check_text(text, space)
     labels = _labels(conn, space)
     q = " ".join(text.lower().split())
-    if not q:
-        raise SoundscapeError("empty search text")
 
     def shown(common: str | None, name: str) -> str:
         return common or name
@@ -343,19 +246,53 @@ def match_labels(conn: Connection, space: Space, text: str) -> tuple[list[int], 
     if hits:
         return [h[0] for h in hits], [shown(h[3], h[1]) for h in hits]
 
-    # Closest labels (case-insensitive), then field words, as suggestions.
-    by_lower = {shown(lab[3], lab[1]).lower(): shown(lab[3], lab[1]) for lab in labels}
-    close = [by_lower[c] for c in difflib.get_close_matches(q, list(by_lower), n=5, cutoff=0.5)]
-    close += [
-        w
-        for w in difflib.get_close_matches(q, list(FIELD_WORDS), n=2, cutoff=0.7)
-        if w not in {c.lower() for c in close}
+    close = suggest_labels(labels, q) + [
+        (word, score)
+        for word, score, _ in process.extract(
+            q, list(FIELD_WORDS), scorer=fuzz.ratio, limit=2, score_cutoff=SUGGEST_MIN_SCORE
+        )
     ]
-    hint = f"; did you mean: {', '.join(close)}?" if close else ""
+    close.sort(key=lambda c: -c[1])  # stable: labels before field words of the same score
+    names = list(dict.fromkeys(name for name, _ in close))[:5]
+    hint = f"; did you mean: {', '.join(names)}?" if names else ""
     raise SoundscapeError(
         f"no {space.name} label matches {text!r}{hint} "
         f"(labels: `soundscape labels top`, field words: {', '.join(sorted(FIELD_WORDS)[:8])}, ...)"
     )
+
+
+#: How similar (rapidfuzz ratio, 0-100) a label, one of its words or a field word must be to a
+#: text that matched nothing to be suggested.
+SUGGEST_MIN_SCORE = 70.0
+
+
+def suggest_labels(
+    labels: list[tuple[int, str, str | None, str | None]], text: str, n: int = 5
+) -> list[tuple[str, float]]:
+    """The labels closest to a text that matched none, best first, with their similarity
+    (0-100): each label's common and scientific names and their words are compared with the
+    text (rapidfuzz's normalised Indel similarity, case-insensitive), so "junko" finds
+    "Dark-eyed Junco" by its word "Junco", not "Gun"."""
+    choices: list[str] = []
+    owner: list[int] = []
+    for i, (_, name, scientific, common) in enumerate(labels):
+        for whole in {common or name, scientific or ""} - {""}:
+            for choice in [whole, *(w for w in re.findall(r"[^\W_]+", whole) if len(w) > 2)]:
+                choices.append(choice)
+                owner.append(i)
+    best: dict[int, float] = {}
+    for _, score, k in process.extract(
+        text,
+        choices,
+        scorer=fuzz.ratio,
+        processor=utils.default_process,
+        limit=None,
+        score_cutoff=SUGGEST_MIN_SCORE,
+    ):
+        i = owner[k]
+        best[i] = max(best.get(i, 0.0), score)
+    ranked = sorted(best, key=lambda i: (-best[i], i))[:n]
+    return [(labels[i][3] or labels[i][1], best[i]) for i in ranked]
 
 
 def audio_query(
@@ -410,38 +347,24 @@ def window_query(conn: Connection, segment_id: int, space_name: str | None) -> Q
 
 
 # ------------------------------------------------------------------------------- running
-@dataclass
-class Hit:
-    segment_id: int
-    score: float
-    recording_id: int
-    path: str
-    sensor: str
-    site: str | None
-    quadrant: str | None
-    start_s: float
-    end_s: float
-    starts_at: datetime | None
-    local_date: date | None
-    local_time: time | None
-    label: str | None = None
-    method: str = ""
-    n_windows: int = 1
-    clip: str | None = None
+#: SQL type of each argument of the ranger search functions (sql/search.sql,
+#: sql/classifiers.sql); they are called with named arguments, and only with those given.
+_ARG_TYPES = {
+    "p_space": "integer", "p_query": "vector", "p_labels": "integer[]", "p_k": "integer",
+    "p_sensors": "text[]", "p_sites": "text[]", "p_quadrants": "text[]", "p_time_from": "time",
+    "p_time_to": "time", "p_date_from": "date", "p_date_to": "date",
+    "p_at_from": "timestamptz", "p_at_to": "timestamptz", "p_min_score": "real",
+    "p_exclude": "bigint", "p_strategy": "text", "p_ef_search": "integer",
+    "p_classifier": "text", "p_label": "text", "p_version": "integer",
+}  # fmt: skip
 
-    @property
-    def local(self) -> datetime | None:
-        if self.local_date is None or self.local_time is None:
-            return None
-        return datetime.combine(self.local_date, self.local_time)
 
-    def as_row(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["local"] = self.local.isoformat(sep=" ", timespec="seconds") if self.local else None
-        d["score"] = round(float(self.score), 4)
-        d["start_s"] = round(float(self.start_s), 3)
-        d["end_s"] = round(float(self.end_s), 3)
-        return d
+def _call(function: str, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``SELECT * FROM ranger.<function>(p_x => CAST(:p_x AS type), ...)`` for the arguments
+    that are not None (the others keep the function's defaults) and its parameters."""
+    given = {k: v for k, v in args.items() if v is not None}
+    named = ", ".join(f"{k} => CAST(:{k} AS {_ARG_TYPES[k]})" for k in given)
+    return f"SELECT * FROM ranger.{function}({named})", given
 
 
 def run(
@@ -456,41 +379,31 @@ def run(
     overrides the HNSW candidate list size the function would choose."""
     if strategy not in STRATEGIES:
         raise SoundscapeError(f"strategy must be one of {', '.join(STRATEGIES)}")
-    params = {**filters.params(), "space": query.space.id, "k": int(limit)}
+    f = filters.params()
+    args: dict[str, Any] = {"p_k": int(limit)}
+    args.update({f"p_{k}": v for k, v in f.items()})
     if query.classifier is not None:  # exact ranking by w . x + b (sql/classifiers.sql)
-        sql = (
-            "SELECT * FROM ranger.search_classifier(:name, :label, :k, "
-            "CAST(:sensors AS text[]), CAST(:sites AS text[]), CAST(:quadrants AS text[]), "
-            "CAST(:time_from AS time), CAST(:time_to AS time), CAST(:date_from AS date), "
-            "CAST(:date_to AS date), CAST(:at_from AS timestamptz), CAST(:at_to AS timestamptz), "
-            "CAST(:min_score AS real), :version)"
-        )
         name, version, label = query.classifier
-        params.update(name=name, version=version, label=label)
-    elif query.is_labels:
-        sql = (
-            "SELECT * FROM ranger.search_labels(:space, CAST(:labels AS integer[]), :k, "
-            "CAST(:sensors AS text[]), CAST(:sites AS text[]), CAST(:quadrants AS text[]), "
-            "CAST(:time_from AS time), CAST(:time_to AS time), CAST(:date_from AS date), "
-            "CAST(:date_to AS date), CAST(:at_from AS timestamptz), CAST(:at_to AS timestamptz), "
-            "CAST(:min_score AS real))"
+        sql, params = _call(
+            "search_classifier",
+            {"p_classifier": name, "p_label": label, **args, "p_version": version},
         )
-        params["labels"] = query.label_ids
+    elif query.is_labels:
+        sql, params = _call(
+            "search_labels", {"p_space": query.space.id, "p_labels": query.label_ids, **args}
+        )
     else:
         register_vector(conn)
-        sql = (
-            "SELECT * FROM ranger.search_vector(:space, CAST(:q AS vector), :k, "
-            "CAST(:sensors AS text[]), CAST(:sites AS text[]), CAST(:quadrants AS text[]), "
-            "CAST(:time_from AS time), CAST(:time_to AS time), CAST(:date_from AS date), "
-            "CAST(:date_to AS date), CAST(:at_from AS timestamptz), CAST(:at_to AS timestamptz), "
-            "CAST(:min_score AS real), CAST(:exclude AS bigint), :strategy, NULL, "
-            "CAST(:ef AS integer))"
-        )
-        params.update(
-            q=np.asarray(query.vector, np.float32),
-            exclude=query.exclude,
-            strategy=strategy,
-            ef=ef_search,
+        sql, params = _call(
+            "search_vector",
+            {
+                "p_space": query.space.id,
+                "p_query": np.asarray(query.vector, np.float32),
+                **args,
+                "p_exclude": query.exclude,
+                "p_strategy": strategy,
+                "p_ef_search": ef_search,
+            },
         )
     try:
         rows = conn.execute(sa.text(sql), params).all()
@@ -502,126 +415,132 @@ def run(
     return [Hit(**dict(r._mapping)) for r in rows]
 
 
-def merge_events(hits: list[Hit], gap_s: float = 0.0) -> list[Hit]:
-    """Merge hits of the same recording whose windows overlap or touch (next start <= end +
-    gap) into events: the span of the windows, the best score, and how many windows."""
-    by_rec: dict[int, list[Hit]] = {}
-    for h in hits:
-        by_rec.setdefault(h.recording_id, []).append(h)
-    events: list[Hit] = []
-    for group in by_rec.values():
-        group.sort(key=lambda h: h.start_s)
-        current: Hit | None = None
-        best: Hit | None = None
-        for h in group:
-            if current is not None and h.start_s <= current.end_s + gap_s + 1e-6:
-                current.end_s = max(current.end_s, h.end_s)
-                current.n_windows += 1
-                if h.score > best.score:
-                    best = h
-                    current.score, current.segment_id, current.label = (
-                        h.score,
-                        h.segment_id,
-                        h.label,
-                    )
-                continue
-            if current is not None:
-                events.append(current)
-            current = replace(h, n_windows=1)
-            best = h
-        if current is not None:
-            events.append(current)
-    events.sort(key=lambda e: (-e.score, e.recording_id, e.start_s))
-    return events
-
-
-# ------------------------------------------------------------------------------- export
+# ------------------------------------------------------------------------------- requests
 @dataclass
-class ExportResult:
-    written: list[Path] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+class SearchRequest:
+    """One search, as the CLI or a notebook asks for it.
+
+    Give exactly one query form: ``text``; ``audio`` (a file, optionally the span
+    ``start_s``-``end_s``); ``like`` (a stored window's id); ``concept`` (a stored concept's
+    name); or ``classifier`` with ``label`` (and ``version``, default the latest). ``space``
+    names the space (default: the best that can answer, ``spaces.pick_space``). With
+    ``events``, overlapping or touching windows of one recording and label are merged and
+    ``limit`` counts events.
+    """
+
+    text: str | None = None
+    audio: Path | str | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+    like: int | None = None
+    concept: str | None = None
+    classifier: str | None = None
+    label: str | None = None
+    version: int | None = None
+    space: str | None = None
+    filters: Filters = field(default_factory=Filters)
+    limit: int = 10
+    events: bool = False
+    strategy: str = "auto"
+    ef_search: int | None = None
+
+    def check(self) -> None:
+        """Raise ``InvalidRequest`` for a request that cannot be run whatever the database
+        holds (no or several query forms, options of another form, a bad limit)."""
+        forms = [
+            name
+            for name, value in (
+                ("TEXT", self.text),
+                ("--audio", self.audio),
+                ("--like", self.like),
+                ("--concept", self.concept),
+                ("--classifier", self.classifier),
+            )
+            if value is not None
+        ]
+        if len(forms) != 1:
+            raise InvalidRequest(
+                "give exactly one query: TEXT, --audio FILE, --like WINDOW_ID, --concept NAME or "
+                "--classifier NAME --label L" + (f" (got {', '.join(forms)})" if forms else "")
+            )
+        if (self.label is not None or self.version is not None) and self.classifier is None:
+            raise InvalidRequest("--label/--version go with --classifier NAME")
+        if (self.start_s is not None or self.end_s is not None) and self.audio is None:
+            raise InvalidRequest("--start/--end select a span of --audio FILE")
+        if not 1 <= int(self.limit) <= MAX_LIMIT:
+            raise InvalidRequest(f"the limit must be between 1 and {MAX_LIMIT}, not {self.limit}")
+        if self.strategy.lower() not in STRATEGIES:
+            raise InvalidRequest(f"strategy must be one of {', '.join(STRATEGIES)}")
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
+@dataclass
+class SearchResult:
+    """Hits (windows, or events with ``n_windows``) best first, the query that ranked them and
+    the filters applied (with a concept's threshold as ``min_score``)."""
+
+    hits: list[Hit]
+    query: Query
+    filters: Filters
+    events: bool = False
+
+    @property
+    def space(self) -> Space:
+        return self.query.space
 
 
-def clip_name(rank: int, hit: Hit) -> str:
-    when = (
-        hit.local.strftime("%Y%m%d-%H%M%S")
-        if hit.local
-        else f"{Path(hit.path).stem}-{hit.start_s:.1f}s"
-    )
-    return f"{rank:03d}_{_slug(hit.sensor)}_{_slug(when)}_{hit.score:.3f}"
-
-
-def export_clips(hits: list[Hit], folder: Path, pad_s: float = 1.0) -> ExportResult:
-    """Write each hit as a WAV clip (padded by ``pad_s`` on both sides, at the recording's
-    own sample rate) and a spectrogram PNG beside it."""
-    import soundfile as sf
-
-    from soundscape.plots import spectrogram_png
-
-    folder.mkdir(parents=True, exist_ok=True)
-    out = ExportResult()
-    for rank, hit in enumerate(hits, start=1):
-        name = clip_name(rank, hit)
-        try:
-            info = probe(hit.path)
-            start = max(0.0, hit.start_s - pad_s)
-            end = min(info.duration_s, hit.end_s + pad_s)
-            audio = decode_span(hit.path, info.sample_rate, start, end)
-        except (SoundscapeError, OSError, ValueError) as exc:
-            out.errors.append(f"{hit.path}: cannot export window {hit.segment_id}: {exc}")
-            continue
-        wav = folder / f"{name}.wav"
-        sf.write(wav, audio, info.sample_rate, subtype="PCM_16")
-        png = folder / f"{name}.png"
-        title = f"{hit.sensor}  {hit.local or ''}  score {hit.score:.3f}"
-        spectrogram_png(
-            audio, info.sample_rate, png, title, mark=(hit.start_s - start, hit.end_s - start)
+def resolve_query(conn: Connection, request: SearchRequest) -> Query:
+    """The request's query form as a ``Query`` in its space."""
+    request.check()
+    if request.classifier is not None:
+        if request.label is None:
+            labels = [
+                m.label for m in get_classifier(conn, request.classifier, request.version).labels
+            ]
+            raise InvalidRequest(f"--classifier needs --label (one of: {', '.join(labels)})")
+        query = classifier_query(conn, request.classifier, request.label, request.version)
+        if request.space and request.space != query.space.name:
+            raise SoundscapeError(
+                f"classifier {request.classifier!r} was trained on space "
+                f"{query.space.name!r}, not {request.space!r}"
+            )
+        return query
+    if request.text is not None:
+        space = pick_space(conn, request.space, purpose="text")
+        return text_query(conn, request.text, space)
+    if request.audio is not None:
+        space = pick_space(conn, request.space, purpose="audio")
+        return audio_query(conn, Path(request.audio), space, request.start_s, request.end_s)
+    if request.like is not None:
+        return window_query(conn, request.like, request.space)
+    assert request.concept is not None  # check() saw exactly one form
+    query = concept_query(conn, request.concept)
+    if request.space and request.space != query.space.name:
+        raise SoundscapeError(
+            f"concept {request.concept!r} lives in space {query.space.name!r}, "
+            f"not {request.space!r}"
         )
-        hit.clip = str(wav)
-        out.written.extend([wav, png])
-    return out
+    return query
 
 
-# Raven Pro selection tables: what bioacousticians open beside a recording to review hits.
-RAVEN_COLUMNS = [
-    "Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
-    "High Freq (Hz)", "Begin Path", "File Offset (s)", "Rank", "Score", "Label", "Sensor",
-    "Local Time", "Window ID",
-]  # fmt: skip
-
-
-def export_raven(hits: list[Hit], folder: Path, label: str) -> ExportResult:
-    """Write one Raven selection table per recording (``<stem>.r<recording id>.selections.txt``,
-    tab-separated): a selection per hit over the full band, in time order, with its rank,
-    score, label (the hit's class for label queries, else ``label``) and local time."""
-    folder.mkdir(parents=True, exist_ok=True)
-    out = ExportResult()
-    by_recording: dict[int, list[tuple[int, Hit]]] = {}
-    for rank, hit in enumerate(hits, start=1):
-        by_recording.setdefault(hit.recording_id, []).append((rank, hit))
-    for recording_id, ranked in by_recording.items():
-        path = ranked[0][1].path
-        try:
-            high = probe(path).sample_rate / 2
-        except (SoundscapeError, OSError) as exc:
-            high = 24000.0
-            out.errors.append(f"{path}: {exc}; High Freq set to {high:g} Hz")
-        lines = ["\t".join(RAVEN_COLUMNS)]
-        ranked.sort(key=lambda rh: (rh[1].start_s, rh[0]))
-        for selection, (rank, hit) in enumerate(ranked, start=1):
-            cells = [
-                selection, "Spectrogram 1", 1, f"{hit.start_s:.3f}", f"{hit.end_s:.3f}", 0,
-                f"{high:g}", path, f"{hit.start_s:.3f}", rank, f"{hit.score:.4f}",
-                hit.label or label, hit.sensor,
-                hit.local.isoformat(sep=" ", timespec="seconds") if hit.local else "",
-                hit.segment_id,
-            ]  # fmt: skip
-            lines.append("\t".join(str(c).replace("\t", " ") for c in cells))
-        table = folder / f"{_slug(Path(path).stem)}.r{recording_id}.selections.txt"
-        table.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        out.written.append(table)
-    return out
+def search(conn: Connection, request: SearchRequest) -> SearchResult:
+    """Run a search: check the request and the filter names, resolve the query, rank (one
+    SQL statement), and with ``request.events`` merge windows into events per recording and
+    label (ranking ten times ``limit`` windows to find ``limit`` events)."""
+    request.check()
+    check_filter_names(conn, request.filters)
+    query = resolve_query(conn, request)
+    filters = request.filters
+    if query.min_score is not None and filters.min_score is None:
+        filters = replace(filters, min_score=query.min_score)
+    fetch = min(MAX_LIMIT, request.limit * 10) if request.events else request.limit
+    hits = run(
+        conn,
+        query,
+        filters,
+        limit=fetch,
+        strategy=request.strategy.lower(),
+        ef_search=request.ef_search,
+    )
+    if request.events:
+        hits = merge_events(hits)[: request.limit]
+    return SearchResult(hits=hits, query=query, filters=filters, events=request.events)

@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from soundscape.embedders import Embedder
+from soundscape.embedders import Embedder, get_model_class
 from soundscape.errors import BadOption, SoundscapeError
 
 # HNSW build parameters. m is pgvector's default; ef_construction is twice its default: with
@@ -31,6 +31,23 @@ DEFAULT_INDEX_TYPE = "halfvec"
 #: the shortest hop between window starts: 10 windows per second of audio (a BirdNET hop of
 #: 0.0001 s would embed 10,000 windows per second and run for hours on a minute of audio)
 MIN_HOP_S = 0.1
+
+#: Which model's space answers a purpose best when none is named (``pick_space``); spaces of
+#: other (plugin) models come after these, in creation order.
+PREFERENCES: dict[str, tuple[str, ...]] = {
+    # search by text: a text-audio model, then BirdNET's class labels (the baseline has neither)
+    "text": ("clap", "birdnet", "spectral"),
+    # search by example: general text-audio models, then bioacoustics, then the baseline
+    "audio": ("clap", "birdnet", "spectral"),
+    # the weight-free spectral statistics separate machine sounds, saws and sirens from a
+    # soundscape far better than BirdNET's bird-tuned embedding (docs/analytics.md)
+    "anomalies": ("spectral", "birdnet", "clap"),
+    # BirdNET embeddings survive added noise (10 dB SNR) as well as gain, resampling and mp3;
+    # the spectral statistics survive gain, resampling and mp3 but not broadband noise
+    "duplicates": ("birdnet", "spectral", "clap"),
+    # class labels (`labels top`): only spaces of classifier models count
+    "labels": ("birdnet",),
+}
 
 
 @dataclass(frozen=True)
@@ -91,6 +108,99 @@ def get_space(conn: Connection, name: str) -> Space:
             f"no space named {name!r}; spaces in this database: {', '.join(names) or 'none'}"
         )
     return _row_to_space(row)
+
+
+def supports_text(space: Space) -> bool:
+    """Whether the space's model has a text encoder that can run here."""
+    try:
+        cls = get_model_class(space.model)
+    except SoundscapeError:
+        return False
+    return bool(cls.supports_text) and cls.unavailable_reason() is None
+
+
+def has_labels(conn: Connection, space: Space) -> bool:
+    """Whether the space's model stores class labels (BirdNET)."""
+    return bool(
+        conn.execute(
+            sa.text("SELECT EXISTS (SELECT 1 FROM space_labels WHERE space_id = :s)"),
+            {"s": space.id},
+        ).scalar()
+    )
+
+
+def _sensor_id(conn: Connection, sensor: str) -> int:
+    row = conn.execute(sa.text("SELECT id FROM sensors WHERE name = :n"), {"n": sensor}).fetchone()
+    if row is None:
+        known = conn.execute(sa.text("SELECT name FROM sensors ORDER BY name")).scalars().all()
+        raise SoundscapeError(
+            f"unknown sensor {sensor!r}; known: {', '.join(known) or 'none (soundscape sensors add)'}"
+        )
+    return int(row.id)
+
+
+def pick_space(
+    conn: Connection, name: str | None = None, *, purpose: str, sensor: str | None = None
+) -> Space:
+    """The space to use: the one named, else the best with stored windows for ``purpose``.
+
+    ``purpose`` is a key of ``PREFERENCES``: ``"text"`` (a space with a text encoder, else one
+    with class labels), ``"audio"`` (search by example), ``"anomalies"``, ``"duplicates"`` or
+    ``"labels"`` (a space with class labels).
+    With ``sensor``, only spaces holding that sensor's windows count (and a named space must
+    hold some).
+    """
+    if purpose not in PREFERENCES:
+        raise SoundscapeError(f"purpose must be one of {', '.join(PREFERENCES)}, not {purpose!r}")
+    if sensor is None:
+        filled = set(
+            conn.execute(sa.text("SELECT DISTINCT space_id FROM recording_spaces")).scalars()
+        )
+    else:
+        filled = set(
+            conn.execute(
+                sa.text(
+                    "SELECT DISTINCT rs.space_id FROM recording_spaces rs "
+                    "JOIN recordings r ON r.id = rs.recording_id WHERE r.sensor_id = :s"
+                ),
+                {"s": _sensor_id(conn, sensor)},
+            ).scalars()
+        )
+    if name:
+        space = get_space(conn, name)
+        if sensor is not None and space.id not in filled:
+            raise SoundscapeError(f"sensor {sensor!r} has no windows in space {name!r}")
+        return space
+    preference = PREFERENCES[purpose]
+
+    def rank(s: Space) -> tuple[int, int]:
+        return (preference.index(s.model) if s.model in preference else len(preference), s.id)
+
+    spaces = sorted((s for s in list_spaces(conn) if s.id in filled), key=rank)
+    if not spaces:
+        whose = f"sensor {sensor!r} has" if sensor is not None else "this database has"
+        raise SoundscapeError(
+            f"{whose} no windows yet: ingest some audio first (soundscape ingest)"
+        )
+    if purpose == "labels":
+        labelled = [s for s in spaces if has_labels(conn, s)]
+        if not labelled:
+            raise SoundscapeError(
+                "no space with class labels yet; ingest with --model birdnet first"
+            )
+        return labelled[0]
+    if purpose != "text":
+        return spaces[0]
+    for s in spaces:
+        if supports_text(s):
+            return s
+    for s in spaces:
+        if has_labels(conn, s):
+            return s
+    raise SoundscapeError(
+        "no space here can answer a text query (no text encoder, no class labels); "
+        "search with --audio FILE or --like ID, or ingest with --model clap or birdnet"
+    )
 
 
 def resolve_window(
@@ -237,13 +347,28 @@ def create_hnsw_index(conn: Connection, space: Space, name: str | None = None) -
     )
 
 
+def set_build_memory(conn: Connection, memory: str) -> None:
+    """``maintenance_work_mem`` for an index build in this transaction (e.g. ``"4GB"``); a
+    value PostgreSQL does not take is a ``BadOption`` for ``--memory``."""
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                sa.text("SELECT set_config('maintenance_work_mem', :m, true)"), {"m": memory}
+            )
+    except sa.exc.DBAPIError as exc:
+        raise BadOption(
+            f"{memory!r} is not a PostgreSQL memory size (e.g. 512MB, 4GB): {exc.orig}".strip(),
+            option="--memory",
+        ) from None
+
+
 def set_index_type(conn: Connection, space: Space, index_type: str) -> tuple[Space, float]:
     """Rebuild a space's HNSW index as ``vector`` (float32) or ``halfvec`` (float16).
 
     Nothing stored changes but the index, so this can always be undone. The new index is built
     beside the old one (searches go on using the old one; ingest into the space waits), then
-    swapped in when the caller's transaction commits. Returns the updated space and the build
-    time in seconds.
+    swapped in when the caller's transaction commits (``set_build_memory`` first speeds up a
+    large build). Returns the updated space and the build time in seconds.
     """
     if space.dimension > 2000 and index_type == "vector":
         raise SoundscapeError(

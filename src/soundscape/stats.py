@@ -1,4 +1,5 @@
-"""Database-wide numbers for ``soundscape stats``."""
+"""What is in the database: numbers for ``soundscape stats``, spaces, top labels and the
+list of recordings."""
 
 from __future__ import annotations
 
@@ -70,5 +71,29 @@ def top_labels(
             "ORDER BY windows DESC, best_score DESC LIMIT :limit"
         ),
         {"space": space_id, "min": min_score, "sensor": sensor, "limit": limit},
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+#: What ``list_recordings`` returns per recording.
+RECORDING_COLUMNS = [
+    "id", "sensor", "site", "quadrant", "path", "format", "duration_s", "started_local",
+    "spaces", "n_segments",
+]  # fmt: skip
+
+
+def list_recordings(
+    conn: Connection, sensor: str | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Stored recordings (all, or one sensor's) by id, with sensor, place, start, duration,
+    spaces and number of windows (the ``ranger.recordings`` view)."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT recording_id AS id, sensor, site, quadrant, path, format, duration_s, "
+            "started_local, spaces, n_segments FROM ranger.recordings "
+            "WHERE (CAST(:sensor AS text) IS NULL OR sensor = :sensor) ORDER BY recording_id "
+            "LIMIT :limit"
+        ),
+        {"sensor": sensor, "limit": limit},
     )
     return [dict(r._mapping) for r in rows]

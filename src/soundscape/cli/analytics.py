@@ -141,11 +141,12 @@ def anomalies(
           --from 2024-05-08 --to 2024-05-08 --time 22:00-04:00 --json
     """
     from soundscape import anomalies as an
+    from soundscape.spaces import pick_space
 
     period = _period(time_range, date_from, date_to, base_from, base_to)
     database_ = open_db(database)
     with database_.engine.begin() as conn:
-        space = an.pick_space(conn, sensor, space_name)
+        space = pick_space(conn, space_name, purpose="anomalies", sensor=sensor)
         run = an.score(conn, sensor, space, period, k=k, strategy=strategy.lower())
         if windows:
             hits = an.top_windows(conn, run.id, top, min_score)
@@ -251,6 +252,7 @@ def duplicates(
       soundscape duplicates --all --min-score 0.8
     """
     from soundscape import duplicates as dup
+    from soundscape.spaces import pick_space
 
     given = [n for n, v in (("--audio", audio), ("--recording", recording)) if v is not None]
     given += ["--all"] if all_ else []
@@ -267,7 +269,7 @@ def duplicates(
         "strategy": strategy.lower(),
     }
     with open_db(database).engine.connect() as conn:
-        space = dup.pick_space(conn, space_name)
+        space = pick_space(conn, space_name, purpose="duplicates")
         score = dup.default_min_score(space) if min_score is None else min_score
         echo_err(f"searching space {space.name} (window pairs scoring >= {score:g})")
         if audio is not None:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 
 import click
-import sqlalchemy as sa
 
 from soundscape.cli.base import cli, database_option, echo_err, format_options, open_db
-from soundscape.errors import SoundscapeError
 from soundscape.output import emit
 
 
@@ -144,31 +142,11 @@ def recordings() -> None:
 @format_options
 def recordings_list(sensor: str | None, limit: int | None, database: str | None, fmt: str) -> None:
     """List recordings with sensor, start, duration and spaces."""
-    sql = (
-        "SELECT recording_id AS id, sensor, site, quadrant, path, format, duration_s, "
-        "started_local, spaces, n_segments FROM ranger.recordings "
-        "WHERE (CAST(:sensor AS text) IS NULL OR sensor = :sensor) ORDER BY recording_id"
-    )
-    if limit:
-        sql += f" LIMIT {int(limit)}"
+    from soundscape.stats import RECORDING_COLUMNS, list_recordings
+
     with open_db(database).engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(sa.text(sql), {"sensor": sensor})]
-    emit(
-        rows,
-        fmt,
-        [
-            "id",
-            "sensor",
-            "site",
-            "quadrant",
-            "path",
-            "format",
-            "duration_s",
-            "started_local",
-            "spaces",
-            "n_segments",
-        ],
-    )
+        rows = list_recordings(conn, sensor=sensor, limit=limit)
+    emit(rows, fmt, RECORDING_COLUMNS)
 
 
 # ---------------------------------------------------------------------------------- stats
@@ -290,7 +268,7 @@ def spaces_index(
     Only the index changes (embeddings stay float32), so this can be undone at any time.
     Searches go on with the old index while the new one builds; ingest into the space waits.
     """
-    from soundscape.spaces import drop_hnsw_index, get_space, set_index_type
+    from soundscape.spaces import drop_hnsw_index, get_space, set_build_memory, set_index_type
 
     if drop and (index_type or memory):
         raise click.UsageError("--drop takes neither --type nor --memory")
@@ -304,18 +282,7 @@ def spaces_index(
             )
             return
         if memory:
-            try:
-                with conn.begin_nested():
-                    conn.execute(
-                        sa.text("SELECT set_config('maintenance_work_mem', :m, true)"),
-                        {"m": memory},
-                    )
-            except sa.exc.DBAPIError as exc:
-                raise click.BadParameter(
-                    f"{memory!r} is not a PostgreSQL memory size (e.g. 512MB, 4GB): "
-                    f"{exc.orig}".strip(),
-                    param_hint="--memory",
-                ) from None
+            set_build_memory(conn, memory)
         index_type = index_type or space.index_type
         echo_err(f"building the {index_type} HNSW index of {space.name} ...")
         _, seconds = set_index_type(conn, space, index_type)
@@ -343,21 +310,11 @@ def labels() -> None:
 @format_options
 def labels_top(space_name, sensor, min_score, limit, database, fmt) -> None:
     """The classes detected most often in stored windows."""
-    from soundscape.spaces import get_space
+    from soundscape.spaces import pick_space
     from soundscape.stats import top_labels
 
     with open_db(database).engine.connect() as conn:
-        if not space_name:
-            space_name = conn.execute(
-                sa.text(
-                    "SELECT name FROM spaces WHERE id = (SELECT min(space_id) FROM space_labels)"
-                )
-            ).scalar()
-            if space_name is None:
-                raise SoundscapeError(
-                    "no space with class labels yet; ingest with --model birdnet first"
-                )
-        space = get_space(conn, space_name)
+        space = pick_space(conn, space_name, purpose="labels")
         rows = top_labels(conn, space.id, sensor=sensor, min_score=min_score, limit=limit)
     echo_err(f"space {space.name}: classes with score >= {min_score:g}")
     emit(rows, fmt, ["common", "scientific", "windows", "recordings", "best_score"])

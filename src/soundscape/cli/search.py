@@ -1,15 +1,17 @@
-"""``soundscape search`` and ``soundscape concepts ...``."""
+"""``soundscape search``, ``soundscape concepts ...`` and ``soundscape classify``: options in,
+rendered rows out; the work is in soundscape.search, .concepts, .classify and .export (the
+library modules are imported inside the commands so that ``soundscape --help`` starts fast)."""
 
 from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import click
-import sqlalchemy as sa
 
 from soundscape.cli.base import (
     cli,
@@ -19,7 +21,7 @@ from soundscape.cli.base import (
     open_db,
     weights_option,
 )
-from soundscape.errors import SoundscapeError
+from soundscape.errors import InvalidRequest
 from soundscape.output import emit
 
 HIT_COLUMNS = [
@@ -139,66 +141,13 @@ def build_filters(sensors, sites, quadrants, time_range, date_from, date_to, min
     )
 
 
-def resolve_query(
-    conn,
-    text,
-    audio,
-    start,
-    end,
-    like,
-    concept,
-    space_name,
-    classifier=None,
-    label=None,
-    version=None,
-):
-    """Exactly one query form -> a search.Query (and what min score a concept implies)."""
-    from soundscape import search
-
-    forms = [
-        f
-        for f, v in (
-            ("TEXT", text),
-            ("--audio", audio),
-            ("--like", like),
-            ("--concept", concept),
-            ("--classifier", classifier),
-        )
-        if v is not None
-    ]
-    if len(forms) != 1:
-        raise click.UsageError(
-            "give exactly one query: TEXT, --audio FILE, --like WINDOW_ID, --concept NAME or "
-            "--classifier NAME --label L" + (f" (got {', '.join(forms)})" if forms else "")
-        )
-    if (label is not None or version is not None) and classifier is None:
-        raise click.UsageError("--label/--version go with --classifier NAME")
-    if classifier is not None:
-        from soundscape.classifiers import classifier_query, get_classifier
-
-        if label is None:
-            labels = [m.label for m in get_classifier(conn, classifier, version).labels]
-            raise click.UsageError(f"--classifier needs --label (one of: {', '.join(labels)})")
-        query = classifier_query(conn, classifier, label, version)
-        if space_name and space_name != query.space.name:
-            raise SoundscapeError(
-                f"classifier {classifier!r} was trained on space {query.space.name!r}, "
-                f"not {space_name!r}"
-            )
-        return query
-    if (start is not None or end is not None) and audio is None:
-        raise click.UsageError("--start/--end select a span of --audio FILE")
-    if text is not None:
-        space = search.pick_space(conn, space_name, text=True)
-        return search.text_query(conn, text, space)
-    if audio is not None:
-        space = search.pick_space(conn, space_name, text=False)
-        return search.audio_query(conn, audio, space, start, end)
-    if like is not None:
-        return search.window_query(conn, like, space_name)
-    from soundscape.concepts import concept_query
-
-    return concept_query(conn, concept)
+@contextmanager
+def usage_errors() -> Iterator[None]:
+    """The library's ``InvalidRequest`` (option combinations) as a usage error (exit 2)."""
+    try:
+        yield
+    except InvalidRequest as exc:
+        raise click.UsageError(str(exc)) from exc
 
 
 @cli.command()
@@ -227,6 +176,12 @@ def resolve_query(
     "raven_dir",
     type=click.Path(file_okay=False, writable=True, path_type=Path),
     help="Write a Raven Pro selection table per recording into this folder.",
+)
+@click.option(
+    "--audacity",
+    "audacity_dir",
+    type=click.Path(file_okay=False, writable=True, path_type=Path),
+    help="Write an Audacity label track per recording (<stem>.txt) into this folder.",
 )
 @click.option(
     "--strategy",
@@ -260,6 +215,7 @@ def search(
     events,
     export_dir,
     raven_dir,
+    audacity_dir,
     strategy,
     database,
     fmt,
@@ -272,33 +228,47 @@ def search(
       soundscape search --audio example.wav --start 3 --end 6 --events
       soundscape search --like 1234 --site "North Marsh" --json
       soundscape search --classifier saws --label saw --events --raven review/
+      soundscape search junco --events --audacity labels/
     """
+    from soundscape import export
     from soundscape import search as s
 
     filters = build_filters(sensors, sites, quadrants, time_range, date_from, date_to, min_score)
-    database_ = open_db(database)
-    with database_.engine.connect() as conn:
-        s.check_filter_names(conn, filters)
-        query = resolve_query(
-            conn, text, audio, start, end, like, concept, space_name, classifier, label, clf_version
-        )
-        if query.min_score is not None and filters.min_score is None:
-            filters.min_score = query.min_score
-        echo_err(f"searching space {query.space.name} by {query.description}")
-        fetch = min(10000, limit * 10) if events else limit  # events need their windows
-        hits = s.run(conn, query, filters, limit=fetch, strategy=strategy.lower())
-    if events:
-        hits = s.merge_events(hits)[:limit]
-    if export_dir is not None:
-        result = s.export_clips(hits, export_dir)
+    request = s.SearchRequest(
+        text=text,
+        audio=audio,
+        start_s=start,
+        end_s=end,
+        like=like,
+        concept=concept,
+        classifier=classifier,
+        label=label,
+        version=clf_version,
+        space=space_name,
+        filters=filters,
+        limit=limit,
+        events=events,
+        strategy=strategy.lower(),
+    )
+    with usage_errors():
+        request.check()
+        with open_db(database).engine.connect() as conn:
+            found = s.search(conn, request)
+    query, hits = found.query, found.hits
+    echo_err(f"searching space {query.space.name} by {query.description}")
+    for folder, write, what in (
+        (export_dir, lambda d: export.export_clips(hits, d), "file(s)"),
+        (raven_dir, lambda d: export.export_raven(hits, d, query.description, query.space),
+         "selection table(s)"),
+        (audacity_dir, lambda d: export.export_audacity(hits, d, query.description),
+         "label track(s)"),
+    ):  # fmt: skip
+        if folder is None:
+            continue
+        result = write(folder)
         for err in result.errors:
             echo_err(f"warning: {err}")
-        echo_err(f"wrote {len(result.written)} file(s) to {export_dir}")
-    if raven_dir is not None:
-        result = s.export_raven(hits, raven_dir, query.description)
-        for err in result.errors:
-            echo_err(f"warning: {err}")
-        echo_err(f"wrote {len(result.written)} selection table(s) to {raven_dir}")
+        echo_err(f"wrote {len(result.written)} {what} to {folder}")
     rows = []
     for rank, hit in enumerate(hits, start=1):
         rows.append({"rank": rank, **hit.as_row()})
@@ -344,11 +314,16 @@ def concepts_add(
 ) -> None:
     """Store a concept and compute its detections."""
     from soundscape.concepts import save_concept
+    from soundscape.search import SearchRequest, resolve_query
 
-    database_ = open_db(database)
-    with database_.engine.begin() as conn:
-        query = resolve_query(conn, text, audio, start, end, like, None, space_name)
-        row = save_concept(conn, name, query, threshold=threshold, replace=replace)
+    request = SearchRequest(
+        text=text, audio=audio, start_s=start, end_s=end, like=like, space=space_name
+    )
+    with usage_errors():
+        request.check()
+        with open_db(database).engine.begin() as conn:
+            query = resolve_query(conn, request)
+            row = save_concept(conn, name, query, threshold=threshold, replace=replace)
     echo_err(
         f"concept {name!r} stored in space {query.space.name} ({query.description}); "
         f"{row['detections']} detection(s)"
@@ -361,16 +336,10 @@ def concepts_add(
 @format_options
 def concepts_list(database, fmt) -> None:
     """List concepts with their space, threshold and number of detections."""
+    from soundscape.concepts import list_concepts
+
     with open_db(database).engine.connect() as conn:
-        rows = [
-            dict(r._mapping)
-            for r in conn.execute(
-                sa.text(
-                    "SELECT name, space, kind, query, threshold, n_labels, detections, refreshed_at "
-                    "FROM ranger.concepts ORDER BY name"
-                )
-            )
-        ]
+        rows = list_concepts(conn)
     emit(
         rows,
         fmt,
@@ -383,13 +352,10 @@ def concepts_list(database, fmt) -> None:
 @database_option
 def concepts_remove(names, database) -> None:
     """Remove concepts (and their detections)."""
+    from soundscape.concepts import remove_concepts
+
     with open_db(database).engine.begin() as conn:
-        for name in names:
-            gone = conn.execute(
-                sa.text("DELETE FROM concepts WHERE name = :n RETURNING id"), {"n": name}
-            ).fetchone()
-            if gone is None:
-                raise SoundscapeError(f"no concept named {name!r} (see `soundscape concepts list`)")
+        remove_concepts(conn, names)
     echo_err(f"removed {len(names)} concept(s)")
 
 
@@ -398,20 +364,10 @@ def concepts_remove(names, database) -> None:
 @database_option
 def concepts_refresh(names, database) -> None:
     """Recompute detections (all concepts, or the ones named) after new audio was ingested."""
+    from soundscape.concepts import refresh_concepts
+
     with open_db(database).engine.begin() as conn:
-        targets: list[Any] = list(names) or [None]
-        total = 0
-        for name in targets:
-            if (
-                name is not None
-                and not conn.execute(
-                    sa.text("SELECT 1 FROM concepts WHERE name = :n"), {"n": name}
-                ).fetchone()
-            ):
-                raise SoundscapeError(f"no concept named {name!r}")
-            total += conn.execute(
-                sa.text("SELECT ranger.refresh_detections(:n)"), {"n": name}
-            ).scalar()
+        total = refresh_concepts(conn, names)
     echo_err(f"{total} detection(s)")
     sys.stdout.flush()
 
@@ -491,6 +447,7 @@ def classify(
     from soundscape import search as s
     from soundscape.classify import classify as run_classify
     from soundscape.classify import parse_labels
+    from soundscape.spaces import pick_space
 
     if (labels_text is None) == (classifier is None):
         raise click.UsageError("give either --labels (zero-shot) or --classifier NAME")
@@ -506,7 +463,7 @@ def classify(
     database_ = open_db(database)
     with database_.engine.begin() as conn:
         s.check_filter_names(conn, filters)
-        space = s.pick_space(conn, space_name, text=True)
+        space = pick_space(conn, space_name, purpose="text")
         run = run_classify(conn, space, labels, filters, template=template)
     items = run.windows if per == "window" else run.recordings
     echo_err(

@@ -6,7 +6,7 @@ from functools import cache
 from importlib.metadata import entry_points
 
 from soundscape.embedders.base import Embedder, l2_normalize
-from soundscape.errors import SoundscapeError
+from soundscape.errors import ModelUnavailable, SoundscapeError
 
 ENTRY_POINT_GROUP = "soundscape.models"
 
@@ -56,8 +56,6 @@ def model_classes() -> dict[str, type[Embedder]]:
 
 def load_model(name: str, **params) -> Embedder:
     """Instantiate a model, raising ``ModelUnavailable`` with a fix when it cannot run here."""
-    from soundscape.errors import ModelUnavailable
-
     cls = get_model_class(name)
     reason = cls.unavailable_reason()
     if reason:
