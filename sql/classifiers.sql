@@ -4,9 +4,10 @@
 --
 -- A classifier label is a linear model on the space's float32 embeddings:
 --     logit = w . x + b,   score = sigmoid(logit) (a probability, what every output shows).
--- pgvector's `<#>` is the NEGATIVE inner product, so logit = b - (x <#> w). The spaces' HNSW
--- indexes are built for cosine distance and cannot serve an inner-product order, so ranking is
--- an exact scan of the windows that pass the filters (bench/classifiers.py measures it).
+-- pgvector's `<#>` is the NEGATIVE inner product, so logit = b - (x <#> w). Embeddings are
+-- unit vectors, so the highest logits are the windows most cosine-similar to w: the top
+-- windows come from ranger.search_vector (HNSW or exact, as it decides); the other orders
+-- (margin, unannotated windows only) and scoring are exact scans of the filtered windows.
 -- The logit is clamped to [-50, 50] before exp() so that no score overflows.
 
 -- The classifier (latest version unless p_version) with the label's model; raises a clear
@@ -70,7 +71,8 @@ CREATE OR REPLACE FUNCTION ranger.search_classifier(
     quadrant text, start_s real, end_s real, starts_at timestamptz, local_date date,
     local_time time, label text, method text
 )
-LANGUAGE plpgsql STABLE SECURITY DEFINER
+-- VOLATILE like ranger.search_vector, which it calls (that one EXPLAINs); it writes nothing.
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = public, pg_temp
 AS $fn$
 DECLARE
@@ -78,6 +80,7 @@ DECLARE
     v_ids integer[];
     v_where text;
     v_min_logit double precision;
+    v_norm double precision;
 BEGIN
     PERFORM ranger._check_int('p_k (the number of results)', p_k, 1, 10000);
     IF p_order IS NULL OR p_order NOT IN ('top', 'margin') THEN
@@ -99,10 +102,31 @@ BEGIN
         END IF;
         IF p_min_score > 0 THEN
             v_min_logit := ln(p_min_score / (1 - p_min_score));
-            v_where := v_where || format(
+        END IF;
+    END IF;
+    -- Top windows: embeddings are unit vectors (every model's contract), so w . x = |w| cos(w, x)
+    -- and the order by logit is the order by cosine similarity to w: ranger.search_vector
+    -- ranks them (the space's HNSW index, or an exact scan for selective filters, as it
+    -- decides), and the logit is b + |w| cos, from the float32 cosine it returns.
+    v_norm := vector_norm(m.weights);
+    IF p_order = 'top' AND NOT p_unlabelled AND v_norm > 0 THEN
+        RETURN QUERY
+        SELECT h.segment_id,
+               (1 / (1 + exp(-greatest(-50, least(50, m.bias + v_norm * h.score)))))::real,
+               h.recording_id, h.path, h.sensor, h.site, h.quadrant, h.start_s, h.end_s,
+               h.starts_at, h.local_date, h.local_time, p_label, 'classifier ' || h.method
+          FROM ranger.search_vector(m.space_id, m.weights, p_k, p_sensors, p_sites,
+                   p_quadrants, p_time_from, p_time_to, p_date_from, p_date_to, p_at_from,
+                   p_at_to,
+                   CASE WHEN v_min_logit IS NULL THEN NULL
+                        ELSE ((v_min_logit - m.bias) / v_norm)::real END) h
+         ORDER BY h.score DESC, h.segment_id;
+        RETURN;
+    END IF;
+    IF v_min_logit IS NOT NULL THEN
+        v_where := v_where || format(
                 ' AND $13 - (g.embedding::vector(%1$s) <#> $1::vector(%1$s)) >= $12',
                 m.dimension);
-        END IF;
     END IF;
     RETURN QUERY EXECUTE format(
         'WITH hits AS MATERIALIZED (
@@ -121,7 +145,7 @@ BEGIN
            JOIN sensors s ON s.id = h.sensor_id
           ORDER BY %4$s, h.id',
         m.dimension, v_where,
-        CASE WHEN p_order = 'top' THEN 9 || ' DESC'
+        CASE WHEN p_order = 'top' THEN '9 DESC'
              ELSE format('abs(1 / (1 + exp(-greatest(-50, least(50, $13 - '
                          '(g.embedding::vector(%1$s) <#> $1::vector(%1$s)))))) - $15)',
                          m.dimension) END,

@@ -25,7 +25,7 @@ FINGERPRINTS = {
     "search.sql": ("0009", "16d8c5a6ffa7"),
     "analytics.sql": ("0010", "47e2f3e74139"),
     "classify.sql": ("0005", "09be065c4b7d"),
-    "classifiers.sql": ("0009", "4f52dbbb2a5d"),
+    "classifiers.sql": ("0009", "447aebbefab7"),
 }
 
 _READ_SQL = re.compile(r"""read_sql\(\s*["']([^"']+)["']\s*\)""")
