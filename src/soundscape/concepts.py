@@ -121,7 +121,8 @@ def refresh_concepts(conn: Connection, names: list[str] | tuple[str, ...] = ()) 
     new audio was ingested; returns how many detections they have now."""
     _check_names(conn, list(names))
     total = 0
-    for name in list(names) or [None]:
+    targets: list[str | None] = [*names] or [None]
+    for name in targets:
         total += int(
             conn.execute(sa.text("SELECT ranger.refresh_detections(:n)"), {"n": name}).scalar() or 0
         )

@@ -410,7 +410,8 @@ def run(
     except sa.exc.DBAPIError as exc:
         # the ranger functions' input checks (k, ef_search, a zero query vector: sql/README.md)
         if getattr(exc.orig, "sqlstate", None) == INVALID_PARAMETER_VALUE:
-            raise SoundscapeError(exc.orig.diag.message_primary) from exc
+            diag = getattr(exc.orig, "diag", None)
+            raise SoundscapeError(getattr(diag, "message_primary", None) or str(exc.orig)) from exc
         raise
     return [Hit(**dict(r._mapping)) for r in rows]
 
