@@ -119,12 +119,10 @@ def export_raven(
     for recording_id, ranked in _by_recording(hits).items():
         path = ranked[0][1].path
         try:
-            rate = float(probe(path).sample_rate)
+            low, high = band_hz(float(probe(path).sample_rate), space)
         except (SoundscapeError, OSError) as exc:
-            rate = 48000.0
-            low, high = band_hz(rate, space)
+            low, high = band_hz(48000.0, space)  # the audio is gone: assume 48 kHz
             out.errors.append(f"{path}: {exc}; High Freq set to {high:g} Hz")
-        low, high = band_hz(rate, space)
         lines = ["\t".join(RAVEN_COLUMNS)]
         for selection, (rank, hit) in enumerate(ranked, start=1):
             cells = [
