@@ -1,6 +1,6 @@
 -- The search family of the `ranger` schema (current definitions; see sql/README.md): search
 -- in SQL, one implementation used by the CLI, by ranger.search(concept, ...) and by anyone
--- with psql or a BI tool. Applied by migrations 0003, 0006 and 0007.
+-- with psql or a BI tool. Applied by migrations 0003, 0006, 0007, 0009 and 0011.
 --
 -- ranger.search_vector ranks windows of one space by cosine similarity to a query vector,
 -- under filters on sensor/site/quadrant, local time of day (ranges may cross midnight), local
@@ -270,8 +270,22 @@ END
 $fn$;
 
 
+-- BirdNET's week of the year for a local date: its 48-week year, four weeks per month (days
+-- 1-7 week 1, 8-14 week 2, 15-21 week 3, 22 to the month's end week 4), as BirdNET-Analyzer's
+-- --week; -1 (its "whole year") for an unknown date.
+CREATE OR REPLACE FUNCTION ranger.birdnet_week(p_date date) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN p_date IS NULL THEN -1
+                ELSE (extract(month FROM p_date)::integer - 1) * 4
+                     + least(4, (extract(day FROM p_date)::integer - 1) / 7 + 1) END
+$$;
+
 -- Label search for classifier spaces (BirdNET): windows ranked by their stored class score
--- for any of the given labels (the best one names the hit).
+-- for any of the given labels (the best one names the hit). Unless p_all_species, a class
+-- that BirdNET's occurrence model finds implausible at the window's sensor and week (tables
+-- occurrence_sensors/occurrence of migration 0011, see sql/species.sql) does not count:
+-- sensors without an occurrence list (no coordinates) and non-species classes (stored with a
+-- NULL probability) are never filtered.
 CREATE OR REPLACE FUNCTION ranger.search_labels(
     p_space integer,
     p_labels integer[],
@@ -285,7 +299,8 @@ CREATE OR REPLACE FUNCTION ranger.search_labels(
     p_date_to date DEFAULT NULL,
     p_at_from timestamptz DEFAULT NULL,
     p_at_to timestamptz DEFAULT NULL,
-    p_min_score real DEFAULT NULL
+    p_min_score real DEFAULT NULL,
+    p_all_species boolean DEFAULT false
 ) RETURNS TABLE (
     segment_id bigint, score real, recording_id bigint, path text, sensor text, site text,
     quadrant text, start_s real, end_s real, starts_at timestamptz, local_date date,
@@ -297,17 +312,35 @@ AS $fn$
 DECLARE
     v_ids integer[];
     v_where text;
+    v_model text;
+    v_plausible text := '';
+    v_join boolean;
 BEGIN
     PERFORM ranger._check_int('p_k (the number of results)', p_k, 1, 10000);
     v_ids := ranger._sensor_ids(p_sensors, p_sites, p_quadrants);
     v_where := ranger._filter_sql(v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
                                   p_at_from, p_at_to, NULL);
+    SELECT sp.model INTO v_model FROM spaces sp WHERE sp.id = p_space;
+    IF NOT coalesce(p_all_species, false)
+       AND EXISTS (SELECT 1 FROM occurrence_sensors os WHERE os.model = v_model) THEN
+        -- the best label of a window among the plausible ones only
+        v_plausible := 'AND (NOT EXISTS (SELECT 1 FROM occurrence_sensors os
+                                          WHERE os.model = $13 AND os.sensor_id = g.sensor_id)
+                             OR EXISTS (SELECT 1 FROM occurrence o
+                                         WHERE o.model = $13 AND o.sensor_id = g.sensor_id
+                                           AND o.week = ranger.birdnet_week(g.local_date)
+                                           AND o.label_id = sc.label_id))';
+    END IF;
+    -- with place/time filters or the plausibility check, the windows are joined (and
+    -- filtered) before picking each one's best label, not after
+    v_join := v_plausible <> '' OR v_where <> 'g.space_id = $2';
     RETURN QUERY EXECUTE format(
         'WITH best AS MATERIALIZED (
              SELECT DISTINCT ON (sc.segment_id) sc.segment_id, sc.label_id, sc.score
                FROM segment_scores sc
+               %s
               WHERE sc.space_id = $2 AND sc.label_id = ANY($1)
-                AND sc.score >= coalesce($12, 0)
+                AND sc.score >= coalesce($12, 0) %s %s
               ORDER BY sc.segment_id, sc.score DESC, sc.label_id)
          SELECT g.id, b.score, g.recording_id, r.path, s.name, s.site, s.quadrant,
                 g.start_s, g.end_s, g.starts_at, g.local_date, g.local_time,
@@ -319,9 +352,12 @@ BEGIN
            JOIN space_labels l ON l.space_id = $2 AND l.label_id = b.label_id
           WHERE %s
           ORDER BY b.score DESC, g.id
-          LIMIT $11', v_where)
+          LIMIT $11',
+        CASE WHEN v_join THEN 'JOIN segments g ON g.space_id = $2 AND g.id = sc.segment_id'
+             ELSE '' END,
+        CASE WHEN v_join THEN 'AND ' || v_where ELSE '' END, v_plausible, v_where)
         USING p_labels, p_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
-              p_at_from, p_at_to, NULL::bigint, p_k, p_min_score;
+              p_at_from, p_at_to, NULL::bigint, p_k, p_min_score, v_model;
 END
 $fn$;
 

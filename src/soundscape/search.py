@@ -356,6 +356,7 @@ _ARG_TYPES = {
     "p_at_from": "timestamptz", "p_at_to": "timestamptz", "p_min_score": "real",
     "p_exclude": "bigint", "p_strategy": "text", "p_ef_search": "integer",
     "p_classifier": "text", "p_label": "text", "p_version": "integer",
+    "p_all_species": "boolean",
 }  # fmt: skip
 
 
@@ -374,9 +375,11 @@ def run(
     limit: int = 10,
     strategy: str = "auto",
     ef_search: int | None = None,
+    all_species: bool = False,
 ) -> list[Hit]:
     """Rank windows (one SQL statement inside the ranger search functions). ``ef_search``
-    overrides the HNSW candidate list size the function would choose."""
+    overrides the HNSW candidate list size the function would choose; ``all_species`` keeps
+    label-search classes that BirdNET's occurrence model finds unlikely at the sensor and week."""
     if strategy not in STRATEGIES:
         raise SoundscapeError(f"strategy must be one of {', '.join(STRATEGIES)}")
     f = filters.params()
@@ -390,7 +393,13 @@ def run(
         )
     elif query.is_labels:
         sql, params = _call(
-            "search_labels", {"p_space": query.space.id, "p_labels": query.label_ids, **args}
+            "search_labels",
+            {
+                "p_space": query.space.id,
+                "p_labels": query.label_ids,
+                **args,
+                "p_all_species": all_species,
+            },
         )
     else:
         register_vector(conn)
@@ -426,7 +435,8 @@ class SearchRequest:
     name); or ``classifier`` with ``label`` (and ``version``, default the latest). ``space``
     names the space (default: the best that can answer, ``spaces.pick_space``). With
     ``events``, overlapping or touching windows of one recording and label are merged and
-    ``limit`` counts events.
+    ``limit`` counts events. A label search leaves out classes BirdNET's occurrence model finds
+    unlikely at the window's sensor and week unless ``all_species`` (soundscape.occurrence).
     """
 
     text: str | None = None
@@ -444,6 +454,7 @@ class SearchRequest:
     events: bool = False
     strategy: str = "auto"
     ef_search: int | None = None
+    all_species: bool = False
 
     def check(self) -> None:
         """Raise ``InvalidRequest`` for a request that cannot be run whatever the database
@@ -541,6 +552,7 @@ def search(conn: Connection, request: SearchRequest) -> SearchResult:
         limit=fetch,
         strategy=request.strategy.lower(),
         ef_search=request.ef_search,
+        all_species=request.all_species,
     )
     if request.events:
         hits = merge_events(hits)[: request.limit]

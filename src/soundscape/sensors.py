@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from soundscape.errors import SoundscapeError
+from soundscape.occurrence import sensor_changed
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,8 @@ def add_sensor(
             ),
             {"tz": timezone, "sid": sensor.id},
         )
+    # BirdNET's location/season filter follows the sensor's coordinates (soundscape.occurrence)
+    sensor_changed(conn, sensor.id, sensor.latitude, sensor.longitude)
     return sensor
 
 

@@ -10,6 +10,7 @@ from soundscape.cli import (  # noqa: F401  (register commands)
     ingest,
     jobs,
     search,
+    species,
     train,
 )
 from soundscape.cli.base import (

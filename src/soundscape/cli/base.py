@@ -63,6 +63,16 @@ def weights_option(f: Callable) -> Callable:
     )(f)
 
 
+def all_species_option(f: Callable) -> Callable:
+    """``--all-species``: keep BirdNET classes unlikely at the sensor and week."""
+    return click.option(
+        "--all-species",
+        is_flag=True,
+        help="Keep BirdNET classes its occurrence model finds unlikely at the sensor's place "
+        "and week (left out by default; sensors without coordinates are never filtered).",
+    )(f)
+
+
 def format_options(f: Callable) -> Callable:
     @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
     @click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row.")

@@ -6,7 +6,15 @@ import json
 
 import click
 
-from soundscape.cli.base import cli, database_option, echo_err, format_options, open_db
+from soundscape.cli.base import (
+    all_species_option,
+    cli,
+    database_option,
+    echo_err,
+    format_options,
+    open_db,
+)
+from soundscape.cli.search import _filter_options, build_filters
 from soundscape.output import emit
 
 
@@ -297,7 +305,7 @@ def labels() -> None:
 
 @labels.command("top")
 @click.option("--space", "space_name", help="Space to read (default: the first with classes).")
-@click.option("-s", "--sensor", help="Only this sensor's recordings.")
+@_filter_options
 @click.option(
     "--min-score",
     type=click.FloatRange(0, 1),
@@ -306,15 +314,22 @@ def labels() -> None:
     help="Count windows whose class score is at least this.",
 )
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@all_species_option
 @database_option
 @format_options
-def labels_top(space_name, sensor, min_score, limit, database, fmt) -> None:
-    """The classes detected most often in stored windows."""
+def labels_top(
+    space_name, sensors, sites, quadrants, time_range, date_from, date_to, min_score, limit,
+    all_species, database, fmt,
+) -> None:  # fmt: skip
+    """The classes detected most often in stored windows (filters as search)."""
     from soundscape.spaces import pick_space
-    from soundscape.stats import top_labels
+    from soundscape.species import top_labels
 
+    filters = build_filters(sensors, sites, quadrants, time_range, date_from, date_to)
     with open_db(database).engine.connect() as conn:
         space = pick_space(conn, space_name, purpose="labels")
-        rows = top_labels(conn, space.id, sensor=sensor, min_score=min_score, limit=limit)
+        rows = top_labels(
+            conn, space, filters, min_score=min_score, limit=limit, all_species=all_species
+        )
     echo_err(f"space {space.name}: classes with score >= {min_score:g}")
     emit(rows, fmt, ["common", "scientific", "windows", "recordings", "best_score"])

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from soundscape.cli.base import (
+    all_species_option,
     cli,
     database_option,
     echo_err,
@@ -190,6 +191,7 @@ def usage_errors() -> Iterator[None]:
     show_default=True,
     help="Index scan or exact scan (auto decides).",
 )
+@all_species_option
 @weights_option
 @database_option
 @format_options
@@ -217,6 +219,7 @@ def search(
     raven_dir,
     audacity_dir,
     strategy,
+    all_species,
     database,
     fmt,
 ) -> None:
@@ -249,6 +252,7 @@ def search(
         limit=limit,
         events=events,
         strategy=strategy.lower(),
+        all_species=all_species,
     )
     with usage_errors():
         request.check()
