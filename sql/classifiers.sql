@@ -119,7 +119,8 @@ BEGIN
                    p_quadrants, p_time_from, p_time_to, p_date_from, p_date_to, p_at_from,
                    p_at_to,
                    CASE WHEN v_min_logit IS NULL THEN NULL
-                        ELSE ((v_min_logit - m.bias) / v_norm)::real END) h
+                        ELSE greatest(-2, least(2, (v_min_logit - m.bias) / v_norm))::real
+                   END) h
          ORDER BY h.score DESC, h.segment_id;
         RETURN;
     END IF;
