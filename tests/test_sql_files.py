@@ -22,10 +22,11 @@ from soundscape.resources import read_sql, sql_dir
 # record the new hash and that migration here.
 FINGERPRINTS = {
     "catalog.sql": ("0010", "2efcba50d60a"),
-    "search.sql": ("0009", "16d8c5a6ffa7"),
+    "search.sql": ("0011", "a4d10b03e504"),
     "analytics.sql": ("0010", "47e2f3e74139"),
     "classify.sql": ("0005", "09be065c4b7d"),
     "classifiers.sql": ("0009", "af19b4d25c22"),
+    "species.sql": ("0011", "13d5005221de"),
 }
 
 _READ_SQL = re.compile(r"""read_sql\(\s*["']([^"']+)["']\s*\)""")
