@@ -283,7 +283,9 @@ def test_stored_vectors_are_the_windows(clap_env: TinyClap, cli_env: str, run_cl
         np.testing.assert_allclose(model.embed_audio(window[None])[0], stored, atol=1e-4)
 
 
-def test_models_list_shows_clap_available(run_cli) -> None:
+def test_models_list_shows_clap_available(clap_env: TinyClap, run_cli) -> None:
+    # available: msclap imports and the weights and GPT-2 are here (the tiny ones); without
+    # them test_validation.py checks it is not
     result = run_cli("models", "list", "--json")
     assert result.exit_code == 0, result.output
     rows = {r["name"]: r for r in map(json.loads, result.stdout.splitlines())}

@@ -8,6 +8,8 @@ import csv
 import io
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -366,3 +368,94 @@ def test_anomaly_scale_of_natural_audio_is_unchanged(cli_env, run_cli, tmp_path)
     scores, result = _anomalies(run_cli, "forest")
     assert "repeated audio" not in result.stderr
     assert 0.5 < scores[len(scores) // 2] < 2
+
+
+# ----------------------------------------- item 17: availability means weights are here
+def test_models_list_says_clap_weights_are_missing(run_cli, monkeypatch, tmp_path):
+    pytest.importorskip("msclap")
+    for key in ("SOUNDSCAPE_CLAP_WEIGHTS", "SOUNDSCAPE_CLAP_TEXT_MODEL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    result = run_cli("models", "list", "--json")
+    rows = {r["name"]: r for r in map(json.loads, result.stdout.splitlines())}
+    assert rows["clap"]["available"] is False
+    assert "CLAP_weights_2023.pth" in rows["clap"]["reason"]
+    assert "SOUNDSCAPE_CLAP_WEIGHTS" in rows["clap"]["reason"]
+    # a weights file that exists, but no GPT-2: still not available
+    weights = tmp_path / "CLAP_weights_2023.pth"
+    weights.write_bytes(b"x")
+    monkeypatch.setenv("SOUNDSCAPE_CLAP_WEIGHTS", str(weights))
+    result = run_cli("models", "list", "--json")
+    rows = {r["name"]: r for r in map(json.loads, result.stdout.splitlines())}
+    assert rows["clap"]["available"] is False and "GPT-2" in rows["clap"]["reason"]
+    assert rows["spectral"]["available"] and rows["birdnet"]["available"]
+
+
+def test_classify_template_on_a_space_without_text_encoder_is_refused(cli_env, run_cli):
+    _sensor(run_cli)
+    assert run_cli("ingest", CLIP, "-s", "s1", "-m", "birdnet", "-q").exit_code == 0
+    args = ("classify", "--labels", "bee, dog", "--space", "birdnet", "--json")
+    refused = run_cli(*args, "--template", "a recording of {}")
+    _no_traceback(refused)
+    assert refused.exit_code == 1 and "template is not used" in refused.stderr
+    plain = run_cli(*args)
+    assert plain.exit_code == 0, plain.output
+    assert plain.stdout.strip()
+
+
+# ------------------------------------------------------------------- item 21: progress
+def test_progress_holds_back_until_stored_and_ends_at_the_total():
+    from soundscape.cli.ingest import _Progress
+
+    p = _Progress(10.5, quiet=False)
+    p.start(7.25)
+    p.advance(4.0)
+    assert p.bar.n == 4.0
+    p.advance(3.3)  # the last window, padded past the end of the file
+    assert p.bar.n < 7.25 and p.phase == "finishing"
+    p.finish()
+    assert p.bar.n == 7.25 and p.phase == "audio"
+    p.start(3.25)  # a file that is skipped: no progress, then done
+    p.finish()
+    assert p.bar.n == p.bar.total == 10.5
+
+
+def test_ingest_bar_reaches_100_with_skipped_files_and_backfill_has_a_total(
+    cli_env, run_cli, tmp_path
+):
+    _sensor(run_cli)
+    assert run_cli("ingest", CLIP, "-s", "s1", "-m", "spectral", "-q").exit_code == 0
+    folder = tmp_path / "card"
+    folder.mkdir()
+    shutil.copy(CLIP, folder / "again.ogg")  # stored already: skipped
+    shutil.copy(real_audio("clips/household/toilet.ogg"), folder / "new.ogg")
+    result = run_cli("ingest", folder, "-s", "s1", "-m", "spectral")
+    assert result.exit_code == 0, result.output
+    assert "100%" in result.stderr and "TqdmWarning" not in result.stderr
+    backfill = run_cli("backfill", "-m", "birdnet")
+    assert backfill.exit_code == 0, backfill.output
+    assert "100%" in backfill.stderr  # a percentage: the bar knows its total
+
+
+def test_litert_info_line_is_silenced(cli_env, run_cli):
+    _sensor(run_cli)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "soundscape",
+            "ingest",
+            str(CLIP),
+            "-s",
+            "s1",
+            "-m",
+            "birdnet",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "XNNPACK" not in proc.stderr and "INFO:" not in proc.stderr

@@ -108,18 +108,29 @@ def classify(
     labels: list[str],
     filters: Filters,
     *,
-    template: str = DEFAULT_TEMPLATE,
+    template: str | None = None,
 ) -> Run:
-    """Classify every window of ``space`` that passes ``filters``; store and return results."""
+    """Classify every window of ``space`` that passes ``filters``; store and return results.
+
+    ``template`` (default ``DEFAULT_TEMPLATE``) puts each label into a sentence for a text
+    encoder; a space that classifies by its class labels (BirdNET) refuses one.
+    """
     cls = get_model_class(space.model)
     register_vector(conn)
     params = {**filters.params(), "space": space.id}
     label_ids: list[list[int]] | None = None
     if cls.supports_text and cls.unavailable_reason() is None:
+        template = template or DEFAULT_TEMPLATE
         text_vecs, scale = _label_vectors(space, labels, template)
     elif conn.execute(
         sa.text("SELECT EXISTS (SELECT 1 FROM space_labels WHERE space_id = :s)"), {"s": space.id}
     ).scalar():
+        if template is not None:
+            raise SoundscapeError(
+                f"space {space.name!r} has no text encoder here, so a template is not used: it "
+                "classifies by matching the labels to its class names. Leave --template out, or "
+                "classify a CLAP space (--space)"
+            )
         label_ids = [match_labels(conn, space, label)[0] for label in labels]
         template = None
     else:

@@ -677,6 +677,7 @@ class BackfillItem:
     sensor: str
     sha256: str
     started_at: datetime | None
+    duration_s: float | None = None
 
 
 def backfill_todo(
@@ -686,7 +687,8 @@ def backfill_todo(
     with engine.connect() as conn:
         rows = conn.execute(
             sa.text(
-                "SELECT r.id, r.path, s.name AS sensor, r.sha256, r.started_at FROM recordings r "
+                "SELECT r.id, r.path, s.name AS sensor, r.sha256, r.started_at, r.duration_s "
+                "FROM recordings r "
                 "JOIN sensors s ON s.id = r.sensor_id "
                 "WHERE (CAST(:sensors AS text[]) IS NULL OR s.name = ANY(:sensors)) "
                 "AND EXISTS (SELECT 1 FROM unnest(CAST(:spaces AS integer[])) sp(id) "
@@ -707,12 +709,15 @@ def backfill(
     hop_s: float | None = None,
     allow_gaps: bool = False,
     sensors: list[str] | None = None,
+    on_plan: Callable[[list[BackfillItem]], None] | None = None,
     on_result: Callable[[FileResult], None] | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> Summary:
     """Add a new space's windows to recordings already stored, re-decoding them from their
     path. A file that moved or changed (SHA-256) is reported and recorded in ingest_errors;
-    each recording is one transaction, so an interrupted backfill resumes where it stopped."""
+    each recording is one transaction, so an interrupted backfill resumes where it stopped.
+    ``on_plan`` gets the recordings to do (with their durations) before the first starts,
+    ``on_result`` each one's result, in the same order."""
     summary = Summary()
     ingestors: dict[str, Ingestor] = {}
     with engine.connect() as conn:
@@ -730,7 +735,10 @@ def backfill(
     )
     ingestors[first.sensor.name] = first
     space_ids = [t.space.id for t in first.targets]
-    for item in backfill_todo(engine, space_ids, sensors):
+    todo = backfill_todo(engine, space_ids, sensors)
+    if on_plan is not None:
+        on_plan(todo)
+    for item in todo:
         ing = ingestors.get(item.sensor)
         if ing is None:
             ing = Ingestor(

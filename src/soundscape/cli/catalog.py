@@ -94,7 +94,11 @@ def models() -> None:
 @models.command("list")
 @format_options
 def models_list(fmt: str) -> None:
-    """Show each model: dimension, sample rate, window, hop, and whether it can run here."""
+    """Show each model: dimension, sample rate, window, hop, and whether it can run here.
+
+    Available means its runtime is installed and its weights are on this machine (a model
+    with downloadable weights, CLAP, says when it would download them on first use).
+    """
     from soundscape.embedders import get_model_class, model_names
 
     rows = []
@@ -104,7 +108,7 @@ def models_list(fmt: str) -> None:
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not hide the others
             rows.append({"name": name, "available": False, "reason": f"cannot load: {exc}"})
             continue
-        reason = cls.unavailable_reason()
+        reason = cls.unavailable_reason() or cls.weights_missing()
         rows.append(
             {
                 "name": name,

@@ -8,8 +8,66 @@ import sys
 from pathlib import Path
 
 import click
+from tqdm import tqdm
 
 from soundscape.cli.base import cli, database_option, echo_err, open_db, weights_option
+
+
+class _Progress:
+    """The audio bar of ingest and backfill, in seconds of audio.
+
+    A file's audio counts as it is embedded, but its last 5 % only once the file is stored
+    (committed): while the other models and the database write run, the bar says
+    "finishing" and is not at 100 %. Files that are skipped or fail count as done, so the bar
+    ends at 100 %. The bar is moved to exact sums of the files' durations, never past its
+    total (no TqdmWarning, no negative time left).
+    """
+
+    HOLD = 0.05
+
+    def __init__(self, total: float | None, quiet: bool) -> None:
+        self.bar = tqdm(
+            total=total,
+            unit="s",
+            unit_scale=True,
+            desc="audio",
+            file=sys.stderr,
+            disable=quiet,
+            dynamic_ncols=True,
+            smoothing=0.1,
+        )
+        self.phase = "audio"
+        self.done = 0.0  # the durations of the files finished
+        self.duration = self.shown = self.embedded = 0.0  # the file in progress
+
+    def set_total(self, total: float) -> None:
+        self.bar.total = total
+        self.bar.refresh()
+
+    def start(self, duration: float) -> None:
+        self.duration, self.shown, self.embedded = max(float(duration), 0.0), 0.0, 0.0
+
+    def advance(self, seconds: float) -> None:
+        self.embedded += seconds
+        target = min(self.embedded, self.duration * (1 - self.HOLD))
+        if target > self.shown:
+            self.bar.update(target - self.shown)
+            self.shown = target
+        if self.embedded >= self.duration and self.phase != "finishing":
+            self._phase("finishing")
+
+    def finish(self) -> None:
+        self.done += self.duration
+        self.bar.update(self.done - self.bar.n)
+        self.duration = self.shown = self.embedded = 0.0
+        self._phase("audio")
+
+    def _phase(self, name: str) -> None:
+        self.phase = name
+        self.bar.set_description_str(name)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 # ---------------------------------------------------------------------------------- ingest
@@ -80,8 +138,6 @@ def ingest(
     Files already stored (same SHA-256) are skipped, so re-running resumes an interrupted
     ingest. Each file is stored in one transaction: nothing half-written is ever left behind.
     """
-    from tqdm import tqdm
-
     from soundscape.audio import probe
     from soundscape.errors import AudioError
     from soundscape.ingest import Ingestor, collect_files
@@ -111,10 +167,11 @@ def ingest(
         replace=replace,
         allow_truncated=allow_truncated,
     )
-    total = 0.0
+    durations = {}
     for f in files:
-        with contextlib.suppress(AudioError):
-            total += probe(f).duration_s
+        with contextlib.suppress(AudioError, OSError):
+            durations[f] = probe(f).duration_s
+    total = sum(durations.values())
     echo_err(
         f"ingesting {len(files)} file(s), {total / 3600:.2f} h of audio, into "
         f"{ingestor.model_names} on {database_.safe_url}"
@@ -123,16 +180,8 @@ def ingest(
     from soundscape.ingest import FileResult, Summary
 
     summary = Summary()
-    bar = tqdm(
-        total=round(total, 1),
-        unit="s",
-        unit_scale=True,
-        desc="audio",
-        file=sys.stderr,
-        disable=quiet,
-        dynamic_ncols=True,
-        smoothing=0.1,
-    )
+    progress = _Progress(total, quiet)
+    bar = progress.bar
 
     def report(r: FileResult) -> None:
         summary.add(r)
@@ -150,20 +199,20 @@ def ingest(
         report(FileResult(str(f), "skipped", reason=why))
     try:
         for f in files:
-            r = ingestor.ingest_file(
-                f, start_time=start, on_progress=lambda s: bar.update(round(s, 1))
-            )
+            progress.start(durations.get(f, 0.0))
+            r = ingestor.ingest_file(f, start_time=start, on_progress=progress.advance)
+            progress.finish()
             report(r)
             if fail_fast and r.status == "failed":
                 break
     except KeyboardInterrupt:
-        bar.close()
+        progress.close()
         echo_err(
             f"interrupted: {summary.stored} file(s) stored; the file in progress was rolled "
             "back. Run the same command again to resume."
         )
         sys.exit(130)
-    bar.close()
+    progress.close()
     s = summary.as_dict()
     echo_err(
         f"stored {s['stored']}, skipped {s['skipped']}, failed {s['failed']} file(s); "
@@ -202,17 +251,24 @@ def backfill(model_opts, window, hop, allow_gaps, sensors, as_json, quiet, datab
     This is how a database first filled with BirdNET gets CLAP. Files that moved or changed
     since ingest (SHA-256) are reported; re-running resumes where an interrupted run stopped.
     """
-    from tqdm import tqdm
-
     from soundscape.ingest import backfill as run_backfill
 
     models_ = [m for opt in model_opts for m in opt.split(",") if m.strip()]
     database_ = open_db(database)
-    bar = tqdm(
-        unit="s", unit_scale=True, desc="audio", file=sys.stderr, disable=quiet, dynamic_ncols=True
-    )
+    progress = _Progress(None, quiet)
+    bar = progress.bar
+    pending: list[float] = []
+
+    def plan(items) -> None:
+        pending.extend(float(i.duration_s or 0.0) for i in items)
+        progress.set_total(sum(pending))
+        if pending:
+            progress.start(pending.pop(0))
 
     def report(r) -> None:
+        progress.finish()
+        if pending:
+            progress.start(pending.pop(0))
         if r.status == "failed":
             bar.write(f"failed: {r.reason}", file=sys.stderr)
         bar.set_postfix(done=r.recording_id)
@@ -225,17 +281,18 @@ def backfill(model_opts, window, hop, allow_gaps, sensors, as_json, quiet, datab
             hop_s=hop,
             allow_gaps=allow_gaps,
             sensors=list(sensors) or None,
+            on_plan=plan,
             on_result=report,
-            on_progress=lambda s: bar.update(round(s, 1)),
+            on_progress=progress.advance,
         )
     except KeyboardInterrupt:
-        bar.close()
+        progress.close()
         echo_err(
             "interrupted: the recording in progress was rolled back. Run the same "
             "command again to resume."
         )
         sys.exit(130)
-    bar.close()
+    progress.close()
     s = summary.as_dict()
     echo_err(
         f"backfilled {s['stored']}, skipped {s['skipped']}, failed {s['failed']} "

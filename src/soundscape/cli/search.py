@@ -393,9 +393,8 @@ def concepts_refresh(names, database) -> None:
 @click.option("--new", "new_only", is_flag=True, help="Only windows this version has not scored.")
 @click.option(
     "--template",
-    default="the sound of {}",
-    show_default=True,
-    help="Text around each label for text-encoder models ({} is the label).",
+    help="Text around each label for text-encoder models ({} is the label; default: "
+    "'the sound of {}'). Refused by spaces without one (BirdNET matches class names).",
 )
 @click.option(
     "--space",

@@ -58,6 +58,13 @@ class Embedder:
         """None when the model can run here, else why not and how to fix it."""
         return None
 
+    @classmethod
+    def weights_missing(cls) -> str | None:
+        """None when the model's weights are on this machine (shipped, given, or cached), else
+        which are missing and how to get them. Never touches the network: a model may still
+        download missing weights on first use when online (``load_model`` does not refuse)."""
+        return None
+
     # -- inference ----------------------------------------------------------------------------
     def embed_audio(self, batch: np.ndarray) -> np.ndarray:
         """Embed ``batch`` (float32 ``[B, window_samples]`` mono at ``sample_rate``).

@@ -7,10 +7,14 @@ CC BY-NC-SA 4.0 (non-commercial use only).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import struct
+import sys
+import tempfile
 import threading
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
@@ -68,6 +72,27 @@ def usable_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def _native_info_silenced() -> Iterator[None]:
+    """LiteRT's C++ writes "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." straight to
+    file descriptor 2, past Python (and so past ``-q``). Point fd 2 at a temporary file while
+    the interpreter is made, then pass on every line but such INFO lines (a real error still
+    shows)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not line.startswith("INFO: "):
+                    sys.stderr.write(line)
 
 
 def inference_threads() -> int:
@@ -239,7 +264,10 @@ class BirdNET(Embedder):
                 f"tensor {EMBEDDING_TENSOR!r} not found in {path}; "
                 "expected the BirdNET V2.4 FP32 model"
             )
-        interpreter = Interpreter(model_content=content, num_threads=inference_threads())
+        with _native_info_silenced():
+            interpreter = Interpreter(model_content=content, num_threads=inference_threads())
+            # the XNNPACK delegate is made (and announced) at the first allocation
+            interpreter.allocate_tensors()
         inputs = {d["name"]: d["index"] for d in interpreter.get_input_details()}
         outputs = {d["name"]: d["index"] for d in interpreter.get_output_details()}
         for name, found in (

@@ -251,6 +251,33 @@ class CLAP(Embedder):
             return f"{TEXT_MODEL_ENV}={text_model} is not a directory (a local GPT-2 model)"
         return None
 
+    @classmethod
+    def weights_missing(cls) -> str | None:
+        """The checkpoint (--weights, SOUNDSCAPE_CLAP_WEIGHTS or the Hugging Face cache) and
+        GPT-2 (SOUNDSCAPE_CLAP_TEXT_MODEL or the cache), looked up without the network."""
+        if _missing_modules():
+            return None  # unavailable_reason says what to install
+        from huggingface_hub import try_to_load_from_cache
+
+        def cached(repo: str, filename: str) -> bool:
+            return isinstance(try_to_load_from_cache(repo, filename), str)
+
+        weights = _env_path(WEIGHTS_ENV)
+        if not (weights and Path(weights).is_file()) and not cached(HUB_REPO, WEIGHTS_FILE):
+            return (
+                f"the weights ({WEIGHTS_FILE}) are not on this machine (online, the first use "
+                f"downloads them); {_WAYS_OUT}"
+            )
+        text_model = _env_path(TEXT_MODEL_ENV)
+        if not (text_model and Path(text_model).is_dir()) and not all(
+            cached(DEFAULT_TEXT_MODEL, f) for f in GPT2_FILES
+        ):
+            return (
+                "the GPT-2 text encoder is not on this machine (online, the first use downloads "
+                f"it); {_TEXT_WAYS_OUT}"
+            )
+        return None
+
     @staticmethod
     def _locate_weights(weights: str | os.PathLike[str] | None) -> str:
         given = os.fspath(weights) if weights is not None else _env_path(WEIGHTS_ENV)
