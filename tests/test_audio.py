@@ -474,9 +474,11 @@ def test_header_only_wav_has_no_frames(tmp_path: Path) -> None:
         list(WindowStream(p, 16000, 3.0, 1.0))
 
 
-def test_truncated_wav_decodes_what_is_there(tmp_path: Path) -> None:
+def test_truncated_wav_is_an_error_unless_allowed(tmp_path: Path) -> None:
     """libsndfile clamps the frame count of a WAV whose data chunk claims more bytes than the
-    file holds, and decodes the available samples without error."""
+    file holds and decodes the available samples without error; soundscape reads the data
+    chunk's declared size itself and calls the file truncated, unless told to keep what is
+    there (allow_truncated), which then decodes exactly the available samples."""
     x = _noise(16000 * 5)
     p = _write(tmp_path / "t.wav", x, 16000, "PCM_16")
     data = p.read_bytes()
@@ -485,8 +487,11 @@ def test_truncated_wav_decodes_what_is_there(tmp_path: Path) -> None:
     p.write_bytes(data[:cut])
     info = probe(p)
     assert info.frames == 16000 * 3 + 1234
-    ws = WindowStream(p, 16000, 1.0, 1.0, block_s=0.4)
+    with pytest.raises(AudioError, match="data chunk declares 160000 bytes"):
+        _collect(WindowStream(p, 16000, 1.0, 1.0, block_s=0.4))
+    ws = WindowStream(p, 16000, 1.0, 1.0, block_s=0.4, allow_truncated=True)
     samples, _, ends = _collect(ws)
+    assert ws.truncated and "data chunk" in ws.truncated
     assert ws.duration_s == (16000 * 3 + 1234) / 16000
     assert ends[-1] == ws.duration_s
     assert len(samples) == 4
@@ -515,14 +520,17 @@ def test_truncated_flac_raises_audio_error_mid_stream(tmp_path: Path) -> None:
     assert 3 <= len(got) < 10  # the decodable first part was yielded before the error
 
 
-def test_truncated_mp3_decodes_the_readable_part(tmp_path: Path) -> None:
-    """mp3 frame counts come from the Xing header: a truncated file still claims 72 s, but
-    decodes to what is there; duration_s reflects the decoded samples."""
+def test_truncated_mp3_is_an_error_unless_allowed(tmp_path: Path) -> None:
+    """mp3 frame counts come from the Xing header: a truncated file still claims 72 s but
+    decodes to what is there: an error by default; with allow_truncated, duration_s reflects
+    the decoded samples."""
     data = SOUNDSCAPE_MP3.read_bytes()
     p = tmp_path / "half.mp3"
     p.write_bytes(data[: len(data) // 2])
     assert probe(p).duration_s == pytest.approx(71.98, abs=0.01)
-    ws = WindowStream(p, 16000, 3.0, 3.0)
+    with pytest.raises(AudioError, match=r"truncated: decoded 3\d\.\d\d s of the 71\.98 s"):
+        _collect(WindowStream(p, 16000, 3.0, 3.0))
+    ws = WindowStream(p, 16000, 3.0, 3.0, allow_truncated=True)
     samples, _, ends = _collect(ws)
     assert 30.0 < ws.duration_s < 40.0
     assert ends[-1] == ws.duration_s
