@@ -33,6 +33,7 @@ from soundscape.embedders.birdnet import (
     LABELS_FILE,
     NON_SPECIES_CLASSES,
     _model_file,
+    _native_info_silenced,
     _read_labels,
     split_label,
 )
@@ -81,7 +82,9 @@ class OccurrenceModel:
                 "the LiteRT runtime is missing: pip install ai-edge-litert"
             ) from exc
         path = _model_file(META_MODEL_FILE)
-        interpreter = Interpreter(model_path=str(path), num_threads=1)
+        with _native_info_silenced():  # LiteRT's XNNPACK INFO line, written to fd 2
+            interpreter = Interpreter(model_path=str(path), num_threads=1)
+            interpreter.allocate_tensors()
         self._input = interpreter.get_input_details()[0]["index"]
         self._output = interpreter.get_output_details()[0]["index"]
         self._interpreter = interpreter
