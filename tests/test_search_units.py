@@ -169,3 +169,9 @@ def test_audacity_label_tracks(tmp_path):
         "0.500\t3.500\tthe query\n6.000\t9.000\tSiren\n"
     )
     assert (tmp_path / "dusk.txt").read_text() == "2.000\t5.000\tDog\n"
+
+
+def test_hit_rows_keep_full_precision():
+    """--json/--csv carry the stored values (issue 10, item 20); only the table rounds."""
+    row = _hit(1, 1.23456, 4.23456, 0.876543219, 7).as_row()
+    assert (row["start_s"], row["end_s"], row["score"]) == (1.23456, 4.23456, 0.876543219)

@@ -80,7 +80,7 @@ class FileResult:
             "reason": self.reason,
             "warning": self.warning,
             "recording_id": self.recording_id,
-            "duration_s": round(self.duration_s, 3),
+            "duration_s": self.duration_s,
             "segments": self.segments,
         }
 
@@ -106,7 +106,7 @@ class Summary:
             "stored": self.stored,
             "skipped": self.skipped,
             "failed": self.failed,
-            "audio_hours": round(self.audio_s / 3600, 4),
+            "audio_hours": self.audio_s / 3600,
             "segments": self.segments,
         }
 

@@ -41,9 +41,10 @@ class Hit:
     def as_row(self) -> dict[str, Any]:
         d = asdict(self)
         d["local"] = self.local.isoformat(sep=" ", timespec="seconds") if self.local else None
-        d["score"] = round(float(self.score), 4)
-        d["start_s"] = round(float(self.start_s), 3)
-        d["end_s"] = round(float(self.end_s), 3)
+        # Full precision: --json/--csv carry the stored values; only the table rounds.
+        d["score"] = float(self.score)
+        d["start_s"] = float(self.start_s)
+        d["end_s"] = float(self.end_s)
         return d
 
 
