@@ -77,8 +77,8 @@ def resolve_label(conn: Connection, space: Space, text: str) -> tuple[int, str]:
     if len(rows) == 1:
         return rows[0].label_id, rows[0].common or rows[0].name
     if len(rows) > 1:
-        names = ", ".join(r.name for r in rows)
-        raise SoundscapeError(f"{text!r} names several {space.name} classes ({names}); give one")
+        several = ", ".join(r.name for r in rows)
+        raise SoundscapeError(f"{text!r} names several {space.name} classes ({several}); give one")
     # not a whole name: label search's matching (word prefixes; else an error with the
     # closest names) says which were meant
     _, names = match_labels(conn, space, text)
