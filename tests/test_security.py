@@ -178,6 +178,32 @@ def test_reader_limits_hold_and_cannot_be_made_persistent(reader, db_url):
             conn.execute("ALTER ROLE CURRENT_USER RESET ALL")
 
 
+def test_reader_cannot_call_internal_or_writing_functions(reader, engine):
+    url, _ = reader
+    with engine.connect() as conn:
+        internal = (
+            conn.execute(
+                sa.text(
+                    "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n "
+                    "ON n.oid = p.pronamespace WHERE n.nspname = 'ranger' "
+                    "AND (p.proname LIKE '\\_%' OR p.proname LIKE 'refresh\\_%')"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert "ranger.refresh_detections(text)" in internal
+    assert any(sig.startswith("ranger._classify_batch(") for sig in internal)
+    with psycopg.connect(url, autocommit=True) as conn:
+        for sig in internal:
+            allowed = conn.execute("SELECT has_function_privilege(%s, 'EXECUTE')", [sig])
+            assert allowed.fetchone()[0] is False, sig
+        assert conn.execute(
+            "SELECT has_function_privilege('ranger.search(text, integer, text, text, text, "
+            "time, time, date, date)', 'EXECUTE')"
+        ).fetchone()[0]
+
+
 def test_reader_reaches_only_our_database(reader, db_url):
     url, _ = reader
     with pytest.raises(psycopg.OperationalError, match="permission denied for database"):

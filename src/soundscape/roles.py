@@ -134,11 +134,23 @@ def create_reader(
             "GRANT USAGE ON SCHEMA ranger TO {r}",
             "GRANT SELECT ON ALL TABLES IN SCHEMA ranger TO {r}",
             "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA ranger TO {r}",
-            "REVOKE EXECUTE ON FUNCTION ranger.refresh_detections(text) FROM PUBLIC, {r}",
             "ALTER DEFAULT PRIVILEGES IN SCHEMA ranger GRANT SELECT ON TABLES TO {r}",
             "ALTER ROLE {r} SET default_transaction_read_only = on",
         ):
             raw.execute(sql.SQL(stmt).format(db=sql.Identifier(dbname), r=role))
+        # Internal helpers (``_name``, run by the SECURITY DEFINER search functions as the
+        # owner) and the functions that write (``refresh_*``) are not the reader's to call.
+        internal = raw.execute(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p "
+            "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'ranger' "
+            r"AND (p.proname LIKE '\_%' OR p.proname LIKE 'refresh\_%')"
+        ).fetchall()
+        for (signature,) in internal:
+            raw.execute(
+                sql.SQL("REVOKE EXECUTE ON FUNCTION {} FROM PUBLIC, {}").format(
+                    sql.SQL(signature), role
+                )
+            )
         for setting, value in settings.items():
             raw.execute(
                 sql.SQL("ALTER ROLE {} IN DATABASE {} SET {} = {}").format(
