@@ -1121,7 +1121,7 @@ def export(
     by_rec: dict[int, list[Annotation]] = {}
     for a in annotations:
         by_rec.setdefault(a.recording_id, []).append(a)
-    rates = dict(
+    rates: dict[int, int] = dict(
         conn.execute(
             sa.text("SELECT id, sample_rate FROM recordings WHERE id = ANY(:ids)"),
             {"ids": list(by_rec)},

@@ -47,7 +47,7 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 from sqlalchemy.engine import Connection
 
 from soundscape.annotations import windows_labelled
-from soundscape.db import register_vector
+from soundscape.db import raw_connection, register_vector
 from soundscape.errors import SoundscapeError
 from soundscape.queries import Filters, Query
 from soundscape.results import Hit
@@ -175,7 +175,7 @@ def _embeddings(conn: Connection, space: Space, ids: Sequence[int]) -> np.ndarra
     if not len(ids):
         return out
     where = {int(i): k for k, i in enumerate(ids)}
-    raw = conn.connection.driver_connection
+    raw = raw_connection(conn)
     for start in range(0, len(ids), 5000):
         chunk = [int(i) for i in ids[start : start + 5000]]
         with raw.cursor(binary=True) as cur:
@@ -426,9 +426,9 @@ def train(
             f"--threshold for {', '.join(map(repr, unknown))}, which is not a label being "
             f"trained ({', '.join(data.labels)})"
         )
-    for lab, t in thresholds.items():
-        if not 0 < t < 1:
-            raise ClassifierError(f"threshold of {lab!r} must be between 0 and 1, not {t}")
+    for lab, thr in thresholds.items():
+        if not 0 < thr < 1:
+            raise ClassifierError(f"threshold of {lab!r} must be between 0 and 1, not {thr}")
     models = []
     for lab in data.labels:
         t = data.targets[lab]
@@ -497,6 +497,7 @@ def _store(
             "a": annotation_ids,
         },
     ).fetchone()
+    assert row is not None  # INSERT ... RETURNING always gives a row
     for m in models:
         conn.execute(
             sa.text(
@@ -658,10 +659,12 @@ def classify(
     this version has not scored yet) and store those above a label's threshold as detections.
     Runs in SQL, one statement per range of ``batch`` window ids (bounded memory)."""
     filters = filters or Filters()
-    lo, hi = conn.execute(
+    bounds = conn.execute(
         sa.text("SELECT min(id), max(id) FROM segments WHERE space_id = :s"),
         {"s": clf.space.id},
     ).fetchone()
+    assert bounds is not None  # an aggregate without GROUP BY always gives a row
+    lo, hi = bounds
     out = ClassifyResult(clf)
     if lo is None:
         return out
@@ -679,6 +682,7 @@ def classify(
             ),
             {**params, "c": clf.id, "lo": start, "hi": end, "new": new_only},
         ).fetchone()
+        assert r is not None  # _classify_batch returns one row of counts
         out.scored += int(r.scored)
         out.detected += int(r.detected)
         if progress is not None:

@@ -13,6 +13,7 @@ Every classified window's top label and score is stored (``classifications``), s
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from soundscape.db import register_vector
+from soundscape.db import raw_connection, register_vector
 from soundscape.embedders import get_model_class, load_model
 from soundscape.embedders.base import l2_normalize
 from soundscape.errors import SoundscapeError
@@ -146,12 +147,13 @@ def classify(
         ),
         {"s": space.id, "l": labels, "t": template, "f": json.dumps(filt, default=str)},
     ).scalar()
+    assert run_id is not None  # INSERT ... RETURNING always gives a row
     run = Run(run_id, space, labels)
     sums: dict[
         int, list[Any]
     ] = {}  # recording -> [prob sum per label, count, path, sensor, start, end]
 
-    def rows_of(batch_rows: list[Any], probs: np.ndarray) -> None:
+    def rows_of(batch_rows: Sequence[Any], probs: np.ndarray) -> None:
         top = probs.argmax(axis=1)
         for r, p, t in zip(batch_rows, probs, top):
             local = (
@@ -223,7 +225,7 @@ def classify(
             keep = scores.max(axis=1) > 0  # windows where BirdNET saw none of the labels: skip
             rows_of([r for r, k in zip(part, keep) if k], scores[keep])
 
-    raw = conn.connection.driver_connection
+    raw = raw_connection(conn)
     with raw.cursor().copy(
         "COPY classifications (run_id, space_id, segment_id, label, score) FROM STDIN"
     ) as copy:

@@ -12,6 +12,7 @@ column from the decoded stream (each column the mean power of the frames it cove
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -328,7 +329,7 @@ def recording_plot(
     ).fetchall()
     if run_id is None:
         run_id = latest_run(conn, recording_id)
-    scores = []
+    scores: Sequence[sa.Row[Any]] = []
     if run_id is not None:
         scores = conn.execute(
             sa.text(

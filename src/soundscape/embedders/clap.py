@@ -45,7 +45,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, overload
 
 import numpy as np
 
@@ -127,6 +127,12 @@ def _quiet_hub() -> Iterator[None]:
         logger.setLevel(level)
 
 
+@overload
+def _hub_file(
+    repo: str, filename: str, ways_out: str, *, required: Literal[True] = True
+) -> str: ...
+@overload
+def _hub_file(repo: str, filename: str, ways_out: str, *, required: bool) -> str | None: ...
 def _hub_file(repo: str, filename: str, ways_out: str, *, required: bool = True) -> str | None:
     """A file of a hub repository: from the Hugging Face cache without touching the network
     when it is there (an offline machine would otherwise wait ~25 s for retries), else
@@ -392,8 +398,11 @@ class CLAP(Embedder):
             out = projected.float().numpy()
         return _finite_unit(out), None
 
+    # Embedder declares logit_scale as a plain class attribute (a constant for most text
+    # encoders); CLAP reads its learned value from the loaded model, so it is a read-only
+    # property here. Nothing assigns it; the declaration belongs to embedders/base.py.
     @property
-    def logit_scale(self) -> float:
+    def logit_scale(self) -> float:  # type: ignore[override]
         """CLAP's learned temperature, exp(logit_scale): the factor on cosine similarities
         before the zero-shot softmax over labels."""
         with self._lock:
