@@ -1,13 +1,13 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   venv + install + embedded PostgreSQL + ingest the example audio + summary
-#   make test   venv + install with the test and clap extras + the whole test suite
+#   make test   venv + install with the test and clap extras + lint + mypy + the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TESTSTAMP := $(VENV)/.installed-test
 
-.PHONY: install demo test bench lint format clean db-stop
+.PHONY: install demo test test-fast check lint typecheck bench format clean db-stop
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,9 +25,9 @@ install: $(STAMP)
 demo: install
 	$(BIN)/soundscape db start
 	$(BIN)/soundscape sensors add demo-forest --site "Example Reserve" --quadrant N \
-		--lat 52.52 --lon 13.40 --timezone Europe/Berlin --update > /dev/null
+		--lat 35.4244 --lon -120.7463 --timezone America/Los_Angeles --update > /dev/null
 	$(BIN)/soundscape ingest examples/audio/xc563936.mp3 --sensor demo-forest \
-		--model birdnet,spectral --start-time 2024-05-01T05:30:00+02:00
+		--model birdnet,spectral --start-time 2024-05-01T05:30:00-07:00
 	$(BIN)/soundscape ingest examples/audio --sensor demo-forest --model birdnet,spectral
 	$(BIN)/soundscape stats
 	$(BIN)/soundscape recordings list
@@ -41,8 +41,18 @@ demo: install
 	$(BIN)/soundscape concepts add siren --text siren --replace > /dev/null
 	$(BIN)/soundscape concepts list
 
-test: $(TESTSTAMP)
+# Everything CI runs: lint, type check of the library, the whole test suite.
+test: $(TESTSTAMP) check
 	$(BIN)/python -m pytest -q
+
+# The inner loop: everything but the tests marked slow (about 2.5 minutes on 2 cores).
+test-fast: $(TESTSTAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+check: lint typecheck
+
+typecheck: install
+	$(BIN)/mypy
 
 # Benchmarks (about two hours; not part of CI). Results: bench/results/*.json, docs/benchmarks.md.
 bench: install

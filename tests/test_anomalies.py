@@ -19,6 +19,9 @@ import soundfile as sf
 import soxr
 import sqlalchemy as sa
 
+# End-to-end: hours of synthetic plant audio. `make test-fast` (-m "not slow") skips it.
+pytestmark = pytest.mark.slow
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "audio"
 RATE = 48000
 SENSOR = "pump-1"

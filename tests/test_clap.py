@@ -29,6 +29,9 @@ from . import clap_tiny  # noqa: E402
 from .clap_tiny import TinyClap, subprocess_env  # noqa: E402
 from .conftest import _fresh_database, real_audio  # noqa: E402
 
+# End-to-end: builds msclap models (torch). `make test-fast` (-m "not slow") skips it.
+pytestmark = pytest.mark.slow
+
 # The tiny-model fixtures (to move to conftest.py once other modules need them).
 tiny_clap = clap_tiny.tiny_clap
 clap_env = clap_tiny.clap_env

@@ -25,6 +25,9 @@ import sqlalchemy as sa
 from . import reserve
 from .reserve import EXAMPLES, RATE
 
+# End-to-end: a reserve of several minutes of real audio through BirdNET. `make test-fast` (-m "not slow") skips it.
+pytestmark = pytest.mark.slow
+
 LABELS = ("saw", "fireworks", "dog")
 N_RECORDINGS = 6
 SLOTS = 8  # events per recording, about 9 s apart

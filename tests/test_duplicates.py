@@ -19,6 +19,9 @@ import soxr
 
 from soundscape.duplicates import Pair, group_pairs, refine_offset
 
+# End-to-end: real audio copies through BirdNET. `make test-fast` (-m "not slow") skips it.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "audio"
 DATA = ROOT / "tests" / "data"

@@ -65,6 +65,7 @@ sys.exit(1 if failed else 0)
 """
 
 
+@pytest.mark.slow
 def test_every_module_imports_first_in_a_fresh_interpreter():
     """Each module imported first (no soundscape module loaded before it), so that no earlier
     import hides a cycle."""

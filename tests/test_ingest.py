@@ -299,6 +299,7 @@ def test_cli_usage_and_setup_errors(cli_env, run_cli, tmp_path, sensor):
     assert dup.exit_code == 1 and "--update" in dup.stderr
 
 
+@pytest.mark.slow
 def test_killed_ingest_leaves_nothing_partial_and_resumes(sensor, engine, db_url, tmp_path):
     """SIGKILL mid-file: the file in progress leaves no trace; re-running stores the rest."""
     folder = tmp_path / "card"

@@ -89,6 +89,7 @@ def test_complete_files_are_not_flagged(truncated, sensor, engine, run_cli):
     assert [f["warning"] for f in files] == [None] * len(shared)
 
 
+@pytest.mark.slow
 def test_file_that_changes_during_ingest_is_refused(sensor, engine, tmp_path):
     path = tmp_path / "growing.flac"
     audio, rate = sf.read(SOUNDSCAPE, dtype="float32")
@@ -113,6 +114,7 @@ def test_file_that_changes_during_ingest_is_refused(sensor, engine, tmp_path):
     assert again.status == "stored" and set(again.segments) == {"spectral", "birdnet"}
 
 
+@pytest.mark.slow
 def test_two_ingests_of_one_file_with_different_models_both_store(sensor, engine, db_url):
     """The second waits for the first to commit, then adds its own space (it used to give up
     with 'stored concurrently by another process')."""

@@ -30,6 +30,9 @@ from soundscape.worker import (
     settle_scan,
 )
 
+# End-to-end: worker processes, leases and kills. `make test-fast` (-m "not slow") skips it.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "audio"
 DATA = Path(__file__).resolve().parent / "data"

@@ -44,6 +44,7 @@ def test_wheel_ships_migrations_and_sql(wheel):
     assert any(n.endswith("entry_points.txt") for n in names)
 
 
+@pytest.mark.slow
 def test_installed_wheel_migrates_a_database(wheel, tmp_path, admin_url):
     """Install the wheel (not editable) into a target dir and run `db upgrade` from it,
     outside the source tree, so only the packaged migrations can be found."""

@@ -24,6 +24,9 @@ from soundscape.occurrence import birdnet_week, occurrence_model, species_list
 
 from . import reserve
 
+# End-to-end: a reserve through BirdNET and its occurrence model. `make test-fast` (-m "not slow") skips it.
+pytestmark = pytest.mark.slow
+
 PLACES = {"north-1": (52.52, 13.40), "south-1": (42.44, -76.50)}  # Berlin, Ithaca
 JUNCO = "Dark-eyed Junco"
 BLACKBIRD = "Eurasian Blackbird"

@@ -94,7 +94,7 @@ def _label_vectors(space: Space, labels: list[str], template: str) -> tuple[np.n
         template.format(label) if "{}" in template else f"{template} {label}" for label in labels
     ]
     vecs = l2_normalize(model.embed_text(texts))
-    return vecs, float(getattr(model, "logit_scale", 100.0))
+    return vecs, model.logit_scale
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

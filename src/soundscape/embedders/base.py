@@ -46,11 +46,15 @@ class Embedder:
     has_class_scores: ClassVar[bool] = False
     #: one line for ``soundscape models list``
     description: ClassVar[str] = ""
-    #: text-encoder models: factor on cosine similarities before a zero-shot softmax
-    logit_scale: float = 100.0
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = dict(params)
+
+    @property
+    def logit_scale(self) -> float:
+        """Text-encoder models: the factor on cosine similarities before a zero-shot softmax
+        (a model with a learned temperature overrides this)."""
+        return 100.0
 
     # -- availability -----------------------------------------------------------------------
     @classmethod

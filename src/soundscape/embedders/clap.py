@@ -398,11 +398,8 @@ class CLAP(Embedder):
             out = projected.float().numpy()
         return _finite_unit(out), None
 
-    # Embedder declares logit_scale as a plain class attribute (a constant for most text
-    # encoders); CLAP reads its learned value from the loaded model, so it is a read-only
-    # property here. Nothing assigns it; the declaration belongs to embedders/base.py.
     @property
-    def logit_scale(self) -> float:  # type: ignore[override]
+    def logit_scale(self) -> float:
         """CLAP's learned temperature, exp(logit_scale): the factor on cosine similarities
         before the zero-shot softmax over labels."""
         with self._lock:
