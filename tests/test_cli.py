@@ -5,13 +5,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import pytest
 
 from soundscape.cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _commands(group: click.Group, prefix=()):
@@ -143,3 +147,13 @@ def test_spaces_list_and_switch_the_index_type(cli_env, run_cli):
     assert again.exit_code == 0 and "vector" in again.stderr
     (row,) = [json.loads(x) for x in run_cli("spaces", "list", "--json").stdout.splitlines()]
     assert row["index_type"] == "vector" and row["index_size"] != "0 bytes"
+
+
+def test_readme_sql_examples_name_sites_the_readme_creates():
+    """The README's SQL examples filter by a site its own `sensors add` example creates (the
+    site argument of ranger.search said 'Marsh' while the sensor's site is 'North Marsh')."""
+    readme = (ROOT / "README.md").read_text()
+    sites = set(re.findall(r'--site "([^"]+)"', readme))
+    used = re.findall(r"ranger\.search\('[^']*', \d+, (?:NULL|'[^']*'), '([^']+)'", readme)
+    assert used, "the README has an SQL example filtering by site"
+    assert set(used) <= sites, (used, sites)
