@@ -46,35 +46,6 @@ def space_summaries(conn: Connection) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in rows]
 
 
-def top_labels(
-    conn: Connection,
-    space_id: int,
-    *,
-    sensor: str | None = None,
-    min_score: float = 0.5,
-    limit: int = 20,
-) -> list[dict[str, Any]]:
-    """The classes a classifier space saw most often (windows whose stored score passes
-    ``min_score``), with the best score and the number of recordings."""
-    rows = conn.execute(
-        sa.text(
-            "SELECT l.label_id, l.common, l.scientific, count(*) AS windows, "
-            "count(DISTINCT g.recording_id) AS recordings, max(sc.score) AS best_score "
-            "FROM segment_scores sc "
-            "JOIN space_labels l ON l.space_id = sc.space_id AND l.label_id = sc.label_id "
-            "JOIN segments g ON g.space_id = sc.space_id AND g.id = sc.segment_id "
-            "JOIN recordings r ON r.id = g.recording_id "
-            "JOIN sensors s ON s.id = r.sensor_id "
-            "WHERE sc.space_id = :space AND sc.score >= :min "
-            "AND (CAST(:sensor AS text) IS NULL OR s.name = :sensor) "
-            "GROUP BY l.label_id, l.common, l.scientific "
-            "ORDER BY windows DESC, best_score DESC LIMIT :limit"
-        ),
-        {"space": space_id, "min": min_score, "sensor": sensor, "limit": limit},
-    )
-    return [dict(r._mapping) for r in rows]
-
-
 #: What ``list_recordings`` returns per recording.
 RECORDING_COLUMNS = [
     "id", "sensor", "site", "quadrant", "path", "format", "duration_s", "started_local",
