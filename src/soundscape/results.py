@@ -48,6 +48,34 @@ class Hit:
         return d
 
 
+#: Columns of a hit as ``soundscape search`` shows them; see ``hit_rows``.
+HIT_COLUMNS = [
+    "rank", "score", "sensor", "site", "quadrant", "local", "start_s", "end_s", "path",
+    "segment_id",
+]  # fmt: skip
+#: What JSON and CSV add to the table's columns.
+EXTRA_COLUMNS = ["recording_id", "starts_at", "method", "label", "n_windows"]
+
+
+def hit_rows(
+    hits: list[Hit], *, labels: bool, events: bool, clips: bool = False, full: bool = True
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Ranked rows of hits and the columns to show: ``label`` for a label query, ``n_windows``
+    for events, ``clip`` after an export; ``full`` (JSON, CSV, the web page's JSON) adds
+    ``EXTRA_COLUMNS``. The CLI and the web page render hits through this."""
+    rows = [{"rank": rank, **hit.as_row()} for rank, hit in enumerate(hits, start=1)]
+    columns = list(HIT_COLUMNS)
+    if labels:
+        columns.insert(2, "label")
+    if events:
+        columns.insert(columns.index("path"), "n_windows")
+    if clips:
+        columns.append("clip")
+    if full:
+        columns += [c for c in EXTRA_COLUMNS if c not in columns]
+    return rows, columns
+
+
 def merge_events(hits: list[Hit], gap_s: float = 0.0) -> list[Hit]:
     """Merge hits of the same recording and label whose windows overlap or touch (next start
     <= end + gap) into events: the span of the windows, the best score, and how many windows.

@@ -24,19 +24,7 @@ from soundscape.cli.base import (
 )
 from soundscape.errors import InvalidRequest
 from soundscape.output import emit
-
-HIT_COLUMNS = [
-    "rank",
-    "score",
-    "sensor",
-    "site",
-    "quadrant",
-    "local",
-    "start_s",
-    "end_s",
-    "path",
-    "segment_id",
-]
+from soundscape.results import hit_rows
 
 
 def _filter_options(f):
@@ -273,22 +261,13 @@ def search(
         for err in result.errors:
             echo_err(f"warning: {err}")
         echo_err(f"wrote {len(result.written)} {what} to {folder}")
-    rows = []
-    for rank, hit in enumerate(hits, start=1):
-        rows.append({"rank": rank, **hit.as_row()})
-    columns = list(HIT_COLUMNS)
-    if query.is_labels:
-        columns.insert(2, "label")
-    if events:
-        columns.insert(columns.index("path"), "n_windows")
-    if export_dir is not None:
-        columns.append("clip")
-    if fmt != "table":
-        columns += [
-            c
-            for c in ("recording_id", "starts_at", "method", "label", "n_windows")
-            if c not in columns
-        ]
+    rows, columns = hit_rows(
+        hits,
+        labels=query.is_labels,
+        events=events,
+        clips=export_dir is not None,
+        full=fmt != "table",
+    )
     if not hits:
         echo_err("no windows match")
     emit(rows, fmt, columns)
