@@ -1,6 +1,8 @@
 -- The catalog family of the `ranger` schema (current definitions; see sql/README.md): the
--- schema itself, the overview of recordings and the files that failed to ingest. Applied by
--- migrations 0001 and 0010.
+-- schema itself, the overview of recordings and the files that failed to ingest, the spaces,
+-- their labels and the windows' vectors (the ids and vectors the search functions take).
+-- Applied by migrations 0001, 0010 and 0015. Applied first (by 0001): only 0001's tables and
+-- columns here.
 -- The `ranger` schema is what a BI tool (or a person with psql) reads. Views only depend on the
 -- tables, so they can be replaced by later migrations without touching data.
 CREATE SCHEMA IF NOT EXISTS ranger;
@@ -44,3 +46,48 @@ SELECT e.id                        AS error_id,
        e.resolved_at IS NOT NULL   AS resolved
   FROM ingest_errors e
   LEFT JOIN sensors s ON s.name = e.sensor;
+
+-- One row per space (a model configuration): the space_id that ranger.search_vector,
+-- search_labels, similar_windows, duplicate_pairs and filtered_windows take, with what a
+-- query vector must match (dimension) and how much the space holds.
+CREATE OR REPLACE VIEW ranger.spaces AS
+SELECT sp.id            AS space_id,
+       sp.name,
+       sp.model,
+       sp.model_version,
+       sp.dimension,
+       sp.window_s,
+       sp.hop_s,
+       sp.sample_rate,
+       sp.params,
+       sp.created_at,
+       (SELECT count(*) FROM space_labels l WHERE l.space_id = sp.id) AS n_labels,
+       (SELECT count(*) FROM recording_spaces rs WHERE rs.space_id = sp.id) AS n_recordings,
+       coalesce((SELECT sum(rs.n_segments) FROM recording_spaces rs
+                  WHERE rs.space_id = sp.id), 0) AS n_windows
+  FROM spaces sp;
+
+-- The classes of classifier spaces (BirdNET's 6,522): label_id is what
+-- ranger.search_labels(space_id, ARRAY[label_id, ...]) takes; label is the name hits carry.
+CREATE OR REPLACE VIEW ranger.labels AS
+SELECT l.space_id,
+       sp.name                    AS space,
+       l.label_id,
+       coalesce(l.common, l.name) AS label,
+       l.common,
+       l.scientific,
+       l.name
+  FROM space_labels l
+  JOIN spaces sp ON sp.id = l.space_id;
+
+-- Each window's vector, to search for more like it: ranger.search_vector(space_id, embedding,
+-- ...) or ranger.similar_windows(space_id, ARRAY[embedding]). Select windows by segment_id
+-- (ranger.windows, a hit): a whole space's vectors is a lot of data.
+CREATE OR REPLACE VIEW ranger.window_vectors AS
+SELECT g.id      AS segment_id,
+       g.space_id,
+       sp.name   AS space,
+       g.recording_id,
+       g.embedding
+  FROM segments g
+  JOIN spaces sp ON sp.id = g.space_id;

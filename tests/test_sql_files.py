@@ -21,7 +21,7 @@ from soundscape.resources import read_sql, sql_dir
 # have the old definitions. Add a migration that re-applies the file (sql/README.md), then
 # record the new hash and that migration here.
 FINGERPRINTS = {
-    "catalog.sql": ("0010", "2efcba50d60a"),
+    "catalog.sql": ("0015", "43e3930961ea"),
     "search.sql": ("0011", "a4d10b03e504"),
     "analytics.sql": ("0010", "47e2f3e74139"),
     "classify.sql": ("0005", "09be065c4b7d"),

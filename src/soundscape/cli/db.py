@@ -7,9 +7,22 @@ from typing import Any
 import click
 import sqlalchemy as sa
 
+from soundscape import server
 from soundscape.cli.base import cli, database_option, echo_err, format_options, open_db
+from soundscape.errors import BadOption
 from soundscape.output import emit
-from soundscape.roles import ReaderLimits, create_reader
+from soundscape.roles import READER_ROLE, ReaderLimits, create_reader
+
+
+def _listen_option(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> server.Listen | None | str:
+    if value is None:
+        return server.KEEP
+    try:
+        return server.parse_listen(value)
+    except BadOption as exc:
+        raise click.BadParameter(str(exc)) from exc
 
 
 # --------------------------------------------------------------------------------------- db
@@ -22,15 +35,21 @@ def db() -> None:
 @database_option
 @format_options
 def db_status(database: str | None, fmt: str) -> None:
-    """Show where the database is, whether it runs and its schema revision."""
-    from soundscape import server
+    """Show where the database is, whether it runs and its schema revision; for the embedded
+    server also where it listens on TCP (listen) and where its next start will (listen_setting)."""
     from soundscape.db import current_revision, head_revision, make_engine, mask_url
 
     info: dict[str, Any] = {"embedded": database is None, "head_revision": head_revision()}
     if database is None:
         st = server.status()
+        setting = server.listen_setting()
         info.update(
-            pgdata=str(st.pgdata), initialized=st.initialized, running=st.running, pid=st.pid
+            pgdata=str(st.pgdata),
+            initialized=st.initialized,
+            running=st.running,
+            pid=st.pid,
+            listen=str(st.listen) if st.listen else "off" if st.running else None,
+            listen_setting=str(setting) if setting else "off",
         )
         url = st.url()
     else:
@@ -61,20 +80,48 @@ def db_status(database: str | None, fmt: str) -> None:
 
 
 @db.command("start")
-def db_start() -> None:
+@click.option(
+    "--listen",
+    metavar="HOST:PORT|off",
+    callback=_listen_option,
+    help="Listen on TCP as well, for BI tools (every TCP login needs a password, the superuser "
+    "never gets in over TCP): 127.0.0.1:5432, [::1]:5432, 0.0.0.0:5432, *:5432, a port alone "
+    "(on 127.0.0.1), or off. Kept for later starts; default: as set before (off at first).",
+)
+def db_start(listen: server.Listen | None | str) -> None:
     """Start the embedded PostgreSQL server (and create/upgrade its schema)."""
     from soundscape.db import open_database
 
+    want = server.listen_setting() if listen == server.KEEP else listen
+    assert want is None or isinstance(want, server.Listen)
+    st = server.start(listen=want, notify=echo_err)
     database = open_database(None)
-    database.engine.dispose()
+    try:
+        with database.engine.connect() as conn:
+            logins = conn.execute(
+                sa.text("SELECT count(*) FROM pg_roles WHERE rolcanlogin AND NOT rolsuper")
+            ).scalar()
+    finally:
+        database.engine.dispose()
     echo_err(f"embedded database running: {database.safe_url}")
+    if st.listen is None:
+        return
+    echo_err(
+        f"listening on TCP at {st.listen} (every login with its password, scram-sha-256; "
+        "no TLS); the URL for BI tools: soundscape db url --tcp"
+    )
+    if not st.listen.loopback_only:
+        echo_err(
+            f"warning: {st.listen} is reachable from other machines and the connection is not "
+            "encrypted: prefer 127.0.0.1 and an SSH tunnel (docs/bi.md)"
+        )
+    if not logins:
+        echo_err("no role may log in over TCP yet: create one with `soundscape db create-reader`")
 
 
 @db.command("stop")
 def db_stop() -> None:
     """Stop the embedded PostgreSQL server."""
-    from soundscape import server
-
     echo_err("stopped" if server.stop() else "the embedded database was not running")
 
 
@@ -82,16 +129,41 @@ def db_stop() -> None:
 @click.option(
     "--sqlalchemy", "as_sqlalchemy", is_flag=True, help="Print the SQLAlchemy form (+psycopg)."
 )
+@click.option(
+    "--tcp",
+    is_flag=True,
+    help="The embedded server's TCP URL for BI tools (needs `db start --listen`), as --user.",
+)
+@click.option(
+    "--user",
+    default=READER_ROLE,
+    show_default=True,
+    help="The role in the --tcp URL (see `db create-reader`).",
+)
 @database_option
-def db_url(as_sqlalchemy: bool, database: str | None) -> None:
+def db_url(as_sqlalchemy: bool, tcp: bool, user: str, database: str | None) -> None:
     """Print the database URL (password hidden), starting the embedded server if needed.
 
     The default is a libpq URL that psql and BI tools accept; --sqlalchemy prints the form
-    SQLAlchemy wants."""
-    from soundscape import server
+    SQLAlchemy wants; --tcp the embedded server's TCP address for a role (BI tools)."""
     from soundscape.db import libpq_url, mask_url, normalize_url
 
-    url = database if database else server.ensure_running_url()
+    if tcp:
+        if database:
+            raise click.UsageError(
+                "--tcp is for the embedded server; a --database URL is already the one to use"
+            )
+        st = server.status()
+        if not st.running:
+            st = server.start()
+        url = st.tcp_url(user)
+        if url is None:
+            raise click.ClickException(
+                "the embedded server does not listen on TCP: start it with "
+                "`soundscape db start --listen 127.0.0.1:5432` (any free port)"
+            )
+    else:
+        url = database if database else server.ensure_running_url()
     click.echo(mask_url(normalize_url(url) if as_sqlalchemy else libpq_url(url)))
 
 
@@ -104,7 +176,8 @@ def db_upgrade(database: str | None, revision: str) -> None:
 
     database_ = open_database(database, check=False)
     try:
-        upgrade(database_.engine, revision)
+        for note in upgrade(database_.engine, revision):  # Citus: how tables are laid out
+            echo_err(note)
         with database_.engine.connect() as conn:
             rev = current_revision(conn)
     finally:
@@ -180,3 +253,58 @@ def db_create_reader(
         f"role {name} can read schema ranger (statement timeout {statement_timeout}); "
         f"connect with {mask_url(libpq_url(url.render_as_string(False)))}"
     )
+    tcp = server.status().tcp_url(name) if database_.embedded else None
+    if tcp:
+        echo_err(f"over TCP (BI tools): {tcp}")
+
+
+@db.command("create-reviewer")
+@click.argument("name")
+@click.option(
+    "--password",
+    prompt=True,
+    prompt_required=False,
+    hide_input=True,
+    confirmation_prompt=True,
+    envvar="SOUNDSCAPE_REVIEWER_PASSWORD",
+    help="The reviewer's password; prompted when given without a value or not at all "
+    "(env: SOUNDSCAPE_REVIEWER_PASSWORD).",
+)
+@click.option(
+    "--statement-timeout",
+    default="10s",
+    show_default=True,
+    help="Longest statement the role may run (PostgreSQL units).",
+)
+@click.option(
+    "--revoke-other-databases/--keep-other-databases",
+    default=None,
+    help="Revoke CONNECT from PUBLIC on the server's other databases (default: yes for the "
+    "embedded server, else a warning names them).",
+)
+@database_option
+def db_create_reviewer(
+    name: str,
+    password: str | None,
+    statement_timeout: str,
+    revoke_other_databases: bool | None,
+    database: str | None,
+) -> None:
+    """Create a reviewer NAME for the web page (`soundscape serve`): a login role that may
+    insert annotations and nothing else; reviewers sign in with it to say yes / no / unsure.
+    Run again to change the password."""
+    from soundscape.roles import create_reviewer
+
+    if password is None:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    database_ = open_db(database)
+    revoke = database_.embedded if revoke_other_databases is None else revoke_other_databases
+    for warning in create_reviewer(
+        database_.engine,
+        name,
+        password,
+        statement_timeout=statement_timeout,
+        revoke_other_databases=revoke,
+    ):
+        echo_err(f"warning: {warning}")
+    echo_err(f"reviewer {name} may insert annotations; sign in to `soundscape serve` as {name}")
