@@ -1,0 +1,139 @@
+"""MusiCNN ingest: × real time against BirdNET in the same run, and peak memory vs file length.
+
+    python bench/musicnn.py [--minutes 3] [--repeat 2] [--memory 2,8]
+
+1. Throughput on the real-ish recording of bench/ingest.py (the forest soundscape looped with
+   real clips mixed in, 44.1 kHz WAV, so both models resample): the model alone on exactly
+   the windows ingest gives it, and end to end (decode, resample, window, embed, class
+   scores, binary COPY, commit); BirdNET measured in the same run, interleaved, as the peer.
+2. Memory (--memory MINUTES,...): peak RSS of `soundscape ingest -m musicnn` in a fresh
+   process for files of those lengths; flat in file length is the goal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ScratchDatabase, machine, make_recording, write_result  # noqa: E402
+from ingest import end_to_end, model_only  # noqa: E402
+
+DATA = Path("/tmp/soundscape-bench-audio")
+
+
+def throughput(args: argparse.Namespace) -> dict:
+    from soundscape.embedders import get_model_class, load_model
+
+    path = make_recording(DATA / f"forest_{args.minutes}min.wav", args.minutes * 60)
+    audio_s = sf.info(str(path)).duration
+    names = args.models.split(",")
+    db = ScratchDatabase()
+    out: dict = {"file": str(path), "audio_s": audio_s, "models": {}}
+    runs: dict[str, dict[str, list[float]]] = {n: {"model": [], "end_to_end": []} for n in names}
+    models = {}
+    try:
+        for name in names:
+            cls = get_model_class(name)
+            model = load_model(name)
+            window = model.window_samples(cls.default_window_s)
+            t = time.perf_counter()
+            model.embed_audio_and_scores(np.zeros((1, window), np.float32))
+            out["models"][name] = {"first_call_s": round(time.perf_counter() - t, 2)}
+            models[name] = (cls, model)
+        for _ in range(args.repeat):  # interleaved, so load changes hit both models alike
+            for name, (cls, model) in models.items():
+                w, h = cls.default_window_s, cls.default_hop_s
+                runs[name]["model"].append(model_only(path, model, w, h))
+                wall, n = end_to_end(db.db.engine, path, name)
+                runs[name]["end_to_end"].append(wall)
+                out["models"][name]["windows"] = n
+        for name, r in runs.items():
+            mod, e2e = statistics.median(r["model"]), statistics.median(r["end_to_end"])
+            out["models"][name].update(
+                model_only_x_realtime=round(audio_s / mod, 2),
+                end_to_end_x_realtime=round(audio_s / e2e, 2),
+                windows_per_s=round(out["models"][name]["windows"] / e2e, 2),
+                ratio_end_to_end_to_model=round(mod / e2e, 3),
+                runs_s=r,
+            )
+        if len(names) > 1:
+            a, b = names[0], names[1]
+            out[f"{a}_over_{b}_end_to_end"] = round(
+                out["models"][a]["end_to_end_x_realtime"]
+                / out["models"][b]["end_to_end_x_realtime"],
+                3,
+            )
+        print(json.dumps(out, indent=1), file=sys.stderr)
+    finally:
+        db.close()
+    return out
+
+
+def memory(args: argparse.Namespace) -> dict:
+    db = ScratchDatabase()
+    out: dict = {}
+    code = (
+        "import resource, sys, json\n"
+        "from soundscape.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+        "print(json.dumps({'maxrss_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
+        " 'exit': code}), file=sys.stderr)\n"
+    )
+    try:
+        for minutes in (int(m) for m in args.memory.split(",")):
+            path = make_recording(DATA / f"forest_{minutes}min.wav", minutes * 60)
+            t = time.perf_counter()
+            proc = subprocess.run(
+                [sys.executable, "-c", code, "ingest", str(path), "-s", "bench", "-m", "musicnn"]
+                + ["--replace", "-q", "-d", db.url],
+                capture_output=True,
+                text=True,
+                env={**os.environ},
+            )
+            wall = time.perf_counter() - t
+            last = json.loads(proc.stderr.strip().splitlines()[-1])
+            out[f"{minutes}min"] = {
+                "peak_rss_mib": round(last["maxrss_kb"] / 1024, 1),
+                "exit": last["exit"],
+                "wall_s": round(wall, 1),
+                "x_realtime_incl_startup": round(minutes * 60 / wall, 2),
+            }
+            print(json.dumps({f"{minutes}min": out[f"{minutes}min"]}), file=sys.stderr)
+    finally:
+        db.close()
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--minutes", type=int, default=3)
+    p.add_argument(
+        "--models", default="musicnn,birdnet", help="the first is measured, the rest are peers"
+    )
+    p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--memory", default="", help="file lengths in minutes, e.g. 2,8")
+    p.add_argument("--skip-throughput", action="store_true")
+    args = p.parse_args()
+    result: dict = {"machine": machine()}
+    if not args.skip_throughput:
+        result["throughput"] = throughput(args)
+    if args.memory:
+        result["memory"] = memory(args)
+    result["load_avg_at_end"] = os.getloadavg()
+    print(write_result("musicnn", result), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
