@@ -27,6 +27,7 @@ FINGERPRINTS = {
     "classify.sql": ("0005", "09be065c4b7d"),
     "classifiers.sql": ("0009", "af19b4d25c22"),
     "species.sql": ("0011", "13d5005221de"),
+    "speech.sql": ("0012", "7c43d1911c4d"),
 }
 
 _READ_SQL = re.compile(r"""read_sql\(\s*["']([^"']+)["']\s*\)""")

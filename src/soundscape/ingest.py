@@ -22,6 +22,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from soundscape import speech
 from soundscape.audio import AudioInfo, WindowStream, is_supported, probe
 from soundscape.db import raw_connection, register_vector
 from soundscape.embedders import Embedder, get_model_class, load_model
@@ -30,6 +31,7 @@ from soundscape.errors import AudioError, ConnectionLost, FileChanged, Soundscap
 from soundscape.sensors import Sensor, get_sensor
 from soundscape.spaces import Space, ensure_space, resolve_window
 from soundscape.timeutil import localize, parse_start_time, window_times
+from soundscape.transcribers import Transcriber, is_transcriber, load_transcriber
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +257,11 @@ class Ingestor:
             ) from exc
         self.targets: list[_Target] = []
         names = list(dict.fromkeys(m.strip().lower() for m in models if m.strip()))
+        # Speech-to-text models (``whisper``) store utterances, not windows (soundscape.speech).
+        self.transcribers: list[Transcriber] = [
+            load_transcriber(n) for n in names if is_transcriber(n)
+        ]
+        names = [n for n in names if not is_transcriber(n)]
         windows = {
             name: resolve_window(get_model_class(name), window_s, hop_s, allow_gaps=allow_gaps)
             for name in names
@@ -267,7 +274,9 @@ class Ingestor:
             with engine.begin() as conn:
                 space = ensure_space(conn, cls, window, hop, model.params, labels)
             self.targets.append(_Target(model, space))
-        self.model_names = ",".join(t.space.name for t in self.targets)
+        self.model_names = ",".join(
+            [t.space.name for t in self.targets] + [t.name for t in self.transcribers]
+        )
 
     # -- one file ---------------------------------------------------------------------------
     def ingest_file(
@@ -378,8 +387,10 @@ class Ingestor:
                             f"{path}: another process stored this recording and removed it "
                             "again meanwhile; run the command again"
                         )
+            speaking = [(t.name, t.version) for t in self.transcribers]
             if rec is None:
                 todo = self.targets
+                to_transcribe = self.transcribers
             else:
                 rec_id = rec.id
                 done = {
@@ -391,7 +402,9 @@ class Ingestor:
                 }
                 if self.replace:
                     todo = self.targets
+                    to_transcribe = self.transcribers
                     self._clear(conn, rec_id, [t.space.id for t in todo])
+                    speech.clear_transcripts(conn, rec_id, speaking)
                     conn.execute(
                         sa.text(
                             "UPDATE recordings SET sensor_id = :sensor, path = :path, "
@@ -421,9 +434,16 @@ class Ingestor:
                             "r": rec_id,
                         },
                     )
+                    speech.follow_recording(
+                        conn, rec_id, self.sensor.id, self.sensor.timezone, started_at
+                    )
                 else:
                     todo = [t for t in self.targets if t.space.id not in done]
-                if not todo:
+                    heard = speech.transcribed(conn, rec_id)
+                    to_transcribe = [
+                        t for t in self.transcribers if (t.name, t.version) not in heard
+                    ]
+                if not todo and not to_transcribe:
                     where = "" if rec.path == abs_path else f" as {rec.path}"
                     return FileResult(
                         str(path),
@@ -450,6 +470,23 @@ class Ingestor:
                 result.segments[target.space.name] = n
                 result.duration_s = duration
                 result.warning = result.warning or truncated
+            for i, transcriber in enumerate(to_transcribe):
+                # Progress: only when no space reported it, and for the first transcriber.
+                said = speech.transcribe_into(
+                    conn,
+                    transcriber,
+                    rec_id,
+                    self.sensor.id,
+                    self.tz,
+                    path,
+                    started_at,
+                    allow_truncated=self.allow_truncated,
+                    on_progress=on_progress if i == 0 and not todo else None,
+                    on_chunk=self.on_batch,
+                )
+                result.segments[transcriber.name] = said.n_utterances
+                result.duration_s = said.duration_s
+                result.warning = result.warning or said.truncated
             # What was hashed must be what was decoded: refuse a file that changed meanwhile.
             check_unchanged(path, identity)
             # The exact duration comes from the samples decoded, not the header.

@@ -38,6 +38,7 @@ from soundscape.errors import SoundscapeError
 from soundscape.ingest import sha256_file
 from soundscape.sensors import get_sensor
 from soundscape.spaces import resolve_window
+from soundscape.transcribers import get_transcriber_class, is_transcriber
 
 STATUSES = ("queued", "running", "done", "failed")
 DEFAULT_MAX_ATTEMPTS = 5
@@ -214,6 +215,12 @@ def validate(
         raise SoundscapeError("no model given; use --model, e.g. --model birdnet")
     plan = Plan(JobConfig(sensor, tuple(names), window_s, hop_s, replace))
     for name in names:
+        if is_transcriber(name):  # utterances, not a space: the worker skips done files
+            reason = get_transcriber_class(name).unavailable_reason()
+            if reason:
+                plan.warnings.append(f"model {name!r} cannot run on this machine: {reason}")
+            plan.spaces.append(None)
+            continue
         cls = get_model_class(name)
         window, hop = resolve_window(cls, window_s, hop_s, allow_gaps=allow_gaps)
         reason = cls.unavailable_reason()

@@ -151,6 +151,16 @@ def add_sensor(
             ),
             {"tz": timezone, "sid": sensor.id},
         )
+        # ... and so do those of transcribed speech (soundscape.speech)
+        conn.execute(
+            sa.text(
+                "UPDATE utterances u SET local_date = (u.starts_at AT TIME ZONE :tz)::date, "
+                "local_time = (u.starts_at AT TIME ZONE :tz)::time "
+                "WHERE u.sensor_id = :sid AND u.starts_at IS NOT NULL "
+                "AND u.local_time IS DISTINCT FROM (u.starts_at AT TIME ZONE :tz)::time"
+            ),
+            {"tz": timezone, "sid": sensor.id},
+        )
     # BirdNET's location/season filter follows the sensor's coordinates (soundscape.occurrence)
     sensor_changed(conn, sensor.id, sensor.latitude, sensor.longitude)
     return sensor

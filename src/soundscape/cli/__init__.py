@@ -10,7 +10,9 @@ from soundscape.cli import (  # noqa: F401  (register commands)
     ingest,
     jobs,
     search,
+    serve,
     species,
+    speech,
     train,
 )
 from soundscape.cli.base import (

@@ -123,6 +123,29 @@ def models_list(fmt: str) -> None:
                 "reason": reason or "",
             }
         )
+    # Speech-to-text models (soundscape.transcribers): utterances, not vectors; their window
+    # is the longest chunk of speech they transcribe at once.
+    from soundscape.transcribers import get_transcriber_class, transcriber_names
+
+    for name in transcriber_names():
+        try:
+            tcls = get_transcriber_class(name)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not hide the others
+            rows.append({"name": name, "available": False, "reason": f"cannot load: {exc}"})
+            continue
+        reason = tcls.unavailable_reason()
+        rows.append(
+            {
+                "name": name,
+                "version": tcls.version,
+                "sample_rate": tcls.sample_rate,
+                "window_s": tcls.max_chunk_s,
+                "text": True,
+                "classes": False,
+                "available": reason is None,
+                "reason": reason or "",
+            }
+        )
     emit(
         rows,
         fmt,

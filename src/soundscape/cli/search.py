@@ -144,6 +144,17 @@ def usage_errors() -> Iterator[None]:
 @_example_options
 @click.option("--concept", help="Run a stored concept (see `soundscape concepts list`).")
 @click.option(
+    "--said",
+    metavar="TEXT",
+    help='What was said (transcribed speech): words, "phrases", -exclusions; fuzzy fallback.',
+)
+@click.option(
+    "--fuzzy/--no-fuzzy",
+    default=True,
+    show_default=True,
+    help="--said: fill up with similar spellings (trigrams) when full text finds too few.",
+)
+@click.option(
     "--classifier", help="Rank by a trained classifier's score (with --label; `soundscape train`)."
 )
 @click.option("--label", help="The classifier label to rank by.")
@@ -210,8 +221,11 @@ def search(
     all_species,
     database,
     fmt,
+    said=None,
+    fuzzy=True,
 ) -> None:
-    """Search windows by TEXT, an audio example, a stored window or a concept.
+    """Search windows by TEXT, an audio example, a stored window or a concept; or what was
+    said (--said, in transcribed speech: `ingest --model whisper`).
 
     \b
     Examples:
@@ -220,11 +234,21 @@ def search(
       soundscape search --like 1234 --site "North Marsh" --json
       soundscape search --classifier saws --label saw --events --raven review/
       soundscape search junco --events --audacity labels/
+      soundscape search --said '"interest rates" -mortgage' --time 06:00-09:00
     """
     from soundscape import export
     from soundscape import search as s
 
     filters = build_filters(sensors, sites, quadrants, time_range, date_from, date_to, min_score)
+    if said is not None:
+        others = [o for o, v in (("TEXT", text), ("--audio", audio), ("--like", like),
+                                 ("--concept", concept), ("--classifier", classifier),
+                                 ("--space", space_name), ("--min-score", min_score)) if v]  # fmt: skip
+        if others:
+            raise click.UsageError(f"--said is a query of its own; leave out {', '.join(others)}")
+        _search_said(said, fuzzy, filters, limit, events, export_dir, raven_dir, audacity_dir,
+                     database, fmt)  # fmt: skip
+        return
     request = s.SearchRequest(
         text=text,
         audio=audio,
@@ -270,6 +294,46 @@ def search(
     )
     if not hits:
         echo_err("no windows match")
+    emit(rows, fmt, columns)
+
+
+SAID_COLUMNS = [
+    "rank", "score", "sensor", "site", "quadrant", "local", "start_s", "end_s", "snippet",
+    "path", "utterance_id",
+]  # fmt: skip
+
+
+def _search_said(
+    said, fuzzy, filters, limit, events, export_dir, raven_dir, audacity_dir, database, fmt
+) -> None:
+    """``search --said``: hits in transcribed speech (soundscape.speech, ranger.search_speech)."""
+    from soundscape import export, speech
+
+    request = speech.SpeechRequest(said, filters=filters, limit=limit, fuzzy=fuzzy, events=events)
+    with open_db(database).engine.connect() as conn:
+        hits: list = speech.search_speech(conn, request)  # SpeechHit is a Hit (exports)
+    echo_err(f"searching what was said: {said!r}")
+    for folder, write, what in (
+        (export_dir, lambda d: export.export_clips(hits, d), "file(s)"),
+        (raven_dir, lambda d: export.export_raven(hits, d, said), "selection table(s)"),
+        (audacity_dir, lambda d: export.export_audacity(hits, d, said), "label track(s)"),
+    ):
+        if folder is None:
+            continue
+        result = write(folder)
+        for err in result.errors:
+            echo_err(f"warning: {err}")
+        echo_err(f"wrote {len(result.written)} {what} to {folder}")
+    rows = [{"rank": rank, **hit.as_row()} for rank, hit in enumerate(hits, start=1)]
+    columns = list(SAID_COLUMNS)
+    if events:
+        columns.insert(columns.index("snippet"), "n_windows")
+    if export_dir is not None:
+        columns.append("clip")
+    if fmt != "table":
+        columns += ["recording_id", "starts_at", "method", "text", "language", "model"]
+    if not hits:
+        echo_err("nothing said matches (transcribe recordings with `ingest --model whisper`)")
     emit(rows, fmt, columns)
 
 

@@ -1,0 +1,260 @@
+-- The speech family of the `ranger` schema (current definitions; see sql/README.md): what is
+-- said, searchable in SQL. Applied by migration 0012. One implementation for the CLI
+-- (`soundscape search --said`), notebooks (soundscape.speech) and BI tools.
+--
+-- ranger.search_speech(query, k, filters...) finds utterances (tables of 0012) by
+--   * full text: websearch_to_tsquery('english', query) on the utterance's tsvector (GIN):
+--     words, "quoted phrases", -exclusions, `or`; ranked by ts_rank_cd (normalised to 0..1);
+--   * then, while fewer than k were found and p_fuzzy, a fuzzy fallback: pg_trgm's word
+--     similarity between the query's words (and the same words without spaces, so that
+--     "bit coin" meets "bitcoin") and the text, at least p_min_similarity (trigram GIN index);
+--     exclusions still apply.
+-- Each hit is the span of the matching words, at word precision (from the utterance's words
+-- json), with its absolute and local time, and a snippet with the match marked **like this**
+-- (ts_headline for full-text hits; the matched words for fuzzy ones). Filters as for windows:
+-- sensors/sites/quadrants, the local time of day of the utterance's start (a range may cross
+-- midnight), local dates and absolute instants.
+
+-- The query's parts: the positive text (no -exclusions, quotes or `or`), lower case; the same
+-- without spaces; the English lexemes of the positive text; the exclusions as a tsquery.
+CREATE OR REPLACE FUNCTION ranger._speech_terms(
+    p_query text, OUT fuzzy text, OUT nospace text, OUT lexemes text[], OUT excluded tsquery
+)
+LANGUAGE plpgsql IMMUTABLE AS $fn$
+DECLARE
+    v_minus text := '(^|\s)-("[^"]*"|[^\s"]+)';
+    v_terms text;
+BEGIN
+    fuzzy := lower(coalesce(p_query, ''));
+    fuzzy := regexp_replace(fuzzy, v_minus, ' ', 'g');
+    fuzzy := regexp_replace(fuzzy, '"', ' ', 'g');
+    fuzzy := regexp_replace(fuzzy, '(^|\s)or(\s|$)', ' ', 'g');
+    fuzzy := btrim(regexp_replace(fuzzy, '\s+', ' ', 'g'));
+    nospace := replace(fuzzy, ' ', '');
+    lexemes := tsvector_to_array(to_tsvector('english', fuzzy));
+    SELECT string_agg('"' || btrim(replace(m[2], '"', ' ')) || '"', ' or ')
+      INTO v_terms
+      FROM regexp_matches(coalesce(p_query, ''), v_minus, 'g') AS m;
+    excluded := CASE WHEN v_terms IS NOT NULL THEN websearch_to_tsquery('english', v_terms) END;
+    IF excluded IS NOT NULL AND numnode(excluded) = 0 THEN
+        excluded := NULL;
+    END IF;
+END
+$fn$;
+
+-- The words of an utterance that a hit is about: (start_s, end_s, first and last word index).
+-- Full text: the shortest run of words that holds every query lexeme the utterance has (a
+-- phrase, or a single word). Otherwise (fuzzy): the run of up to n+1 words (n: query words)
+-- whose letters, spaces removed, are most similar to the query's. NULLs when nothing fits.
+CREATE OR REPLACE FUNCTION ranger._speech_span(p_words jsonb, p_lexemes text[], p_fuzzy text)
+RETURNS TABLE (start_s real, end_s real, first_word integer, last_word integer)
+LANGUAGE plpgsql IMMUTABLE AS $fn$
+DECLARE
+    v_idx integer[];
+    v_lex text[];
+    v_present integer;
+    v_seen text[];
+    v_best integer;
+    v_a integer;
+    v_b integer;
+    v_n integer := jsonb_array_length(coalesce(p_words, '[]'));
+    v_nq integer;
+    v_cand text;
+    v_sim real;
+    v_best_sim real := 0;
+    v_nospace text := replace(coalesce(p_fuzzy, ''), ' ', '');
+BEGIN
+    IF v_n = 0 THEN
+        RETURN;
+    END IF;
+    IF cardinality(p_lexemes) > 0 THEN
+        SELECT array_agg(e.ord - 1 ORDER BY e.ord), array_agg(x.lex ORDER BY e.ord)
+          INTO v_idx, v_lex
+          FROM jsonb_array_elements(p_words) WITH ORDINALITY AS e(w, ord),
+               LATERAL (SELECT l AS lex
+                          FROM unnest(tsvector_to_array(to_tsvector('english', e.w ->> 'w'))) l
+                         WHERE l = ANY (p_lexemes) LIMIT 1) x;
+        IF v_idx IS NOT NULL THEN
+            SELECT count(DISTINCT l) INTO v_present FROM unnest(v_lex) l;
+            FOR i IN 1 .. cardinality(v_idx) LOOP
+                v_seen := '{}';
+                FOR j IN i .. cardinality(v_idx) LOOP
+                    IF NOT v_lex[j] = ANY (v_seen) THEN
+                        v_seen := v_seen || v_lex[j];
+                    END IF;
+                    IF cardinality(v_seen) = v_present THEN
+                        IF v_best IS NULL OR v_idx[j] - v_idx[i] < v_best THEN
+                            v_best := v_idx[j] - v_idx[i];
+                            v_a := v_idx[i];
+                            v_b := v_idx[j];
+                        END IF;
+                        EXIT;
+                    END IF;
+                END LOOP;
+            END LOOP;
+        END IF;
+    END IF;
+    IF v_a IS NULL AND v_nospace <> '' THEN
+        v_nq := length(p_fuzzy) - length(v_nospace) + 1;
+        FOR i IN 0 .. v_n - 1 LOOP
+            v_cand := '';
+            FOR len IN 1 .. v_nq + 1 LOOP
+                EXIT WHEN i + len - 1 >= v_n;
+                v_cand := v_cand || lower(regexp_replace(p_words -> (i + len - 1) ->> 'w',
+                                                         '[^[:alnum:]]', '', 'g'));
+                v_sim := similarity(v_cand, v_nospace);
+                IF v_sim > v_best_sim THEN
+                    v_best_sim := v_sim;
+                    v_a := i;
+                    v_b := i + len - 1;
+                END IF;
+            END LOOP;
+        END LOOP;
+    END IF;
+    IF v_a IS NULL THEN
+        RETURN;
+    END IF;
+    start_s := (p_words -> v_a ->> 's')::real;
+    end_s := (p_words -> v_b ->> 'e')::real;
+    first_word := v_a;
+    last_word := v_b;
+    RETURN NEXT;
+END
+$fn$;
+
+-- The utterance's words with those from p_first to p_last (indexes) marked **like this**.
+CREATE OR REPLACE FUNCTION ranger._speech_mark(p_words jsonb, p_first integer, p_last integer)
+RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT string_agg(CASE WHEN e.ord - 1 = p_first AND e.ord - 1 = p_last
+                                THEN '**' || (e.w ->> 'w') || '**'
+                           WHEN e.ord - 1 = p_first THEN '**' || (e.w ->> 'w')
+                           WHEN e.ord - 1 = p_last THEN (e.w ->> 'w') || '**'
+                           ELSE e.w ->> 'w' END, ' ' ORDER BY e.ord)
+      FROM jsonb_array_elements(p_words) WITH ORDINALITY AS e(w, ord)
+$$;
+
+CREATE OR REPLACE FUNCTION ranger.search_speech(
+    p_query text,
+    p_k integer DEFAULT 10,
+    p_sensors text[] DEFAULT NULL,
+    p_sites text[] DEFAULT NULL,
+    p_quadrants text[] DEFAULT NULL,
+    p_time_from time DEFAULT NULL,
+    p_time_to time DEFAULT NULL,
+    p_date_from date DEFAULT NULL,
+    p_date_to date DEFAULT NULL,
+    p_at_from timestamptz DEFAULT NULL,
+    p_at_to timestamptz DEFAULT NULL,
+    p_fuzzy boolean DEFAULT true,
+    p_min_similarity real DEFAULT 0.5
+) RETURNS TABLE (
+    utterance_id bigint, score real, recording_id bigint, path text, sensor text, site text,
+    quadrant text, start_s real, end_s real, starts_at timestamptz, local_date date,
+    local_time time, snippet text, text text, language text, model text, method text
+)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = public, pg_temp
+SET pg_trgm.word_similarity_threshold = 0.5
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_ids integer[];
+    v_tsq tsquery;
+    v_terms record;
+BEGIN
+    PERFORM ranger._check_int('p_k (the number of results)', p_k, 1, 10000);
+    IF coalesce(btrim(p_query), '') = '' THEN
+        RAISE EXCEPTION 'p_query (what was said) is empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_min_similarity IS NULL OR NOT (p_min_similarity > 0 AND p_min_similarity <= 1) THEN
+        RAISE EXCEPTION 'p_min_similarity must be in (0, 1], not %', p_min_similarity
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM set_config('pg_trgm.word_similarity_threshold', p_min_similarity::text, true);
+    v_ids := ranger._sensor_ids(p_sensors, p_sites, p_quadrants);
+    v_tsq := websearch_to_tsquery('english', p_query);
+    IF numnode(v_tsq) = 0 THEN
+        v_tsq := NULL;  -- only stop words (or nothing): the fuzzy part alone answers
+    END IF;
+    SELECT * INTO v_terms FROM ranger._speech_terms(p_query);
+    RETURN QUERY
+    WITH f AS NOT MATERIALIZED (
+        SELECT u.* FROM utterances u
+         WHERE (v_ids IS NULL OR u.sensor_id = ANY (v_ids))
+           AND CASE WHEN p_time_from IS NOT NULL AND p_time_to IS NOT NULL THEN
+                    CASE WHEN p_time_from <= p_time_to
+                         THEN u.local_time >= p_time_from AND u.local_time < p_time_to
+                         ELSE u.local_time >= p_time_from OR u.local_time < p_time_to END
+                    WHEN p_time_from IS NOT NULL THEN u.local_time >= p_time_from
+                    WHEN p_time_to IS NOT NULL THEN u.local_time < p_time_to
+                    ELSE true END
+           AND (p_date_from IS NULL OR u.local_date >= p_date_from)
+           AND (p_date_to IS NULL OR u.local_date <= p_date_to)
+           AND (p_at_from IS NULL OR u.starts_at >= p_at_from)
+           AND (p_at_to IS NULL OR u.starts_at < p_at_to)
+    ), ft AS MATERIALIZED (
+        SELECT f.id, ts_rank_cd(f.tsv, v_tsq, 32)::real AS score
+          FROM f
+         WHERE v_tsq IS NOT NULL AND f.tsv @@ v_tsq
+         ORDER BY 2 DESC, f.id
+         LIMIT p_k
+    ), fz AS MATERIALIZED (
+        SELECT f.id, greatest(word_similarity(v_terms.fuzzy, f.text),
+                              word_similarity(v_terms.nospace, f.text))::real AS score
+          FROM f
+         WHERE p_fuzzy AND v_terms.fuzzy <> ''
+           AND (SELECT count(*) FROM ft) < p_k
+           AND (v_terms.fuzzy <% f.text OR v_terms.nospace <% f.text)
+           AND f.id NOT IN (SELECT ft.id FROM ft)
+           AND (v_terms.excluded IS NULL OR NOT f.tsv @@ v_terms.excluded)
+         ORDER BY 2 DESC, f.id
+         LIMIT p_k
+    ), hits AS (
+        SELECT ft.id, ft.score, 'fulltext'::text AS method, 0 AS tier FROM ft
+        UNION ALL
+        SELECT fz.id, fz.score, 'fuzzy'::text, 1 FROM fz
+    ), ranked AS (
+        SELECT hits.* FROM hits ORDER BY hits.tier, hits.score DESC, hits.id LIMIT p_k
+    )
+    SELECT u.id, h.score, u.recording_id, r.path, s.name, s.site, s.quadrant,
+           coalesce(sp.start_s, u.start_s), coalesce(sp.end_s, u.end_s),
+           u.starts_at + (coalesce(sp.start_s, u.start_s) - u.start_s) * interval '1 second',
+           ((u.starts_at + (coalesce(sp.start_s, u.start_s) - u.start_s) * interval '1 second')
+               AT TIME ZONE s.timezone)::date,
+           ((u.starts_at + (coalesce(sp.start_s, u.start_s) - u.start_s) * interval '1 second')
+               AT TIME ZONE s.timezone)::time,
+           CASE WHEN h.method = 'fulltext'
+                THEN ts_headline('english', u.text, v_tsq,
+                                 'StartSel=**, StopSel=**, MinWords=20, MaxWords=40')
+                WHEN sp.first_word IS NOT NULL
+                THEN ranger._speech_mark(u.words, sp.first_word, sp.last_word)
+                ELSE u.text END,
+           u.text, u.language, t.model || ' ' || t.model_version, h.method
+      FROM ranked h
+      JOIN utterances u ON u.id = h.id
+      JOIN transcripts t ON t.id = u.transcript_id
+      JOIN recordings r ON r.id = u.recording_id
+      JOIN sensors s ON s.id = u.sensor_id
+      LEFT JOIN LATERAL ranger._speech_span(
+          u.words, CASE WHEN h.method = 'fulltext' THEN v_terms.lexemes END,
+          v_terms.fuzzy) sp ON true
+     ORDER BY h.tier, h.score DESC, u.id;
+END
+$fn$;
+
+CREATE OR REPLACE VIEW ranger.transcripts AS
+SELECT t.id AS transcript_id, t.recording_id, r.path, s.name AS sensor, s.site, s.quadrant,
+       t.model, t.model_version, t.speech_s, t.n_utterances, r.duration_s, t.transcribed_at
+  FROM transcripts t
+  JOIN recordings r ON r.id = t.recording_id
+  JOIN sensors s ON s.id = r.sensor_id;
+
+CREATE OR REPLACE VIEW ranger.utterances AS
+SELECT u.id AS utterance_id, u.recording_id, r.path, s.name AS sensor, s.site, s.quadrant,
+       u.start_s, u.end_s, u.starts_at, u.local_date, u.local_time, u.text, u.words,
+       u.language, t.model, t.model_version
+  FROM utterances u
+  JOIN transcripts t ON t.id = u.transcript_id
+  JOIN recordings r ON r.id = u.recording_id
+  JOIN sensors s ON s.id = u.sensor_id;
