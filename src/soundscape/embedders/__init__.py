@@ -17,7 +17,9 @@ __all__ = ["Embedder", "l2_normalize", "get_model_class", "model_classes", "load
 _BUILTINS = {
     "birdnet": "soundscape.embedders.birdnet:BirdNET",
     "clap": "soundscape.embedders.clap:CLAP",
+    "musicnn": "soundscape.embedders.musicnn:MusiCNN",
     "spectral": "soundscape.embedders.spectral:Spectral",
+    "voice": "soundscape.embedders.voice:Voice",
 }
 
 

@@ -1,6 +1,6 @@
 """MusiCNN ingest: × real time against BirdNET in the same run, and peak memory vs file length.
 
-    python bench/musicnn.py [--minutes 3] [--repeat 2] [--memory 2,8]
+    python bench/music_ingest.py [--minutes 3] [--repeat 2] [--memory 2,8]
 
 1. Throughput on the real-ish recording of bench/ingest.py (the forest soundscape looped with
    real clips mixed in, 44.1 kHz WAV, so both models resample): the model alone on exactly
