@@ -327,6 +327,39 @@ def annotate_hit(
     )
 
 
+def review_hit(
+    conn: Connection,
+    writer: Connection,
+    segment_id: int,
+    label: str,
+    verdict: str,
+    *,
+    author: str,
+    note: str | None = None,
+) -> int:
+    """A reviewer's verdict on a window from the web page: checked like ``annotate_hit`` with
+    ``conn`` (which may read), inserted through ``writer``, the reviewer's own connection, which
+    may only insert annotations (soundscape.roles.create_reviewer). The database sets author
+    and source (``web``) of a reviewer's row and replaces that reviewer's earlier verdict on the
+    same window and label (migration 0014). Returns the annotation id."""
+    row = conn.execute(
+        sa.text("SELECT recording_id, start_s, end_s FROM segments WHERE id = :i"),
+        {"i": int(segment_id)},
+    ).fetchone()
+    if row is None:
+        raise AnnotationError(f"no window with id {segment_id}")
+    rec = _get_recording(conn, row.recording_id)
+    label = _check_label(label)
+    start = float(row.start_s)
+    end = _check_span(rec, start, min(float(row.end_s), rec.duration_s), None, None)
+    params = {
+        "recording_id": rec.id, "start_s": start, "end_s": end, "low_hz": None,
+        "high_hz": None, "label": label, "verdict": normalize_verdict(verdict),
+        "author": author, "source": "web", "note": note or None, "segment_id": int(segment_id),
+    }  # fmt: skip
+    return int(writer.execute(_INSERT, params).scalar_one())
+
+
 # ------------------------------------------------------------------------------- list / remove
 def _as_list(value: str | Sequence[str] | None) -> list[str] | None:
     if value is None:

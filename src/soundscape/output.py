@@ -25,6 +25,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def plain_row(row: dict[str, Any], columns: Sequence[str]) -> dict[str, Any]:
+    """A row as ``--json`` writes it: the columns in order, times as ISO strings."""
+    return {c: _plain(row.get(c)) for c in columns}
+
+
 def _csv_cell(value: Any) -> str:
     """A CSV cell: floats in full (shortest round-trip) precision, JSON for nested values."""
     if value is None:
@@ -59,7 +64,7 @@ def emit(
         columns = list(rows[0].keys()) if rows else []
     if fmt == "json":
         for r in rows:
-            out.write(json.dumps({c: _plain(r.get(c)) for c in columns}, default=str) + "\n")
+            out.write(json.dumps(plain_row(r, columns), default=str) + "\n")
     elif fmt == "csv":
         w = csv.writer(out, lineterminator="\n")
         w.writerow(columns)

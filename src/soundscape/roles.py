@@ -1,4 +1,5 @@
-"""Database roles other than the owner: the read-only reader that BI tools log in as.
+"""Database roles other than the owner: the read-only reader that BI tools log in as, and
+reviewers, who sign in to the web page and may only insert annotations.
 
 The reader may only read the ``ranger`` schema (SELECT on its views, EXECUTE on its search
 functions); it cannot read the tables behind them nor write anything. Its session limits
@@ -212,3 +213,94 @@ def _other_databases(raw: PgConnection, name: str, dbname: str, revoke: bool) ->
         "to PUBLIC there): revoke it with REVOKE CONNECT ON DATABASE <name> FROM PUBLIC, or "
         "rerun with --revoke-other-databases"
     ]
+
+
+# ------------------------------------------------------------------------------ reviewers
+REVIEWER_ROLE = "soundscape_reviewer"
+
+#: What the reviewer group may do, and nothing else: insert annotations (the columns a
+#: validated hit has; migration 0014's trigger then sets author and source), read back the new
+#: row's id (INSERT ... RETURNING id) and draw ids from the table's sequence.
+REVIEWER_GRANTS = (
+    "GRANT CONNECT ON DATABASE {db} TO {g}",
+    "GRANT USAGE ON SCHEMA public TO {g}",
+    "GRANT INSERT (recording_id, start_s, end_s, low_hz, high_hz, label, verdict, author, "
+    "source, note, segment_id) ON public.annotations TO {g}",
+    "GRANT SELECT (id) ON public.annotations TO {g}",
+    "GRANT USAGE ON SEQUENCE public.annotations_id_seq TO {g}",
+)
+
+
+def create_reviewer(
+    engine: Engine,
+    name: str,
+    password: str,
+    *,
+    statement_timeout: str = "10s",
+    revoke_other_databases: bool = False,
+) -> list[str]:
+    """Create (or update the password of) the reviewer login role ``name``: a member of the
+    group role ``soundscape_reviewer``, which may insert annotations and nothing else (it reads
+    no table; ``soundscape serve`` signs reviewers in with this role and writes their verdicts
+    through it). Returns warnings to show.
+
+    An existing role that is not a reviewer is refused: this never turns the owner, the reader
+    or another role into a reviewer.
+    """
+    _check_name(name)
+    if name in (REVIEWER_ROLE, READER_ROLE):
+        raise DatabaseError(f"{name} is a group/service role; give the reviewer's own name")
+    if not password:
+        raise DatabaseError("a reviewer needs a password (to sign in to the web page)")
+    group, role = sql.Identifier(REVIEWER_ROLE), sql.Identifier(name)
+    with engine.begin() as conn:
+        raw = raw_connection(conn)
+        dbname = raw.execute("SELECT current_database()").fetchone()
+        assert dbname is not None
+        raw.execute("SAVEPOINT check_setting")
+        try:
+            raw.execute("SELECT set_config('statement_timeout', %s, true)", [statement_timeout])
+        except psycopg.DataError as exc:
+            raise DatabaseError(f"invalid statement timeout {statement_timeout!r}: {exc}") from exc
+        finally:
+            raw.execute("ROLLBACK TO SAVEPOINT check_setting")
+        if not raw.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [REVIEWER_ROLE]).fetchone():
+            raw.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(group))
+        for stmt in REVIEWER_GRANTS:
+            raw.execute(sql.SQL(stmt).format(db=sql.Identifier(dbname[0]), g=group))
+        existing = raw.execute(
+            "SELECT r.rolsuper OR NOT pg_has_role(r.oid, %s, 'MEMBER') FROM pg_roles r "
+            "WHERE r.rolname = %s",
+            [REVIEWER_ROLE, name],
+        ).fetchone()
+        if existing is not None and existing[0]:
+            raise DatabaseError(
+                f"role {name} exists and is not a reviewer; choose another name (a reviewer "
+                "role must be used for nothing else)"
+            )
+        if existing is None:
+            raw.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
+        raw.execute(
+            sql.SQL(
+                "ALTER ROLE {} WITH LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                "NOREPLICATION NOBYPASSRLS PASSWORD {}"
+            ).format(role, sql.Literal(password))
+        )
+        raw.execute(sql.SQL("GRANT {} TO {}").format(group, role))
+        raw.execute(
+            sql.SQL("ALTER ROLE {} IN DATABASE {} SET statement_timeout = {}").format(
+                role, sql.Identifier(dbname[0]), sql.Literal(statement_timeout)
+            )
+        )
+        return _other_databases(raw, name, dbname[0], revoke_other_databases)
+
+
+def is_reviewer(conn: PgConnection) -> bool:
+    """Whether the role of a connection is a reviewer (a member of ``soundscape_reviewer``
+    that is not a superuser)."""
+    row = conn.execute(
+        "SELECT CASE WHEN to_regrole(%s) IS NULL OR r.rolsuper THEN false "
+        "ELSE pg_has_role(r.oid, %s, 'USAGE') END FROM pg_roles r WHERE r.rolname = current_user",
+        [REVIEWER_ROLE, REVIEWER_ROLE],
+    ).fetchone()
+    return bool(row and row[0])

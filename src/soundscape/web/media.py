@@ -1,0 +1,197 @@
+"""Audio and pictures the web page serves, always found by a stored id (a window's
+``segment_id`` or a recording's id): no part of a request path ever reaches the file system.
+
+- ``window_clip``: the WAV of a window (or of a span of a recording) with 1 s of padding, at
+  the recording's own sample rate, as ``search --export`` writes it; ``clip_png`` its
+  spectrogram (the same figure).
+- ``recording_file``: a recording's stored file and MIME type, which the app streams with
+  HTTP range requests (Starlette's FileResponse reads it in 64 kB chunks: bounded memory for
+  any length).
+- ``recording_png``: the annotated spectrogram of ``plot recording`` (detections, anomaly
+  scores), built in bounded memory.
+
+PNG figures are cached (a few hundred, least recently used first out).
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import soundfile as sf
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from soundscape.audio import decode_span, probe
+from soundscape.errors import AudioError, SoundscapeError
+from soundscape.plots import recording_plot, spectrogram_png
+
+#: Padding around a window's clip, seconds (as ``search --export``).
+PAD_S = 1.0
+#: Longest clip served (seconds, padding included); a longer span is cut at this length.
+MAX_CLIP_S = 120.0
+
+#: MIME types of the formats ingest accepts (browsers play all four).
+MIME = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg", "mp3": "audio/mpeg"}
+
+# matplotlib's pyplot is not thread-safe and the app runs handlers in a thread pool
+_PLOT_LOCK = threading.Lock()
+
+
+class NotFound(SoundscapeError):
+    """No window or recording with that id, or its file is gone."""
+
+
+@dataclass(frozen=True)
+class Span:
+    recording_id: int
+    path: str
+    start_s: float
+    end_s: float
+    label: str
+
+
+class LRU:
+    """A small thread-safe least-recently-used cache of bytes."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[Any, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_or_make(self, key: Any, make: Callable[[], bytes]) -> bytes:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = make()
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+
+CLIP_PNGS = LRU(512)
+RECORDING_PNGS = LRU(32)
+
+
+def window_span(conn: Connection, segment_id: int) -> Span:
+    row = conn.execute(
+        sa.text(
+            "SELECT g.recording_id, r.path, g.start_s, g.end_s, s.name AS sensor "
+            "FROM segments g JOIN recordings r ON r.id = g.recording_id "
+            "JOIN sensors s ON s.id = g.sensor_id WHERE g.id = :i"
+        ),
+        {"i": int(segment_id)},
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no window with id {segment_id}")
+    return Span(
+        int(row.recording_id), row.path, float(row.start_s), float(row.end_s),
+        f"{row.sensor} window {segment_id}",
+    )  # fmt: skip
+
+
+def recording_row(conn: Connection, recording_id: int) -> Any:
+    row = conn.execute(
+        sa.text("SELECT * FROM ranger.recordings WHERE recording_id = :r"),
+        {"r": int(recording_id)},
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no recording with id {recording_id}")
+    return row
+
+
+def recording_span(conn: Connection, recording_id: int, start_s: float, end_s: float) -> Span:
+    row = recording_row(conn, recording_id)
+    if not (0 <= start_s < end_s):
+        raise SoundscapeError("a span needs 0 <= start < end")
+    end = min(end_s, float(row.duration_s))
+    if start_s >= end:
+        raise SoundscapeError(f"start {start_s:g} s is past the end of recording {recording_id}")
+    return Span(int(recording_id), row.path, start_s, end, f"{row.sensor} {start_s:g}-{end:g} s")
+
+
+def _padded(span: Span, duration_s: float) -> tuple[float, float]:
+    start = max(0.0, span.start_s - PAD_S)
+    end = min(duration_s, span.end_s + PAD_S, start + MAX_CLIP_S)
+    return start, end
+
+
+def _decode(span: Span) -> tuple[Any, int, float]:
+    """(samples, sample rate, clip start in the recording)."""
+    try:
+        info = probe(span.path)
+        start, end = _padded(span, info.duration_s)
+        audio = decode_span(span.path, info.sample_rate, start, end)
+    except (AudioError, OSError, ValueError) as exc:
+        raise NotFound(f"cannot read the audio of recording {span.recording_id}: {exc}") from exc
+    return audio, info.sample_rate, start
+
+
+def clip_wav(span: Span) -> bytes:
+    """The span with padding as a 16-bit WAV at the recording's own sample rate."""
+    audio, rate, _ = _decode(span)
+    out = io.BytesIO()
+    sf.write(out, audio, rate, subtype="PCM_16", format="WAV")
+    return out.getvalue()
+
+
+def clip_png(span: Span) -> bytes:
+    """The spectrogram of the padded clip with the span marked (``search --export``'s figure)."""
+
+    def make() -> bytes:
+        audio, rate, start = _decode(span)
+        with tempfile.TemporaryDirectory() as tmp, _PLOT_LOCK:
+            png = Path(tmp) / "clip.png"
+            spectrogram_png(
+                audio, rate, png, span.label, mark=(span.start_s - start, span.end_s - start)
+            )
+            return png.read_bytes()
+
+    return CLIP_PNGS.get_or_make((span.path, span.start_s, span.end_s), make)
+
+
+def recording_file(conn: Connection, recording_id: int) -> tuple[Path, str]:
+    """The stored file of a recording and its MIME type."""
+    row = recording_row(conn, recording_id)
+    path = Path(row.path)
+    if not path.is_file():
+        raise NotFound(f"the file of recording {recording_id} is gone: {row.path}")
+    fmt = (row.format or path.suffix.lstrip(".")).lower()
+    return path, MIME.get(fmt, "application/octet-stream")
+
+
+def recording_png(
+    conn: Connection,
+    recording_id: int,
+    start_s: float | None = None,
+    end_s: float | None = None,
+    width: int = 1200,
+    height: int = 520,
+) -> bytes:
+    """``plot recording``'s figure: spectrogram, detections above, anomaly scores below."""
+    recording_row(conn, recording_id)
+    last_change = conn.execute(
+        sa.text(
+            "SELECT (SELECT count(*) FROM ranger.detections WHERE recording_id = :r), "
+            "(SELECT max(id) FROM anomaly_runs)"
+        ),
+        {"r": recording_id},
+    ).one()
+
+    def make() -> bytes:
+        with tempfile.TemporaryDirectory() as tmp, _PLOT_LOCK:
+            png = Path(tmp) / "recording.png"
+            recording_plot(conn, recording_id, png, start_s, end_s, width=width, height=height)
+            return png.read_bytes()
+
+    key = (recording_id, start_s, end_s, width, height, tuple(last_change))
+    return RECORDING_PNGS.get_or_make(key, make)

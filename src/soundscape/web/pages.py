@@ -1,0 +1,388 @@
+"""What the web pages show, gathered from the library (no HTML here): request parameters to a
+``SearchRequest``, the sensor map's coordinates, the activity heat map's grid, a recording's
+detections, anomalies, annotations and transcript, the job queue."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from soundscape.annotations import list_annotations
+from soundscape.anomalies import latest_run
+from soundscape.classifiers import list_classifiers
+from soundscape.concepts import list_concepts
+from soundscape.errors import SoundscapeError
+from soundscape.failures import list_errors
+from soundscape.jobs import job_stats, list_jobs
+from soundscape.queries import Filters
+from soundscape.search import (
+    MAX_LIMIT,
+    SearchRequest,
+    date_bounds,
+    parse_time_range,
+    parse_when,
+    search,
+)
+from soundscape.sensors import Sensor, list_sensors
+
+
+class BadParameter(SoundscapeError):
+    """A query parameter of the page is unusable; the message names it."""
+
+
+# ------------------------------------------------------------------------------ search
+#: The query forms of the search page (one per request), as query parameter names.
+QUERY_PARAMS = ("q", "like", "concept", "classifier")
+DEFAULT_LIMIT = 20
+
+
+def _one(params: Mapping[str, Any], name: str) -> str | None:
+    value = params.get(name)
+    if value is None:
+        return None
+    value = str(value).strip()
+    return value or None
+
+
+def _many(params: Any, name: str) -> list[str] | None:
+    values = params.getlist(name) if hasattr(params, "getlist") else [params.get(name)]
+    out = [str(v).strip() for v in values if v is not None and str(v).strip()]
+    return out or None
+
+
+def _number(params: Mapping[str, Any], name: str, kind: type = float) -> Any:
+    text = _one(params, name)
+    if text is None:
+        return None
+    try:
+        value = kind(text)
+    except ValueError as exc:
+        raise BadParameter(f"{name}: {text!r} is not a number") from exc
+    if kind is float and not math.isfinite(value):
+        raise BadParameter(f"{name}: {text!r} is not a finite number")
+    return value
+
+
+def filters_from(params: Any) -> Filters:
+    """Place and time filters from query parameters: ``sensor``, ``site``, ``quadrant``
+    (repeatable), ``time`` (HH:MM-HH:MM, may cross midnight), ``from``/``to`` (local dates or
+    ISO times with an offset, as the CLI's --from/--to), ``min_score``."""
+    time_range = _one(params, "time")
+    try:
+        t_from, t_to = parse_time_range(time_range) if time_range else (None, None)
+    except ValueError as exc:
+        raise BadParameter(f"time: {exc}") from exc
+    bounds = []
+    for name in ("from", "to"):
+        text = _one(params, name)
+        try:
+            bounds.append(parse_when(text) if text else None)
+        except ValueError as exc:
+            raise BadParameter(f"{name}: {exc}") from exc
+    d_from, d_to, a_from, a_to = date_bounds(bounds[0], bounds[1])
+    return Filters(
+        sensors=_many(params, "sensor"),
+        sites=_many(params, "site"),
+        quadrants=_many(params, "quadrant"),
+        time_from=t_from,
+        time_to=t_to,
+        date_from=d_from,
+        date_to=d_to,
+        at_from=a_from,
+        at_to=a_to,
+        min_score=_number(params, "min_score"),
+    )
+
+
+def request_from(params: Any, audio: str | None = None) -> SearchRequest | None:
+    """A ``SearchRequest`` from the search page's parameters (None when no query is given):
+    ``q`` text, ``like`` a window id, ``concept``, ``classifier`` + ``label``, or an uploaded
+    ``audio`` file (its saved path); ``space``, ``events``, ``limit`` and the filters."""
+    text, concept = _one(params, "q"), _one(params, "concept")
+    classifier, label = _one(params, "classifier"), _one(params, "label")
+    picked = _one(params, "classifier_label")  # the form's select: "name|label"
+    if classifier is None and picked:
+        classifier, _, label = picked.partition("|")
+    like = _number(params, "like", int)
+    if not any(v is not None for v in (text, like, concept, classifier, audio)):
+        return None
+    limit = _number(params, "limit", int) or DEFAULT_LIMIT
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadParameter(f"limit: between 1 and {MAX_LIMIT}, not {limit}")
+    return SearchRequest(
+        text=text,
+        audio=audio,
+        start_s=_number(params, "start") if audio else None,
+        end_s=_number(params, "end") if audio else None,
+        like=like,
+        concept=concept,
+        classifier=classifier,
+        label=label if classifier else None,
+        space=_one(params, "space"),
+        filters=filters_from(params),
+        limit=limit,
+        events=_one(params, "events") in ("1", "on", "true", "yes"),
+    )
+
+
+def verdict_label(request: SearchRequest) -> str:
+    """The label a yes/no/unsure on a hit gets by default: the query's words."""
+    return request.text or request.concept or request.label or ""
+
+
+def run_search(conn: Connection, request: SearchRequest) -> Any:
+    return search(conn, request)
+
+
+@dataclass
+class Choices:
+    """What the search form offers: sensors, sites, quadrants, concepts, classifiers, spaces."""
+
+    sensors: list[str]
+    sites: list[str]
+    quadrants: list[str]
+    concepts: list[str]
+    classifiers: list[tuple[str, list[str]]]
+    spaces: list[str]
+
+
+def choices(conn: Connection) -> Choices:
+    sensors = list_sensors(conn)
+    classifiers: dict[str, list[str]] = {}
+    for row in list_classifiers(conn):
+        labels = classifiers.setdefault(str(row["name"]), [])
+        if row.get("label") and row["label"] not in labels:
+            labels.append(row["label"])
+    return Choices(
+        sensors=[s.name for s in sensors],
+        sites=sorted({s.site for s in sensors if s.site}),
+        quadrants=sorted({s.quadrant for s in sensors if s.quadrant}),
+        concepts=[str(c["name"]) for c in list_concepts(conn)],
+        classifiers=sorted(classifiers.items()),
+        spaces=list(conn.execute(sa.text("SELECT name FROM spaces ORDER BY id")).scalars()),
+    )
+
+
+# ------------------------------------------------------------------------------ sensors
+@dataclass
+class MapPoint:
+    sensor: Sensor
+    x: float
+    y: float
+
+
+@dataclass
+class SensorMap:
+    width: int
+    height: int
+    points: list[MapPoint]
+    unplaced: list[Sensor]
+    scale_km: float = 0.0
+    scale_px: float = 0.0
+
+
+def _nice(x: float) -> float:
+    """The largest 1, 2 or 5 times a power of ten not above x."""
+    if x <= 0:
+        return 0.0
+    p = 10 ** math.floor(math.log10(x))
+    return max(m * p for m in (1, 2, 5) if m * p <= x)
+
+
+def sensor_map(sensors: Sequence[Sensor], width: int = 640, height: int = 400) -> SensorMap:
+    """Sensor positions projected for an SVG (equirectangular around the sensors' mean
+    latitude, north up, aspect kept), with a scale bar. Sensors without coordinates are
+    listed apart."""
+    placed = [s for s in sensors if s.latitude is not None and s.longitude is not None]
+    unplaced = [s for s in sensors if s not in placed]
+    pad = 40.0
+    if not placed:
+        return SensorMap(width, height, [], unplaced)
+    lat0 = sum(float(s.latitude or 0) for s in placed) / len(placed)
+    k = math.cos(math.radians(lat0))
+    xs = [float(s.longitude or 0) * k for s in placed]
+    ys = [float(s.latitude or 0) for s in placed]
+    span = max(max(xs) - min(xs), max(ys) - min(ys), 1e-4)  # degrees (of latitude)
+    scale = min(width - 2 * pad, height - 2 * pad) / span
+    cx, cy = (max(xs) + min(xs)) / 2, (max(ys) + min(ys)) / 2
+    points = [
+        MapPoint(s, width / 2 + (x - cx) * scale, height / 2 - (y - cy) * scale)
+        for s, x, y in zip(placed, xs, ys)
+    ]
+    km_per_px = 111.32 / scale
+    scale_km = _nice(km_per_px * width / 4)
+    return SensorMap(width, height, points, unplaced, scale_km, scale_km / km_per_px)
+
+
+# ------------------------------------------------------------------------------ activity
+ACTIVITY_KINDS = ("concept", "classifier", "species")
+ACTIVITY_GROUPS = ("site", "quadrant", "sensor")
+#: Most windows a species heat map counts (label search's limit)
+SPECIES_WINDOWS = MAX_LIMIT
+
+
+@dataclass
+class Heatmap:
+    """Detections per group, local day (rows) and local hour (columns)."""
+
+    title: str
+    groups: list[str]
+    days: list[date]
+    counts: dict[str, dict[tuple[date, int], int]] = field(default_factory=dict)
+    total: int = 0
+    vmax: int = 0
+    note: str = ""
+
+    def cell(self, group: str, day: date, hour: int) -> int:
+        return self.counts.get(group, {}).get((day, hour), 0)
+
+
+def _grid(title: str, rows: Sequence[tuple[str, date, int, int]], note: str = "") -> Heatmap:
+    counts: dict[str, dict[tuple[date, int], int]] = {}
+    for grp, day, hour, n in rows:
+        g = counts.setdefault(grp or "(none)", {})
+        g[(day, hour)] = g.get((day, hour), 0) + int(n)
+    if not counts:
+        return Heatmap(title, [], [], note=note)
+    seen = [d for c in counts.values() for d, _ in c]
+    first, last = min(seen), max(seen)
+    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    total = sum(sum(c.values()) for c in counts.values())
+    vmax = max(max(c.values()) for c in counts.values())
+    return Heatmap(title, sorted(counts), days, counts, total, vmax, note)
+
+
+def activity(
+    conn: Connection,
+    kind: str,
+    name: str,
+    label: str | None = None,
+    by: str = "site",
+    date_from: date | None = None,
+    date_to: date | None = None,
+    min_score: float = 0.5,
+) -> Heatmap:
+    """The hour x day grid of a concept's detections, a classifier label's detections
+    (``ranger.activity_by_hour``, what ``plot activity`` draws) or a species (BirdNET label
+    search: windows scoring at least ``min_score``, at most ``SPECIES_WINDOWS``), per group."""
+    if kind not in ACTIVITY_KINDS:
+        raise BadParameter(f"kind: one of {', '.join(ACTIVITY_KINDS)}")
+    if by not in ACTIVITY_GROUPS:
+        raise BadParameter(f"by: one of {', '.join(ACTIVITY_GROUPS)}")
+    if kind in ("concept", "classifier"):
+        source = "concept" if kind == "concept" else "classifier"
+        rows = conn.execute(
+            sa.text(
+                f"SELECT coalesce({by}, '(none)'), local_date, "
+                "extract(hour FROM local_time)::integer, count(*) FROM ranger.detections "
+                "WHERE concept = :c AND source = :s AND local_date IS NOT NULL "
+                "AND (CAST(:l AS text) IS NULL OR label = :l) "
+                "AND (CAST(:d0 AS date) IS NULL OR local_date >= :d0) "
+                "AND (CAST(:d1 AS date) IS NULL OR local_date <= :d1) GROUP BY 1, 2, 3"
+            ),
+            {"c": name, "s": source, "l": label, "d0": date_from, "d1": date_to},
+        ).all()
+        title = f"{kind} {name}" + (f" / {label}" if label else "")
+        return _grid(title, [tuple(r) for r in rows])
+    result = search(
+        conn,
+        SearchRequest(
+            text=name,
+            limit=SPECIES_WINDOWS,
+            filters=Filters(date_from=date_from, date_to=date_to, min_score=min_score),
+        ),
+    )
+    rows_: list[tuple[str, date, int, int]] = []
+    for h in result.hits:
+        if h.local_date is None or h.local_time is None:
+            continue
+        grp = {"site": h.site, "quadrant": h.quadrant, "sensor": h.sensor}[by] or "(none)"
+        rows_.append((grp, h.local_date, h.local_time.hour, 1))
+    note = f"{result.query.description}, score >= {min_score:g}"
+    if len(result.hits) >= SPECIES_WINDOWS:
+        note += f" (the best {SPECIES_WINDOWS} windows only)"
+    return _grid(f"species {name}", rows_, note)
+
+
+def colour(n: int, vmax: int) -> str:
+    """A viridis-like colour for a count (empty cells are drawn light grey)."""
+    if n <= 0 or vmax <= 0:
+        return "#eeeeee"
+    stops = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]
+    t = min(1.0, n / vmax) * (len(stops) - 1)
+    i = min(int(t), len(stops) - 2)
+    f = t - i
+    a, b = stops[i], stops[i + 1]
+    return "#" + "".join(f"{round(a[j] + (b[j] - a[j]) * f):02x}" for j in range(3))
+
+
+# ------------------------------------------------------------------------------ recording
+def detections(conn: Connection, recording_id: int) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        sa.text(
+            "SELECT concept, label, source, start_s, end_s, score, local_time "
+            "FROM ranger.detections WHERE recording_id = :r ORDER BY start_s, concept LIMIT 500"
+        ),
+        {"r": recording_id},
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+def anomalies(conn: Connection, recording_id: int, threshold: float = 3.0) -> dict[str, Any]:
+    run = latest_run(conn, recording_id)
+    if run is None:
+        return {"run": None, "windows": []}
+    rows = conn.execute(
+        sa.text(
+            "SELECT start_s, end_s, score FROM ranger.anomalies WHERE run = :run "
+            "AND recording_id = :r AND score >= :t ORDER BY start_s LIMIT 500"
+        ),
+        {"run": run, "r": recording_id, "t": threshold},
+    )
+    return {"run": run, "windows": [dict(r._mapping) for r in rows]}
+
+
+def recording_annotations(conn: Connection, recording_id: int) -> list[Any]:
+    return list_annotations(conn, recording_id=recording_id, limit=500)
+
+
+def transcript(conn: Connection, recording_id: int) -> list[dict[str, Any]]:
+    """The recording's utterances, if speech was transcribed (an ``utterances`` table with a
+    ``recording_id`` and a ``text`` column); empty otherwise."""
+    if conn.execute(sa.text("SELECT to_regclass('public.utterances')")).scalar() is None:
+        return []
+    columns = set(
+        conn.execute(
+            sa.text(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = 'public' AND table_name = 'utterances'"
+            )
+        ).scalars()
+    )
+    if not {"recording_id", "text"} <= columns:
+        return []
+    wanted = [c for c in ("start_s", "end_s", "speaker", "text") if c in columns]
+    order = "start_s" if "start_s" in columns else "text"
+    rows = conn.execute(
+        sa.text(
+            f"SELECT {', '.join(wanted)} FROM utterances WHERE recording_id = :r "
+            f"ORDER BY {order} LIMIT 2000"
+        ),
+        {"r": recording_id},
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+# ------------------------------------------------------------------------------ jobs
+def jobs_overview(conn: Connection) -> dict[str, Any]:
+    return {
+        "stats": job_stats(conn),
+        "failed": [j.as_dict() for j in list_jobs(conn, "failed", limit=200)],
+        "errors": list_errors(conn, unresolved=True, limit=200),
+    }
