@@ -295,6 +295,37 @@ def test_reader_can_read_every_ranger_view(bi: Bi) -> None:
         assert siren == 1
 
 
+def test_upgrade_grants_the_new_views_to_existing_readers(db_url: str) -> None:
+    """Migration 0015 on a database whose reader already exists: the new views are granted to
+    it even where default privileges would not (here: revoked)."""
+    from alembic import command
+
+    from soundscape.db import alembic_config, upgrade
+    from soundscape.roles import create_reader
+
+    engine = make_engine(db_url)
+    try:
+        create_reader(engine, "pw")
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "ALTER DEFAULT PRIVILEGES IN SCHEMA ranger "
+                    "REVOKE SELECT ON TABLES FROM soundscape_reader"
+                )
+            )
+            command.downgrade(alembic_config(conn), "0014")
+        check = "SELECT has_table_privilege('soundscape_reader', 'ranger.spaces', 'SELECT')"
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT to_regclass('ranger.spaces')")).scalar() is None
+        upgrade(engine, "head")
+        with engine.connect() as conn:
+            assert conn.execute(sa.text(check)).scalar() is True
+            for view in ("labels", "window_vectors"):
+                assert conn.execute(sa.text(check.replace("spaces", view))).scalar() is True
+    finally:
+        engine.dispose()
+
+
 # ------------------------------------------------------------------------ dashboard queries
 def doc_queries(kind: str) -> dict[str, str]:
     """The SQL blocks of docs/bi.md marked ``<!-- KIND: NAME -->``."""
