@@ -101,13 +101,21 @@ def make_recording(path: Path, seconds: float, rate: int = 44100, seed: int = 0)
 
 
 class ScratchDatabase:
-    """An embedded PostgreSQL in a temporary SOUNDSCAPE_HOME, migrated, with one sensor."""
+    """An embedded PostgreSQL in a temporary SOUNDSCAPE_HOME, migrated, with one sensor.
 
-    def __init__(self) -> None:
+    With ``home``, that folder is used and kept (the server is stopped on close, the data
+    stays), so a later run with the same ``home`` finds what an earlier one loaded."""
+
+    def __init__(self, home: Path | None = None) -> None:
         # SIGTERM (kill, timeout) runs the caller's `finally: close()` like Ctrl-C does, so the
         # server (with its GBs of shared buffers) and its data directory never outlive the run.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-        self.home = Path(tempfile.mkdtemp(prefix="soundscape-bench-"))
+        self.keep = home is not None
+        fresh = home is None or not (home / "ready").exists()
+        if home is None:
+            home = Path(tempfile.mkdtemp(prefix="soundscape-bench-"))
+        home.mkdir(parents=True, exist_ok=True)
+        self.home = home
         self.home.chmod(0o711)  # run as root, the server's system user must traverse it
         os.environ["SOUNDSCAPE_HOME"] = str(self.home)
         os.environ.pop("SOUNDSCAPE_DATABASE_URL", None)
@@ -115,8 +123,10 @@ class ScratchDatabase:
         from soundscape.sensors import add_sensor
 
         self.db = open_database(None)
-        with self.db.engine.begin() as conn:
-            add_sensor(conn, "bench", site="Bench", quadrant="N", timezone="Europe/Berlin")
+        if fresh:
+            with self.db.engine.begin() as conn:
+                add_sensor(conn, "bench", site="Bench", quadrant="N", timezone="Europe/Berlin")
+            (self.home / "ready").write_text("ok")
         self.url = self.db.url
 
     def close(self) -> None:
@@ -124,7 +134,8 @@ class ScratchDatabase:
 
         self.db.engine.dispose()
         server.stop()
-        subprocess.run(["rm", "-rf", str(self.home)], check=False)
+        if not self.keep:
+            subprocess.run(["rm", "-rf", str(self.home)], check=False)
 
 
 def write_result(name: str, result: dict) -> Path:

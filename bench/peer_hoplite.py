@@ -32,6 +32,12 @@ compare to a number, so a time-of-day range needs the extra column). Windows are
 recording by recording, as hoplite's embedding pipeline does, with insert_windows_batch and
 handle_duplicates="allow" (what agile/embed.py uses for new recordings).
 
+With --serve DIR it loads one set (or reopens the hoplite database a previous --serve kept in
+/tmp/soundscape-bench-peer/) and answers queries sent as JSON lines on stdin, one JSON line
+each on stdout: {"filter": "10%", "query": 3, "method": "filter_score"} -> {"rows": [set row
+numbers of the top 10], "ms": time inside this process}. bench/search_peer.py drives it so that
+soundscape and hoplite take turns query by query in one run.
+
 Recall@10 is against the same exact float32 numpy ground truth as search.py. Note that hoplite
 stores embeddings as float16 (the only dtype its USearch config accepts), so even filter_score
 can miss a near-tie. Results go to bench/results/peer-hoplite-<timestamp>.json.
@@ -377,6 +383,50 @@ def bench_set(folder: Path, n_queries: int) -> dict:
     return res
 
 
+METHODS = {
+    "filter_score": (filter_score, None),
+    "ann_filter": (ann_filter, False),
+    "ann_filter_usearch": (ann_filter, True),
+}
+
+
+def serve(folder: Path) -> None:
+    """Answer queries on stdin (see the module docstring) until stdin closes."""
+    db_dir = WORK / folder.name
+    n = len(np.load(folder / "vectors.npy", mmap_mode="r"))
+    if (db_dir / "row_of.npy").exists():
+        row_of = np.load(db_dir / "row_of.npy")
+        info = json.loads((db_dir / "load.json").read_text())
+    else:
+        print(f"{folder.name}: loading into {db_dir}", file=sys.stderr)
+        row_of, info = load(folder, db_dir)
+        np.save(db_dir / "row_of.npy", row_of)
+        (db_dir / "load.json").write_text(json.dumps(info))
+    db = sqlite_usearch_impl.SQLiteUSearchDB.create(str(db_dir))
+    queries = np.load(folder / "queries.npy")
+    filters: dict[str, tuple[dict, int, int]] = {}
+    print(json.dumps({"ready": True, "load": info, "machine": machine()}), flush=True)
+    for line in sys.stdin:
+        req = json.loads(line)
+        name = req["filter"]
+        if name not in filters:
+            m = mask(folder, name)
+            rows, sel = int(m.sum()), float(m.mean())
+            k0 = min(n, max(K, math.ceil(K / max(sel, 1 / n) * SAFETY)))
+            filters[name] = (hoplite_filter(name), rows, k0)
+        flt, rows, k0 = filters[name]
+        fn, raw = METHODS[req["method"]]
+        kw: dict = {"flt": flt}
+        if raw is not None:
+            kw.update(k0=k0, n=n, rows=rows, raw=raw)
+        q = queries[req["query"]]
+        start = time.perf_counter()
+        ids, _ = fn(db, q, **kw)
+        ms = (time.perf_counter() - start) * 1000
+        print(json.dumps({"rows": row_of[ids].tolist(), "ms": ms}), flush=True)
+    db.db.close()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -390,7 +440,13 @@ def main() -> None:
     )
     p.add_argument("--queries", type=int, default=20)
     p.add_argument("--keep-db", action="store_true", help=f"keep the hoplite DBs in {WORK}")
+    p.add_argument(
+        "--serve", type=Path, metavar="DIR", help="answer queries on stdin for this set folder"
+    )
     args = p.parse_args()
+    if args.serve:
+        serve(args.serve)
+        return
     dirs = args.set_dir or [DATA / "realistic_50000", DATA / "uniform_50000"]
     for d in dirs:
         if not (d / "done").exists():

@@ -121,13 +121,51 @@ $$;
 
 -- The ranking statement of ranger.search_vector, for a space of dimension p_dim (EXPLAIN it
 -- with PREPARE: parameters $1 query vector, $2 space, $3 sensor ids, $4/$5 time of day,
--- $6/$7 local dates, $8/$9 instants, $10 excluded window, $11 k, $12 min score).
+-- $6/$7 local dates, $8/$9 instants, $10 excluded window, $11 k, $12 min score; p_method
+-- 'capped' also takes $13, the cap).
+--   'hnsw'  : HNSW ordering inside a MATERIALIZED CTE, re-sorted outside;
+--   'exact' : cosine_distance() over every passing row (a function call, which the HNSW index
+--             cannot serve, so the planner uses the B-tree filters);
+--   'capped': the exact scan of at most $13 passing rows. The passing rows are collected first
+--             (without their vectors, so nothing is detoasted yet) and stop at $13 + 1; if more
+--             pass, the statement returns one row whose method is 'too many' instead (and
+--             computed no distance). The count and the exact scan in one pass: what the search
+--             used to do with a separate bounded count followed by the exact scan.
 CREATE OR REPLACE FUNCTION ranger._search_vector_sql(
     p_dim integer, p_where text, p_method text, p_index text
 )
 RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT format(
+    SELECT CASE WHEN p_method = 'capped' THEN format(
+        'WITH f AS MATERIALIZED (
+             SELECT g.id, g.recording_id, g.sensor_id, g.start_s, g.end_s, g.starts_at,
+                    g.local_date, g.local_time, g.embedding
+               FROM segments g
+              WHERE %2$s
+              LIMIT $13 + 1),
+         n AS (SELECT count(*) AS n FROM f),
+         hits AS MATERIALIZED (
+             SELECT f.*, cosine_distance(f.embedding::vector(%1$s), $1::vector(%1$s)) AS distance
+               FROM f
+              WHERE (SELECT n.n FROM n) <= $13
+              ORDER BY distance, f.id
+              LIMIT $11)
+         (SELECT h.id, (1 - h.distance)::real, h.recording_id, r.path, s.name, s.site,
+                 s.quadrant, h.start_s, h.end_s, h.starts_at, h.local_date, h.local_time,
+                 NULL::text, ''exact''::text
+            FROM hits h
+            JOIN recordings r ON r.id = h.recording_id
+            JOIN sensors s ON s.id = h.sensor_id
+           WHERE $12::real IS NULL OR 1 - h.distance >= $12
+           ORDER BY h.distance, h.id)
+         UNION ALL
+         SELECT NULL::bigint, NULL::real, NULL::bigint, NULL::text, NULL::text, NULL::text,
+                NULL::text, NULL::real, NULL::real, NULL::timestamptz, NULL::date, NULL::time,
+                NULL::text, ''too many''::text
+           FROM n
+          WHERE n.n > $13',
+        p_dim, p_where)
+    ELSE format(
         'WITH hits AS MATERIALIZED (
              SELECT g.id, g.recording_id, g.sensor_id, g.start_s, g.end_s, g.starts_at,
                     g.local_date, g.local_time, %3$s AS distance
@@ -152,7 +190,7 @@ LANGUAGE sql IMMUTABLE AS $$
         CASE WHEN p_method = 'hnsw'
              THEN ranger._hnsw_distance_sql(p_dim, p_index, '$1')
              ELSE '9, g.id' END,
-        p_method)
+        p_method) END
 $$;
 
 CREATE OR REPLACE FUNCTION ranger.search_vector(
@@ -191,79 +229,99 @@ DECLARE
     v_index text;
     v_ids integer[];
     v_where text;
-    v_passing bigint;
     v_total double precision;
     v_estimate double precision;
-    v_selectivity double precision := 1;
     v_plan json;
     v_method text := p_strategy;
-    v_sql text;
     v_limit integer;
+    v_over boolean := false;
 BEGIN
-    PERFORM ranger._check_int('p_k (the number of results)', p_k, 1, 10000);
-    PERFORM ranger._check_int('p_exact_limit', p_exact_limit, 0, 100000000, true);
-    PERFORM ranger._check_int('p_ef_search', p_ef_search, 1, 1000, true);
-    PERFORM ranger._check_query('p_query', p_query);
-    SELECT dimension, index_type INTO v_dim, v_index FROM spaces WHERE id = p_space;
+    -- Input checks (the helpers raise the message; plain IFs are evaluated without a query).
+    IF p_k IS NULL OR p_k NOT BETWEEN 1 AND 10000 THEN
+        PERFORM ranger._check_int('p_k (the number of results)', p_k, 1, 10000);
+    END IF;
+    IF p_exact_limit NOT BETWEEN 0 AND 100000000 THEN
+        PERFORM ranger._check_int('p_exact_limit', p_exact_limit, 0, 100000000, true);
+    END IF;
+    IF p_ef_search NOT BETWEEN 1 AND 1000 THEN
+        PERFORM ranger._check_int('p_ef_search', p_ef_search, 1, 1000, true);
+    END IF;
+    IF p_query IS NULL OR NOT (vector_norm(p_query) > 0) THEN
+        PERFORM ranger._check_query('p_query', p_query);
+    END IF;
+    IF v_method NOT IN ('auto', 'hnsw', 'exact') OR v_method IS NULL THEN
+        RAISE EXCEPTION 'strategy must be auto, hnsw or exact, not %', v_method;
+    END IF;
+    SELECT sp.dimension, sp.index_type INTO v_dim, v_index FROM spaces sp WHERE sp.id = p_space;
     IF v_dim IS NULL THEN
         RAISE EXCEPTION 'no space with id %', p_space;
     END IF;
-    -- An exact scan costs about (rows x dimension); 4M floats (16 MB of vectors) is where the
-    -- index scan becomes faster on the benchmark machine (bench/search.py, docs/benchmarks.md).
-    v_limit := coalesce(p_exact_limit, greatest(1000, 4000000 / v_dim));
     IF vector_dims(p_query) <> v_dim THEN
         RAISE EXCEPTION 'query vector has % dimensions, space % has %',
             vector_dims(p_query), p_space, v_dim;
     END IF;
-    v_ids := ranger._sensor_ids(p_sensors, p_sites, p_quadrants);
+    -- An exact scan costs about (rows x dimension); 4M floats (16 MB of vectors) is where the
+    -- index scan becomes faster on the benchmark machine (bench/search.py, docs/benchmarks.md).
+    v_limit := coalesce(p_exact_limit, greatest(1000, 4000000 / v_dim));
+    IF p_sensors IS NOT NULL OR p_sites IS NOT NULL OR p_quadrants IS NOT NULL THEN
+        v_ids := ranger._sensor_ids(p_sensors, p_sites, p_quadrants);
+    END IF;
     v_where := ranger._filter_sql(v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
                                   p_at_from, p_at_to, p_exclude);
 
-    IF v_method NOT IN ('auto', 'hnsw', 'exact') THEN
-        RAISE EXCEPTION 'strategy must be auto, hnsw or exact, not %', v_method;
-    END IF;
-    IF v_method <> 'exact' THEN
-        -- How many windows pass the filters: the planner's estimate first (cheap); when that
-        -- is anywhere near the exact-scan limit, an exact count that stops at limit + 1.
+    IF v_method = 'auto' OR (v_method = 'hnsw' AND p_ef_search IS NULL) THEN
+        -- How many windows pass the filters: the planner's estimate (no filter: all of them).
         v_total := greatest(ranger._space_rows(p_space), 1);
-        EXECUTE format('EXPLAIN (FORMAT JSON) SELECT 1 FROM segments g WHERE %s', v_where)
-           INTO v_plan
-          USING p_query, p_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
-                p_at_from, p_at_to, p_exclude;
-        v_estimate := (v_plan -> 0 -> 'Plan' ->> 'Plan Rows')::double precision;
-        IF v_estimate <= 4 * v_limit THEN
-            EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM segments g WHERE %s LIMIT %s) s',
-                           v_where, v_limit + 1)
-               INTO v_passing
+        IF v_where IN ('g.space_id = $2', 'g.space_id = $2 AND g.id <> $10') THEN
+            v_estimate := v_total;
+        ELSE
+            EXECUTE format('EXPLAIN (FORMAT JSON) SELECT 1 FROM segments g WHERE %s', v_where)
+               INTO v_plan
               USING p_query, p_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
                     p_at_from, p_at_to, p_exclude;
-            v_estimate := CASE WHEN v_passing <= v_limit THEN v_passing
-                               ELSE greatest(v_estimate, v_passing) END;
-        ELSE
-            v_passing := v_limit + 1;  -- far above the limit: no need to count
+            v_estimate := (v_plan -> 0 -> 'Plan' ->> 'Plan Rows')::double precision;
         END IF;
-        v_selectivity := least(1, v_estimate / greatest(v_total, v_estimate));
-        IF v_method = 'auto' THEN
-            IF v_passing <= v_limit
-               OR current_setting('hnsw.max_scan_tuples')::double precision * v_selectivity
-                  < 4 * p_k THEN
-                v_method := 'exact';
-            ELSE
-                v_method := 'hnsw';
+        -- Near the exact-scan limit (under twice it) or below: the exact scan, capped at the
+        -- limit (it counts as it collects the passing rows and gives up past the limit, see
+        -- _search_vector_sql). Far above: the index, without counting.
+        IF v_method = 'auto' AND v_estimate < 2 * v_limit THEN
+            FOR segment_id, score, recording_id, path, sensor, site, quadrant, start_s, end_s,
+                starts_at, local_date, local_time, label, method IN EXECUTE
+                    ranger._search_vector_sql(v_dim, v_where, 'capped', v_index)
+                USING p_query, p_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
+                      p_at_from, p_at_to, p_exclude, p_k, p_min_score, v_limit
+            LOOP
+                IF method = 'too many' THEN
+                    v_over := true;
+                ELSE
+                    RETURN NEXT;
+                END IF;
+            END LOOP;
+            IF NOT v_over THEN
+                RETURN;
             END IF;
+            v_estimate := greatest(v_estimate, v_limit + 1);
+        END IF;
+        IF v_method = 'auto' THEN
+            -- so selective that the index scan would give up before finding k
+            -- (max_scan_tuples x passing/total < 4 k): exact, whatever the count
+            v_method := CASE WHEN current_setting('hnsw.max_scan_tuples')::double precision
+                                  * least(1, v_estimate / v_total) < 4 * p_k
+                             THEN 'exact' ELSE 'hnsw' END;
         END IF;
     END IF;
 
     IF v_method = 'hnsw' THEN
-        -- ef_search is the candidate list of each step of the (iterative) index scan: at least
-        -- 400 (recall@10 0.97-0.98 at 10-50 % selectivity on 1M real-like 1024-d vectors, p95
-        -- under 35 ms; 100 gave 0.89-0.93) and 2k, larger as the filter gets more selective
-        -- (4 / selectivity), up to 1000.
+        -- ef_search, the candidate list of each step of the (iterative) index scan: grows
+        -- with the space (the graph's paths get longer: at 1M 1024-d windows 400 was needed
+        -- for recall@10 0.97-0.98 where 100 gave 0.87-0.93; at 100k 100 gives 0.99), with k
+        -- (2k) and with the filter's selectivity (4 / selectivity), up to 1000.
         PERFORM set_config('hnsw.ef_search', coalesce(p_ef_search,
-            least(1000, greatest(400, 2 * p_k, ceil(4 / v_selectivity)))::integer)::text, true);
+            least(1000, greatest(least(400, ceil(0.4 * sqrt(v_total))), 2 * p_k,
+                                 ceil(4 * v_total / greatest(v_estimate, 1))))::integer)::text,
+            true);
     END IF;
-    v_sql := ranger._search_vector_sql(v_dim, v_where, v_method, v_index);
-    RETURN QUERY EXECUTE v_sql
+    RETURN QUERY EXECUTE ranger._search_vector_sql(v_dim, v_where, v_method, v_index)
         USING p_query, p_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
               p_at_from, p_at_to, p_exclude, p_k, p_min_score;
 END
