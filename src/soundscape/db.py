@@ -14,7 +14,7 @@ from pgvector import psycopg as pgvector_psycopg
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
-from soundscape import server
+from soundscape import cluster, server
 from soundscape.errors import DatabaseError
 from soundscape.resources import migrations_dir
 
@@ -80,9 +80,12 @@ def current_revision(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "head") -> list[str]:
+    """Migrate the schema to ``revision``; on a Citus coordinator, then lay the tables out over
+    the cluster (``soundscape.cluster``). Returns notes for the user (empty on one server)."""
     with engine.begin() as conn:
         command.upgrade(alembic_config(conn), revision)
+    return cluster.prepare(engine)
 
 
 def make_engine(url: str) -> Engine:

@@ -1,0 +1,333 @@
+"""soundscape on a real Citus cluster: a coordinator and two workers (PostgreSQL 15, built by
+../shared/vendor/citus/build.sh), started on free ports in a temporary folder.
+
+The same reserve of real audio (tests/reserve.py) is ingested into the single-node test
+database (PostgreSQL 18) and, through the coordinator, into the cluster; every ranger question
+must get the same answer on both: identical with the exact strategy, recall@10 >= 0.95 against
+exact with HNSW. A worker stopped mid-query is a clear error, and the next query after it is
+back succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from soundscape import cluster
+
+from . import reserve
+from .conftest import SHARED_AUDIO
+from .reserve import EXAMPLES
+
+MISSING = cluster.citus_missing()
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        MISSING is not None,
+        reason=f"{MISSING}: run ../shared/vendor/citus/build.sh (as root) to test on Citus",
+    ),
+]
+
+SIREN = EXAMPLES / "firetruck.ogg"
+#: real clips of the shared collection, queued and ingested by a worker on the cluster
+QUEUED = ["clips/town/firetruck.ogg", "clips/household/saw.ogg", "clips/animals/dog.ogg"]
+
+
+@pytest.fixture(scope="module")
+def citus():
+    """A coordinator and two workers on free ports (never 9700: a developer's cluster)."""
+    base = Path(tempfile.mkdtemp(prefix="soundscape-citus-"))
+    base.chmod(0o711)
+    c = cluster.LocalCluster(base / "cluster", workers=2, port=cluster.free_port_range(3))
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _cli(url: str, *args: str):
+    from click.testing import CliRunner
+
+    from soundscape.cli import cli
+
+    return CliRunner().invoke(
+        cli, [str(a) for a in args], env={"SOUNDSCAPE_DATABASE_URL": url}, catch_exceptions=False
+    )
+
+
+def _fill(url: str, folder: Path) -> None:
+    for name, (site, quadrant, tz) in reserve.SENSORS.items():
+        r = _cli(url, "sensors", "add", name, "--site", site, "--quadrant", quadrant, "-z", tz)
+        assert r.exit_code == 0, r.output
+        r = _cli(url, "ingest", str(folder / name), "-s", name, "-m", "birdnet,spectral", "-q")
+        assert r.exit_code == 0, r.output
+
+
+@pytest.fixture(scope="module")
+def dbs(citus, module_db_url, tmp_path_factory):
+    """(single-node URL, cluster URL): the reserve ingested into both the same way."""
+    url = citus.url()
+    up = _cli(url, "db", "upgrade")
+    assert up.exit_code == 0, up.output
+    assert "segments: distributed by hash of id" in up.stderr, up.stderr
+    folder = tmp_path_factory.mktemp("reserve")
+    reserve.build(folder)
+    _fill(module_db_url, folder)
+    _fill(url, folder)
+    return module_db_url, url
+
+
+def _rows(url: str, sql: str, **params) -> list[tuple]:
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.text(sql), params)]
+    finally:
+        engine.dispose()
+
+
+def test_layout_shards_and_worker_settings(dbs, citus):
+    _, url = dbs
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.connect() as conn:
+        where = {p.table: p for p in cluster.layout(conn)}
+        n_workers = len(cluster.workers(conn))
+    engine.dispose()
+    assert n_workers == 2
+    assert (where["segments"].kind, where["segments"].column) == ("distributed", "id")
+    for table in ("segment_scores", "detections", "classifier_detections", "anomaly_scores"):
+        assert (where[table].kind, where[table].column) == ("distributed", "segment_id"), table
+    for table in ("sensors", "recordings", "spaces", "space_labels", "concepts", "annotations"):
+        assert where[table].kind == "reference", table
+    for table in ("jobs", "ingest_errors", "alembic_version"):
+        assert where[table].kind == "local", table
+    # every shard of every space's partition has its HNSW index, on the workers
+    shards = _rows(
+        url,
+        "SELECT count(*) FROM citus_shards WHERE table_name::text LIKE 'segments_space_%'",
+    )[0][0]
+    spaces = _rows(url, "SELECT count(*) FROM spaces")[0][0]
+    assert spaces == 2 and shards == spaces * 4
+    hnsw = 0
+    for node in (1, 2):
+        with psycopg.connect(citus.url(node)) as conn:
+            hnsw += conn.execute(
+                "SELECT count(*) FROM pg_indexes WHERE tablename LIKE 'segments_space_%' "
+                "AND indexdef LIKE '%USING hnsw%'"
+            ).fetchone()[0]
+            assert conn.execute("SHOW hnsw.iterative_scan").fetchone()[0] == "relaxed_order"
+    assert hnsw == shards
+    # a second upgrade changes nothing
+    again = _cli(url, "db", "upgrade")
+    assert again.exit_code == 0 and "distributed" not in again.stderr, again.stderr
+
+
+def _vectors(url: str, space: str, n: int) -> list[str]:
+    """Query vectors: n windows of the reserve spread over its recordings (text form)."""
+    return [
+        r[0]
+        for r in _rows(
+            url,
+            "SELECT g.embedding::text FROM segments g JOIN spaces sp ON sp.id = g.space_id "
+            "WHERE sp.name = :s ORDER BY hashint8(g.id) LIMIT :n",
+            s=space,
+            n=n,
+        )
+    ]
+
+
+#: filters of ranger.search_vector (named arguments), as the search tests use them
+FILTERS = {
+    "none": "",
+    "quadrant": ", p_quadrants => ARRAY['N']",
+    "site": ", p_sites => ARRAY['Forest']",
+    "sensors": ", p_sensors => ARRAY['north-1', 'south-1']",
+    "time": ", p_time_from => '02:00', p_time_to => '03:00'",
+    "midnight": ", p_time_from => '23:00', p_time_to => '01:00'",
+    "dates": ", p_date_from => '2024-05-01', p_date_to => '2024-05-02'",
+    "instants": ", p_at_from => '2024-05-01T11:00:00+02:00', p_at_to => '2024-05-01T13:00+02'",
+    "min_score": ", p_min_score => 0.8",
+}
+
+
+def _search(url: str, space: str, vec: str, where: str, strategy: str, k: int = 10):
+    return _rows(
+        url,
+        "SELECT regexp_replace(path, '^.*/', ''), start_s, round(score::numeric, 5), sensor, "
+        f"local_date, local_time, method FROM ranger.search_vector((SELECT id FROM spaces "
+        f"WHERE name = :s), CAST(:v AS vector), {k}{where}, p_strategy => :m)",
+        s=space,
+        v=vec,
+        m=strategy,
+    )
+
+
+@pytest.mark.parametrize("space", ["birdnet", "spectral"])
+def test_exact_search_is_identical_and_hnsw_recall(dbs, space):
+    single, citus_url = dbs
+    queries = _vectors(single, space, 8)
+    recalls = []
+    for name, where in FILTERS.items():
+        for vec in queries:
+            one = _search(single, space, vec, where, "exact")
+            many = _search(citus_url, space, vec, where, "exact")
+            assert many == one, (space, name)
+            hnsw = _search(citus_url, space, vec, where, "hnsw")
+            truth = {r[:2] for r in many}
+            if truth:
+                recalls.append(len({r[:2] for r in hnsw} & truth) / len(truth))
+            else:
+                assert hnsw == []
+    assert np.mean(recalls) >= 0.95, np.mean(recalls)
+
+
+def _cli_json(url: str, *args: str) -> list[dict]:
+    r = _cli(url, *args, "--json")
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    for row in rows:  # ids come from sequences; the rest must match
+        for key in ("segment_id", "recording_id", "run", "run_id"):
+            row.pop(key, None)
+    return rows
+
+
+SEARCHES = [
+    ("siren", "--events"),
+    ("siren", "-n", "20"),
+    ("siren", "--events", "--quadrant", "N"),
+    ("siren", "--events", "--site", "Forest"),
+    ("siren", "--events", "--time", "23:00-01:00", "--to", "2024-05-31"),
+    ("siren", "--events", "--from", "2024-05-01T11:00:00+02:00", "--to", "2024-05-01T13:00+02:00"),
+    ("birdsong", "-n", "5"),
+    ("--audio", str(SIREN), "--events", "-n", "6"),
+    ("--audio", str(SIREN), "--space", "spectral", "--quadrant", "S", "-n", "3"),
+    ("--audio", str(SIREN), "--time", "02:00-03:00", "--strategy", "exact"),
+]
+
+
+@pytest.mark.parametrize("args", SEARCHES, ids=[" ".join(a)[:40] for a in SEARCHES])
+def test_cli_searches_answer_the_same(dbs, args):
+    single, citus_url = dbs
+    one = _cli_json(single, "search", *args)
+    assert one
+    assert _cli_json(citus_url, "search", *args) == one
+
+
+def test_concepts_classify_anomalies_and_views(dbs):
+    single, citus_url = dbs
+    for url in dbs:
+        for args in (
+            ("concepts", "add", "siren", "--text", "siren"),
+            ("concepts", "add", "siren-like", "--audio", str(SIREN), "--threshold", "0.7"),
+        ):
+            r = _cli(url, *args)
+            assert r.exit_code == 0, r.output
+    for args in (
+        ("search", "--concept", "siren", "--events"),
+        ("search", "--concept", "siren-like", "--quadrant", "N"),
+        ("concepts", "list"),
+        ("classify", "--labels", "siren, dark-eyed junco, dog", "--space", "birdnet", "-n", "0"),
+        ("classify", "--labels", "siren, dog", "--space", "birdnet", "--per", "recording"),
+        ("anomalies", "-s", "north-1", "--from", "2024-05-01", "--baseline-to", "2024-04-30"),
+        ("labels", "top", "--all-species"),
+        ("species", "daily", "--all-species"),
+        ("recordings", "list"),
+    ):
+        one = _cli_json(single, *args)
+        assert one, args
+        assert _cli_json(citus_url, *args) == one, args
+    for view, order in (
+        ("ranger.windows", "path, start_s, space"),
+        ("ranger.detections", "concept, path, start_s"),
+        ("ranger.window_labels", "path, start_s"),
+        ("ranger.anomalies", "rank"),
+        ("ranger.activity_by_hour", "concept, day, hour"),
+        ("ranger.species_daily_all", "label, sensor, local_date, source"),
+        ("ranger.sensors", "sensor"),
+        ("ranger.concepts", "name"),
+        ("ranger.ingest_errors", "path"),
+    ):
+        sql = (
+            f"SELECT to_jsonb(v) - ARRAY['segment_id', 'recording_id', 'run', 'run_id', "
+            f"'created_at', 'refreshed_at', 'ingested_at'] FROM {view} v ORDER BY {order}"
+        )
+        assert _rows(citus_url, sql) == _rows(single, sql), view
+
+
+def test_jobs_queue_on_the_coordinator(dbs):
+    """The queue is a local table of the coordinator: SKIP LOCKED claims work as on one server."""
+    _, url = dbs
+    files = [SHARED_AUDIO / p for p in QUEUED]
+    r = _cli(url, "enqueue", *map(str, files), "-s", "south-1", "-m", "spectral")
+    assert r.exit_code == 0, r.output
+    r = _cli(url, "worker", "--once")
+    assert r.exit_code == 0, r.output
+    done = _rows(url, "SELECT status, count(*) FROM jobs GROUP BY status")
+    assert done == [("done", len(files))]
+    found = _cli_json(url, "search", "--audio", str(files[0]), "--space", "spectral", "-n", "1")
+    assert found[0]["path"].endswith("firetruck.ogg") and found[0]["score"] > 0.99
+
+
+def _subprocess_search(url: str) -> subprocess.Popen:
+    env = {**os.environ, "SOUNDSCAPE_DATABASE_URL": url}
+    return subprocess.Popen(
+        [sys.executable, "-m", "soundscape", "search", "siren", "--events", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_worker_stopped_mid_query(dbs, citus):
+    _, url = dbs
+    before = _cli_json(url, "search", "siren", "--events")
+    node = 2
+    port = citus.port + node
+    shard = _rows(
+        url,
+        "SELECT shard_name FROM citus_shards WHERE table_name::text = 'segment_scores' "
+        "AND nodeport = :p LIMIT 1",
+        p=port,
+    )[0][0]
+    # hold a lock on one of the worker's shards, so the search waits there, mid-query
+    locker = psycopg.connect(citus.url(node))
+    locker.execute(f"LOCK TABLE {shard} IN ACCESS EXCLUSIVE MODE")
+    proc = _subprocess_search(url)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with psycopg.connect(citus.url(node), autocommit=True) as conn:
+                waiting = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                ).fetchone()[0]
+            if waiting:
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        else:
+            pytest.fail("the search never reached the locked shard")
+        citus.stop_node(node)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        locker.close()
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err
+    assert f"the Citus cluster lost 127.0.0.1:{port}" in err, err
+    assert "run the same command again" in err
+    citus.start_node(node)
+    assert _cli_json(url, "search", "siren", "--events") == before
