@@ -421,6 +421,18 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
             assert r.exit_code == 1 and "already in use" in r.stderr
             st = server.status(home)
             assert st.running and st.listen is None
+        # The same port on another address: the running server must stop to free the port
+        # before the new address can be tried; when that fails, it runs again as it was.
+        with socket.socket(socket.AF_INET6) as taken:
+            taken.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            taken.bind(("::1", port))
+            taken.listen()
+            assert run("db", "start", "--listen", f"127.0.0.1:{port}").exit_code == 0
+            r = run("db", "start", "--listen", f"[::1]:{port}")
+            assert r.exit_code == 1 and f"port {port} on ::1 is already in use" in r.stderr
+            assert f"runs again as before (on 127.0.0.1:{port})" in r.stderr
+            assert server.status(home).listen == server.Listen("127.0.0.1", port)
+            assert server.listen_setting(home) == server.Listen("127.0.0.1", port)
     finally:
         server.destroy(home)
         shutil.rmtree(base, ignore_errors=True)

@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 import platformdirs
 import psycopg
@@ -217,7 +218,8 @@ class ServerStatus:
             return None
         host = self.listen.connect_host
         host = f"[{host}]" if ":" in host else host
-        return f"postgresql://{user}@{host}:{self.listen.port}/{database}?sslmode=disable"
+        role = quote(user, safe="")
+        return f"postgresql://{role}@{host}:{self.listen.port}/{database}?sslmode=disable"
 
 
 def _is_root() -> bool:
@@ -461,6 +463,29 @@ def _postgres_options(listen: Listen | None, socket_dir: Path) -> list[str]:
     ]
 
 
+def _launch(home: Path, who: _Identity, listen: Listen | None) -> None:
+    """pg_ctl start of the (initialised, configured) server of ``home``."""
+    pgdata = pgdata_dir(home)
+    if listen:
+        _check_port_free(listen)
+    socket_dir = _socket_dir(home, who, listen.port if listen else DEFAULT_PORT)
+    _run(
+        _pg_program("pg_ctl"),
+        [
+            "-w",
+            "-t",
+            str(START_TIMEOUT_S),
+            *_postgres_options(listen, socket_dir),
+            "-l",
+            str(pgdata / "log"),
+            "start",
+        ],
+        pgdata,
+        who,
+        timeout=START_TIMEOUT_S + 5,
+    )
+
+
 def start(
     home: Path | None = None,
     *,
@@ -486,8 +511,9 @@ def start(
     with _lock(home):
         want = listen_setting(home) if listen == KEEP else listen
         st = status(home)
+        restarted_from: ServerStatus | None = None
         if st.running and listen != KEEP and st.listen != want:
-            if want and want.port != st.port:
+            if want and (st.listen is None or want.port != st.port):
                 _check_port_free(want)  # before stopping a server that works
             if notify:
                 where = f"listen on {want}" if want else "stop listening on TCP"
@@ -497,7 +523,7 @@ def start(
                     "its open connections are closed"
                 )
             _stop_locked(st)
-            st = status(home)
+            restarted_from, st = st, status(home)
         if st.running:
             if _secure_config(pgdata, who):
                 _run(_pg_program("pg_ctl"), ["reload"], pgdata, who, timeout=START_TIMEOUT_S)
@@ -512,24 +538,17 @@ def start(
                     timeout=START_TIMEOUT_S,
                 )
             _secure_config(pgdata, who)
-            if want:
-                _check_port_free(want)
-            socket_dir = _socket_dir(home, who, want.port if want else DEFAULT_PORT)
-            _run(
-                _pg_program("pg_ctl"),
-                [
-                    "-w",
-                    "-t",
-                    str(START_TIMEOUT_S),
-                    *_postgres_options(want, socket_dir),
-                    "-l",
-                    str(pgdata / "log"),
-                    "start",
-                ],
-                pgdata,
-                who,
-                timeout=START_TIMEOUT_S + 5,
-            )
+            try:
+                _launch(home, who, want)
+            except DatabaseError as exc:
+                if restarted_from is None:
+                    raise
+                before = restarted_from.listen
+                _launch(home, who, before)  # as it ran before, rather than not at all
+                raise DatabaseError(
+                    f"{exc}\nthe embedded server runs again as before "
+                    f"({f'on {before}' if before else 'on its socket only'})"
+                ) from exc
         st = status(home)
         if listen != KEEP and st.running and st.listen == want:
             _save_listen(home, want)
@@ -574,6 +593,33 @@ def destroy(home: Path) -> None:
     with contextlib.suppress(DatabaseError):
         stop(home)
     shutil.rmtree(home, ignore_errors=True)
+
+
+def tcp_url(user: str, home: Path | None = None) -> str:
+    """The TCP URL of the embedded database for ``user`` (BI tools), starting the server if
+    needed; an error saying how to turn TCP on when the server listens only on its socket."""
+    st = status(home)
+    if not st.running:
+        st = start(home)
+    url = st.tcp_url(user)
+    if url is None:
+        raise DatabaseError(
+            "the embedded server does not listen on TCP: start it with "
+            "`soundscape db start --listen 127.0.0.1:5432` (any free port)"
+        )
+    return url
+
+
+def tcp_logins(st: ServerStatus) -> list[str]:
+    """Roles that may log in to our database over TCP: login roles other than superusers."""
+    url = st.url()
+    if url is None:
+        return []
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT rolname FROM pg_roles WHERE rolcanlogin AND NOT rolsuper ORDER BY 1"
+        ).fetchall()
+    return [name for (name,) in rows]
 
 
 def ensure_running_url(home: Path | None = None) -> str:

@@ -96,13 +96,7 @@ def db_start(listen: server.Listen | None | str) -> None:
     assert want is None or isinstance(want, server.Listen)
     st = server.start(listen=want, notify=echo_err)
     database = open_database(None)
-    try:
-        with database.engine.connect() as conn:
-            logins = conn.execute(
-                sa.text("SELECT count(*) FROM pg_roles WHERE rolcanlogin AND NOT rolsuper")
-            ).scalar()
-    finally:
-        database.engine.dispose()
+    database.engine.dispose()
     echo_err(f"embedded database running: {database.safe_url}")
     if st.listen is None:
         return
@@ -115,7 +109,7 @@ def db_start(listen: server.Listen | None | str) -> None:
             f"warning: {st.listen} is reachable from other machines and the connection is not "
             "encrypted: prefer 127.0.0.1 and an SSH tunnel (docs/bi.md)"
         )
-    if not logins:
+    if not server.tcp_logins(st):
         echo_err("no role may log in over TCP yet: create one with `soundscape db create-reader`")
 
 
@@ -153,15 +147,7 @@ def db_url(as_sqlalchemy: bool, tcp: bool, user: str, database: str | None) -> N
             raise click.UsageError(
                 "--tcp is for the embedded server; a --database URL is already the one to use"
             )
-        st = server.status()
-        if not st.running:
-            st = server.start()
-        url = st.tcp_url(user)
-        if url is None:
-            raise click.ClickException(
-                "the embedded server does not listen on TCP: start it with "
-                "`soundscape db start --listen 127.0.0.1:5432` (any free port)"
-            )
+        url = server.tcp_url(user)
     else:
         url = database if database else server.ensure_running_url()
     click.echo(mask_url(normalize_url(url) if as_sqlalchemy else libpq_url(url)))
