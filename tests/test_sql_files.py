@@ -28,6 +28,7 @@ FINGERPRINTS = {
     "classifiers.sql": ("0009", "af19b4d25c22"),
     "species.sql": ("0011", "13d5005221de"),
     "speech.sql": ("0012", "7c43d1911c4d"),
+    "speakers.sql": ("0013", "39bc0dc0575c"),
 }
 
 _READ_SQL = re.compile(r"""read_sql\(\s*["']([^"']+)["']\s*\)""")

@@ -81,6 +81,13 @@ class WindowBatch:
     def __len__(self) -> int:
         return int(self.samples.shape[0])
 
+    def subset(self, keep: np.ndarray) -> WindowBatch:
+        """The windows where the bool mask ``keep`` is true (this batch if all are)."""
+        keep = np.asarray(keep, dtype=bool)
+        if keep.all():
+            return self
+        return WindowBatch(self.samples[keep], self.start_s[keep], self.end_s[keep])
+
 
 def _ext(path: Path) -> str:
     return path.suffix.lower().lstrip(".")

@@ -8,6 +8,7 @@ crash or Ctrl-C mid-file leaves nothing of that file behind and a re-run resumes
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import sys
@@ -492,12 +493,15 @@ class Ingestor:
             # The exact duration comes from the samples decoded, not the header.
             conn.execute(
                 sa.text(
-                    "UPDATE recordings SET duration_s = :d, metadata = CASE "
-                    "WHEN CAST(:trunc AS text) IS NULL THEN metadata - 'truncated' "
-                    "ELSE metadata || jsonb_build_object('truncated', CAST(:trunc AS text)) END "
-                    "WHERE id = :r"
+                    # no CASE: Citus refuses non-immutable functions in a CASE of an UPDATE
+                    "UPDATE recordings SET duration_s = :d, "
+                    "metadata = (metadata - 'truncated') || CAST(:trunc AS jsonb) WHERE id = :r"
                 ),
-                {"d": result.duration_s, "r": rec_id, "trunc": result.warning},
+                {
+                    "d": result.duration_s,
+                    "r": rec_id,
+                    "trunc": json.dumps({"truncated": result.warning} if result.warning else {}),
+                },
             )
             conn.execute(
                 sa.text(
@@ -543,7 +547,16 @@ class Ingestor:
         n = 0
         covered = 0.0
         with raw.cursor() as cur:
-            for batch in prefetch(stream):
+            for whole in prefetch(stream):
+                # the windows the model embeds (``select_windows``: voice keeps speech only)
+                batch = whole.subset(model.select_windows(whole.samples, whole.start_s))
+                if not len(batch):
+                    if self.on_batch is not None:
+                        self.on_batch()
+                    if on_progress is not None:
+                        on_progress(max(0.0, float(whole.end_s[-1]) - covered))
+                        covered = max(covered, float(whole.end_s[-1]))
+                    continue
                 vectors, scores = model.embed_audio_and_scores(batch.samples)
                 bad = ~np.isfinite(vectors).all(axis=1)
                 if bad.any():
@@ -590,7 +603,7 @@ class Ingestor:
                 if self.on_batch is not None:
                     self.on_batch()
                 if on_progress is not None:
-                    end = float(batch.end_s[-1])
+                    end = float(whole.end_s[-1])
                     on_progress(max(0.0, end - covered))
                     covered = max(covered, end)
         assert stream.duration_s is not None  # set once the stream is exhausted
@@ -718,9 +731,14 @@ class BackfillItem:
 
 
 def backfill_todo(
-    engine: Engine, space_ids: list[int], sensors: list[str] | None = None
+    engine: Engine,
+    space_ids: list[int],
+    sensors: list[str] | None = None,
+    transcribers: list[tuple[str, str]] | None = None,
 ) -> list[BackfillItem]:
-    """Stored recordings that lack at least one of ``space_ids`` (optionally of some sensors)."""
+    """Stored recordings that lack at least one of ``space_ids`` or a transcript by one of
+    ``transcribers`` ((model, version) pairs) (optionally of some sensors)."""
+    said = transcribers or []
     with engine.connect() as conn:
         rows = conn.execute(
             sa.text(
@@ -728,12 +746,21 @@ def backfill_todo(
                 "FROM recordings r "
                 "JOIN sensors s ON s.id = r.sensor_id "
                 "WHERE (CAST(:sensors AS text[]) IS NULL OR s.name = ANY(:sensors)) "
-                "AND EXISTS (SELECT 1 FROM unnest(CAST(:spaces AS integer[])) sp(id) "
+                "AND (EXISTS (SELECT 1 FROM unnest(CAST(:spaces AS integer[])) sp(id) "
                 "WHERE NOT EXISTS (SELECT 1 FROM recording_spaces rs "
                 "WHERE rs.recording_id = r.id AND rs.space_id = sp.id)) "
+                "OR EXISTS (SELECT 1 FROM unnest(CAST(:tm AS text[]), CAST(:tv AS text[])) "
+                "t(model, version) WHERE NOT EXISTS (SELECT 1 FROM transcripts tr "
+                "WHERE tr.recording_id = r.id AND tr.model = t.model "
+                "AND tr.model_version = t.version))) "
                 "ORDER BY s.name, r.id"
             ),
-            {"sensors": sensors or None, "spaces": space_ids},
+            {
+                "sensors": sensors or None,
+                "spaces": space_ids,
+                "tm": [m for m, _ in said],
+                "tv": [v for _, v in said],
+            },
         )
         return [BackfillItem(*r) for r in rows]
 
@@ -772,7 +799,8 @@ def backfill(
     )
     ingestors[first.sensor.name] = first
     space_ids = [t.space.id for t in first.targets]
-    todo = backfill_todo(engine, space_ids, sensors)
+    said = [(t.name, t.version) for t in first.transcribers]
+    todo = backfill_todo(engine, space_ids, sensors, said)
     if on_plan is not None:
         on_plan(todo)
     for item in todo:

@@ -33,6 +33,7 @@ from soundscape.errors import InvalidRequest, SoundscapeError
 from soundscape.queries import Filters, Query, check_filter_names
 from soundscape.results import Hit, merge_events
 from soundscape.spaces import Space, has_labels, list_spaces, pick_space, supports_text
+from soundscape.speakers import speaker_query, voice_query
 
 __all__ = [
     "Filters", "Hit", "Query", "SearchRequest", "SearchResult", "check_filter_names",
@@ -320,6 +321,12 @@ def audio_query(
     samples = decode_span(path, space.sample_rate, start, min(end, info.duration_s))
     batch = window_array(samples, space.sample_rate, space.window_s, space.hop_s)
     model = load_model(space.model, **space.params)
+    batch = batch.subset(model.select_windows(batch.samples, batch.start_s))
+    if not len(batch):  # e.g. the voice model keeps windows of speech only
+        raise SoundscapeError(
+            f"{path}: model {space.model} embeds none of its windows (the voice model embeds "
+            "windows of speech only); pick another example or span"
+        )
     vectors = []
     for i in range(0, len(batch.samples), model.batch_size):
         vectors.append(model.embed_audio(batch.samples[i : i + model.batch_size]))
@@ -455,6 +462,10 @@ class SearchRequest:
     strategy: str = "auto"
     ef_search: int | None = None
     all_species: bool = False
+    #: who says it: a voice example (``start_s``/``end_s`` select its span) or an enrolled
+    #: speaker, ranked in a space of the voice model (soundscape.speakers)
+    voice: Path | str | None = None
+    speaker: str | None = None
 
     def check(self) -> None:
         """Raise ``InvalidRequest`` for a request that cannot be run whatever the database
@@ -467,18 +478,22 @@ class SearchRequest:
                 ("--like", self.like),
                 ("--concept", self.concept),
                 ("--classifier", self.classifier),
+                ("--voice", self.voice),
+                ("--speaker", self.speaker),
             )
             if value is not None
         ]
         if len(forms) != 1:
             raise InvalidRequest(
                 "give exactly one query: TEXT, --audio FILE, --like WINDOW_ID, --concept NAME or "
-                "--classifier NAME --label L" + (f" (got {', '.join(forms)})" if forms else "")
+                "--classifier NAME --label L, --voice FILE or --speaker NAME"
+                + (f" (got {', '.join(forms)})" if forms else "")
             )
         if (self.label is not None or self.version is not None) and self.classifier is None:
             raise InvalidRequest("--label/--version go with --classifier NAME")
-        if (self.start_s is not None or self.end_s is not None) and self.audio is None:
-            raise InvalidRequest("--start/--end select a span of --audio FILE")
+        spans = self.start_s is not None or self.end_s is not None
+        if spans and self.audio is None and self.voice is None:
+            raise InvalidRequest("--start/--end select a span of --audio FILE or --voice FILE")
         if not 1 <= int(self.limit) <= MAX_LIMIT:
             raise InvalidRequest(f"the limit must be between 1 and {MAX_LIMIT}, not {self.limit}")
         if self.strategy.lower() not in STRATEGIES:
@@ -522,6 +537,10 @@ def resolve_query(conn: Connection, request: SearchRequest) -> Query:
     if request.audio is not None:
         space = pick_space(conn, request.space, purpose="audio")
         return audio_query(conn, Path(request.audio), space, request.start_s, request.end_s)
+    if request.voice is not None:
+        return voice_query(conn, request.voice, request.space, request.start_s, request.end_s)
+    if request.speaker is not None:
+        return speaker_query(conn, request.speaker, request.space)
     if request.like is not None:
         return window_query(conn, request.like, request.space)
     assert request.concept is not None  # check() saw exactly one form

@@ -11,6 +11,7 @@ from soundscape.cli import (  # noqa: F401  (register commands)
     jobs,
     search,
     serve,
+    speakers,
     species,
     speech,
     train,

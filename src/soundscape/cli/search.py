@@ -155,6 +155,12 @@ def usage_errors() -> Iterator[None]:
     help="--said: fill up with similar spellings (trigrams) when full text finds too few.",
 )
 @click.option(
+    "--voice",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Who says it: windows whose voice matches this example's (--start/--end: a span).",
+)
+@click.option("--speaker", help="Windows where an enrolled speaker speaks (`speakers enrol`).")
+@click.option(
     "--classifier", help="Rank by a trained classifier's score (with --label; `soundscape train`)."
 )
 @click.option("--label", help="The classifier label to rank by.")
@@ -223,6 +229,8 @@ def search(
     fmt,
     said=None,
     fuzzy=True,
+    voice=None,
+    speaker=None,
 ) -> None:
     """Search windows by TEXT, an audio example, a stored window or a concept; or what was
     said (--said, in transcribed speech: `ingest --model whisper`).
@@ -235,6 +243,8 @@ def search(
       soundscape search --classifier saws --label saw --events --raven review/
       soundscape search junco --events --audacity labels/
       soundscape search --said '"interest rates" -mortgage' --time 06:00-09:00
+      soundscape search --speaker guest --events
+      soundscape search --voice caller.wav --start 2 --end 8
     """
     from soundscape import export
     from soundscape import search as s
@@ -243,6 +253,7 @@ def search(
     if said is not None:
         others = [o for o, v in (("TEXT", text), ("--audio", audio), ("--like", like),
                                  ("--concept", concept), ("--classifier", classifier),
+                                 ("--voice", voice), ("--speaker", speaker),
                                  ("--space", space_name), ("--min-score", min_score)) if v]  # fmt: skip
         if others:
             raise click.UsageError(f"--said is a query of its own; leave out {', '.join(others)}")
@@ -265,6 +276,8 @@ def search(
         events=events,
         strategy=strategy.lower(),
         all_species=all_species,
+        voice=voice,
+        speaker=speaker,
     )
     with usage_errors():
         request.check()

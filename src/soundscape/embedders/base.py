@@ -69,6 +69,19 @@ class Embedder:
         download missing weights on first use when online (``load_model`` does not refuse)."""
         return None
 
+    # -- which windows --------------------------------------------------------------------------
+    def select_windows(self, samples: np.ndarray, start_s: np.ndarray) -> np.ndarray:
+        """Which windows of a batch to embed and store: a bool mask ``[B]`` for ``samples``
+        (float32 ``[B, window_samples]`` at ``sample_rate``) whose windows start at
+        ``start_s`` seconds (float64 ``[B]``, ascending; consecutive windows may overlap).
+
+        The default keeps every window. A model whose vectors only mean something for some
+        sounds overrides it: ``voice`` keeps windows of speech. Ingest and backfill store only
+        the windows kept (a recording with none is complete in that space with zero windows);
+        query examples are embedded from the windows kept.
+        """
+        return np.ones(len(samples), dtype=bool)
+
     # -- inference ----------------------------------------------------------------------------
     def embed_audio(self, batch: np.ndarray) -> np.ndarray:
         """Embed ``batch`` (float32 ``[B, window_samples]`` mono at ``sample_rate``).
