@@ -82,12 +82,15 @@ def throughput(args: argparse.Namespace) -> dict:
 def memory(args: argparse.Namespace) -> dict:
     db = ScratchDatabase()
     out: dict = {}
+    # VmHWM, the peak of this process's own memory map: ru_maxrss would also count the parent's
+    # peak (a child made by vfork inherits it at exec), so a parent that loaded models first
+    # would inflate it
     code = (
-        "import resource, sys, json\n"
+        "import sys, json\n"
         "from soundscape.cli import main\n"
-        "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
-        "print(json.dumps({'maxrss_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
-        " 'exit': code}), file=sys.stderr)\n"
+        "try:\n    main()\n    code = 0\nexcept SystemExit as e:\n    code = e.code\n"
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+        "print(json.dumps({'maxrss_kb': int(hwm.split()[1]), 'exit': code}), file=sys.stderr)\n"
     )
     try:
         for minutes in (int(m) for m in args.memory.split(",")):

@@ -72,6 +72,35 @@ def _missing_reason() -> str | None:
     return None
 
 
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (librosa's default): linear below 1 kHz, logarithmic above."""
+    mel = hz / (200.0 / 3)
+    log = hz >= 1000.0
+    mel[log] = 15.0 + np.log(hz[log] / 1000.0) / (np.log(6.4) / 27.0)
+    return mel
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    hz = mel * (200.0 / 3)
+    log = mel >= 15.0
+    hz[log] = 1000.0 * np.exp(np.log(6.4) / 27.0 * (mel[log] - 15.0))
+    return hz
+
+
+def slaney_mel_filters(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """``[n_mels, n_fft // 2 + 1]`` triangular mel filters from 0 Hz to Nyquist, area-normalised
+    ("slaney"): what ``librosa.filters.mel(sr=..., n_fft=..., n_mels=...)`` returns."""
+    fft_hz = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    edges = _mel_to_hz(np.linspace(0.0, _hz_to_mel(np.array([sample_rate / 2.0]))[0], n_mels + 2))
+    ramps = edges[:, None] - fft_hz[None, :]
+    widths = np.diff(edges)
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return weights.astype(np.float32)
+
+
 class _Layers:
     """The MTT_musicnn weights, with each batch normalisation folded into a scale and shift."""
 
@@ -179,24 +208,24 @@ class MusiCNN(Embedder):
 
     # -- preprocessing ---------------------------------------------------------------------
     def log_mel(self, batch: np.ndarray) -> np.ndarray:
-        """``[B, 48000]`` audio -> the model input ``[B, 187, 96]`` (time, mel), float32."""
-        import librosa
+        """``[B, 48000]`` audio -> the model input ``[B, 187, 96]`` (time, mel), float32.
 
+        librosa's ``melspectrogram`` (musicnn's preprocessing) in plain numpy: frames centred
+        on every 256th sample with zero padding, a periodic Hann window, |rfft|², Slaney mel
+        filters. (librosa itself costs seconds of just-in-time compilation at first use.)
+        """
         if self._mel_basis is None:
-            self._mel_basis = librosa.filters.mel(
-                sr=self.sample_rate, n_fft=self.n_fft, n_mels=self.n_mels, dtype=np.float32
-            )
-        stft = librosa.stft(
-            batch,
-            n_fft=self.n_fft,
-            hop_length=self.hop_length,
-            window="hann",
-            center=True,
-            pad_mode="constant",
-        )[..., : self.n_frames]
-        power = (stft.real**2 + stft.imag**2).astype(np.float32, copy=False)
-        mel = np.matmul(self._mel_basis, power)  # [B, 96, 187]
-        return np.log10(np.float32(10000) * mel + np.float32(1)).transpose(0, 2, 1)
+            self._mel_basis = slaney_mel_filters(self.sample_rate, self.n_fft, self.n_mels)
+        half = self.n_fft // 2
+        padded = np.pad(np.asarray(batch, np.float32), ((0, 0), (half, half)))
+        frames = sliding_window_view(padded, self.n_fft, axis=1)[
+            :, : self.n_frames * self.hop_length : self.hop_length
+        ]  # [B, 187, 512]
+        window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(self.n_fft) / self.n_fft)
+        spectrum = np.fft.rfft(frames * window.astype(np.float32), axis=-1)
+        power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)  # [B, 187, 257]
+        mel = power @ self._mel_basis.T  # [B, 187, 96]
+        return np.log10(np.float32(10000) * mel + np.float32(1))
 
     # -- network ---------------------------------------------------------------------------
     @staticmethod
