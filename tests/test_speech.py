@@ -233,6 +233,21 @@ def test_job_queue_workers_transcribe(said, engine):
     assert n >= 1
 
 
+def test_backfill_adds_transcripts_to_stored_recordings(said, engine):
+    host = SHARED_AUDIO / "podcast" / "voices" / "host.wav"
+    said("ingest", host, "-s", "studio", "-m", "spectral", "-q")
+    rec = recording_id(engine, host)
+    out = said("backfill", "-m", "whisper", "-s", "studio", "--json", "-q").stdout
+    assert json.loads(out)["summary"]["failed"] == 0
+    with engine.connect() as conn:
+        n = conn.execute(
+            sa.text("SELECT n_utterances FROM transcripts WHERE recording_id = :r"), {"r": rec}
+        ).scalar_one()
+    assert n >= 1
+    again = said("backfill", "-m", "whisper", "-s", "studio", "--json", "-q").stdout
+    assert json.loads(again)["summary"]["stored"] == 0  # nothing left to do
+
+
 # ------------------------------------------------------------------------------ transcripts
 def test_transcript_formats(said, engine):
     rec = recording_id(engine, PODCAST)

@@ -233,28 +233,6 @@ def place(utterances: list[Utterance], chunk: Chunk) -> list[Utterance]:
     return out
 
 
-def transcribe_file(
-    path: Path | str,
-    transcriber: Transcriber,
-    *,
-    allow_truncated: bool = False,
-    on_progress: Callable[[float], None] | None = None,
-    on_chunk: Callable[[], None] | None = None,
-) -> Iterator[Utterance]:
-    """The utterances of a file (times in the recording), as they are transcribed."""
-    stream = SpeechStream(
-        path,
-        sample_rate=transcriber.sample_rate,
-        max_chunk_s=transcriber.max_chunk_s,
-        allow_truncated=allow_truncated,
-        on_progress=on_progress,
-    )
-    for chunk in stream:
-        yield from place(transcriber.transcribe(chunk.samples), chunk)
-        if on_chunk is not None:
-            on_chunk()
-
-
 # ------------------------------------------------------------------------- storing
 _INSERT = (
     "INSERT INTO utterances (transcript_id, recording_id, sensor_id, start_s, end_s, "

@@ -1,0 +1,214 @@
+"""Speech benchmarks: whisper ingest x real time on speech and on a soundscape without speech,
+against faster-whisper's own VAD + transcribe in the same run, and peak memory vs file length.
+
+    python bench/speech.py [--speech-minutes 5] [--forest-minutes 10] [--repeat 2] [--memory]
+
+1. Throughput: end to end (`Ingestor(..., ["whisper"])`: streaming decode, Silero VAD,
+   transcription of the speech only, utterances stored and committed) on
+   - speech: the podcast and "A Tale of Two Cities" (real read speech) looped to N minutes,
+     16 kHz WAV; goal >= 10x real time on 2 cores;
+   - a soundscape without speech: the forest soundscape looped with clips (siren, saw, dog,
+     fireworks, birds) mixed in, 44.1 kHz WAV (bench/common.make_recording); goal >= 100x.
+   The peer is what a user of faster-whisper would run: the whole file decoded into memory,
+   `WhisperModel.transcribe(..., vad_filter=True, word_timestamps=True)` with the same model
+   and decoding settings. Runs are interleaved (load changes hit both alike); medians. Wall
+   time and the process's CPU time (all threads) are both reported: the machine is shared.
+2. Memory (--memory): peak RSS of `soundscape ingest -m whisper` in a fresh process for two
+   lengths of each file; the goal is flat in file length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ScratchDatabase, machine, make_recording, write_result  # noqa: E402
+
+DATA = Path("/tmp/soundscape-bench-audio")
+PODCAST = Path(__file__).resolve().parents[2] / "shared" / "audio" / "podcast"
+
+
+def make_speech(path: Path, seconds: float, rate: int = 16000) -> Path:
+    """The podcast and the two-cities reading, alternating, looped to ``seconds`` (16 kHz)."""
+    if path.exists() and abs(sf.info(str(path)).duration - seconds) < 1:
+        return path
+    parts = []
+    for name in ("podcast.wav", "two_cities.wav"):
+        x, r = sf.read(PODCAST / name, dtype="float32", always_2d=True)
+        mono = x.mean(axis=1)
+        parts.append(soxr.resample(mono, r, rate).astype(np.float32) if r != rate else mono)
+    total = int(seconds * rate)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sf.SoundFile(path, "w", samplerate=rate, channels=1, subtype="PCM_16", format="WAV") as f:
+        written, i = 0, 0
+        while written < total:
+            chunk = parts[i % len(parts)][: total - written]
+            f.write(chunk)
+            written += len(chunk)
+            i += 1
+    return path
+
+
+def timed(fn) -> tuple[float, float, object]:
+    w, c = time.perf_counter(), time.process_time()
+    out = fn()
+    return time.perf_counter() - w, time.process_time() - c, out
+
+
+def end_to_end(engine, path: Path) -> tuple[float, float, int]:
+    from soundscape.ingest import Ingestor
+
+    ingestor = Ingestor(engine, "bench", ["whisper"], replace=True)
+    wall, cpu, result = timed(lambda: ingestor.ingest_file(path))
+    assert result.status == "stored", result.reason  # type: ignore[attr-defined]
+    return wall, cpu, sum(result.segments.values())  # type: ignore[attr-defined]
+
+
+def peer(path: Path) -> tuple[float, float, int]:
+    """faster-whisper alone: decode the whole file, its own VAD filter, transcribe."""
+    from soundscape.transcribers.whisper import DECODING, _model, weights_path
+    from soundscape.vad import SAMPLE_RATE
+
+    model = _model(str(weights_path()), 2)
+
+    def run() -> int:
+        x, r = sf.read(path, dtype="float32", always_2d=True)
+        mono = x.mean(axis=1)
+        if r != SAMPLE_RATE:
+            mono = soxr.resample(mono, r, SAMPLE_RATE).astype(np.float32)
+        segments, _ = model.transcribe(mono, language="en", vad_filter=True, **DECODING)
+        return len(list(segments))
+
+    wall, cpu, n = timed(run)
+    return wall, cpu, int(n)  # type: ignore[arg-type]
+
+
+def vad_only(path: Path) -> tuple[float, float, float]:
+    from soundscape.speech import SpeechStream
+
+    stream = SpeechStream(path)
+    wall, cpu, _ = timed(lambda: sum(1 for _ in stream))
+    return wall, cpu, stream.speech_s
+
+
+def throughput(args) -> dict:
+    from soundscape.transcribers import load_transcriber
+
+    files = {
+        "speech": make_speech(DATA / f"speech_{args.speech_minutes}min.wav",
+                              args.speech_minutes * 60),
+        "soundscape": make_recording(DATA / f"forest_{args.forest_minutes}min.wav",
+                                     args.forest_minutes * 60),
+    }  # fmt: skip
+    load_transcriber("whisper").transcribe(np.zeros(16000, np.float32))  # load the weights
+    db = ScratchDatabase()
+    out: dict = {}
+    try:
+        for kind, path in files.items():
+            audio_s = sf.info(str(path)).duration
+            vad = [vad_only(path) for _ in range(args.repeat)]
+            e2e, ref = [], []
+            for _ in range(args.repeat):  # interleaved
+                e2e.append(end_to_end(db.db.engine, path))
+                ref.append(peer(path))
+            med = {
+                name: (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
+                for name, runs in (("end_to_end", e2e), ("peer", ref), ("vad", vad))
+            }
+            res = {
+                "file": str(path),
+                "audio_s": audio_s,
+                "speech_s": vad[0][2],
+                "utterances": e2e[0][2],
+                "peer_segments": ref[0][2],
+                "end_to_end_x_realtime": audio_s / med["end_to_end"][0],
+                "end_to_end_x_realtime_per_cpu_s": audio_s / med["end_to_end"][1],
+                "peer_x_realtime": audio_s / med["peer"][0],
+                "peer_x_realtime_per_cpu_s": audio_s / med["peer"][1],
+                "vad_x_realtime": audio_s / med["vad"][0],
+                "ratio_end_to_end_to_peer_wall": med["peer"][0] / med["end_to_end"][0],
+                "ratio_end_to_end_to_peer_cpu": med["peer"][1] / med["end_to_end"][1],
+                "runs": {"end_to_end": e2e, "peer": ref, "vad": vad},
+            }
+            out[kind] = res
+            print(json.dumps({kind: {k: v for k, v in res.items() if k != "runs"}}, indent=1))
+    finally:
+        db.close()
+    return out
+
+
+MEASURE = (
+    "import resource, sys, json\n"
+    "from soundscape.cli import main\n"
+    "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+    "print(json.dumps({'maxrss_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
+    " 'exit': code}), file=sys.stderr)\n"
+)
+
+
+def memory(args) -> dict:
+    db = ScratchDatabase()
+    out: dict = {}
+    lengths = {
+        "speech": [(m, make_speech(DATA / f"speech_{m}min.wav", m * 60)) for m in (3, 9)],
+        "soundscape": [(m, make_recording(DATA / f"forest_{m}min.wav", m * 60)) for m in (20, 60)],
+    }
+    try:
+        for kind, files in lengths.items():
+            for minutes, path in files:
+                t = time.perf_counter()
+                proc = subprocess.run(
+                    [sys.executable, "-c", MEASURE, "ingest", str(path), "-s", "bench",
+                     "-m", "whisper", "--replace", "-q", "-d", db.url],
+                    capture_output=True, text=True,
+                )  # fmt: skip
+                wall = time.perf_counter() - t
+                last = json.loads(proc.stderr.strip().splitlines()[-1])
+                key = f"{kind}_{minutes}min"
+                out[key] = {
+                    "peak_rss_mib": round(last["maxrss_kb"] / 1024, 1),
+                    "exit": last["exit"],
+                    "wall_s": round(wall, 1),
+                    "x_realtime": round(minutes * 60 / wall, 1),
+                }
+                print(json.dumps({key: out[key]}), file=sys.stderr)
+    finally:
+        db.close()
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--speech-minutes", type=int, default=5)
+    p.add_argument("--forest-minutes", type=int, default=10)
+    p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--memory", action="store_true", help="also measure peak RSS vs length")
+    p.add_argument("--skip-throughput", action="store_true")
+    args = p.parse_args()
+    result: dict = {"machine": machine()}
+    load = Path("/proc/loadavg")
+    if load.exists():
+        result["loadavg_before"] = load.read_text().split()[:3]
+    if not args.skip_throughput:
+        result["throughput"] = throughput(args)
+    if args.memory:
+        result["memory"] = memory(args)
+    if load.exists():
+        result["loadavg_after"] = load.read_text().split()[:3]
+    write_result("speech", result)
+
+
+if __name__ == "__main__":
+    main()
