@@ -154,8 +154,13 @@ def test_search_page_shows_hit_cards(client):
     html = r.text
     assert html.count('class="hit"') == 1  # the siren ten seconds after local midnight
     assert "2024-05-02 00:00" in html and "north-1" in html and "Marsh" in html
-    assert "/clips/" in html and "more like this" in html and "Sign in" in html
+    assert "/clip.wav?" in html and "more like this" in html and "Sign in" in html
     assert "script-src 'self'" in r.headers["content-security-policy"]
+    # an event (4 windows: 3 s every 2 s) plays its whole span with 1 s of padding each side
+    clip = html.split('<audio controls preload="none" src="', 1)[1].split('"', 1)[0]
+    assert "/clip.wav?start=" in clip
+    audio, rate = sf.read(io.BytesIO(client.get(clip.replace("&amp;", "&")).content))
+    assert abs(len(audio) / rate - (4 * 2 + 1 + 2)) < 0.01
     # "more like this" runs a window query in the same space, excluding the window itself
     like = html.split('href="/search?like=', 1)[1].split("&", 1)[0].split('"', 1)[0]
     r = client.get(f"/search?like={like}&limit=5", headers={"Accept": "application/json"})
@@ -421,3 +426,15 @@ def test_viewing_login_and_host_checks(database):
     assert local.get("/healthz").status_code == 200
     rebound = TestClient(create_app(WebConfig(), database), base_url="http://evil.example")
     assert rebound.get("/healthz").status_code == 400
+
+
+def test_a_flood_of_visitors_does_not_sign_reviewers_out():
+    from soundscape.web.security import Sessions
+
+    sessions = Sessions(max_sessions=3)
+    reviewer = sessions.new()
+    reviewer.user = "ana"
+    for _ in range(10):
+        sessions.new()
+        sessions.ephemeral()  # not kept: a client that never loads a page
+    assert len(sessions) == 3 and sessions.get(reviewer.id) is reviewer

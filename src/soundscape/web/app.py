@@ -128,7 +128,7 @@ def create_app(config: WebConfig | None = None, database: Database | None = None
         session = sessions.get(request.cookies.get(COOKIE))
         fresh = session is None
         if session is None:
-            session = sessions.new()
+            session = sessions.ephemeral()
         request.state.session = session
         if request.method == "POST" and not same_origin(
             request.headers.get("origin"), request.headers.get("host"), request.url.scheme
@@ -136,7 +136,10 @@ def create_app(config: WebConfig | None = None, database: Database | None = None
             return PlainTextResponse("cross-origin POST refused\n", status_code=403)
         response = await call_next(request)
         current: Session = request.state.session  # sign-in/out rotate it
-        if fresh or current.id != session.id:
+        html = response.headers.get("content-type", "").startswith("text/html")
+        if fresh and current.id == session.id and html:
+            sessions.keep(session)  # the page shows its CSRF token: remember it
+        if (fresh and html) or current.id != session.id:
             response.set_cookie(
                 COOKIE,
                 current.id,
@@ -148,7 +151,7 @@ def create_app(config: WebConfig | None = None, database: Database | None = None
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("X-Frame-Options", "DENY")
-        if response.headers.get("content-type", "").startswith("text/html"):
+        if html:
             response.headers.setdefault(
                 "Content-Security-Policy",
                 "default-src 'self'; img-src 'self' data:; media-src 'self'; "
@@ -357,6 +360,13 @@ def create_app(config: WebConfig | None = None, database: Database | None = None
         with connect() as conn:
             span = media.recording_span(conn, recording_id, start, end)
         return Response(media.clip_wav(span), media_type="audio/wav")
+
+    @app.get("/recordings/{recording_id}/clip.png")
+    def span_png(request: Request, recording_id: int, start: float, end: float) -> Response:
+        viewer(request)
+        with connect() as conn:
+            span = media.recording_span(conn, recording_id, start, end)
+        return Response(media.clip_png(span), media_type="image/png")
 
     @app.get("/recordings/{recording_id}/audio")
     def recording_audio(request: Request, recording_id: int) -> Response:

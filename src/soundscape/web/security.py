@@ -87,12 +87,25 @@ class Sessions:
             self._items.move_to_end(sid)
             return s
 
-    def new(self) -> Session:
-        s = Session(id=secrets.token_urlsafe(32), csrf=secrets.token_urlsafe(32))
+    @staticmethod
+    def ephemeral() -> Session:
+        """A session that is not kept (yet): requests without a cookie get one, and it is
+        only stored (``keep``) when the response is a page that shows its CSRF token, so
+        clients that never load a page (audio players, scripts) fill no memory."""
+        return Session(id=secrets.token_urlsafe(32), csrf=secrets.token_urlsafe(32))
+
+    def keep(self, s: Session) -> None:
+        """Store a session; beyond ``max_sessions`` the least recently used anonymous ones go
+        first, so a flood of new visitors cannot sign reviewers out."""
         with self._lock:
             self._items[s.id] = s
             while len(self._items) > self.max_sessions:
-                self._drop(next(iter(self._items)))
+                victim = next((k for k, v in self._items.items() if v.user is None), None)
+                self._drop(victim if victim is not None else next(iter(self._items)))
+
+    def new(self) -> Session:
+        s = self.ephemeral()
+        self.keep(s)
         return s
 
     def rotate(self, old: Session) -> Session:
