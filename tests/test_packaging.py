@@ -41,6 +41,8 @@ def test_wheel_ships_migrations_and_sql(wheel):
     assert "soundscape/_migrations/versions/0001_initial.py" in names
     assert "soundscape/_sql/catalog.sql" in names
     assert "soundscape/_sql/frozen/0006_downgrade.sql" in names
+    # the web page's templates and static files (soundscape serve)
+    assert {"soundscape/web/templates/search.html", "soundscape/web/static/app.js"} <= names
     assert any(n.endswith("entry_points.txt") for n in names)
 
 
