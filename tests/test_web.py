@@ -389,6 +389,8 @@ def test_pages(client, database, world):
     assert page.status_code == 200 and "siren" in page.text and "Transcript" not in page.text
     plot = client.get(f"/recordings/{hit['recording_id']}/plot.png")
     assert plot.status_code == 200 and plot.content[:4] == b"\x89PNG"
+    bad = client.get(f"/recordings/{hit['recording_id']}/plot.png?start=nan")
+    assert bad.status_code == 400
 
 
 def test_transcript_shows_when_utterances_exist(client, database):
@@ -438,3 +440,11 @@ def test_a_flood_of_visitors_does_not_sign_reviewers_out():
         sessions.new()
         sessions.ephemeral()  # not kept: a client that never loads a page
     assert len(sessions) == 3 and sessions.get(reviewer.id) is reviewer
+
+
+def test_redirects_after_a_form_stay_on_the_site():
+    from soundscape.web.app import local_path
+
+    assert local_path("/search?q=owl") == "/search?q=owl"
+    for target in ("//evil.example/x", "/\\evil.example", "https://evil.example", "", None):
+        assert local_path(target) == "/search"

@@ -98,6 +98,14 @@ class Forbidden(SoundscapeError):
     """A POST without a valid CSRF token, or from another origin."""
 
 
+def local_path(target: Any) -> str:
+    """Where to go back to after a form: a path on this site only (no open redirect)."""
+    back = str(target or "")
+    if not back.startswith("/") or back.startswith(("//", "/\\")) or "\\" in back:
+        return "/search"
+    return back
+
+
 def wants_json(request: Request) -> bool:
     if request.query_params.get("format") == "json":
         return True
@@ -325,9 +333,7 @@ def create_app(config: WebConfig | None = None, database: Database | None = None
             raise
         if wants_json(request) or request.headers.get(CSRF_HEADER):
             return JSONResponse({"id": annotation_id, "verdict": verdict, "label": label})
-        back = str(form.get("next") or "/search")
-        return RedirectResponse(back if back.startswith("/") and not back.startswith("//")
-                                else "/search", status_code=303)  # fmt: skip
+        return RedirectResponse(local_path(form.get("next")), status_code=303)
 
     # -------------------------------------------------------------- audio, images
     @app.get("/clips/{segment_id}.wav")
@@ -487,10 +493,7 @@ def create_app(config: WebConfig | None = None, database: Database | None = None
         session = sessions.rotate(request.state.session)
         session.user, session.writer = name, writer
         request.state.session = session
-        back = str(form.get("next") or "/search")
-        if not back.startswith("/") or back.startswith("//"):
-            back = "/search"
-        return RedirectResponse(back, status_code=303)
+        return RedirectResponse(local_path(form.get("next")), status_code=303)
 
     @app.post("/logout")
     async def logout(request: Request) -> Response:

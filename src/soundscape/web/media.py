@@ -16,6 +16,7 @@ PNG figures are cached (a few hundred, least recently used first out).
 from __future__ import annotations
 
 import io
+import math
 import tempfile
 import threading
 from collections import OrderedDict
@@ -124,7 +125,7 @@ def recording_row(conn: Connection, recording_id: int) -> Any:
 
 def recording_span(conn: Connection, recording_id: int, start_s: float, end_s: float) -> Span:
     row = recording_row(conn, recording_id)
-    if not (0 <= start_s < end_s):
+    if not (math.isfinite(start_s) and 0 <= start_s < end_s):
         raise SoundscapeError("a span needs 0 <= start < end")
     end = min(end_s, float(row.duration_s))
     if start_s >= end:
@@ -211,6 +212,8 @@ def recording_png(
 ) -> bytes:
     """``plot recording``'s figure: spectrogram, detections above, anomaly scores below."""
     recording_row(conn, recording_id)
+    if not all(math.isfinite(x) for x in (start_s, end_s) if x is not None):
+        raise SoundscapeError("start and end must be numbers of seconds")
     last_change = conn.execute(
         sa.text(
             "SELECT (SELECT count(*) FROM ranger.detections WHERE recording_id = :r), "
