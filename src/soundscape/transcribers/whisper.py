@@ -78,16 +78,34 @@ class Whisper(Transcriber):
         if x.size == 0:
             return []
         model = self._load()
+        duration = x.size / self.sample_rate
         segments, _info = model.transcribe(x, language=self.language, **DECODING)
         out: list[Utterance] = []
-        for seg in segments:
+        for seg in segments:  # a generator: each further 30 s window is decoded on demand
             words = [
                 Word(w.word.strip(), float(w.start), float(w.end), float(w.probability))
                 for w in (seg.words or [])
                 if w.word.strip()
             ]
             text = seg.text.strip()
-            if not text or not words:
-                continue
-            out.append(Utterance(words[0].start_s, words[-1].end_s, text, words, self.language))
+            if text and words and not _doubtful(seg, words):
+                out.append(Utterance(words[0].start_s, words[-1].end_s, text, words, self.language))
+            if words and words[-1].end_s >= duration - TAIL_S:
+                # The speech is transcribed to its end: faster-whisper would decode the
+                # remaining fraction of a second as one more (padded) 30 s window, which costs
+                # a full encoder pass and tends to invent "Thank you." from a breath.
+                break
         return out
+
+
+#: a segment whose last word ends this close to the end of the chunk finishes the chunk
+TAIL_S = 0.5
+
+
+def _doubtful(seg: Any, words: list[Word]) -> bool:
+    """Text Whisper likely invented from noise: probably no speech and a low likelihood, or
+    words it hardly believes in itself."""
+    if seg.no_speech_prob > 0.5 and seg.avg_logprob < -0.8:
+        return True
+    probs = [w.probability for w in words if w.probability is not None]
+    return bool(probs) and sum(probs) / len(probs) < 0.3
