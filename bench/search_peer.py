@@ -32,9 +32,12 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
+from soundscape.db import raw_connection, register_vector
 from soundscape.errors import SoundscapeError
-from soundscape.search import Filters, Query, run
-from soundscape.spaces import get_space
+from soundscape.resources import read_sql
+from soundscape.results import Hit
+from soundscape.search import Filters, Query, _call, run
+from soundscape.spaces import Space, get_space
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ScratchDatabase, machine, write_result  # noqa: E402
@@ -132,6 +135,29 @@ def filters_of(name: str) -> Filters:
     )
 
 
+def install_sql(db, old_sql: Path | None) -> None:
+    """Apply the current sql/search.sql (a kept database may hold an older body under the same
+    revision) and, with old_sql, that older file as schema bench_old (variant "old")."""
+    with db.db.engine.begin() as conn:
+        raw = raw_connection(conn)
+        raw.execute(read_sql("search.sql"))
+        if old_sql:
+            raw.execute("CREATE SCHEMA IF NOT EXISTS bench_old")
+            raw.execute(old_sql.read_text().replace("ranger.", "bench_old."))
+
+
+def run_old(conn, space: Space, q: np.ndarray, f: Filters) -> list[Hit]:
+    """What soundscape.search.run does, through bench_old.search_vector."""
+    register_vector(conn)
+    args = {f"p_{k}": v for k, v in f.params().items()}
+    sql, params = _call(
+        "search_vector",
+        {"p_space": space.id, "p_query": np.asarray(q, np.float32), "p_k": 10, **args},
+    )
+    rows = conn.execute(sa.text(sql.replace("ranger.", "bench_old.")), params).all()
+    return [Hit(**dict(r._mapping)) for r in rows]
+
+
 def best_route(auto: dict, peer: dict) -> str | None:
     ok = [m for m in HOPLITE_METHODS if peer[m]["recall_at_10"] >= auto["recall_at_10"] - 0.01]
     return min(ok, key=lambda m: peer[m]["p50_ms"]) if ok else None
@@ -149,6 +175,12 @@ def print_table(result: dict) -> None:
     )
     print(head)
     for name, e in result["filters"].items():
+        if "old" in e["soundscape"]:
+            o = e["soundscape"]["old"]
+            print(
+                f"{'':<9}{'':>7}  before (--old-sql): {o['recall_at_10']:.3f} "
+                f"{o['p50_ms']:.2f}/{o['p95_ms']:.2f} ({','.join(o['methods'])})"
+            )
         a = e["soundscape"]["auto"]
         ours = f"{a['recall_at_10']:.3f} {a['p50_ms']:.2f}/{a['p95_ms']:.2f} ({','.join(a['methods'])})"
         route = e.get("best_route")
@@ -175,7 +207,13 @@ def main() -> None:
     p.add_argument(
         "--variants",
         default="auto",
-        help="soundscape strategies to time: auto,hnsw,exact (hnsw:40 = at ef_search 40)",
+        help="soundscape strategies to time: auto,hnsw,exact (hnsw:40 = at ef_search 40); "
+        "old = auto through --old-sql",
+    )
+    p.add_argument(
+        "--old-sql",
+        type=Path,
+        help="an older sql/search.sql (git show REV:sql/search.sql > FILE), as variant old",
     )
     p.add_argument("--filters", default=",".join(FILTERS), help="which filters")
     args = p.parse_args()
@@ -187,6 +225,7 @@ def main() -> None:
     try:
         tune_server(db)
         space, offset, result["load"] = prepare(db, folder, args.n, args.index)
+        install_sql(db, args.old_sql)
         if peer:
             result["hoplite_load"] = peer.hello["load"]
             result["hoplite_machine"] = peer.hello["machine"]
@@ -201,6 +240,8 @@ def main() -> None:
                 methods: dict[str, set] = {v: set() for v in variants}
 
                 def ours(q: np.ndarray, v: str, f: Filters = f) -> list:
+                    if v == "old":
+                        return run_old(conn, space, q, f)
                     strategy, _, ef = v.partition(":")  # "hnsw:40": forced HNSW, ef_search 40
                     return run(
                         conn,

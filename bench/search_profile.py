@@ -1,21 +1,26 @@
 """Where the time of one `ranger.search_vector` call goes, filter by filter.
 
-    python bench/search_profile.py --home DIR [--n 100000] [--reps 30]
+    python bench/search_profile.py --home DIR [--n 100000] [--reps 20] [--old-sql FILE]
 
 Uses the database that bench/search_peer.py keeps in --home (the realistic set, halfvec
-index). For each filter of bench/search.py, one query vector, each step repeated --reps times
-in turns (medians, ms):
+index) and applies the current sql/search.sql to it (with --old-sql, also that older file as
+schema bench_old, profiled the same way). For each filter of bench/search.py, one query vector,
+each measurement repeated --reps times in turns (medians, ms):
 
 - library: `soundscape.search.run` (SQLAlchemy, parameter adaptation, Hit objects);
 - sql call: the same `SELECT * FROM ranger.search_vector(...)` through raw psycopg;
 - round trip: `SELECT 1` through raw psycopg (client/server over the Unix socket);
-- function: server-side time of the call (EXPLAIN ANALYZE's execution time);
-- then each step the function runs, as its own statement with the same bound parameters (its
-  time minus the round trip): the input checks and look-ups, the planner estimate (EXPLAIN of
-  the filter), the bounded count, and the ranking statement (planning and execution from
-  EXPLAIN ANALYZE); for the exact statement also the part of its execution spent reading
-  (detoasting) the float32 vectors (`vector_dims`, which detoasts) and computing distances.
-- plpgsql and the rest: function minus the steps.
+- server: sql call minus round trip; inside it the statements the function runs, as
+  auto_explain logs their execution (log_nested_statements; without ANALYZE's per-node
+  timing): look-ups (spaces, sensors, the space's row count), the bounded count (before 0016),
+  the ranking statement (exact, capped exact or HNSW);
+- EXPLAIN estimate and ranking: planning: the planner estimate the function asks for and the
+  planning of its ranking statement (dynamic SQL is planned on every call), each timed in a
+  server-side loop (auto_explain logs neither);
+- plpgsql and the rest: server minus all of the above;
+- for an exact ranking, the part spent reading (detoasting) the float32 vectors and computing
+  distances: EXPLAIN ANALYZE of the filter alone, with `vector_dims(embedding)` (which detoasts)
+  and with `cosine_distance` over the same rows.
 
 Results go to bench/results/search-profile-*.json and a table on stdout.
 """
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import sys
@@ -33,16 +39,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sqlalchemy as sa
 
 from soundscape.db import raw_connection, register_vector
 from soundscape.search import Query, run
-from soundscape.spaces import get_space
+from soundscape.spaces import Space, get_space
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ScratchDatabase, machine, write_result  # noqa: E402
 from search import FILTERS, make_set  # noqa: E402
-from search_peer import SPACE, filters_of  # noqa: E402
+from search_peer import SPACE, filters_of, install_sql  # noqa: E402
+
+_DURATION = re.compile(r"duration: ([0-9.]+) ms\s+plan:\s*Query Text: (.*)", re.S)
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -51,140 +58,148 @@ def timed(fn: Callable[[], Any]) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def numbered(sql: str) -> str:
-    """$1..$12 placeholders as psycopg's %(pN)s."""
-    return re.sub(r"\$(\d+)", r"%(p\1)s", sql)
+def statement_kind(text: str) -> str:
+    """Which step of search_vector a statement logged by auto_explain is."""
+    t = " ".join(text.split())
+    if ".search_vector(" in t and t.lstrip().upper().startswith("SELECT *"):
+        return "function"
+    if "'too many'" in t:
+        return "rank"
+    if t.startswith("WITH hits AS"):
+        return "rank"
+    if "count(*) FROM (SELECT 1 FROM segments" in t:
+        return "bounded_count"
+    return "lookups"  # checks, spaces, _sensor_ids, _filter_sql, _space_rows, SQL building
 
 
-def profile_filter(conn, space, q: np.ndarray, name: str, reps: int) -> dict:
+def profile_filter(raw, conn, space: Space, q: np.ndarray, name: str, reps: int, schema: str):
     f = filters_of(name)
-    raw = raw_connection(conn)
     fp = f.params()
-    call_args = [
-        space.id,
-        q,
-        10,
-        fp["sensors"],
-        fp["sites"],
-        fp["quadrants"],
-        fp["time_from"],
-        fp["time_to"],
-        fp["date_from"],
-        fp["date_to"],
-    ]
+    args = [space.id, q, 10, fp["sensors"], fp["sites"], fp["quadrants"], fp["time_from"],
+            fp["time_to"], fp["date_from"], fp["date_to"]]  # fmt: skip
     call = (
-        "SELECT * FROM ranger.search_vector(%s, %s::vector, %s, %s::text[], %s::text[], "
+        f"SELECT * FROM {schema}.search_vector(%s, %s::vector, %s, %s::text[], %s::text[], "
         "%s::text[], %s::time, %s::time, %s::date, %s::date)"
     )
     cur = raw.cursor()
-    # what the function decides and builds, asked from the function's own helpers
     cur.execute(
-        "SELECT ranger._sensor_ids(%s::text[], %s::text[], %s::text[])",
-        [fp["sensors"], fp["sites"], fp["quadrants"]],
-    )
-    ids = cur.fetchone()[0]
+        "SELECT ranger._filter_sql(ranger._sensor_ids(%s::text[], %s::text[], %s::text[]), "
+        "%s, %s, %s, %s, NULL, NULL, NULL), ranger._sensor_ids(%s::text[], %s::text[], %s::text[])",
+        [fp["sensors"], fp["sites"], fp["quadrants"], fp["time_from"], fp["time_to"],
+         fp["date_from"], fp["date_to"], fp["sensors"], fp["sites"], fp["quadrants"]],
+    )  # fmt: skip
+    where, ids = cur.fetchone()
+    method = cur.execute(call, args).fetchall()[0][-1]
+    capped = schema == "ranger" and method == "exact"  # 0016 ranks exact through 'capped'
     cur.execute(
-        "SELECT ranger._filter_sql(%s, %s, %s, %s, %s, NULL, NULL, NULL)",
-        [ids, fp["time_from"], fp["time_to"], fp["date_from"], fp["date_to"]],
+        f"SELECT {schema}._search_vector_sql(%s, %s, %s, %s)",
+        [space.dimension, where, "capped" if capped else method, space.index_type],
     )
-    where = cur.fetchone()[0]
-    cur.execute(call, call_args)
-    method = cur.fetchall()[0][-1]
-    params = {
-        "p1": q,
-        "p2": space.id,
-        "p3": ids,
-        "p4": fp["time_from"],
-        "p5": fp["time_to"],
-        "p6": fp["date_from"],
-        "p7": fp["date_to"],
-        "p8": None,
-        "p9": None,
-        "p10": None,
-        "p11": 10,
-        "p12": None,
-    }
-    cur.execute(
-        "SELECT ranger._search_vector_sql(%s, %s, %s, %s)",
-        [space.dimension, where, method, space.index_type],
-    )
-    rank_sql = numbered(cur.fetchone()[0])
-    filt = numbered(f"SELECT 1 FROM segments g WHERE {where}")
-    limit = max(1000, 4000000 // space.dimension)
+    rank_sql = cur.fetchone()[0]
+    qlit = "'[" + ",".join(repr(float(x)) for x in q) + "]'::vector"
+
+    def lit(v: Any, cast: str) -> str:
+        if v is None:
+            return f"NULL::{cast}"
+        if isinstance(v, list):
+            return "ARRAY[" + ",".join(str(int(x)) for x in v) + "]::integer[]"
+        if cast == "text":
+            return f"$lit${v}$lit$"
+        return f"'{v}'::{cast}"
+
+    loops = 50
+    do_explain = f"""DO $do$
+        DECLARE v json; t0 timestamptz := clock_timestamp();
+        BEGIN
+            FOR i IN 1..{loops} LOOP
+                EXECUTE 'EXPLAIN (FORMAT JSON) SELECT 1 FROM segments g WHERE ' || {lit(where, "text")}
+                   INTO v
+                  USING NULL::vector, {int(space.id)}, {lit(ids, "integer[]")},
+                        {lit(fp["time_from"], "time")}, {lit(fp["time_to"], "time")},
+                        {lit(fp["date_from"], "date")}, {lit(fp["date_to"], "date")},
+                        NULL::timestamptz, NULL::timestamptz, NULL::bigint;
+            END LOOP;
+            RAISE NOTICE 'explain %', extract(epoch FROM clock_timestamp() - t0) * 1000 / {loops};
+            t0 := clock_timestamp();
+            FOR i IN 1..{loops} LOOP
+                EXECUTE 'EXPLAIN (FORMAT JSON) ' || {lit(rank_sql, "text")}
+                   INTO v
+                  USING {qlit}, {int(space.id)}, {lit(ids, "integer[]")},
+                        {lit(fp["time_from"], "time")}, {lit(fp["time_to"], "time")},
+                        {lit(fp["date_from"], "date")}, {lit(fp["date_to"], "date")},
+                        NULL::timestamptz, NULL::timestamptz, NULL::bigint, 10, NULL::real,
+                        {max(1000, 4000000 // space.dimension)};
+            END LOOP;
+            RAISE NOTICE 'plan %', extract(epoch FROM clock_timestamp() - t0) * 1000 / {loops};
+        END $do$"""
+    base = re.sub(r"\$(\d+)", r"%(p\1)s", f"FROM segments g WHERE {where}")
+    params = {"p2": space.id, "p3": ids, "p4": fp["time_from"], "p5": fp["time_to"],
+              "p6": fp["date_from"], "p7": fp["date_to"], "p8": None, "p9": None, "p10": None,
+              "p1": q}  # fmt: skip
     dim = space.dimension
-    steps: dict[str, Callable[[], Any]] = {
-        "library": lambda: run(conn, Query(space, "q", vector=q), f, limit=10),
-        "sql_call": lambda: cur.execute(call, call_args).fetchall(),
-        "round_trip": lambda: cur.execute("SELECT 1").fetchall(),
-        "checks_lookups": lambda: cur.execute(
-            "SELECT ranger._check_int('k', 10, 1, 10000), ranger._check_query('q', %s::vector), "
-            "(SELECT dimension FROM spaces WHERE id = %s), "
-            "ranger._filter_sql(ranger._sensor_ids(%s::text[], %s::text[], %s::text[]), "
-            "%s, %s, %s, %s, NULL, NULL, NULL), ranger._space_rows(%s)",
-            [
-                q,
-                space.id,
-                fp["sensors"],
-                fp["sites"],
-                fp["quadrants"],
-                fp["time_from"],
-                fp["time_to"],
-                fp["date_from"],
-                fp["date_to"],
-                space.id,
-            ],
-        ).fetchall(),  # fmt: skip
-        "estimate_explain": lambda: cur.execute("EXPLAIN (FORMAT JSON) " + filt, params).fetchall(),
-        "bounded_count": lambda: cur.execute(
-            f"SELECT count(*) FROM ({filt} LIMIT {limit + 1}) s", params
-        ).fetchall(),
-    }
-    analyzed: dict[str, list[float]] = {
-        "function": [],
-        "rank_planning": [],
-        "rank_execution": [],
-        "filter_rows_only": [],
-        "filter_rows_detoast": [],
-        "filter_rows_distance": [],
-    }
-
-    def explain(sql: str, p: Any) -> dict:
-        cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, p)
-        return cur.fetchone()[0][0]
-
-    base = numbered(f"FROM segments g WHERE {where}")
     exact_parts = {
         "filter_rows_only": f"SELECT count(*) {base}",
         "filter_rows_detoast": f"SELECT sum(vector_dims(g.embedding)) {base}",
         "filter_rows_distance": f"SELECT sum(cosine_distance(g.embedding::vector({dim}), "
         f"%(p1)s::vector({dim}))) {base}",
     }
-    lat: dict[str, list[float]] = {k: [] for k in steps}
-    for fn in steps.values():  # warm-up
-        fn()
-    for _ in range(reps):
-        for k, fn in steps.items():
-            lat[k].append(timed(fn))
-        analyzed["function"].append(explain(call, call_args)["Execution Time"])
-        plan = explain(rank_sql, params)
-        analyzed["rank_planning"].append(plan["Planning Time"])
-        analyzed["rank_execution"].append(plan["Execution Time"])
+    notices: list[str] = []
+    raw.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+    lat: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "library",
+            "sql_call",
+            "round_trip",
+            "explain_estimate",
+            "rank_planning",
+            *exact_parts,
+        )
+    }
+    nested: dict[str, list[float]] = {}
+    for rep in range(reps + 1):  # the first round warms up
+        got = {
+            "library": timed(lambda: run(conn, Query(space, "q", vector=q), f, limit=10))
+            if schema == "ranger"
+            else 0.0,
+            "sql_call": timed(lambda: cur.execute(call, args).fetchall()),
+            "round_trip": timed(lambda: cur.execute("SELECT 1").fetchall()),
+        }
+        notices.clear()
+        cur.execute(do_explain)
+        got["explain_estimate"] = float(notices[-2].split()[-1])
+        got["rank_planning"] = float(notices[-1].split()[-1])
         if method == "exact":
             for k, sql in exact_parts.items():
-                analyzed[k].append(explain(sql, params)["Execution Time"])
-    out = {k: round(statistics.median(v), 3) for k, v in lat.items()}
-    out.update({k: round(statistics.median(v), 3) for k, v in analyzed.items() if v})
-    rt = out["round_trip"]
-    for k in ("checks_lookups", "estimate_explain", "bounded_count"):
-        out[k] = round(max(0.0, out[k] - rt), 3)
+                cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
+                got[k] = cur.fetchone()[0][0]["Execution Time"]
+        cur.execute("SET auto_explain.log_min_duration = 0")
+        notices.clear()
+        cur.execute(call, args).fetchall()
+        cur.execute("SET auto_explain.log_min_duration = -1")
+        if rep == 0:
+            continue
+        for k, v in got.items():
+            lat[k].append(v)
+        sums: dict[str, float] = {}
+        for text in notices:
+            m = _DURATION.search(text)
+            if m:
+                kind = statement_kind(m.group(2))
+                sums[kind] = sums.get(kind, 0.0) + float(m.group(1))
+        for k, v in sums.items():
+            nested.setdefault(k, []).append(v)
+    out: dict[str, Any] = {k: round(statistics.median(v), 3) for k, v in lat.items() if v}
+    out.update({k: round(statistics.median(v), 3) for k, v in nested.items()})
+    # the server's time: the call without auto_explain (whose plan logging adds its own)
+    out["server"] = round(out["sql_call"] - out["round_trip"], 3)
+    inner = sum(out.get(k, 0.0) for k in ("lookups", "bounded_count", "rank", "rank_planning"))
+    out["plpgsql_rest"] = round(out["server"] - inner - out["explain_estimate"], 3)
     if method == "exact":
         out["detoast"] = round(out["filter_rows_detoast"] - out["filter_rows_only"], 3)
         out["distances"] = round(out["filter_rows_distance"] - out["filter_rows_detoast"], 3)
     out["method"] = method
-    cur.execute(
-        f"SELECT count(*) FROM ({numbered(f'SELECT 1 FROM segments g WHERE {where}')}) s", params
-    )
-    out["rows"] = cur.fetchone()[0]
+    out["rows"] = cur.execute(f"SELECT count(*) {base}", params).fetchone()[0]
     out["where"] = where
     return out
 
@@ -193,14 +208,15 @@ COLUMNS = (
     ("library", "library call"),
     ("sql_call", "SQL call"),
     ("round_trip", "round trip"),
-    ("function", "function (server)"),
-    ("checks_lookups", "checks+look-ups"),
-    ("estimate_explain", "EXPLAIN estimate"),
+    ("server", "server (call - round trip)"),
+    ("lookups", "checks + look-ups"),
+    ("explain_estimate", "EXPLAIN estimate"),
     ("bounded_count", "bounded count"),
-    ("rank_planning", "rank: planning"),
-    ("rank_execution", "rank: execution"),
-    ("detoast", "of which detoast"),
-    ("distances", "of which distances"),
+    ("rank_planning", "ranking: planning"),
+    ("rank", "ranking: execution"),
+    ("plpgsql_rest", "plpgsql + rest"),
+    ("detoast", "exact: detoast"),
+    ("distances", "exact: distances"),
 )
 
 
@@ -209,30 +225,45 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--n", type=int, default=100_000)
-    p.add_argument("--reps", type=int, default=30)
+    p.add_argument("--reps", type=int, default=20)
     p.add_argument("--home", type=Path, required=True, help="search_peer.py's kept database")
     p.add_argument("--query", type=int, default=1, help="which query vector of the set")
+    p.add_argument("--old-sql", type=Path, help="also profile this older sql/search.sql")
     args = p.parse_args()
     folder = make_set("realistic", args.n, np.random.default_rng(7))
     q = np.load(folder / "queries.npy")[args.query]
     db = ScratchDatabase(args.home)
-    result: dict = {"machine": machine(), "n": args.n, "reps": args.reps, "filters": {}}
+    result: dict = {"machine": machine(), "n": args.n, "reps": args.reps, "profiles": {}}
+    schemas = ["ranger"] + (["bench_old"] if args.old_sql else [])
     try:
+        install_sql(db, args.old_sql)
         with db.db.engine.connect() as conn:
             space = get_space(conn, SPACE)
             register_vector(conn)
-            conn.execute(sa.text("SELECT 1"))
+            raw = raw_connection(conn)
+            raw.execute("LOAD 'auto_explain'")
+            raw.execute("SET auto_explain.log_nested_statements = on")
+            raw.execute("SET auto_explain.log_min_duration = -1")
+            raw.execute("SET auto_explain.log_parameter_max_length = 0")
+            raw.execute("SET client_min_messages = log")
             for name in FILTERS:
-                result["filters"][name] = profile_filter(conn, space, q, name, args.reps)
-                print(f"{name}: {json.dumps(result['filters'][name])}", file=sys.stderr)
+                for schema in schemas:
+                    r = profile_filter(raw, conn, space, q, name, args.reps, schema)
+                    result["profiles"].setdefault(schema, {})[name] = r
+                    print(f"{schema} {name}: {json.dumps(r)}", file=sys.stderr)
     finally:
         db.close()
+    result["load_avg_at_end"] = list(os.getloadavg())
     write_result("search-profile", result)
     print("median ms;", ", ".join(f"{k} = {v}" for k, v in COLUMNS))
-    print(f"{'filter':<9}{'rows':>7}{'method':>7}" + "".join(f"{k[:12]:>13}" for k, _ in COLUMNS))
-    for name, r in result["filters"].items():
-        cells = "".join(f"{r[k]:>13.3f}" if k in r else f"{'-':>13}" for k, _ in COLUMNS)
-        print(f"{name:<9}{r['rows']:>7}{r['method']:>7}{cells}")
+    print(
+        f"{'function':<10}{'filter':<9}{'rows':>6}{'method':>7}"
+        + "".join(f"{k[:11]:>12}" for k, _ in COLUMNS)
+    )
+    for schema, profiles in result["profiles"].items():
+        for name, r in profiles.items():
+            cells = "".join(f"{r[k]:>12.3f}" if k in r else f"{'-':>12}" for k, _ in COLUMNS)
+            print(f"{schema:<10}{name:<9}{r['rows']:>6}{r['method']:>7}{cells}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 -- The search family of the `ranger` schema (current definitions; see sql/README.md): search
 -- in SQL, one implementation used by the CLI, by ranger.search(concept, ...) and by anyone
--- with psql or a BI tool. Applied by migrations 0003, 0006, 0007, 0009 and 0011.
+-- with psql or a BI tool. Applied by migrations 0003, 0006, 0007, 0009, 0011 and 0016.
 --
 -- ranger.search_vector ranks windows of one space by cosine similarity to a query vector,
 -- under filters on sensor/site/quadrant, local time of day (ranges may cross midnight), local
@@ -10,12 +10,14 @@
 --               re-sorted outside, so filtered queries still return k rows;
 --   * 'exact' : brute force over the filtered rows only (cosine_distance() is a function call,
 --               which the HNSW index cannot serve, so the planner uses the B-tree filters);
---   * 'auto'  : asks the planner how many rows pass the filters and, when that is near the
---               limit, counts them (stopping at exact_limit + 1). When at
---               most exact_limit rows pass (default 4,000,000 / dimension: 3,906 rows of
---               1024-d, 20,833 of 192-d), or when the filter is so selective that the index
---               scan would give up (max_scan_tuples * passing/total < 4 k), the exact scan is
---               both faster and exact; otherwise HNSW.
+--   * 'auto'  : asks the planner how many rows pass the filters (no filter: every row of the
+--               space). Under twice exact_limit (default 4,000,000 / dimension: 3,906 rows of
+--               1024-d, 20,833 of 192-d) it runs the exact scan capped at exact_limit, which
+--               counts the passing rows as it collects them and gives up past the limit
+--               (one statement, nothing detoasted before the count is known); at most
+--               exact_limit rows, or a filter so selective that the index scan would give up
+--               (max_scan_tuples * passing/total < 4 k): exact, faster and exact; otherwise
+--               HNSW, with ef_search from the space's size (see below).
 -- HNSW indexes are float32 (vector) or float16 (halfvec), a per-space choice (spaces.index_type,
 -- added by 0006): the index-ordered functions order by the expression of the space's own index
 -- (ranger._hnsw_distance_sql). Vectors stay stored as float32 in every case: distances and
@@ -313,13 +315,19 @@ BEGIN
 
     IF v_method = 'hnsw' THEN
         -- ef_search, the candidate list of each step of the (iterative) index scan: grows
-        -- with the space (the graph's paths get longer: at 1M 1024-d windows 400 was needed
-        -- for recall@10 0.97-0.98 where 100 gave 0.87-0.93; at 100k 100 gives 0.99), with k
-        -- (2k) and with the filter's selectivity (4 / selectivity), up to 1000.
+        -- with the space, sqrt(rows / 2.5) from 40 to 400 (the graph's paths get longer: on
+        -- realistic 1024-d windows recall@10 was 0.97-0.98 with 400 at 1M, where 100 gave
+        -- 0.87-0.93; 0.994 with 200 at 100k, where 100-128 gave 0.94-0.97), with k (2k) and
+        -- with the filter's selectivity (4 / selectivity), up to 1000.
         PERFORM set_config('hnsw.ef_search', coalesce(p_ef_search,
-            least(1000, greatest(least(400, ceil(0.4 * sqrt(v_total))), 2 * p_k,
+            least(1000, greatest(least(400, greatest(40, ceil(sqrt(v_total / 2.5)))), 2 * p_k,
                                  ceil(4 * v_total / greatest(v_estimate, 1))))::integer)::text,
             true);
+        -- The index it is: pgvector's cost model grows with ef_search and, for a filter
+        -- passing ~10 %, took a sequential scan and a sort of every passing row for cheaper
+        -- above ef_search ~150 (100k windows: 0.7 s instead of 20-60 ms).
+        PERFORM set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true),
+                set_config('enable_sort', 'off', true);
     END IF;
     RETURN QUERY EXECUTE ranger._search_vector_sql(v_dim, v_where, v_method, v_index)
         USING p_query, p_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
@@ -508,11 +516,15 @@ BEGIN
 END
 $fn$;
 
+-- detections counted in a join, not a correlated subquery (which Citus cannot run when the
+-- FROM clause holds a reference table; the same rows and types on one server)
 CREATE OR REPLACE VIEW ranger.concepts AS
 SELECT c.name, sp.name AS space, c.kind, c.query, c.threshold,
        cardinality(c.label_ids) AS n_labels, c.created_at, c.refreshed_at,
-       (SELECT count(*) FROM detections d WHERE d.concept_id = c.id) AS detections
-  FROM concepts c JOIN spaces sp ON sp.id = c.space_id;
+       coalesce(d.n, 0) AS detections
+  FROM concepts c JOIN spaces sp ON sp.id = c.space_id
+  LEFT JOIN (SELECT concept_id, count(*) AS n FROM detections GROUP BY concept_id) d
+         ON d.concept_id = c.id;
 
 -- ranger.detections and ranger.activity_by_hour (concept and classifier detections) live in
 -- classifiers.sql: they read the classifier tables of migration 0009.

@@ -42,8 +42,6 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 from sqlalchemy.engine import Connection
 
 from soundscape.annotations import windows_labelled
@@ -295,6 +293,10 @@ def _fit(X: np.ndarray, y: np.ndarray, C: float) -> tuple[np.ndarray, float]:
     sd = X.std(axis=0)
     sd[sd < 1e-6] = 1.0
     Z = (X - mu) / sd
+    # scikit-learn (with scipy and pandas: ~3 s of CPU to import) only where it fits or scores:
+    # `soundscape search` imports this module for --classifier and must not pay for it
+    from sklearn.linear_model import LogisticRegression
+
     model = LogisticRegression(C=C, class_weight="balanced", max_iter=5000)
     model.fit(Z, y)
     coef = model.coef_[0] / sd
@@ -307,6 +309,8 @@ def _choose_threshold(
 ) -> tuple[float, bool]:
     """The lowest score threshold whose precision reaches the target (True), else the best-F1
     threshold (False). Thresholds are probabilities in (0, 1)."""
+    from sklearn.metrics import precision_recall_curve  # lazily: see _fit
+
     precision, recall, thresholds = precision_recall_curve(y, scores)
     # precision[i], recall[i] belong to thresholds[i] (the last point has no threshold)
     ok = np.nonzero(precision[:-1] >= target_precision)[0]
@@ -345,6 +349,8 @@ def _cross_validate(
     seed: int,
     target_precision: float,
 ) -> tuple[dict[str, Any], float]:
+    from sklearn.metrics import average_precision_score, roc_auc_score  # lazily: see _fit
+
     n_pos_groups = len(set(groups[y == 1].tolist()))
     n_neg = int((y == 0).sum())
     k = min(MAX_FOLDS, n_pos_groups, n_neg)
@@ -708,6 +714,8 @@ def evaluate(conn: Connection, clf: Classifier) -> list[dict[str, Any]]:
     classifier was not trained on (ids not in its stored list), labelled like training data:
     ``yes`` of the label positive, ``no`` of the label and ``yes`` of its other labels
     negative."""
+    from sklearn.metrics import average_precision_score  # lazily: see _fit
+
     used = set(clf.annotation_ids)
     labels = [m.label for m in clf.labels]
     pairs = [
