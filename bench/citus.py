@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
 import sys
 import tempfile
+import time
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -34,8 +37,10 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, write_result  # noqa: E402
 from search import (  # noqa: E402
+    DAY0,
     EXACT_MAX_ROWS,
     FILTERS,
+    QUADRANTS,
     build_index,
     ground_truth,
     load,
@@ -47,11 +52,11 @@ from search import (  # noqa: E402
 from soundscape import cluster  # noqa: E402
 from soundscape.db import make_engine, upgrade  # noqa: E402
 
-#: the same memory per server in both layouts (3 servers share this machine's 23 GB)
+#: the same memory per server in both layouts (4 servers share this machine's 23 GB)
 SETTINGS = (
-    ("shared_buffers", "2GB"),
-    ("effective_cache_size", "6GB"),
-    ("maintenance_work_mem", "2GB"),
+    ("shared_buffers", "1GB"),
+    ("effective_cache_size", "4GB"),
+    ("maintenance_work_mem", "1GB"),
     ("work_mem", "64MB"),
     ("max_wal_size", "8GB"),
     ("checkpoint_timeout", "30min"),
@@ -62,7 +67,7 @@ def single_node(base: Path, port: int) -> cluster.LocalCluster:
     """A plain PostgreSQL 15 (Citus preloaded but not created in the database: one server)."""
     c = cluster.LocalCluster(base / "single", workers=0, port=port, settings=SETTINGS)
     c.directory.mkdir(parents=True, exist_ok=True)
-    if cluster.os.geteuid() == 0:
+    if os.geteuid() == 0:
         shutil.chown(c.directory, "postgres")
     c.start_node(0)
     with psycopg.connect(c.url(), autocommit=True) as conn:
@@ -92,6 +97,122 @@ def explain_tasks(engine, space, vec: np.ndarray, where: str) -> dict:
     return {"shards_ms": tasks, "total_ms": total}
 
 
+def _where(name: str, sensor_ids: list[int]) -> str:
+    """bench/search.py's filter ``name`` as SQL on a table with sensor_id, local_time and
+    local_date (sensor ids inlined: they are integers)."""
+    quads, sensor, (t0, t1), days = FILTERS[name]
+    parts = [
+        f"local_time >= '{t0 // 3600:02d}:{t0 % 3600 // 60:02d}'",
+        f"local_time < '{t1 // 3600:02d}:{t1 % 3600 // 60:02d}'",
+    ]
+    if quads:
+        ids = [sid for i, sid in enumerate(sensor_ids) if QUADRANTS[i % 4] in quads]
+        parts.append(f"sensor_id IN ({', '.join(map(str, ids))})")
+    if sensor is not None:
+        parts.append(f"sensor_id = {sensor_ids[sensor]}")
+    if days:
+        d0 = (DAY0 + timedelta(days=days[0])).isoformat()
+        d1 = (DAY0 + timedelta(days=days[1] - 1)).isoformat()
+        parts.append(f"local_date BETWEEN '{d0}' AND '{d1}'")
+    return " AND ".join(parts)
+
+
+def compare_distribution(engine, space, offset: int, folder: Path, queries, truths) -> dict:
+    """The same windows distributed by hash of the window id (soundscape's layout) and by
+    sensor (a copy), each with its halfvec HNSW index per shard: one top-10 statement per
+    query and filter, the same pgvector settings, recall@10 and p50/p95 of each, and how
+    evenly each layout fills its shards."""
+    dim = space.dimension
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS bench_by_sensor"))
+        conn.execute(
+            sa.text(
+                f"CREATE TABLE bench_by_sensor (id bigint, sensor_id integer, local_time time, "
+                f"local_date date, embedding vector({dim}), PRIMARY KEY (sensor_id, id))"
+            )
+        )
+        shards = conn.execute(
+            sa.text("SELECT count(*) FROM pg_dist_shard WHERE logicalrelid = CAST(:t AS regclass)"),
+            {"t": space.partition},
+        ).scalar()
+        conn.execute(
+            sa.text(
+                "SELECT create_distributed_table('bench_by_sensor', 'sensor_id', "
+                "shard_count => :n, colocate_with => 'none')"
+            ),
+            {"n": shards},
+        )
+    t = time.perf_counter()
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO bench_by_sensor SELECT id, sensor_id, local_time, local_date, "
+                f"embedding FROM {space.partition}"
+            )
+        )
+        conn.execute(
+            sa.text(
+                f"CREATE INDEX ON bench_by_sensor USING hnsw ((embedding::halfvec({dim})) "
+                "halfvec_cosine_ops) WITH (m = 16, ef_construction = 128)"
+            )
+        )
+    built = time.perf_counter() - t
+    with engine.connect() as conn:
+        sensor_ids = list(
+            conn.execute(
+                sa.text("SELECT id FROM sensors WHERE name LIKE 's__' ORDER BY name")
+            ).scalars()
+        )
+        fill = {
+            table: [
+                int(r[0])
+                for r in conn.execute(
+                    sa.text(
+                        "SELECT shard_size FROM citus_shards "
+                        "WHERE table_name = CAST(:t AS regclass) ORDER BY shardid"
+                    ),
+                    {"t": table},
+                )
+            ]
+            for table in (space.partition, "bench_by_sensor")
+        }
+    out: dict = {"copy_and_build_s": round(built, 1), "shard_bytes": fill, "filters": {}}
+    tables = {"by_id": space.partition, "by_sensor": "bench_by_sensor"}
+    for name in FILTERS:
+        where = _where(name, sensor_ids)
+        lat: dict[str, list[float]] = {k: [] for k in tables}
+        rec: dict[str, list[float]] = {k: [] for k in tables}
+        with engine.connect() as conn:
+            for q, truth in zip(queries, truths[name]):
+                vec = "[" + ",".join(f"{x:.7f}" for x in q) + "]"
+                for label, table in tables.items():
+                    start = time.perf_counter()
+                    ids = (
+                        conn.execute(
+                            sa.text(
+                                f"SELECT id FROM {table} WHERE {where} ORDER BY "
+                                f"embedding::halfvec({dim}) <=> CAST(:v AS halfvec({dim})) LIMIT 10"
+                            ),
+                            {"v": vec},
+                        )
+                        .scalars()
+                        .all()
+                    )
+                    lat[label].append((time.perf_counter() - start) * 1000)
+                    got = {i - offset for i in ids}
+                    rec[label].append(len(got & truth) / max(1, min(10, len(truth))))
+        out["filters"][name] = {
+            label: {
+                "recall_at_10": round(float(np.mean(rec[label])), 4),
+                "p50_ms": round(statistics.median(lat[label]), 2),
+                "p95_ms": round(sorted(lat[label])[int(0.95 * (len(lat[label]) - 1))], 2),
+            }
+            for label in tables
+        }
+        print(f"distribution {name}: {json.dumps(out['filters'][name])}", file=sys.stderr)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -101,6 +222,11 @@ def main() -> None:
     p.add_argument("--sets", default="realistic")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--keep", action="store_true", help="leave the servers running")
+    p.add_argument(
+        "--distribution",
+        action="store_true",
+        help="only the cluster: soundscape's layout (by window id) against a copy by sensor",
+    )
     args = p.parse_args()
     missing = cluster.citus_missing()
     if missing:
@@ -109,14 +235,19 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="soundscape-bench-citus-"))
     base.chmod(0o711)
     port = cluster.free_port_range(args.workers + 2)
-    single = single_node(base, port)
+    single = None if args.distribution else single_node(base, port)
     multi = cluster.LocalCluster(
         base / "cluster", workers=args.workers, port=port + 1, settings=SETTINGS
     ).start()
     result: dict = {"machine": machine(), "n": args.n, "workers": args.workers, "sets": {}}
+    layouts: dict = {}
     try:
-        layouts = {}
-        for label, url in (("single", single.url()), ("citus", multi.url())):
+        urls = (
+            [("citus", multi.url())]
+            if single is None
+            else [("single", single.url()), ("citus", multi.url())]
+        )
+        for label, url in urls:
             engine = make_engine(url)
             notes = upgrade(engine)
             print(f"{label}: upgraded; {' | '.join(notes)}", file=sys.stderr)
@@ -134,6 +265,12 @@ def main() -> None:
                 spaces[label] = (space, info["offset"])
                 res[label] = {"load": {**info, **built}, "filters": {}}
                 print(f"{label} {kind}: {json.dumps(res[label]['load'])}", file=sys.stderr)
+            if args.distribution:
+                space, offset = spaces["citus"]
+                result["sets"][kind] = compare_distribution(
+                    layouts["citus"].db.engine, space, offset, folder, queries, truths
+                )
+                continue
             for name in FILTERS:
                 m = mask(folder, name)
                 variants: dict[str, tuple[str, int | None]] = {
@@ -178,9 +315,10 @@ def main() -> None:
             db.db.engine.dispose()
         if not args.keep:
             multi.stop()
-            single.stop()
+            if single is not None:
+                single.stop()
             shutil.rmtree(base, ignore_errors=True)
-    write_result("citus", result)
+    write_result("citus-distribution" if args.distribution else "citus", result)
 
 
 if __name__ == "__main__":

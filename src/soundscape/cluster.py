@@ -15,19 +15,22 @@ migrations (every later upgrade only handles tables that are new since):
   of sensors (50 recorders over 32 shards by sensor would leave shards twice as big as others,
   and one busy sensor one hot shard); and a top-k vector search has to visit every shard
   anyway unless it is filtered to a few sensors (docs/scaling.md has the measurements).
-- The job queue (``jobs``), ``ingest_errors`` and Alembic's version table stay plain tables
-  on the coordinator: ``SELECT ... FOR UPDATE SKIP LOCKED`` works there as on one server.
-- Every other table (sensors, recordings, spaces, labels, concepts, runs, annotations,
-  classifiers, occurrence lists) becomes a *reference table*, copied to every node, so it
+- The job queue (``jobs``), ``ingest_errors``, Alembic's version table and tables with
+  triggers of their own (``annotations``: the reviewer rule of migration 0014) stay plain
+  tables on the coordinator: ``SELECT ... FOR UPDATE SKIP LOCKED`` works there as on one
+  server, and a trigger runs where it was written.
+- Every other table (sensors, recordings, spaces, labels, concepts, runs, classifiers,
+  occurrence lists, transcripts) becomes a *reference table*, copied to every node, so it
   joins with any shard locally.
 - Each shard of a space's partition gets the space's HNSW index (Citus propagates the
   ``CREATE INDEX`` of ``soundscape.spaces``); new spaces created later are distributed the
   same way automatically (a partition of a distributed table is distributed).
-- pgvector's query settings do not travel from the coordinator's session to the worker
-  connections that run the shard queries, so they are stored as defaults of the database on
-  every worker (``ALTER DATABASE ... SET hnsw.iterative_scan = relaxed_order``,
-  ``hnsw.ef_search``, ``hnsw.max_scan_tuples``): a filtered HNSW search on a shard then still
-  returns k rows.
+- Settings stored as the database's defaults on every node (``NODE_SETTINGS``): pgvector's
+  query settings do not travel from the coordinator's session to the worker connections that
+  run the shard queries, so ``hnsw.iterative_scan = relaxed_order`` (and ``ef_search``,
+  ``max_scan_tuples``) are defaults there, and a filtered HNSW search on a shard still returns
+  k rows; ``citus.multi_shard_modify_mode = sequential`` (one connection per node in a
+  transaction) lets a transaction that read shards write reference tables (``train``).
 
 The layout is also a library call for notebooks: ``layout(conn)`` says where each table is.
 """
@@ -63,16 +66,23 @@ WINDOW_TABLES = {
     "classifier_scored": "segment_id",
     "classifier_detections": "segment_id",
 }
-#: shards of ``segments`` per worker node: one per core of a 2-core worker, so one query
-#: uses every core while each shard's HNSW graph stays as large as possible
-SHARDS_PER_WORKER = 2
-#: pgvector's settings for shard queries, stored as the database's defaults on every worker
-#: (ranger.search_vector sets the same for its own call on the coordinator; ef_search is its
-#: lower bound, docs/scaling.md)
-WORKER_SETTINGS = {
+#: shards of ``segments`` per worker node: one. A query then runs one HNSW search per worker
+#: (S searches of n/S windows cost more than one of n: each walks the graph from the top), and
+#: a transaction that has read shards may write reference tables (Citus refuses that after a
+#: query that used several connections to one node: "cannot modify table ... because there
+#: was a parallel operation on a distributed table"). More shards per node only help exact
+#: scans, which the auto strategy keeps for few rows anyway (docs/scaling.md).
+SHARDS_PER_WORKER = 1
+#: settings stored as the database's defaults on every node (``ALTER DATABASE ... SET`` on the
+#: coordinator, which Citus propagates): pgvector's, for the shard queries of vector searches
+#: (ranger.search_vector sets the same for its own call on the coordinator, but function-level
+#: settings do not travel to the workers; ef_search is its usual value), and one connection per
+#: node in a transaction, so that writing a reference table after reading shards always works
+NODE_SETTINGS = {
     "hnsw.iterative_scan": "relaxed_order",
     "hnsw.ef_search": "400",
     "hnsw.max_scan_tuples": "20000",
+    "citus.multi_shard_modify_mode": "sequential",
 }
 
 
@@ -223,7 +233,7 @@ def distribute(conn: Connection, shard_count: int | None = None) -> list[str]:
             "`soundscape db upgrade` again"
         )
     done = {p.table: p for p in layout(conn) if p.kind != "local"}
-    shards = shard_count or max(2, SHARDS_PER_WORKER * len(nodes))
+    shards = shard_count or SHARDS_PER_WORKER * len(nodes)
     notes: list[str] = []
     # DDL on many shards in one transaction: one connection per worker, so the reference
     # tables created in it are visible to the shards that reference them
@@ -264,35 +274,33 @@ def distribute(conn: Connection, shard_count: int | None = None) -> list[str]:
             notes.append(f"{p.table}: distributed by {p.column}, co-located with {WINDOWS}")
     for statement in restore:
         conn.execute(sa.text(statement))
-    notes += configure_workers(conn)
+    notes += configure_nodes(conn)
     return notes
 
 
-def configure_workers(conn: Connection) -> list[str]:
-    """Store pgvector's query settings (``WORKER_SETTINGS``) as this database's defaults on
-    every worker; returns a note when something changed."""
+def configure_nodes(conn: Connection) -> list[str]:
+    """Store ``NODE_SETTINGS`` as this database's defaults on every node; returns a note when
+    something changed."""
     dbname = conn.execute(sa.text("SELECT current_database()")).scalar()
-    wanted = {f"{k}={v}" for k, v in WORKER_SETTINGS.items()}
     stored = conn.execute(
         sa.text(
-            "SELECT success, result FROM run_command_on_workers($$SELECT coalesce(("
-            "SELECT array_to_string(setconfig, ' ') FROM pg_db_role_setting "
-            "WHERE setrole = 0 AND setdatabase = (SELECT oid FROM pg_database "
-            "WHERE datname = current_database())), '')$$)"
+            "SELECT coalesce((SELECT setconfig FROM pg_db_role_setting WHERE setrole = 0 "
+            "AND setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            "), '{}')"
         )
-    ).all()
-    if all(ok and wanted <= set(result.split()) for ok, result in stored):
+    ).scalar()
+    missing = {k: v for k, v in NODE_SETTINGS.items() if f"{k}={v}" not in (stored or [])}
+    if not missing:
         return []
     ident = conn.execute(sa.text("SELECT quote_ident(:d)"), {"d": dbname}).scalar()
-    for setting, value in WORKER_SETTINGS.items():
+    for setting, value in missing.items():
         # on the coordinator: Citus propagates ALTER DATABASE ... SET to every worker (a
-        # worker refuses it directly); the coordinator's own sessions get the same defaults
+        # worker refuses it directly)
         conn.execute(sa.text(f"ALTER DATABASE {ident} SET {setting} = '{value}'"))
     return [
-        "workers: "
-        + ", ".join(f"{k} = {v}" for k, v in WORKER_SETTINGS.items())
-        + f" (defaults of database {dbname} on every node, for the shard queries of vector "
-        "searches)"
+        "every node: "
+        + ", ".join(f"{k} = {v}" for k, v in missing.items())
+        + f" (defaults of database {dbname})"
     ]
 
 
@@ -310,24 +318,26 @@ def prepare(engine: Engine, shard_count: int | None = None) -> list[str]:
     return notes
 
 
+#: how Citus names the node behind a failed shard query (connecting, or a query under way)
+_NODE = re.compile(
+    r"(?:connection to the remote node|while executing command on|could not connect to "
+    r"node) (?:\S+@)?(\S+:\d+)"
+)
+
+
 def node_error(exc: BaseException) -> DatabaseError | None:
     """A ``DatabaseError`` for a database error that says a Citus node could not be reached
     (stopped, restarting or cut off mid-query); None for any other error."""
     text = str(getattr(exc, "orig", None) or exc)
-    m = re.search(r"connection to the remote node (?:\S+@)?([\w.\-:\[\]]+:\d+) failed", text)
-    lost = (
-        m is not None
-        or re.search(r"(remote|worker) node|citus|shard", text, re.IGNORECASE)
-        and re.search(r"connection|terminat|closed|refused|could not", text, re.IGNORECASE)
-    )
-    if not lost:
+    m = _NODE.search(text)
+    if m is None:
         return None
-    node = m.group(1) if m else "a node"
     reason = " ".join(text.strip().splitlines()[0].split())
     return DatabaseError(
-        f"the Citus cluster lost {node} during the query ({reason}); nothing was changed. "
-        "Start the node again (or check it with SELECT * FROM citus_check_cluster_node_health() "
-        "on the coordinator), then run the same command again"
+        f"the Citus cluster lost {m.group(1).rstrip('.,:')} during the query ({reason}); "
+        "nothing was changed. Start the node again (SELECT * FROM "
+        "citus_check_cluster_node_health() on the coordinator shows which nodes answer), then "
+        "run the same command again"
     )
 
 
