@@ -14,10 +14,12 @@ each measurement repeated --reps times in turns (medians, ms):
   auto_explain logs their execution (log_nested_statements; without ANALYZE's per-node
   timing): look-ups (spaces, sensors, the space's row count), the bounded count (before 0016),
   the ranking statement (exact, capped exact or HNSW);
-- EXPLAIN estimate and ranking: planning: the planner estimate the function asks for and the
-  planning of its ranking statement (dynamic SQL is planned on every call), each timed in a
-  server-side loop (auto_explain logs neither);
+- EXPLAIN estimate: the planner estimate the function asks for, timed in a server-side loop;
+  ranking: planning: the server's planning time of the ranking statement (EXPLAIN SUMMARY;
+  dynamic SQL is planned on every call); auto_explain logs neither;
 - plpgsql and the rest: server minus all of the above;
+- server CPU: the backend's user + system CPU time for the call (log_statement_stats), the one
+  figure a loaded machine does not inflate;
 - for an exact ranking, the part spent reading (detoasting) the float32 vectors and computing
   distances: EXPLAIN ANALYZE of the filter alone, with `vector_dims(embedding)` (which detoasts)
   and with `cosine_distance` over the same rows.
@@ -96,7 +98,6 @@ def profile_filter(raw, conn, space: Space, q: np.ndarray, name: str, reps: int,
         [space.dimension, where, "capped" if capped else method, space.index_type],
     )
     rank_sql = cur.fetchone()[0]
-    qlit = "'[" + ",".join(repr(float(x)) for x in q) + "]'::vector"
 
     def lit(v: Any, cast: str) -> str:
         if v is None:
@@ -120,23 +121,14 @@ def profile_filter(raw, conn, space: Space, q: np.ndarray, name: str, reps: int,
                         NULL::timestamptz, NULL::timestamptz, NULL::bigint;
             END LOOP;
             RAISE NOTICE 'explain %', extract(epoch FROM clock_timestamp() - t0) * 1000 / {loops};
-            t0 := clock_timestamp();
-            FOR i IN 1..{loops} LOOP
-                EXECUTE 'EXPLAIN (FORMAT JSON) ' || {lit(rank_sql, "text")}
-                   INTO v
-                  USING {qlit}, {int(space.id)}, {lit(ids, "integer[]")},
-                        {lit(fp["time_from"], "time")}, {lit(fp["time_to"], "time")},
-                        {lit(fp["date_from"], "date")}, {lit(fp["date_to"], "date")},
-                        NULL::timestamptz, NULL::timestamptz, NULL::bigint, 10, NULL::real,
-                        {max(1000, 4000000 // space.dimension)};
-            END LOOP;
-            RAISE NOTICE 'plan %', extract(epoch FROM clock_timestamp() - t0) * 1000 / {loops};
         END $do$"""
     base = re.sub(r"\$(\d+)", r"%(p\1)s", f"FROM segments g WHERE {where}")
     params = {"p2": space.id, "p3": ids, "p4": fp["time_from"], "p5": fp["time_to"],
               "p6": fp["date_from"], "p7": fp["date_to"], "p8": None, "p9": None, "p10": None,
               "p1": q}  # fmt: skip
     dim = space.dimension
+    rank_bound = re.sub(r"\$(\d+)", r"%(p\1)s", rank_sql)
+    rank_params = {**params, "p11": 10, "p12": None, "p13": max(1000, 4000000 // dim)}
     exact_parts = {
         "filter_rows_only": f"SELECT count(*) {base}",
         "filter_rows_detoast": f"SELECT sum(vector_dims(g.embedding)) {base}",
@@ -144,7 +136,9 @@ def profile_filter(raw, conn, space: Space, q: np.ndarray, name: str, reps: int,
         f"%(p1)s::vector({dim}))) {base}",
     }
     notices: list[str] = []
-    raw.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+    raw.add_notice_handler(
+        lambda d: notices.append((d.message_primary or "") + " " + (d.message_detail or ""))
+    )
     lat: dict[str, list[float]] = {
         k: []
         for k in (
@@ -153,6 +147,8 @@ def profile_filter(raw, conn, space: Space, q: np.ndarray, name: str, reps: int,
             "round_trip",
             "explain_estimate",
             "rank_planning",
+            "server_cpu",
+            "client_cpu",
             *exact_parts,
         )
     }
@@ -165,10 +161,24 @@ def profile_filter(raw, conn, space: Space, q: np.ndarray, name: str, reps: int,
             "sql_call": timed(lambda: cur.execute(call, args).fetchall()),
             "round_trip": timed(lambda: cur.execute("SELECT 1").fetchall()),
         }
+        # CPU time of the call in the server backend (getrusage, log_statement_stats) and in
+        # this process: unlike wall time, not inflated when the machine is shared
+        notices.clear()
+        cur.execute("SET log_statement_stats = on")
+        cpu = time.process_time()
+        cur.execute(call, args).fetchall()
+        got["client_cpu"] = (time.process_time() - cpu) * 1000
+        cur.execute("SET log_statement_stats = off")
+        got["server_cpu"] = 1000 * sum(  # the parse, bind and execute messages of the call
+            float(m.group(1)) + float(m.group(2))
+            for n in notices
+            if (m := re.search(r"([0-9.]+) s user, ([0-9.]+) s system", n))
+        )
         notices.clear()
         cur.execute(do_explain)
-        got["explain_estimate"] = float(notices[-2].split()[-1])
-        got["rank_planning"] = float(notices[-1].split()[-1])
+        got["explain_estimate"] = float(notices[-1].split()[-1])
+        plan = cur.execute("EXPLAIN (SUMMARY ON, FORMAT JSON) " + rank_bound, rank_params)
+        got["rank_planning"] = plan.fetchone()[0][0]["Planning Time"]
         if method == "exact":
             for k, sql in exact_parts.items():
                 cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
@@ -209,6 +219,8 @@ COLUMNS = (
     ("sql_call", "SQL call"),
     ("round_trip", "round trip"),
     ("server", "server (call - round trip)"),
+    ("server_cpu", "server CPU of the call"),
+    ("client_cpu", "client CPU of the call"),
     ("lookups", "checks + look-ups"),
     ("explain_estimate", "EXPLAIN estimate"),
     ("bounded_count", "bounded count"),
