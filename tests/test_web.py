@@ -171,6 +171,8 @@ def test_search_page_shows_hit_cards(client):
 def test_bad_input_is_a_message(client):
     r = client.get("/search?q=siren&time=25:00-01:00", headers={"Accept": "application/json"})
     assert r.status_code == 400 and "time" in r.json()["error"]
+    r = client.get("/search?q=siren&from=2024-05-02&to=2024-05-01")
+    assert r.status_code == 400 and "later than" in r.text  # the CLI's check, the same code
     r = client.get("/search?q=siren&sensor=nobody")
     assert r.status_code == 400 and "unknown sensor" in r.text
     r = client.get("/search?q=siren&concept=siren", headers={"Accept": "application/json"})

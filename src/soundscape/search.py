@@ -11,7 +11,9 @@ exports in ``soundscape.export``.
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -29,7 +31,7 @@ from soundscape.db import register_vector
 from soundscape.embedders import load_model
 from soundscape.embedders.base import l2_normalize
 from soundscape.embedders.birdnet import NON_SPECIES_CLASSES
-from soundscape.errors import InvalidRequest, SoundscapeError
+from soundscape.errors import BadOption, InvalidRequest, SoundscapeError
 from soundscape.queries import Filters, Query, check_filter_names
 from soundscape.results import Hit, merge_events
 from soundscape.spaces import Space, has_labels, list_spaces, pick_space, supports_text
@@ -157,6 +159,53 @@ def date_bounds(
     a_from = start if isinstance(start, datetime) else None
     a_to = end if isinstance(end, datetime) else None
     return d_from, d_to, a_from, a_to
+
+
+def parse_filters(
+    sensors: Sequence[str] | None = None,
+    sites: Sequence[str] | None = None,
+    quadrants: Sequence[str] | None = None,
+    time_range: str | None = None,
+    date_from: str | None = None,
+    date_to: str | None = None,
+    min_score: float | None = None,
+) -> Filters:
+    """``Filters`` from what people type (the CLI's options, the web page's fields): a time of
+    day range (``parse_time_range``), ``--from``/``--to`` (``parse_when``: local dates or
+    instants), a finite ``min_score``. A bad value raises ``BadOption`` naming the option."""
+    try:
+        t_from, t_to = parse_time_range(time_range) if time_range else (None, None)
+    except ValueError as exc:
+        raise BadOption(str(exc), "--time") from exc
+    try:
+        start = parse_when(date_from) if date_from else None
+    except ValueError as exc:
+        raise BadOption(str(exc), "--from") from exc
+    try:
+        end = parse_when(date_to) if date_to else None
+    except ValueError as exc:
+        raise BadOption(str(exc), "--to") from exc
+    if min_score is not None and not math.isfinite(min_score):
+        raise BadOption(f"{min_score} is not a finite number", "--min-score")
+    if start is not None and end is not None:
+        # a local date vs an instant: compare the instant's date (good to a day, enough here)
+        a = start.date() if isinstance(start, datetime) and not isinstance(end, datetime) else start
+        b = end.date() if isinstance(end, datetime) and not isinstance(start, datetime) else end
+        if a > b:
+            raise BadOption(f"--from {date_from} is later than --to {date_to}", "--from/--to")
+    d_from, d_to, a_from, a_to = date_bounds(start, end)
+    return Filters(
+        sensors=list(sensors or []) or None,
+        sites=list(sites or []) or None,
+        quadrants=list(quadrants or []) or None,
+        time_from=t_from,
+        time_to=t_to,
+        date_from=d_from,
+        date_to=d_to,
+        at_from=a_from,
+        at_to=a_to,
+        min_score=min_score,
+    )
 
 
 # ------------------------------------------------------------------------------- queries

@@ -4,11 +4,9 @@ library modules are imported inside the commands so that ``soundscape --help`` s
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 
 import click
@@ -91,43 +89,11 @@ def _example_options(f):
 
 
 def build_filters(sensors, sites, quadrants, time_range, date_from, date_to, min_score=None):
-    from soundscape.search import Filters, date_bounds, parse_time_range, parse_when
+    """The filter options as ``Filters`` (``search.parse_filters``; a bad value is a usage
+    error naming the option)."""
+    from soundscape.search import parse_filters
 
-    try:
-        t_from, t_to = parse_time_range(time_range) if time_range else (None, None)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--time") from exc
-    try:
-        start = parse_when(date_from) if date_from else None
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--from") from exc
-    try:
-        end = parse_when(date_to) if date_to else None
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--to") from exc
-    if min_score is not None and not math.isfinite(min_score):
-        raise click.BadParameter(f"{min_score} is not a finite number", param_hint="--min-score")
-    if start is not None and end is not None:
-        # a local date vs an instant: compare the instant's date (good to a day, enough here)
-        a = start.date() if isinstance(start, datetime) and not isinstance(end, datetime) else start
-        b = end.date() if isinstance(end, datetime) and not isinstance(start, datetime) else end
-        if a > b:
-            raise click.BadParameter(
-                f"--from {date_from} is later than --to {date_to}", param_hint="--from/--to"
-            )
-    d_from, d_to, a_from, a_to = date_bounds(start, end)
-    return Filters(
-        sensors=list(sensors) or None,
-        sites=list(sites) or None,
-        quadrants=list(quadrants) or None,
-        time_from=t_from,
-        time_to=t_to,
-        date_from=d_from,
-        date_to=d_to,
-        at_from=a_from,
-        at_to=a_to,
-        min_score=min_score,
-    )
+    return parse_filters(sensors, sites, quadrants, time_range, date_from, date_to, min_score)
 
 
 @contextmanager

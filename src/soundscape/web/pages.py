@@ -17,18 +17,11 @@ from soundscape.annotations import list_annotations
 from soundscape.anomalies import latest_run
 from soundscape.classifiers import list_classifiers
 from soundscape.concepts import list_concepts
-from soundscape.errors import SoundscapeError
+from soundscape.errors import BadOption, SoundscapeError
 from soundscape.failures import list_errors
 from soundscape.jobs import job_stats, list_jobs
 from soundscape.queries import Filters
-from soundscape.search import (
-    MAX_LIMIT,
-    SearchRequest,
-    date_bounds,
-    parse_time_range,
-    parse_when,
-    search,
-)
+from soundscape.search import MAX_LIMIT, SearchRequest, parse_filters, search
 from soundscape.sensors import Sensor, list_sensors
 
 
@@ -72,32 +65,20 @@ def _number(params: Mapping[str, Any], name: str, kind: type = float) -> Any:
 def filters_from(params: Any) -> Filters:
     """Place and time filters from query parameters: ``sensor``, ``site``, ``quadrant``
     (repeatable), ``time`` (HH:MM-HH:MM, may cross midnight), ``from``/``to`` (local dates or
-    ISO times with an offset, as the CLI's --from/--to), ``min_score``."""
-    time_range = _one(params, "time")
+    ISO times with an offset), ``min_score``: the CLI's options, parsed by the same
+    ``search.parse_filters``."""
     try:
-        t_from, t_to = parse_time_range(time_range) if time_range else (None, None)
-    except ValueError as exc:
-        raise BadParameter(f"time: {exc}") from exc
-    bounds = []
-    for name in ("from", "to"):
-        text = _one(params, name)
-        try:
-            bounds.append(parse_when(text) if text else None)
-        except ValueError as exc:
-            raise BadParameter(f"{name}: {exc}") from exc
-    d_from, d_to, a_from, a_to = date_bounds(bounds[0], bounds[1])
-    return Filters(
-        sensors=_many(params, "sensor"),
-        sites=_many(params, "site"),
-        quadrants=_many(params, "quadrant"),
-        time_from=t_from,
-        time_to=t_to,
-        date_from=d_from,
-        date_to=d_to,
-        at_from=a_from,
-        at_to=a_to,
-        min_score=_number(params, "min_score"),
-    )
+        return parse_filters(
+            _many(params, "sensor"),
+            _many(params, "site"),
+            _many(params, "quadrant"),
+            _one(params, "time"),
+            _one(params, "from"),
+            _one(params, "to"),
+            _number(params, "min_score"),
+        )
+    except BadOption as exc:
+        raise BadParameter(f"{exc.option.lstrip('-')}: {exc}") from exc
 
 
 def request_from(params: Any, audio: str | None = None) -> SearchRequest | None:
