@@ -317,11 +317,11 @@ BEGIN
     IF v_method = 'hnsw' THEN
         -- ef_search, the candidate list of each step of the (iterative) index scan: grows
         -- with the space, sqrt(rows / 2.5) from 40 to 400 (rows: the planner's count, or its
-        -- estimate of the passing rows if that is more, as before a first ANALYZE; the graph's
-        -- paths get longer: on
-        -- realistic 1024-d windows recall@10 was 0.97-0.98 with 400 at 1M, where 100 gave
-        -- 0.87-0.93; 0.994 with 200 at 100k, where 100-128 gave 0.94-0.97), with k (2k) and
-        -- with the filter's selectivity (4 / selectivity), up to 1000.
+        -- estimate of the passing rows if that is more, as before a first ANALYZE), because
+        -- the graph's paths get longer (realistic 1024-d windows, recall@10: 0.97-0.98 with
+        -- 400 at 1M, where 100 gave 0.87-0.93; 0.994 with 200 at 100k, where 100-128 gave
+        -- 0.94-0.97); with k (2k) and with the filter's selectivity (4 / selectivity); up to
+        -- 1000.
         v_rows := greatest(v_total, v_estimate);
         PERFORM set_config('hnsw.ef_search', coalesce(p_ef_search,
             least(1000, greatest(least(400, greatest(40, ceil(sqrt(v_rows / 2.5)))), 2 * p_k,
@@ -330,7 +330,8 @@ BEGIN
         -- The index it is: pgvector's cost model grows with ef_search and, for a filter
         -- passing ~10 %, took a sequential scan and a sort of every passing row for cheaper
         -- above ef_search ~150 (100k windows: 0.7 s instead of 20-60 ms).
-        PERFORM set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true),
+        PERFORM set_config('enable_seqscan', 'off', true),
+                set_config('enable_bitmapscan', 'off', true),
                 set_config('enable_sort', 'off', true);
     END IF;
     RETURN QUERY EXECUTE ranger._search_vector_sql(v_dim, v_where, v_method, v_index)
