@@ -6,7 +6,9 @@
    real clips mixed in, 44.1 kHz WAV, so both models resample): the model alone on exactly
    the windows ingest gives it, and end to end (decode, resample, window, embed, class
    scores, binary COPY, commit); BirdNET measured in the same run, interleaved, as the peer.
-2. Memory (--memory MINUTES,...): peak RSS of `soundscape ingest -m musicnn` in a fresh
+2. CPU time per window with one inference thread (process time: barely changed by other
+   people's load on a shared machine), for each model: the load-independent comparison.
+3. Memory (--memory MINUTES,...): peak RSS of `soundscape ingest -m musicnn` in a fresh
    process for files of those lengths; flat in file length is the goal.
 """
 
@@ -79,6 +81,52 @@ def throughput(args: argparse.Namespace) -> dict:
     return out
 
 
+def cpu_time(args: argparse.Namespace) -> dict:
+    """CPU seconds per window with one inference thread (process time, so other people's load
+    on the machine barely changes it): the load-independent cost of each model."""
+    from soundscape.audio import WindowStream
+    from soundscape.embedders import get_model_class, load_model
+
+    path = make_recording(DATA / f"forest_{args.minutes}min.wav", args.minutes * 60)
+    saved = os.environ.get("SOUNDSCAPE_THREADS")
+    os.environ["SOUNDSCAPE_THREADS"] = "1"
+    out: dict = {}
+    try:
+        for name in args.models.split(","):
+            cls = get_model_class(name)
+            model = load_model(name)  # a fresh instance: BirdNET reads the threads at load
+            w, h = cls.default_window_s, cls.default_hop_s
+            stream = WindowStream(path, cls.sample_rate, w, h, batch_size=model.batch_size)
+            batches = [b.samples for b, _ in zip(stream, range(2))]
+            model.embed_audio_and_scores(batches[0][:1])
+            spent, n = [], 0
+            for _ in range(args.repeat):
+                for batch in batches:
+                    t = time.process_time()
+                    model.embed_audio_and_scores(batch)
+                    spent.append((time.process_time() - t) / len(batch))
+                    n += len(batch)
+            per_window = statistics.median(spent)
+            out[name] = {
+                "cpu_s_per_window": round(per_window, 4),
+                "one_core_x_realtime": round(h / per_window, 2),
+                "windows": n,
+            }
+        names = list(out)
+        if len(names) > 1:
+            a, b = names[0], names[1]
+            out[f"{a}_over_{b}"] = round(
+                out[a]["one_core_x_realtime"] / out[b]["one_core_x_realtime"], 3
+            )
+        print(json.dumps({"cpu": out}), file=sys.stderr)
+    finally:
+        if saved is None:
+            os.environ.pop("SOUNDSCAPE_THREADS", None)
+        else:
+            os.environ["SOUNDSCAPE_THREADS"] = saved
+    return out
+
+
 def memory(args: argparse.Namespace) -> dict:
     db = ScratchDatabase()
     out: dict = {}
@@ -128,10 +176,13 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--memory", default="", help="file lengths in minutes, e.g. 2,8")
     p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--skip-cpu", action="store_true")
     args = p.parse_args()
     result: dict = {"machine": machine()}
     if not args.skip_throughput:
         result["throughput"] = throughput(args)
+    if not args.skip_cpu:
+        result["cpu"] = cpu_time(args)
     if args.memory:
         result["memory"] = memory(args)
     result["load_avg_at_end"] = os.getloadavg()

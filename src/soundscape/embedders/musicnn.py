@@ -146,6 +146,13 @@ def _relu_bn(x: np.ndarray, bias: np.ndarray, bn: tuple[np.ndarray, np.ndarray])
     return x
 
 
+def _rows(windows: np.ndarray, width: int) -> np.ndarray:
+    """Sliding windows as a C-contiguous ``[n, width]`` matrix (im2col). Contiguous matters:
+    numpy's matmul only calls BLAS for such layouts; a strided view of overlapping windows
+    takes its slow generic loop (measured 5x slower for the temporal convolutions)."""
+    return np.ascontiguousarray(windows.reshape(-1, width))
+
+
 def _pad_time(x: np.ndarray, before: int, after: int) -> np.ndarray:
     return np.pad(x, ((before, after), (0, 0)))
 
@@ -239,15 +246,15 @@ class MusiCNN(Embedder):
         for conv, bn in ((0, 1), (1, 2)):
             kernel, bias = w.conv[conv]
             width = kernel.shape[0] // 7
-            cols = sliding_window_view(padded, (7, width)).reshape(-1, 7 * width)
+            cols = _rows(sliding_window_view(padded, (7, width)), 7 * width)
             y = _relu_bn(cols @ kernel, bias, w.bn[bn])
             branches.append(y.reshape(t, -1, kernel.shape[1]).max(axis=1))
         # temporal: 51 filters of 128, 64 and 32 frames ('same' padding), max over frequency
         for conv, bn in ((2, 3), (3, 4), (4, 5)):
             kernel, bias = w.conv[conv]
             k = kernel.shape[0]
-            cols = sliding_window_view(_pad_time(x, (k - 1) // 2, k // 2), k, axis=0)
-            y = _relu_bn(cols.reshape(-1, k) @ kernel, bias, w.bn[bn])
+            cols = _rows(sliding_window_view(_pad_time(x, (k - 1) // 2, k // 2), k, axis=0), k)
+            y = _relu_bn(cols @ kernel, bias, w.bn[bn])
             branches.append(y.reshape(t, x.shape[1], -1).max(axis=1))
         front = np.concatenate(branches, axis=1)  # [187, 561]
         # mid-end: three 7-frame convolutions over all channels, the last two residual
@@ -255,7 +262,7 @@ class MusiCNN(Embedder):
         h = front
         for i, (conv, bn) in enumerate(((5, 6), (6, 7), (7, 8))):
             kernel, bias = w.conv[conv]
-            cols = sliding_window_view(_pad_time(h, 3, 3), (7, h.shape[1])).reshape(t, -1)
+            cols = _rows(sliding_window_view(_pad_time(h, 3, 3), (7, h.shape[1])), 7 * h.shape[1])
             y = _relu_bn(cols @ kernel, bias, w.bn[bn])
             h = y if i == 0 else y + h
             features.append(h)
