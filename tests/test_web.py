@@ -450,3 +450,36 @@ def test_redirects_after_a_form_stay_on_the_site():
     assert local_path("/search?q=owl") == "/search?q=owl"
     for target in ("//evil.example/x", "/\\evil.example", "https://evil.example", "", None):
         assert local_path(target) == "/search"
+
+
+def test_classifier_label_search_and_activity(client, database, world):
+    """A few-shot classifier trained on annotated reserve windows: its label search on the page
+    equals the CLI's, and its detections make an activity heat map."""
+    from soundscape.annotations import annotate_hit
+    from soundscape.classifiers import train
+
+    sirens = client.get("/search?q=siren&limit=8", headers={"Accept": "application/json"})
+    others = client.get("/search?q=bird&limit=40", headers={"Accept": "application/json"})
+    siren_ids = {h["segment_id"] for h in sirens.json()["hits"]}
+    with database.engine.begin() as conn:
+        for h in sirens.json()["hits"]:
+            annotate_hit(conn, h["segment_id"], "siren", "yes", author="trainer")
+        for h in [h for h in others.json()["hits"] if h["segment_id"] not in siren_ids][:8]:
+            annotate_hit(conn, h["segment_id"], "siren", "no", author="trainer")
+        train(conn, "sirens", "birdnet", weak_negatives=50)
+    page = client.get("/search").text
+    assert 'value="sirens|siren"' in page  # offered in the form
+    r = client.get(
+        "/search?classifier_label=sirens|siren&limit=5", headers={"Accept": "application/json"}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["hits"] == cli_json(
+        world, "--classifier", "sirens", "--label", "siren", "-n", "5"
+    )
+    result = CliRunner().invoke(
+        cli, ["classify", "--classifier", "sirens"], env={"SOUNDSCAPE_DATABASE_URL": world}
+    )
+    assert result.exit_code == 0, result.output
+    activity = client.get("/activity?kind=classifier&name=sirens&label=siren&by=quadrant")
+    assert activity.status_code == 200 and "quadrant N" in activity.text
+    assert "classifier sirens / siren" in activity.text
