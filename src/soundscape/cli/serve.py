@@ -31,6 +31,13 @@ from soundscape.cli.base import cli, database_option, echo_err, open_db
     help="Host header to accept (repeatable; default: the loopback names when bound to "
     "loopback, any otherwise).",
 )
+@click.option(
+    "--behind-https",
+    is_flag=True,
+    help="Served to browsers through an HTTPS reverse proxy on this machine (it must send "
+    "X-Forwarded-Proto): the session cookie is marked Secure, and viewing needs sign-in "
+    "unless --open-view (give the public name with --allowed-host).",
+)
 @database_option
 def serve(
     host: str,
@@ -38,6 +45,7 @@ def serve(
     view_login: bool | None,
     max_upload_mb: float,
     allowed_hosts: tuple[str, ...],
+    behind_https: bool,
     database: str | None,
 ) -> None:
     """Serve the web page: search, listen, and say yes / no / unsure.
@@ -57,15 +65,18 @@ def serve(
             f"the web page needs the web extra ({exc.name} is missing): "
             "pip install 'soundscape[web]'"
         ) from exc
+    if behind_https and view_login is None:
+        view_login = True  # a proxy makes a loopback server public: viewing needs sign-in too
     config = WebConfig(
         host=host,
         port=port,
         view_login=view_login,
         max_upload_bytes=int(max_upload_mb * 1_000_000),
         allowed_hosts=list(allowed_hosts) or None,
+        secure_cookies=behind_https,
     )
     app = create_app(config, open_db(database))
-    if not config.loopback:
+    if not config.loopback and not behind_https:
         echo_err(
             f"warning: listening on {host}: anyone who can reach it can "
             + ("sign in" if config.login_to_view else "view without signing in")
