@@ -41,7 +41,11 @@ pytestmark = [
 
 SIREN = EXAMPLES / "firetruck.ogg"
 #: real clips of the shared collection, queued and ingested by a worker on the cluster
-QUEUED = ["clips/town/firetruck.ogg", "clips/household/saw.ogg", "clips/animals/dog.ogg"]
+QUEUED = [
+    "clips/vehicles/emergency/firetruck.ogg",
+    "clips/household/tools/saw.ogg",
+    "clips/animals/mammals/dogs/dog.ogg",
+]
 
 
 @pytest.fixture(scope="module")
@@ -308,6 +312,7 @@ def test_a_worker_stopped_mid_query(dbs, citus):
     )[0][0]
     # hold a lock on one of the worker's shards, so the search waits there, mid-query
     locker = psycopg.connect(citus.url(node))
+    locker.execute("SET citus.enable_manual_changes_to_shards = on")
     locker.execute(f"LOCK TABLE {shard} IN ACCESS EXCLUSIVE MODE")
     proc = _subprocess_search(url)
     try:

@@ -315,6 +315,8 @@ def prepare(engine: Engine, shard_count: int | None = None) -> list[str]:
         n = len(workers(conn))
     if notes:
         notes.insert(0, f"Citus {version} coordinator with {n} worker(s):")
+        # the database defaults (NODE_SETTINGS) apply to new sessions only
+        engine.dispose()
     return notes
 
 
@@ -325,12 +327,22 @@ _NODE = re.compile(
 )
 
 
+_LOST = re.compile(
+    r"connection to the remote node|server closed the connection|terminating connection|"
+    r"connection not open|could not receive|lost connection|connection.*(?:refused|reset)",
+    re.IGNORECASE,
+)
+
+
 def node_error(exc: BaseException) -> DatabaseError | None:
     """A ``DatabaseError`` for a database error that says a Citus node could not be reached
     (stopped, restarting or cut off mid-query); None for any other error."""
-    text = str(getattr(exc, "orig", None) or exc)
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig)
     m = _NODE.search(text)
-    if m is None:
+    # a node's address alone is not enough: Citus names it for any error raised there
+    state = str(getattr(orig, "sqlstate", "") or "")
+    if m is None or not (state[:2] == "08" or state[:3] == "57P" or _LOST.search(text)):
         return None
     reason = " ".join(text.strip().splitlines()[0].split())
     return DatabaseError(
@@ -358,8 +370,10 @@ def citus_missing(pg: Path = PG15) -> str | None:
 
 
 def free_port_range(count: int, start: int = 19700, stop: int = 29000) -> int:
-    """The first port p from ``start`` such that p .. p + count - 1 are all free on 127.0.0.1."""
-    port = start
+    """A port p such that p .. p + count - 1 are all free on 127.0.0.1: the first from a
+    point between ``start`` and ``stop`` that depends on the process id, so that clusters
+    started at the same moment by two processes do not pick the same ports."""
+    port = start + (os.getpid() * 10) % max(1, stop - start - 100 - count)
     while port + count <= stop:
         for i in range(count):
             with socket.socket() as sock:
