@@ -10,8 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+import psycopg
+import sqlalchemy as sa
 
-from soundscape import __version__
+from soundscape import __version__, cluster
 from soundscape.errors import BadOption, SoundscapeError
 
 DATABASE_ENV = "SOUNDSCAPE_DATABASE_URL"
@@ -28,6 +30,11 @@ class _Group(click.Group):
             raise click.BadParameter(str(exc), param_hint=exc.option) from exc
         except SoundscapeError as exc:
             raise click.ClickException(str(exc)) from exc
+        except (sa.exc.DBAPIError, psycopg.Error) as exc:
+            lost = cluster.node_error(exc)  # a Citus worker that went away mid-query
+            if lost is None:
+                raise
+            raise click.ClickException(str(lost)) from exc
         except OSError as exc:
             # a file or folder the command was told to write or read (--export DIR, an output
             # file): say which and why, not a traceback
