@@ -187,6 +187,106 @@ def memory(args) -> dict:
     return out
 
 
+def search_scale(n: int, repeat: int = 20) -> dict:
+    """``ranger.search_speech`` on ``n`` synthetic utterances (sentences of the podcast's words
+    and of random words; "bitcoin" in 0.1 % of them): latency of full-text, phrase, exclusion,
+    fuzzy and filtered queries, median and p95 of ``repeat`` runs."""
+    import sqlalchemy as sa
+
+    rng = np.random.default_rng(0)
+    truth = json.loads((PODCAST / "truth.json").read_text())
+    common = sorted({w.strip(".,").lower() for s in truth["sentences"] for w in s["text"].split()})
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    rare = ["".join(rng.choice(letters, rng.integers(4, 10))) for _ in range(20000)]
+    db = ScratchDatabase()
+    out: dict = {"utterances": n}
+    try:
+        engine = db.db.engine
+        with engine.begin() as conn:
+            sensor = conn.execute(sa.text("SELECT id FROM sensors WHERE name = 'bench'")).scalar()
+            rec = conn.execute(
+                sa.text(
+                    "INSERT INTO recordings (sensor_id, path, sha256, size_bytes, format, "
+                    "sample_rate, channels, duration_s) VALUES (:s, '/bench/speech.wav', "
+                    "repeat('0', 64), 0, 'wav', 16000, 1, :d) RETURNING id"
+                ),
+                {"s": sensor, "d": n * 5.0},
+            ).scalar()
+            tid = conn.execute(
+                sa.text(
+                    "INSERT INTO transcripts (recording_id, model, model_version) "
+                    "VALUES (:r, 'whisper', 'bench') RETURNING id"
+                ),
+                {"r": rec},
+            ).scalar()
+        t0 = time.perf_counter()
+        raw = engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            with cur.copy(
+                "COPY utterances (transcript_id, recording_id, sensor_id, start_s, end_s, "
+                "starts_at, local_date, local_time, text, words) FROM STDIN"
+            ) as copy:
+                for i in range(n):
+                    k = int(rng.integers(6, 16))
+                    words = [
+                        common[rng.integers(len(common))] if rng.random() < 0.6
+                        else rare[rng.integers(len(rare))]
+                        for _ in range(k)
+                    ]  # fmt: skip
+                    if rng.random() < 0.001:
+                        words[int(rng.integers(k))] = "bitcoin"
+                    start = i * 5.0
+                    at = "2024-05-01T00:00:00+00:00"
+                    js = json.dumps(
+                        [{"w": w, "s": start + j * 0.3, "e": start + j * 0.3 + 0.25}
+                         for j, w in enumerate(words)]
+                    )  # fmt: skip
+                    copy.write_row(
+                        (tid, rec, sensor, start, start + k * 0.3, at,
+                         f"2024-05-{1 + (i * 31) // n:02d}", f"{(i * 7) % 24:02d}:00:00",
+                         " ".join(words), js)
+                    )  # fmt: skip
+            raw.commit()
+        finally:
+            raw.close()
+        with engine.begin() as conn:
+            conn.execute(sa.text("ANALYZE utterances"))
+        out["load_s"] = round(time.perf_counter() - t0, 1)
+        queries = {
+            "bitcoin": ("bitcoin", {}),
+            "phrase": ('"the weather"', {}),
+            "exclusion": ("weather -rainy", {}),
+            "fuzzy (bit coin)": ("bit coin", {}),
+            "bitcoin, --time 22:00-04:00": ("bitcoin", {"tf": "22:00", "tt": "04:00"}),
+        }
+        with engine.connect() as conn:
+            for name, (q, f) in queries.items():
+                times, rows = [], 0
+                for _ in range(repeat):
+                    t = time.perf_counter()
+                    rows = len(
+                        conn.execute(
+                            sa.text(
+                                "SELECT * FROM ranger.search_speech(:q, 10, p_time_from => "
+                                "CAST(:tf AS time), p_time_to => CAST(:tt AS time))"
+                            ),
+                            {"q": q, "tf": f.get("tf"), "tt": f.get("tt")},
+                        ).all()
+                    )
+                    times.append((time.perf_counter() - t) * 1000)
+                times.sort()
+                out[name] = {
+                    "hits": rows,
+                    "p50_ms": round(statistics.median(times), 1),
+                    "p95_ms": round(times[int(0.95 * (len(times) - 1))], 1),
+                }
+                print(json.dumps({name: out[name]}), file=sys.stderr)
+    finally:
+        db.close()
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -196,6 +296,8 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--memory", action="store_true", help="also measure peak RSS vs length")
     p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--search", type=int, default=0, metavar="N",
+                   help="also time ranger.search_speech on N synthetic utterances")  # fmt: skip
     args = p.parse_args()
     result: dict = {"machine": machine()}
     load = Path("/proc/loadavg")
@@ -205,6 +307,8 @@ def main() -> None:
         result["throughput"] = throughput(args)
     if args.memory:
         result["memory"] = memory(args)
+    if args.search:
+        result["search"] = search_scale(args.search)
     if load.exists():
         result["loadavg_after"] = load.read_text().split()[:3]
     write_result("speech", result)

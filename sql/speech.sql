@@ -147,7 +147,7 @@ CREATE OR REPLACE FUNCTION ranger.search_speech(
     p_at_from timestamptz DEFAULT NULL,
     p_at_to timestamptz DEFAULT NULL,
     p_fuzzy boolean DEFAULT true,
-    p_min_similarity real DEFAULT 0.5
+    p_min_similarity real DEFAULT 0.6
 ) RETURNS TABLE (
     utterance_id bigint, score real, recording_id bigint, path text, sensor text, site text,
     quadrant text, start_s real, end_s real, starts_at timestamptz, local_date date,
@@ -155,7 +155,7 @@ CREATE OR REPLACE FUNCTION ranger.search_speech(
 )
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = public, pg_temp
-SET pg_trgm.word_similarity_threshold = 0.5
+SET pg_trgm.word_similarity_threshold = 0.6
 AS $fn$
 #variable_conflict use_column
 DECLARE

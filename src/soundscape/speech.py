@@ -382,7 +382,7 @@ class SpeechRequest:
     filters: Filters = field(default_factory=Filters)
     limit: int = 10
     fuzzy: bool = True
-    min_similarity: float = 0.5
+    min_similarity: float = 0.6
     events: bool = False
 
 
