@@ -38,7 +38,6 @@ from typing import Any
 import numpy as np
 import soxr
 import sqlalchemy as sa
-from scipy.cluster.hierarchy import fcluster, linkage
 from sqlalchemy.engine import Connection
 
 from soundscape import vad
@@ -587,6 +586,10 @@ def diarize(
         if len(unknown) == 1:
             clusters = np.array([1])
         else:
+            # scipy.cluster only here: `soundscape search` imports this module (--voice) and
+            # scipy's import was a quarter of its start-up
+            from scipy.cluster.hierarchy import fcluster, linkage
+
             tree = linkage(vectors[unknown], method="average", metric="cosine")
             clusters = fcluster(tree, t=1 - cluster_threshold, criterion="distance")
         order = list(dict.fromkeys(clusters.tolist()))  # first appearance in time
