@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TESTSTAMP := $(VENV)/.installed-test
 
-.PHONY: install demo test test-fast check lint typecheck bench format clean db-stop
+.PHONY: install demo test test-fast check lint typecheck bench bench-peer format clean db-stop
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,15 @@ bench: install
 	$(BIN)/python bench/search.py --n 1000000 --sets realistic --index halfvec,vector
 	$(BIN)/python bench/search.py --n 100000 --sets uniform
 	$(BIN)/python bench/month_partitions.py --n 1000000
+
+# soundscape against perch-hoplite in one interleaved run at 100k realistic windows, with the
+# ratio table (issue 15). The peer lives in its own venv: it pins numpy>=2, librosa>=0.11.
+HOPLITE  ?= .venv-hoplite
+BENCH_DB ?= /tmp/soundscape-bench-peer-db
+bench-peer: install
+	test -x $(HOPLITE)/bin/python || ($(PYTHON) -m venv $(HOPLITE) && $(HOPLITE)/bin/pip install --quiet perch-hoplite)
+	$(BIN)/python bench/search_peer.py --n 100000 --queries 40 --home $(BENCH_DB) --hoplite $(HOPLITE)/bin/python
+	$(BIN)/python bench/search_profile.py --n 100000 --home $(BENCH_DB)
 
 lint: install
 	$(BIN)/ruff check src tests migrations bench
