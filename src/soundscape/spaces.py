@@ -316,7 +316,8 @@ def ensure_space(
     if labels:
         rows = []
         for i, label in enumerate(labels):
-            sci, _, common = label.partition("_")
+            # BirdNET's "Scientific name_Common name"; other models' tags are common names
+            sci, _, common = label.partition("_") if "_" in label else ("", "", label)
             rows.append(
                 {"s": space.id, "i": i, "n": label, "sci": sci or None, "c": common or None}
             )
