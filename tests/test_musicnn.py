@@ -183,3 +183,19 @@ def test_models_list_shows_musicnn(music_db, run_cli):
     rows = [json.loads(x) for x in run_cli("models", "list", "--json").stdout.splitlines()]
     (row,) = [r for r in rows if r["name"] == "musicnn"]
     assert row["available"] and row["classes"] and row["dimension"] == 200
+
+
+def test_a_tag_is_found_without_naming_the_space(music_db, run_cli, monkeypatch):
+    """BirdNET is the preferred labelled space; a text only MusiCNN's tags match goes there,
+    and BirdNET's field word "birdsong" does not select MusiCNN's tags."""
+    monkeypatch.setenv("SOUNDSCAPE_DATABASE_URL", music_db)
+    dog = str(ROOT / next(c["file"] for c in REFERENCE["clips"] if "dog" in c["file"]))
+    r = run_cli("ingest", dog, "-s", "studio", "-m", "birdnet", "-q")
+    assert r.exit_code == 0, r.output
+    result = run_cli("search", "drums", "--json")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert rows and Path(rows[0]["path"]).name == "drumkit.ogg"
+    assert run_cli("search", "dog", "--json").exit_code == 0  # still BirdNET's class
+    refused = run_cli("search", "birdsong", "--space", "musicnn")
+    assert refused.exit_code == 1 and "no musicnn label matches" in refused.output

@@ -265,8 +265,10 @@ def match_labels(conn: Connection, space: Space, text: str) -> tuple[list[int], 
 
     targets = FIELD_WORDS.get(q)
     if targets:
-        if "*birds*" in targets:
-            hits = [lab for lab in labels if shown(lab[3], lab[1]) not in NON_SPECIES_CLASSES]
+        if "*birds*" in targets:  # species classes: those with a scientific name
+            hits = [
+                lab for lab in labels if lab[2] and shown(lab[3], lab[1]) not in NON_SPECIES_CLASSES
+            ]
         else:
             hits = [lab for lab in labels if shown(lab[3], lab[1]) in targets]
         if hits:
@@ -582,6 +584,8 @@ def resolve_query(conn: Connection, request: SearchRequest) -> Query:
         return query
     if request.text is not None:
         space = pick_space(conn, request.space, purpose="text")
+        if request.space is None and not supports_text(space):
+            return _labelled_text_query(conn, request.text, space)
         return text_query(conn, request.text, space)
     if request.audio is not None:
         space = pick_space(conn, request.space, purpose="audio")
@@ -600,6 +604,23 @@ def resolve_query(conn: Connection, request: SearchRequest) -> Query:
             f"not {request.space!r}"
         )
     return query
+
+
+def _labelled_text_query(conn: Connection, text: str, first: Space) -> Query:
+    """No space named and none with a text encoder: the labels of ``first`` (the preferred
+    labelled space) if they match ``text``, else those of the first other labelled space that
+    does ("drums" finds MusiCNN's tag when BirdNET is preferred); else ``first``'s error."""
+    try:
+        return text_query(conn, text, first)
+    except SoundscapeError as exc:
+        for other in list_spaces(conn):
+            if other.id == first.id or supports_text(other) or not has_labels(conn, other):
+                continue
+            try:
+                return text_query(conn, text, other)
+            except SoundscapeError:
+                continue
+        raise exc
 
 
 def search(conn: Connection, request: SearchRequest) -> SearchResult:
