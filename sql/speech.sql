@@ -5,10 +5,13 @@
 -- ranger.search_speech(query, k, filters...) finds utterances (tables of 0012) by
 --   * full text: websearch_to_tsquery('english', query) on the utterance's tsvector (GIN):
 --     words, "quoted phrases", -exclusions, `or`; ranked by ts_rank_cd (normalised to 0..1);
---   * then, while fewer than k were found and p_fuzzy, a fuzzy fallback: pg_trgm's word
---     similarity between the query's words (and the same words without spaces, so that
---     "bit coin" meets "bitcoin") and the text, at least p_min_similarity (trigram GIN index);
---     exclusions still apply.
+--   * then, while fewer than k were found and p_fuzzy, a fuzzy fallback: the stored words
+--     spelt like the query, its words or the query without spaces (so that "bit coin" meets
+--     "bitcoin") are looked up in the vocabulary `speech_words` (pg_trgm similarity, trigram
+--     GIN index), the utterances holding them found through the tsvector index, and those
+--     whose text has a trigram word similarity to the query of at least p_min_similarity are
+--     ranked by it. When no stored word is spelt alike, the texts themselves are searched by
+--     word similarity (trigram GIN index on the text). Exclusions still apply.
 -- Each hit is the span of the matching words, at word precision (from the utterance's words
 -- json), with its absolute and local time, and a snippet with the match marked **like this**
 -- (ts_headline for full-text hits; the matched words for fuzzy ones). Filters as for windows:
@@ -156,12 +159,15 @@ CREATE OR REPLACE FUNCTION ranger.search_speech(
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = public, pg_temp
 SET pg_trgm.word_similarity_threshold = 0.6
+SET pg_trgm.similarity_threshold = 0.6
 AS $fn$
 #variable_conflict use_column
 DECLARE
     v_ids integer[];
     v_tsq tsquery;
     v_terms record;
+    v_near tsquery;
+    v_word text;
 BEGIN
     PERFORM ranger._check_int('p_k (the number of results)', p_k, 1, 10000);
     IF coalesce(btrim(p_query), '') = '' THEN
@@ -172,12 +178,29 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM set_config('pg_trgm.word_similarity_threshold', p_min_similarity::text, true);
+    PERFORM set_config('pg_trgm.similarity_threshold', p_min_similarity::text, true);
     v_ids := ranger._sensor_ids(p_sensors, p_sites, p_quadrants);
     v_tsq := websearch_to_tsquery('english', p_query);
     IF numnode(v_tsq) = 0 THEN
         v_tsq := NULL;  -- only stop words (or nothing): the fuzzy part alone answers
     END IF;
     SELECT * INTO v_terms FROM ranger._speech_terms(p_query);
+    IF p_fuzzy AND v_terms.fuzzy <> '' THEN
+        -- the stored words spelt like the query, one of its words or all of them run together
+        FOR v_word IN
+            SELECT DISTINCT w.word
+              FROM unnest(array_append(string_to_array(v_terms.fuzzy, ' '), v_terms.nospace)) q(term)
+              CROSS JOIN LATERAL (SELECT sw.word FROM speech_words sw WHERE sw.word % q.term
+                                   ORDER BY similarity(sw.word, q.term) DESC, sw.word
+                                   LIMIT 20) w
+        LOOP
+            v_near := CASE WHEN v_near IS NULL THEN plainto_tsquery('english', v_word)
+                           ELSE v_near || plainto_tsquery('english', v_word) END;
+        END LOOP;
+        IF v_near IS NOT NULL AND numnode(v_near) = 0 THEN
+            v_near := NULL;
+        END IF;
+    END IF;
     RETURN QUERY
     WITH f AS NOT MATERIALIZED (
         SELECT u.* FROM utterances u
@@ -200,15 +223,19 @@ BEGIN
          ORDER BY 2 DESC, f.id
          LIMIT p_k
     ), fz AS MATERIALIZED (
-        SELECT f.id, greatest(word_similarity(v_terms.fuzzy, f.text),
-                              word_similarity(v_terms.nospace, f.text))::real AS score
-          FROM f
-         WHERE p_fuzzy AND v_terms.fuzzy <> ''
-           AND (SELECT count(*) FROM ft) < p_k
-           AND (v_terms.fuzzy <% f.text OR v_terms.nospace <% f.text)
-           AND f.id NOT IN (SELECT ft.id FROM ft)
-           AND (v_terms.excluded IS NULL OR NOT f.tsv @@ v_terms.excluded)
-         ORDER BY 2 DESC, f.id
+        SELECT c.id, c.score FROM (
+            SELECT f.id, greatest(word_similarity(v_terms.fuzzy, f.text),
+                                  word_similarity(v_terms.nospace, f.text))::real AS score
+              FROM f
+             WHERE p_fuzzy AND v_terms.fuzzy <> ''
+               AND (SELECT count(*) FROM ft) < p_k
+               AND ((v_near IS NOT NULL AND f.tsv @@ v_near)
+                    OR (v_near IS NULL
+                        AND (v_terms.fuzzy <% f.text OR v_terms.nospace <% f.text)))
+               AND f.id NOT IN (SELECT ft.id FROM ft)
+               AND (v_terms.excluded IS NULL OR NOT f.tsv @@ v_terms.excluded)) c
+         WHERE c.score >= p_min_similarity
+         ORDER BY c.score DESC, c.id
          LIMIT p_k
     ), hits AS (
         SELECT ft.id, ft.score, 'fulltext'::text AS method, 0 AS tier FROM ft

@@ -129,6 +129,10 @@ def test_fuzzy_fallback_finds_a_word_written_apart(said):
     assert overlaps(hits[0], TRUTH["sentences"][0])
     assert "**bitcoin**" in hits[0]["snippet"].lower()
     assert said.json("search", "--said", "bit coin", "--no-fuzzy") == []
+    # a misspelt word: found through the vocabulary of stored words
+    (typo,) = said.json("search", "--said", "guitarr", "-n", "1")
+    assert typo["method"] == "fuzzy" and overlaps(typo, TRUTH["sentences"][5])
+    assert "**guitar**" in typo["snippet"].lower()
 
 
 def test_exclusions_and_or(said):

@@ -13,6 +13,13 @@ searchable by full text and by trigram similarity. The ``ranger`` objects of thi
   English ``tsvector`` of the text (GIN index, for ``websearch_to_tsquery``), and a
   ``gin_trgm_ops`` index on the text serves the fuzzy fallback (``pg_trgm``: "bit coin" still
   finds "bitcoin").
+- ``speech_words``: every word ever transcribed (lower case, letters and digits), with a
+  trigram index: the fuzzy fallback looks the query's spelling up here first (a short list of
+  words), then finds their utterances through the tsvector index, so a misspelt common word
+  does not send thousands of texts through the trigram recheck. Filled in the ingest
+  transaction; no unique key, so that concurrent ingests never wait for each other's
+  uncommitted words (a word two of them add at once is stored twice, read DISTINCT); a word of
+  a recording later removed stays (it then matches nothing).
 
 Revision ID: 0012
 Revises: 0011
@@ -65,6 +72,12 @@ CREATE INDEX utterances_transcript_idx ON utterances (transcript_id);
 CREATE INDEX utterances_sensor_time_idx ON utterances (sensor_id, local_time);
 CREATE INDEX utterances_local_date_idx ON utterances (local_date);
 CREATE INDEX utterances_starts_at_idx ON utterances (starts_at);
+
+CREATE TABLE speech_words (
+    word  text NOT NULL
+);
+CREATE INDEX speech_words_word_idx ON speech_words (word);
+CREATE INDEX speech_words_trgm_idx ON speech_words USING gin (word gin_trgm_ops);
 """
 
 #: ranger objects of sql/speech.sql (the downgrade drops them with the tables)
@@ -86,5 +99,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute(RANGER)
+    op.execute("DROP TABLE IF EXISTS speech_words")
     op.execute("DROP TABLE IF EXISTS utterances")
     op.execute("DROP TABLE IF EXISTS transcripts")

@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -306,6 +306,7 @@ def transcribe_into(
                     ],
                 )  # fmt: skip
                 n += len(utterances)
+                add_vocabulary(conn, (w.word for u in utterances for w in u.words))
             if on_chunk is not None:
                 on_chunk()
     assert stream.duration_s is not None
@@ -314,6 +315,26 @@ def transcribe_into(
         {"n": n, "s": stream.speech_s, "t": tid},
     )
     return Transcribed(n, stream.duration_s, stream.truncated, stream.speech_s)
+
+
+def vocabulary_word(word: str) -> str:
+    """A word as the vocabulary of the fuzzy search keeps it: lower case, letters and digits."""
+    return "".join(ch for ch in word.lower() if ch.isalnum())
+
+
+def add_vocabulary(conn: Connection, words: Iterable[str]) -> None:
+    """Add the words not yet in ``speech_words``, in the caller's transaction. The table has
+    no unique key on purpose: an insert never waits for another ingest's uncommitted words
+    (two workers may both add a new word; the search reads it DISTINCT)."""
+    new = sorted({v for v in map(vocabulary_word, words) if v})
+    if new:
+        conn.execute(
+            sa.text(
+                "INSERT INTO speech_words (word) SELECT w FROM unnest(CAST(:w AS text[])) w "
+                "WHERE NOT EXISTS (SELECT 1 FROM speech_words s WHERE s.word = w)"
+            ),
+            {"w": new},
+        )
 
 
 def transcribed(conn: Connection, recording_id: int) -> set[tuple[str, str]]:
