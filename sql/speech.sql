@@ -168,6 +168,7 @@ DECLARE
     v_terms record;
     v_near tsquery;
     v_word text;
+    v_need boolean := true;
 BEGIN
     PERFORM ranger._check_int('p_k (the number of results)', p_k, 1, 10000);
     IF coalesce(btrim(p_query), '') = '' THEN
@@ -185,7 +186,26 @@ BEGIN
         v_tsq := NULL;  -- only stop words (or nothing): the fuzzy part alone answers
     END IF;
     SELECT * INTO v_terms FROM ranger._speech_terms(p_query);
-    IF p_fuzzy AND v_terms.fuzzy <> '' THEN
+    -- The fuzzy part runs only when the full text finds fewer than k (with the filters).
+    IF p_fuzzy AND v_terms.fuzzy <> '' AND v_tsq IS NOT NULL THEN
+        SELECT count(*) < p_k INTO v_need
+          FROM (SELECT 1 FROM utterances u
+                 WHERE u.tsv @@ v_tsq
+                   AND (v_ids IS NULL OR u.sensor_id = ANY (v_ids))
+                   AND CASE WHEN p_time_from IS NOT NULL AND p_time_to IS NOT NULL THEN
+                            CASE WHEN p_time_from <= p_time_to
+                                 THEN u.local_time >= p_time_from AND u.local_time < p_time_to
+                                 ELSE u.local_time >= p_time_from OR u.local_time < p_time_to END
+                            WHEN p_time_from IS NOT NULL THEN u.local_time >= p_time_from
+                            WHEN p_time_to IS NOT NULL THEN u.local_time < p_time_to
+                            ELSE true END
+                   AND (p_date_from IS NULL OR u.local_date >= p_date_from)
+                   AND (p_date_to IS NULL OR u.local_date <= p_date_to)
+                   AND (p_at_from IS NULL OR u.starts_at >= p_at_from)
+                   AND (p_at_to IS NULL OR u.starts_at < p_at_to)
+                 LIMIT p_k) x;
+    END IF;
+    IF p_fuzzy AND v_terms.fuzzy <> '' AND v_need THEN
         -- the stored words spelt like the query, one of its words or all of them run together
         FOR v_word IN
             SELECT DISTINCT w.word
@@ -227,7 +247,7 @@ BEGIN
             SELECT f.id, greatest(word_similarity(v_terms.fuzzy, f.text),
                                   word_similarity(v_terms.nospace, f.text))::real AS score
               FROM f
-             WHERE p_fuzzy AND v_terms.fuzzy <> ''
+             WHERE p_fuzzy AND v_terms.fuzzy <> '' AND v_need
                AND (SELECT count(*) FROM ft) < p_k
                AND ((v_near IS NOT NULL AND f.tsv @@ v_near)
                     OR (v_near IS NULL

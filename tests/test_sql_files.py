@@ -27,7 +27,7 @@ FINGERPRINTS = {
     "classify.sql": ("0005", "09be065c4b7d"),
     "classifiers.sql": ("0009", "af19b4d25c22"),
     "species.sql": ("0011", "13d5005221de"),
-    "speech.sql": ("0012", "70931494b5fe"),
+    "speech.sql": ("0012", "5ce6ba3fe1a5"),
     "speakers.sql": ("0013", "39bc0dc0575c"),
 }
 
