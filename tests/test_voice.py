@@ -56,7 +56,9 @@ def voices(module_db_url: str) -> Cli:
     run("sensors", "add", "forest-1", "--site", "Wood", "--timezone", "Europe/Berlin")
     run("ingest", PODCAST, "-s", "studio", "-m", "voice", "-q",
         "--start-time", "2024-05-01T10:00:00+02:00")  # fmt: skip
-    run("ingest", FOREST, "-s", "forest-1", "-m", "voice", "-q")
+    # the forest gets its voice windows by backfill (the select_windows hook on that path too)
+    run("ingest", FOREST, "-s", "forest-1", "-m", "spectral", "-q")
+    run("backfill", "--model", "voice", "-q")
     for speaker in ("host", "guest", "caller"):
         run("speakers", "enrol", speaker, VOICES / f"{speaker}.wav")
     return run
