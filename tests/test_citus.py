@@ -219,9 +219,11 @@ def _cli_json(url: str, *args: str) -> list[dict]:
     r = _cli(url, *args, "--json")
     assert r.exit_code == 0, r.output
     rows = [json.loads(line) for line in r.stdout.splitlines()]
-    for row in rows:  # ids come from sequences; the rest must match
-        for key in ("segment_id", "recording_id", "run", "run_id"):
-            row.pop(key, None)
+    for row in rows:  # ids come from sequences, timestamps from the clock; the rest must match
+        for key in [k for k in row if k in ("segment_id", "recording_id", "run", "run_id")]:
+            row.pop(key)
+        for key in [k for k in row if k in ("created_at", "refreshed_at", "ingested_at")]:
+            row.pop(key)
     return rows
 
 
