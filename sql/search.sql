@@ -278,9 +278,12 @@ BEGIN
         IF v_where IN ('g.space_id = $2', 'g.space_id = $2 AND g.id <> $10') THEN
             v_estimate := v_total;
         ELSE
+            -- $1 (the query vector) is unused by the filter: a NULL integer stands in, since
+            -- Citus forwards the EXPLAIN's parameters to workers that cannot type an unused
+            -- extension-type one (and then abort the worker's transaction)
             EXECUTE format('EXPLAIN (FORMAT JSON) SELECT 1 FROM segments g WHERE %s', v_where)
                INTO v_plan
-              USING p_query, p_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
+              USING NULL::integer, p_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
                     p_at_from, p_at_to, p_exclude;
             v_estimate := (v_plan -> 0 -> 'Plan' ->> 'Plan Rows')::double precision;
         END IF;
