@@ -238,6 +238,7 @@ DECLARE
     v_method text := p_strategy;
     v_limit integer;
     v_over boolean := false;
+    v_distributed boolean := false;
 BEGIN
     -- Input checks (the helpers raise the message; plain IFs are evaluated without a query).
     IF p_k IS NULL OR p_k NOT BETWEEN 1 AND 10000 THEN
@@ -275,7 +276,16 @@ BEGIN
     IF v_method = 'auto' OR (v_method = 'hnsw' AND p_ef_search IS NULL) THEN
         -- How many windows pass the filters: the planner's estimate (no filter: all of them).
         v_total := greatest(ranger._space_rows(p_space), 1);
-        IF v_where IN ('g.space_id = $2', 'g.space_id = $2 AND g.id <> $10') THEN
+        -- On a Citus coordinator (segments distributed) the filter is not EXPLAINed: Citus
+        -- plans it on the workers and the ranking statement after it then fails ("cannot
+        -- switch local execution status"). The catalog is read dynamically: it exists only
+        -- where Citus is installed.
+        IF to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+            EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition '
+                    'WHERE logicalrelid = ''segments''::regclass)' INTO v_distributed;
+        END IF;
+        IF v_distributed
+           OR v_where IN ('g.space_id = $2', 'g.space_id = $2 AND g.id <> $10') THEN
             v_estimate := v_total;
         ELSE
             -- $1 (the query vector) is unused by the filter: a NULL integer stands in, since

@@ -22,7 +22,7 @@ from soundscape.resources import read_sql, sql_dir
 # record the new hash and that migration here.
 FINGERPRINTS = {
     "catalog.sql": ("0015", "43e3930961ea"),
-    "search.sql": ("0016", "65b4bcf60b8b"),
+    "search.sql": ("0016", "c744760b9c32"),
     "analytics.sql": ("0010", "47e2f3e74139"),
     "classify.sql": ("0005", "09be065c4b7d"),
     "classifiers.sql": ("0009", "af19b4d25c22"),
