@@ -50,7 +50,7 @@ from search import (  # noqa: E402
 )
 
 from soundscape import cluster  # noqa: E402
-from soundscape.db import make_engine, raw_connection, upgrade  # noqa: E402
+from soundscape.db import make_engine, upgrade  # noqa: E402
 
 #: the same memory per server in both layouts (4 servers share this machine's 23 GB)
 SETTINGS = (
@@ -214,30 +214,6 @@ def compare_distribution(engine, space, offset: int, folder: Path, queries, trut
     return out
 
 
-#: what sql/search.sql's search_vector needs on Citus (asked of its owner): no EXPLAIN of the
-#: filter on a distributed table (it leaves the worker transaction unusable, and Citus's row
-#: estimate is a constant); the capped exact scan counts instead
-_NO_EXPLAIN = (
-    "IF v_where IN ('g.space_id = $2', 'g.space_id = $2 AND g.id <> $10') THEN",
-    "IF v_where IN ('g.space_id = $2', 'g.space_id = $2 AND g.id <> $10') "
-    "OR (to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL AND EXISTS ("
-    "SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = 'segments'::regclass)) THEN",
-)
-
-
-def patch_explain(engine) -> bool:
-    """Until sql/search.sql skips its EXPLAIN on Citus, apply the current file with that one
-    change to the cluster's database (docs/scaling.md, limit 0)."""
-    from soundscape.resources import read_sql
-
-    text = read_sql("search.sql")
-    if "pg_dist_partition" in text or _NO_EXPLAIN[0] not in text:
-        return False
-    with engine.connect() as conn:
-        raw_connection(conn).execute(text.replace(*_NO_EXPLAIN))
-    return True
-
-
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -277,8 +253,6 @@ def main() -> None:
             # transaction on a coordinator that holds reference tables can fail: docs/scaling.md)
             engine = make_engine(url).execution_options(isolation_level="AUTOCOMMIT")
             notes = upgrade(engine)
-            if label == "citus":
-                result["search_sql_patched"] = patch_explain(engine)
             print(f"{label}: upgraded; {' | '.join(notes)}", file=sys.stderr)
             layouts[label] = SimpleNamespace(db=SimpleNamespace(engine=engine))
         for kind in args.sets.split(","):

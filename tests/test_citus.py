@@ -25,21 +25,12 @@ import pytest
 import sqlalchemy as sa
 
 from soundscape import cluster
-from soundscape.resources import read_sql
 
 from . import reserve
 from .conftest import SHARED_AUDIO
 from .reserve import EXAMPLES
 
 MISSING = cluster.citus_missing()
-#: sql/search.sql's search_vector EXPLAINs the filter to estimate its selectivity; on Citus that
-#: leaves the worker transaction unusable, so filtered vector searches with the auto or hnsw
-#: strategy fail until the file skips it there (docs/scaling.md, "Limits found", 0)
-EXPLAIN_ON_CITUS = pytest.mark.xfail(
-    "pg_dist_partition" not in read_sql("search.sql"),
-    reason="sql/search.sql still EXPLAINs the filter on Citus (docs/scaling.md, limit 0)",
-    strict=False,
-)
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
@@ -223,7 +214,6 @@ def test_exact_search_is_identical(dbs, space):
             assert _search(citus_url, space, vec, where, "exact") == one, (space, name)
 
 
-@EXPLAIN_ON_CITUS
 @pytest.mark.parametrize("space", ["birdnet", "spectral"])
 def test_hnsw_recall_against_exact(dbs, space):
     _, citus_url = dbs
@@ -260,10 +250,7 @@ SEARCHES = [
     ("siren", "--events", "--from", "2024-05-01T11:00:00+02:00", "--to", "2024-05-01T13:00+02:00"),
     ("birdsong", "-n", "5"),
     ("--audio", str(SIREN), "--events", "-n", "6"),
-    pytest.param(
-        ("--audio", str(SIREN), "--space", "spectral", "--quadrant", "S", "-n", "3"),
-        marks=EXPLAIN_ON_CITUS,
-    ),
+    ("--audio", str(SIREN), "--space", "spectral", "--quadrant", "S", "-n", "3"),
     ("--audio", str(SIREN), "--time", "02:00-03:00", "--strategy", "exact"),
 ]
 
