@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from functools import cache
-from importlib.metadata import entry_points
-
 from soundscape.embedders.base import Embedder, l2_normalize
-from soundscape.errors import ModelUnavailable, SoundscapeError
+from soundscape.plugins import Registry
 
 ENTRY_POINT_GROUP = "soundscape.models"
 
@@ -22,34 +19,17 @@ _BUILTINS = {
     "voice": "soundscape.embedders.voice:Voice",
 }
 
-
-def _load(target: str) -> type[Embedder]:
-    module_name, _, attr = target.partition(":")
-    module = __import__(module_name, fromlist=[attr])
-    return getattr(module, attr)
-
-
-@cache
-def _entry_points() -> dict[str, str]:
-    found = dict(_BUILTINS)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found[ep.name] = ep.value
-    return found
+MODELS: Registry[Embedder] = Registry(
+    ENTRY_POINT_GROUP, _BUILTINS, "model", " (see `soundscape models list`)"
+)
 
 
 def model_names() -> list[str]:
-    return sorted(_entry_points())
+    return MODELS.names()
 
 
 def get_model_class(name: str) -> type[Embedder]:
-    targets = _entry_points()
-    key = name.strip().lower()
-    if key not in targets:
-        raise SoundscapeError(
-            f"unknown model {name!r}; available: {', '.join(sorted(targets))} "
-            "(see `soundscape models list`)"
-        )
-    return _load(targets[key])
+    return MODELS.get(name)
 
 
 def model_classes() -> dict[str, type[Embedder]]:
@@ -58,8 +38,4 @@ def model_classes() -> dict[str, type[Embedder]]:
 
 def load_model(name: str, **params) -> Embedder:
     """Instantiate a model, raising ``ModelUnavailable`` with a fix when it cannot run here."""
-    cls = get_model_class(name)
-    reason = cls.unavailable_reason()
-    if reason:
-        raise ModelUnavailable(f"model {name!r} is not available: {reason}")
-    return cls(**params)
+    return MODELS.load(name, **params)
