@@ -47,7 +47,7 @@ demo: install
 
 # Everything CI runs: lint, type check of the library, the whole test suite.
 test: $(TESTSTAMP) check
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # The inner loop: everything but the tests marked slow (about 2.5 minutes on 2 cores).
 test-fast: $(TESTSTAMP)

@@ -216,12 +216,25 @@ def main() -> None:
         help="an older sql/search.sql (git show REV:sql/search.sql > FILE), as variant old",
     )
     p.add_argument("--filters", default=",".join(FILTERS), help="which filters")
+    p.add_argument(
+        "--warm",
+        type=int,
+        choices=(0, 1),
+        default=1,
+        help="1: run every query once untimed before timing (default); 0: query 0 only",
+    )
     args = p.parse_args()
     folder = make_set("realistic", args.n, np.random.default_rng(7))
     queries = np.load(folder / "queries.npy")[: args.queries]
     peer = None if args.no_peer else Peer(args.hoplite, folder)
     db = ScratchDatabase(args.home)
-    result: dict = {"machine": machine(), "n": args.n, "queries": args.queries, "filters": {}}
+    result: dict = {
+        "machine": machine(),
+        "n": args.n,
+        "queries": args.queries,
+        "warm": args.warm,
+        "filters": {},
+    }
     try:
         tune_server(db)
         space, offset, result["load"] = prepare(db, folder, args.n, args.index)
@@ -252,11 +265,16 @@ def main() -> None:
                         ef_search=int(ef) if ef else None,
                     )
 
-                for v in variants:  # warm-up
-                    ours(queries[0], v)
-                if peer:
-                    for meth in HOPLITE_METHODS:
-                        peer.query(name, 0, meth)
+                # warm-up, untimed: every query once through every route (--warm 1, the
+                # default), so both sides are timed with the pages they read in memory, as
+                # in a running service (hoplite holds its USearch index in memory; a fresh
+                # PostgreSQL starts with empty shared buffers); --warm 0: query 0 only
+                for qi in range(len(queries) if args.warm else 1):
+                    for v in variants:
+                        ours(queries[qi], v)
+                    if peer:
+                        for meth in HOPLITE_METHODS:
+                            peer.query(name, qi, meth)
                 for qi, (q, t) in enumerate(zip(queries, truth)):
                     want = max(1, min(10, len(t)))
                     for v in variants:
