@@ -62,6 +62,19 @@ _SCORE_COPY = (
 _SCORE_TYPES = ["int4", "int8", "int4", "float4"]
 
 
+def describe_counts(counts: dict[str, int]) -> str:
+    """What ``counts`` (per space: windows; per transcriber: utterances) stored, in words:
+    ``12 windows``, ``3 utterances`` or ``12 windows, 3 utterances``."""
+    said = {name: n for name, n in counts.items() if is_transcriber(name)}
+    windows = {name: n for name, n in counts.items() if name not in said}
+    parts = []
+    if windows or not said:
+        parts.append(f"{sum(windows.values())} windows")
+    if said:
+        parts.append(f"{sum(said.values())} utterances")
+    return ", ".join(parts)
+
+
 @dataclass
 class FileResult:
     path: str
@@ -69,6 +82,7 @@ class FileResult:
     reason: str = ""
     recording_id: int | None = None
     duration_s: float = 0.0
+    #: per space its windows, per transcriber its utterances (``describe_counts``)
     segments: dict[str, int] = field(default_factory=dict)
     #: the file's SHA-256 when it was read; for a failure, the exception behind it
     sha256: str | None = field(default=None, repr=False)
@@ -94,7 +108,11 @@ class Summary:
     skipped: int = 0
     failed: int = 0
     audio_s: float = 0.0
+    #: windows stored (all spaces) and utterances (all transcribers)
     segments: int = 0
+    utterances: int = 0
+    #: the same per space or transcriber
+    counts: dict[str, int] = field(default_factory=dict)
     results: list[FileResult] = field(default_factory=list)
 
     def add(self, r: FileResult) -> None:
@@ -102,7 +120,16 @@ class Summary:
         setattr(self, r.status, getattr(self, r.status) + 1)
         if r.status == "stored":
             self.audio_s += r.duration_s
-            self.segments += sum(r.segments.values())
+            for name, n in r.segments.items():
+                self.counts[name] = self.counts.get(name, 0) + n
+                if is_transcriber(name):
+                    self.utterances += n
+                else:
+                    self.segments += n
+
+    def describe(self) -> str:
+        """What was stored, in words (``describe_counts``)."""
+        return describe_counts(self.counts)
 
     def as_dict(self) -> dict:
         return {
@@ -111,6 +138,7 @@ class Summary:
             "failed": self.failed,
             "audio_hours": self.audio_s / 3600,
             "segments": self.segments,
+            "utterances": self.utterances,
         }
 
 

@@ -187,10 +187,13 @@ class _SpaceKey:
 
 @dataclass
 class Plan:
-    """A validated configuration and the spaces it writes (to recognise stored files)."""
+    """A validated configuration and what it writes (to recognise stored files): the spaces
+    (None: a space that cannot be recognised from here) and the transcripts, as (model,
+    version)."""
 
     config: JobConfig
     spaces: list[_SpaceKey | None] = field(default_factory=list)
+    transcripts: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -215,11 +218,12 @@ def validate(
         raise SoundscapeError("no model given; use --model, e.g. --model birdnet")
     plan = Plan(JobConfig(sensor, tuple(names), window_s, hop_s, replace))
     for name in names:
-        if is_transcriber(name):  # utterances, not a space: the worker skips done files
-            reason = get_transcriber_class(name).unavailable_reason()
+        if is_transcriber(name):  # utterances, not a space: a transcript by this version
+            said = get_transcriber_class(name)
+            reason = said.unavailable_reason()
             if reason:
                 plan.warnings.append(f"model {name!r} cannot run on this machine: {reason}")
-            plan.spaces.append(None)
+            plan.transcripts.append((said.name, str(said.version)))
             continue
         cls = get_model_class(name)
         window, hop = resolve_window(cls, window_s, hop_s, allow_gaps=allow_gaps)
@@ -240,7 +244,8 @@ def validate(
 
 
 def _stored_recording(conn: Connection, plan: Plan, digest: str) -> int | None:
-    """The recording with this SHA-256 if it is complete in every space of ``plan``."""
+    """The recording with this SHA-256 if it is complete in every space of ``plan`` and has
+    a transcript by each of its transcribers (same version)."""
     if any(k is None for k in plan.spaces):
         return None
     rec = conn.execute(
@@ -258,6 +263,16 @@ def _stored_recording(conn: Connection, plan: Plan, digest: str) -> int | None:
                 "AND sp.params = CAST(:params AS jsonb)"
             ),
             {"r": rec, **asdict(key)},
+        ).fetchone()
+        if found is None:
+            return None
+    for model, version in plan.transcripts:
+        found = conn.execute(
+            sa.text(
+                "SELECT 1 FROM transcripts WHERE recording_id = :r AND model = :m "
+                "AND model_version = :v"
+            ),
+            {"r": rec, "m": model, "v": version},
         ).fetchone()
         if found is None:
             return None
@@ -318,7 +333,8 @@ def enqueue(
 
     A file with a queued, running or done job of the same path and configuration is skipped
     (unless ``replace``); a failed one is re-queued (attempts reset). With ``check_stored`` a
-    file whose SHA-256 is already stored in all the plan's spaces is skipped as well.
+    file whose SHA-256 is already stored in all the plan's spaces, and transcribed by all its
+    transcribers, is skipped as well.
     Concurrent enqueuers are serialised by an advisory lock, so a file is never queued twice.
     """
     config = plan.config

@@ -62,7 +62,7 @@ from soundscape import jobs
 from soundscape.audio import is_supported
 from soundscape.db import normalize_url, raw_connection
 from soundscape.errors import AudioError, ConnectionLost
-from soundscape.ingest import FileResult, Ingestor
+from soundscape.ingest import FileResult, Ingestor, describe_counts
 
 log = logging.getLogger(__name__)
 
@@ -305,8 +305,7 @@ class Worker:
                     jobs.mark_done(raw_connection(conn), fence)
                 jobs.set_result(conn, fence, result.as_dict())
             self.stats.done += 1
-            n = sum(result.segments.values())
-            what = f"{n} windows" if result.status == "stored" else result.reason
+            what = describe_counts(result.segments) if result.status == "stored" else result.reason
             self._say(f"job {job.id} done in {took:.1f} s: {job.path} ({result.status}: {what})")
             return "done"
         return self._failed(job, fence, result.exception, result.reason, result, result.sha256)

@@ -216,7 +216,7 @@ def ingest(
     s = summary.as_dict()
     echo_err(
         f"stored {s['stored']}, skipped {s['skipped']}, failed {s['failed']} file(s); "
-        f"{s['audio_hours']:.3f} h of audio, {s['segments']} windows"
+        f"{s['audio_hours']:.3f} h of audio, {summary.describe()}"
     )
     if as_json:
         click.echo(json.dumps({"summary": s, "files": [r.as_dict() for r in summary.results]}))
@@ -296,7 +296,7 @@ def backfill(model_opts, window, hop, allow_gaps, sensors, as_json, quiet, datab
     s = summary.as_dict()
     echo_err(
         f"backfilled {s['stored']}, skipped {s['skipped']}, failed {s['failed']} "
-        f"recording(s); {s['audio_hours']:.3f} h of audio, {s['segments']} windows"
+        f"recording(s); {s['audio_hours']:.3f} h of audio, {summary.describe()}"
     )
     if as_json:
         click.echo(json.dumps({"summary": s, "recordings": [r.as_dict() for r in summary.results]}))
