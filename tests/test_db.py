@@ -8,8 +8,18 @@ import numpy as np
 import psycopg
 import pytest
 import sqlalchemy as sa
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
-from soundscape.db import head_revision, make_engine, mask_url, normalize_url, open_database
+from soundscape.db import (
+    alembic_config,
+    current_revision,
+    head_revision,
+    make_engine,
+    mask_url,
+    normalize_url,
+    open_database,
+)
 from soundscape.embedders.base import Embedder
 from soundscape.errors import DatabaseError
 from soundscape.spaces import ensure_space, list_spaces
@@ -242,3 +252,11 @@ def test_index_type_migration_round_trip(db_url):
             assert "g.embedding::halfvec(16) <=> ($1)::halfvec(16)" in sql
     finally:
         engine.dispose()
+
+
+def test_revision_check_agrees_with_alembic(engine):
+    """The start-up check reads revisions without Alembic: the same answers as Alembic's."""
+    assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+    with engine.connect() as conn:
+        assert current_revision(conn) == MigrationContext.configure(conn).get_current_revision()
+        assert current_revision(conn) == head_revision()
