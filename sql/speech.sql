@@ -1,8 +1,9 @@
 -- The speech family of the `ranger` schema (current definitions; see sql/README.md): what is
--- said, searchable in SQL. Applied by migration 0012. One implementation for the CLI
+-- said, searchable in SQL. Applied by migrations 0012 and 0019. One implementation for the CLI
 -- (`soundscape search --said`), notebooks (soundscape.speech) and BI tools.
 --
--- ranger.search_speech(query, k, filters...) finds utterances (tables of 0012) by
+-- ranger.search_speech(query, k, filters...) finds utterances (tables of 0012) that pass the
+-- filters (ranger._speech_filtered, shared by its two paths) by
 --   * full text: websearch_to_tsquery('english', query) on the utterance's tsvector (GIN):
 --     words, "quoted phrases", -exclusions, `or`; ranked by ts_rank_cd (normalised to 0..1);
 --   * then, while fewer than k were found and p_fuzzy, a fuzzy fallback: the stored words
@@ -137,6 +138,30 @@ LANGUAGE sql IMMUTABLE AS $$
       FROM jsonb_array_elements(p_words) WITH ORDINALITY AS e(w, ord)
 $$;
 
+-- The utterances that pass the place and time filters of ranger.search_speech: sensors (ids;
+-- NULL: all), the local time of day of the start (half-open; a range may cross midnight),
+-- local dates (inclusive) and absolute instants (half-open). One SELECT in LANGUAGE sql, so
+-- the planner inlines it into the caller's query (the text indexes still serve it).
+CREATE OR REPLACE FUNCTION ranger._speech_filtered(
+    p_ids integer[], p_time_from time, p_time_to time, p_date_from date, p_date_to date,
+    p_at_from timestamptz, p_at_to timestamptz
+) RETURNS SETOF public.utterances
+LANGUAGE sql STABLE AS $$
+    SELECT u.* FROM public.utterances u
+     WHERE (p_ids IS NULL OR u.sensor_id = ANY (p_ids))
+       AND CASE WHEN p_time_from IS NOT NULL AND p_time_to IS NOT NULL THEN
+                CASE WHEN p_time_from <= p_time_to
+                     THEN u.local_time >= p_time_from AND u.local_time < p_time_to
+                     ELSE u.local_time >= p_time_from OR u.local_time < p_time_to END
+                WHEN p_time_from IS NOT NULL THEN u.local_time >= p_time_from
+                WHEN p_time_to IS NOT NULL THEN u.local_time < p_time_to
+                ELSE true END
+       AND (p_date_from IS NULL OR u.local_date >= p_date_from)
+       AND (p_date_to IS NULL OR u.local_date <= p_date_to)
+       AND (p_at_from IS NULL OR u.starts_at >= p_at_from)
+       AND (p_at_to IS NULL OR u.starts_at < p_at_to)
+$$;
+
 CREATE OR REPLACE FUNCTION ranger.search_speech(
     p_query text,
     p_k integer DEFAULT 10,
@@ -189,20 +214,9 @@ BEGIN
     -- The fuzzy part runs only when the full text finds fewer than k (with the filters).
     IF p_fuzzy AND v_terms.fuzzy <> '' AND v_tsq IS NOT NULL THEN
         SELECT count(*) < p_k INTO v_need
-          FROM (SELECT 1 FROM utterances u
+          FROM (SELECT 1 FROM ranger._speech_filtered(v_ids, p_time_from, p_time_to, p_date_from,
+                                                      p_date_to, p_at_from, p_at_to) u
                  WHERE u.tsv @@ v_tsq
-                   AND (v_ids IS NULL OR u.sensor_id = ANY (v_ids))
-                   AND CASE WHEN p_time_from IS NOT NULL AND p_time_to IS NOT NULL THEN
-                            CASE WHEN p_time_from <= p_time_to
-                                 THEN u.local_time >= p_time_from AND u.local_time < p_time_to
-                                 ELSE u.local_time >= p_time_from OR u.local_time < p_time_to END
-                            WHEN p_time_from IS NOT NULL THEN u.local_time >= p_time_from
-                            WHEN p_time_to IS NOT NULL THEN u.local_time < p_time_to
-                            ELSE true END
-                   AND (p_date_from IS NULL OR u.local_date >= p_date_from)
-                   AND (p_date_to IS NULL OR u.local_date <= p_date_to)
-                   AND (p_at_from IS NULL OR u.starts_at >= p_at_from)
-                   AND (p_at_to IS NULL OR u.starts_at < p_at_to)
                  LIMIT p_k) x;
     END IF;
     IF p_fuzzy AND v_terms.fuzzy <> '' AND v_need THEN
@@ -223,19 +237,8 @@ BEGIN
     END IF;
     RETURN QUERY
     WITH f AS NOT MATERIALIZED (
-        SELECT u.* FROM utterances u
-         WHERE (v_ids IS NULL OR u.sensor_id = ANY (v_ids))
-           AND CASE WHEN p_time_from IS NOT NULL AND p_time_to IS NOT NULL THEN
-                    CASE WHEN p_time_from <= p_time_to
-                         THEN u.local_time >= p_time_from AND u.local_time < p_time_to
-                         ELSE u.local_time >= p_time_from OR u.local_time < p_time_to END
-                    WHEN p_time_from IS NOT NULL THEN u.local_time >= p_time_from
-                    WHEN p_time_to IS NOT NULL THEN u.local_time < p_time_to
-                    ELSE true END
-           AND (p_date_from IS NULL OR u.local_date >= p_date_from)
-           AND (p_date_to IS NULL OR u.local_date <= p_date_to)
-           AND (p_at_from IS NULL OR u.starts_at >= p_at_from)
-           AND (p_at_to IS NULL OR u.starts_at < p_at_to)
+        SELECT u.* FROM ranger._speech_filtered(v_ids, p_time_from, p_time_to, p_date_from,
+                                                p_date_to, p_at_from, p_at_to) u
     ), ft AS MATERIALIZED (
         SELECT f.id, ts_rank_cd(f.tsv, v_tsq, 32)::real AS score
           FROM f
@@ -265,12 +268,8 @@ BEGIN
         SELECT hits.* FROM hits ORDER BY hits.tier, hits.score DESC, hits.id LIMIT p_k
     )
     SELECT u.id, h.score, u.recording_id, r.path, s.name, s.site, s.quadrant,
-           coalesce(sp.start_s, u.start_s), coalesce(sp.end_s, u.end_s),
-           u.starts_at + (coalesce(sp.start_s, u.start_s) - u.start_s) * interval '1 second',
-           ((u.starts_at + (coalesce(sp.start_s, u.start_s) - u.start_s) * interval '1 second')
-               AT TIME ZONE s.timezone)::date,
-           ((u.starts_at + (coalesce(sp.start_s, u.start_s) - u.start_s) * interval '1 second')
-               AT TIME ZONE s.timezone)::time,
+           w.start_s, w.end_s, w.starts_at, (w.starts_at AT TIME ZONE s.timezone)::date,
+           (w.starts_at AT TIME ZONE s.timezone)::time,
            CASE WHEN h.method = 'fulltext'
                 THEN ts_headline('english', u.text, v_tsq,
                                  'StartSel=**, StopSel=**, MinWords=20, MaxWords=40')
@@ -286,6 +285,11 @@ BEGIN
       LEFT JOIN LATERAL ranger._speech_span(
           u.words, CASE WHEN h.method = 'fulltext' THEN v_terms.lexemes END,
           v_terms.fuzzy) sp ON true
+      -- the hit's words (the whole utterance when no span was found) and when they start
+      CROSS JOIN LATERAL (
+          SELECT coalesce(sp.start_s, u.start_s) AS start_s, coalesce(sp.end_s, u.end_s) AS end_s,
+                 u.starts_at + (coalesce(sp.start_s, u.start_s) - u.start_s) * interval '1 second'
+                     AS starts_at) w
      ORDER BY h.tier, h.score DESC, u.id;
 END
 $fn$;
