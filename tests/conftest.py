@@ -9,6 +9,7 @@ gets a fresh copy of it (CREATE DATABASE ... TEMPLATE), so tests never see each 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import tempfile
@@ -134,6 +135,42 @@ def run_cli():
         return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False, **kwargs)
 
     return run
+
+
+class Cli:
+    """Run the CLI in-process on the database at ``url``: ``run("search", "owl", code=1)``
+    asserts the exit code (0 by default) and returns click's Result; ``run.json(...)`` adds
+    ``--json`` and returns the parsed rows. For module-scoped fixtures that fill a database
+    once (``module_db_url``)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __call__(self, *args: object, code: int = 0):
+        from click.testing import CliRunner
+
+        from soundscape.cli import cli
+
+        result = CliRunner().invoke(
+            cli, [str(a) for a in args], env={"SOUNDSCAPE_DATABASE_URL": self.url},
+            catch_exceptions=False,
+        )  # fmt: skip
+        assert result.exit_code == code, (args, result.stdout, result.stderr)
+        return result
+
+    def json(self, *args: object) -> list[dict]:
+        out = self(*args, "--json").stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def recording_id(engine, path: Path) -> int:
+    """The id of the recording stored from ``path``."""
+    import sqlalchemy as sa
+
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.text("SELECT id FROM recordings WHERE path = :p"), {"p": str(path.resolve())}
+        ).scalar_one()
 
 
 def real_audio(relative: str) -> Path:

@@ -9,19 +9,16 @@ three voices from ``voices/<speaker>.wav`` (other sentences of the same voices).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner
 
-from soundscape.cli import cli
 from soundscape.db import make_engine
 from soundscape.embedders import get_model_class, load_model
 from soundscape.embedders.voice import Voice, partial_starts
 from soundscape.speakers import Turn, _viterbi, diarize
-from tests.conftest import ROOT, SHARED_AUDIO
+from tests.conftest import ROOT, SHARED_AUDIO, Cli, recording_id
 
 pytestmark = pytest.mark.slow
 
@@ -30,23 +27,6 @@ VOICES = SHARED_AUDIO / "podcast" / "voices"
 FOREST = ROOT / "examples" / "audio" / "xc563936.mp3"
 TRUTH = json.loads((SHARED_AUDIO / "podcast" / "truth.json").read_text())
 SENTENCES = TRUTH["sentences"]
-
-
-class Cli:
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def __call__(self, *args: object, code: int = 0):
-        result = CliRunner().invoke(
-            cli, [str(a) for a in args], env={"SOUNDSCAPE_DATABASE_URL": self.url},
-            catch_exceptions=False,
-        )  # fmt: skip
-        assert result.exit_code == code, (args, result.stdout, result.stderr)
-        return result
-
-    def json(self, *args: object) -> list[dict]:
-        out = self(*args, "--json").stdout
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +49,6 @@ def engine(module_db_url: str):
     eng = make_engine(module_db_url)
     yield eng
     eng.dispose()
-
-
-def recording_id(engine, path: Path) -> int:
-    with engine.connect() as conn:
-        return conn.execute(
-            sa.text("SELECT id FROM recordings WHERE path = :p"), {"p": str(path.resolve())}
-        ).scalar_one()
 
 
 def speaker_at(start: float, end: float) -> str | None:
