@@ -81,6 +81,9 @@ DECLARE
     v_where text;
     v_min_logit double precision;
     v_norm double precision;
+    v_ann_recording bigint[];
+    v_ann_start double precision[];
+    v_ann_end double precision[];
 BEGIN
     PERFORM ranger._check_int('p_k (the number of results)', p_k, 1, 10000);
     IF p_order IS NULL OR p_order NOT IN ('top', 'margin') THEN
@@ -92,8 +95,16 @@ BEGIN
     v_where := ranger._filter_sql(v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
                                   p_at_from, p_at_to, NULL);
     IF p_unlabelled THEN
-        v_where := v_where || ' AND NOT EXISTS (SELECT 1 FROM annotations a
-                                  WHERE a.recording_id = g.recording_id AND a.label = $14
+        -- The label's annotations are read first (a few hundred, not a join with every
+        -- window): on a Citus cluster annotations is a table of the coordinator (its trigger),
+        -- which a query on the windows' shards may not join; the same rows on one server.
+        SELECT coalesce(array_agg(a.recording_id), '{}'), coalesce(array_agg(a.start_s), '{}'),
+               coalesce(array_agg(a.end_s), '{}')
+          INTO v_ann_recording, v_ann_start, v_ann_end
+          FROM annotations a WHERE a.label = p_label;
+        v_where := v_where || ' AND NOT EXISTS (SELECT 1 FROM unnest($16, $17, $18)
+                                      a(recording_id, start_s, end_s)
+                                  WHERE a.recording_id = g.recording_id
                                     AND a.start_s < g.end_s AND a.end_s > g.start_s)';
     END IF;
     IF p_min_score IS NOT NULL THEN
@@ -154,7 +165,7 @@ BEGIN
              ELSE 'abs(1 / (1 + exp(-greatest(-50, least(50, h.logit)))) - $15)' END)
         USING m.weights, m.space_id, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
               p_at_from, p_at_to, NULL::bigint, p_k, v_min_logit, m.bias, p_label,
-              m.threshold::double precision;
+              m.threshold::double precision, v_ann_recording, v_ann_start, v_ann_end;
 END
 $fn$;
 
@@ -218,7 +229,7 @@ BEGIN
                   WHERE l.classifier_id = $1 AND %2$s) x
           WHERE x.logit >= ln(x.threshold / (1 - x.threshold))
          ON CONFLICT (classifier_id, label, segment_id)
-         DO UPDATE SET score = EXCLUDED.score, detected_at = now()',
+         DO UPDATE SET score = EXCLUDED.score, detected_at = EXCLUDED.detected_at',
         v_dim, v_where)
         USING p_classifier, v_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
               p_at_from, p_at_to, NULL::bigint, p_from, p_to;
@@ -230,6 +241,30 @@ BEGIN
         USING p_classifier, v_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
               p_at_from, p_at_to, NULL::bigint, p_from, p_to;
     RETURN QUERY SELECT v_scored, v_detected;
+END
+$fn$;
+
+-- The id of the newest version of each classifier (by name) that has scored any window (a
+-- row in classifier_scored): what ranger.detections shows. One index probe of
+-- classifier_scored per version, newest first, until a name has one (on Citus each probe is
+-- a query on every shard's primary key, never a copy of the table). SECURITY DEFINER and
+-- not internal (no leading _): the readers of the views that call it (BI roles, which may
+-- not read the tables) need to execute it.
+CREATE OR REPLACE FUNCTION ranger.newest_scored_classifiers() RETURNS SETOF integer
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = public, pg_temp
+AS $fn$
+DECLARE
+    r record;
+    v_found text;
+BEGIN
+    FOR r IN SELECT c.id, c.name FROM classifiers c ORDER BY c.name, c.version DESC LOOP
+        CONTINUE WHEN r.name = v_found;  -- a newer version of this name has scored
+        IF EXISTS (SELECT 1 FROM classifier_scored cs WHERE cs.classifier_id = r.id) THEN
+            v_found := r.name;
+            RETURN NEXT r.id;
+        END IF;
+    END LOOP;
 END
 $fn$;
 
@@ -251,11 +286,16 @@ SELECT c.name,
        cardinality(c.annotation_ids)                        AS n_annotations,
        c.params,
        c.created_at,
-       (SELECT count(*) FROM classifier_detections d
-         WHERE d.classifier_id = c.id AND d.label = l.label) AS detections
+       coalesce(d.n, 0)                                     AS detections
   FROM classifiers c
   JOIN spaces sp ON sp.id = c.space_id
-  JOIN classifier_labels l ON l.classifier_id = c.id;
+  JOIN classifier_labels l ON l.classifier_id = c.id
+  -- a join on the counts, not a count per row: Citus runs no correlated subquery on a
+  -- distributed table (docs/scaling.md); the same rows on one server
+  LEFT JOIN (SELECT classifier_id, label, count(*) AS n
+               FROM classifier_detections
+              GROUP BY classifier_id, label) d
+         ON d.classifier_id = c.id AND d.label = l.label;
 
 -- Every window a classifier version detected, with place and local time.
 CREATE OR REPLACE VIEW ranger.classifier_detections AS
@@ -289,7 +329,14 @@ SELECT c.name          AS classifier,
 --                        concept is the classifier's name, label the label. Only the newest
 --                        version of each classifier that has scored any window is shown
 --                        (every version's detections: ranger.classifier_detections).
+-- Those versions come from ranger.newest_scored_classifiers() in a materialized CTE: one
+-- evaluation per query, on the coordinator of a Citus cluster (which runs no correlated
+-- subquery on a distributed table, and would copy every classifier_scored row to the
+-- coordinator for an IN (SELECT ...) subquery).
 CREATE OR REPLACE VIEW ranger.detections AS
+WITH newest AS MATERIALIZED (
+    SELECT n.id FROM ranger.newest_scored_classifiers() n(id)
+)
 SELECT c.name          AS concept,
        d.score,
        d.segment_id,
@@ -327,14 +374,11 @@ SELECT k.name,
        d.label,
        'classifier'::text
   FROM classifier_detections d
+  JOIN newest n ON n.id = d.classifier_id
   JOIN classifiers k ON k.id = d.classifier_id
   JOIN segments g ON g.space_id = d.space_id AND g.id = d.segment_id
   JOIN recordings r ON r.id = g.recording_id
-  JOIN sensors s ON s.id = g.sensor_id
- WHERE k.version = (SELECT max(k2.version) FROM classifiers k2
-                     WHERE k2.name = k.name
-                       AND EXISTS (SELECT 1 FROM classifier_scored cs
-                                    WHERE cs.classifier_id = k2.id));
+  JOIN sensors s ON s.id = g.sensor_id;
 
 -- Detections per concept (or classifier) and label, site/quadrant, local day and local hour.
 CREATE OR REPLACE VIEW ranger.activity_by_hour AS

@@ -247,6 +247,8 @@ CALLS: dict[str, str] = {
     "(SELECT space_id FROM ranger.spaces WHERE name = 'spectral'), ARRAY['north-1'], "
     "p_time_from => '22:00', p_time_to => '04:00')",
     "search_classifier": "SELECT count(*) FROM ranger.search_classifier('sirens', 'siren', 5)",
+    # what ranger.detections shows of classifiers (none has scored here: no permission error)
+    "newest_scored_classifiers": "SELECT 1 + count(*) FROM ranger.newest_scored_classifiers()",
     # speech (issue 12): nothing transcribed here, so no rows, but no permission error either
     "search_speech": "SELECT 1 + count(*) FROM ranger.search_speech('chainsaw')",
 }

@@ -117,6 +117,7 @@ def _view(url: str, sql: str) -> list[dict]:
         "ingested_at",
         "error_id",
         "occurred_at",
+        "detected_at",
     }
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     try:
@@ -140,9 +141,10 @@ def test_layout_shards_and_worker_settings(dbs, citus):
     assert (where["segments"].kind, where["segments"].column) == ("distributed", "id")
     for table in ("segment_scores", "detections", "classifier_detections", "anomaly_scores"):
         assert (where[table].kind, where[table].column) == ("distributed", "segment_id"), table
-    for table in ("sensors", "recordings", "spaces", "space_labels", "concepts", "annotations"):
+    for table in ("sensors", "recordings", "spaces", "space_labels", "concepts"):
         assert where[table].kind == "reference", table
-    for table in ("jobs", "ingest_errors", "alembic_version"):
+    # annotations (its reviewer trigger) stays on the coordinator, as a Citus local table
+    for table in ("jobs", "ingest_errors", "alembic_version", "annotations"):
         assert where[table].kind == "local", table
     # every shard of every space's partition has its HNSW index, on the workers
     shards = _rows(
@@ -300,11 +302,98 @@ def test_concepts_classify_anomalies_and_views(dbs):
     ):
         sql = f"SELECT * FROM {view} ORDER BY {order}"
         assert _view(citus_url, sql) == _view(single, sql), view
-    # Known limit (docs/scaling.md): views with a correlated subquery on a distributed table
-    # under a UNION ALL are refused by Citus; this fails once classifiers.sql is rewritten
-    for view in ("ranger.detections", "ranger.activity_by_hour", "ranger.species_daily"):
-        with pytest.raises(sa.exc.DBAPIError, match="complex joins"):
-            _rows(citus_url, f"SELECT count(*) FROM {view}")
+    _same_detection_views(single, citus_url)
+
+
+#: the views of detections (concepts' and classifiers'), each in a total order
+DETECTION_VIEWS = (
+    ("ranger.detections", "source, concept, label, path, start_s"),
+    ("ranger.activity_by_hour", "source, concept, label, site, day, hour"),
+    ("ranger.species_daily", "source, detector, label, sensor, local_date"),
+    ("ranger.species_daily_all", "source, detector, label, sensor, local_date"),
+    ("ranger.classifiers", "name, version, label"),
+    ("ranger.classifier_detections", "classifier, version, label, path, start_s"),
+)
+
+
+def _same_detection_views(single: str, citus_url: str) -> None:
+    for view, order in DETECTION_VIEWS:
+        sql = f"SELECT * FROM {view} ORDER BY {order}"
+        assert _view(citus_url, sql) == _view(single, sql), view
+    # the same column types (the views were rewritten for Citus)
+    types = (
+        "SELECT table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = 'ranger' ORDER BY table_name, ordinal_position"
+    )
+    assert _rows(citus_url, types) == _rows(single, types)
+
+
+#: annotations of the reserve (recording file, start, end, label, verdict): two sirens, a dog
+ANNOTATIONS = [
+    ("20240501_003000.WAV", 20.0, 26.0, "siren", "yes"),
+    ("20240501_100000.WAV", 10.0, 16.0, "siren", "yes"),
+    ("20240501_003000.WAV", 50.0, 53.0, "dog", "yes"),
+    ("20240501_215930.WAV", 0.0, 10.0, "siren", "no"),
+]
+
+
+def test_classifier_train_classify_and_views(dbs):
+    """A classifier trained from a few annotations, its detections stored by `classify
+    --classifier` (twice: the second run updates the stored rows), and the views that read
+    them: the same on the cluster as on one server."""
+    single, citus_url = dbs
+    for url in dbs:
+        ids = dict(_rows(url, "SELECT regexp_replace(path, '^.*/', ''), id FROM recordings"))
+        for name, start, end, label, verdict in ANNOTATIONS:
+            r = _cli(
+                url, "annotate", "add", "--recording", ids[name], "--start", start,
+                "--end", end, "--label", label, "--verdict", verdict, "--author", "t",
+            )  # fmt: skip
+            assert r.exit_code == 0, r.output
+    for args in (
+        ("train", "sirens", "--space", "birdnet"),
+        ("classify", "--classifier", "sirens", "-n", "0"),
+        ("classify", "--classifier", "sirens", "-n", "0"),  # again: stored rows are updated
+        ("search", "--classifier", "sirens", "--label", "siren", "-n", "5"),
+    ):
+        one = _cli_json(single, *args)
+        assert one, args
+        assert _cli_json(citus_url, *args) == one, args
+    detected = _rows(
+        citus_url, "SELECT count(*) FROM ranger.detections WHERE source = 'classifier'"
+    )
+    assert detected[0][0] > 0
+    _same_detection_views(single, citus_url)
+
+
+def test_review_leaves_out_annotated_windows(dbs, tmp_path):
+    """Review batches of the classifier of the test above: windows that overlap no annotation
+    of the label (annotations is a table of the coordinator on Citus), the same on both."""
+    single, citus_url = dbs
+    ranked = (
+        "SELECT regexp_replace(path, '^.*/', ''), start_s, end_s, round(score::numeric, 4) "
+        "FROM ranger.search_classifier('sirens', 'siren', 50, p_order => :o, "
+        "p_unlabelled => :u) ORDER BY 4 DESC, 1, 2"
+    )
+
+    def annotated(rows):  # windows overlapping the first siren annotation
+        return [w for w in rows if w[0] == "20240501_003000.WAV" and w[1] < 26 and w[2] > 20]
+
+    for order in ("top", "margin"):
+        assert annotated(_rows(single, ranked, o=order, u=False)), order
+        one = _rows(single, ranked, o=order, u=True)
+        assert one and not annotated(one), order
+        assert _rows(citus_url, ranked, o=order, u=True) == one, order
+    # the random strategy's own query (soundscape.classifiers.pick_for_review), end to end
+    batch = {}
+    for url in dbs:
+        out = tmp_path / ("citus" if url == citus_url else "single")
+        r = _cli(url, "review", "--classifier", "sirens", "--label", "siren",
+                 "--strategy", "random", "-n", "3", "--out", out)  # fmt: skip
+        assert r.exit_code == 0, r.output
+        rows = [line.split("\t")[7:10] for line in (out / "review.txt").open()][1:]
+        batch[url] = [(Path(p).name, float(s), lab) for p, s, lab in rows]
+    assert len(batch[single]) == 3 and batch[citus_url] == batch[single]
 
 
 def test_jobs_queue_on_the_coordinator(dbs):

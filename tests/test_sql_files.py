@@ -25,7 +25,7 @@ FINGERPRINTS = {
     "search.sql": ("0016", "c744760b9c32"),
     "analytics.sql": ("0010", "47e2f3e74139"),
     "classify.sql": ("0005", "09be065c4b7d"),
-    "classifiers.sql": ("0017", "8f7d265ad5cb"),
+    "classifiers.sql": ("0017", "397772116ffd"),
     "species.sql": ("0011", "13d5005221de"),
     "speech.sql": ("0019", "b5a382260c67"),
     "speakers.sql": ("0013", "39bc0dc0575c"),

@@ -799,7 +799,17 @@ def pick_for_review(
     filters = filters or Filters()
     if strategy in ("top", "margin"):
         return ranked(conn, clf, label, filters, n, order=strategy, unlabelled=True)
-    # random: every unlabelled window passing the filters, sampled with the seed, then scored
+    # random: every unlabelled window passing the filters, sampled with the seed, then scored.
+    # The label's annotations are read first and passed as arrays: on a Citus cluster
+    # annotations is a table of the coordinator, which no query on the windows' shards may
+    # join (search_classifier does the same).
+    spans = conn.execute(
+        sa.text(
+            "SELECT coalesce(array_agg(recording_id), '{}'), coalesce(array_agg(start_s), '{}'), "
+            "coalesce(array_agg(end_s), '{}') FROM annotations WHERE label = :label"
+        ),
+        {"label": label},
+    ).one()
     ids = np.array(
         conn.execute(
             sa.text(
@@ -809,14 +819,17 @@ def pick_for_review(
                 "CAST(:date_to AS date), CAST(:at_from AS timestamptz), "
                 "CAST(:at_to AS timestamptz)) f "
                 "JOIN segments g ON g.space_id = :space AND g.id = f.segment_id "
-                "WHERE NOT EXISTS (SELECT 1 FROM annotations a WHERE a.recording_id = "
-                "g.recording_id AND a.label = :label AND a.start_s < g.end_s "
-                "AND a.end_s > g.start_s) ORDER BY f.segment_id"
+                "WHERE NOT EXISTS (SELECT 1 FROM unnest(CAST(:a_rec AS bigint[]), "
+                "CAST(:a_start AS double precision[]), CAST(:a_end AS double precision[])) "
+                "a(recording_id, start_s, end_s) WHERE a.recording_id = g.recording_id "
+                "AND a.start_s < g.end_s AND a.end_s > g.start_s) ORDER BY f.segment_id"
             ),
             {
                 **{k: v for k, v in filters.params().items() if k != "min_score"},
                 "space": clf.space.id,
-                "label": label,
+                "a_rec": list(spans[0]),
+                "a_start": list(spans[1]),
+                "a_end": list(spans[2]),
             },
         )
         .scalars()

@@ -16,9 +16,12 @@ migrations (every later upgrade only handles tables that are new since):
   and one busy sensor one hot shard); and a top-k vector search has to visit every shard
   anyway unless it is filtered to a few sensors (docs/scaling.md has the measurements).
 - The job queue (``jobs``), ``ingest_errors``, Alembic's version table and tables with
-  triggers of their own (``annotations``: the reviewer rule of migration 0014) stay plain
-  tables on the coordinator: ``SELECT ... FOR UPDATE SKIP LOCKED`` works there as on one
-  server, and a trigger runs where it was written.
+  triggers of their own (``annotations``: the reviewer rule of migration 0014) stay tables of
+  the coordinator: ``SELECT ... FOR UPDATE SKIP LOCKED`` works there as on one server, and a
+  trigger runs where it was written. (Citus makes ``annotations`` a *Citus local table* by
+  itself, for its foreign key to the reference table ``recordings``: still one shard, on the
+  coordinator.) A shard query may not join them, so queries that need annotations beside the
+  windows read the label's annotations first (``ranger.search_classifier``).
 - Every other table (sensors, recordings, spaces, labels, concepts, runs, classifiers,
   occurrence lists, transcripts) becomes a *reference table*, copied to every node, so it
   joins with any shard locally.
@@ -194,14 +197,17 @@ def plan(conn: Connection) -> list[Placement]:
 
 
 def layout(conn: Connection) -> list[Placement]:
-    """Where each table of the schema is now (kind 'local' for tables Citus does not know)."""
+    """Where each table of the schema is now: kind 'local' for tables Citus does not know and
+    for Citus local tables (one shard on the coordinator: Citus makes a plain table one when
+    it gets a foreign key to a reference table, e.g. ``annotations`` to ``recordings``)."""
     rows = {
         r[0]: r
         for r in conn.execute(
             sa.text(
                 "SELECT logicalrelid::regclass::text, partmethod, "
                 "column_to_column_name(logicalrelid, partkey), "
-                "(SELECT count(*) FROM pg_dist_shard s WHERE s.logicalrelid = p.logicalrelid) "
+                "(SELECT count(*) FROM pg_dist_shard s WHERE s.logicalrelid = p.logicalrelid), "
+                "repmodel "
                 "FROM pg_dist_partition p"
             )
         )
@@ -209,7 +215,8 @@ def layout(conn: Connection) -> list[Placement]:
     out = []
     for table in _tables(conn):
         row = rows.get(table)
-        if row is None or row[1] == "n" and row[3] == 0:
+        # reference tables: replication model 't' (a copy on every node); Citus local: 's'
+        if row is None or row[1] == "n" and (row[3] == 0 or row[4] != "t"):
             out.append(Placement(table, "local"))
         elif row[1] == "n":
             out.append(Placement(table, "reference", shards=int(row[3])))
