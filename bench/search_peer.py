@@ -154,7 +154,7 @@ def run_old(conn, space: Space, q: np.ndarray, f: Filters) -> list[Hit]:
         "search_vector",
         {"p_space": space.id, "p_query": np.asarray(q, np.float32), "p_k": 10, **args},
     )
-    rows = conn.execute(sa.text(sql.replace("ranger.", "bench_old.")), params).all()
+    rows = conn.exec_driver_sql(sql.replace("ranger.", "bench_old."), params).all()
     return [Hit(**dict(r._mapping)) for r in rows]
 
 

@@ -419,10 +419,12 @@ _ARG_TYPES = {
 
 
 def _call(function: str, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """``SELECT * FROM ranger.<function>(p_x => CAST(:p_x AS type), ...)`` for the arguments
-    that are not None (the others keep the function's defaults) and its parameters."""
+    """``SELECT * FROM ranger.<function>(p_x => %(p_x)s::type, ...)`` for the arguments that
+    are not None (the others keep the function's defaults) and its parameters, in psycopg's
+    own placeholder style: run with ``conn.exec_driver_sql`` (SQLAlchemy's ``text()`` costs
+    about 0.5 ms more per call with a vector parameter, a tenth of a fast search)."""
     given = {k: v for k, v in args.items() if v is not None}
-    named = ", ".join(f"{k} => CAST(:{k} AS {_ARG_TYPES[k]})" for k in given)
+    named = ", ".join(f"{k} => %({k})s::{_ARG_TYPES[k]}" for k in given)
     return f"SELECT * FROM ranger.{function}({named})", given
 
 
@@ -473,7 +475,7 @@ def run(
             },
         )
     try:
-        rows = conn.execute(sa.text(sql), params).all()
+        rows = conn.exec_driver_sql(sql, params).all()
     except sa.exc.DBAPIError as exc:
         # the ranger functions' input checks (k, ef_search, a zero query vector: sql/README.md)
         if getattr(exc.orig, "sqlstate", None) == INVALID_PARAMETER_VALUE:
