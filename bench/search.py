@@ -17,8 +17,10 @@ iterative scan or exact, as it decides), of forced HNSW and, for the selective f
 forced exact. Also: COPY rows/s and HNSW build time and size.
 
 Layout variants, measured in the same run on the same vectors:
-- --index vector,halfvec: the space's HNSW index in float32 or float16 (rebuilt on the same
-  table; vectors stay float32 in the table);
+- --index vector,halfvec,bit: the space's HNSW index in float32, float16 or one bit per
+  dimension around the space's mean (issue 14's compact index: candidates re-ranked by the
+  float32 distance), rebuilt on the same table (vectors stay float32 in the table); the index
+  size is reported per window;
 - --storage toast,inline: vectors out of line in TOAST (PostgreSQL's default for rows over
   2 kB) or inline in the table row (toast_tuple_target = 8160), each a separate load.
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -40,7 +43,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import EXAMPLES, ROOT, ScratchDatabase, machine, write_result  # noqa: E402
 
-from soundscape.spaces import DEFAULT_INDEX_TYPE, HNSW_EF_CONSTRUCTION, HNSW_M  # noqa: E402
+from soundscape.spaces import (  # noqa: E402
+    BIT_EF_CONSTRUCTION,
+    BIT_M,
+    DEFAULT_INDEX_TYPE,
+    HNSW_EF_CONSTRUCTION,
+    HNSW_M,
+)
 
 DATA = Path("/tmp/soundscape-bench-search")
 DIM = 1024
@@ -281,7 +290,14 @@ def build_index(db, space, index_type: str):
         conn.execute(sa.text("SET max_parallel_maintenance_workers = 1"))
         space, build_s = set_index_type(conn, space, index_type)
         size = conn.execute(sa.text(f"SELECT pg_relation_size('{space.partition}_hnsw')")).scalar()
-    return space, {"index_type": index_type, "hnsw_build_s": build_s, "index_bytes": size}
+        rows = conn.execute(sa.text(f"SELECT count(*) FROM {space.partition}")).scalar()
+    return space, {
+        "index_type": index_type,
+        "hnsw_build_s": build_s,
+        "index_bytes": size,
+        "index_bytes_per_window": round(size / max(rows, 1), 1),
+        "load_avg_after_build": os.getloadavg(),
+    }
 
 
 def run_queries(
@@ -383,17 +399,25 @@ def main() -> None:
     p.add_argument(
         "--ef-construction", type=int, default=HNSW_EF_CONSTRUCTION, help="HNSW ef_construction"
     )
-    p.add_argument("--index", default=DEFAULT_INDEX_TYPE, help="HNSW index types: halfvec,vector")
+    p.add_argument("--bit-m", type=int, default=BIT_M, help="HNSW m of a bit index")
+    p.add_argument(
+        "--bit-ef-construction", type=int, default=BIT_EF_CONSTRUCTION, help="ef_construction (bit)"
+    )
+    p.add_argument(
+        "--index", default=DEFAULT_INDEX_TYPE, help="HNSW index types: halfvec,vector,bit"
+    )
     p.add_argument("--storage", default="toast", help="vector storage: toast,inline")
     args = p.parse_args()
     import soundscape.spaces as spaces_module
 
     spaces_module.HNSW_M, spaces_module.HNSW_EF_CONSTRUCTION = args.m, args.ef_construction
+    spaces_module.BIT_M, spaces_module.BIT_EF_CONSTRUCTION = args.bit_m, args.bit_ef_construction
     rng = np.random.default_rng(7)
     result: dict = {
         "machine": machine(),
         "n": args.n,
         "hnsw": {"m": args.m, "ef_construction": args.ef_construction},
+        "bit": {"m": args.bit_m, "ef_construction": args.bit_ef_construction},
         "sets": {},
     }
     db = ScratchDatabase()
@@ -431,6 +455,7 @@ def main() -> None:
                                 db, space, info["offset"], queries, name, variants, truths[name]
                             )
                         )
+                        entry["load_avg"] = os.getloadavg()
                         res["filters"][name] = entry
                         print(f"{label} {name}: {json.dumps(entry)}", file=sys.stderr)
                     result["sets"][label] = res

@@ -1,6 +1,7 @@
 -- The analytics family of the `ranger` schema (current definitions; see sql/README.md):
 -- anomaly scores (what does not sound like a sensor's normal sound) and the window-level
--- neighbour searches behind near-duplicate detection. Applied by migrations 0004, 0006 and 0007.
+-- neighbour searches behind near-duplicate detection. Applied by migrations 0004, 0006, 0007,
+-- 0010 and 0018.
 -- Same conventions as search.sql (whose helpers _filter_sql, _hnsw_distance_sql and
 -- _space_rows these functions use): every user value is a bound parameter (USING); only
 -- integers (dimension, space id) are formatted into statements; functions are SECURITY DEFINER
@@ -13,7 +14,9 @@
 --   p_method     : 'hnsw' (pgvector index, iterative scan, one index scan per target) or
 --                  'exact' (the baseline is read once into a MATERIALIZED CTE, then every
 --                  target is compared with every baseline window).
---   p_index      : the space's index_type (vector or halfvec); distances are exact float32.
+--   p_index      : the space's index key (ranger._index_key: vector, halfvec or bit:<space>);
+--                  distances are exact float32 (a bit index's Hamming order only picks
+--                  ranger._hnsw_candidates_sql candidates, re-ranked by the float32 distance).
 -- A baseline window that overlaps its target in the same recording is never a neighbour;
 -- with p_skip_twins neither is an exact twin (cosine distance below 0.0001: the same audio
 -- again, e.g. a loop; decoding leaves twins about 0.00004 apart).
@@ -29,17 +32,21 @@ LANGUAGE sql IMMUTABLE AS $$
          SELECT t.id, t.recording_id, t.start_s, t.end_s, t.starts_at, t.local_date,
                 t.local_time, nn.distance, nn.n
            FROM t CROSS JOIN LATERAL (
-                SELECT avg(x.d)::real AS distance, count(*) AS n FROM (
+                SELECT avg(x.d)::real AS distance, count(*) AS n FROM (%6$s
                     SELECT g.embedding::vector(%1$s) <=> t.v AS d
                       FROM segments g
                      WHERE %3$s
                        AND NOT (g.recording_id = t.recording_id
                                 AND g.start_s < t.end_s AND g.end_s > t.start_s)%5$s
                      ORDER BY %4$s
-                     LIMIT $15) x) nn',
+                     LIMIT %7$s%8$s) x) nn',
         p_dim, p_targets, p_base_where, ranger._hnsw_distance_sql(p_dim, p_index, 't.v'),
         CASE WHEN p_skip_twins THEN format(
-            ' AND (g.embedding::vector(%s) <=> t.v) >= 0.0001', p_dim) ELSE '' END)
+            ' AND (g.embedding::vector(%s) <=> t.v) >= 0.0001', p_dim) ELSE '' END,
+        -- a bit index: the k nearest of its candidates by the exact distance
+        CASE WHEN p_index LIKE 'bit:%' THEN 'SELECT c.d FROM (' ELSE '' END,
+        ranger._hnsw_candidates_sql(p_index, '$15'),
+        CASE WHEN p_index LIKE 'bit:%' THEN ') c ORDER BY c.d LIMIT $15' ELSE '' END)
     ELSE format(
         'WITH t AS MATERIALIZED (%2$s),
               base AS MATERIALIZED (
@@ -136,7 +143,8 @@ BEGIN
     IF v_sensor IS NULL THEN
         RAISE EXCEPTION 'unknown sensor %', p_sensor;
     END IF;
-    SELECT id, dimension, index_type INTO v_space, v_dim, v_index FROM spaces WHERE name = p_space;
+    SELECT id, dimension, ranger._index_key(id, index_type) INTO v_space, v_dim, v_index
+      FROM spaces WHERE name = p_space;
     IF v_space IS NULL THEN
         RAISE EXCEPTION 'no space named %', p_space;
     END IF;
@@ -284,7 +292,8 @@ BEGIN
     IF v_method NOT IN ('auto', 'hnsw', 'exact') THEN
         RAISE EXCEPTION 'strategy must be auto, hnsw or exact, not %', v_method;
     END IF;
-    SELECT dimension, index_type INTO v_dim, v_index FROM spaces WHERE id = p_space;
+    SELECT dimension, ranger._index_key(id, index_type) INTO v_dim, v_index
+      FROM spaces WHERE id = p_space;
     IF v_dim IS NULL THEN
         RAISE EXCEPTION 'no space with id %', p_space;
     END IF;
@@ -306,9 +315,12 @@ BEGIN
                           FROM segments g
                          WHERE g.space_id = $2 AND ($3::bigint IS NULL OR g.recording_id <> $3)
                          ORDER BY %2$s
-                         LIMIT $4) x) h
+                         LIMIT %3$s) x%4$s) h
               WHERE $5::real IS NULL OR 1 - h.d >= $5
-              ORDER BY q.i, h.d, h.id', v_dim, ranger._hnsw_distance_sql(v_dim, v_index, 'q.v'))
+              ORDER BY q.i, h.d, h.id', v_dim, ranger._hnsw_distance_sql(v_dim, v_index, 'q.v'),
+            ranger._hnsw_candidates_sql(v_index, '$4'),
+            -- a bit index: the k nearest of its candidates by the exact distance
+            CASE WHEN v_index LIKE 'bit:%' THEN ' ORDER BY x.d, x.id LIMIT $4' ELSE '' END)
           USING p_vectors, p_space, p_exclude_recording, p_k, p_min_score;
     ELSE
         RETURN QUERY EXECUTE format(
@@ -363,7 +375,8 @@ BEGIN
     IF v_method NOT IN ('auto', 'hnsw', 'exact') THEN
         RAISE EXCEPTION 'strategy must be auto, hnsw or exact, not %', v_method;
     END IF;
-    SELECT dimension, index_type INTO v_dim, v_index FROM spaces WHERE id = p_space;
+    SELECT dimension, ranger._index_key(id, index_type) INTO v_dim, v_index
+      FROM spaces WHERE id = p_space;
     IF v_dim IS NULL THEN
         RAISE EXCEPTION 'no space with id %', p_space;
     END IF;
@@ -376,7 +389,12 @@ BEGIN
             'SELECT g.id, g.recording_id, g.start_s, g.embedding::vector(%1$s) <=> a.v AS d
                FROM segments g
               WHERE g.space_id = $1 AND g.recording_id <> a.recording_id
-              ORDER BY %2$s LIMIT $2', v_dim, ranger._hnsw_distance_sql(v_dim, v_index, 'a.v'));
+              ORDER BY %2$s LIMIT %3$s', v_dim, ranger._hnsw_distance_sql(v_dim, v_index, 'a.v'),
+            ranger._hnsw_candidates_sql(v_index, '$2'));
+        IF v_index LIKE 'bit:%' THEN
+            -- a bit index: the k nearest of its candidates by the exact distance
+            v_from := format('SELECT c.* FROM (%s) c ORDER BY c.d, c.id LIMIT $2', v_from);
+        END IF;
     ELSE
         v_from := 'SELECT b.id, b.recording_id, b.start_s, cosine_distance(b.v, a.v) AS d
                      FROM a AS b WHERE b.recording_id <> a.recording_id

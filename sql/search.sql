@@ -1,6 +1,6 @@
 -- The search family of the `ranger` schema (current definitions; see sql/README.md): search
 -- in SQL, one implementation used by the CLI, by ranger.search(concept, ...) and by anyone
--- with psql or a BI tool. Applied by migrations 0003, 0006, 0007, 0009, 0011 and 0016.
+-- with psql or a BI tool. Applied by migrations 0003, 0006, 0007, 0009, 0011, 0016 and 0018.
 --
 -- ranger.search_vector ranks windows of one space by cosine similarity to a query vector,
 -- under filters on sensor/site/quadrant, local time of day (ranges may cross midnight), local
@@ -22,7 +22,10 @@
 -- added by 0006): the index-ordered functions order by the expression of the space's own index
 -- (ranger._hnsw_distance_sql). Vectors stay stored as float32 in every case: distances and
 -- scores returned are exact float32 values, only the candidate order of the index scan comes
--- from float16; the index can be switched back without losing anything.
+-- from float16; the index can be switched back without losing anything. A space's index may
+-- also be 'bit' (migration 0018, the compact index): one bit per dimension around the space's
+-- mean, Hamming distance; its scan picks ranger._hnsw_candidates_sql candidates, which are
+-- re-ranked by the exact float32 distance.
 -- Every user value is a bound parameter (USING); only integers (dimension) are formatted in.
 
 CREATE OR REPLACE FUNCTION ranger._filter_sql(
@@ -102,13 +105,41 @@ $fn$;
 
 -- The expression an HNSW index of a space is built on and a query must ORDER BY to use it:
 -- cosine distance between the window's embedding and p_vec, both cast to the index's type.
--- (soundscape.spaces.create_hnsw_index builds the index on the same cast.)
+-- (soundscape.spaces.create_hnsw_index builds the index on the same expression.)
+-- p_index is the space's index key (ranger._index_key): 'vector', 'halfvec', or for the
+-- compact index 'bit:<space id>': the Hamming distance between the bits of both, given by the
+-- space's IMMUTABLE function public.segments_space_<id>_bits (its centre is a constant
+-- inside; PostgreSQL inlines it in the index expression and in the query alike). A bit index
+-- only picks candidates: the callers take ranger._hnsw_candidates_sql of them and re-rank
+-- those by the exact float32 distance.
 CREATE OR REPLACE FUNCTION ranger._hnsw_distance_sql(p_dim integer, p_index text, p_vec text)
 RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN p_index IN ('vector', 'halfvec')
                 THEN format('g.embedding::%1$s(%2$s) <=> (%3$s)::%1$s(%2$s)', p_index, p_dim, p_vec)
+                WHEN p_index ~ '^bit:[0-9]+$'
+                THEN format('public.segments_space_%1$s_bits(g.embedding::vector(%2$s))::bit(%2$s) '
+                            '<~> public.segments_space_%1$s_bits((%3$s)::vector(%2$s))::bit(%2$s)',
+                            substr(p_index, 5)::integer, p_dim, p_vec)
            END
+$$;
+
+-- The index key of a space for the statement builders: its index type, and for a bit index
+-- also the space (whose function gives the bits): 'bit:<space id>'.
+CREATE OR REPLACE FUNCTION ranger._index_key(p_space integer, p_index_type text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_index_type = 'bit' THEN 'bit:' || p_space ELSE p_index_type END
+$$;
+
+-- How many rows an index-ordered scan takes for p_k (an SQL expression) results: p_k, or for
+-- a bit index 40 x p_k and at least hnsw.ef_search candidates, re-ranked afterwards by the
+-- exact float32 distance (40: recall@10 of the Hamming order against the exact one reaches
+-- 0.97 there on the realistic benchmark set, docs/benchmarks.md; spaces.BIT_CANDIDATES).
+CREATE OR REPLACE FUNCTION ranger._hnsw_candidates_sql(p_index text, p_k text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_index LIKE 'bit:%'
+                THEN format('greatest(40 * (%s), current_setting(''hnsw.ef_search'')::integer)', p_k)
+                ELSE p_k END
 $$;
 
 -- Rows in a space: the planner's counts (kept by autovacuum/ANALYZE) of the leaf tables of
@@ -168,10 +199,10 @@ LANGUAGE sql IMMUTABLE AS $$
           WHERE n.n > $13',
         p_dim, p_where)
     ELSE format(
-        'WITH hits AS MATERIALIZED (
+        'WITH %6$s hits AS MATERIALIZED (
              SELECT g.id, g.recording_id, g.sensor_id, g.start_s, g.end_s, g.starts_at,
                     g.local_date, g.local_time, %3$s AS distance
-               FROM segments g
+               FROM %7$s g
               WHERE %2$s
               ORDER BY %4$s
               LIMIT $11)
@@ -183,16 +214,32 @@ LANGUAGE sql IMMUTABLE AS $$
            JOIN sensors s ON s.id = h.sensor_id
           WHERE $12::real IS NULL OR 1 - h.distance >= $12
           ORDER BY h.distance, h.id',
-        p_dim, p_where,
+        p_dim,
+        -- a bit index: the filters apply to the candidates' index scan (below), not again
+        CASE WHEN p_method = 'hnsw' AND p_index LIKE 'bit:%' THEN 'true' ELSE p_where END,
         -- the distance reported is always the exact float32 one; exact: cosine_distance() is a
         -- function call the HNSW index cannot serve
         CASE WHEN p_method = 'hnsw'
              THEN format('g.embedding::vector(%1$s) <=> $1::vector(%1$s)', p_dim)
              ELSE format('cosine_distance(g.embedding::vector(%1$s), $1::vector(%1$s))', p_dim) END,
-        CASE WHEN p_method = 'hnsw'
+        CASE WHEN p_method = 'hnsw' AND p_index LIKE 'bit:%' THEN '9, g.id'
+             WHEN p_method = 'hnsw'
              THEN ranger._hnsw_distance_sql(p_dim, p_index, '$1')
              ELSE '9, g.id' END,
-        p_method) END
+        p_method,
+        -- a bit index: its Hamming order picks the candidates (with their vectors), which
+        -- `hits` re-ranks by the exact float32 distance
+        CASE WHEN p_method = 'hnsw' AND p_index LIKE 'bit:%' THEN format(
+            'cand AS MATERIALIZED (
+                 SELECT g.id, g.recording_id, g.sensor_id, g.start_s, g.end_s, g.starts_at,
+                        g.local_date, g.local_time, g.embedding
+                   FROM segments g
+                  WHERE %s
+                  ORDER BY %s
+                  LIMIT %s),',
+            p_where, ranger._hnsw_distance_sql(p_dim, p_index, '$1'),
+            ranger._hnsw_candidates_sql(p_index, '$11')) ELSE '' END,
+        CASE WHEN p_method = 'hnsw' AND p_index LIKE 'bit:%' THEN 'cand' ELSE 'segments' END) END
 $$;
 
 CREATE OR REPLACE FUNCTION ranger.search_vector(
@@ -256,7 +303,8 @@ BEGIN
     IF v_method NOT IN ('auto', 'hnsw', 'exact') OR v_method IS NULL THEN
         RAISE EXCEPTION 'strategy must be auto, hnsw or exact, not %', v_method;
     END IF;
-    SELECT sp.dimension, sp.index_type INTO v_dim, v_index FROM spaces sp WHERE sp.id = p_space;
+    SELECT sp.dimension, ranger._index_key(sp.id, sp.index_type) INTO v_dim, v_index
+      FROM spaces sp WHERE sp.id = p_space;
     IF v_dim IS NULL THEN
         RAISE EXCEPTION 'no space with id %', p_space;
     END IF;

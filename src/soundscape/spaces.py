@@ -26,8 +26,28 @@ HNSW_EF_CONSTRUCTION = 128
 # 8.2 GB), so it stays in shared buffers, and was as accurate and 2-4x faster
 # (docs/benchmarks.md). Embeddings are always stored as float32 in the table and every
 # reported distance is the float32 one: only the candidate order comes from float16.
-INDEX_TYPES = ("halfvec", "vector")
+#
+# ``bit`` is the compact index of issue 14: one bit per dimension, the sign of the embedding
+# minus the space's mean (pgvector's ``binary_quantize``; BirdNET's embeddings are non-negative
+# after ReLU, so without the centre every bit would be one), searched by Hamming distance. The
+# index only picks candidates: searches take ``BIT_CANDIDATES`` x k of them (at least
+# ``hnsw.ef_search``) and re-rank them by the exact float32 cosine distance, so scores stay
+# exact (ranger._hnsw_distance_sql, ranger._hnsw_candidates_sql). The centre is stored with
+# the space (``spaces.index_center``) and formatted as a constant into an IMMUTABLE SQL
+# function per space (``bits_function``), which the index expression and every query call:
+# PostgreSQL inlines it on both sides, so they match and the planner uses the index. Each
+# build of the index recomputes the centre (from a sample of the space's windows) and
+# replaces the function in the same transaction as the index swap.
+INDEX_TYPES = ("halfvec", "vector", "bit")
 DEFAULT_INDEX_TYPE = "halfvec"
+#: HNSW m of the bit index: its element tuples are small (1024 bits = 128 bytes), so the
+#: neighbour lists (2m x 6 bytes on layer 0) are most of its size (docs/benchmarks.md)
+BIT_M = 16
+BIT_EF_CONSTRUCTION = 128
+#: candidates per result taken from a bit index before the float32 re-ranking
+BIT_CANDIDATES = 40
+#: windows sampled to compute a space's centre
+CENTER_SAMPLE = 20000
 #: the shortest hop between window starts: 10 windows per second of audio (a BirdNET hop of
 #: 0.0001 s would embed 10,000 windows per second and run for hours on a minute of audio)
 MIN_HOP_S = 0.1
@@ -331,14 +351,80 @@ def ensure_space(
     return space
 
 
+def bits_function(space: Space) -> str:
+    """The per-space SQL function giving a window's bits for the ``bit`` index (schema-qualified:
+    index builds run with a restricted search_path)."""
+    return f"public.{space.partition}_bits"
+
+
+def _vector_schema(conn: Connection) -> str:
+    schema = conn.execute(
+        sa.text(
+            "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+            "WHERE e.extname = 'vector'"
+        )
+    ).scalar()
+    return str(schema or "public")
+
+
+def compute_center(conn: Connection, space: Space) -> list[float]:
+    """The mean embedding of a space, from a fixed pseudo-random sample of about
+    ``CENTER_SAMPLE`` windows (every window of a smaller space); zeros for an empty space."""
+    part = space.partition
+    rows = conn.execute(sa.text(f"SELECT count(*) FROM {part}")).scalar() or 0
+    percent = min(100.0, 100.0 * CENTER_SAMPLE / max(rows, 1))
+    text = conn.execute(
+        sa.text(
+            f"SELECT avg(embedding::vector({space.dimension}))::text FROM {part} "
+            f"TABLESAMPLE BERNOULLI ({percent:.6f}) REPEATABLE (0)"
+        )
+    ).scalar()
+    if text is None:
+        return [0.0] * space.dimension
+    return [float(x) for x in str(text).strip("[]").split(",")]
+
+
+def create_bits_function(conn: Connection, space: Space, center: list[float]) -> None:
+    """(Re)create the space's ``bits_function`` with ``center`` as a constant and store the
+    centre with the space. Every bit index of the space must be rebuilt after this (the
+    callers do it in the same transaction)."""
+    schema = _vector_schema(conn)
+    dim = space.dimension
+    literal = "[" + ",".join(repr(float(x)) for x in center) + "]"
+    conn.execute(
+        sa.text(
+            f"CREATE OR REPLACE FUNCTION {bits_function(space)}(v {schema}.vector) "
+            "RETURNS bit LANGUAGE sql IMMUTABLE PARALLEL SAFE AS "
+            f"$$ SELECT {schema}.binary_quantize(v OPERATOR({schema}.-) "
+            f"'{literal}'::{schema}.vector({dim}))::bit({dim}) $$"
+        )
+    )
+    conn.execute(
+        sa.text("UPDATE spaces SET index_center = CAST(:c AS vector) WHERE id = :id"),
+        {"c": literal, "id": space.id},
+    )
+
+
 def create_hnsw_index(conn: Connection, space: Space, name: str | None = None) -> None:
     """The HNSW index searches use: cosine distance on the embedding cast to this space's
     index type and dimension (the SQL functions order by the same expression,
-    ``ranger._hnsw_distance_sql``)."""
+    ``ranger._hnsw_distance_sql``). A ``bit`` index is built on the Hamming distance of the
+    space's ``bits_function``, whose centre is recomputed first."""
     part = space.partition
     kind = space.index_type
     if kind not in INDEX_TYPES:
         raise SoundscapeError(f"index type must be one of {', '.join(INDEX_TYPES)}, not {kind!r}")
+    if kind == "bit":
+        create_bits_function(conn, space, compute_center(conn, space))
+        dim = space.dimension
+        conn.execute(
+            sa.text(
+                f"CREATE INDEX IF NOT EXISTS {name or part + '_hnsw'} ON {part} USING hnsw "
+                f"(({bits_function(space)}(embedding::vector({dim}))::bit({dim})) "
+                f"bit_hamming_ops) WITH (m = {BIT_M}, ef_construction = {BIT_EF_CONSTRUCTION})"
+            )
+        )
+        return
     conn.execute(
         sa.text(
             f"CREATE INDEX IF NOT EXISTS {name or part + '_hnsw'} ON {part} USING hnsw "
@@ -364,7 +450,8 @@ def set_build_memory(conn: Connection, memory: str) -> None:
 
 
 def set_index_type(conn: Connection, space: Space, index_type: str) -> tuple[Space, float]:
-    """Rebuild a space's HNSW index as ``vector`` (float32) or ``halfvec`` (float16).
+    """Rebuild a space's HNSW index as ``vector`` (float32), ``halfvec`` (float16) or ``bit``
+    (one bit per dimension, candidates re-ranked in float32; a rebuild recomputes its centre).
 
     Nothing stored changes but the index, so this can always be undone. The new index is built
     beside the old one (searches go on using the old one; ingest into the space waits), then
@@ -388,6 +475,12 @@ def set_index_type(conn: Connection, space: Space, index_type: str) -> tuple[Spa
     )
     drop_hnsw_index(conn, space)
     conn.execute(sa.text(f"ALTER INDEX {part}_hnsw_new RENAME TO {part}_hnsw"))
+    if index_type != "bit":
+        # the old bit index (dropped above) was the function's only user
+        conn.execute(sa.text(f"DROP FUNCTION IF EXISTS {bits_function(space)}(vector)"))
+        conn.execute(
+            sa.text("UPDATE spaces SET index_center = NULL WHERE id = :id"), {"id": space.id}
+        )
     return new, seconds
 
 

@@ -276,10 +276,12 @@ def spaces_list(database: str | None, fmt: str) -> None:
 @click.option(
     "--type",
     "index_type",
-    type=click.Choice(["halfvec", "vector"]),
+    type=click.Choice(["halfvec", "vector", "bit"]),
     help="halfvec: float16, the default of new spaces (a third of the size; recall and speed "
-    "in docs/benchmarks.md); vector: float32. Default: keep the current type (a rebuild, e.g. "
-    "with the current build parameters).",
+    "in docs/benchmarks.md); vector: float32; bit: one bit per dimension around the space's "
+    "mean (a sixth of halfvec; candidates re-ranked in float32, so scores stay exact). "
+    "Default: keep the current type (a rebuild, e.g. with the current build parameters; a "
+    "bit index also recomputes its centre).",
 )
 @click.option(
     "--memory",
@@ -298,7 +300,7 @@ def spaces_list(database: str | None, fmt: str) -> None:
 def spaces_index(
     space_name: str, index_type: str | None, memory: str | None, drop: bool, database: str | None
 ) -> None:
-    """Rebuild the HNSW index of SPACE, as float32 (vector) or float16 (halfvec).
+    """Rebuild the HNSW index of SPACE, as float32 (vector), float16 (halfvec) or bits (bit).
 
     Only the index changes (embeddings stay float32), so this can be undone at any time.
     Searches go on with the old index while the new one builds; ingest into the space waits.
