@@ -306,13 +306,16 @@ def run_queries(
     offset: int,
     queries: np.ndarray,
     name: str,
-    variants: dict[str, tuple[str, int | None]],
+    variants: dict[str, tuple],
     truth: list[set[int]],
     per_query: bool = False,
 ) -> dict[str, dict]:
-    """Recall@10 and latency of each variant (label: (strategy, ef_search or None)). The
-    variants take turns query by query, so none of them runs against warmer caches."""
+    """Recall@10 and latency of each variant (label: (strategy, ef_search or None[, candidates
+    per result of a bit index or None])). The variants take turns query by query, so none of
+    them runs against warmer caches."""
     from datetime import time as dtime
+
+    import sqlalchemy as sa
 
     from soundscape.search import Filters, Query, run
 
@@ -331,7 +334,11 @@ def run_queries(
     with db.db.engine.connect() as conn:
 
         def search(q: np.ndarray, variant: str):
-            strategy, ef = variants[variant]
+            strategy, ef, *rest = variants[variant]
+            conn.execute(
+                sa.text("SELECT set_config('soundscape.bit_candidates', :c, false)"),
+                {"c": str(rest[0]) if rest and rest[0] else ""},
+            )
             return run(
                 conn, Query(space, "q", vector=q), f, limit=10, strategy=strategy, ef_search=ef
             )
@@ -401,6 +408,12 @@ def main() -> None:
     )
     p.add_argument("--bit-m", type=int, default=BIT_M, help="HNSW m of a bit index")
     p.add_argument(
+        "--bit-candidates",
+        type=lambda v: [int(x) for x in v.split(",") if x],
+        default=[],
+        help="a bit index: also run forced HNSW with these candidates per result, e.g. 40,120",
+    )
+    p.add_argument(
         "--bit-ef-construction", type=int, default=BIT_EF_CONSTRUCTION, help="ef_construction (bit)"
     )
     p.add_argument(
@@ -442,7 +455,7 @@ def main() -> None:
                     for name in FILTERS:
                         m = mask(folder, name)
                         entry = {"selectivity": round(float(m.mean()), 5), "rows": int(m.sum())}
-                        variants: dict[str, tuple[str, int | None]] = {
+                        variants: dict[str, tuple] = {
                             "auto": ("auto", None),
                             "hnsw": ("hnsw", None),
                         }
@@ -450,6 +463,9 @@ def main() -> None:
                             variants["exact"] = ("exact", None)
                         for ef in args.ef_sweep:
                             variants[f"hnsw_ef{ef}"] = ("hnsw", ef)
+                        if index_type == "bit":
+                            for c in args.bit_candidates:
+                                variants[f"hnsw_F{c}"] = ("hnsw", None, c)
                         entry.update(
                             run_queries(
                                 db, space, info["offset"], queries, name, variants, truths[name]

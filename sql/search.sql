@@ -118,9 +118,12 @@ LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN p_index IN ('vector', 'halfvec')
                 THEN format('g.embedding::%1$s(%2$s) <=> (%3$s)::%1$s(%2$s)', p_index, p_dim, p_vec)
                 WHEN p_index ~ '^bit:[0-9]+$'
-                THEN format('public.segments_space_%1$s_bits(g.embedding::vector(%2$s))::bit(%2$s) '
-                            '<~> public.segments_space_%1$s_bits((%3$s)::vector(%2$s))::bit(%2$s)',
-                            substr(p_index, 5)::integer, p_dim, p_vec)
+                THEN format('public.segments_space_%1$s_bits(g.embedding::vector(%2$s))::bit(%4$s) '
+                            '<~> public.segments_space_%1$s_bits((%3$s)::vector(%2$s))::bit(%4$s)',
+                            substr(p_index, 5)::integer, p_dim, p_vec,
+                            -- the bits: above 512 dimensions the two halves are added first
+                            -- (soundscape.spaces.bit_length)
+                            CASE WHEN p_dim > 512 AND p_dim % 2 = 0 THEN p_dim / 2 ELSE p_dim END)
            END
 $$;
 
@@ -132,13 +135,16 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 -- How many rows an index-ordered scan takes for p_k (an SQL expression) results: p_k, or for
--- a bit index 40 x p_k and at least hnsw.ef_search candidates, re-ranked afterwards by the
--- exact float32 distance (40: recall@10 of the Hamming order against the exact one reaches
--- 0.97 there on the realistic benchmark set, docs/benchmarks.md; spaces.BIT_CANDIDATES).
+-- a bit index F x p_k and at least hnsw.ef_search candidates, re-ranked afterwards by the
+-- exact float32 distance. F is 80 (spaces.BIT_CANDIDATES: recall@10 of 512 bits against
+-- the exact order passes 0.95 there on the realistic benchmark set, docs/benchmarks.md)
+-- unless the setting soundscape.bit_candidates gives another.
 CREATE OR REPLACE FUNCTION ranger._hnsw_candidates_sql(p_index text, p_k text) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN p_index LIKE 'bit:%'
-                THEN format('greatest(40 * (%s), current_setting(''hnsw.ef_search'')::integer)', p_k)
+                THEN format('greatest(coalesce(nullif(current_setting(%L, true), %L)::integer, 80)'
+                            ' * (%s), current_setting(%L)::integer)',
+                            'soundscape.bit_candidates', '', p_k, 'hnsw.ef_search')
                 ELSE p_k END
 $$;
 

@@ -22,7 +22,7 @@ from soundscape.resources import read_sql, sql_dir
 # record the new hash and that migration here.
 FINGERPRINTS = {
     "catalog.sql": ("0015", "43e3930961ea"),
-    "search.sql": ("0018", "f1c422f04c45"),
+    "search.sql": ("0018", "c7a39d6e101e"),
     "analytics.sql": ("0018", "914648620837"),
     "classify.sql": ("0005", "09be065c4b7d"),
     "classifiers.sql": ("0017", "397772116ffd"),

@@ -27,12 +27,15 @@ HNSW_EF_CONSTRUCTION = 128
 # (docs/benchmarks.md). Embeddings are always stored as float32 in the table and every
 # reported distance is the float32 one: only the candidate order comes from float16.
 #
-# ``bit`` is the compact index of issue 14: one bit per dimension, the sign of the embedding
-# minus the space's mean (pgvector's ``binary_quantize``; BirdNET's embeddings are non-negative
-# after ReLU, so without the centre every bit would be one), searched by Hamming distance. The
-# index only picks candidates: searches take ``BIT_CANDIDATES`` x k of them (at least
-# ``hnsw.ef_search``) and re-rank them by the exact float32 cosine distance, so scores stay
-# exact (ranger._hnsw_distance_sql, ranger._hnsw_candidates_sql). The centre is stored with
+# ``bit`` is the compact index of issue 14: the signs of the embedding minus the space's mean
+# (pgvector's ``binary_quantize``; BirdNET's embeddings are non-negative after ReLU, so without
+# the centre every bit would be one), searched by Hamming distance. Above 512 dimensions the
+# two halves of the centred vector are added first (``bit_length``: 512 bits for a 1024-d
+# space), which halves the index for little recall (docs/benchmarks.md). The index only picks
+# candidates: searches take ``BIT_CANDIDATES`` x k of them (at least ``hnsw.ef_search``; the
+# setting ``soundscape.bit_candidates`` overrides the factor) and re-rank them by the exact
+# float32 cosine distance, so scores stay exact (ranger._hnsw_distance_sql,
+# ranger._hnsw_candidates_sql). The centre is stored with
 # the space (``spaces.index_center``) and formatted as a constant into an IMMUTABLE SQL
 # function per space (``bits_function``), which the index expression and every query call:
 # PostgreSQL inlines it on both sides, so they match and the planner uses the index. Each
@@ -40,12 +43,15 @@ HNSW_EF_CONSTRUCTION = 128
 # replaces the function in the same transaction as the index swap.
 INDEX_TYPES = ("halfvec", "vector", "bit")
 DEFAULT_INDEX_TYPE = "halfvec"
-#: HNSW m of the bit index: its element tuples are small (1024 bits = 128 bytes), so the
-#: neighbour lists (2m x 6 bytes on layer 0) are most of its size (docs/benchmarks.md)
-BIT_M = 16
+#: HNSW m of the bit index: its element tuples are small (512 bits = 64 bytes, after a fixed
+#: 72), so the neighbour lists (2m x 6 bytes on layer 0) are much of its size; m = 8 gives
+#: ~270 B a window at 512 bits, and its recall is bounded by the bits, not the graph
+#: (docs/benchmarks.md)
+BIT_M = 8
 BIT_EF_CONSTRUCTION = 128
-#: candidates per result taken from a bit index before the float32 re-ranking
-BIT_CANDIDATES = 40
+#: candidates per result taken from a bit index before the float32 re-ranking (the SQL
+#: default of ranger._hnsw_candidates_sql)
+BIT_CANDIDATES = 80
 #: windows sampled to compute a space's centre
 CENTER_SAMPLE = 20000
 #: the shortest hop between window starts: 10 windows per second of audio (a BirdNET hop of
@@ -351,6 +357,12 @@ def ensure_space(
     return space
 
 
+def bit_length(dimension: int) -> int:
+    """Bits of a window in a ``bit`` index: the dimension, halved (by adding the two halves of
+    the centred vector) above 512 dimensions (as ranger._hnsw_distance_sql)."""
+    return dimension // 2 if dimension > 512 and dimension % 2 == 0 else dimension
+
+
 def bits_function(space: Space) -> str:
     """The per-space SQL function giving a window's bits for the ``bit`` index (schema-qualified:
     index builds run with a restricted search_path)."""
@@ -388,15 +400,20 @@ def create_bits_function(conn: Connection, space: Space, center: list[float]) ->
     """(Re)create the space's ``bits_function`` with ``center`` as a constant and store the
     centre with the space. Every bit index of the space must be rebuilt after this (the
     callers do it in the same transaction)."""
-    schema = _vector_schema(conn)
-    dim = space.dimension
+    s = _vector_schema(conn)
+    dim, bits = space.dimension, bit_length(space.dimension)
     literal = "[" + ",".join(repr(float(x)) for x in center) + "]"
+    centred = f"(v OPERATOR({s}.-) '{literal}'::{s}.vector({dim}))"
+    if bits < dim:  # the two halves added: sign(x_i - c_i + x_{i+h} - c_{i+h})
+        centred = (
+            f"{s}.subvector({centred}, 1, {bits}) OPERATOR({s}.+) "
+            f"{s}.subvector({centred}, {bits + 1}, {bits})"
+        )
     conn.execute(
         sa.text(
-            f"CREATE OR REPLACE FUNCTION {bits_function(space)}(v {schema}.vector) "
+            f"CREATE OR REPLACE FUNCTION {bits_function(space)}(v {s}.vector) "
             "RETURNS bit LANGUAGE sql IMMUTABLE PARALLEL SAFE AS "
-            f"$$ SELECT {schema}.binary_quantize(v OPERATOR({schema}.-) "
-            f"'{literal}'::{schema}.vector({dim}))::bit({dim}) $$"
+            f"$$ SELECT {s}.binary_quantize({centred})::bit({bits}) $$"
         )
     )
     conn.execute(
@@ -416,11 +433,11 @@ def create_hnsw_index(conn: Connection, space: Space, name: str | None = None) -
         raise SoundscapeError(f"index type must be one of {', '.join(INDEX_TYPES)}, not {kind!r}")
     if kind == "bit":
         create_bits_function(conn, space, compute_center(conn, space))
-        dim = space.dimension
+        dim, bits = space.dimension, bit_length(space.dimension)
         conn.execute(
             sa.text(
                 f"CREATE INDEX IF NOT EXISTS {name or part + '_hnsw'} ON {part} USING hnsw "
-                f"(({bits_function(space)}(embedding::vector({dim}))::bit({dim})) "
+                f"(({bits_function(space)}(embedding::vector({dim}))::bit({bits})) "
                 f"bit_hamming_ops) WITH (m = {BIT_M}, ef_construction = {BIT_EF_CONSTRUCTION})"
             )
         )
