@@ -8,7 +8,8 @@
    (the floor), and end to end (decode, resample, window, embed, binary COPY, commit).
    The goal is end-to-end >= 0.8 x model-only, measured in the same run (medians).
 2. Memory (--memory): peak RSS of `soundscape ingest` in a fresh process for 1-hour and
-   2-hour files; the goal is < 1.5 GB and flat in file length.
+   2-hour files (the child's own VmHWM, bench/common.cli_peak_memory); the goal is < 1.5 GB
+   and flat in file length.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +25,13 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ScratchDatabase, machine, make_recording, write_result  # noqa: E402
+from common import (  # noqa: E402
+    ScratchDatabase,
+    end_to_end,
+    ingest_memory,
+    make_recording,
+    run_parts,
+)
 
 DATA = Path("/tmp/soundscape-bench-audio")
 
@@ -59,17 +65,6 @@ def model_only(path: Path, model, window: float, hop: float) -> float:
     return spent
 
 
-def end_to_end(engine, path: Path, model_name: str) -> tuple[float, int]:
-    from soundscape.ingest import Ingestor
-
-    ingestor = Ingestor(engine, "bench", [model_name], replace=True)
-    t = time.perf_counter()
-    result = ingestor.ingest_file(path)
-    wall = time.perf_counter() - t
-    assert result.status == "stored", result.reason
-    return wall, sum(result.segments.values())
-
-
 def throughput(args) -> dict:
     from soundscape.embedders import get_model_class, load_model
 
@@ -93,7 +88,7 @@ def throughput(args) -> dict:
             mod, e2e = [], []
             for _ in range(args.repeat):  # interleaved, so load changes hit both alike
                 mod.append(model_only(path, model, w, h))
-                wall, n = end_to_end(db.db.engine, path, name)
+                wall, _, n = end_to_end(db.db.engine, path, [name])
                 e2e.append(wall)
             res.update(
                 windows=n,
@@ -111,49 +106,8 @@ def throughput(args) -> dict:
 
 
 def memory(args) -> dict:
-    db = ScratchDatabase()
-    out: dict = {}
-    try:
-        for minutes in (60, 120):
-            path = make_recording(DATA / f"forest_{minutes}min.wav", minutes * 60)
-            code = (
-                "import resource, sys, json\n"
-                "from soundscape.cli import main\n"
-                "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
-                "print(json.dumps({'maxrss_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
-                " 'exit': code}), file=sys.stderr)\n"
-            )
-            t = time.perf_counter()
-            proc = subprocess.run(
-                [
-                    sys.executable,
-                    "-c",
-                    code,
-                    "ingest",
-                    str(path),
-                    "-s",
-                    "bench",
-                    "-m",
-                    args.models,
-                    "--replace",
-                    "-q",
-                    "-d",
-                    db.url,
-                ],
-                capture_output=True,
-                text=True,
-            )
-            wall = time.perf_counter() - t
-            last = json.loads(proc.stderr.strip().splitlines()[-1])
-            out[f"{minutes}min"] = {
-                "peak_rss_mib": round(last["maxrss_kb"] / 1024, 1),
-                "exit": last["exit"],
-                "wall_s": round(wall, 1),
-            }
-            print(json.dumps({f"{minutes}min": out[f"{minutes}min"]}), file=sys.stderr)
-    finally:
-        db.close()
-    return out
+    files = {f"{m}min": make_recording(DATA / f"forest_{m}min.wav", m * 60) for m in (60, 120)}
+    return ingest_memory(args.models, files)
 
 
 def main() -> None:
@@ -166,12 +120,12 @@ def main() -> None:
     p.add_argument("--memory", action="store_true", help="also measure peak RSS (1 h and 2 h)")
     p.add_argument("--skip-throughput", action="store_true")
     args = p.parse_args()
-    result = {"machine": machine()}
+    parts = {}
     if not args.skip_throughput:
-        result["throughput"] = throughput(args)
+        parts["throughput"] = lambda: throughput(args)
     if args.memory:
-        result["memory"] = memory(args)
-    write_result("ingest", result)
+        parts["memory"] = lambda: memory(args)
+    run_parts("ingest", parts)
 
 
 if __name__ == "__main__":

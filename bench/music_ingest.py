@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,8 +26,15 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ScratchDatabase, machine, make_recording, write_result  # noqa: E402
-from ingest import end_to_end, model_only  # noqa: E402
+from common import (  # noqa: E402
+    ScratchDatabase,
+    end_to_end,
+    ingest_memory,
+    machine,
+    make_recording,
+    write_result,
+)
+from ingest import model_only  # noqa: E402
 
 DATA = Path("/tmp/soundscape-bench-audio")
 
@@ -56,7 +62,7 @@ def throughput(args: argparse.Namespace) -> dict:
             for name, (cls, model) in models.items():
                 w, h = cls.default_window_s, cls.default_hop_s
                 runs[name]["model"].append(model_only(path, model, w, h))
-                wall, n = end_to_end(db.db.engine, path, name)
+                wall, _, n = end_to_end(db.db.engine, path, [name])
                 runs[name]["end_to_end"].append(wall)
                 out["models"][name]["windows"] = n
         for name, r in runs.items():
@@ -128,41 +134,11 @@ def cpu_time(args: argparse.Namespace) -> dict:
 
 
 def memory(args: argparse.Namespace) -> dict:
-    db = ScratchDatabase()
-    out: dict = {}
-    # VmHWM, the peak of this process's own memory map: ru_maxrss would also count the parent's
-    # peak (a child made by vfork inherits it at exec), so a parent that loaded models first
-    # would inflate it
-    code = (
-        "import sys, json\n"
-        "from soundscape.cli import main\n"
-        "try:\n    main()\n    code = 0\nexcept SystemExit as e:\n    code = e.code\n"
-        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
-        "print(json.dumps({'maxrss_kb': int(hwm.split()[1]), 'exit': code}), file=sys.stderr)\n"
-    )
-    try:
-        for minutes in (int(m) for m in args.memory.split(",")):
-            path = make_recording(DATA / f"forest_{minutes}min.wav", minutes * 60)
-            t = time.perf_counter()
-            proc = subprocess.run(
-                [sys.executable, "-c", code, "ingest", str(path), "-s", "bench", "-m", "musicnn"]
-                + ["--replace", "-q", "-d", db.url],
-                capture_output=True,
-                text=True,
-                env={**os.environ},
-            )
-            wall = time.perf_counter() - t
-            last = json.loads(proc.stderr.strip().splitlines()[-1])
-            out[f"{minutes}min"] = {
-                "peak_rss_mib": round(last["maxrss_kb"] / 1024, 1),
-                "exit": last["exit"],
-                "wall_s": round(wall, 1),
-                "x_realtime_incl_startup": round(minutes * 60 / wall, 2),
-            }
-            print(json.dumps({f"{minutes}min": out[f"{minutes}min"]}), file=sys.stderr)
-    finally:
-        db.close()
-    return out
+    files = {
+        f"{m}min": make_recording(DATA / f"forest_{m}min.wav", m * 60)
+        for m in (int(m) for m in args.memory.split(","))
+    }
+    return ingest_memory("musicnn", files)
 
 
 def main() -> None:

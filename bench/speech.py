@@ -14,7 +14,8 @@ against faster-whisper's own VAD + transcribe in the same run, and peak memory v
    and decoding settings. Runs are interleaved (load changes hit both alike); medians. Wall
    time and the process's CPU time (all threads) are both reported: the machine is shared.
 2. Memory (--memory): peak RSS of `soundscape ingest -m whisper` in a fresh process for two
-   lengths of each file; the goal is flat in file length.
+   lengths of each file (the child's own VmHWM, bench/common.cli_peak_memory); the goal is
+   flat in file length.
 """
 
 from __future__ import annotations
@@ -22,17 +23,26 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ScratchDatabase, machine, make_recording, write_result  # noqa: E402
+from common import (  # noqa: E402
+    ScratchDatabase,
+    against_peer,
+    end_to_end,
+    ingest_memory,
+    load_mono,
+    make_recording,
+    medians,
+    run_parts,
+    timed,
+    write_looped,
+)
 
 DATA = Path("/tmp/soundscape-bench-audio")
 PODCAST = Path(__file__).resolve().parents[2] / "shared" / "audio" / "podcast"
@@ -40,38 +50,8 @@ PODCAST = Path(__file__).resolve().parents[2] / "shared" / "audio" / "podcast"
 
 def make_speech(path: Path, seconds: float, rate: int = 16000) -> Path:
     """The podcast and the two-cities reading, alternating, looped to ``seconds`` (16 kHz)."""
-    if path.exists() and abs(sf.info(str(path)).duration - seconds) < 1:
-        return path
-    parts = []
-    for name in ("podcast.wav", "two_cities.wav"):
-        x, r = sf.read(PODCAST / name, dtype="float32", always_2d=True)
-        mono = x.mean(axis=1)
-        parts.append(soxr.resample(mono, r, rate).astype(np.float32) if r != rate else mono)
-    total = int(seconds * rate)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with sf.SoundFile(path, "w", samplerate=rate, channels=1, subtype="PCM_16", format="WAV") as f:
-        written, i = 0, 0
-        while written < total:
-            chunk = parts[i % len(parts)][: total - written]
-            f.write(chunk)
-            written += len(chunk)
-            i += 1
-    return path
-
-
-def timed(fn) -> tuple[float, float, object]:
-    w, c = time.perf_counter(), time.process_time()
-    out = fn()
-    return time.perf_counter() - w, time.process_time() - c, out
-
-
-def end_to_end(engine, path: Path) -> tuple[float, float, int]:
-    from soundscape.ingest import Ingestor
-
-    ingestor = Ingestor(engine, "bench", ["whisper"], replace=True)
-    wall, cpu, result = timed(lambda: ingestor.ingest_file(path))
-    assert result.status == "stored", result.reason  # type: ignore[attr-defined]
-    return wall, cpu, sum(result.segments.values())  # type: ignore[attr-defined]
+    parts = [load_mono(PODCAST / name, rate) for name in ("podcast.wav", "two_cities.wav")]
+    return write_looped(path, parts, seconds, rate)
 
 
 def peer(path: Path) -> tuple[float, float, int]:
@@ -82,10 +62,7 @@ def peer(path: Path) -> tuple[float, float, int]:
     model = _model(str(weights_path()), 2)
 
     def run() -> int:
-        x, r = sf.read(path, dtype="float32", always_2d=True)
-        mono = x.mean(axis=1)
-        if r != SAMPLE_RATE:
-            mono = soxr.resample(mono, r, SAMPLE_RATE).astype(np.float32)
+        mono = load_mono(path, SAMPLE_RATE)
         segments, _ = model.transcribe(mono, language="en", vad_filter=True, **DECODING)
         return len(list(segments))
 
@@ -119,26 +96,19 @@ def throughput(args) -> dict:
             vad = [vad_only(path) for _ in range(args.repeat)]
             e2e, ref = [], []
             for _ in range(args.repeat):  # interleaved
-                e2e.append(end_to_end(db.db.engine, path))
+                e2e.append(end_to_end(db.db.engine, path, ["whisper"]))
                 ref.append(peer(path))
-            med = {
-                name: (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
-                for name, runs in (("end_to_end", e2e), ("peer", ref), ("vad", vad))
-            }
+            runs = {"end_to_end": e2e, "peer": ref, "vad": vad}
+            med = medians(runs)
             res = {
                 "file": str(path),
                 "audio_s": audio_s,
                 "speech_s": vad[0][2],
                 "utterances": e2e[0][2],
                 "peer_segments": ref[0][2],
-                "end_to_end_x_realtime": audio_s / med["end_to_end"][0],
-                "end_to_end_x_realtime_per_cpu_s": audio_s / med["end_to_end"][1],
-                "peer_x_realtime": audio_s / med["peer"][0],
-                "peer_x_realtime_per_cpu_s": audio_s / med["peer"][1],
+                **against_peer(audio_s, med),
                 "vad_x_realtime": audio_s / med["vad"][0],
-                "ratio_end_to_end_to_peer_wall": med["peer"][0] / med["end_to_end"][0],
-                "ratio_end_to_end_to_peer_cpu": med["peer"][1] / med["end_to_end"][1],
-                "runs": {"end_to_end": e2e, "peer": ref, "vad": vad},
+                "runs": runs,
             }
             out[kind] = res
             print(json.dumps({kind: {k: v for k, v in res.items() if k != "runs"}}, indent=1))
@@ -147,44 +117,11 @@ def throughput(args) -> dict:
     return out
 
 
-MEASURE = (
-    "import resource, sys, json\n"
-    "from soundscape.cli import main\n"
-    "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
-    "print(json.dumps({'maxrss_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
-    " 'exit': code}), file=sys.stderr)\n"
-)
-
-
 def memory(args) -> dict:
-    db = ScratchDatabase()
-    out: dict = {}
-    lengths = {
-        "speech": [(m, make_speech(DATA / f"speech_{m}min.wav", m * 60)) for m in (3, 9)],
-        "soundscape": [(m, make_recording(DATA / f"forest_{m}min.wav", m * 60)) for m in (20, 60)],
-    }
-    try:
-        for kind, files in lengths.items():
-            for minutes, path in files:
-                t = time.perf_counter()
-                proc = subprocess.run(
-                    [sys.executable, "-c", MEASURE, "ingest", str(path), "-s", "bench",
-                     "-m", "whisper", "--replace", "-q", "-d", db.url],
-                    capture_output=True, text=True,
-                )  # fmt: skip
-                wall = time.perf_counter() - t
-                last = json.loads(proc.stderr.strip().splitlines()[-1])
-                key = f"{kind}_{minutes}min"
-                out[key] = {
-                    "peak_rss_mib": round(last["maxrss_kb"] / 1024, 1),
-                    "exit": last["exit"],
-                    "wall_s": round(wall, 1),
-                    "x_realtime": round(minutes * 60 / wall, 1),
-                }
-                print(json.dumps({key: out[key]}), file=sys.stderr)
-    finally:
-        db.close()
-    return out
+    files = {f"speech_{m}min": make_speech(DATA / f"speech_{m}min.wav", m * 60) for m in (3, 9)}
+    for m in (20, 60):
+        files[f"soundscape_{m}min"] = make_recording(DATA / f"forest_{m}min.wav", m * 60)
+    return ingest_memory("whisper", files)
 
 
 def search_scale(n: int, repeat: int = 20) -> dict:
@@ -313,19 +250,14 @@ def main() -> None:
     p.add_argument("--search", type=int, default=0, metavar="N",
                    help="also time ranger.search_speech on N synthetic utterances")  # fmt: skip
     args = p.parse_args()
-    result: dict = {"machine": machine()}
-    load = Path("/proc/loadavg")
-    if load.exists():
-        result["loadavg_before"] = load.read_text().split()[:3]
+    parts = {}
     if not args.skip_throughput:
-        result["throughput"] = throughput(args)
+        parts["throughput"] = lambda: throughput(args)
     if args.memory:
-        result["memory"] = memory(args)
+        parts["memory"] = lambda: memory(args)
     if args.search:
-        result["search"] = search_scale(args.search)
-    if load.exists():
-        result["loadavg_after"] = load.read_text().split()[:3]
-    write_result("speech", result)
+        parts["search"] = lambda: search_scale(args.search)
+    run_parts("speech", parts)
 
 
 if __name__ == "__main__":

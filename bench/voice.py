@@ -16,26 +16,34 @@ vs file length.
    both alike); medians. Wall time and the process's CPU time (all threads) are reported: the
    machine is shared with other work.
 2. Memory (--memory): peak RSS of `soundscape ingest -m voice` in a fresh process for two
-   lengths of each file; the goal is flat in file length.
+   lengths of each file (the child's own VmHWM, bench/common.cli_peak_memory); the goal is
+   flat in file length.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ScratchDatabase, machine, make_recording, write_result  # noqa: E402
+from common import (  # noqa: E402
+    ScratchDatabase,
+    against_peer,
+    end_to_end,
+    ingest_memory,
+    load_mono,
+    make_recording,
+    medians,
+    run_parts,
+    timed,
+    write_looped,
+)
 
 DATA = Path("/tmp/soundscape-bench-audio")
 PODCAST = Path(__file__).resolve().parents[2] / "shared" / "audio" / "podcast" / "podcast.wav"
@@ -44,36 +52,7 @@ RATE = 16000
 
 def make_podcast(path: Path, seconds: float) -> Path:
     """The podcast looped to ``seconds`` (16 kHz mono WAV)."""
-    if path.exists() and abs(sf.info(str(path)).duration - seconds) < 1:
-        return path
-    x, r = sf.read(PODCAST, dtype="float32", always_2d=True)
-    mono = x.mean(axis=1)
-    if r != RATE:
-        mono = soxr.resample(mono, r, RATE).astype(np.float32)
-    total = int(seconds * RATE)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with sf.SoundFile(path, "w", samplerate=RATE, channels=1, subtype="PCM_16", format="WAV") as f:
-        written = 0
-        while written < total:
-            chunk = mono[: total - written]
-            f.write(chunk)
-            written += len(chunk)
-    return path
-
-
-def timed(fn) -> tuple[float, float, object]:
-    w, c = time.perf_counter(), time.process_time()
-    out = fn()
-    return time.perf_counter() - w, time.process_time() - c, out
-
-
-def end_to_end(engine, path: Path) -> tuple[float, float, int]:
-    from soundscape.ingest import Ingestor
-
-    ingestor = Ingestor(engine, "bench", ["voice"], replace=True)
-    wall, cpu, result = timed(lambda: ingestor.ingest_file(path))
-    assert result.status == "stored", result.reason  # type: ignore[attr-defined]
-    return wall, cpu, sum(result.segments.values())  # type: ignore[attr-defined]
+    return write_looped(path, [load_mono(PODCAST, RATE)], seconds, RATE)
 
 
 def peer(path: Path, encoder) -> tuple[float, float, int]:
@@ -81,10 +60,7 @@ def peer(path: Path, encoder) -> tuple[float, float, int]:
     from resemblyzer import preprocess_wav
 
     def run() -> int:
-        x, r = sf.read(path, dtype="float32", always_2d=True)
-        mono = x.mean(axis=1)
-        if r != RATE:
-            mono = soxr.resample(mono, r, RATE).astype(np.float32)
+        mono = load_mono(path, RATE)
         n = 0
         for start in range(0, max(1, len(mono) - RATE), RATE):
             window = mono[start : start + 2 * RATE]
@@ -138,27 +114,18 @@ def throughput(args) -> dict:
             audio_s = sf.info(str(path)).duration
             e2e, ref, floor = [], [], []
             for _ in range(args.repeat):  # interleaved
-                e2e.append(end_to_end(db.db.engine, path))
+                e2e.append(end_to_end(db.db.engine, path, ["voice"]))
                 ref.append(peer(path, encoder))
                 if kind == "speech":
                     floor.append(model_only(path, model))
             runs = {"end_to_end": e2e, "peer": ref, "model_only": floor}
-            med = {
-                name: (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs))
-                for name, rs in runs.items()
-                if rs
-            }
+            med = medians(runs)
             res = {
                 "file": str(path),
                 "audio_s": audio_s,
                 "voice_windows": e2e[0][2],
                 "peer_windows": ref[0][2],
-                "end_to_end_x_realtime": audio_s / med["end_to_end"][0],
-                "end_to_end_x_realtime_per_cpu_s": audio_s / med["end_to_end"][1],
-                "peer_x_realtime": audio_s / med["peer"][0],
-                "peer_x_realtime_per_cpu_s": audio_s / med["peer"][1],
-                "ratio_end_to_end_to_peer_wall": med["peer"][0] / med["end_to_end"][0],
-                "ratio_end_to_end_to_peer_cpu": med["peer"][1] / med["end_to_end"][1],
+                **against_peer(audio_s, med),
                 "runs": runs,
             }
             if "model_only" in med:
@@ -173,47 +140,15 @@ def throughput(args) -> dict:
     return out
 
 
-#: the child's own peak (VmHWM): ru_maxrss of a child started by subprocess inherits the
-#: parent's peak (docs/benchmarks.md, Music: MusiCNN)
-MEASURE = (
-    "import sys, json\n"
-    "from soundscape.cli import main\n"
-    "try:\n    main()\n    code = 0\nexcept SystemExit as e:\n    code = e.code\n"
-    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
-    "print(json.dumps({'maxrss_kb': int(hwm.split()[1]), 'exit': code}), file=sys.stderr)\n"
-)
-
-
 def memory(args) -> dict:
-    db = ScratchDatabase()
-    out: dict = {}
-    lengths = {
-        "speech": [(m, make_podcast(DATA / f"podcast_{m}min.wav", m * 60)) for m in (1, 4)],
-        "soundscape": [(m, make_recording(DATA / f"forest_{m}min.wav", m * 60)) for m in (3, 12)],
-    }
-    lengths = {kind: files for kind, files in lengths.items() if kind in args.kinds}
-    try:
-        for kind, files in lengths.items():
-            for minutes, path in files:
-                t = time.perf_counter()
-                proc = subprocess.run(
-                    [sys.executable, "-c", MEASURE, "ingest", str(path), "-s", "bench",
-                     "-m", "voice", "--replace", "-q", "-d", db.url],
-                    capture_output=True, text=True,
-                )  # fmt: skip
-                wall = time.perf_counter() - t
-                last = json.loads(proc.stderr.strip().splitlines()[-1])
-                key = f"{kind}_{minutes}min"
-                out[key] = {
-                    "peak_rss_mib": round(last["maxrss_kb"] / 1024, 1),
-                    "exit": last["exit"],
-                    "wall_s": round(wall, 1),
-                    "x_realtime": round(minutes * 60 / wall, 1),
-                }
-                print(json.dumps({key: out[key]}), file=sys.stderr)
-    finally:
-        db.close()
-    return out
+    files: dict[str, Path] = {}
+    if "speech" in args.kinds:
+        for m in (1, 4):
+            files[f"speech_{m}min"] = make_podcast(DATA / f"podcast_{m}min.wav", m * 60)
+    if "soundscape" in args.kinds:
+        for m in (3, 12):
+            files[f"soundscape_{m}min"] = make_recording(DATA / f"forest_{m}min.wav", m * 60)
+    return ingest_memory("voice", files)
 
 
 def main() -> None:
@@ -232,17 +167,12 @@ def main() -> None:
         help="which files: speech,soundscape",
     )
     args = p.parse_args()
-    result: dict = {"machine": machine()}
-    load = Path("/proc/loadavg")
-    if load.exists():
-        result["loadavg_before"] = load.read_text().split()[:3]
+    parts = {}
     if not args.skip_throughput:
-        result["throughput"] = throughput(args)
+        parts["throughput"] = lambda: throughput(args)
     if args.memory:
-        result["memory"] = memory(args)
-    if load.exists():
-        result["loadavg_after"] = load.read_text().split()[:3]
-    write_result("voice", result)
+        parts["memory"] = lambda: memory(args)
+    run_parts("voice", parts)
 
 
 if __name__ == "__main__":
