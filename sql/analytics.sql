@@ -11,7 +11,10 @@
 --   p_targets    : a SELECT over `segments g` giving id, recording_id, start_s, end_s,
 --                  starts_at, local_date, local_time and the vector as `v`;
 --   p_base_where : the baseline filter on `segments g`;
---   p_method     : 'hnsw' (pgvector index, iterative scan, one index scan per target) or
+--   p_method     : 'hnsw' (pgvector index, iterative scan, one index scan per target),
+--                  'each' (the same index scans, one statement per target run by
+--                  ranger._knn_each: what a Citus coordinator runs, since Citus cannot push
+--                  a LATERAL ... ORDER BY ... LIMIT down to the shards) or
 --                  'exact' (the baseline is read once into a MATERIALIZED CTE, then every
 --                  target is compared with every baseline window).
 --   p_index      : the space's index key (ranger._index_key: vector, halfvec or bit:<space>);
@@ -22,31 +25,53 @@
 -- again, e.g. a loop; decoding leaves twins about 0.00004 apart).
 -- Parameters: $2 space, $3 sensor ids, $4/$5 time of day, $6/$7 period dates, $8/$9 period
 -- instants, $11/$12 baseline dates, $13/$14 baseline instants, $15 k, $16 sample size.
+
+-- The mean distance (and count) of one target's k nearest baseline windows by the index: the
+-- target's vector, recording, start and end are the SQL expressions p_vec, p_rec, p_start,
+-- p_end (columns of a LATERAL outer row, or parameters).
+CREATE OR REPLACE FUNCTION ranger._knn_one_sql(
+    p_dim integer, p_base_where text, p_index text, p_skip_twins boolean,
+    p_vec text, p_rec text, p_start text, p_end text
+) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT format(
+        'SELECT avg(x.d)::real AS distance, count(*) AS n FROM (%5$s
+             SELECT g.embedding::vector(%1$s) <=> %8$s AS d
+               FROM segments g
+              WHERE %2$s
+                AND NOT (g.recording_id = %9$s
+                         AND g.start_s < %11$s AND g.end_s > %10$s)%4$s
+              ORDER BY %3$s
+              LIMIT %6$s%7$s) x',
+        p_dim, p_base_where, ranger._hnsw_distance_sql(p_dim, p_index, p_vec),
+        CASE WHEN p_skip_twins THEN format(
+            ' AND (g.embedding::vector(%s) <=> %s) >= 0.0001', p_dim, p_vec) ELSE '' END,
+        -- a bit index: the k nearest of its candidates by the exact distance
+        CASE WHEN p_index LIKE 'bit:%' THEN 'SELECT c.d FROM (' ELSE '' END,
+        ranger._hnsw_candidates_sql(p_index, '$15'),
+        CASE WHEN p_index LIKE 'bit:%' THEN ') c ORDER BY c.d LIMIT $15' ELSE '' END,
+        p_vec, p_rec, p_start, p_end)
+$$;
+
 CREATE OR REPLACE FUNCTION ranger._knn_sql(
     p_dim integer, p_targets text, p_base_where text, p_method text, p_index text,
     p_skip_twins boolean
 ) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN p_method = 'hnsw' THEN format(
-        'WITH t AS MATERIALIZED (%2$s)
+        'WITH t AS MATERIALIZED (%1$s)
          SELECT t.id, t.recording_id, t.start_s, t.end_s, t.starts_at, t.local_date,
                 t.local_time, nn.distance, nn.n
-           FROM t CROSS JOIN LATERAL (
-                SELECT avg(x.d)::real AS distance, count(*) AS n FROM (%6$s
-                    SELECT g.embedding::vector(%1$s) <=> t.v AS d
-                      FROM segments g
-                     WHERE %3$s
-                       AND NOT (g.recording_id = t.recording_id
-                                AND g.start_s < t.end_s AND g.end_s > t.start_s)%5$s
-                     ORDER BY %4$s
-                     LIMIT %7$s%8$s) x) nn',
-        p_dim, p_targets, p_base_where, ranger._hnsw_distance_sql(p_dim, p_index, 't.v'),
-        CASE WHEN p_skip_twins THEN format(
-            ' AND (g.embedding::vector(%s) <=> t.v) >= 0.0001', p_dim) ELSE '' END,
-        -- a bit index: the k nearest of its candidates by the exact distance
-        CASE WHEN p_index LIKE 'bit:%' THEN 'SELECT c.d FROM (' ELSE '' END,
-        ranger._hnsw_candidates_sql(p_index, '$15'),
-        CASE WHEN p_index LIKE 'bit:%' THEN ') c ORDER BY c.d LIMIT $15' ELSE '' END)
+           FROM t CROSS JOIN LATERAL (%2$s) nn',
+        p_targets,
+        ranger._knn_one_sql(p_dim, p_base_where, p_index, p_skip_twins,
+                            't.v', 't.recording_id', 't.start_s', 't.end_s'))
+    WHEN p_method = 'each' THEN format(
+        'SELECT * FROM ranger._knn_each(%L, %L, $2, $3, $4, $5, $6, $7, $8, $9, $11, $12, $13,
+                                        $14, $15, $16)',
+        p_targets,
+        ranger._knn_one_sql(p_dim, p_base_where, p_index, p_skip_twins,
+                            '$1', '$17', '$18', '$19'))
     ELSE format(
         'WITH t AS MATERIALIZED (%2$s),
               base AS MATERIALIZED (
@@ -65,6 +90,44 @@ LANGUAGE sql IMMUTABLE AS $$
         p_dim, p_targets, p_base_where,
         CASE WHEN p_skip_twins THEN ' AND cosine_distance(b.v, t.v) >= 0.0001' ELSE '' END) END
 $$;
+
+-- The 'each' method of ranger._knn_sql: runs p_targets (parameters as in _knn_sql), then for
+-- every target the one-target statement p_one ($1 the target's vector, $17/$18/$19 its
+-- recording, start and end, the rest as in _knn_sql): one distributed top-k per target, which
+-- Citus runs on every shard and merges. Internal (it executes the statements it is given):
+-- SECURITY INVOKER and not PUBLIC's; ranger.anomaly_scores calls it as the owner.
+CREATE OR REPLACE FUNCTION ranger._knn_each(
+    p_targets text, p_one text, p_space integer, p_ids integer[], p_time_from time,
+    p_time_to time, p_date_from date, p_date_to date, p_at_from timestamptz,
+    p_at_to timestamptz, p_base_date_from date, p_base_date_to date,
+    p_base_at_from timestamptz, p_base_at_to timestamptz, p_k integer, p_sample integer
+) RETURNS TABLE (
+    id bigint, recording_id bigint, start_s real, end_s real, starts_at timestamptz,
+    local_date date, local_time time, distance real, n bigint
+)
+LANGUAGE plpgsql STABLE SET search_path = public, pg_temp AS $fn$
+DECLARE
+    t record;
+BEGIN
+    FOR t IN EXECUTE p_targets
+        USING NULL::vector, p_space, p_ids, p_time_from, p_time_to, p_date_from, p_date_to,
+              p_at_from, p_at_to, NULL::bigint, p_base_date_from, p_base_date_to,
+              p_base_at_from, p_base_at_to, p_k, p_sample
+    LOOP
+        EXECUTE p_one INTO distance, n
+            USING t.v, p_space, p_ids, p_time_from, p_time_to, p_date_from, p_date_to,
+                  p_at_from, p_at_to, NULL::bigint, p_base_date_from, p_base_date_to,
+                  p_base_at_from, p_base_at_to, p_k, p_sample, t.recording_id, t.start_s,
+                  t.end_s;
+        id := t.id; recording_id := t.recording_id; start_s := t.start_s; end_s := t.end_s;
+        starts_at := t.starts_at; local_date := t.local_date; local_time := t.local_time;
+        RETURN NEXT;
+    END LOOP;
+END
+$fn$;
+REVOKE EXECUTE ON FUNCTION ranger._knn_each(text, text, integer, integer[], time, time, date,
+    date, timestamptz, timestamptz, date, date, timestamptz, timestamptz, integer, integer)
+    FROM PUBLIC;
 
 -- The k-nearest-neighbour distance statement behind ranger.anomaly_scores (twins count).
 CREATE OR REPLACE FUNCTION ranger._knn_distance_sql(
@@ -128,6 +191,7 @@ DECLARE
     v_passing bigint;
     v_total double precision;
     v_method text := p_strategy;
+    v_knn text;
     v_scale double precision;
     v_raw double precision;
     v_sample text;
@@ -203,6 +267,9 @@ BEGIN
     IF v_method = 'hnsw' THEN
         PERFORM set_config('hnsw.ef_search', least(greatest(2 * p_k, 400), 1000)::text, true);
     END IF;
+    -- on a Citus coordinator the index scans run one statement per target (see _knn_sql)
+    v_knn := CASE WHEN v_method = 'hnsw' AND ranger._segments_distributed() THEN 'each'
+                  ELSE v_method END;
 
     -- the baseline's own typical neighbour distance, on a fixed pseudo-random sample, not
     -- counting exact twins (see ranger._knn_sql): in a baseline of repeated audio (a loop,
@@ -213,14 +280,14 @@ BEGIN
                           FROM segments g WHERE %s ORDER BY hashint8(g.id), g.id LIMIT $16',
                        v_dim, v_base);
     EXECUTE format('SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY s.distance) FROM (%s) s',
-                   ranger._knn_sql(v_dim, v_sample, v_base, v_method, v_index, true))
+                   ranger._knn_sql(v_dim, v_sample, v_base, v_knn, v_index, true))
        INTO v_scale
       USING NULL::vector, v_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
             p_at_from, p_at_to, NULL::bigint, p_base_date_from, p_base_date_to,
             p_base_at_from, p_base_at_to, p_k, greatest(p_sample, 1);
     -- and with twins, to say when they made a difference
     EXECUTE format('SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY s.distance) FROM (%s) s',
-                   ranger._knn_distance_sql(v_dim, v_sample, v_base, v_method, v_index))
+                   ranger._knn_distance_sql(v_dim, v_sample, v_base, v_knn, v_index))
        INTO v_raw
       USING NULL::vector, v_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
             p_at_from, p_at_to, NULL::bigint, p_base_date_from, p_base_date_to,
@@ -240,7 +307,7 @@ BEGIN
                        g.local_time, g.embedding::vector(%s) AS v
                   FROM segments g WHERE %s',
                v_dim, v_period),
-        v_base, v_method, v_index);
+        v_base, v_knn, v_index);
     RETURN QUERY EXECUTE format(
         'SELECT s.id, s.recording_id, s.start_s, s.end_s, s.starts_at, s.local_date,
                 s.local_time, s.distance, (s.distance / $17)::real, $17::real, $18::bigint,
@@ -282,6 +349,7 @@ DECLARE
     v_method text := p_strategy;
     v_i integer := 0;
     v_vector vector;
+    v_one text;
 BEGIN
     PERFORM ranger._check_int('p_k (the number of results)', p_k, 1, 10000);
     PERFORM ranger._check_int('p_exact_limit', p_exact_limit, 0, 100000000);
@@ -303,25 +371,46 @@ BEGIN
     END IF;
     IF v_method = 'hnsw' THEN
         PERFORM set_config('hnsw.ef_search', least(greatest(2 * p_k, 400), 1000)::text, true);
-        RETURN QUERY EXECUTE format(
-            'WITH q AS MATERIALIZED (
-                 SELECT (u.o - 1)::integer AS i, u.v::vector(%1$s) AS v
-                   FROM unnest($1) WITH ORDINALITY u(v, o))
-             SELECT q.i, h.id, h.recording_id, h.start_s, h.end_s, (1 - h.d)::real
-               FROM q CROSS JOIN LATERAL (
-                    SELECT x.* FROM (
-                        SELECT g.id, g.recording_id, g.start_s, g.end_s,
-                               g.embedding::vector(%1$s) <=> q.v AS d
-                          FROM segments g
-                         WHERE g.space_id = $2 AND ($3::bigint IS NULL OR g.recording_id <> $3)
-                         ORDER BY %2$s
-                         LIMIT %3$s) x%4$s) h
-              WHERE $5::real IS NULL OR 1 - h.d >= $5
-              ORDER BY q.i, h.d, h.id', v_dim, ranger._hnsw_distance_sql(v_dim, v_index, 'q.v'),
-            ranger._hnsw_candidates_sql(v_index, '$4'),
+        -- the k nearest of one query vector (the SQL expression %5$s) by the index
+        v_one := format(
+            'SELECT x.* FROM (
+                 SELECT g.id, g.recording_id, g.start_s, g.end_s,
+                        g.embedding::vector(%1$s) <=> %5$s AS d
+                   FROM segments g
+                  WHERE g.space_id = $2 AND ($3::bigint IS NULL OR g.recording_id <> $3)
+                  ORDER BY %2$s
+                  LIMIT %3$s) x%4$s', v_dim, '%1$s', ranger._hnsw_candidates_sql(v_index, '$4'),
             -- a bit index: the k nearest of its candidates by the exact distance
-            CASE WHEN v_index LIKE 'bit:%' THEN ' ORDER BY x.d, x.id LIMIT $4' ELSE '' END)
-          USING p_vectors, p_space, p_exclude_recording, p_k, p_min_score;
+            CASE WHEN v_index LIKE 'bit:%' THEN ' ORDER BY x.d, x.id LIMIT $4' ELSE '' END,
+            '%2$s');
+        IF NOT ranger._segments_distributed() THEN
+            RETURN QUERY EXECUTE format(
+                'WITH q AS MATERIALIZED (
+                     SELECT (u.o - 1)::integer AS i, u.v::vector(%1$s) AS v
+                       FROM unnest($1) WITH ORDINALITY u(v, o))
+                 SELECT q.i, h.id, h.recording_id, h.start_s, h.end_s, (1 - h.d)::real
+                   FROM q CROSS JOIN LATERAL (%2$s) h
+                  WHERE $5::real IS NULL OR 1 - h.d >= $5
+                  ORDER BY q.i, h.d, h.id', v_dim,
+                format(v_one, ranger._hnsw_distance_sql(v_dim, v_index, 'q.v'), 'q.v'))
+              USING p_vectors, p_space, p_exclude_recording, p_k, p_min_score;
+        ELSE
+            -- a Citus coordinator: one statement per query vector ($6), which Citus runs on
+            -- every shard and merges (it cannot push the LATERAL form down)
+            v_i := 0;
+            FOREACH v_vector IN ARRAY coalesce(p_vectors, '{}') LOOP
+                RETURN QUERY EXECUTE format(
+                    'SELECT $7, h.id, h.recording_id, h.start_s, h.end_s, (1 - h.d)::real
+                       FROM (%s) h
+                      WHERE $5::real IS NULL OR 1 - h.d >= $5
+                      ORDER BY h.d, h.id',
+                    format(v_one, ranger._hnsw_distance_sql(v_dim, v_index, '$6'),
+                           format('$6::vector(%s)', v_dim)))
+                  USING p_vectors, p_space, p_exclude_recording, p_k, p_min_score,
+                        v_vector::vector, v_i;
+                v_i := v_i + 1;
+            END LOOP;
+        END IF;
     ELSE
         RETURN QUERY EXECUTE format(
             'WITH q AS MATERIALIZED (
@@ -369,6 +458,17 @@ DECLARE
     v_total double precision;
     v_method text := p_strategy;
     v_from text;
+    v_one text;
+    v_pairs text;
+    v_a record;
+    v_h record;
+    v_ia bigint[] := '{}';
+    v_ra bigint[] := '{}';
+    v_sa real[] := '{}';
+    v_ib bigint[] := '{}';
+    v_rb bigint[] := '{}';
+    v_sb real[] := '{}';
+    v_score real[] := '{}';
 BEGIN
     PERFORM ranger._check_int('p_k (the number of neighbours)', p_k, 1, 10000);
     PERFORM ranger._check_int('p_exact_limit', p_exact_limit, 0, 100000000);
@@ -385,15 +485,44 @@ BEGIN
         v_method := CASE WHEN coalesce(v_total, 0) <= p_exact_limit THEN 'exact' ELSE 'hnsw' END;
     END IF;
     IF v_method = 'hnsw' THEN
+        -- the k nearest windows of window a (its vector and recording: the SQL expressions
+        -- %1$s and %2$s) by the index
         v_from := format(
-            'SELECT g.id, g.recording_id, g.start_s, g.embedding::vector(%1$s) <=> a.v AS d
+            'SELECT g.id, g.recording_id, g.start_s, g.embedding::vector(%1$s) <=> %4$s AS d
                FROM segments g
-              WHERE g.space_id = $1 AND g.recording_id <> a.recording_id
-              ORDER BY %2$s LIMIT %3$s', v_dim, ranger._hnsw_distance_sql(v_dim, v_index, 'a.v'),
-            ranger._hnsw_candidates_sql(v_index, '$2'));
+              WHERE g.space_id = $1 AND g.recording_id <> %5$s
+              ORDER BY %2$s LIMIT %3$s', v_dim, '%3$s',
+            ranger._hnsw_candidates_sql(v_index, '$2'), '%1$s', '%2$s');
         IF v_index LIKE 'bit:%' THEN
             -- a bit index: the k nearest of its candidates by the exact distance
             v_from := format('SELECT c.* FROM (%s) c ORDER BY c.d, c.id LIMIT $2', v_from);
+        END IF;
+        IF ranger._segments_distributed() THEN
+            -- a Citus coordinator: one statement per window ($4 its vector, $5 its
+            -- recording), which Citus runs on every shard and merges (it cannot push the
+            -- LATERAL form down); the pairs are collected, then kept once as below
+            v_one := format(v_from, '$4', '$5',
+                            ranger._hnsw_distance_sql(v_dim, v_index, '$4'));
+            FOR v_a IN EXECUTE format(
+                    'SELECT g.id, g.recording_id, g.start_s, g.embedding::vector(%s) AS v
+                       FROM segments g WHERE g.space_id = $1', v_dim)
+                USING p_space
+            LOOP
+                FOR v_h IN EXECUTE format('SELECT h.* FROM (%s) h WHERE 1 - h.d >= $3', v_one)
+                    USING p_space, p_k, p_min_score, v_a.v, v_a.recording_id
+                LOOP
+                    v_ia := v_ia || v_a.id; v_ra := v_ra || v_a.recording_id;
+                    v_sa := v_sa || v_a.start_s; v_ib := v_ib || v_h.id;
+                    v_rb := v_rb || v_h.recording_id; v_sb := v_sb || v_h.start_s;
+                    v_score := v_score || (1 - v_h.d)::real;
+                END LOOP;
+            END LOOP;
+            v_pairs := 'SELECT * FROM unnest($4::bigint[], $5::bigint[], $6::real[],
+                                             $7::bigint[], $8::bigint[], $9::real[], $10::real[])
+                                   AS p(ia, ra, sa, ib, rb, sb, score)';
+        ELSE
+            v_from := format(v_from, 'a.v', 'a.recording_id',
+                             ranger._hnsw_distance_sql(v_dim, v_index, 'a.v'));
         END IF;
     ELSE
         v_from := 'SELECT b.id, b.recording_id, b.start_s, cosine_distance(b.v, a.v) AS d
@@ -401,22 +530,23 @@ BEGIN
                     ORDER BY 4, 1 LIMIT $2';
     END IF;
     RETURN QUERY EXECUTE format(
-        'WITH a AS MATERIALIZED (
-             SELECT g.id, g.recording_id, g.start_s, g.embedding::vector(%1$s) AS v
-               FROM segments g WHERE g.space_id = $1),
-              p AS (
-             SELECT a.id AS ia, a.recording_id AS ra, a.start_s AS sa,
-                    h.id AS ib, h.recording_id AS rb, h.start_s AS sb, (1 - h.d)::real AS score
-               FROM a CROSS JOIN LATERAL (%2$s) h
-              WHERE 1 - h.d >= $3)
+        'WITH p AS (%s)
          SELECT DISTINCT ON (least(ia, ib), greatest(ia, ib))
                 CASE WHEN ra < rb THEN ia ELSE ib END, least(ra, rb),
                 CASE WHEN ra < rb THEN sa ELSE sb END,
                 CASE WHEN ra < rb THEN ib ELSE ia END, greatest(ra, rb),
                 CASE WHEN ra < rb THEN sb ELSE sa END, score
            FROM p
-          ORDER BY least(ia, ib), greatest(ia, ib), score DESC', v_dim, v_from)
-      USING p_space, p_k, p_min_score;
+          ORDER BY least(ia, ib), greatest(ia, ib), score DESC',
+        coalesce(v_pairs, format(
+            'WITH a AS MATERIALIZED (
+                 SELECT g.id, g.recording_id, g.start_s, g.embedding::vector(%1$s) AS v
+                   FROM segments g WHERE g.space_id = $1)
+             SELECT a.id AS ia, a.recording_id AS ra, a.start_s AS sa,
+                    h.id AS ib, h.recording_id AS rb, h.start_s AS sb, (1 - h.d)::real AS score
+               FROM a CROSS JOIN LATERAL (%2$s) h
+              WHERE 1 - h.d >= $3', v_dim, v_from)))
+      USING p_space, p_k, p_min_score, v_ia, v_ra, v_sa, v_ib, v_rb, v_sb, v_score;
 END
 $fn$;
 

@@ -148,6 +148,22 @@ LANGUAGE sql IMMUTABLE AS $$
                 ELSE p_k END
 $$;
 
+-- Whether `segments` is a Citus distributed table (this is a Citus coordinator): then a few
+-- statement shapes one server runs are refused (docs/scaling.md), and the callers take
+-- another. The catalog is read dynamically: it exists only where Citus is installed.
+CREATE OR REPLACE FUNCTION ranger._segments_distributed() RETURNS boolean
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
+DECLARE
+    v_distributed boolean := false;
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+        EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition '
+                'WHERE logicalrelid = ''segments''::regclass)' INTO v_distributed;
+    END IF;
+    RETURN v_distributed;
+END
+$fn$;
+
 -- Rows in a space: the planner's counts (kept by autovacuum/ANALYZE) of the leaf tables of
 -- its partition, whatever the partition's own layout.
 CREATE OR REPLACE FUNCTION ranger._space_rows(p_space integer) RETURNS double precision
@@ -332,12 +348,8 @@ BEGIN
         v_total := greatest(ranger._space_rows(p_space), 1);
         -- On a Citus coordinator (segments distributed) the filter is not EXPLAINed: Citus
         -- plans it on the workers and the ranking statement after it then fails ("cannot
-        -- switch local execution status"). The catalog is read dynamically: it exists only
-        -- where Citus is installed.
-        IF to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
-            EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition '
-                    'WHERE logicalrelid = ''segments''::regclass)' INTO v_distributed;
-        END IF;
+        -- switch local execution status").
+        v_distributed := ranger._segments_distributed();
         IF v_distributed
            OR v_where IN ('g.space_id = $2', 'g.space_id = $2 AND g.id <> $10') THEN
             v_estimate := v_total;

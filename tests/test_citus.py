@@ -410,6 +410,35 @@ def test_jobs_queue_on_the_coordinator(dbs):
     assert found[0]["path"].endswith("firetruck.ogg")  # the clip itself ranks first
 
 
+def test_per_window_index_searches(dbs):
+    """Anomalies and duplicates with the HNSW strategy (one index scan per window, which Citus
+    cannot push down as one statement; the coordinator runs one per window): the same answers
+    as one server's exact scans (the reserve is small enough for HNSW to find every
+    neighbour)."""
+    single, citus_url = dbs
+    for args in (
+        ("anomalies", "-s", "north-1", "--from", "2024-05-01", "--baseline-to", "2024-04-30"),
+        ("duplicates", "--audio", str(SIREN), "--space", "spectral"),
+    ):
+        one = _cli_json(single, *args, "--strategy", "exact")
+        assert one, args
+        both = _cli_json(citus_url, *args, "--strategy", "hnsw")
+        assert {r.pop("method", "hnsw") for r in both} == {"hnsw"}, args
+        assert both == [{k: v for k, v in r.items() if k != "method"} for r in one], args
+    # every pair of recordings sharing audio, at the same offset (the windows counted and the
+    # scores may differ: the reserve repeats audio, and which of several equally near windows
+    # are a window's k nearest is the index's choice)
+    args = ("duplicates", "--all", "--space", "spectral", "--min-score", "0.95")
+    one = _cli_json(single, *args, "--strategy", "exact")
+    both = _cli_json(citus_url, *args, "--strategy", "hnsw")
+    assert one
+
+    def pairs(rows: list[dict]) -> set[tuple]:
+        return {(Path(r["query_path"]).name, Path(r["path"]).name, r["offset_s"]) for r in rows}
+
+    assert pairs(both) == pairs(one)
+
+
 def _subprocess_search(url: str) -> subprocess.Popen:
     env = {**os.environ, "SOUNDSCAPE_DATABASE_URL": url}
     return subprocess.Popen(
