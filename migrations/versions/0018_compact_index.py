@@ -1,8 +1,9 @@
 """A compact HNSW index per space (issue 14): ``spaces.index_type`` may be ``bit``.
 
-A bit index holds one bit per dimension, the sign of the embedding minus the space's mean
-(pgvector's ``binary_quantize``, Hamming distance): about a sixth of the size of the float16
-index. It only picks candidates; searches re-rank them by the exact float32 cosine distance.
+A bit index holds the signs of the embedding minus the space's mean (pgvector's
+``binary_quantize``, Hamming distance; above 512 dimensions the two halves are added first):
+a tenth of the size of the float16 index at 1024-d. It only picks candidates; searches
+re-rank them by the exact float32 cosine distance.
 The mean is stored in the new column ``spaces.index_center`` and, as a constant, in an
 IMMUTABLE function per space (``public.segments_space_<id>_bits``) that the index expression
 and the queries call (``soundscape.spaces.create_hnsw_index``). Re-applies sql/search.sql

@@ -278,8 +278,9 @@ def spaces_list(database: str | None, fmt: str) -> None:
     "index_type",
     type=click.Choice(["halfvec", "vector", "bit"]),
     help="halfvec: float16, the default of new spaces (a third of the size; recall and speed "
-    "in docs/benchmarks.md); vector: float32; bit: one bit per dimension around the space's "
-    "mean (a sixth of halfvec; candidates re-ranked in float32, so scores stay exact). "
+    "in docs/benchmarks.md); vector: float32; bit: the signs around the space's mean, 512 "
+    "bits for 1024-d (a tenth of halfvec; candidates re-ranked in float32, so scores stay "
+    "exact; slower, and its recall drops past ~100k windows: docs/benchmarks.md). "
     "Default: keep the current type (a rebuild, e.g. with the current build parameters; a "
     "bit index also recomputes its centre).",
 )
@@ -288,7 +289,8 @@ def spaces_list(database: str | None, fmt: str) -> None:
     default=None,
     metavar="SIZE",
     help="maintenance_work_mem for the build, e.g. 4GB; the build is much faster when the "
-    "index fits (about 2.7 kB per window for halfvec, 8 kB for vector at 1024-d).",
+    "index fits (about 2.7 kB per window for halfvec, 8 kB for vector, 0.27 kB for bit at "
+    "1024-d).",
 )
 @click.option(
     "--drop",
