@@ -236,7 +236,7 @@ def test_analytics_run_on_a_bit_space(bit_db):
         assert np.mean(close) >= 0.9
 
 
-def test_switching_bit_halfvec_bit(bit_db):
+def test_switching_bit_halfvec_bit(bit_db, module_db_url, run_cli, monkeypatch):
     engine, space, queries = bit_db
     fn = f"{space.partition}_bits"
 
@@ -255,10 +255,13 @@ def test_switching_bit_halfvec_bit(bit_db):
     with engine.begin() as conn:
         half, _ = set_index_type(conn, space, "halfvec")
         assert state(conn) == ("halfvec", False, False)
-    with engine.begin() as conn:
-        bit, _ = set_index_type(conn, half, "bit")
-        assert state(conn) == ("bit", True, True)
+    # back through the CLI (thin: it calls set_index_type)
+    monkeypatch.setenv("SOUNDSCAPE_DATABASE_URL", module_db_url)
+    result = run_cli("spaces", "index", space.name, "--type", "bit")
+    assert result.exit_code == 0, result.stderr
     with engine.connect() as conn:
+        assert state(conn) == ("bit", True, True)
+        bit = get_space(conn, space.name)
         q = Query(bit, "q", vector=queries[1])
         exact = run(conn, q, Filters(), limit=5, strategy="exact")
         approx = run(conn, q, Filters(), limit=5, strategy="hnsw")
