@@ -271,3 +271,35 @@ def test_switching_bit_halfvec_bit(bit_db, module_db_url, run_cli, monkeypatch):
 def test_a_bad_index_type_is_a_usage_error(run_cli):
     result = run_cli("spaces", "index", "whatever", "--type", "pq")
     assert result.exit_code == 2 and "bit" in result.stderr
+
+
+def test_migration_0018_down_and_up_with_a_bit_space(db_url):
+    """Downgrading 0018 rebuilds a bit index as halfvec and drops the space's bits function and
+    the centre column; upgrading again allows bit."""
+    from alembic import command
+
+    from soundscape.db import alembic_config, upgrade
+
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            space, _ = set_index_type(conn, ensure_space(conn, _Relu, 3.0, 3.0), "bit")
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0017")
+        with engine.connect() as conn:
+            assert get_space(conn, space.name).index_type == "halfvec"
+            indexdef = conn.execute(
+                sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = :n"),
+                {"n": f"{space.partition}_hnsw"},
+            ).scalar()
+            assert "halfvec_cosine_ops" in indexdef
+            assert not conn.execute(
+                sa.text("SELECT count(*) FROM pg_proc WHERE proname = :f"),
+                {"f": f"{space.partition}_bits"},
+            ).scalar()
+        upgrade(engine)
+        with engine.begin() as conn:
+            again, _ = set_index_type(conn, get_space(conn, space.name), "bit")
+            assert again.index_type == "bit"
+    finally:
+        engine.dispose()
