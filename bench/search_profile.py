@@ -93,9 +93,11 @@ def profile_filter(raw, conn, space: Space, q: np.ndarray, name: str, reps: int,
     where, ids = cur.fetchone()
     method = cur.execute(call, args).fetchall()[0][-1]
     capped = schema == "ranger" and method == "exact"  # 0016 ranks exact through 'capped'
+    # the index key (a bit index is named by its space: ranger._index_key, migration 0018)
+    key = space.index_type if space.index_type != "bit" else f"bit:{space.id}"
     cur.execute(
         f"SELECT {schema}._search_vector_sql(%s, %s, %s, %s)",
-        [space.dimension, where, "capped" if capped else method, space.index_type],
+        [space.dimension, where, "capped" if capped else method, key],
     )
     rank_sql = cur.fetchone()[0]
 
