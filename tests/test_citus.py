@@ -221,7 +221,7 @@ def test_hnsw_recall_against_exact(dbs, space):
     _, citus_url = dbs
     recalls = []
     for name, where in FILTERS.items():
-        for vec in _vectors(citus_url, space, 8):
+        for vec in _vectors(citus_url, space, 5):
             truth = {r[:2] for r in _search(citus_url, space, vec, where, "exact")}
             hnsw = {r[:2] for r in _search(citus_url, space, vec, where, "hnsw")}
             if truth:
