@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from soundscape import spaces
 from soundscape.db import make_engine, register_vector
 from soundscape.embedders.base import Embedder, l2_normalize
 from soundscape.search import Filters, Query, run
@@ -23,6 +24,7 @@ from soundscape.spaces import (
     drop_hnsw_index,
     ensure_space,
     get_space,
+    index_caution,
     set_index_type,
 )
 
@@ -266,6 +268,22 @@ def test_switching_bit_halfvec_bit(bit_db, module_db_url, run_cli, monkeypatch):
         exact = run(conn, q, Filters(), limit=5, strategy="exact")
         approx = run(conn, q, Filters(), limit=5, strategy="hnsw")
         assert [h.segment_id for h in approx][:3] == [h.segment_id for h in exact][:3]
+
+
+def test_a_large_space_gets_a_recall_note(bit_db, module_db_url, run_cli, monkeypatch):
+    """Building a bit index on a space past BIT_RECALL_WINDOWS says what it costs in recall."""
+    engine, space, _ = bit_db
+    monkeypatch.setenv("SOUNDSCAPE_DATABASE_URL", module_db_url)
+    with engine.connect() as conn:
+        assert index_caution(conn, space, "bit") is None  # a few thousand windows
+        assert index_caution(conn, space, "halfvec") is None
+    monkeypatch.setattr(spaces, "BIT_RECALL_WINDOWS", 100)
+    with engine.connect() as conn:
+        note = index_caution(conn, space, "bit")
+    assert note and "recall@10" in note and "--type halfvec" in note
+    result = run_cli("spaces", "index", space.name, "--type", "bit")
+    assert result.exit_code == 0, result.stderr
+    assert "note: " in result.stderr and "recall@10" in result.stderr
 
 
 def test_a_bad_index_type_is_a_usage_error(run_cli):

@@ -54,6 +54,9 @@ BIT_EF_CONSTRUCTION = 128
 BIT_CANDIDATES = 80
 #: windows sampled to compute a space's centre
 CENTER_SAMPLE = 20000
+#: past this many windows a bit index's recall@10 falls well below halfvec's (0.99 at 100k,
+#: 0.74-0.98 at 1M realistic windows: docs/benchmarks.md); ``index_caution`` says so
+BIT_RECALL_WINDOWS = 200_000
 #: the shortest hop between window starts: 10 windows per second of audio (a BirdNET hop of
 #: 0.0001 s would embed 10,000 windows per second and run for hours on a minute of audio)
 MIN_HOP_S = 0.1
@@ -464,6 +467,22 @@ def set_build_memory(conn: Connection, memory: str) -> None:
             f"{memory!r} is not a PostgreSQL memory size (e.g. 512MB, 4GB): {exc.orig}".strip(),
             option="--memory",
         ) from None
+
+
+def index_caution(conn: Connection, space: Space, index_type: str) -> str | None:
+    """What to know before building an ``index_type`` index on ``space``, or None: a bit index
+    on a large space finds fewer of the true nearest windows (measured, docs/benchmarks.md)."""
+    if index_type != "bit":
+        return None
+    rows = conn.execute(sa.text("SELECT ranger._space_rows(:s)"), {"s": space.id}).scalar() or 0
+    if rows <= BIT_RECALL_WINDOWS:
+        return None
+    return (
+        f"space {space.name} holds about {rows:,.0f} windows: a bit index's recall@10 falls "
+        f"past ~{BIT_RECALL_WINDOWS:,} (0.74-0.98 measured at 1M, docs/benchmarks.md); "
+        f"`soundscape spaces index {space.name} --type halfvec` where recall matters more "
+        "than memory"
+    )
 
 
 def set_index_type(conn: Connection, space: Space, index_type: str) -> tuple[Space, float]:

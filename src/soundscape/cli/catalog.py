@@ -307,7 +307,13 @@ def spaces_index(
     Only the index changes (embeddings stay float32), so this can be undone at any time.
     Searches go on with the old index while the new one builds; ingest into the space waits.
     """
-    from soundscape.spaces import drop_hnsw_index, get_space, set_build_memory, set_index_type
+    from soundscape.spaces import (
+        drop_hnsw_index,
+        get_space,
+        index_caution,
+        set_build_memory,
+        set_index_type,
+    )
 
     if drop and (index_type or memory):
         raise click.UsageError("--drop takes neither --type nor --memory")
@@ -323,6 +329,9 @@ def spaces_index(
         if memory:
             set_build_memory(conn, memory)
         index_type = index_type or space.index_type
+        caution = index_caution(conn, space, index_type)
+        if caution:
+            echo_err(f"note: {caution}")
         echo_err(f"building the {index_type} HNSW index of {space.name} ...")
         _, seconds = set_index_type(conn, space, index_type)
     echo_err(f"done in {seconds:.1f} s")
