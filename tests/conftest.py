@@ -173,6 +173,38 @@ def recording_id(engine, path: Path) -> int:
         ).scalar_one()
 
 
+def copy_windows(
+    conn, space_id: int, recordings, vectors, offsets_s, per_recording: int, n_days: int
+) -> None:
+    """Binary COPY of synthetic windows into ``segments``: ``per_recording`` 3-s windows for each
+    (recording id, sensor id) of ``recordings``, recording r on day 2024-05-01 + r % n_days
+    (UTC), window j starting ``offsets_s[j]`` seconds into that day, with ``vectors[j]``."""
+    from datetime import date, datetime, time, timedelta, timezone
+
+    from soundscape.db import raw_connection, register_vector
+
+    register_vector(conn)
+    with (
+        raw_connection(conn)
+        .cursor()
+        .copy(
+            "COPY segments (space_id, recording_id, sensor_id, start_s, end_s, starts_at, "
+            "local_date, local_time, embedding) FROM STDIN WITH (FORMAT BINARY)"
+        ) as copy
+    ):
+        copy.set_types(
+            ["int4", "int8", "int4", "float4", "float4", "timestamptz", "date", "time", "vector"]
+        )
+        j = 0
+        for r, (rec_id, sid) in enumerate(recordings):
+            day = date(2024, 5, 1) + timedelta(days=r % n_days)
+            for _ in range(per_recording):
+                t = float(offsets_s[j])
+                at = datetime.combine(day, time(), tzinfo=timezone.utc) + timedelta(seconds=t)
+                copy.write_row((space_id, rec_id, sid, t, t + 3, at, day, at.time(), vectors[j]))
+                j += 1
+
+
 def real_audio(relative: str) -> Path:
     """A real recording by its path in the shared collection (``clips/.../x.ogg``).
 

@@ -8,14 +8,14 @@ recall, size and latency at 100k-1M x 1024-d are measured by bench/search.py --i
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import time
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
 
 from soundscape import spaces
-from soundscape.db import make_engine, register_vector
+from soundscape.db import make_engine
 from soundscape.embedders.base import Embedder, l2_normalize
 from soundscape.search import Filters, Query, run
 from soundscape.spaces import (
@@ -27,6 +27,8 @@ from soundscape.spaces import (
     index_caution,
     set_index_type,
 )
+
+from .conftest import copy_windows
 
 DIM = 640
 N_SENSORS, N_DAYS, PER_RECORDING = 4, 6, 100  # 2,400 windows
@@ -79,35 +81,8 @@ def bit_db(module_db_url):
         # clustered and non-negative: sparse ReLU centres, windows near them
         centers = np.maximum(rng.normal(size=(40, DIM)), 0) * 0.5 + 0.05
         vectors = _vectors(rng, centers, len(rows) * PER_RECORDING, 0.25)
-        register_vector(conn)
-        raw = conn.connection.driver_connection
-        with raw.cursor().copy(
-            "COPY segments (space_id, recording_id, sensor_id, start_s, end_s, starts_at, "
-            "local_date, local_time, embedding) FROM STDIN WITH (FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(
-                [
-                    "int4",
-                    "int8",
-                    "int4",
-                    "float4",
-                    "float4",
-                    "timestamptz",
-                    "date",
-                    "time",
-                    "vector",
-                ]
-            )
-            j = 0
-            for r, (rec_id, sid) in enumerate(rows):
-                day = date(2024, 5, 1) + timedelta(days=r % N_DAYS)
-                for w in range(PER_RECORDING):
-                    t = float(w * 600)
-                    at = datetime.combine(day, time(), tzinfo=timezone.utc) + timedelta(seconds=t)
-                    copy.write_row(
-                        (space.id, rec_id, sid, t, t + 3, at, day, at.time(), vectors[j])
-                    )
-                    j += 1
+        offsets = np.tile(np.arange(PER_RECORDING) * 600.0, len(rows))
+        copy_windows(conn, space.id, rows, vectors, offsets, PER_RECORDING, N_DAYS)
         space, _ = set_index_type(conn, space, "bit")
         conn.execute(sa.text(f"ANALYZE {space.partition}"))
     queries = _vectors(rng, centers, 20, 0.1)

@@ -7,16 +7,18 @@ The vectors are clustered (like real embeddings: many windows of few kinds of so
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import time
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from soundscape.db import make_engine, register_vector
+from soundscape.db import make_engine
 from soundscape.embedders.base import Embedder, l2_normalize
 from soundscape.search import Filters, Query, run
 from soundscape.spaces import create_hnsw_index, drop_hnsw_index, ensure_space, set_index_type
+
+from .conftest import copy_windows
 
 # End-to-end: 100,000 vectors and HNSW builds. `make test-fast` (-m "not slow") skips it.
 pytestmark = pytest.mark.slow
@@ -68,46 +70,7 @@ def scale_db(module_db_url):
             centers[which] + rng.normal(scale=0.35, size=(n, DIM)) / np.sqrt(DIM) * 4
         )
         seconds = rng.uniform(0, 86400, n)
-        register_vector(conn)
-        raw = conn.connection.driver_connection
-        day0 = date(2024, 5, 1)
-        with raw.cursor().copy(
-            "COPY segments (space_id, recording_id, sensor_id, start_s, end_s, starts_at, "
-            "local_date, local_time, embedding) FROM STDIN WITH (FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(
-                [
-                    "int4",
-                    "int8",
-                    "int4",
-                    "float4",
-                    "float4",
-                    "timestamptz",
-                    "date",
-                    "time",
-                    "vector",
-                ]
-            )
-            j = 0
-            for r, (rec_id, sid) in enumerate(rec_rows):
-                day = day0 + timedelta(days=r % N_DAYS)
-                for _ in range(PER_RECORDING):
-                    t = float(seconds[j])
-                    at = datetime.combine(day, time(), tzinfo=timezone.utc) + timedelta(seconds=t)
-                    copy.write_row(
-                        (
-                            space.id,
-                            rec_id,
-                            sid,
-                            t,
-                            t + 3,
-                            at,
-                            day,
-                            at.time().replace(tzinfo=None),
-                            vectors[j],
-                        )
-                    )
-                    j += 1
+        copy_windows(conn, space.id, rec_rows, vectors, seconds, PER_RECORDING, N_DAYS)
         conn.execute(sa.text("SET maintenance_work_mem = '512MB'"))
         create_hnsw_index(conn, space)
         conn.execute(sa.text(f"ANALYZE {space.partition}"))
