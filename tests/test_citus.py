@@ -3,20 +3,22 @@
 
 The same reserve of real audio (tests/reserve.py) is ingested into the single-node test
 database (PostgreSQL 18) and, through the coordinator, into the cluster; every ranger question
-must get the same answer on both: identical with the exact strategy, recall@10 >= 0.95 against
-exact with HNSW. A worker stopped mid-query is a clear error, and the next query after it is
+must get the same answer on both: identical with the exact strategy (up to the last bits of
+float32 sums: see `_assert_same`), recall@10 >= 0.95 against exact with HNSW. A worker stopped mid-query is a clear error, and the next query after it is
 back succeeds.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +105,50 @@ def _rows(url: str, sql: str, **params) -> list[tuple]:
             return [tuple(r) for r in conn.execute(sa.text(sql), params)]
     finally:
         engine.dispose()
+
+
+#: The two servers run different builds of pgvector (the embedded wheel's, and the one
+#: build.sh compiles into PostgreSQL 15): on some CPUs their float32 sums differ in the last
+#: bits (0.82346 against 0.82347 rounded), so scores are compared to this tolerance and
+#: windows whose scores tie within it may swap places.
+TOL = 1e-5
+
+
+def _close(a, b) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    numbers = (float, Decimal)
+    if isinstance(a, numbers) or isinstance(b, numbers):
+        try:
+            return math.isclose(float(a), float(b), rel_tol=TOL, abs_tol=TOL)
+        except (TypeError, ValueError):
+            return False
+    return a == b
+
+
+def _assert_same(got: list, want: list, score: str | int = "score", what: object = "") -> None:
+    """The same rows in the same order, but for floats within TOL and near-ties (scores within
+    TOL) in either order: the same score at every rank, and the same rows but for those that
+    tie with the last one (which of them makes the cut is the last bits' choice)."""
+    assert len(got) == len(want), (what, got, want)
+    if all(_close(g, w) for g, w in zip(got, want)):
+        return
+
+    def unranked(row):  # a rank follows the order, which the scores check below
+        return {k: v for k, v in row.items() if k != "rank"} if isinstance(row, dict) else row
+
+    left = [unranked(g) for g in got]
+    for w in map(unranked, want):
+        match = next((i for i, g in enumerate(left) if _close(g, w)), None)
+        if match is None:
+            assert _close(w[score], want[-1][score]), (what, "missing on the cluster", w)
+        else:
+            left.pop(match)
+    assert all(_close(g[score], want[-1][score]) for g in left), (what, "only on the cluster", left)
+    for rank, (g, w) in enumerate(zip(got, want)):
+        assert _close(g[score], w[score]), (what, "order differs at", rank, g, w)
 
 
 def _view(url: str, sql: str) -> list[dict]:
@@ -198,7 +244,7 @@ FILTERS = {
 def _search(url: str, space: str, vec: str, where: str, strategy: str, k: int = 10):
     return _rows(
         url,
-        "SELECT regexp_replace(path, '^.*/', ''), start_s, round(score::numeric, 5), sensor, "
+        "SELECT regexp_replace(path, '^.*/', ''), start_s, score, sensor, "
         f"local_date, local_time, method FROM ranger.search_vector((SELECT id FROM spaces "
         f"WHERE name = :s), CAST(:v AS vector), {k}{where}, p_strategy => :m)",
         s=space,
@@ -213,7 +259,8 @@ def test_exact_search_is_identical(dbs, space):
     for name, where in FILTERS.items():
         for vec in _vectors(single, space, 8):
             one = _search(single, space, vec, where, "exact")
-            assert _search(citus_url, space, vec, where, "exact") == one, (space, name)
+            got = _search(citus_url, space, vec, where, "exact")
+            _assert_same(got, one, 2, (space, name))
 
 
 @pytest.mark.parametrize("space", ["birdnet", "spectral"])
@@ -267,7 +314,7 @@ def test_cli_searches_answer_the_same(dbs, args):
     single, citus_url = dbs
     one = _cli_json(single, "search", *args)
     assert one
-    assert _cli_json(citus_url, "search", *args) == one
+    _assert_same(_cli_json(citus_url, "search", *args), one)
 
 
 def test_concepts_classify_anomalies_and_views(dbs):
@@ -291,7 +338,7 @@ def test_concepts_classify_anomalies_and_views(dbs):
     ):
         one = _cli_json(single, *args)
         assert one, args
-        assert _cli_json(citus_url, *args) == one, args
+        _assert_same(_cli_json(citus_url, *args), one, what=args)
     for view, order in (
         ("ranger.windows", "path, start_s, space"),
         ("ranger.window_labels", "path, start_s"),
@@ -301,7 +348,7 @@ def test_concepts_classify_anomalies_and_views(dbs):
         ("ranger.ingest_errors", "path"),
     ):
         sql = f"SELECT * FROM {view} ORDER BY {order}"
-        assert _view(citus_url, sql) == _view(single, sql), view
+        _assert_same(_view(citus_url, sql), _view(single, sql), what=view)
     _same_detection_views(single, citus_url)
 
 
@@ -319,7 +366,7 @@ DETECTION_VIEWS = (
 def _same_detection_views(single: str, citus_url: str) -> None:
     for view, order in DETECTION_VIEWS:
         sql = f"SELECT * FROM {view} ORDER BY {order}"
-        assert _view(citus_url, sql) == _view(single, sql), view
+        _assert_same(_view(citus_url, sql), _view(single, sql), what=view)
     # the same column types (the views were rewritten for Citus)
     types = (
         "SELECT table_name, column_name, data_type FROM information_schema.columns "
@@ -358,7 +405,7 @@ def test_classifier_train_classify_and_views(dbs):
     ):
         one = _cli_json(single, *args)
         assert one, args
-        assert _cli_json(citus_url, *args) == one, args
+        _assert_same(_cli_json(citus_url, *args), one, what=args)
     detected = _rows(
         citus_url, "SELECT count(*) FROM ranger.detections WHERE source = 'classifier'"
     )
@@ -371,7 +418,7 @@ def test_review_leaves_out_annotated_windows(dbs, tmp_path):
     of the label (annotations is a table of the coordinator on Citus), the same on both."""
     single, citus_url = dbs
     ranked = (
-        "SELECT regexp_replace(path, '^.*/', ''), start_s, end_s, round(score::numeric, 4) "
+        "SELECT regexp_replace(path, '^.*/', ''), start_s, end_s, score "
         "FROM ranger.search_classifier('sirens', 'siren', 50, p_order => :o, "
         "p_unlabelled => :u) ORDER BY 4 DESC, 1, 2"
     )
@@ -383,7 +430,7 @@ def test_review_leaves_out_annotated_windows(dbs, tmp_path):
         assert annotated(_rows(single, ranked, o=order, u=False)), order
         one = _rows(single, ranked, o=order, u=True)
         assert one and not annotated(one), order
-        assert _rows(citus_url, ranked, o=order, u=True) == one, order
+        _assert_same(_rows(citus_url, ranked, o=order, u=True), one, 3, order)
     # the random strategy's own query (soundscape.classifiers.pick_for_review), end to end
     batch = {}
     for url in dbs:
@@ -393,7 +440,8 @@ def test_review_leaves_out_annotated_windows(dbs, tmp_path):
         assert r.exit_code == 0, r.output
         rows = [line.split("\t")[7:10] for line in (out / "review.txt").open()][1:]
         batch[url] = [(Path(p).name, float(s), lab) for p, s, lab in rows]
-    assert len(batch[single]) == 3 and batch[citus_url] == batch[single]
+    assert len(batch[single]) == 3
+    _assert_same(batch[citus_url], batch[single], 1)
 
 
 # before test_jobs_queue_on_the_coordinator, which ingests more audio into the cluster only
@@ -411,7 +459,7 @@ def test_per_window_index_searches(dbs):
         assert one, args
         both = _cli_json(citus_url, *args, "--strategy", "hnsw")
         assert {r.pop("method", "hnsw") for r in both} == {"hnsw"}, args
-        assert both == [{k: v for k, v in r.items() if k != "method"} for r in one], args
+        _assert_same(both, [{k: v for k, v in r.items() if k != "method"} for r in one], what=args)
     # every pair of recordings sharing audio, at the same offset (the windows counted and the
     # scores may differ: the reserve repeats audio, and which of several equally near windows
     # are a window's k nearest is the index's choice)
