@@ -278,6 +278,23 @@ def test_hnsw_recall_against_exact(dbs, space):
     assert np.mean(recalls) >= 0.95, np.mean(recalls)
 
 
+def test_auto_uses_the_index_past_the_exact_limit(dbs):
+    """With more windows passing than the exact-scan limit, auto searches the index on both:
+    a coordinator has no row estimate (its own tables hold no rows), so it must count first
+    (the capped scan) rather than take the exact path that a small estimate chooses on one
+    server; the 1M benchmark once caught it scanning 500,000 windows exactly."""
+    single, citus_url = dbs
+    vec = _vectors(single, "birdnet", 1)[0]
+    for url in dbs:
+        methods = _rows(
+            url,
+            "SELECT DISTINCT method FROM ranger.search_vector((SELECT id FROM spaces WHERE "
+            "name = 'birdnet'), CAST(:v AS vector), 5, p_exact_limit => 8)",
+            v=vec,
+        )
+        assert methods == [("hnsw",)], url
+
+
 def _cli_json(url: str, *args: str) -> list[dict]:
     r = _cli(url, *args, "--json")
     assert r.exit_code == 0, r.output

@@ -32,6 +32,10 @@ class _Tiny(Embedder):
 def space(engine):
     """One space with 40 random windows of sensor s1 over two local days, and one window of
     another recording whose stored vector is all zeros (what a broken import could leave)."""
+    return _fill(engine, analyze=True)
+
+
+def _fill(engine, analyze: bool):
     rng = np.random.default_rng(3)
     with engine.begin() as conn:
         sp = ensure_space(conn, _Tiny, 1.0, 1.0)
@@ -59,8 +63,24 @@ def space(engine):
                 ),
                 {"s": sp.id, "t": i, "v": json.dumps(vec.tolist()), "p": path},
             )
-        conn.execute(sa.text("ANALYZE segments"))
+        if analyze:
+            conn.execute(sa.text("ANALYZE segments"))
     return sp
+
+
+def test_auto_counts_before_the_first_analyze(engine):
+    """Before a space's first ANALYZE the planner knows nothing of its rows: auto must count
+    (the capped exact scan) before it trusts an exact scan; past the limit it uses the index."""
+    sp = _fill(engine, analyze=False)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(SEARCH_VECTOR), _search_vector(sp, q=_query(), k=5, exact=8)
+        ).all()
+        assert {r.method for r in rows} == {"hnsw"}
+        rows = conn.execute(
+            sa.text(SEARCH_VECTOR), _search_vector(sp, q=_query(), k=5, exact=100)
+        ).all()
+        assert {r.method for r in rows} == {"exact"}
 
 
 def _query() -> str:
