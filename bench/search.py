@@ -236,10 +236,14 @@ def load(db, folder: Path, space_name: str, storage: str) -> dict:
         raw = conn.connection.driver_connection
         with raw.cursor().copy(SEGMENT_COPY) as copy:
             copy.set_types(SEGMENT_TYPES)
+            # recording by recording, in time order, as soundscape's ingest writes them (a file
+            # at a time) and as bench/peer_hoplite.py loads hoplite: the windows of one
+            # sensor-day sit together in the heap and in TOAST; ids stay the set's row numbers
+            order = np.lexsort((tod, day, sensor))
             for i in range(0, n, CHUNK):
-                v = np.asarray(vec[i : i + CHUNK])
-                for j in range(len(v)):
-                    r = i + j
+                v = np.asarray(vec[order[i : i + CHUNK]])
+                for j, r in enumerate(order[i : i + CHUNK]):
+                    r = int(r)
                     d = DAY0 + timedelta(days=int(day[r]))
                     at = datetime.combine(d, datetime.min.time(), tzinfo=timezone.utc) + timedelta(
                         seconds=int(tod[r])
