@@ -179,6 +179,7 @@ SET search_path = public, pg_temp
 SET hnsw.iterative_scan = 'relaxed_order'
 SET hnsw.ef_search = 100
 SET hnsw.max_scan_tuples = 20000
+SET jit = off  -- as ranger.search_vector (search.sql): JIT costs far more than HNSW scans
 AS $fn$
 DECLARE
     v_sensor integer;
@@ -341,6 +342,7 @@ SET search_path = public, pg_temp
 SET hnsw.iterative_scan = 'relaxed_order'
 SET hnsw.ef_search = 100
 SET hnsw.max_scan_tuples = 20000
+SET jit = off  -- as ranger.search_vector (search.sql): JIT costs far more than HNSW scans
 AS $fn$
 DECLARE
     v_dim integer;
@@ -451,6 +453,7 @@ SET search_path = public, pg_temp
 SET hnsw.iterative_scan = 'relaxed_order'
 SET hnsw.ef_search = 100
 SET hnsw.max_scan_tuples = 20000
+SET jit = off  -- as ranger.search_vector (search.sql): JIT costs far more than HNSW scans
 AS $fn$
 DECLARE
     v_dim integer;

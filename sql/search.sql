@@ -291,9 +291,14 @@ CREATE OR REPLACE FUNCTION ranger.search_vector(
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = public, pg_temp
 -- Function-level SETs: what set_config() changes below is restored when the function returns.
+-- jit off: a PostgreSQL built with LLVM (Debian's and PGDG's packages, the official Docker
+-- images) JIT-compiles every statement whose estimated cost passes jit_above_cost, and an
+-- HNSW scan's estimate does: the compilation took ~90 ms of a 2 ms search (PostgreSQL 15,
+-- bench/citus.py), while the scan's work is in pgvector's C code, which JIT cannot speed up.
 SET hnsw.iterative_scan = 'relaxed_order'
 SET hnsw.ef_search = 100
 SET hnsw.max_scan_tuples = 20000
+SET jit = off
 AS $fn$
 DECLARE
     v_dim integer;
@@ -308,6 +313,7 @@ DECLARE
     v_limit integer;
     v_over boolean := false;
     v_distributed boolean := false;
+    v_count bigint;
 BEGIN
     -- Input checks (the helpers raise the message; plain IFs are evaluated without a query).
     IF p_k IS NULL OR p_k NOT BETWEEN 1 AND 10000 THEN
@@ -350,7 +356,20 @@ BEGIN
         -- plans it on the workers and the ranking statement after it then fails ("cannot
         -- switch local execution status").
         v_distributed := ranger._segments_distributed();
-        IF v_distributed
+        IF v_distributed AND v_method = 'auto' THEN
+            -- A coordinator has no estimate (its own tables hold no rows): count the passing
+            -- windows, up to the limit + 1, on the shards. Only a count crosses the network;
+            -- the capped statement would ship every collected row with its 4 kB vector to the
+            -- coordinator (120 ms of a 10 ms search at 100k windows, docs/scaling.md).
+            EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM segments g WHERE %s LIMIT $11) c',
+                           v_where)
+               INTO v_count
+              USING NULL::integer, p_space, v_ids, p_time_from, p_time_to, p_date_from,
+                    p_date_to, p_at_from, p_at_to, p_exclude, v_limit + 1;
+            v_method := CASE WHEN v_count <= v_limit THEN 'exact' ELSE 'hnsw' END;
+            v_estimate := greatest(v_count, 1);
+            v_total := greatest(v_total, v_estimate);
+        ELSIF v_distributed
            OR v_where IN ('g.space_id = $2', 'g.space_id = $2 AND g.id <> $10') THEN
             v_estimate := v_total;
         ELSE

@@ -232,3 +232,27 @@ def test_cli_search_like_a_zero_window_exits_1(engine, space, cli_env, run_cli):
     assert result.exit_code == 1
     assert "p_query is a zero vector" in result.stderr
     assert "NaN" not in result.stdout
+
+
+def test_index_searching_functions_turn_jit_off(engine):
+    """A PostgreSQL built with LLVM JIT-compiles statements past jit_above_cost, which an HNSW
+    scan's estimate passes: ~90 ms of compilation for a 2 ms search (PostgreSQL 15,
+    docs/scaling.md). The embedded server has no JIT, so the setting itself is checked."""
+    with engine.connect() as conn:
+        config = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT p.proname, p.proconfig FROM pg_proc p "
+                    "WHERE p.pronamespace = 'ranger'::regnamespace AND p.proname IN "
+                    "('search_vector', 'anomaly_scores', 'similar_windows', 'duplicate_pairs')"
+                )
+            ).all()
+        )
+    assert config.keys() == {
+        "search_vector",
+        "anomaly_scores",
+        "similar_windows",
+        "duplicate_pairs",
+    }
+    for name, settings in config.items():
+        assert "jit=off" in settings, name

@@ -8,11 +8,19 @@ one of the time-of-day index, whose range passes a fifth of the whole table (100
 windows, bench/search.py: 1.65 ms against 0.09 ms for the 0.1 % filter, 1.47 against 0.33 ms
 for one sensor at a time of day, where PostgreSQL 18 skips through the dates).
 
-Re-applies sql/search.sql: ``ranger.search_vector``'s automatic strategy runs the plain exact
-scan when the planner expects at most an eighth of the exact-scan limit to pass, without the
-capped statement's bookkeeping (~0.3 ms of a 1 ms call); closer to the limit it still caps.
+``ranger.search_vector``'s automatic strategy runs the plain exact scan when the planner
+(with statistics) expects at most an eighth of the exact-scan limit to pass, without the
+capped statement's bookkeeping (~0.3 ms of a 1 ms call); closer to the limit, before a first
+ANALYZE and on a Citus coordinator it still counts first.
 
-Downgrade restores the two-column index and keeps the function (it reads nothing this
+Re-applies sql/search.sql and sql/analytics.sql with ``SET jit = off`` on the functions that
+search an HNSW index (``search_vector``, ``anomaly_scores``, ``similar_windows``,
+``duplicate_pairs``): a PostgreSQL built with LLVM (Debian's and PGDG's packages, the official
+Docker images; not the embedded one) JIT-compiled their statements, whose estimated cost
+passes ``jit_above_cost``, for ~90 ms a search that takes 2 ms without (PostgreSQL 15,
+bench/citus.py at 100k windows).
+
+Downgrade restores the two-column index and keeps the functions (they read nothing this
 revision adds).
 
 Revision ID: 0020
@@ -37,6 +45,7 @@ def upgrade() -> None:
     )
     op.execute("DROP INDEX IF EXISTS segments_sensor_idx")
     op.execute(read_sql("search.sql"))
+    op.execute(read_sql("analytics.sql"))
 
 
 def downgrade() -> None:
