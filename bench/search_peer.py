@@ -288,32 +288,31 @@ def main() -> None:
                 # route ran right after its db.search route had walked the same graph nodes.)
                 routes = [("ours", v) for v in variants]
                 routes += [("peer", h) for h in HOPLITE_METHODS] if peer else []
+
+                def answer(side: str, v: str, qi: int, name: str = name) -> tuple[float, set, set]:
+                    """(ms, set row numbers of the top 10, methods) of one route's answer."""
+                    if side == "peer":
+                        assert peer is not None
+                        r = peer.query(name, qi, v)
+                        return r["ms"], set(r["rows"]), set()
+                    start = time.perf_counter()
+                    hits = ours(queries[qi], v)
+                    ms = (time.perf_counter() - start) * 1000
+                    return ms, {h.segment_id - offset for h in hits}, {h.method for h in hits}
+
                 for b in range(0, len(queries), args.block):
                     for side, v in routes:
                         # one untimed call first, with a query of another block: the first
                         # call after the other routes ran pays for waking this route's
                         # processes (~1 ms on soundscape's side, client and backend; hoplite
                         # is timed inside its process, after its wake-up)
-                        prime = (b - 1) % len(queries)
-                        if side == "ours":
-                            ours(queries[prime], v)
-                        else:
-                            assert peer is not None
-                            peer.query(name, prime, v)
+                        answer(side, v, (b - 1) % len(queries))
                         for qi in range(b, min(b + args.block, len(queries))):
+                            ms, rows, used = answer(side, v, qi)
                             t = truth[qi]
-                            want = max(1, min(10, len(t)))
-                            if side == "ours":
-                                start = time.perf_counter()
-                                hits = ours(queries[qi], v)
-                                lat[v].append((time.perf_counter() - start) * 1000)
-                                rec[v].append(len({h.segment_id - offset for h in hits} & t) / want)
-                                methods[v].update(h.method for h in hits)
-                            else:
-                                assert peer is not None
-                                r = peer.query(name, qi, v)
-                                lat[v].append(r["ms"])
-                                rec[v].append(len(set(r["rows"]) & t) / want)
+                            lat[v].append(ms)
+                            rec[v].append(len(rows & t) / max(1, min(10, len(t))))
+                            methods.get(v, set()).update(used)
                 entry: dict = {"rows": int(m.sum()), "selectivity": round(float(m.mean()), 5)}
                 entry["soundscape"] = {
                     v: {**summary(lat[v], rec[v]), "methods": sorted(methods[v])} for v in variants
