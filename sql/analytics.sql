@@ -1,7 +1,7 @@
 -- The analytics family of the `ranger` schema (current definitions; see sql/README.md):
 -- anomaly scores (what does not sound like a sensor's normal sound) and the window-level
 -- neighbour searches behind near-duplicate detection. Applied by migrations 0004, 0006, 0007,
--- 0010 and 0018.
+-- 0010, 0018, 0020 and 0021.
 -- Same conventions as search.sql (whose helpers _filter_sql, _hnsw_distance_sql and
 -- _space_rows these functions use): every user value is a bound parameter (USING); only
 -- integers (dimension, space id) are formatted into statements; functions are SECURITY DEFINER
@@ -17,8 +17,8 @@
 --                  a LATERAL ... ORDER BY ... LIMIT down to the shards) or
 --                  'exact' (the baseline is read once into a MATERIALIZED CTE, then every
 --                  target is compared with every baseline window).
---   p_index      : the space's index key (ranger._index_key: vector, halfvec or bit:<space>);
---                  distances are exact float32 (a bit index's Hamming order only picks
+--   p_index      : the space's index key (ranger._index_key: vector, halfvec, bit:<space> or
+--                  pca:<space>); distances are exact float32 (a compact index's order only picks
 --                  ranger._hnsw_candidates_sql candidates, re-ranked by the float32 distance).
 -- A baseline window that overlaps its target in the same recording is never a neighbour;
 -- with p_skip_twins neither is an exact twin (cosine distance below 0.0001: the same audio
@@ -46,10 +46,10 @@ LANGUAGE sql IMMUTABLE AS $$
         p_dim, p_base_where, ranger._hnsw_distance_sql(p_dim, p_index, p_vec),
         CASE WHEN p_skip_twins THEN format(
             ' AND (g.embedding::vector(%s) <=> %s) >= 0.0001', p_dim, p_vec) ELSE '' END,
-        -- a bit index: the k nearest of its candidates by the exact distance
-        CASE WHEN p_index LIKE 'bit:%' THEN 'SELECT c.d FROM (' ELSE '' END,
+        -- a compact index: the k nearest of its candidates by the exact distance
+        CASE WHEN ranger._compact(p_index) THEN 'SELECT c.d FROM (' ELSE '' END,
         ranger._hnsw_candidates_sql(p_index, '$15'),
-        CASE WHEN p_index LIKE 'bit:%' THEN ') c ORDER BY c.d LIMIT $15' ELSE '' END,
+        CASE WHEN ranger._compact(p_index) THEN ') c ORDER BY c.d LIMIT $15' ELSE '' END,
         p_vec, p_rec, p_start, p_end)
 $$;
 
@@ -382,8 +382,8 @@ BEGIN
                   WHERE g.space_id = $2 AND ($3::bigint IS NULL OR g.recording_id <> $3)
                   ORDER BY %2$s
                   LIMIT %3$s) x%4$s', v_dim, '%1$s', ranger._hnsw_candidates_sql(v_index, '$4'),
-            -- a bit index: the k nearest of its candidates by the exact distance
-            CASE WHEN v_index LIKE 'bit:%' THEN ' ORDER BY x.d, x.id LIMIT $4' ELSE '' END,
+            -- a compact index: the k nearest of its candidates by the exact distance
+            CASE WHEN ranger._compact(v_index) THEN ' ORDER BY x.d, x.id LIMIT $4' ELSE '' END,
             '%2$s');
         IF NOT ranger._segments_distributed() THEN
             RETURN QUERY EXECUTE format(
@@ -496,8 +496,8 @@ BEGIN
               WHERE g.space_id = $1 AND g.recording_id <> %5$s
               ORDER BY %2$s LIMIT %3$s', v_dim, '%3$s',
             ranger._hnsw_candidates_sql(v_index, '$2'), '%1$s', '%2$s');
-        IF v_index LIKE 'bit:%' THEN
-            -- a bit index: the k nearest of its candidates by the exact distance
+        IF ranger._compact(v_index) THEN
+            -- a compact index: the k nearest of its candidates by the exact distance
             v_from := format('SELECT c.* FROM (%s) c ORDER BY c.d, c.id LIMIT $2', v_from);
         END IF;
         IF ranger._segments_distributed() THEN

@@ -1,6 +1,7 @@
 -- The search family of the `ranger` schema (current definitions; see sql/README.md): search
 -- in SQL, one implementation used by the CLI, by ranger.search(concept, ...) and by anyone
--- with psql or a BI tool. Applied by migrations 0003, 0006, 0007, 0009, 0011, 0016 and 0018.
+-- with psql or a BI tool. Applied by migrations 0003, 0006, 0007, 0009, 0011, 0016, 0018, 0020
+-- and 0021.
 --
 -- ranger.search_vector ranks windows of one space by cosine similarity to a query vector,
 -- under filters on sensor/site/quadrant, local time of day (ranges may cross midnight), local
@@ -16,16 +17,18 @@
 --               counts the passing rows as it collects them and gives up past the limit
 --               (one statement, nothing detoasted before the count is known); at most
 --               exact_limit rows, or a filter so selective that the index scan would give up
---               (max_scan_tuples * passing/total < 4 k): exact, faster and exact; otherwise
---               HNSW, with ef_search from the space's size (see below).
+--               (max_scan_tuples * passing/total < 4 k, or a compact index's candidates):
+--               exact, faster and exact; otherwise HNSW, with ef_search from the space's size
+--               (see below).
 -- HNSW indexes are float32 (vector) or float16 (halfvec), a per-space choice (spaces.index_type,
 -- added by 0006): the index-ordered functions order by the expression of the space's own index
 -- (ranger._hnsw_distance_sql). Vectors stay stored as float32 in every case: distances and
 -- scores returned are exact float32 values, only the candidate order of the index scan comes
 -- from float16; the index can be switched back without losing anything. A space's index may
--- also be 'bit' (migration 0018, the compact index): one bit per dimension around the space's
--- mean, Hamming distance; its scan picks ranger._hnsw_candidates_sql candidates, which are
--- re-ranked by the exact float32 distance.
+-- also compact (a tenth of halfvec's size): 'bit' (migration 0018), one bit per dimension around
+-- the space's mean, Hamming distance; or 'pca' (migration 0021), the window's projection on the
+-- space's 32 principal axes, float16, cosine distance. A compact index's scan picks
+-- ranger._hnsw_candidates_sql candidates, which are re-ranked by the exact float32 distance.
 -- Every user value is a bound parameter (USING); only integers (dimension) are formatted in.
 
 CREATE OR REPLACE FUNCTION ranger._filter_sql(
@@ -107,11 +110,17 @@ $fn$;
 -- cosine distance between the window's embedding and p_vec, both cast to the index's type.
 -- (soundscape.spaces.create_hnsw_index builds the index on the same expression.)
 -- p_index is the space's index key (ranger._index_key): 'vector', 'halfvec', or for the
--- compact index 'bit:<space id>': the Hamming distance between the bits of both, given by the
--- space's IMMUTABLE function public.segments_space_<id>_bits (its centre is a constant
--- inside; PostgreSQL inlines it in the index expression and in the query alike). A bit index
--- only picks candidates: the callers take ranger._hnsw_candidates_sql of them and re-rank
--- those by the exact float32 distance.
+-- compact indexes (ranger._compact):
+--   'bit:<space id>': the Hamming distance between the bits of both, given by the space's
+--       IMMUTABLE SQL function public.segments_space_<id>_bits (its centre is a constant
+--       inside; PostgreSQL inlines it in the index expression and in the query alike);
+--   'pca:<space id>': the cosine distance between the projections of both on the space's
+--       32 principal axes (fewer in a space of fewer dimensions), as float16, given by the
+--       space's IMMUTABLE plpgsql function public.segments_space_<id>_pca (mean and axes are
+--       constants inside; plpgsql is never inlined, so the planner matches the call itself
+--       and the query's plan does not parse the function's 32 constant vectors).
+-- A compact index only picks candidates: the callers take ranger._hnsw_candidates_sql of them
+-- and re-rank those by the exact float32 distance.
 CREATE OR REPLACE FUNCTION ranger._hnsw_distance_sql(p_dim integer, p_index text, p_vec text)
 RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
@@ -124,27 +133,49 @@ LANGUAGE sql IMMUTABLE AS $$
                             -- the bits: above 512 dimensions the two halves are added first
                             -- (soundscape.spaces.bit_length)
                             CASE WHEN p_dim > 512 AND p_dim % 2 = 0 THEN p_dim / 2 ELSE p_dim END)
+                WHEN p_index ~ '^pca:[0-9]+$'
+                THEN format('public.segments_space_%1$s_pca(g.embedding::vector(%2$s))::halfvec(%4$s) '
+                            '<=> public.segments_space_%1$s_pca((%3$s)::vector(%2$s))::halfvec(%4$s)',
+                            substr(p_index, 5)::integer, p_dim, p_vec,
+                            least(32, p_dim))  -- soundscape.spaces.PCA_DIMS
            END
 $$;
 
--- The index key of a space for the statement builders: its index type, and for a bit index
--- also the space (whose function gives the bits): 'bit:<space id>'.
+-- Whether an index key is a compact index's, whose order only picks candidates to re-rank.
+CREATE OR REPLACE FUNCTION ranger._compact(p_index text) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT p_index ~ '^(bit|pca):'
+$$;
+
+-- The index key of a space for the statement builders: its index type, and for a compact
+-- index also the space (whose function gives the bits or the projection): 'bit:<space id>',
+-- 'pca:<space id>'.
 CREATE OR REPLACE FUNCTION ranger._index_key(p_space integer, p_index_type text) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE WHEN p_index_type = 'bit' THEN 'bit:' || p_space ELSE p_index_type END
+    SELECT CASE WHEN p_index_type IN ('bit', 'pca') THEN p_index_type || ':' || p_space
+                ELSE p_index_type END
+$$;
+
+-- Candidates per result that a compact index's scan takes before the float32 re-ranking, as an
+-- SQL expression (read when the statement runs): 80 for a bit index (spaces.BIT_CANDIDATES)
+-- and 60 for a pca index (spaces.PCA_CANDIDATES), where recall@10 against the exact order
+-- passes 0.95 on the realistic benchmark set (docs/benchmarks.md), unless the setting
+-- soundscape.bit_candidates or soundscape.pca_candidates gives another.
+CREATE OR REPLACE FUNCTION ranger._candidates_factor_sql(p_index text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT format('coalesce(nullif(current_setting(%L, true), %L)::integer, %s)',
+                  'soundscape.' || split_part(p_index, ':', 1) || '_candidates', '',
+                  CASE WHEN p_index LIKE 'bit:%' THEN 80 ELSE 60 END)
 $$;
 
 -- How many rows an index-ordered scan takes for p_k (an SQL expression) results: p_k, or for
--- a bit index F x p_k and at least hnsw.ef_search candidates, re-ranked afterwards by the
--- exact float32 distance. F is 80 (spaces.BIT_CANDIDATES: recall@10 of 512 bits against
--- the exact order passes 0.95 there on the realistic benchmark set, docs/benchmarks.md)
--- unless the setting soundscape.bit_candidates gives another.
+-- a compact index the factor above x p_k and at least hnsw.ef_search candidates, re-ranked
+-- afterwards by the exact float32 distance.
 CREATE OR REPLACE FUNCTION ranger._hnsw_candidates_sql(p_index text, p_k text) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE WHEN p_index LIKE 'bit:%'
-                THEN format('greatest(coalesce(nullif(current_setting(%L, true), %L)::integer, 80)'
-                            ' * (%s), current_setting(%L)::integer)',
-                            'soundscape.bit_candidates', '', p_k, 'hnsw.ef_search')
+    SELECT CASE WHEN ranger._compact(p_index)
+                THEN format('greatest(%s * (%s), current_setting(%L)::integer)',
+                            ranger._candidates_factor_sql(p_index), p_k, 'hnsw.ef_search')
                 ELSE p_k END
 $$;
 
@@ -237,21 +268,21 @@ LANGUAGE sql IMMUTABLE AS $$
           WHERE $12::real IS NULL OR 1 - h.distance >= $12
           ORDER BY h.distance, h.id',
         p_dim,
-        -- a bit index: the filters apply to the candidates' index scan (below), not again
-        CASE WHEN p_method = 'hnsw' AND p_index LIKE 'bit:%' THEN 'true' ELSE p_where END,
+        -- a compact index: the filters apply to the candidates' index scan (below), not again
+        CASE WHEN p_method = 'hnsw' AND ranger._compact(p_index) THEN 'true' ELSE p_where END,
         -- the distance reported is always the exact float32 one; exact: cosine_distance() is a
         -- function call the HNSW index cannot serve
         CASE WHEN p_method = 'hnsw'
              THEN format('g.embedding::vector(%1$s) <=> $1::vector(%1$s)', p_dim)
              ELSE format('cosine_distance(g.embedding::vector(%1$s), $1::vector(%1$s))', p_dim) END,
-        CASE WHEN p_method = 'hnsw' AND p_index LIKE 'bit:%' THEN '9, g.id'
+        CASE WHEN p_method = 'hnsw' AND ranger._compact(p_index) THEN '9, g.id'
              WHEN p_method = 'hnsw'
              THEN ranger._hnsw_distance_sql(p_dim, p_index, '$1')
              ELSE '9, g.id' END,
         p_method,
-        -- a bit index: its Hamming order picks the candidates (with their vectors), which
-        -- `hits` re-ranks by the exact float32 distance
-        CASE WHEN p_method = 'hnsw' AND p_index LIKE 'bit:%' THEN format(
+        -- a compact index: its order picks the candidates (with their vectors), which `hits`
+        -- re-ranks by the exact float32 distance
+        CASE WHEN p_method = 'hnsw' AND ranger._compact(p_index) THEN format(
             'cand AS MATERIALIZED (
                  SELECT g.id, g.recording_id, g.sensor_id, g.start_s, g.end_s, g.starts_at,
                         g.local_date, g.local_time, g.embedding
@@ -261,7 +292,7 @@ LANGUAGE sql IMMUTABLE AS $$
                   LIMIT %s),',
             p_where, ranger._hnsw_distance_sql(p_dim, p_index, '$1'),
             ranger._hnsw_candidates_sql(p_index, '$11')) ELSE '' END,
-        CASE WHEN p_method = 'hnsw' AND p_index LIKE 'bit:%' THEN 'cand' ELSE 'segments' END) END
+        CASE WHEN p_method = 'hnsw' AND ranger._compact(p_index) THEN 'cand' ELSE 'segments' END) END
 $$;
 
 CREATE OR REPLACE FUNCTION ranger.search_vector(
@@ -314,6 +345,7 @@ DECLARE
     v_over boolean := false;
     v_distributed boolean := false;
     v_count bigint;
+    v_factor integer;
 BEGIN
     -- Input checks (the helpers raise the message; plain IFs are evaluated without a query).
     IF p_k IS NULL OR p_k NOT BETWEEN 1 AND 10000 THEN
@@ -349,6 +381,10 @@ BEGIN
     v_where := ranger._filter_sql(v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
                                   p_at_from, p_at_to, p_exclude);
 
+    IF ranger._compact(v_index) THEN
+        -- a compact index's candidates per result (ranger._candidates_factor_sql)
+        EXECUTE 'SELECT ' || ranger._candidates_factor_sql(v_index) INTO v_factor;
+    END IF;
     IF v_method = 'auto' OR (v_method = 'hnsw' AND p_ef_search IS NULL) THEN
         -- How many windows pass the filters: the planner's estimate (no filter: all of them).
         v_total := greatest(ranger._space_rows(p_space), 1);
@@ -411,10 +447,12 @@ BEGIN
             v_estimate := greatest(v_estimate, v_limit + 1);
         END IF;
         IF v_method = 'auto' THEN
-            -- so selective that the index scan would give up before finding k
-            -- (max_scan_tuples x passing/total < 4 k): exact, whatever the count
+            -- so selective that the index scan would give up before finding what it needs
+            -- (max_scan_tuples x passing/total < 4 k, or for a compact index its candidates):
+            -- exact, whatever the count
             v_method := CASE WHEN current_setting('hnsw.max_scan_tuples')::double precision
-                                  * least(1, v_estimate / v_total) < 4 * p_k
+                                  * least(1, v_estimate / v_total)
+                                  < CASE WHEN v_factor IS NULL THEN 4 ELSE v_factor END * p_k
                              THEN 'exact' ELSE 'hnsw' END;
         END IF;
     END IF;
@@ -427,10 +465,18 @@ BEGIN
         -- 400 at 1M, where 100 gave 0.87-0.93; 0.994 with 200 at 100k, where 100-128 gave
         -- 0.94-0.97); with k (2k) and with the filter's selectivity (4 / selectivity); up to
         -- 1000.
+        -- A compact index takes at least ef_search candidates (ranger._hnsw_candidates_sql):
+        -- its factor x k, times 1 + the passing fraction (up to 1000), since a broader filter
+        -- leaves more windows near the query for the coarse distance to confuse (and each
+        -- candidate costs fewer index steps): on 1M realistic windows recall@10 rose from 0.95
+        -- to 0.97 at 50 % (900 candidates instead of 600), while 10 % kept its 0.98 and p95
+        -- under 40 ms (docs/benchmarks.md).
         v_rows := greatest(v_total, v_estimate);
         PERFORM set_config('hnsw.ef_search', coalesce(p_ef_search,
             least(1000, greatest(least(400, greatest(40, ceil(sqrt(v_rows / 2.5)))), 2 * p_k,
-                                 ceil(4 * v_total / greatest(v_estimate, 1))))::integer)::text,
+                                 ceil(4 * v_total / greatest(v_estimate, 1)),
+                                 ceil(v_factor * p_k * (1 + least(1, v_estimate / v_total)))
+                                 ))::integer)::text,
             true);
         -- The index it is: pgvector's cost model grows with ef_search and, for a filter
         -- passing ~10 %, took a sequential scan and a sort of every passing row for cheaper

@@ -295,6 +295,42 @@ def test_auto_uses_the_index_past_the_exact_limit(dbs):
         assert methods == [("hnsw",)], url
 
 
+@pytest.mark.parametrize("kind", ["pca", "bit"])
+def test_a_compact_index_on_the_cluster(dbs, citus, kind):
+    """`spaces index --type pca|bit` on the coordinator: the space's function reaches the
+    workers (each shard's index is built on it), and the index's candidates, re-ranked in
+    float32, find the exact answers (recall@10 >= 0.95) with float32 scores."""
+    _, citus_url = dbs
+    try:
+        r = _cli(citus_url, "spaces", "index", "birdnet", "--type", kind)
+        assert r.exit_code == 0, r.output
+        fn = f"_{kind}" if kind == "pca" else "_bits"
+        on_workers = _rows(
+            citus_url,
+            "SELECT result FROM run_command_on_workers($$SELECT count(*) FROM pg_proc p "
+            "JOIN pg_class c ON c.relname = 'segments_space_' || "
+            "(SELECT id FROM spaces WHERE name = 'birdnet') "
+            f"WHERE p.proname = c.relname || '{fn}'$$)",
+        )
+        assert on_workers == [("1",), ("1",)], on_workers
+        recalls = []
+        for name, where in FILTERS.items():
+            for vec in _vectors(citus_url, "birdnet", 4):
+                exact = _search(citus_url, "birdnet", vec, where, "exact")
+                hnsw = _search(citus_url, "birdnet", vec, where, "hnsw")
+                assert {row[-1] for row in hnsw} <= {"hnsw"}, name
+                truth = {row[:2]: row[2] for row in exact}
+                for row in hnsw:
+                    if row[:2] in truth:
+                        assert _close(row[2], truth[row[:2]]), (name, row)
+                if truth:
+                    recalls.append(len({row[:2] for row in hnsw} & set(truth)) / len(truth))
+        assert np.mean(recalls) >= 0.95, np.mean(recalls)
+    finally:
+        r = _cli(citus_url, "spaces", "index", "birdnet", "--type", "halfvec")
+        assert r.exit_code == 0, r.output
+
+
 def _cli_json(url: str, *args: str) -> list[dict]:
     r = _cli(url, *args, "--json")
     assert r.exit_code == 0, r.output

@@ -9,9 +9,11 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from soundscape.db import register_vector
 from soundscape.embedders import Embedder, get_model_class
 from soundscape.errors import BadOption, SoundscapeError
 
@@ -41,7 +43,18 @@ HNSW_EF_CONSTRUCTION = 128
 # PostgreSQL inlines it on both sides, so they match and the planner uses the index. Each
 # build of the index recomputes the centre (from a sample of the space's windows) and
 # replaces the function in the same transaction as the index swap.
-INDEX_TYPES = ("halfvec", "vector", "bit")
+#
+# ``pca``: the window's projection on the space's ``PCA_DIMS`` principal axes (from a sample,
+# centred on its mean), float16, searched by cosine distance: the same size as 512 bits, and on
+# the realistic 1M benchmark set it puts the true top 10 among 400 candidates at recall 0.95
+# where the bits need ~4,000 (docs/benchmarks.md). PostgreSQL cannot multiply by a matrix in an
+# index expression, so the projection is a per-space IMMUTABLE plpgsql function
+# (``projection_function``) of ``PCA_DIMS`` inner products with constant axes: plpgsql is
+# compiled once per session and never inlined, so the planner matches the call as it is and a
+# query's plan does not parse the ~0.7 MB of constants (an inlined SQL function would). Each
+# build recomputes the axes. Candidates are re-ranked as for ``bit``.
+INDEX_TYPES = ("halfvec", "vector", "bit", "pca")
+COMPACT_TYPES = ("bit", "pca")
 DEFAULT_INDEX_TYPE = "halfvec"
 #: HNSW m of the bit index: its element tuples are small (512 bits = 64 bytes, after a fixed
 #: 72), so the neighbour lists (2m x 6 bytes on layer 0) are much of its size; m = 8 gives
@@ -52,7 +65,15 @@ BIT_EF_CONSTRUCTION = 128
 #: candidates per result taken from a bit index before the float32 re-ranking (the SQL
 #: default of ranger._hnsw_candidates_sql)
 BIT_CANDIDATES = 80
-#: windows sampled to compute a space's centre
+#: dimensions of a ``pca`` index (fewer in a space of fewer dimensions: ``pca_length``); with
+#: HNSW m 8 a window costs about as much as 512 bits (docs/benchmarks.md)
+PCA_DIMS = 32
+PCA_M = 8
+PCA_EF_CONSTRUCTION = 128
+#: candidates per result taken from a pca index before the float32 re-ranking (the SQL default
+#: of ranger._hnsw_candidates_sql)
+PCA_CANDIDATES = 60
+#: windows sampled to compute a space's centre (and its principal axes)
 CENTER_SAMPLE = 20000
 #: past this many windows a bit index's recall@10 falls well below halfvec's (0.99 at 100k,
 #: 0.74-0.98 at 1M realistic windows: docs/benchmarks.md); ``index_caution`` says so
@@ -425,11 +446,79 @@ def create_bits_function(conn: Connection, space: Space, center: list[float]) ->
     )
 
 
+def pca_length(dimension: int) -> int:
+    """Dimensions of a window in a ``pca`` index (as ranger._hnsw_distance_sql)."""
+    return min(PCA_DIMS, dimension)
+
+
+def projection_function(space: Space) -> str:
+    """The per-space plpgsql function giving a window's projection for the ``pca`` index."""
+    return f"public.{space.partition}_pca"
+
+
+def compute_projection(conn: Connection, space: Space) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and the ``pca_length`` principal axes (columns, largest variance first) of a
+    space, from the same sample as ``compute_center``; zeros and the first unit vectors for an
+    empty space."""
+    part, dim = space.partition, space.dimension
+    rows = conn.execute(sa.text(f"SELECT count(*) FROM {part}")).scalar() or 0
+    percent = min(100.0, 100.0 * CENTER_SAMPLE / max(rows, 1))
+    register_vector(conn)
+    vectors = [
+        np.asarray(v.to_numpy(), dtype=np.float64)
+        for v in conn.execute(
+            sa.text(
+                f"SELECT embedding::vector({dim}) FROM {part} "
+                f"TABLESAMPLE BERNOULLI ({percent:.6f}) REPEATABLE (0)"
+            )
+        ).scalars()
+    ]
+    n = pca_length(dim)
+    if not vectors:
+        return np.zeros(dim), np.eye(dim)[:, :n]
+    x = np.stack(vectors)
+    mean = x.mean(axis=0)
+    x -= mean
+    _, axes = np.linalg.eigh(x.T @ x)  # ascending eigenvalues
+    return mean, axes[:, ::-1][:, :n]
+
+
+def create_projection_function(
+    conn: Connection, space: Space, mean: np.ndarray, axes: np.ndarray
+) -> None:
+    """(Re)create the space's ``projection_function``: (v - mean) . axis for every axis, as a
+    halfvec, with mean and axes as constants; the mean is also stored with the space. Every
+    pca index of the space must be rebuilt after this (the callers do it in the same
+    transaction)."""
+    s = _vector_schema(conn)
+    dim = space.dimension
+
+    def literal(v: np.ndarray) -> str:
+        return "[" + ",".join(repr(float(np.float32(x))) for x in v) + "]"
+
+    terms = ",\n".join(
+        f"{s}.inner_product(v, '{literal(axis)}'::{s}.vector({dim})) - {float(mean @ axis)!r}"
+        for axis in axes.T
+    )
+    conn.execute(
+        sa.text(
+            f"CREATE OR REPLACE FUNCTION {projection_function(space)}(v {s}.vector) "
+            f"RETURNS {s}.halfvec LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS "
+            f"$fn$ BEGIN RETURN ARRAY[{terms}]::real[]::{s}.halfvec; END $fn$"
+        )
+    )
+    conn.execute(
+        sa.text("UPDATE spaces SET index_center = CAST(:c AS vector) WHERE id = :id"),
+        {"c": literal(mean), "id": space.id},
+    )
+
+
 def create_hnsw_index(conn: Connection, space: Space, name: str | None = None) -> None:
     """The HNSW index searches use: cosine distance on the embedding cast to this space's
     index type and dimension (the SQL functions order by the same expression,
     ``ranger._hnsw_distance_sql``). A ``bit`` index is built on the Hamming distance of the
-    space's ``bits_function``, whose centre is recomputed first."""
+    space's ``bits_function``, whose centre is recomputed first; a ``pca`` index on the cosine
+    distance of its ``projection_function``, whose mean and axes are recomputed first."""
     part = space.partition
     kind = space.index_type
     if kind not in INDEX_TYPES:
@@ -442,6 +531,17 @@ def create_hnsw_index(conn: Connection, space: Space, name: str | None = None) -
                 f"CREATE INDEX IF NOT EXISTS {name or part + '_hnsw'} ON {part} USING hnsw "
                 f"(({bits_function(space)}(embedding::vector({dim}))::bit({bits})) "
                 f"bit_hamming_ops) WITH (m = {BIT_M}, ef_construction = {BIT_EF_CONSTRUCTION})"
+            )
+        )
+        return
+    if kind == "pca":
+        create_projection_function(conn, space, *compute_projection(conn, space))
+        dim, dims = space.dimension, pca_length(space.dimension)
+        conn.execute(
+            sa.text(
+                f"CREATE INDEX IF NOT EXISTS {name or part + '_hnsw'} ON {part} USING hnsw "
+                f"(({projection_function(space)}(embedding::vector({dim}))::halfvec({dims})) "
+                f"halfvec_cosine_ops) WITH (m = {PCA_M}, ef_construction = {PCA_EF_CONSTRUCTION})"
             )
         )
         return
@@ -480,14 +580,15 @@ def index_caution(conn: Connection, space: Space, index_type: str) -> str | None
     return (
         f"space {space.name} holds about {rows:,.0f} windows: a bit index's recall@10 falls "
         f"past ~{BIT_RECALL_WINDOWS:,} (0.74-0.98 measured at 1M, docs/benchmarks.md); "
-        f"`soundscape spaces index {space.name} --type halfvec` where recall matters more "
-        "than memory"
+        f"`soundscape spaces index {space.name} --type pca` is as small and keeps it (0.97-1.0 "
+        "at 1M), `--type halfvec` where recall and speed matter more than memory"
     )
 
 
 def set_index_type(conn: Connection, space: Space, index_type: str) -> tuple[Space, float]:
-    """Rebuild a space's HNSW index as ``vector`` (float32), ``halfvec`` (float16) or ``bit``
-    (one bit per dimension, candidates re-ranked in float32; a rebuild recomputes its centre).
+    """Rebuild a space's HNSW index as ``vector`` (float32), ``halfvec`` (float16), ``bit``
+    (one bit per dimension) or ``pca`` (32 principal axes, float16); the compact two re-rank
+    their candidates in float32, and a rebuild recomputes their centre (and axes).
 
     Nothing stored changes but the index, so this can always be undone. The new index is built
     beside the old one (searches go on using the old one; ingest into the space waits), then
@@ -511,9 +612,12 @@ def set_index_type(conn: Connection, space: Space, index_type: str) -> tuple[Spa
     )
     drop_hnsw_index(conn, space)
     conn.execute(sa.text(f"ALTER INDEX {part}_hnsw_new RENAME TO {part}_hnsw"))
+    # an old compact index (dropped above) was its function's only user
     if index_type != "bit":
-        # the old bit index (dropped above) was the function's only user
         conn.execute(sa.text(f"DROP FUNCTION IF EXISTS {bits_function(space)}(vector)"))
+    if index_type != "pca":
+        conn.execute(sa.text(f"DROP FUNCTION IF EXISTS {projection_function(space)}(vector)"))
+    if index_type not in COMPACT_TYPES:
         conn.execute(
             sa.text("UPDATE spaces SET index_center = NULL WHERE id = :id"), {"id": space.id}
         )

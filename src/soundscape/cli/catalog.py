@@ -276,20 +276,21 @@ def spaces_list(database: str | None, fmt: str) -> None:
 @click.option(
     "--type",
     "index_type",
-    type=click.Choice(["halfvec", "vector", "bit"]),
+    type=click.Choice(["halfvec", "vector", "pca", "bit"]),
     help="halfvec: float16, the default of new spaces (a third of the size; recall and speed "
-    "in docs/benchmarks.md); vector: float32; bit: the signs around the space's mean, 512 "
-    "bits for 1024-d (a tenth of halfvec; candidates re-ranked in float32, so scores stay "
-    "exact; slower, and its recall drops past ~100k windows: docs/benchmarks.md). "
+    "in docs/benchmarks.md); vector: float32; pca: the projection on the space's 32 "
+    "principal axes, float16 (a tenth of halfvec; candidates re-ranked in float32, so scores "
+    "stay exact; slower than halfvec); bit: the signs around the space's mean, 512 bits for "
+    "1024-d (as small as pca, but its recall drops past ~100k windows: docs/benchmarks.md). "
     "Default: keep the current type (a rebuild, e.g. with the current build parameters; a "
-    "bit index also recomputes its centre).",
+    "compact index also recomputes its centre and axes).",
 )
 @click.option(
     "--memory",
     default=None,
     metavar="SIZE",
     help="maintenance_work_mem for the build, e.g. 4GB; the build is much faster when the "
-    "index fits (about 2.7 kB per window for halfvec, 8 kB for vector, 0.27 kB for bit at "
+    "index fits (about 2.7 kB per window for halfvec, 8 kB for vector, 0.27 kB for pca or bit at "
     "1024-d).",
 )
 @click.option(
@@ -302,7 +303,7 @@ def spaces_list(database: str | None, fmt: str) -> None:
 def spaces_index(
     space_name: str, index_type: str | None, memory: str | None, drop: bool, database: str | None
 ) -> None:
-    """Rebuild the HNSW index of SPACE, as float32 (vector), float16 (halfvec) or bits (bit).
+    """Rebuild the HNSW index of SPACE: float32 (vector), float16 (halfvec), or compact (pca, bit).
 
     Only the index changes (embeddings stay float32), so this can be undone at any time.
     Searches go on with the old index while the new one builds; ingest into the space waits.
