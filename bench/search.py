@@ -46,6 +46,7 @@ from common import EXAMPLES, ROOT, ScratchDatabase, machine, write_result  # noq
 from soundscape.spaces import (  # noqa: E402
     BIT_EF_CONSTRUCTION,
     BIT_M,
+    COMPACT_TYPES,
     DEFAULT_INDEX_TYPE,
     HNSW_EF_CONSTRUCTION,
     HNSW_M,
@@ -339,10 +340,11 @@ def run_queries(
 
         def search(q: np.ndarray, variant: str):
             strategy, ef, *rest = variants[variant]
-            conn.execute(
-                sa.text("SELECT set_config('soundscape.bit_candidates', :c, false)"),
-                {"c": str(rest[0]) if rest and rest[0] else ""},
-            )
+            for setting in ("soundscape.bit_candidates", "soundscape.pca_candidates"):
+                conn.execute(
+                    sa.text("SELECT set_config(:s, :c, false)"),
+                    {"s": setting, "c": str(rest[0]) if rest and rest[0] else ""},
+                )
             return run(
                 conn, Query(space, "q", vector=q), f, limit=10, strategy=strategy, ef_search=ef
             )
@@ -412,16 +414,18 @@ def main() -> None:
     )
     p.add_argument("--bit-m", type=int, default=BIT_M, help="HNSW m of a bit index")
     p.add_argument(
+        "--candidates",
         "--bit-candidates",
         type=lambda v: [int(x) for x in v.split(",") if x],
         default=[],
-        help="a bit index: also run forced HNSW with these candidates per result, e.g. 40,120",
+        help="a compact index (bit, pca): also run forced HNSW with these candidates per "
+        "result, e.g. 40,120",
     )
     p.add_argument(
         "--bit-ef-construction", type=int, default=BIT_EF_CONSTRUCTION, help="ef_construction (bit)"
     )
     p.add_argument(
-        "--index", default=DEFAULT_INDEX_TYPE, help="HNSW index types: halfvec,vector,bit"
+        "--index", default=DEFAULT_INDEX_TYPE, help="HNSW index types: halfvec,vector,bit,pca"
     )
     p.add_argument("--storage", default="toast", help="vector storage: toast,inline")
     args = p.parse_args()
@@ -467,8 +471,8 @@ def main() -> None:
                             variants["exact"] = ("exact", None)
                         for ef in args.ef_sweep:
                             variants[f"hnsw_ef{ef}"] = ("hnsw", ef)
-                        if index_type == "bit":
-                            for c in args.bit_candidates:
+                        if index_type in COMPACT_TYPES:
+                            for c in args.candidates:
                                 variants[f"hnsw_F{c}"] = ("hnsw", None, c)
                         entry.update(
                             run_queries(
