@@ -129,21 +129,27 @@ def _vec(v: np.ndarray) -> str:
     return "[" + ",".join(map(str, v.tolist())) + "]"
 
 
+def _index_of(conn, space) -> str:
+    """The definition of the space's HNSW index, after checking it holds every window."""
+    indexdef = conn.execute(
+        sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = :n"),
+        {"n": f"{space.partition}_hnsw"},
+    ).scalar()
+    rows = conn.execute(sa.text(f"SELECT count(*) FROM {space.partition}")).scalar()
+    entries = conn.execute(
+        sa.text("SELECT reltuples FROM pg_class WHERE relname = :n"),
+        {"n": f"{space.partition}_hnsw"},
+    ).scalar()
+    assert entries == rows == N_SENSORS * N_DAYS * PER_RECORDING
+    return str(indexdef)
+
+
 def test_the_bit_index_holds_every_window_and_centred_bits(bit_db):
     engine, space, _ = bit_db
     with engine.connect() as conn:
-        indexdef = conn.execute(
-            sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = :n"),
-            {"n": f"{space.partition}_hnsw"},
-        ).scalar()
+        indexdef = _index_of(conn, space)
         assert "bit_hamming_ops" in indexdef and f"{space.partition}_bits" in indexdef
         assert "::bit(320)" in indexdef
-        rows = conn.execute(sa.text(f"SELECT count(*) FROM {space.partition}")).scalar()
-        entries = conn.execute(
-            sa.text("SELECT reltuples FROM pg_class WHERE relname = :n"),
-            {"n": f"{space.partition}_hnsw"},
-        ).scalar()
-        assert entries == rows == N_SENSORS * N_DAYS * PER_RECORDING
         # the centre is stored; without it every bit of a non-negative vector would be one
         center = conn.execute(
             sa.text("SELECT index_center::text FROM spaces WHERE id = :s"), {"s": space.id}
@@ -164,18 +170,9 @@ def test_the_pca_index_holds_every_window_and_their_projections(pca_db):
     space's leading principal axes, as float16."""
     engine, space, _ = pca_db
     with engine.connect() as conn:
-        indexdef = conn.execute(
-            sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = :n"),
-            {"n": f"{space.partition}_hnsw"},
-        ).scalar()
+        indexdef = _index_of(conn, space)
         assert "halfvec_cosine_ops" in indexdef and f"{space.partition}_pca" in indexdef
         assert f"::halfvec({pca_length(DIM)})" in indexdef and pca_length(DIM) == 32
-        rows = conn.execute(sa.text(f"SELECT count(*) FROM {space.partition}")).scalar()
-        entries = conn.execute(
-            sa.text("SELECT reltuples FROM pg_class WHERE relname = :n"),
-            {"n": f"{space.partition}_hnsw"},
-        ).scalar()
-        assert entries == rows == N_SENSORS * N_DAYS * PER_RECORDING
         # the same sample (unchanged space) gives the same mean and axes again
         mean, axes = compute_projection(conn, space)
         stored = conn.execute(
@@ -391,9 +388,14 @@ def test_a_bad_index_type_is_a_usage_error(run_cli):
     assert result.exit_code == 2 and "pca" in result.stderr and "bit" in result.stderr
 
 
-def test_migration_0018_down_and_up_with_a_bit_space(db_url):
-    """Downgrading 0018 rebuilds a bit index as halfvec and drops the space's bits function and
-    the centre column; upgrading again allows bit."""
+@pytest.mark.parametrize(
+    ("kind", "revision", "before", "function"),
+    [("bit", "0018", "0017", "_bits"), ("pca", "0021", "0020", "_pca")],
+)
+def test_migration_down_and_up_with_a_compact_space(db_url, kind, revision, before, function):
+    """Downgrading the revision that brought a compact index type (0018 bit, 0021 pca)
+    rebuilds such an index as halfvec and drops the space's function; the older constraint
+    refuses the type; upgrading again allows it."""
     from alembic import command
 
     from soundscape.db import alembic_config, upgrade
@@ -401,9 +403,9 @@ def test_migration_0018_down_and_up_with_a_bit_space(db_url):
     engine = make_engine(db_url)
     try:
         with engine.begin() as conn:
-            space, _ = set_index_type(conn, ensure_space(conn, _Relu, 3.0, 3.0), "bit")
+            space, _ = set_index_type(conn, ensure_space(conn, MODELS[kind], 3.0, 3.0), kind)
         with engine.begin() as conn:
-            command.downgrade(alembic_config(conn), "0017")
+            command.downgrade(alembic_config(conn), before)
         with engine.connect() as conn:
             assert get_space(conn, space.name).index_type == "halfvec"
             indexdef = conn.execute(
@@ -413,47 +415,16 @@ def test_migration_0018_down_and_up_with_a_bit_space(db_url):
             assert "halfvec_cosine_ops" in indexdef
             assert not conn.execute(
                 sa.text("SELECT count(*) FROM pg_proc WHERE proname = :f"),
-                {"f": f"{space.partition}_bits"},
+                {"f": f"{space.partition}{function}"},
             ).scalar()
-        upgrade(engine)
-        with engine.begin() as conn:
-            again, _ = set_index_type(conn, get_space(conn, space.name), "bit")
-            assert again.index_type == "bit"
-    finally:
-        engine.dispose()
-
-
-def test_migration_0021_down_and_up_with_a_pca_space(db_url):
-    """Downgrading 0021 rebuilds a pca index as halfvec and drops the space's projection
-    function; upgrading again allows pca."""
-    from alembic import command
-
-    from soundscape.db import alembic_config, upgrade
-
-    engine = make_engine(db_url)
-    try:
-        with engine.begin() as conn:
-            space, _ = set_index_type(conn, ensure_space(conn, _ReluPca, 3.0, 3.0), "pca")
-        with engine.begin() as conn:
-            command.downgrade(alembic_config(conn), "0020")
-        with engine.connect() as conn:
-            assert get_space(conn, space.name).index_type == "halfvec"
-            indexdef = conn.execute(
-                sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = :n"),
-                {"n": f"{space.partition}_hnsw"},
-            ).scalar()
-            assert "halfvec_cosine_ops" in indexdef
-            assert not conn.execute(
-                sa.text("SELECT count(*) FROM pg_proc WHERE proname = :f"),
-                {"f": f"{space.partition}_pca"},
-            ).scalar()
-            with pytest.raises(sa.exc.IntegrityError):  # the 0020 constraint again
+            with pytest.raises(sa.exc.IntegrityError):
                 conn.execute(
-                    sa.text("UPDATE spaces SET index_type = 'pca' WHERE id = :s"), {"s": space.id}
+                    sa.text("UPDATE spaces SET index_type = :t WHERE id = :s"),
+                    {"t": kind, "s": space.id},
                 )
         upgrade(engine)
         with engine.begin() as conn:
-            again, _ = set_index_type(conn, get_space(conn, space.name), "pca")
-            assert again.index_type == "pca"
+            again, _ = set_index_type(conn, get_space(conn, space.name), kind)
+            assert again.index_type == kind
     finally:
         engine.dispose()

@@ -403,16 +403,21 @@ def _vector_schema(conn: Connection) -> str:
     return str(schema or "public")
 
 
+def _sample(conn: Connection, space: Space) -> str:
+    """The TABLESAMPLE clause giving a fixed pseudo-random sample of about ``CENTER_SAMPLE`` of a
+    space's windows (every window of a smaller space)."""
+    rows = conn.execute(sa.text(f"SELECT count(*) FROM {space.partition}")).scalar() or 0
+    percent = min(100.0, 100.0 * CENTER_SAMPLE / max(rows, 1))
+    return f"TABLESAMPLE BERNOULLI ({percent:.6f}) REPEATABLE (0)"
+
+
 def compute_center(conn: Connection, space: Space) -> list[float]:
     """The mean embedding of a space, from a fixed pseudo-random sample of about
     ``CENTER_SAMPLE`` windows (every window of a smaller space); zeros for an empty space."""
-    part = space.partition
-    rows = conn.execute(sa.text(f"SELECT count(*) FROM {part}")).scalar() or 0
-    percent = min(100.0, 100.0 * CENTER_SAMPLE / max(rows, 1))
     text = conn.execute(
         sa.text(
-            f"SELECT avg(embedding::vector({space.dimension}))::text FROM {part} "
-            f"TABLESAMPLE BERNOULLI ({percent:.6f}) REPEATABLE (0)"
+            f"SELECT avg(embedding::vector({space.dimension}))::text FROM {space.partition} "
+            f"{_sample(conn, space)}"
         )
     ).scalar()
     if text is None:
@@ -460,16 +465,13 @@ def compute_projection(conn: Connection, space: Space) -> tuple[np.ndarray, np.n
     """The mean and the ``pca_length`` principal axes (columns, largest variance first) of a
     space, from the same sample as ``compute_center``; zeros and the first unit vectors for an
     empty space."""
-    part, dim = space.partition, space.dimension
-    rows = conn.execute(sa.text(f"SELECT count(*) FROM {part}")).scalar() or 0
-    percent = min(100.0, 100.0 * CENTER_SAMPLE / max(rows, 1))
+    dim = space.dimension
     register_vector(conn)
     vectors = [
         np.asarray(v.to_numpy(), dtype=np.float64)
         for v in conn.execute(
             sa.text(
-                f"SELECT embedding::vector({dim}) FROM {part} "
-                f"TABLESAMPLE BERNOULLI ({percent:.6f}) REPEATABLE (0)"
+                f"SELECT embedding::vector({dim}) FROM {space.partition} {_sample(conn, space)}"
             )
         ).scalars()
     ]
