@@ -383,6 +383,23 @@ def test_a_large_space_gets_a_recall_note(bit_db, module_db_url, run_cli, monkey
     assert "note: " in result.stderr and "recall@10" in result.stderr
 
 
+def test_a_young_space_gets_a_rebuild_note_for_pca(pca_db, module_db_url, run_cli, monkeypatch):
+    """A pca index built on few windows says its axes come from them, and how to rebuild."""
+    engine, space, _ = pca_db
+    with engine.connect() as conn:
+        assert index_caution(conn, space, "pca") is None  # 2,400 windows
+    monkeypatch.setattr(spaces, "PCA_MIN_WINDOWS", 10_000)
+    with engine.connect() as conn:
+        note = index_caution(conn, space, "pca")
+    assert note and "2,400 windows" in note and f"spaces index {space.name}`" in note
+    monkeypatch.setenv("SOUNDSCAPE_DATABASE_URL", module_db_url)
+    result = run_cli("spaces", "index", space.name)  # a rebuild, keeping the type
+    assert result.exit_code == 0, result.stderr
+    assert "note: " in result.stderr and "principal axes" in result.stderr
+    with engine.connect() as conn:
+        assert get_space(conn, space.name).index_type == "pca"
+
+
 def test_a_bad_index_type_is_a_usage_error(run_cli):
     result = run_cli("spaces", "index", "whatever", "--type", "pq")
     assert result.exit_code == 2 and "pca" in result.stderr and "bit" in result.stderr

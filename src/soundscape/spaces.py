@@ -73,6 +73,8 @@ PCA_EF_CONSTRUCTION = 128
 #: candidates per result taken from a pca index before the float32 re-ranking (the SQL default
 #: of ranger._hnsw_candidates_sql)
 PCA_CANDIDATES = 60
+#: fewer windows than this when a pca index is built: ``index_caution`` suggests a rebuild later
+PCA_MIN_WINDOWS = 1000
 #: windows sampled to compute a space's centre (and its principal axes)
 CENTER_SAMPLE = 20000
 #: past this many windows a bit index's recall@10 falls well below halfvec's (0.99 at 100k,
@@ -573,7 +575,20 @@ def set_build_memory(conn: Connection, memory: str) -> None:
 
 def index_caution(conn: Connection, space: Space, index_type: str) -> str | None:
     """What to know before building an ``index_type`` index on ``space``, or None: a bit index
-    on a large space finds fewer of the true nearest windows (measured, docs/benchmarks.md)."""
+    on a large space finds fewer of the true nearest windows (measured, docs/benchmarks.md); a
+    pca index's axes come from the few windows a young space holds."""
+    if index_type == "pca":
+        part = space.partition
+        few = conn.execute(
+            sa.text(f"SELECT count(*) FROM (SELECT 1 FROM {part} LIMIT {PCA_MIN_WINDOWS}) s")
+        ).scalar()
+        if few is None or few >= PCA_MIN_WINDOWS:
+            return None
+        return (
+            f"space {space.name} holds {few:,} windows: a pca index projects every window, "
+            "including those stored later, on the principal axes of the windows stored now; "
+            f"build it again (`soundscape spaces index {space.name}`) once there are many more"
+        )
     if index_type != "bit":
         return None
     rows = conn.execute(sa.text("SELECT ranger._space_rows(:s)"), {"s": space.id}).scalar() or 0
