@@ -448,11 +448,14 @@ BEGIN
         END IF;
         IF v_method = 'auto' THEN
             -- so selective that the index scan would give up before finding what it needs
-            -- (max_scan_tuples x passing/total < 4 k, or for a compact index its candidates):
-            -- exact, whatever the count
+            -- (max_scan_tuples x passing/total < 4 k, or for a compact index its candidates, up
+            -- to half of max_scan_tuples: a large k takes what the scan can give rather than an
+            -- exact scan of every passing window): exact, whatever the count
             v_method := CASE WHEN current_setting('hnsw.max_scan_tuples')::double precision
                                   * least(1, v_estimate / v_total)
-                                  < CASE WHEN v_factor IS NULL THEN 4 ELSE v_factor END * p_k
+                                  < CASE WHEN v_factor IS NULL THEN 4 * p_k
+                                         ELSE least(v_factor * p_k, current_setting(
+                                             'hnsw.max_scan_tuples')::double precision / 2) END
                              THEN 'exact' ELSE 'hnsw' END;
         END IF;
     END IF;

@@ -209,6 +209,16 @@ def test_auto_answers_exactly_where_the_compact_scan_would_give_up(compact_db):
     args = {"s": space.id, "q": _vec(queries[0]), "sensor": f"{space.index_type}0"}
     with engine.connect() as conn:
         assert conn.execute(sa.text(sql), args).scalars().all() == ["exact"]
+        # no filter and k = 400: more candidates (24,000-32,000) than the scan's whole budget
+        # (20,000); the index gives what it can rather than an exact scan of the whole space
+        many = conn.execute(
+            sa.text(
+                "SELECT DISTINCT method FROM ranger.search_vector(:s, CAST(:q AS vector), 400, "
+                "p_exact_limit => 10)"
+            ),
+            args,
+        ).scalars()
+        assert many.all() == ["hnsw"]
         # the same filter on a halfvec index: the index (it needs only 4 k = 40)
         conn.execute(sa.text("UPDATE spaces SET index_type = 'halfvec' WHERE id = :s"), args)
         conn.execute(
