@@ -381,8 +381,9 @@ BEGIN
     v_where := ranger._filter_sql(v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
                                   p_at_from, p_at_to, p_exclude);
 
-    IF ranger._compact(v_index) THEN
-        -- a compact index's candidates per result (ranger._candidates_factor_sql)
+    IF v_method <> 'exact' AND ranger._compact(v_index) THEN
+        -- a compact index's candidates per result (ranger._candidates_factor_sql), for the
+        -- choice of strategy and ef_search below
         EXECUTE 'SELECT ' || ranger._candidates_factor_sql(v_index) INTO v_factor;
     END IF;
     IF v_method = 'auto' OR (v_method = 'hnsw' AND p_ef_search IS NULL) THEN

@@ -22,7 +22,7 @@ from soundscape.resources import read_sql, sql_dir
 # record the new hash and that migration here.
 FINGERPRINTS = {
     "catalog.sql": ("0015", "43e3930961ea"),
-    "search.sql": ("0021", "da13d19bf7a8"),
+    "search.sql": ("0021", "99c53d0cd2c6"),
     "analytics.sql": ("0021", "24845e29d504"),
     "classify.sql": ("0005", "09be065c4b7d"),
     "classifiers.sql": ("0017", "397772116ffd"),
