@@ -1,4 +1,4 @@
-"""Data integrity checks (issue 24): placeholder, filled by that work.
+"""Media opened by stored identity (issue 24, security): placeholder, filled by that work.
 
 Revision ID: 0024
 Revises: 0023
