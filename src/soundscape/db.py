@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import sqlalchemy as sa
@@ -115,8 +115,34 @@ def upgrade(engine: Engine, revision: str = "head") -> list[str]:
     return cluster.prepare(engine)
 
 
-def make_engine(url: str) -> Engine:
-    return sa.create_engine(normalize_url(url), pool_pre_ping=True)
+#: libpq's ``require_auth`` for every connection soundscape makes: the server may ask for no
+#: password (peer, trust, certificates), for SCRAM or for GSSAPI/SSPI, never for the password
+#: in cleartext or as an MD5 hash (a process posing as the server would then learn it).
+NO_CLEARTEXT = "!password,!md5"
+#: ``require_auth`` when soundscape logs in with a password someone typed (web sign-in): SCRAM
+#: only, which also proves the server knows the role's verifier (no ``trust`` server accepts
+#: every password).
+SCRAM_ONLY = "scram-sha-256"
+#: The first libpq with ``require_auth`` (psycopg's binary wheels bring a newer one).
+REQUIRE_AUTH_LIBPQ = 160000
+
+
+def auth_options(require: str = NO_CLEARTEXT) -> dict[str, str]:
+    """libpq connection options that hold soundscape's rule on passwords (``require``: which
+    authentication the server may ask for). Empty with a libpq older than 16, which cannot
+    refuse a server's request (docs/security.md)."""
+    if psycopg.pq.version() < REQUIRE_AUTH_LIBPQ:
+        return {}
+    return {"require_auth": require}
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """A SQLAlchemy engine for ``url`` whose connections refuse cleartext and MD5 password
+    requests (``auth_options``; a ``require_auth`` in ``connect_args`` replaces the default,
+    one in the URL is overridden); ``kwargs`` go to ``create_engine``."""
+    connect_args = {**auth_options(), **kwargs.pop("connect_args", {})}
+    kwargs.setdefault("pool_pre_ping", True)
+    return sa.create_engine(normalize_url(url), connect_args=connect_args, **kwargs)
 
 
 def open_database(
@@ -138,10 +164,17 @@ def open_database(
             current = current_revision(conn)
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise DatabaseError(
-            f"cannot connect to {db.safe_url}: {reason}. Check the URL given with "
-            "--database/-d or SOUNDSCAPE_DATABASE_URL (or unset it to use the embedded database)."
-        ) from exc
+        hint = (
+            "Check the URL given with --database/-d or SOUNDSCAPE_DATABASE_URL (or unset it "
+            "to use the embedded database)."
+        )
+        if "authentication method requirement" in reason:
+            hint = (
+                "soundscape never sends a password in cleartext or as an MD5 hash: have the "
+                "server use scram-sha-256 for this role (pg_hba.conf, and the password set "
+                "again with password_encryption = scram-sha-256)."
+            )
+        raise DatabaseError(f"cannot connect to {db.safe_url}: {reason}. {hint}") from exc
     if check:
         head = head_revision()
         if current != head:

@@ -312,18 +312,85 @@ def _owned_by_us(path: Path, who: _Identity) -> bool:
     return uid in (who.uid, os.geteuid())
 
 
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def check_socket_dir(path: Path, who: _Identity | None = None) -> None:
+    """Refuse a socket folder another local user could meddle with: it must be a real folder
+    (not a symbolic link) of the server's user with mode 0700, and no folder above it may be
+    writable by anyone else (who could rename it and put their own in its place). Otherwise
+    another user could listen where clients look for the server and collect passwords."""
+    who = who or _service_identity()
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return  # nothing there yet: we create it ourselves (0700)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != who.uid or stat.S_IMODE(st.st_mode) != 0o700:
+        kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "a folder"
+        if not stat.S_ISDIR(st.st_mode) and not stat.S_ISLNK(st.st_mode):
+            kind = "not a folder"
+        raise DatabaseError(
+            f"{path} (where the embedded PostgreSQL puts its socket) is {kind} of "
+            f"{_user_name(st.st_uid)} with mode {stat.S_IMODE(st.st_mode):04o}; it must be a "
+            f"folder of {who.name} with mode 0700, or another local user could listen there "
+            "in the server's place and collect passwords. soundscape uses nothing else: stop "
+            f"any server using it, remove it (`rm -r {path}`) and start again (soundscape "
+            "creates it privately), or set SOUNDSCAPE_HOME to a folder of your own."
+        )
+    _check_parents(path, who)
+
+
+def _check_parents(path: Path, who: _Identity) -> None:
+    """No folder above ``path`` may let another user rename what it holds: each belongs to
+    root, the server's user or us, and is writable by no one else (its group is ours, or
+    the sticky bit protects what others own, as in /tmp)."""
+    trusted_uids = {0, who.uid, os.geteuid()}
+    trusted_gids = {0, who.gid, os.getegid()}
+    for folder in path.parents:
+        st = folder.lstat()
+        mode = stat.S_IMODE(st.st_mode)
+        sticky = bool(mode & stat.S_ISVTX)
+        others_write = bool(mode & stat.S_IWOTH) or (
+            bool(mode & stat.S_IWGRP) and st.st_gid not in trusted_gids
+        )
+        if st.st_uid not in trusted_uids or (others_write and not sticky):
+            raise DatabaseError(
+                f"{folder} belongs to {_user_name(st.st_uid)} with mode {mode:04o}: another "
+                f"local user could replace {path}, the folder of the embedded PostgreSQL's "
+                "socket, and listen there in the server's place. Set SOUNDSCAPE_HOME to a "
+                "folder only you (and root) can write to."
+            )
+
+
+def _inside_socket_dir(home: Path, port: int) -> Path | None:
+    """``home/run`` if a socket path in it is short enough for a Unix socket, else None."""
+    inside = home.resolve() / "run"
+    if len(str(inside / f"{SOCKET_PREFIX}{port}").encode()) <= MAX_SOCKET_PATH:
+        return inside
+    return None
+
+
 def _socket_dir(home: Path, who: _Identity, port: int) -> Path:
     """A 0700 folder of ours for the socket: ``home/run``, or when that is too long for a
-    Unix socket path, a fresh short folder under /tmp (mkdtemp: 0700, unique)."""
-    inside = home / "run"
-    if len(str(inside / f"{SOCKET_PREFIX}{port}").encode()) <= MAX_SOCKET_PATH:
+    Unix socket path, a fresh short folder under /tmp (mkdtemp: 0700, unique). An existing
+    ``home/run`` that is not a private folder of the server's user is refused
+    (``check_socket_dir``), never used or repaired."""
+    inside = _inside_socket_dir(home, port)
+    if inside is not None:
+        check_socket_dir(inside, who)
         _make_private_dir(inside, who)
+        check_socket_dir(inside, who)
         return inside
     base = tempfile.gettempdir()
     if len(base) > 40:
         base = "/tmp"
     short = Path(tempfile.mkdtemp(prefix=SHORT_SOCKET_PREFIX, dir=base))
     _make_private_dir(short, who)
+    check_socket_dir(short, who)
     return short
 
 
@@ -334,6 +401,27 @@ def _remove_short_socket_dir(socket_dir: Path | None) -> None:
         for leftover in socket_dir.glob(f"{SOCKET_PREFIX}*"):
             leftover.unlink()
         socket_dir.rmdir()
+
+
+def _remove_stale_socket_dir(pgdata: Path, who: _Identity) -> None:
+    """After the server died without stopping (kill -9, a crash, a reboot), its short socket
+    folder under /tmp is left with a dead socket in it: remove it before the next start
+    makes a new one (only a private folder of the server's user, named by the dead server's
+    postmaster.pid; ``home/run`` is reused, PostgreSQL replacing its stale socket itself)."""
+    try:
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+    except (AssertionError, ValueError, OSError):
+        return
+    if info is None or info.is_running() or info.socket_dir is None:
+        return
+    folder = info.socket_dir
+    if not folder.name.startswith(SHORT_SOCKET_PREFIX):
+        return
+    try:
+        check_socket_dir(folder, who)
+    except DatabaseError:
+        return  # not (or no longer) ours: leave it alone
+    _remove_short_socket_dir(folder)
 
 
 @contextlib.contextmanager
@@ -510,6 +598,9 @@ def start(
     pgdata = pgdata_dir(home)
     with _lock(home):
         want = listen_setting(home) if listen == KEEP else listen
+        inside = _inside_socket_dir(home, want.port if want else DEFAULT_PORT)
+        if inside is not None:
+            check_socket_dir(inside, who)  # before anything is initialised or started
         st = status(home)
         restarted_from: ServerStatus | None = None
         if st.running and listen != KEEP and st.listen != want:
@@ -525,10 +616,13 @@ def start(
             _stop_locked(st)
             restarted_from, st = st, status(home)
         if st.running:
+            if st.socket_dir is not None:
+                check_socket_dir(st.socket_dir, who)
             if _secure_config(pgdata, who):
                 _run(_pg_program("pg_ctl"), ["reload"], pgdata, who, timeout=START_TIMEOUT_S)
         else:
             _make_private_dir(pgdata, who)
+            _remove_stale_socket_dir(pgdata, who)
             if not st.initialized:
                 _run(
                     _pg_program("initdb"),
@@ -561,8 +655,18 @@ def start(
     return st
 
 
+def _connect(url: str) -> psycopg.Connection:
+    """A superuser connection through the private socket (peer authentication: libpq refuses
+    any request for a password in cleartext or as MD5, soundscape.db.auth_options)."""
+    from psycopg.conninfo import make_conninfo
+
+    from soundscape.db import auth_options  # soundscape.db imports this module
+
+    return psycopg.connect(make_conninfo(url, **auth_options()), autocommit=True)
+
+
 def _ensure_database(admin_uri: str) -> None:
-    with psycopg.connect(admin_uri, autocommit=True) as conn:
+    with _connect(admin_uri) as conn:
         exists = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]
         ).fetchone()
@@ -615,7 +719,7 @@ def tcp_logins(st: ServerStatus) -> list[str]:
     url = st.url()
     if url is None:
         return []
-    with psycopg.connect(url, autocommit=True) as conn:
+    with _connect(url) as conn:
         rows = conn.execute(
             "SELECT rolname FROM pg_roles WHERE rolcanlogin AND NOT rolsuper ORDER BY 1"
         ).fetchall()
@@ -623,10 +727,13 @@ def tcp_logins(st: ServerStatus) -> list[str]:
 
 
 def ensure_running_url(home: Path | None = None) -> str:
-    """URL of the embedded database, starting the server if needed."""
+    """URL of the embedded database, starting the server if needed (a running server's
+    socket folder is checked first: ``check_socket_dir``)."""
     st = status(home)
     if not st.running:
         st = start(home)
+    elif st.socket_dir is not None:
+        check_socket_dir(st.socket_dir)
     url = st.url()
     assert url is not None
     return url

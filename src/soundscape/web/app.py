@@ -486,7 +486,7 @@ def create_app(config: WebConfig | None = None, database: Database | None = None
             )
 
         try:
-            writer = await run_in_threadpool(sign_in, db.url, name, password)
+            writer = await run_in_threadpool(sign_in, db.engine, name, password)
         except SignInError as exc:
             throttle.failed(f"ip:{client}", f"name:{name}")
             return render(request, "login.html", 401, message=str(exc), next=form.get("next"))

@@ -6,19 +6,24 @@
 - **CSRF**: every session has a random token; every POST must carry it (form field
   ``csrf_token`` or header ``X-CSRF-Token``), compared in constant time. POSTs whose
   ``Origin`` header names another origin are refused too.
-- **Reviewers are PostgreSQL roles** (``soundscape db create-reviewer NAME``): signing in
-  connects to the database as that role with the given password (PostgreSQL checks it with
-  scram-sha-256; the page stores no password hashes of its own) and checks that the role is a
-  reviewer. The session then keeps a connection factory for that role, and the verdicts a
-  reviewer gives are inserted through it, so the database itself enforces that a reviewer can
-  only insert annotations, in their own name (migration 0014). The password stays in this
-  process's memory for the session's lifetime and is never written anywhere.
+- **Reviewers are PostgreSQL roles** (``soundscape db create-reviewer NAME``). Signing in first
+  asks the database, as the server's own role, whether NAME is a reviewer (a login role in
+  ``soundscape_reviewer`` with no powerful attribute); only then does it connect as that role
+  with the given password, requiring SCRAM (libpq ``require_auth``: the password is never sent
+  in cleartext or as MD5, and a server that skips the check is refused). The page stores no
+  password hashes of its own. Every failure (unknown name, wrong password, not a reviewer,
+  the superuser, the reader) gives the same message, so the page tells a visitor nothing
+  about other roles. The session then keeps a connection factory for that role, and the
+  verdicts a reviewer gives are inserted through it, so the database itself enforces that a
+  reviewer can only insert annotations, in their own name (migration 0014). The password
+  stays in this process's memory for the session's lifetime and is never written anywhere.
 - **Sizes**: a request body larger than the limit (uploaded audio examples) is refused with
   413 before it is read, or as soon as a chunked body passes the limit.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 import threading
@@ -30,11 +35,11 @@ from typing import Any
 
 import psycopg
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
-from soundscape.db import normalize_url, raw_connection
-from soundscape.roles import is_reviewer
+from soundscape.db import SCRAM_ONLY, auth_options, make_engine, raw_connection
+from soundscape.roles import is_reviewer, is_reviewer_login
 
 COOKIE = "soundscape_session"
 CSRF_FIELD = "csrf_token"
@@ -153,29 +158,50 @@ class Throttle:
                     del self._failures[k]
 
 
-def reviewer_engine(database_url: str, name: str, password: str) -> Engine:
-    """An engine that connects as reviewer ``name`` (no pool: a verdict is one short insert)."""
-    url = make_url(normalize_url(database_url)).set(username=name, password=password)
-    return sa.create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 10})
+#: The one answer to every failed sign-in.
+SIGN_IN_FAILED = "wrong name or password, or not a reviewer"
 
 
-def sign_in(database_url: str, name: str, password: str) -> Engine:
-    """Check ``name``/``password`` against the database and that the role is a reviewer;
-    returns the engine to write that reviewer's verdicts with."""
+def reviewer_engine(server: Engine, name: str, password: str) -> Engine:
+    """An engine that connects as reviewer ``name`` to the database of ``server`` (the web
+    page's own engine), with SCRAM required; no pool: a verdict is one short insert."""
+    url = server.url.set(username=name, password=password)
+    return make_engine(
+        url.render_as_string(hide_password=False),
+        poolclass=NullPool,
+        pool_pre_ping=False,
+        connect_args={"connect_timeout": 10, **auth_options(SCRAM_ONLY)},
+    )
+
+
+def _spend_like_scram(password: str) -> None:
+    """Work about as long as a SCRAM exchange (PostgreSQL's 4096 rounds of PBKDF2), so a
+    refusal before any connection takes about as long as a wrong password."""
+    hashlib.pbkdf2_hmac("sha256", password.encode(), b"soundscape", 4096)
+
+
+def sign_in(server: Engine, name: str, password: str) -> Engine:
+    """Sign reviewer ``name`` in: ask the database as the page's own role (``server``) whether
+    ``name`` is a reviewer, and only then check the password by connecting as that role;
+    returns the engine to write that reviewer's verdicts with. Every failure raises
+    SignInError(SIGN_IN_FAILED)."""
     if not name or not password or len(name) > 63 or len(password) > 1024:
-        raise SignInError("wrong name or password")
-    engine = reviewer_engine(database_url, name, password)
+        raise SignInError(SIGN_IN_FAILED)
+    with server.connect() as conn:
+        known = is_reviewer_login(raw_connection(conn), name)
+    if not known:
+        _spend_like_scram(password)
+        raise SignInError(SIGN_IN_FAILED)
+    engine = reviewer_engine(server, name, password)
     try:
         with engine.connect() as conn:
             ok = is_reviewer(raw_connection(conn))
     except (sa.exc.OperationalError, psycopg.Error) as exc:
         engine.dispose()
-        raise SignInError("wrong name or password") from exc
+        raise SignInError(SIGN_IN_FAILED) from exc
     if not ok:
         engine.dispose()
-        raise SignInError(
-            f"{name} is not a reviewer (create one with `soundscape db create-reviewer NAME`)"
-        )
+        raise SignInError(SIGN_IN_FAILED)
     return engine
 
 
