@@ -60,7 +60,7 @@ from sqlalchemy.engine import Engine
 
 from soundscape import jobs
 from soundscape.audio import is_supported
-from soundscape.db import normalize_url, raw_connection
+from soundscape.db import make_engine, raw_connection
 from soundscape.errors import AudioError, ConnectionLost
 from soundscape.ingest import FileResult, Ingestor, describe_counts
 
@@ -154,8 +154,8 @@ class _Heartbeat:
 
 
 def _engine(url: str, identity: str, pool_size: int) -> Engine:
-    return sa.create_engine(
-        normalize_url(url),
+    return make_engine(  # with soundscape's rule on passwords (db.auth_options)
+        url,
         pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=1,
