@@ -391,7 +391,7 @@ def test_create_reader_refuses_roles_of_another_kind(roles, cli_env, run_cli, ad
         for name in ("postgres", su, REVIEWER, "soundscape_reviewer"):
             r = run_cli("db", "create-reader", "--name", name, "--password", "x")
             assert r.exit_code == 1, (name, r.output)
-            assert "not a soundscape reader" in r.stderr or "group role" in r.stderr, r.stderr
+            assert "not a reader" in r.stderr or "group role" in r.stderr, r.stderr
             assert "Traceback" not in r.stderr
         with psycopg.connect(admin_url, autocommit=True) as conn:
             supers = conn.execute(
@@ -415,11 +415,30 @@ def test_create_reviewer_refuses_the_reader_and_the_owner(roles, engine):
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE ROLE plain_reader_like LOGIN"))
     try:
-        with pytest.raises(DatabaseError, match="not a soundscape reader"):
+        with pytest.raises(DatabaseError, match="not a reader"):
             create_reader(engine, "pw", name="plain_reader_like")
-        with pytest.raises(DatabaseError, match="not a soundscape reviewer"):
+        with pytest.raises(DatabaseError, match="not a reviewer"):
             create_reviewer(engine, "plain_reader_like", "pw")
     finally:
         with engine.begin() as conn:
             conn.execute(sa.text("DROP OWNED BY plain_reader_like"))
             conn.execute(sa.text("DROP ROLE plain_reader_like"))
+
+
+def test_own_password_change_is_allowed_but_gives_nothing(roles, engine, db_url):
+    """PostgreSQL always lets a role change its own password (no privilege or trigger can
+    stop it; docs/security.md): it only locks that role out, and it gains nothing."""
+    with psycopg.connect(roles[READER_ROLE], autocommit=True) as conn:
+        conn.execute("SET default_transaction_read_only = off")
+        conn.execute("ALTER ROLE CURRENT_USER PASSWORD 'mine now'")
+        for attempt in (
+            "ALTER ROLE CURRENT_USER CREATEDB",
+            f"ALTER ROLE {REVIEWER} PASSWORD 'x'",
+            "GRANT soundscape_reviewer TO CURRENT_USER",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(attempt)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(roles[READER_ROLE])
+    create_reader(engine, READER_PW)  # what the admin does: the reader's password again
+    psycopg.connect(_url_as(db_url, READER_ROLE, READER_PW)).close()

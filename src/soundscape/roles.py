@@ -259,8 +259,8 @@ def _refuse_other_kind(name: str, kind: RoleKind | None, want: RoleKind) -> None
     }[kind]
     option = "--name" if want == "reader" else "NAME"
     raise DatabaseError(
-        f"role {name} exists and is {what}, not a soundscape {want}: nothing was changed. "
-        f"Choose another {option} (a {want} role must be used for nothing else)"
+        f"role {name} exists and is not a {want} (it is {what}); nothing was changed: "
+        f"choose another {option} (a {want} role must be used for nothing else)"
     )
 
 
