@@ -10,7 +10,11 @@ Security model (the server holds a superuser):
   start --listen``, for BI tools; the setting is kept in ``SOUNDSCAPE_HOME/server.json`` so
   later starts keep it); the Unix socket lives in a folder only the owner can enter
   (``SOUNDSCAPE_HOME/run``, 0700, or a short 0700 folder of our own under /tmp when that path
-  is too long for a socket), never in a shared runtime folder;
+  is too long for a socket), never in a shared runtime folder. An existing folder that is not
+  a real folder of the server's user with mode 0700, or that sits in a folder another user can
+  write to, is refused (``check_socket_dir``), at start and before any use of a running
+  server: another user could otherwise listen there in the server's place. A dead server's
+  short folder is removed at the next start;
 - ``pg_hba.conf`` and ``pg_ident.conf`` are rewritten at every start: the superuser
   ``postgres`` may connect only through that socket and only as the operating-system user
   that runs soundscape (``peer`` authentication with a map), never over TCP whatever its

@@ -218,7 +218,9 @@ def db_create_reader(
     database: str | None,
 ) -> None:
     """Create a read-only login role for BI tools: it may only read the ranger views and run
-    the ranger search functions, in read-only sessions with a statement timeout."""
+    the ranger search functions, in read-only sessions with a statement timeout (limits set
+    again at every login; no large objects, temporary tables or advisory locks). Run again to
+    change the password; an existing role that is not a reader is refused (docs/security.md)."""
     from sqlalchemy.engine import make_url
 
     from soundscape.db import libpq_url, mask_url
@@ -278,7 +280,7 @@ def db_create_reviewer(
 ) -> None:
     """Create a reviewer NAME for the web page (`soundscape serve`): a login role that may
     insert annotations and nothing else; reviewers sign in with it to say yes / no / unsure.
-    Run again to change the password."""
+    Run again to change the password; an existing role that is not a reviewer is refused."""
     from soundscape.roles import create_reviewer
 
     if password is None:
