@@ -13,6 +13,7 @@ trial (or a careless command) and failed on the main of that day.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import shutil
@@ -95,9 +96,11 @@ def test_open_socket_folder_is_refused_then_works_once_removed(server_base):
         server.stop(home)
 
 
-def test_running_server_in_an_open_socket_folder_is_not_used(server_base):
+def test_running_server_in_an_open_socket_folder_is_not_used(server_base, run_cli, monkeypatch):
     """A server whose socket folder became reachable by others is refused, not connected to."""
     home = server_base / "home"
+    monkeypatch.setenv("SOUNDSCAPE_HOME", str(home))
+    monkeypatch.delenv("SOUNDSCAPE_DATABASE_URL", raising=False)
     try:
         st = server.start(home)
         assert st.socket_dir is not None
@@ -106,6 +109,10 @@ def test_running_server_in_an_open_socket_folder_is_not_used(server_base):
             server.ensure_running_url(home)
         with pytest.raises(DatabaseError, match="mode 0777"):
             server.start(home)
+        r = run_cli("search", "owl")
+        assert r.exit_code == 1 and "mode 0777" in r.stderr
+        status = json.loads(run_cli("db", "status", "--json").stdout)
+        assert "mode 0777" in status["error"] and status["revision"] is None
     finally:
         server.stop(home)
 

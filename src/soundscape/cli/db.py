@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from soundscape import server
 from soundscape.cli.base import cli, database_option, echo_err, format_options, open_db
-from soundscape.errors import BadOption
+from soundscape.errors import BadOption, DatabaseError
 from soundscape.output import emit
 from soundscape.roles import READER_ROLE, ReaderLimits, create_reader
 
@@ -52,6 +52,11 @@ def db_status(database: str | None, fmt: str) -> None:
             listen_setting=str(setting) if setting else "off",
         )
         url = st.url()
+        if st.running and st.socket_dir is not None:
+            try:  # never connect through a socket folder another user could meddle with
+                server.check_socket_dir(st.socket_dir)
+            except DatabaseError as exc:
+                info["error"], url = str(exc), None
     else:
         url = database
         info["running"] = None
