@@ -117,6 +117,37 @@ def test_running_server_in_an_open_socket_folder_is_not_used(server_base, run_cl
         server.stop(home)
 
 
+def _private_folder(path: Path) -> Path:
+    """A 0700 folder of the server's user, as soundscape makes them."""
+    who = server._service_identity()
+    path.mkdir(mode=0o700)
+    path.chmod(0o700)
+    os.chown(path, who.uid, who.gid)
+    return path
+
+
+def test_socket_folder_checks_follow_links_and_parents(server_base):
+    real = server_base / "real"
+    real.mkdir(mode=0o711)
+    _private_folder(real / "run")
+    (server_base / "link").symlink_to(real)
+    server.check_socket_dir(server_base / "link" / "run")  # a link to a safe place is fine
+    (server_base / "runlink").symlink_to(real / "run")
+    with pytest.raises(DatabaseError, match="is a symbolic link"):
+        server.check_socket_dir(server_base / "runlink")
+    shared = server_base / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # anyone may rename what is in it (no sticky bit)
+    _private_folder(shared / "run")
+    with pytest.raises(DatabaseError, match="mode 0777"):
+        server.check_socket_dir(shared / "run")
+    (server_base / "via").symlink_to(shared)
+    with pytest.raises(DatabaseError, match="mode 0777"):
+        server.check_socket_dir(server_base / "via" / "run")
+    shared.chmod(0o1777)  # sticky, as /tmp: only the owner may rename it
+    server.check_socket_dir(shared / "run")
+
+
 def test_stale_short_socket_folder_is_removed_after_kill_9(server_base):
     home = server_base / ("h" * 90)  # too long for a socket path: a short folder under /tmp
     try:

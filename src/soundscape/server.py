@@ -354,8 +354,13 @@ def _check_parents(path: Path, who: _Identity) -> None:
     the sticky bit protects what others own, as in /tmp)."""
     trusted_uids = {0, who.uid, os.geteuid()}
     trusted_gids = {0, who.gid, os.getegid()}
-    for folder in path.parents:
+    # the folders as named and as they really are (a symbolic link's own folder is checked
+    # in the first walk, its target in the second)
+    folders = {*path.parents, *Path(os.path.realpath(path)).parents}
+    for folder in sorted(folders, key=lambda f: (len(f.parts), str(f))):
         st = folder.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            continue
         mode = stat.S_IMODE(st.st_mode)
         sticky = bool(mode & stat.S_ISVTX)
         others_write = bool(mode & stat.S_IWOTH) or (
@@ -372,7 +377,7 @@ def _check_parents(path: Path, who: _Identity) -> None:
 
 def _inside_socket_dir(home: Path, port: int) -> Path | None:
     """``home/run`` if a socket path in it is short enough for a Unix socket, else None."""
-    inside = home.resolve() / "run"
+    inside = home / "run"
     if len(str(inside / f"{SOCKET_PREFIX}{port}").encode()) <= MAX_SOCKET_PATH:
         return inside
     return None
