@@ -41,15 +41,18 @@ from sqlalchemy.engine import Connection
 from soundscape.errors import StoredFileChanged
 
 __all__ = [
+    "STORED_COLUMNS",
     "OpenedFile",
     "StoredFile",
     "identity_of",
+    "open_checked",
     "open_stored",
     "stored_file",
     "stored_files",
 ]
 
-_COLUMNS = (
+#: The ``recordings r`` columns ``StoredFile.from_row`` reads.
+STORED_COLUMNS = (
     "r.id, r.path, r.sha256, r.size_bytes, r.file_device, r.file_inode, r.file_mtime_ns, "
     "r.format, r.sample_rate"
 )
@@ -118,7 +121,7 @@ def stored_files(conn: Connection, recording_ids: Iterable[int]) -> dict[int, St
     if not ids:
         return {}
     rows = conn.execute(
-        sa.text(f"SELECT {_COLUMNS} FROM recordings r WHERE r.id = ANY(:ids)"), {"ids": ids}
+        sa.text(f"SELECT {STORED_COLUMNS} FROM recordings r WHERE r.id = ANY(:ids)"), {"ids": ids}
     )
     return {int(r.id): StoredFile.from_row(r) for r in rows}
 
@@ -156,6 +159,17 @@ class OpenedFile:
         self.path = Path(stored.path)
         self.size = st.st_size
         self.mtime = st.st_mtime
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> OpenedFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def soundfile(self) -> sf.SoundFile:
         """libsndfile on the checked descriptor (from its start; the caller closes it)."""
@@ -260,14 +274,22 @@ def _check(fd: int, stored: StoredFile) -> os.stat_result:
     return st
 
 
-@contextlib.contextmanager
-def open_stored(stored: StoredFile) -> Iterator[OpenedFile]:
+def open_checked(stored: StoredFile) -> OpenedFile:
     """The stored file of a recording, opened and checked against its stored identity
-    (see the module's docstring); ``StoredFileChanged`` if it is not the file ingested."""
+    (see the module's docstring); the caller closes it (``close()`` or ``with``).
+    ``StoredFileChanged`` if it is not the file ingested."""
     fd = _open_nofollow(stored)
     try:
         st = _check(fd, stored)
         os.set_blocking(fd, True)
-        yield OpenedFile(fd, stored, st)
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return OpenedFile(fd, stored, st)
+
+
+@contextlib.contextmanager
+def open_stored(stored: StoredFile) -> Iterator[OpenedFile]:
+    """``open_checked`` as a context manager: the descriptor is closed on leaving."""
+    with open_checked(stored) as opened:
+        yield opened
