@@ -32,6 +32,7 @@ __all__ = [
     "SUPPORTED_FORMATS",
     "AudioInfo",
     "Opened",
+    "Source",
     "WindowBatch",
     "WindowStream",
     "decode_span",
