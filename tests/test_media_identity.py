@@ -29,7 +29,9 @@ from soundscape.web import WebConfig, create_app
 from .conftest import Cli
 from .reserve import EXAMPLES
 
-NAMES = ("dog", "owl", "crow", "cuckoo", "saw", "fireworks", "lightningbolt", "blackbird")
+NAMES = (
+    "dog", "owl", "crow", "cuckoo", "saw", "fireworks", "lightningbolt", "blackbird", "firetruck"
+)  # fmt: skip
 SECRET = b"root:$6$saltsalt$notarealhashbutasecretone:19000:0:99999:7:::\n" * 64
 
 
@@ -258,6 +260,31 @@ def test_open_stored_refuses_a_fifo_and_reads_only_the_descriptor(world, engine)
     with pytest.raises(StoredFileChanged, match="no longer there") as gone:
         open_stored(stored).__enter__()
     assert gone.value.gone
+
+
+def test_duplicate_checks_and_diarization_read_by_identity(world, engine, tmp_path):
+    """``duplicates`` verifies a copy by the waveform of the stored recording and diarization
+    runs the VAD over it: both through open_stored, so a swapped file is not read."""
+    from soundscape.duplicates import Run, _refine_stored
+    from soundscape.media_files import stored_files
+    from soundscape.speakers import _regions
+
+    _, incoming, secrets = world
+    path = incoming / "firetruck" / "firetruck.ogg"
+    query = tmp_path / "query.ogg"
+    shutil.copy(path, query)
+    rec, _ = _ids(engine, path)
+    with engine.connect() as conn:
+        stored = stored_files(conn, [rec])
+    run = Run(None, rec, 1.0, 4.0, 0.0, 1.0, 1.0, 2, [], [], 1.0)
+    starts, ends = np.array([0.0, 3.0]), np.array([3.0, 6.0])
+    refined = _refine_stored(stored, run, str(query), 1.0, 4.0, 0.0, 0.5)
+    assert refined is not None and refined[1] > 0.9 and abs(refined[0]) < 0.01
+    assert _regions(stored[rec], starts, ends)[1] == "vad"
+    path.unlink()
+    path.symlink_to(secrets / "private.ogg")
+    assert _refine_stored(stored, run, str(query), 1.0, 4.0, 0.0, 0.5) is None
+    assert _regions(stored[rec], starts, ends) == ([(0.0, 6.0)], "windows")
 
 
 def test_backfill_refuses_a_symlink_even_to_the_same_content(db_url, tmp_path):
