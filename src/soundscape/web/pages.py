@@ -39,7 +39,7 @@ MAX_LABEL_CHARS = 200
 MAX_NOTE_CHARS = 2_000
 #: Longest example a search by uploaded audio decodes (seconds): the header's length is
 #: checked before decoding, and decoding stops there anyway (a span of at most this).
-MAX_EXAMPLE_S = 300.0
+MAX_EXAMPLE_S = 120.0
 
 
 def check_text(name: str, value: str, limit: int = MAX_FIELD_CHARS) -> str:
