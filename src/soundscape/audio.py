@@ -6,6 +6,10 @@ block plus a carry buffer shorter than a window (and the batch being filled) are
 whatever the length of the file. Streaming resampling is bit-identical to resampling the whole
 file at once, so windows do not depend on ``block_s`` (except for mp3, where libsndfile's mpg123
 decoder itself may differ by ~1 ulp depending on read sizes).
+
+Every reader takes a path (a file given by the user: ingest, a query example) or an
+``Opened`` file (a stored recording, opened and checked by ``soundscape.media_files
+.open_stored``): that one is read from its checked descriptor only, never by its path again.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import soundfile as sf
@@ -26,6 +31,8 @@ from soundscape.errors import AudioError
 __all__ = [
     "SUPPORTED_FORMATS",
     "AudioInfo",
+    "Opened",
+    "Source",
     "WindowBatch",
     "WindowStream",
     "decode_span",
@@ -56,6 +63,21 @@ _SALVAGE_FRAMES = 4096
 _PREROLL_S = 0.1
 
 PathLike = str | os.PathLike[str]
+
+
+@runtime_checkable
+class Opened(Protocol):
+    """A file already opened and checked (``media_files.OpenedFile``): read only through it."""
+
+    path: Path
+    size: int
+
+    def soundfile(self) -> sf.SoundFile: ...
+
+    def pread(self, n: int, offset: int) -> bytes: ...
+
+
+Source = PathLike | Opened
 
 
 @dataclass(frozen=True)
@@ -127,10 +149,22 @@ def _check_path(path: PathLike) -> Path:
     return p
 
 
-def _open(path: PathLike) -> tuple[Path, sf.SoundFile]:
-    p = _check_path(path)
+def _reopener(source: Source) -> Callable[[], sf.SoundFile]:
+    """How to open ``source`` (again) with libsndfile."""
+    if isinstance(source, Opened):
+        return source.soundfile
+    return lambda: sf.SoundFile(str(source))
+
+
+def _open(source: Source) -> tuple[Path, sf.SoundFile]:
+    if isinstance(source, Opened):
+        p = source.path
+        if source.size == 0:
+            raise AudioError(f"{p}: file is empty (0 bytes). Re-copy or re-export the recording.")
+    else:
+        p = _check_path(source)
     try:
-        f = sf.SoundFile(str(p))
+        f = _reopener(source if isinstance(source, Opened) else p)()
     except _DECODE_ERRORS as e:
         raise AudioError(
             f"{p}: not an audio file or unsupported encoding ({_SUPPORTED_MSG}; "
@@ -156,7 +190,7 @@ def _info(p: Path, f: sf.SoundFile) -> AudioInfo:
     )
 
 
-def probe(path: PathLike) -> AudioInfo:
+def probe(path: Source) -> AudioInfo:
     """Open a file and return its native format, rate, channels, frames and duration.
 
     Frames are as libsndfile reports them (for mp3 this may come from the Xing header and can
@@ -178,8 +212,10 @@ class _MonoDecoder:
         block_frames: int,
         max_frames: int | None = None,
         allow_truncated: bool = False,
+        reopen: Callable[[], sf.SoundFile] | None = None,
     ) -> None:
         self.p, self.f, self.out_rate = p, f, out_rate
+        self.reopen = reopen or (lambda: sf.SoundFile(str(p)))
         self.block_frames = max(1, block_frames)
         self.max_frames = max_frames
         self.allow_truncated = allow_truncated
@@ -211,7 +247,7 @@ class _MonoDecoder:
                     # keep what decodes before the damage: reopen (the failed handle may not
                     # seek any more), go back to where we were, read in small steps
                     try:
-                        salvage = sf.SoundFile(str(self.p))
+                        salvage = self.reopen()
                         salvage.seek(self.frames_read)
                     except _DECODE_ERRORS:
                         pass
@@ -248,14 +284,26 @@ class _MonoDecoder:
 _TAIL_BYTES = 1 << 16
 
 
-def incomplete(p: Path, info: AudioInfo, frames_read: int) -> str | None:
+def _head_tail(source: Source) -> tuple[bytes, bytes, int]:
+    """The first and last ``_TAIL_BYTES`` of a file and its size."""
+    if isinstance(source, Opened):
+        size = source.size
+        return (
+            source.pread(_TAIL_BYTES, 0),
+            source.pread(_TAIL_BYTES, max(0, size - _TAIL_BYTES)),
+            size,
+        )
+    with open(source, "rb") as fh:
+        head = fh.read(_TAIL_BYTES)
+        size = os.fstat(fh.fileno()).st_size
+        fh.seek(max(0, size - _TAIL_BYTES))
+        return head, fh.read(), size
+
+
+def incomplete(source: Source, info: AudioInfo, frames_read: int) -> str | None:
     """Why a file that decoded to ``frames_read`` frames is incomplete, or None."""
     try:
-        with open(p, "rb") as fh:
-            head = fh.read(_TAIL_BYTES)
-            size = os.fstat(fh.fileno()).st_size
-            fh.seek(max(0, size - _TAIL_BYTES))
-            tail = fh.read()
+        head, tail, size = _head_tail(source)
     except OSError as e:
         return f"cannot re-read the file ({e})"
     if head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE":
@@ -358,7 +406,7 @@ class WindowStream:
 
     def __init__(
         self,
-        path: PathLike,
+        path: Source,
         sample_rate: int,
         window_s: float,
         hop_s: float,
@@ -372,7 +420,8 @@ class WindowStream:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         if not (math.isfinite(block_s) and block_s > 0):
             raise ValueError(f"block_s must be > 0 seconds, got {block_s!r}")
-        self.path = Path(path)
+        self.source: Source = path if isinstance(path, Opened) else Path(path)
+        self.path = path.path if isinstance(path, Opened) else Path(path)
         self.sample_rate = int(sample_rate)
         self.window_s = float(window_s)
         self.hop_s = float(hop_s)
@@ -389,7 +438,7 @@ class WindowStream:
     def __iter__(self) -> Iterator[WindowBatch]:
         self.duration_s = self.n_windows = self.n_samples = None
         self.truncated = None
-        p, f = _open(self.path)
+        p, f = _open(self.source)
         with f:
             self.info = info = _info(p, f)
             yield from self._run(p, f, info)
@@ -398,7 +447,12 @@ class WindowStream:
         sr, w, h, bs = self.sample_rate, self.window_samples, self.hop_samples, self.batch_size
         in_rate = int(f.samplerate)
         dec = _MonoDecoder(
-            p, f, sr, round(self.block_s * in_rate), allow_truncated=self.allow_truncated
+            p,
+            f,
+            sr,
+            round(self.block_s * in_rate),
+            allow_truncated=self.allow_truncated,
+            reopen=_reopener(self.source),
         )
 
         # carry buffer: resampled samples [buf_start, n) not yet consumed by a complete window
@@ -457,7 +511,7 @@ class WindowStream:
             raise AudioError(
                 f"{p}: no audio could be decoded. The file is empty, truncated or corrupt."
             )
-        shortfall = dec.error or incomplete(p, info, dec.frames_read)
+        shortfall = dec.error or incomplete(self.source, info, dec.frames_read)
         if shortfall and not self.allow_truncated:
             raise AudioError(
                 f"{p}: truncated: {shortfall}. Re-copy the file, or pass --allow-truncated to "
@@ -516,7 +570,7 @@ def iter_windows(
 
 
 def decode_span(
-    path: PathLike, sample_rate: int, start_s: float = 0.0, end_s: float | None = None
+    path: Source, sample_rate: int, start_s: float = 0.0, end_s: float | None = None
 ) -> np.ndarray:
     """Decode [start_s, end_s) of a file as mono float32 at ``sample_rate``, seeking to the span.
 
@@ -556,8 +610,9 @@ def decode_span(
             j0 = max(0, i0 - margin) // step_out * step_out
             a0 = j0 // step_out * step_in
             b = None if i1 is None else math.ceil((i1 + margin) * r / out_rate)
-        if b is not None and b >= info.frames:
-            b = None  # read to the real end (the header may overstate mp3 lengths)
+        # ``b`` bounds the decoding even past the header's frames: a header may understate
+        # (an upload claiming seconds that holds hours), and a file that ends first (an mp3
+        # header may overstate its length) simply stops at its real end.
         if a0 > 0:
             try:
                 f.seek(a0)
@@ -567,7 +622,9 @@ def decode_span(
                     "The file may be truncated or corrupt; re-copy or re-encode it."
                 ) from e
         max_frames = None if b is None else b - a0
-        dec = _MonoDecoder(p, f, out_rate, round(30.0 * r), max_frames=max_frames)
+        dec = _MonoDecoder(
+            p, f, out_rate, round(30.0 * r), max_frames=max_frames, reopen=_reopener(path)
+        )
         parts = [c for c in dec if c.size]
     out = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
     return out[i0 - j0 : None if i1 is None else i1 - j0].copy()

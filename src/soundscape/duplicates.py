@@ -16,6 +16,7 @@ is then refined by cross-correlating the two waveforms (8 kHz) around it: to a m
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -28,10 +29,11 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from soundscape.audio import WindowStream, decode_span, probe, window_array
+from soundscape.audio import Source, WindowStream, decode_span, probe, window_array
 from soundscape.db import register_vector
 from soundscape.embedders import load_model
-from soundscape.errors import AudioError, SoundscapeError
+from soundscape.errors import AudioError, SoundscapeError, StoredFileChanged
+from soundscape.media_files import StoredFile, open_stored, stored_files
 from soundscape.spaces import Space
 
 log = logging.getLogger(__name__)
@@ -162,10 +164,10 @@ def _run(qrec: int | None, rec: int, chunk: list[Pair], window: float, min_windo
 
 # ------------------------------------------------------------------------------ refining
 def refine_offset(
-    query_path: str | Path,
+    query_path: Source,
     query_start_s: float,
     query_end_s: float,
-    found_path: str | Path,
+    found_path: Source,
     offset_s: float,
     radius_s: float,
 ) -> tuple[float, float] | None:
@@ -348,6 +350,29 @@ def _recordings(conn: Connection, ids: Iterable[int]) -> dict[int, _Rec]:
     return {r[0]: _Rec(*r[1:]) for r in rows}
 
 
+def _refine_stored(
+    stored: dict[int, StoredFile],
+    run: Run,
+    query_path: str,
+    s0: float,
+    s1: float,
+    offset_s: float,
+    radius_s: float,
+) -> tuple[float, float] | None:
+    """``refine_offset`` on the stored recordings of a run, each read by its stored identity
+    (``media_files.open_stored``); None when one is not the file ingested."""
+    with contextlib.ExitStack() as stack:
+        try:
+            found = stack.enter_context(open_stored(stored[run.rec]))
+            query: Source = query_path
+            if run.qrec is not None:
+                query = stack.enter_context(open_stored(stored[run.qrec]))
+        except (StoredFileChanged, KeyError) as exc:
+            log.info("cannot verify the match in recording %s: %s", run.rec, exc)
+            return None
+        return refine_offset(query, s0, s1, found, offset_s, radius_s)
+
+
 def _to_matches(
     conn: Connection,
     runs: list[Run],
@@ -362,6 +387,7 @@ def _to_matches(
     each by waveform correlation (dropping those that do not correlate) and refine its
     offset; finally drop duplicates that refining made identical."""
     recs = _recordings(conn, [r.rec for r in runs] + [r.qrec for r in runs if r.qrec])
+    stored = stored_files(conn, recs)
     out: list[Match] = []
     for run in runs:
         found = recs[run.rec]
@@ -377,7 +403,7 @@ def _to_matches(
             mid = run.best_q + space.window_s / 2
             s0 = max(q0, min(mid - REFINE_MAX_S / 2, q1 - REFINE_MAX_S))
             s1 = min(q1, s0 + REFINE_MAX_S)
-            refined = refine_offset(qpath, s0, s1, found.path, offset, space.hop_s + 0.25)
+            refined = _refine_stored(stored, run, qpath, s0, s1, offset, space.hop_s + 0.25)
             if refined is not None:
                 correlation = refined[1]
                 if correlation < REFINE_MIN_PEAK:

@@ -59,3 +59,13 @@ class AnnotationImportError(AnnotationError):
             f"{path}: not imported, {len(problems)} bad row(s) (nothing of this file was "
             "stored; fix them and import the file again):\n" + "\n".join(shown)
         )
+
+
+class StoredFileChanged(SoundscapeError):
+    """A stored recording's file is gone, a symbolic link, or not the file that was ingested
+    (another device, inode, size, time or content): nothing of it was read. ``gone`` is true
+    when there is no file at the stored path at all."""
+
+    def __init__(self, message: str, *, gone: bool = False) -> None:
+        super().__init__(message)
+        self.gone = gone

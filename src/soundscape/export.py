@@ -7,13 +7,15 @@ tables (BirdNET-Analyzer's columns) and Audacity label tracks.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
 import soundfile as sf
 
 from soundscape.audio import decode_span, probe
-from soundscape.errors import SoundscapeError
+from soundscape.errors import SoundscapeError, StoredFileChanged
+from soundscape.media_files import StoredFile, open_stored
 from soundscape.plots import spectrogram_png
 from soundscape.results import Hit
 from soundscape.spaces import Space
@@ -40,18 +42,25 @@ def clip_name(rank: int, hit: Hit) -> str:
     return f"{rank:03d}_{slug(hit.sensor)}_{slug(when)}_{hit.score:.3f}"
 
 
-def export_clips(hits: list[Hit], folder: Path, pad_s: float = 1.0) -> ExportResult:
+def export_clips(
+    hits: list[Hit], folder: Path, stored: Mapping[int, StoredFile], pad_s: float = 1.0
+) -> ExportResult:
     """Write each hit as a WAV clip (padded by ``pad_s`` on both sides, at the recording's
-    own sample rate) and a spectrogram PNG beside it; sets each hit's ``clip``."""
+    own sample rate) and a spectrogram PNG beside it; sets each hit's ``clip``. A recording
+    is read by its stored identity only (``stored``: ``media_files.stored_files`` of the
+    hits' recordings; ``open_stored`` refuses a file that is not the one ingested)."""
     folder.mkdir(parents=True, exist_ok=True)
     out = ExportResult()
     for rank, hit in enumerate(hits, start=1):
         name = clip_name(rank, hit)
         try:
-            info = probe(hit.path)
-            start = max(0.0, hit.start_s - pad_s)
-            end = min(info.duration_s, hit.end_s + pad_s)
-            audio = decode_span(hit.path, info.sample_rate, start, end)
+            if hit.recording_id not in stored:
+                raise StoredFileChanged(f"recording {hit.recording_id} is no longer stored")
+            with open_stored(stored[hit.recording_id]) as opened:
+                info = probe(opened)
+                start = max(0.0, hit.start_s - pad_s)
+                end = min(info.duration_s, hit.end_s + pad_s)
+                audio = decode_span(opened, info.sample_rate, start, end)
         except (SoundscapeError, OSError, ValueError) as exc:
             out.errors.append(f"{hit.path}: cannot export window {hit.segment_id}: {exc}")
             continue

@@ -24,11 +24,18 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from soundscape import speech
-from soundscape.audio import AudioInfo, WindowStream, is_supported, probe
+from soundscape.audio import AudioInfo, Source, WindowStream, is_supported, probe
 from soundscape.db import raw_connection, register_vector
 from soundscape.embedders import Embedder, get_model_class, load_model
 from soundscape.embedders.scores import top_scores
-from soundscape.errors import AudioError, ConnectionLost, FileChanged, SoundscapeError
+from soundscape.errors import (
+    AudioError,
+    ConnectionLost,
+    FileChanged,
+    SoundscapeError,
+    StoredFileChanged,
+)
+from soundscape.media_files import OpenedFile, StoredFile, identity_of, open_stored
 from soundscape.sensors import Sensor, get_sensor
 from soundscape.spaces import Space, ensure_space, resolve_window
 from soundscape.timeutil import localize, parse_start_time, window_times
@@ -215,15 +222,20 @@ def file_identity(path: Path) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def check_unchanged(path: Path, identity: tuple[int, int, int, int]) -> None:
-    """Raise FileChanged if ``path`` is no longer the file ``identity`` was taken of."""
+def check_unchanged(path: Path | OpenedFile, identity: tuple[int, int, int, int]) -> None:
+    """Raise FileChanged if ``path`` (or an opened file) is no longer the file ``identity``
+    was taken of."""
     try:
-        changed = file_identity(path) != identity
+        if isinstance(path, OpenedFile):
+            changed = identity_of(os.fstat(path.fd)) != identity
+        else:
+            changed = file_identity(path) != identity
     except OSError:
         changed = True
     if changed:
         raise FileChanged(
-            f"{path}: the file changed while it was being ingested (size, time or inode "
+            f"{getattr(path, 'path', path)}: the file changed while it was being ingested "
+            "(size, time or inode "
             "differ); nothing of it was stored. Ingest it again once it is complete "
             "(`soundscape watch --settle` waits for files to stop changing)."
         )
@@ -314,18 +326,40 @@ class Ingestor:
         *,
         start_time: datetime | None = None,
         on_progress: Callable[[float], None] | None = None,
-        expected_sha256: str | None = None,
+        stored: StoredFile | None = None,
     ) -> FileResult:
         """Store one file; never raises for a bad file (the result says why it failed).
 
-        ``expected_sha256`` (backfill) refuses a file whose content changed since it was stored.
+        ``stored`` (backfill): the recording's stored file, read only through
+        ``media_files.open_stored`` (refused if it is a symbolic link or not the file that
+        was ingested: another identity and SHA-256).
         """
-        path = Path(path)
-        shown = str(path)
+        if stored is None:
+            return self._ingest(Path(path), start_time, on_progress, None)
         try:
-            before = file_identity(path)
-            info = probe(path)
-            digest = sha256_file(path)
+            with open_stored(stored) as opened:
+                return self._ingest(Path(stored.path), start_time, on_progress, opened)
+        except StoredFileChanged as exc:
+            return self._failed(str(path), stored.sha256, str(exc))
+
+    def _ingest(
+        self,
+        path: Path,
+        start_time: datetime | None,
+        on_progress: Callable[[float], None] | None,
+        opened: OpenedFile | None,
+    ) -> FileResult:
+        shown = str(path)
+        expected_sha256 = opened.stored.sha256 if opened is not None else None
+        try:
+            if opened is None:
+                before = file_identity(path)
+                info = probe(path)
+                digest = sha256_file(path)
+            else:
+                before = identity_of(os.fstat(opened.fd))
+                info = probe(opened)
+                digest = opened.sha256()
         except AudioError as exc:
             return self._failed(shown, None, str(exc))
         except OSError as exc:
@@ -339,12 +373,12 @@ class Ingestor:
             )
 
         try:
-            return self._store(path, info, digest, before, start_time, on_progress)
+            return self._store(path, info, digest, before, start_time, on_progress, opened)
         except FileChanged as exc:
             return self._failed(shown, digest, str(exc))
         except AudioError as exc:
             try:  # a file rewritten mid-ingest may fail to decode: say what really happened
-                check_unchanged(path, before)
+                check_unchanged(opened or path, before)
             except FileChanged as changed:
                 return self._failed(shown, digest, str(changed))
             return self._failed(shown, digest, str(exc))
@@ -373,8 +407,11 @@ class Ingestor:
         identity: tuple[int, int, int, int],
         start_time: datetime | None,
         on_progress: Callable[[float], None] | None,
+        opened: OpenedFile | None = None,
     ) -> FileResult:
-        abs_path = str(path.resolve())
+        """``opened``: the checked stored file (backfill), read instead of ``path``."""
+        source: Path | OpenedFile = opened if opened is not None else path
+        abs_path = str(path) if opened is not None else str(path.resolve())
         started = start_time if start_time is not None else parse_start_time(path.name)
         started_at = localize(started, self.tz) if started is not None else None
 
@@ -487,7 +524,7 @@ class Ingestor:
             for i, target in enumerate(todo):
                 # Progress is reported for the first space only, so the bar counts audio once.
                 n, duration, truncated = self._embed_into(
-                    conn, target, rec_id, path, started_at, on_progress if i == 0 else None
+                    conn, target, rec_id, source, started_at, on_progress if i == 0 else None
                 )
                 conn.execute(
                     sa.text(
@@ -507,7 +544,7 @@ class Ingestor:
                     rec_id,
                     self.sensor.id,
                     self.tz,
-                    path,
+                    source,
                     started_at,
                     allow_truncated=self.allow_truncated,
                     on_progress=on_progress if i == 0 and not todo else None,
@@ -517,7 +554,22 @@ class Ingestor:
                 result.duration_s = said.duration_s
                 result.warning = result.warning or said.truncated
             # What was hashed must be what was decoded: refuse a file that changed meanwhile.
-            check_unchanged(path, identity)
+            check_unchanged(opened or path, identity)
+            # Where the stored file is on disk (media_files.open_stored checks it on reading).
+            conn.execute(
+                sa.text(
+                    "UPDATE recordings SET size_bytes = :size, file_device = :dev, "
+                    "file_inode = :ino, file_mtime_ns = :mtime WHERE id = :r AND path = :p"
+                ),
+                {
+                    "dev": identity[0],
+                    "ino": identity[1],
+                    "size": identity[2],
+                    "mtime": identity[3],
+                    "r": rec_id,
+                    "p": abs_path,
+                },
+            )
             # The exact duration comes from the samples decoded, not the header.
             conn.execute(
                 sa.text(
@@ -556,7 +608,7 @@ class Ingestor:
         conn: Connection,
         target: _Target,
         rec_id: int,
-        path: Path,
+        path: Source,
         started_at: datetime | None,
         on_progress: Callable[[float], None] | None,
     ) -> tuple[int, float, str | None]:
@@ -590,7 +642,8 @@ class Ingestor:
                 if bad.any():
                     at = float(batch.start_s[int(np.argmax(bad))])
                     raise AudioError(
-                        f"{path}: model {space.model} gave non-finite values for the window at "
+                        f"{stream.path}: model {space.model} gave non-finite values for the "
+                        "window at "
                         f"{at:.2f} s: the audio holds extreme sample values (a float file not "
                         "scaled to [-1, 1]?). Rescale or re-encode it (e.g. sox in.wav -b 16 "
                         "out.wav gain -n)."
@@ -756,6 +809,8 @@ class BackfillItem:
     sha256: str
     started_at: datetime | None
     duration_s: float | None = None
+    #: the stored file's identity (media_files.open_stored reads it by this)
+    stored: StoredFile | None = field(default=None, repr=False)
 
 
 def backfill_todo(
@@ -770,8 +825,9 @@ def backfill_todo(
     with engine.connect() as conn:
         rows = conn.execute(
             sa.text(
-                "SELECT r.id, r.path, s.name AS sensor, r.sha256, r.started_at, r.duration_s "
-                "FROM recordings r "
+                "SELECT r.id, r.path, s.name AS sensor, r.sha256, r.started_at, r.duration_s, "
+                "r.size_bytes, r.file_device, r.file_inode, r.file_mtime_ns, r.format, "
+                "r.sample_rate FROM recordings r "
                 "JOIN sensors s ON s.id = r.sensor_id "
                 "WHERE (CAST(:sensors AS text[]) IS NULL OR s.name = ANY(:sensors)) "
                 "AND (EXISTS (SELECT 1 FROM unnest(CAST(:spaces AS integer[])) sp(id) "
@@ -790,7 +846,18 @@ def backfill_todo(
                 "tv": [v for _, v in said],
             },
         )
-        return [BackfillItem(*r) for r in rows]
+        return [
+            BackfillItem(
+                r.id,
+                r.path,
+                r.sensor,
+                r.sha256,
+                r.started_at,
+                r.duration_s,
+                StoredFile.from_row(r),
+            )  # fmt: skip
+            for r in rows
+        ]
 
 
 def backfill(
@@ -843,21 +910,14 @@ def backfill(
                 allow_gaps=allow_gaps,
             )
             ingestors[item.sensor] = ing
-        path = Path(item.path)
-        if not path.exists():
-            result = ing._failed(
-                item.path,
-                item.sha256,
-                f"{item.path}: recording {item.recording_id} is no longer there (moved or "
-                "deleted); put it back, or re-ingest it from its new place",
-            )
-        else:
-            result = ing.ingest_file(
-                path,
-                start_time=item.started_at,
-                on_progress=on_progress,
-                expected_sha256=item.sha256,
-            )
+        # read by its stored identity only (media_files.open_stored): a file that moved,
+        # changed or became a symbolic link is refused and recorded in ingest_errors
+        result = ing.ingest_file(
+            Path(item.path),
+            start_time=item.started_at,
+            on_progress=on_progress,
+            stored=item.stored,
+        )
         summary.add(result)
         if on_result is not None:
             on_result(result)

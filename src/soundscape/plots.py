@@ -24,8 +24,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from soundscape.anomalies import latest_run
-from soundscape.audio import WindowStream, decode_span, probe
+from soundscape.audio import Opened, WindowStream, decode_span, probe
 from soundscape.errors import AudioError, SoundscapeError
+from soundscape.media_files import open_stored, stored_file
 
 GROUPS = ("quadrant", "site", "sensor")
 #: spans up to this long are decoded at once; longer ones are streamed column by column
@@ -132,7 +133,7 @@ def spectrogram_png(
 
 
 def long_spectrogram(
-    path: str | Path, start_s: float, end_s: float, columns: int
+    path: str | Path | Opened, start_s: float, end_s: float, columns: int
 ) -> tuple[np.ndarray, int]:
     """The spectrogram of ``[start_s, end_s)`` of a file with at most about ``columns`` time
     columns, in bounded memory. Returns (dB ``[bins, columns]``, sample rate used)."""
@@ -159,7 +160,8 @@ def long_spectrogram(
             power = 10 ** (spectrogram_db(samples, rate) / 10)
             cols.append(10 * np.log10(power.mean(axis=1)))
     if not cols:
-        raise SoundscapeError(f"{path}: nothing to plot between {start_s:g} and {end_s:g} s")
+        shown = path.path if isinstance(path, Opened) else path
+        raise SoundscapeError(f"{shown}: nothing to plot between {start_s:g} and {end_s:g} s")
     return np.stack(cols, axis=1), rate
 
 
@@ -313,8 +315,9 @@ def recording_plot(
         raise SoundscapeError(
             f"--start/--end must satisfy 0 <= start < end <= {rec.duration_s:.1f} s"
         )
-    try:
-        db, rate = long_spectrogram(rec.path, start, end, columns=max(200, width))
+    try:  # read by the stored identity only (media_files.open_stored)
+        with open_stored(stored_file(conn, recording_id)) as opened:
+            db, rate = long_spectrogram(opened, start, end, columns=max(200, width))
     except (AudioError, OSError) as exc:
         raise SoundscapeError(f"cannot read recording {recording_id}'s audio: {exc}") from exc
 

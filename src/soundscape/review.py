@@ -11,17 +11,18 @@ the next ``soundscape train`` learns from them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from soundscape.audio import probe
 from soundscape.classifiers import Classifier, pick_for_review
 from soundscape.concepts import concept_query
 from soundscape.errors import SoundscapeError
 from soundscape.export import export_clips
+from soundscape.media_files import StoredFile
 from soundscape.queries import Filters
 from soundscape.results import Hit
 from soundscape.search import run
@@ -90,24 +91,27 @@ def concept_batch_hits(
     return fresh[:n]
 
 
-def write_batch(hits: list[Hit], folder: Path, label: str, strategy: str) -> ReviewBatch:
-    """Write clips, spectrograms and ``review.txt`` (empty Verdict column) into ``folder``."""
+def write_batch(
+    hits: list[Hit], folder: Path, label: str, strategy: str, stored: Mapping[int, StoredFile]
+) -> ReviewBatch:
+    """Write clips, spectrograms and ``review.txt`` (empty Verdict column) into ``folder``;
+    ``stored``: the hits' recordings' stored files (``media_files.stored_files``), by which
+    the clips are read (``export_clips``)."""
     folder = Path(folder)
     table = folder / REVIEW_TABLE
     if table.exists():
         raise SoundscapeError(
             f"{table} exists (a batch not yet imported?); choose another --out folder"
         )
-    clips = export_clips(hits, folder)
+    clips = export_clips(hits, folder, stored)
     batch = ReviewBatch(folder, table, hits, label, strategy, list(clips.written), clips.errors)
     highs: dict[str, float] = {}
     lines = ["\t".join(REVIEW_COLUMNS)]
     for rank, hit in enumerate(hits, start=1):
-        if hit.path not in highs:
-            try:
-                highs[hit.path] = probe(hit.path).sample_rate / 2
-            except (SoundscapeError, OSError):
-                highs[hit.path] = 24000.0
+        if hit.path not in highs:  # the stored sample rate: no file is opened for it
+            known = stored.get(hit.recording_id)
+            rate = known.sample_rate if known is not None else None
+            highs[hit.path] = (rate or 48000) / 2
         cells = [
             rank, "Spectrogram 1", 1, f"{hit.start_s:.3f}", f"{hit.end_s:.3f}", 0,
             f"{highs[hit.path]:g}", hit.path, f"{hit.start_s:.3f}", label, "",

@@ -45,8 +45,9 @@ from soundscape.audio import decode_span, probe, window_array
 from soundscape.db import register_vector
 from soundscape.embedders import Embedder, get_model_class, load_model
 from soundscape.embedders.base import l2_normalize
-from soundscape.errors import AudioError, SoundscapeError
+from soundscape.errors import AudioError, SoundscapeError, StoredFileChanged
 from soundscape.ingest import sha256_file
+from soundscape.media_files import StoredFile, open_stored, stored_file
 from soundscape.queries import Query
 from soundscape.spaces import Space, ensure_space, get_space, list_spaces
 
@@ -479,7 +480,7 @@ def who(
     starts = np.array([r.start_s for r in rows], dtype=np.float64)
     ends = np.array([r.end_s for r in rows], dtype=np.float64)
     vectors = np.stack([np.asarray(r.embedding.to_numpy(), np.float32) for r in rows])
-    regions, source = _regions(Path(rec.path), starts, ends)
+    regions, source = _regions(stored_file(conn, recording_id), starts, ends)
     turns = diarize(
         starts,
         ends,
@@ -522,20 +523,22 @@ def _recording_voice_space(conn: Connection, recording_id: int, name: str | None
 
 
 def _regions(
-    path: Path, starts: np.ndarray, ends: np.ndarray
+    stored: StoredFile, starts: np.ndarray, ends: np.ndarray
 ) -> tuple[list[tuple[float, float]], str]:
-    """Speech regions of the recording: the VAD over its file (decoded in pieces), else the
-    union of the windows' spans when the file cannot be read."""
+    """Speech regions of the recording: the VAD over its file (decoded in pieces, read by
+    its stored identity: ``media_files.open_stored``), else the union of the windows' spans
+    when the file cannot be read or is not the one ingested."""
     try:
-        duration = probe(path).duration_s
-        regions: list[tuple[float, float]] = []
-        at = 0.0
-        while at < duration:
-            piece = decode_span(path, vad.SAMPLE_RATE, at, min(duration, at + VAD_PIECE_S))
-            regions += [(at + s, at + e) for s, e in vad.speech_regions(piece, vad.SAMPLE_RATE)]
-            at += VAD_PIECE_S
+        with open_stored(stored) as path:
+            duration = probe(path).duration_s
+            regions: list[tuple[float, float]] = []
+            at = 0.0
+            while at < duration:
+                piece = decode_span(path, vad.SAMPLE_RATE, at, min(duration, at + VAD_PIECE_S))
+                regions += [(at + s, at + e) for s, e in vad.speech_regions(piece, vad.SAMPLE_RATE)]
+                at += VAD_PIECE_S
         return _join(regions, 0.0), "vad"
-    except (AudioError, OSError, ValueError):
+    except (AudioError, StoredFileChanged, OSError, ValueError):
         return _join(list(zip(starts.tolist(), ends.tolist())), 0.0), "windows"
 
 

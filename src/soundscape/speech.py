@@ -29,7 +29,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from soundscape.audio import WindowStream
+from soundscape.audio import Opened, WindowStream
 from soundscape.db import raw_connection
 from soundscape.errors import SoundscapeError
 from soundscape.queries import Filters, check_filter_names
@@ -143,14 +143,16 @@ class SpeechStream:
 
     def __init__(
         self,
-        path: Path | str,
+        path: Path | str | Opened,
         *,
         sample_rate: int = 16000,
         max_chunk_s: float = 30.0,
         allow_truncated: bool = False,
         on_progress: Callable[[float], None] | None = None,
     ) -> None:
-        self.path = Path(path)
+        # a stored recording comes opened and checked (media_files.open_stored)
+        self.source: Path | Opened = path if isinstance(path, Opened) else Path(path)
+        self.path = path.path if isinstance(path, Opened) else Path(path)
         self.sample_rate = sample_rate
         self.max_chunk_s = max_chunk_s
         self.allow_truncated = allow_truncated
@@ -169,7 +171,7 @@ class SpeechStream:
     def __iter__(self) -> Iterator[Chunk]:
         sr = self.sample_rate
         stream = WindowStream(
-            self.path, sr, BLOCK_S, BLOCK_S, batch_size=1, allow_truncated=self.allow_truncated
+            self.source, sr, BLOCK_S, BLOCK_S, batch_size=1, allow_truncated=self.allow_truncated
         )
         buf = np.zeros(0, dtype=np.float32)
         buf0 = 0  # the buffer's first sample in the recording
@@ -255,7 +257,7 @@ def transcribe_into(
     recording_id: int,
     sensor_id: int,
     tz: ZoneInfo,
-    path: Path,
+    path: Path | str | Opened,
     started_at: datetime | None,
     *,
     allow_truncated: bool = False,

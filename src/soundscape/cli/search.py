@@ -214,6 +214,7 @@ def search(
     """
     from soundscape import export
     from soundscape import search as s
+    from soundscape.media_files import stored_files
 
     filters = build_filters(sensors, sites, quadrants, time_range, date_from, date_to, min_score)
     if said is not None:
@@ -249,10 +250,12 @@ def search(
         request.check()
         with open_db(database).engine.connect() as conn:
             found = s.search(conn, request)
+            # clips are read by the recordings' stored identity (media_files.open_stored)
+            stored = stored_files(conn, [h.recording_id for h in found.hits])
     query, hits = found.query, found.hits
     echo_err(f"searching space {query.space.name} by {query.description}")
     for folder, write, what in (
-        (export_dir, lambda d: export.export_clips(hits, d), "file(s)"),
+        (export_dir, lambda d: export.export_clips(hits, d, stored), "file(s)"),
         (raven_dir, lambda d: export.export_raven(hits, d, query.description, query.space),
          "selection table(s)"),
         (audacity_dir, lambda d: export.export_audacity(hits, d, query.description),
@@ -287,13 +290,15 @@ def _search_said(
 ) -> None:
     """``search --said``: hits in transcribed speech (soundscape.speech, ranger.search_speech)."""
     from soundscape import export, speech
+    from soundscape.media_files import stored_files
 
     request = speech.SpeechRequest(said, filters=filters, limit=limit, fuzzy=fuzzy, events=events)
     with open_db(database).engine.connect() as conn:
         hits: list = speech.search_speech(conn, request)  # SpeechHit is a Hit (exports)
+        stored = stored_files(conn, [h.recording_id for h in hits])
     echo_err(f"searching what was said: {said!r}")
     for folder, write, what in (
-        (export_dir, lambda d: export.export_clips(hits, d), "file(s)"),
+        (export_dir, lambda d: export.export_clips(hits, d, stored), "file(s)"),
         (raven_dir, lambda d: export.export_raven(hits, d, said), "selection table(s)"),
         (audacity_dir, lambda d: export.export_audacity(hits, d, said), "label track(s)"),
     ):

@@ -243,6 +243,7 @@ def review(
     from soundscape import classifiers as clfs
     from soundscape import review as rv
     from soundscape import search as s
+    from soundscape.media_files import stored_files
 
     if (classifier is None) == (concept is None):
         raise click.UsageError("give either --classifier NAME --label L or --concept NAME")
@@ -270,10 +271,11 @@ def review(
         else:
             hits = rv.concept_batch_hits(conn, concept, limit, filters)
             label, what = concept, f"concept {concept!r}"
+        stored = stored_files(conn, [h.recording_id for h in hits])
     if not hits:
         echo_err("no unannotated windows to review")
         return
-    batch = rv.write_batch(hits, out_dir, label, strategy)
+    batch = rv.write_batch(hits, out_dir, label, strategy, stored)
     for err in batch.errors:
         echo_err(f"warning: {err}")
     echo_err(

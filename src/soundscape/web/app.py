@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -21,12 +22,12 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.responses import (
-    FileResponse,
     HTMLResponse,
     JSONResponse,
     PlainTextResponse,
     RedirectResponse,
     Response,
+    StreamingResponse,
 )
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -36,8 +37,14 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from soundscape import __version__
 from soundscape.annotations import review_hit
+from soundscape.audio import probe
 from soundscape.db import Database, current_revision, head_revision, open_database
-from soundscape.errors import AnnotationError, InvalidRequest, SoundscapeError
+from soundscape.errors import (
+    AnnotationError,
+    InvalidRequest,
+    SoundscapeError,
+    StoredFileChanged,
+)
 from soundscape.output import plain_row
 from soundscape.results import hit_rows
 from soundscape.sensors import list_sensors
@@ -138,6 +145,10 @@ def create_app(config: WebConfig | None = None, database: Database | None = None
         if session is None:
             session = sessions.ephemeral()
         request.state.session = session
+        try:  # no NUL byte or overlong text reaches a query (PostgreSQL text holds no NUL)
+            pages.check_fields(request.query_params.multi_items())
+        except pages.BadParameter as exc:
+            return PlainTextResponse(f"{exc}\n", status_code=400)
         if request.method == "POST" and not same_origin(
             request.headers.get("origin"), request.headers.get("host"), request.url.scheme
         ):
@@ -185,6 +196,8 @@ def create_app(config: WebConfig | None = None, database: Database | None = None
         status = 400
         if isinstance(exc, media.NotFound):
             status = 404
+        elif isinstance(exc, StoredFileChanged):
+            status = 410  # the recording exists, its file is not the one ingested (or gone)
         elif isinstance(exc, NeedsSignIn):
             status = 401
         elif isinstance(exc, Forbidden):
@@ -198,6 +211,7 @@ def create_app(config: WebConfig | None = None, database: Database | None = None
     async def checked_form(request: Request) -> Any:
         """The POSTed form after its CSRF token (field or header) has been checked."""
         form = await request.form(max_files=1, max_fields=50)
+        pages.check_fields(form.multi_items())  # BadParameter: 400 with the field's name
         token = request.headers.get(CSRF_HEADER) or form.get(CSRF_FIELD)
         if not request.state.session.check_csrf(token if isinstance(token, str) else None):
             raise Forbidden("missing or wrong CSRF token: reload the page and try again")
@@ -286,19 +300,29 @@ def create_app(config: WebConfig | None = None, database: Database | None = None
         upload = form.get("audio")
         if not isinstance(upload, UploadFile) or not upload.filename:
             return error(request, "audio: choose an audio file to search by", 400)
-        suffix = Path(upload.filename).suffix.lower()
+        name = pages.upload_name(upload.filename)
+        suffix = Path(name).suffix.lower()
         if suffix not in UPLOAD_SUFFIXES:
             return error(request, f"audio: one of {', '.join(UPLOAD_SUFFIXES)} files", 400)
-        fd, tmp = tempfile.mkstemp(prefix="soundscape-upload-", suffix=suffix)
+        # saved under its own name in a private folder, streamed in 64 kB chunks; messages
+        # name the user's file, never the server's folder
+        folder = tempfile.mkdtemp(prefix="soundscape-upload-")
+        tmp = os.path.join(folder, name)
         try:
-            with os.fdopen(fd, "wb") as out:
+            with open(tmp, "xb") as out:
                 while chunk := await upload.read(1 << 16):
                     out.write(chunk)
-            return await run_in_threadpool(
-                search_response, request, form, tmp, Path(upload.filename).name
-            )
+            try:
+                # the header's length first: an example is decoded up to MAX_EXAMPLE_S only
+                info = await run_in_threadpool(probe, tmp)
+                pages.example_span(form, info.duration_s)
+                return await run_in_threadpool(search_response, request, form, tmp, name)
+            except SoundscapeError as exc:
+                message = str(exc).replace(tmp, name).replace(folder, "")
+                status = 413 if "search by at most" in message else 400
+                return error(request, message, status)
         finally:
-            os.unlink(tmp)
+            shutil.rmtree(folder, ignore_errors=True)
 
     # -------------------------------------------------------------- annotations
     @app.post("/annotations")
@@ -315,6 +339,8 @@ def create_app(config: WebConfig | None = None, database: Database | None = None
             return error(request, "segment_id: a window id", 400)
         label, verdict = str(form.get("label", "")), str(form.get("verdict", ""))
         note = str(form.get("note") or "") or None
+        pages.check_text("label", label, pages.MAX_LABEL_CHARS)
+        pages.check_text("note", note or "", pages.MAX_NOTE_CHARS)
 
         def write() -> int:
             assert session.writer is not None and session.user is not None
@@ -379,8 +405,29 @@ def create_app(config: WebConfig | None = None, database: Database | None = None
         """The recording's own file, with HTTP range requests (seekable, streamed)."""
         viewer(request)
         with connect() as conn:
-            path, mime = media.recording_file(conn, recording_id)
-        return FileResponse(path, media_type=mime, headers={"Cache-Control": "private"})
+            opened, mime = media.recording_file(conn, recording_id)
+        try:
+            ranged = media.byte_range(request.headers.get("range"), opened.size)
+        except media.RangeNotSatisfiable as exc:
+            opened.close()
+            response = error(request, str(exc), 416)
+            response.headers["Content-Range"] = f"bytes */{opened.size}"
+            return response
+        start, end = ranged or (0, opened.size)
+        headers = {
+            "Cache-Control": "private",
+            "Accept-Ranges": "bytes",
+            "Content-Length": str(end - start),
+        }
+        if ranged is not None:
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{opened.size}"
+
+        def body() -> Any:
+            with opened:  # read from the checked descriptor only, then close it
+                yield from opened.iter_bytes(start, end)
+
+        status = 200 if ranged is None else 206
+        return StreamingResponse(body(), status_code=status, media_type=mime, headers=headers)
 
     @app.get("/recordings/{recording_id}/plot.png")
     def recording_plot(

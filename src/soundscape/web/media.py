@@ -1,12 +1,14 @@
 """Audio and pictures the web page serves, always found by a stored id (a window's
-``segment_id`` or a recording's id): no part of a request path ever reaches the file system.
+``segment_id`` or a recording's id): no part of a request path ever reaches the file system,
+and a recording's file is read only through ``media_files.open_stored`` (refused, 410, when it
+is a symbolic link or not the file that was ingested).
 
 - ``clip_wav``: the WAV of a window (or of a span of a recording) with 1 s of padding, at
   the recording's own sample rate, as ``search --export`` writes it; ``clip_png`` its
   spectrogram (drawn directly with Pillow: a card's image must come fast).
-- ``recording_file``: a recording's stored file and MIME type, which the app streams with
-  HTTP range requests (Starlette's FileResponse reads it in 64 kB chunks: bounded memory for
-  any length).
+- ``recording_file``: a recording's stored file, opened and checked, and its MIME type, which
+  the app streams from the checked descriptor with HTTP range requests (``byte_range``;
+  64 kB chunks: bounded memory for any length).
 - ``recording_png``: the annotated spectrogram of ``plot recording`` (detections, anomaly
   scores), built in bounded memory.
 
@@ -34,6 +36,14 @@ from sqlalchemy.engine import Connection
 
 from soundscape.audio import decode_span, probe
 from soundscape.errors import AudioError, SoundscapeError
+from soundscape.media_files import (
+    STORED_COLUMNS,
+    OpenedFile,
+    StoredFile,
+    open_checked,
+    open_stored,
+    stored_file,
+)
 from soundscape.plots import recording_plot, spectrogram_db
 
 #: Padding around a window's clip, seconds (as ``search --export``).
@@ -64,11 +74,18 @@ class NotFound(SoundscapeError):
 
 @dataclass(frozen=True)
 class Span:
-    recording_id: int
-    path: str
+    stored: StoredFile
     start_s: float
     end_s: float
     label: str
+
+    @property
+    def recording_id(self) -> int:
+        return self.stored.recording_id
+
+    @property
+    def path(self) -> str:
+        return self.stored.path
 
 
 class LRU:
@@ -99,7 +116,7 @@ RECORDING_PNGS = LRU(32)
 def window_span(conn: Connection, segment_id: int) -> Span:
     row = conn.execute(
         sa.text(
-            "SELECT g.recording_id, r.path, g.start_s, g.end_s, s.name AS sensor "
+            f"SELECT {STORED_COLUMNS}, g.start_s, g.end_s, s.name AS sensor "
             "FROM segments g JOIN recordings r ON r.id = g.recording_id "
             "JOIN sensors s ON s.id = g.sensor_id WHERE g.id = :i"
         ),
@@ -108,7 +125,7 @@ def window_span(conn: Connection, segment_id: int) -> Span:
     if row is None:
         raise NotFound(f"no window with id {segment_id}")
     return Span(
-        int(row.recording_id), row.path, float(row.start_s), float(row.end_s),
+        StoredFile.from_row(row), float(row.start_s), float(row.end_s),
         f"{row.sensor} window {segment_id}",
     )  # fmt: skip
 
@@ -130,7 +147,8 @@ def recording_span(conn: Connection, recording_id: int, start_s: float, end_s: f
     end = min(end_s, float(row.duration_s))
     if start_s >= end:
         raise SoundscapeError(f"start {start_s:g} s is past the end of recording {recording_id}")
-    return Span(int(recording_id), row.path, start_s, end, f"{row.sensor} {start_s:g}-{end:g} s")
+    stored = stored_file(conn, recording_id)
+    return Span(stored, start_s, end, f"{row.sensor} {start_s:g}-{end:g} s")
 
 
 def _padded(span: Span, duration_s: float) -> tuple[float, float]:
@@ -143,10 +161,11 @@ def _decode(span: Span, max_rate: int | None = None) -> tuple[Any, int, float]:
     """(samples, sample rate, clip start in the recording): the padded span at the
     recording's own rate, or at most ``max_rate``."""
     try:
-        info = probe(span.path)
-        start, end = _padded(span, info.duration_s)
-        rate = min(info.sample_rate, max_rate or info.sample_rate)
-        audio = decode_span(span.path, rate, start, end)
+        with open_stored(span.stored) as opened:
+            info = probe(opened)
+            start, end = _padded(span, info.duration_s)
+            rate = min(info.sample_rate, max_rate or info.sample_rate)
+            audio = decode_span(opened, rate, start, end)
     except (AudioError, OSError, ValueError) as exc:
         raise NotFound(f"cannot read the audio of recording {span.recording_id}: {exc}") from exc
     return audio, rate, start
@@ -189,17 +208,47 @@ def clip_png(span: Span) -> bytes:
         audio, rate, start = _decode(span, SPECTROGRAM_RATE)
         return spectrogram_image(audio, rate, (span.start_s - start, span.end_s - start))
 
-    return CLIP_PNGS.get_or_make((span.path, span.start_s, span.end_s), make)
+    key = (span.recording_id, span.stored.sha256, span.start_s, span.end_s)
+    return CLIP_PNGS.get_or_make(key, make)
 
 
-def recording_file(conn: Connection, recording_id: int) -> tuple[Path, str]:
-    """The stored file of a recording and its MIME type."""
-    row = recording_row(conn, recording_id)
-    path = Path(row.path)
-    if not path.is_file():
-        raise NotFound(f"the file of recording {recording_id} is gone: {row.path}")
-    fmt = (row.format or path.suffix.lstrip(".")).lower()
-    return path, MIME.get(fmt, "application/octet-stream")
+def recording_file(conn: Connection, recording_id: int) -> tuple[OpenedFile, str]:
+    """The stored file of a recording, opened and checked (``media_files.open_checked``; the
+    caller closes it), and its MIME type. ``StoredFileChanged`` if it is not the file that
+    was ingested."""
+    recording_row(conn, recording_id)
+    stored = stored_file(conn, recording_id)
+    fmt = (stored.format or Path(stored.path).suffix.lstrip(".")).lower()
+    return open_checked(stored), MIME.get(fmt, "application/octet-stream")
+
+
+class RangeNotSatisfiable(SoundscapeError):
+    """A ``Range`` header that selects no byte of the file (HTTP 416)."""
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The byte range ``[start, end)`` a ``Range`` header asks for, or None for the whole file
+    (no header, another unit, several ranges or a malformed one: RFC 9110 lets a server ignore
+    those). ``RangeNotSatisfiable`` if it starts past the end."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first, dash, last = header[len("bytes=") :].strip().partition("-")
+    if not dash or not (first.isdigit() or last.isdigit()):
+        return None
+    if not first:  # the last N bytes
+        n = int(last)
+        if n == 0:
+            raise RangeNotSatisfiable(f"an empty range of a {size}-byte file")
+        return max(0, size - n), size
+    start = int(first)
+    if last and not last.isdigit():
+        return None
+    end = min(size, int(last) + 1) if last else size
+    if last and int(last) < start:
+        return None
+    if start >= size:
+        raise RangeNotSatisfiable(f"the range starts past the end of a {size}-byte file")
+    return start, end
 
 
 def recording_png(

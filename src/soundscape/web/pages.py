@@ -29,6 +29,71 @@ class BadParameter(SoundscapeError):
     """A query parameter of the page is unusable; the message names it."""
 
 
+# ------------------------------------------------------------------------------ input
+#: Longest text a query parameter or form field may hold (characters): longer ones, and any
+#: holding a NUL byte (which PostgreSQL text cannot store), are refused with 400 before any
+#: query runs.
+MAX_FIELD_CHARS = 10_000
+#: Longest label and note of a verdict given on the page (an index entry must stay small).
+MAX_LABEL_CHARS = 200
+MAX_NOTE_CHARS = 2_000
+#: Longest example a search by uploaded audio decodes (seconds): the header's length is
+#: checked before decoding, and decoding stops there anyway (a span of at most this).
+MAX_EXAMPLE_S = 120.0
+
+
+def check_text(name: str, value: str, limit: int = MAX_FIELD_CHARS) -> str:
+    """``value`` if it holds no NUL byte and at most ``limit`` characters, else BadParameter."""
+    shown = name.replace("\x00", "\\0")[:40] or "(unnamed)"
+    if "\x00" in value or "\x00" in name:
+        raise BadParameter(f"{shown}: holds a NUL byte (\\0); remove it and try again")
+    if len(value) > limit:
+        raise BadParameter(
+            f"{shown}: {len(value)} characters is too long (at most {limit}); shorten it"
+        )
+    return value
+
+
+def check_fields(items: Sequence[tuple[str, Any]]) -> None:
+    """Check every text field of a query string or form (``check_text``); files pass."""
+    for name, value in items:
+        if isinstance(value, str):
+            check_text(name, value)
+
+
+def upload_name(filename: str) -> str:
+    """An uploaded file's own name, safe to show and to save under (no folders, no control
+    characters, at most 100 characters, its suffix kept)."""
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c if c.isprintable() and c not in "/\x00" else "_" for c in name)
+    if len(name) > 100:
+        dot = name.rfind(".")
+        suffix = name[dot:] if dot > 0 and len(name) - dot <= 10 else ""
+        name = name[: 100 - len(suffix)] + suffix
+    return name.lstrip(".") or "example"
+
+
+def example_span(params: Any, duration_s: float) -> tuple[float, float]:
+    """The span ``[start, end)`` of an uploaded example to decode: the form's ``start``/``end``
+    or the whole file, refused (BadParameter) when longer than ``MAX_EXAMPLE_S``."""
+    start = _number(params, "start") or 0.0
+    end = _number(params, "end")
+    end = duration_s if end is None else min(end, duration_s)
+    if start < 0 or end <= start:
+        raise BadParameter(f"start/end: 0 <= start < end <= {duration_s:.1f} s, not {start}-{end}")
+    if end - start > MAX_EXAMPLE_S:
+        raise BadParameter(
+            f"audio: the example is {_clock(end - start)} long; search by at most "
+            f"{_clock(MAX_EXAMPLE_S)} of audio (cut the example, or give start and end)"
+        )
+    return start, end
+
+
+def _clock(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
 # ------------------------------------------------------------------------------ search
 #: The query forms of the search page (one per request), as query parameter names.
 QUERY_PARAMS = ("q", "like", "concept", "classifier")
@@ -96,11 +161,16 @@ def request_from(params: Any, audio: str | None = None) -> SearchRequest | None:
     limit = _number(params, "limit", int) or DEFAULT_LIMIT
     if not 1 <= limit <= MAX_LIMIT:
         raise BadParameter(f"limit: between 1 and {MAX_LIMIT}, not {limit}")
+    start_s = end_s = None
+    if audio:  # decode at most MAX_EXAMPLE_S whatever the file's header says
+        start_s = _number(params, "start") or 0.0
+        end_s = _number(params, "end")
+        end_s = start_s + MAX_EXAMPLE_S if end_s is None else min(end_s, start_s + MAX_EXAMPLE_S)
     return SearchRequest(
         text=text,
         audio=audio,
-        start_s=_number(params, "start") if audio else None,
-        end_s=_number(params, "end") if audio else None,
+        start_s=start_s,
+        end_s=end_s,
         like=like,
         concept=concept,
         classifier=classifier,

@@ -245,9 +245,19 @@ class BodyLimit:
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLarge:
+        except Exception as exc:  # middleware task groups wrap it in an ExceptionGroup
+            if not _body_too_large(exc):
+                raise
             if not started:
                 await _too_large(send, self.max_bytes)
+
+
+def _body_too_large(exc: BaseException) -> bool:
+    """Whether ``exc`` is (or an exception group holds only) ``BodyTooLarge``."""
+    inner = getattr(exc, "exceptions", None)  # an ExceptionGroup (Python 3.11+ or anyio's)
+    if isinstance(inner, tuple) and inner:
+        return all(_body_too_large(e) for e in inner)
+    return isinstance(exc, BodyTooLarge)
 
 
 async def _too_large(send: Send, max_bytes: int) -> None:
