@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -43,6 +44,46 @@ class _Group(click.Group):
             raise click.ClickException(f"{exc.filename}: {exc.strerror or exc}") from exc
 
 
+class Number(click.FloatRange):
+    """A finite number, optionally within a range (``Number(0, 1)``). click's ``float`` and
+    ``FloatRange`` accept ``nan`` (no comparison fails for it) and ``inf``, which no option of
+    soundscape means."""
+
+    name = "number"
+
+    def __init__(self, min: float | None = None, max: float | None = None, **kwargs: Any) -> None:
+        super().__init__(min, max, **kwargs)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+#: the longest window or hop (s) an option takes: a day (a longer one is a typo, and 1e308
+#: overflowed the database's real column with a traceback)
+MAX_SECONDS = 86400.0
+
+#: ``--window`` and ``--hop``: positive seconds, at most a day
+SECONDS = Number(0, MAX_SECONDS, min_open=True)
+
+
+class PathParam(click.Path):
+    """``click.Path`` that refuses an empty value: ``Path('')`` is the current folder, so
+    ``ingest ''`` ingested it, never what was meant."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail(
+                "an empty path (it would mean the current folder); name a file or folder, "
+                "e.g. '.' for this one",
+                param,
+                ctx,
+            )
+        return super().convert(value, param, ctx)
+
+
 def database_option(f: Callable) -> Callable:
     return click.option(
         "-d",
@@ -63,7 +104,7 @@ def weights_option(f: Callable) -> Callable:
 
     return click.option(
         "--weights",
-        type=click.Path(exists=True, dir_okay=False),
+        type=PathParam(exists=True, dir_okay=False),
         expose_value=False,
         callback=remember,
         help="CLAP weights file (CLAP_weights_2023.pth). Env: SOUNDSCAPE_CLAP_WEIGHTS.",

@@ -7,6 +7,7 @@ import json
 import click
 
 from soundscape.cli.base import (
+    Number,
     all_species_option,
     cli,
     database_option,
@@ -19,6 +20,11 @@ from soundscape.output import emit
 
 
 # --------------------------------------------------------------------------------- sensors
+def _no_constant(name: str) -> None:
+    """``json.loads`` reads NaN and Infinity, which are not JSON and which jsonb refuses."""
+    raise ValueError(f"{name} is not a JSON value; use a number, null or a string")
+
+
 @cli.group()
 def sensors() -> None:
     """Register recorders: site, quadrant, position and timezone."""
@@ -28,8 +34,8 @@ def sensors() -> None:
 @click.argument("name")
 @click.option("--site", help="Site name, e.g. 'North Marsh'.")
 @click.option("--quadrant", help="Quadrant, e.g. 'N'.")
-@click.option("--lat", type=click.FloatRange(-90, 90), help="Latitude (WGS84).")
-@click.option("--lon", type=click.FloatRange(-180, 180), help="Longitude (WGS84).")
+@click.option("--lat", type=Number(-90, 90), help="Latitude (WGS84).")
+@click.option("--lon", type=Number(-180, 180), help="Longitude (WGS84).")
 @click.option(
     "--timezone",
     "tz",
@@ -46,8 +52,10 @@ def sensors_add(name: str, site, quadrant, lat, lon, tz, metadata, update, datab
     from soundscape.sensors import add_sensor
 
     try:
-        meta = json.loads(metadata) if metadata else {}
-    except json.JSONDecodeError as exc:
+        meta = json.loads(metadata, parse_constant=_no_constant) if metadata else {}
+    except ValueError as exc:  # JSONDecodeError, or NaN/Infinity
+        if not isinstance(exc, json.JSONDecodeError):
+            raise click.BadParameter(str(exc), param_hint="--metadata") from exc
         raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--metadata") from exc
     except RecursionError:
         raise click.BadParameter("JSON nested too deeply", param_hint="--metadata") from None
@@ -349,7 +357,7 @@ def labels() -> None:
 @_filter_options
 @click.option(
     "--min-score",
-    type=click.FloatRange(0, 1),
+    type=Number(0, 1),
     default=0.5,
     show_default=True,
     help="Count windows whose class score is at least this.",

@@ -10,7 +10,15 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from soundscape.cli.base import cli, database_option, echo_err, open_db, weights_option
+from soundscape.cli.base import (
+    SECONDS,
+    PathParam,
+    cli,
+    database_option,
+    echo_err,
+    open_db,
+    weights_option,
+)
 
 
 class _Progress:
@@ -72,7 +80,7 @@ class _Progress:
 
 # ---------------------------------------------------------------------------------- ingest
 @cli.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=PathParam(path_type=Path))
 @click.option("-r", "--recursive", is_flag=True, help="Descend into sub-folders.")
 @click.option("-s", "--sensor", required=True, help="Sensor that made the recordings.")
 @click.option(
@@ -86,12 +94,12 @@ class _Progress:
 )
 @click.option(
     "--window",
-    type=click.FloatRange(min=0, min_open=True),
+    type=SECONDS,
     help="Window length in seconds (default: the model's).",
 )
 @click.option(
     "--hop",
-    type=click.FloatRange(min=0, min_open=True),
+    type=SECONDS,
     help="Hop between window starts in seconds (default: the model's).",
 )
 @click.option(
@@ -233,8 +241,8 @@ def ingest(
     required=True,
     help="Model(s) whose windows to add; repeat or separate by commas (e.g. clap).",
 )
-@click.option("--window", type=click.FloatRange(min=0, min_open=True), help="Window length (s).")
-@click.option("--hop", type=click.FloatRange(min=0, min_open=True), help="Hop (s).")
+@click.option("--window", type=SECONDS, help="Window length (s).")
+@click.option("--hop", type=SECONDS, help="Hop (s).")
 @click.option(
     "--allow-gaps",
     is_flag=True,

@@ -1,0 +1,86 @@
+"""Input that was accepted though meaningless, or crashed the CLI with a traceback (issue 24,
+items 9, 13, 15 and the CLI tracebacks): every one is now a usage error (exit 2) or a clear
+error (exit 1) naming what to change."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import Cli, real_audio
+
+DOG = real_audio("dog.ogg")
+
+
+@pytest.fixture(scope="module")
+def cli(module_db_url: str, tmp_path_factory) -> Cli:
+    """A database with one sensor and one short recording in the ``spectral`` space."""
+    run = Cli(module_db_url)
+    folder = tmp_path_factory.mktemp("audio")
+    shutil.copy(DOG, folder / "20240501_120000.ogg")
+    run("sensors", "add", "s1", "--timezone", "Europe/Berlin")
+    run("ingest", folder / "20240501_120000.ogg", "-s", "s1", "-m", "spectral", "-q")
+    return run
+
+
+def test_ingest_refuses_an_empty_path(cli: Cli, tmp_path: Path, monkeypatch) -> None:
+    """``ingest '' -s S`` ingested the current directory."""
+    shutil.copy(DOG, tmp_path / "here.ogg")
+    monkeypatch.chdir(tmp_path)
+    result = cli("ingest", "", "-s", "s1", "-m", "spectral", "-q", code=2)
+    assert "empty path" in result.stderr
+    with sa.create_engine(cli.url).connect() as conn:
+        n = conn.execute(sa.text("SELECT count(*) FROM recordings WHERE path LIKE '%here.ogg'"))
+        assert n.scalar() == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("search", "--audio", str(DOG), "--start", "nan"),
+        ("labels", "top", "--min-score", "nan"),
+        ("concepts", "add", "c1", "--like", "1", "--threshold", "nan"),
+        ("plot", "recording", "1", "--start", "nan", "-o", "/tmp/data/x.png"),
+    ],
+)
+def test_not_a_number_is_a_usage_error(cli: Cli, args) -> None:
+    result = cli(*args, code=2)
+    assert "finite" in result.stderr
+
+
+def test_concept_threshold_outside_the_score_range(cli: Cli) -> None:
+    result = cli("concepts", "add", "c2", "--like", "1", "--threshold", "5", code=2)
+    assert "--threshold" in result.stderr and "range" in result.stderr
+
+
+@pytest.mark.parametrize("option", ["--time", "--from", "--to"])
+def test_an_empty_filter_is_a_usage_error(cli: Cli, option: str) -> None:
+    """``--time ''`` was ignored: the search ran unfiltered."""
+    result = cli("search", "--like", "1", option, "", code=2)
+    assert option in result.stderr and "empty" in result.stderr
+
+
+def test_sensor_metadata_refuses_nan(cli: Cli) -> None:
+    result = cli("sensors", "add", "s2", "--metadata", '{"a": NaN}', code=2)
+    assert "--metadata" in result.stderr and "NaN" in result.stderr
+
+
+def test_start_time_out_of_range(cli: Cli, tmp_path: Path) -> None:
+    f = tmp_path / "x.ogg"
+    shutil.copy(DOG, f)
+    result = cli(
+        "ingest", f, "-s", "s1", "-m", "spectral", "--start-time", "0001-01-01T00:00:00+14:00",
+        code=2,
+    )  # fmt: skip
+    assert "--start-time" in result.stderr and "year" in result.stderr
+
+
+def test_an_absurd_hop_is_a_usage_error(cli: Cli, tmp_path: Path) -> None:
+    f = tmp_path / "y.ogg"
+    shutil.copy(DOG, f)
+    result = cli("ingest", f, "-s", "s1", "-m", "spectral", "--hop", "1e308", "--allow-gaps",
+                 "-q", code=2)  # fmt: skip
+    assert "--hop" in result.stderr
