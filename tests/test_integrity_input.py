@@ -84,3 +84,47 @@ def test_an_absurd_hop_is_a_usage_error(cli: Cli, tmp_path: Path) -> None:
     result = cli("ingest", f, "-s", "s1", "-m", "spectral", "--hop", "1e308", "--allow-gaps",
                  "-q", code=2)  # fmt: skip
     assert "--hop" in result.stderr
+
+
+def test_errors_list_one_row_per_retried_file(cli: Cli, tmp_path: Path) -> None:
+    """A file that failed twice was listed twice; now once, with its attempts."""
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF not really a wav file" * 10)
+    for _ in range(2):
+        cli("ingest", bad, "-s", "s1", "-m", "spectral", "-q", code=1)
+    rows = [r for r in cli.json("errors", "list") if r["path"] == str(bad)]
+    assert len(rows) == 1 and rows[0]["attempts"] == 2
+
+
+def test_errors_list_says_when_there_is_nothing(module_db_url: str) -> None:
+    """``errors list --unresolved`` printed nothing at all when there was nothing."""
+    run = Cli(module_db_url)
+    with sa.create_engine(module_db_url).begin() as conn:
+        conn.execute(sa.text("UPDATE ingest_errors SET resolved_at = now()"))
+    result = run("errors", "list", "--unresolved")
+    assert result.stdout == "" and "no unresolved errors" in result.stderr
+
+
+def test_a_bare_index_rebuild_says_it_keeps_the_type(cli: Cli) -> None:
+    """README said the default is halfvec; a bare rebuild keeps the space's chosen type, and
+    now says so."""
+    cli("spaces", "index", "spectral", "--type", "vector")
+    result = cli("spaces", "index", "spectral")
+    assert "rebuilding the vector HNSW index" in result.stderr
+    assert "current type" in result.stderr
+    rows = {r["space"]: r for r in cli.json("spaces", "list")}
+    assert rows["spectral"]["index_type"] == "vector"
+    assert "keeps the space's current" in " ".join(cli("spaces", "index", "--help").stdout.split())
+
+
+def test_terminal_escapes_in_names_are_printed_escaped(cli: Cli) -> None:
+    """A sensor named with ESC [ ... ] sequences recoloured the terminal of whoever listed it."""
+    name = "evil\x1b[31mred\x1b]0;owned\x07"
+    cli("sensors", "add", name, "--site", "bad\rsite")
+    table = cli("sensors", "list").stdout
+    assert "\x1b" not in table and "\x07" not in table and "\r" not in table
+    assert "evil\\x1b[31mred" in table
+    # JSON keeps the name exactly (escaped by JSON itself)
+    assert name in {r["name"] for r in cli.json("sensors", "list")}
+    err = cli("ingest", "/nonexistent.wav", "-s", name, "-m", "spectral", "-q", code=1).stderr
+    assert "\x1b" not in err

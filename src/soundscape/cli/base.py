@@ -20,6 +20,13 @@ from soundscape.errors import BadOption, SoundscapeError
 DATABASE_ENV = "SOUNDSCAPE_DATABASE_URL"
 
 
+def _printable(exc: BaseException) -> str:
+    """An error's message with control characters escaped (names in it come from users)."""
+    from soundscape.output import printable
+
+    return printable(str(exc), keep="\n\t")
+
+
 class _Group(click.Group):
     """Turns library errors (and file system errors naming a file) into clean ``Error: ...``
     messages with exit code 1."""
@@ -28,9 +35,9 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except BadOption as exc:  # an option's value: a usage error (exit 2)
-            raise click.BadParameter(str(exc), param_hint=exc.option) from exc
+            raise click.BadParameter(_printable(exc), param_hint=exc.option) from exc
         except SoundscapeError as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise click.ClickException(_printable(exc)) from exc
         except (sa.exc.DBAPIError, psycopg.Error) as exc:
             lost = cluster.node_error(exc)  # a Citus worker that went away mid-query
             if lost is None:
@@ -144,7 +151,11 @@ def open_db(url: str | None):
 
 
 def echo_err(message: str) -> None:
-    click.echo(message, err=True)
+    """A message on stderr, its control characters escaped (but newlines and tabs): messages
+    quote names from the database and from files."""
+    from soundscape.output import printable
+
+    click.echo(printable(message, keep="\n\t"), err=True)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -242,17 +242,20 @@ def errors() -> None:
 @database_option
 @format_options
 def errors_list(unresolved, since, sensor, limit, database, fmt) -> None:
-    """Failed files, newest first: path, sensor, reason, and when (or whether) it was resolved.
+    """Failed files, newest first, one row per file (its latest failure; attempts: how many
+    times it failed): path, sensor, reason, and when (or whether) it was resolved.
 
     A failure is resolved when the same file is later stored. Fix the file (or its sensor, or
     install the model) and run the same ingest again.
     """
-    from soundscape.failures import COLUMNS, list_errors, parse_since
+    from soundscape.failures import LIST_COLUMNS, list_errors, parse_since
 
     since_at = parse_since(since) if since else None
     with open_db(database).engine.connect() as conn:
         rows = list_errors(conn, unresolved=unresolved, since=since_at, sensor=sensor, limit=limit)
-    columns = COLUMNS if fmt != "table" else COLUMNS[:7]
+    if not rows:
+        echo_err("no unresolved errors" if unresolved else "no errors")
+    columns = LIST_COLUMNS if fmt != "table" else LIST_COLUMNS[:8]
     emit(rows, fmt, columns)
 
 
@@ -313,6 +316,9 @@ def spaces_index(
 ) -> None:
     """Rebuild the HNSW index of SPACE: float32 (vector), float16 (halfvec), or compact (pca, bit).
 
+    New spaces are indexed as halfvec; without --type the rebuild keeps the space's current
+    type (what an earlier --type chose), so `spaces index SPACE` never undoes that choice.
+
     Only the index changes (embeddings stay float32), so this can be undone at any time.
     Searches go on with the old index while the new one builds; ingest into the space waits.
     """
@@ -337,11 +343,18 @@ def spaces_index(
             return
         if memory:
             set_build_memory(conn, memory)
+        kept = index_type is None
         index_type = index_type or space.index_type
         caution = index_caution(conn, space, index_type)
         if caution:
             echo_err(f"note: {caution}")
-        echo_err(f"building the {index_type} HNSW index of {space.name} ...")
+        if kept:  # a bare rebuild keeps what was chosen (new spaces start as halfvec)
+            echo_err(
+                f"rebuilding the {index_type} HNSW index of {space.name} (its current type; "
+                "--type halfvec|vector|pca|bit to change it) ..."
+            )
+        else:
+            echo_err(f"building the {index_type} HNSW index of {space.name} ...")
         _, seconds = set_index_type(conn, space, index_type)
     echo_err(f"done in {seconds:.1f} s")
 
