@@ -128,3 +128,39 @@ def test_terminal_escapes_in_names_are_printed_escaped(cli: Cli) -> None:
     assert name in {r["name"] for r in cli.json("sensors", "list")}
     err = cli("ingest", "/nonexistent.wav", "-s", name, "-m", "spectral", "-q", code=1).stderr
     assert "\x1b" not in err
+
+
+def test_a_stored_file_keeps_its_sensor(cli: Cli, tmp_path: Path) -> None:
+    """Re-ingesting a stored file with another --sensor and a new model configuration stored
+    the new windows under the other sensor (the recording stayed on its own): now refused,
+    naming the stored sensor; with the stored sensor the windows carry it."""
+    f = tmp_path / "20240501_120000.ogg"
+    shutil.copy(DOG, f)  # the content stored by the fixture, for s1
+    cli("sensors", "add", "other", "--timezone", "America/New_York")
+    args = ("ingest", f, "-m", "spectral", "--window", "2", "--hop", "2", "-q")
+    result = cli(*args, "-s", "other", code=1)
+    assert "sensor 's1'" in result.stderr and "-s s1" in result.stderr
+    engine = sa.create_engine(cli.url)
+    sql = (
+        "SELECT count(*) FROM segments g JOIN recordings r ON r.id = g.recording_id "
+        "WHERE g.sensor_id <> r.sensor_id"
+    )
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(sql)).scalar() == 0
+    cli(*args, "-s", "s1")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(sql)).scalar() == 0
+        spaces = conn.execute(
+            sa.text(
+                "SELECT count(DISTINCT g.space_id) FROM segments g JOIN recordings r "
+                "ON r.id = g.recording_id WHERE r.path LIKE '%20240501_120000.ogg'"
+            )
+        ).scalar()
+        assert spaces == 2
+    engine.dispose()
+
+
+@pytest.mark.parametrize("labels", ["a,,b", "rain,,music", ",rain,music"])
+def test_classify_refuses_an_empty_label(cli: Cli, labels: str) -> None:
+    result = cli("classify", "--labels", labels, code=2)
+    assert "--labels" in result.stderr and "empty" in result.stderr

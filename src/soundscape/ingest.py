@@ -237,6 +237,14 @@ def connection_lost(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.OperationalError)  # from the raw COPY cursor
 
 
+#: a stored recording by content, locked for this ingest, with its sensor and start
+_STORED = "SELECT id, path, sensor_id, started_at FROM recordings WHERE sha256 = :h FOR UPDATE"
+
+
+class WrongSensor(SoundscapeError):
+    """A stored file was ingested again for another sensor without --replace."""
+
+
 @dataclass
 class _Target:
     """A model and the space it writes into."""
@@ -340,7 +348,7 @@ class Ingestor:
 
         try:
             return self._store(path, info, digest, before, start_time, on_progress)
-        except FileChanged as exc:
+        except (FileChanged, WrongSensor) as exc:
             return self._failed(shown, digest, str(exc))
         except AudioError as exc:
             try:  # a file rewritten mid-ingest may fail to decode: say what really happened
@@ -380,10 +388,7 @@ class Ingestor:
 
         with self.engine.begin() as conn:
             register_vector(conn)
-            rec = conn.execute(
-                sa.text("SELECT id, path FROM recordings WHERE sha256 = :h FOR UPDATE"),
-                {"h": digest},
-            ).fetchone()
+            rec = conn.execute(sa.text(_STORED), {"h": digest}).fetchone()
             if rec is None:
                 rec_id = conn.execute(
                     sa.text(
@@ -407,10 +412,7 @@ class Ingestor:
                 if rec_id is None:
                     # Another process stored it between our SELECT and INSERT (the INSERT
                     # waited for its commit): go on as for a stored recording, space by space.
-                    rec = conn.execute(
-                        sa.text("SELECT id, path FROM recordings WHERE sha256 = :h FOR UPDATE"),
-                        {"h": digest},
-                    ).fetchone()
+                    rec = conn.execute(sa.text(_STORED), {"h": digest}).fetchone()
                     if rec is None:
                         raise SoundscapeError(
                             f"{path}: another process stored this recording and removed it "
@@ -472,6 +474,20 @@ class Ingestor:
                     to_transcribe = [
                         t for t in self.transcribers if (t.name, t.version) not in heard
                     ]
+                    if (todo or to_transcribe) and rec.sensor_id != self.sensor.id:
+                        # A file belongs to one sensor: new windows on another sensor than
+                        # their recording's were counted under the wrong place and time zone.
+                        owner = conn.execute(
+                            sa.text("SELECT name FROM sensors WHERE id = :i"), {"i": rec.sensor_id}
+                        ).scalar()
+                        raise WrongSensor(
+                            f"{path}: already stored as recording {rec_id} of sensor "
+                            f"{owner!r}, not {self.sensor.name!r}; nothing was added. Add "
+                            f"models to it with -s {owner}, or move it (and all its windows) "
+                            f"to {self.sensor.name!r} with --replace"
+                        )
+                    # the windows of new spaces start when the stored recording starts
+                    started_at = rec.started_at
                 if not todo and not to_transcribe:
                     where = "" if rec.path == abs_path else f" as {rec.path}"
                     return FileResult(
