@@ -243,11 +243,17 @@ def annotate_labels(database, fmt) -> None:
     type=click.Choice(list(ann.FORMATS), case_sensitive=False),
     help="Format of the files (default: recognised from each file).",
 )
+@click.option(
+    "--encoding",
+    help="Text encoding of the files, e.g. latin-1 (default: UTF-8; a file that is not is read "
+    "as Windows-1252, with a warning).",
+)
 @database_option
 @format_options
 def annotate_import(
-    files, author, recording_id, label, default_label, source, file_format, database, fmt
-) -> None:
+    files, author, recording_id, label, default_label, source, file_format, encoding, database,
+    fmt,
+) -> None:  # fmt: skip
     """Import annotations: Raven selection tables (also BirdNET-Analyzer's and `search
     --raven`'s), Audacity label tracks, CSV (path,start_s,end_s,label[,verdict,author,note]).
 
@@ -270,12 +276,15 @@ def annotate_import(
                     label=label,
                     recording_id=recording_id,
                     fmt=file_format.lower() if file_format else None,
+                    encoding=encoding,
                 )
         except AnnotationError as exc:
             failed += 1
             echo_err(f"error: {exc}")
             continue
         results.append(result)
+        for warning in result.warnings:
+            echo_err(f"warning: {warning}")
         extra = f", {result.unreviewed} unreviewed row(s) skipped" if result.unreviewed else ""
         echo_err(
             f"{path}: imported {result.imported} annotation(s) ({result.format}), skipped "
