@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -237,6 +238,16 @@ def connection_lost(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.OperationalError)  # from the raw COPY cursor
 
 
+#: how many times a transaction that lost a deadlock (or a serialization conflict) is tried
+_RETRIES = 3
+
+
+def _retryable(exc: sa.exc.DBAPIError) -> bool:
+    """A database error that rolled the transaction back for another transaction's sake
+    (deadlock, serialization failure): running it again is right."""
+    return isinstance(exc.orig, psycopg.errors.TransactionRollback)
+
+
 #: a stored recording by content, locked for this ingest, with its sensor and start
 _STORED = "SELECT id, path, sensor_id, started_at FROM recordings WHERE sha256 = :h FOR UPDATE"
 
@@ -308,8 +319,15 @@ class Ingestor:
             window, hop = windows[name]
             model = load_model(name)
             labels = model.labels if cls.has_class_scores else None
-            with engine.begin() as conn:
-                space = ensure_space(conn, cls, window, hop, model.params, labels)
+            for attempt in range(_RETRIES):
+                try:
+                    with engine.begin() as conn:
+                        space = ensure_space(conn, cls, window, hop, model.params, labels)
+                    break
+                except sa.exc.DBAPIError as exc:  # a deadlock with another process: again
+                    if not _retryable(exc) or attempt == _RETRIES - 1:
+                        raise
+                    time.sleep(0.1 * (attempt + 1))
             self.targets.append(_Target(model, space))
         self.model_names = ",".join(
             [t.space.name for t in self.targets] + [t.name for t in self.transcribers]
@@ -347,7 +365,15 @@ class Ingestor:
             )
 
         try:
-            return self._store(path, info, digest, before, start_time, on_progress)
+            for attempt in range(_RETRIES):
+                try:
+                    return self._store(path, info, digest, before, start_time, on_progress)
+                except sa.exc.DBAPIError as exc:  # a deadlock rolled the file back: again
+                    if not _retryable(exc) or attempt == _RETRIES - 1:
+                        raise
+                    log.info("retrying %s after %s", path, exc.orig)
+                    time.sleep(0.1 * (attempt + 1))
+            raise AssertionError("unreachable")
         except (FileChanged, WrongSensor) as exc:
             return self._failed(shown, digest, str(exc))
         except AudioError as exc:
