@@ -164,3 +164,31 @@ def test_a_stored_file_keeps_its_sensor(cli: Cli, tmp_path: Path) -> None:
 def test_classify_refuses_an_empty_label(cli: Cli, labels: str) -> None:
     result = cli("classify", "--labels", labels, code=2)
     assert "--labels" in result.stderr and "empty" in result.stderr
+
+
+def test_a_symlink_loop_is_not_called_dangling(cli: Cli, tmp_path: Path) -> None:
+    folder = tmp_path / "loops"
+    folder.mkdir()
+    (folder / "a.wav").symlink_to(folder / "b.wav")
+    (folder / "b.wav").symlink_to(folder / "a.wav")
+    (folder / "gone.wav").symlink_to(folder / "nothing.wav")
+    err = cli("ingest", folder, "-s", "s1", "-m", "spectral", code=0).stderr
+    assert "a.wav: a symbolic link loop" in err and "b.wav: a symbolic link loop" in err
+    assert "gone.wav: a dangling symbolic link" in err
+    err = cli("ingest", folder / "a.wav", "-s", "s1", "-m", "spectral", "-q", code=1).stderr
+    assert "symbolic link loop" in err and "no such file" not in err
+
+
+def test_a_huge_speech_query_is_refused_fast(cli: Cli) -> None:
+    """A 1.2 MB ``search_speech`` query ran 31 s into "stack depth limit exceeded"."""
+    import time
+
+    query = "interest rates " * 80_000  # 1.2 MB
+    t0 = time.monotonic()
+    result = cli("search", "--said", query, code=2)
+    assert "--said" in result.stderr and "at most 1000" in result.stderr
+    engine = sa.create_engine(cli.url)
+    with engine.connect() as conn, pytest.raises(sa.exc.DBAPIError, match="at most 1000"):
+        conn.execute(sa.text("SELECT * FROM ranger.search_speech(:q)"), {"q": query})
+    engine.dispose()
+    assert time.monotonic() - t0 < 10

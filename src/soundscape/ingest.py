@@ -7,6 +7,7 @@ crash or Ctrl-C mid-file leaves nothing of that file behind and a re-run resumes
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -152,10 +153,23 @@ class Collected:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
+def broken_link(path: Path) -> str | None:
+    """Why a symbolic link leads nowhere (a loop, or a target that does not exist), or None."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop (it leads back to itself)"
+        return "a dangling symbolic link (its target does not exist)"
+    return None
+
+
 def _passed_over(entry: Path, recursive: bool) -> str | None:
     """Why a folder entry is not ingested, or None if it is a supported audio file."""
-    if entry.is_symlink() and not entry.exists():
-        return "a dangling symbolic link (its target does not exist)"
+    if broken := broken_link(entry):
+        return broken
     if entry.is_dir():
         if recursive:
             return None

@@ -148,11 +148,12 @@ def ingest(
     """
     from soundscape.audio import probe
     from soundscape.errors import AudioError
-    from soundscape.ingest import Ingestor, collect_files
+    from soundscape.ingest import Ingestor, broken_link, collect_files
     from soundscape.timeutil import parse_iso_start
 
     models_ = [m for opt in model_opts for m in opt.split(",") if m.strip()]
     missing = [str(p) for p in paths if not p.exists()]
+    loops = {m: why for m in missing if (why := broken_link(Path(m)))}
     collected = collect_files([p for p in paths if p.exists()], recursive=recursive)
     files = collected.files
     start = None
@@ -202,7 +203,7 @@ def ingest(
         bar.set_postfix(stored=summary.stored, skipped=summary.skipped, failed=summary.failed)
 
     for m in missing:
-        report(ingestor._failed(m, None, f"{m}: no such file or folder"))
+        report(ingestor._failed(m, None, f"{m}: {loops.get(m, 'no such file or folder')}"))
     for f, why in collected.skipped:
         report(FileResult(str(f), "skipped", reason=why))
     try:
