@@ -31,7 +31,9 @@ def _folder(folder: Path, copies: int = 3) -> int:
     for i in range(copies):
         for name in CLIPS:
             audio, rate = sf.read(real_audio(name))
-            sf.write(folder / f"{i}_{Path(name).stem}.wav", np.tile(audio, 4) * (0.3 + 0.1 * i), rate)
+            sf.write(
+                folder / f"{i}_{Path(name).stem}.wav", np.tile(audio, 4) * (0.3 + 0.1 * i), rate
+            )
             n += 1
     return n
 

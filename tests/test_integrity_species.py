@@ -49,7 +49,9 @@ def test_concept_detections_follow_the_location_filter(berlin: Cli) -> None:
     )
     assert heard > 0  # BirdNET does hear it
     berlin("concepts", "add", "junco", "--text", JUNCO, "--threshold", "0.1")
-    detections = _scalar(berlin.url, "SELECT count(*) FROM ranger.detections WHERE concept = 'junco'")
+    detections = _scalar(
+        berlin.url, "SELECT count(*) FROM ranger.detections WHERE concept = 'junco'"
+    )
     daily = _scalar(
         berlin.url,
         f"SELECT count(*) FROM ranger.species_daily WHERE label = '{JUNCO}' AND sensor = 'berlin'",
