@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,8 +19,6 @@ import soundfile as sf
 import sqlalchemy as sa
 
 from tests.conftest import ROOT, real_audio
-
-pytestmark = pytest.mark.slow
 
 CLIPS = ["firetruck.ogg", "blackbird.ogg", "violin.ogg", "lightningbolt.ogg"]
 
@@ -38,6 +37,58 @@ def _folder(folder: Path, copies: int = 3) -> int:
     return n
 
 
+def test_space_creation_and_an_ingest_transaction_do_not_deadlock(engine) -> None:
+    """The window that deadlocked, made certain: an ingest has inserted its recording (it
+    holds recordings) and is embedding the first batch when another process creates a space;
+    then the ingest writes its windows. Before, the creation took segments and waited for
+    recordings while the ingest waited for segments: "deadlock detected"."""
+    from soundscape.embedders import get_model_class
+    from soundscape.sensors import add_sensor
+    from soundscape.spaces import ensure_space
+
+    spectral, musicnn = get_model_class("spectral"), get_model_class("musicnn")
+    with engine.begin() as conn:
+        sensor = add_sensor(conn, "s1")
+        space = ensure_space(conn, spectral, 3.0, 2.0)
+    errors: list[BaseException] = []
+    created: list = []
+
+    def create() -> None:
+        try:
+            with engine.begin() as conn:
+                created.append(ensure_space(conn, musicnn, 3.0, 2.0))
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    with engine.connect() as ingest:
+        with ingest.begin():
+            rec = ingest.execute(
+                sa.text(
+                    "INSERT INTO recordings (sensor_id, path, sha256, size_bytes, format, "
+                    "sample_rate, channels, duration_s) VALUES (:s, '/x.wav', repeat('a', 64), "
+                    "1, 'WAV', 16000, 1, 3) RETURNING id"
+                ),
+                {"s": sensor.id},
+            ).scalar()
+            other = threading.Thread(target=create)
+            other.start()
+            time.sleep(1.5)  # the other process is now creating its space
+            try:
+                ingest.execute(
+                    sa.text(
+                        "INSERT INTO segments (space_id, recording_id, sensor_id, start_s, end_s, "
+                        "embedding) VALUES (:sp, :r, :s, 0, 3, CAST(:e AS vector))"
+                    ),
+                    {"sp": space.id, "r": rec, "s": sensor.id, "e": str([0.1] * 192)},
+                )
+            except sa.exc.DBAPIError as exc:
+                errors.append(exc)
+        other.join(timeout=60)
+    assert not errors, errors
+    assert created and created[0].model == "musicnn"
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("delay", [2.0, 4.0])
 def test_a_new_space_while_another_ingest_runs(db_url: str, tmp_path: Path, delay: float) -> None:
     n = _folder(tmp_path / "audio")
