@@ -55,7 +55,7 @@ def _count(conn) -> int:
     return conn.execute(sa.text("SELECT count(*) FROM annotations")).scalar()
 
 
-@pytest.mark.parametrize("fmt", ["raven", "csv"])
+@pytest.mark.parametrize("fmt", ["raven", "csv", "audacity"])
 def test_export_then_import_adds_nothing(db, conn, tmp_path: Path, fmt: str) -> None:
     """A web verdict exported and imported back came in as source review/import: doubled."""
     _, _, dog, _ = db

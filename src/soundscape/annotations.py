@@ -1087,7 +1087,8 @@ def import_file(
     Windows-1252 (what Raven writes on Windows) with a warning in the result, and refused if it
     is not that either. A row that carries the id of a stored annotation with the same
     recording, span, label and verdict (soundscape's own CSV and Raven exports do) is that
-    annotation: a duplicate, whatever its source.
+    annotation: a duplicate, whatever its source; so is, for an Audacity track (which carries
+    no ids), a row whose recording, span, label and verdict are stored by any source.
     """
     path = Path(path)
     if source is not None:
@@ -1214,9 +1215,11 @@ def import_file(
         for r in conn.execute(
             sa.text(
                 "SELECT recording_id, start_s, end_s, label, verdict FROM annotations "
-                "WHERE source = :s AND recording_id = ANY(:ids)"
+                "WHERE (source = :s OR :any) AND recording_id = ANY(:ids)"
             ),
-            {"s": source, "ids": rec_ids},
+            # an Audacity track carries no ids: the same span, label and verdict stored by any
+            # source is that annotation (its export, imported back)
+            {"s": source, "any": fmt == "audacity", "ids": rec_ids},
         )
     }
     fresh = []
