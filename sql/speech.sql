@@ -199,6 +199,13 @@ BEGIN
     IF coalesce(btrim(p_query), '') = '' THEN
         RAISE EXCEPTION 'p_query (what was said) is empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- a query is a few words or phrases: a megabyte one parsed for 30 s into "stack depth
+    -- limit exceeded"
+    IF length(p_query) > 1000 THEN
+        RAISE EXCEPTION 'p_query (what was said) has % characters; at most 1000', length(p_query)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'search for a few words or "a phrase"';
+    END IF;
     IF p_min_similarity IS NULL OR NOT (p_min_similarity > 0 AND p_min_similarity <= 1) THEN
         RAISE EXCEPTION 'p_min_similarity must be in (0, 1], not %', p_min_similarity
             USING ERRCODE = 'invalid_parameter_value';

@@ -22,12 +22,12 @@ from soundscape.resources import read_sql, sql_dir
 # record the new hash and that migration here.
 FINGERPRINTS = {
     "catalog.sql": ("0015", "43e3930961ea"),
-    "search.sql": ("0021", "99c53d0cd2c6"),
+    "search.sql": ("0025", "79a69bb7d3b5"),
     "analytics.sql": ("0021", "24845e29d504"),
     "classify.sql": ("0005", "09be065c4b7d"),
     "classifiers.sql": ("0017", "397772116ffd"),
     "species.sql": ("0011", "13d5005221de"),
-    "speech.sql": ("0019", "b5a382260c67"),
+    "speech.sql": ("0025", "68e3eb9d9384"),
     "speakers.sql": ("0013", "39bc0dc0575c"),
 }
 

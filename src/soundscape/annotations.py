@@ -51,6 +51,23 @@ _KEY_DECIMALS = 6
 #: Most bad rows listed in one error message (the count says how many there were).
 _MAX_PROBLEMS_SHOWN = 20
 
+#: The longest label and author (characters): a name, not a text; the database checks the same
+#: (migration 0025), and a longer one broke the label index ("index row size").
+MAX_LABEL = 200
+#: The longest note (characters); the database checks the same (migration 0025).
+MAX_NOTE = 10_000
+
+#: Control characters (C0, DEL, C1): a label or author is one line of text.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+#: How far (Hz) a band may pass the recording's Nyquist frequency and still be accepted (then
+#: clipped to it): files round frequencies.
+NYQUIST_TOLERANCE_HZ = 1.0
+
+#: First characters that make a spreadsheet read a cell as a formula (OWASP "CSV injection"):
+#: an exported text cell starting with one gets a leading ``'``, which import removes again.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
 
 # ------------------------------------------------------------------------------- records
 @dataclass
@@ -117,6 +134,8 @@ class ImportResult:
     duplicates: int = 0  # rows already stored (or repeated in the file): skipped
     unreviewed: int = 0  # rows with an empty Verdict cell (an unreviewed review batch row)
     ids: list[int] = field(default_factory=list)
+    #: what the reader had to assume (e.g. a file that is not UTF-8 read as Windows-1252)
+    warnings: list[str] = field(default_factory=list)
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -157,7 +176,57 @@ def _check_label(label: str | None) -> str:
     text = (label or "").strip()
     if not text:
         raise AnnotationError("empty label; give the sound a name (e.g. saw, fireworks)")
+    if _CONTROL.search(text):
+        raise AnnotationError(
+            f"label {text[:40]!r} holds a tab, line break or other control character; a label "
+            "is one line (put details in the note)"
+        )
+    if len(text) > MAX_LABEL:
+        raise AnnotationError(
+            f"label {text[:40]!r}... has {len(text)} characters; at most {MAX_LABEL} (a name, "
+            "not a text: put details in the note)"
+        )
     return text
+
+
+def _check_author(author: str | None) -> str | None:
+    if author is None:
+        return None
+    if _CONTROL.search(author) or len(author) > MAX_LABEL:
+        raise AnnotationError(
+            f"author {author[:40]!r} is not a name (a control character or over {MAX_LABEL} "
+            "characters)"
+        )
+    return author
+
+
+def _check_note(note: str | None) -> str | None:
+    if note is None:
+        return None
+    if "\x00" in note:
+        raise AnnotationError("the note holds a NUL character (\\x00); remove it")
+    if len(note) > MAX_NOTE:
+        raise AnnotationError(
+            f"the note has {len(note)} characters; at most {MAX_NOTE} (keep long texts "
+            "elsewhere and link them)"
+        )
+    return note
+
+
+def _check_window(conn: Connection, rec: _Recording, segment_id: int | None) -> int | None:
+    """A window an annotation refers to must be a window of its recording."""
+    if segment_id is None:
+        return None
+    owner = conn.execute(
+        sa.text("SELECT recording_id FROM segments WHERE id = :i"), {"i": int(segment_id)}
+    ).scalar()
+    if owner is None:
+        raise AnnotationError(f"no window with id {segment_id}")
+    if int(owner) != rec.id:
+        raise AnnotationError(
+            f"window {segment_id} is a window of recording {owner}, not of recording {rec.id}"
+        )
+    return int(segment_id)
 
 
 def _check_span(
@@ -188,6 +257,15 @@ def _check_span(
         )
     if low_hz is not None and low_hz < 0:
         raise AnnotationError(f"low frequency {low_hz:g} Hz is negative")
+    if high_hz is not None and high_hz < 0:
+        raise AnnotationError(f"high frequency {high_hz:g} Hz is negative")
+    nyquist = rec.sample_rate / 2
+    for what, value in (("low", low_hz), ("high", high_hz)):
+        if value is not None and value > nyquist + NYQUIST_TOLERANCE_HZ:
+            raise AnnotationError(
+                f"{what} frequency {value:g} Hz is above {nyquist:g} Hz, the highest frequency "
+                f"recording {rec.id} holds (half its sample rate, {rec.sample_rate} Hz)"
+            )
     if low_hz is not None and high_hz is not None and high_hz <= low_hz:
         raise AnnotationError(
             f"high frequency {high_hz:g} Hz is not above low frequency {low_hz:g} Hz"
@@ -252,7 +330,11 @@ def add_annotation(
     label = _check_label(label)
     verdict = normalize_verdict(verdict)
     _check_source(source)
+    author, note = _check_author(author), _check_note(note)
     end = _check_span(rec, float(start_s), float(end_s), low_hz, high_hz)
+    if high_hz is not None:
+        high_hz = min(high_hz, rec.sample_rate / 2)
+    segment_id = _check_window(conn, rec, segment_id)
     return int(
         conn.execute(
             _INSERT,
@@ -298,6 +380,7 @@ def annotate_hit(
         )
     label = _check_label(label)
     verdict = normalize_verdict(verdict)
+    author, note = _check_author(author), _check_note(note)
     existing = conn.execute(
         sa.text(
             "SELECT id FROM annotations WHERE segment_id = :g AND label = :l "
@@ -350,6 +433,7 @@ def review_hit(
         raise AnnotationError(f"no window with id {segment_id}")
     rec = _get_recording(conn, row.recording_id)
     label = _check_label(label)
+    note = _check_note(note)
     start = float(row.start_s)
     end = _check_span(rec, start, min(float(row.end_s), rec.duration_s), None, None)
     params = {
@@ -681,6 +765,9 @@ class _Row:
     low_hz: float | None = None
     high_hz: float | None = None
     window_id: int | None = None
+    #: the id this annotation had where it was exported from (CSV ``id``, Raven
+    #: ``Annotation ID``): the same annotation imported back is a duplicate
+    annotation_id: int | None = None
 
 
 class _Problems:
@@ -714,6 +801,21 @@ def _at(cells: list[str], i: int | None) -> str | None:
 
 def _is_spectrogram(cells: list[str], view: int | None) -> bool:
     return (_at(cells, view) or "").lower().startswith("spectrogram")
+
+
+def _text(cell: str | None) -> str | None:
+    """A text cell as exported: the ``'`` that ``_safe`` put before a formula removed."""
+    if cell and cell[0] == "'" and cell[1:2] and cell[1] in (*_FORMULA_START, "'"):
+        return cell[1:]
+    return cell
+
+
+def _unescape_note(cell: str | None) -> str | None:
+    """A Raven note as ``_escape_note`` wrote it: ``\\t``, ``\\n``, ``\\r``, ``\\\\``."""
+    if not cell or "\\" not in cell:
+        return cell
+    table = {"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}
+    return re.sub(r"\\([tnr\\])", lambda m: table[m.group(1)], cell)
 
 
 def _int_or_none(cell: str | None) -> int | None:
@@ -768,6 +870,7 @@ def _parse_raven(
     c_path, c_offset = col("begin path"), col("file offset (s)")
     c_low, c_high = col("low freq (hz)"), col("high freq (hz)")
     c_sel, c_view, c_window = col("selection"), col("view"), col("window id")
+    c_id = col("annotation id")
 
     # Raven writes one row per view (Spectrogram 1, Waveform 1) of the same selection: keep
     # one row per selection number (and Begin Path, for tables of several files), preferring
@@ -807,7 +910,7 @@ def _parse_raven(
             offset = _optional_number(cell(c_offset), "File Offset (s)")
             if offset is not None:  # BirdNET's combined tables: Begin Time runs across files
                 begin, end = offset, offset + (end - begin)
-            path_cell = cell(c_path)
+            path_cell = _text(cell(c_path))
             if path_cell and fixed is None:
                 rec = recs.find(path_cell)
             else:
@@ -825,13 +928,14 @@ def _parse_raven(
                     rec,
                     begin,
                     end,
-                    cell(c_label),
+                    _text(cell(c_label)),
                     verdict_cell if c_verdict is not None else "yes",
-                    author=cell(c_author),
-                    note=cell(c_note) or None,
+                    author=_text(cell(c_author)),
+                    note=_unescape_note(_text(cell(c_note))) or None,
                     low_hz=_optional_number(cell(c_low), "Low Freq (Hz)"),
                     high_hz=_optional_number(cell(c_high), "High Freq (Hz)"),
                     window_id=_int_or_none(cell(c_window)),
+                    annotation_id=_int_or_none(cell(c_id)),
                 )
             )
         except AnnotationError as exc:
@@ -912,20 +1016,21 @@ def _parse_csv(
             unreviewed += 1
             continue
         try:
-            rec = fixed if fixed is not None else recs.find(cell("path") or "")
+            rec = fixed if fixed is not None else recs.find(_text(cell("path")) or "")
             rows.append(
                 _Row(
                     line_no,
                     rec,
                     _number(cell("start_s"), "start_s"),
                     _number(cell("end_s"), "end_s"),
-                    cell("label"),
+                    _text(cell("label")),
                     verdict,
-                    author=cell("author"),
-                    note=cell("note") or None,
+                    author=_text(cell("author")),
+                    note=_text(cell("note")) or None,
                     low_hz=_optional_number(cell("low_hz"), "low_hz"),
                     high_hz=_optional_number(cell("high_hz"), "high_hz"),
                     window_id=_int_or_none(cell("segment_id")),
+                    annotation_id=_int_or_none(cell("id")),
                 )
             )
         except AnnotationError as exc:
@@ -953,6 +1058,7 @@ def import_file(
     label: str | None = None,
     recording_id: int | None = None,
     fmt: str | None = None,
+    encoding: str | None = None,
 ) -> ImportResult:
     """Import one file of annotations (Raven selection table, Audacity label track or CSV).
 
@@ -976,6 +1082,13 @@ def import_file(
     Full-band selections (0 Hz to the recording's Nyquist frequency) store no band.
     ``source=None`` picks it from the file: ``review`` for a Raven table with a ``Verdict``
     column (a review batch, see soundscape.review), else ``import``.
+
+    Text is UTF-8 unless ``encoding`` says otherwise; a file that is not UTF-8 is read as
+    Windows-1252 (what Raven writes on Windows) with a warning in the result, and refused if it
+    is not that either. A row that carries the id of a stored annotation with the same
+    recording, span, label and verdict (soundscape's own CSV and Raven exports do) is that
+    annotation: a duplicate, whatever its source; so is, for an Audacity track (which carries
+    no ids), a row whose recording, span, label and verdict are stored by any source.
     """
     path = Path(path)
     if source is not None:
@@ -984,10 +1097,29 @@ def import_file(
         raw = path.read_bytes()
     except OSError as exc:
         raise AnnotationError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:  # Raven on Windows writes the system code page
-        text = raw.decode("cp1252", errors="replace")
+    warnings: list[str] = []
+    if encoding is not None:
+        try:
+            text = raw.decode(encoding)
+        except (LookupError, UnicodeDecodeError) as exc:
+            raise AnnotationError(f"{path}: cannot read it as {encoding}: {exc}") from None
+    else:
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:  # Raven on Windows writes the system code page
+            try:
+                text = raw.decode("cp1252")
+            except UnicodeDecodeError:
+                raise AnnotationError(
+                    f"{path}: neither UTF-8 nor Windows-1252 (byte {raw[exc.start]:#04x} at "
+                    f"offset {exc.start}); save it as UTF-8, or name its encoding "
+                    "(--encoding latin-1)"
+                ) from None
+            warnings.append(
+                f"{path}: not UTF-8 (byte {raw[exc.start]:#04x} at offset {exc.start}); read as "
+                "Windows-1252. If labels look wrong, save it as UTF-8 or name its encoding "
+                "(--encoding)"
+            )
     if not text.strip():
         raise AnnotationError(f"{path}: the file is empty")
     fmt = fmt or detect_format(path, text)
@@ -1019,8 +1151,14 @@ def import_file(
             verdict = normalize_verdict(row.verdict)
             rec = row.recording
             low, high = row.low_hz, row.high_hz
-            if low is not None and high is not None and low <= 0 and high >= rec.sample_rate / 2:
-                low = high = None  # the full band: no band
+            nyquist = rec.sample_rate / 2
+            if (
+                low is not None
+                and high is not None
+                and abs(low) <= NYQUIST_TOLERANCE_HZ
+                and abs(high - nyquist) <= NYQUIST_TOLERANCE_HZ
+            ):
+                low = high = None  # the full band (0 Hz to Nyquist, as exported): no band
             start, end = row.start_s, row.end_s
             window = None
             if row.window_id is not None:
@@ -1033,6 +1171,10 @@ def import_file(
                     if end > rec.duration_s and abs(end - float(seg.end_s)) < 1e-3:
                         end = rec.duration_s  # the zero-padded last window of the file
             end = _check_span(rec, start, end, low, high)
+            if high is not None:
+                high = min(high, nyquist)
+            row_author = _check_author(row.author if row.author is not None else author)
+            note = _check_note(row.note)
         except AnnotationError as exc:
             problems.add(row.line, str(exc))
             continue
@@ -1045,31 +1187,45 @@ def import_file(
                 "high_hz": high,
                 "label": checked_label,
                 "verdict": verdict,
-                "author": (row.author if row.author is not None else author) or None,
+                "author": row_author or None,
                 "source": source,
-                "note": row.note,
+                "note": note,
                 "segment_id": window,
+                "_was": row.annotation_id,
             }
         )
     if problems.items:
         raise AnnotationImportError(path, sorted(problems.items), limit=_MAX_PROBLEMS_SHOWN)
 
-    result = ImportResult(path, fmt, source, unreviewed=unreviewed)
+    result = ImportResult(path, fmt, source, unreviewed=unreviewed, warnings=warnings)
     rec_ids = sorted({c["recording_id"] for c in checked})
+    # rows exported from this database: the annotation of that id, if it is still the same
+    was = {
+        int(r.id): _key(r.recording_id, r.start_s, r.end_s, r.label, r.verdict)
+        for r in conn.execute(
+            sa.text(
+                "SELECT id, recording_id, start_s, end_s, label, verdict FROM annotations "
+                "WHERE id = ANY(:ids)"
+            ),
+            {"ids": sorted({c["_was"] for c in checked if c["_was"] is not None})},
+        )
+    }
     stored = {
         _key(r.recording_id, r.start_s, r.end_s, r.label, r.verdict)
         for r in conn.execute(
             sa.text(
                 "SELECT recording_id, start_s, end_s, label, verdict FROM annotations "
-                "WHERE source = :s AND recording_id = ANY(:ids)"
+                "WHERE (source = :s OR :any) AND recording_id = ANY(:ids)"
             ),
-            {"s": source, "ids": rec_ids},
+            # an Audacity track carries no ids: the same span, label and verdict stored by any
+            # source is that annotation (its export, imported back)
+            {"s": source, "any": fmt == "audacity", "ids": rec_ids},
         )
     }
     fresh = []
     for c in checked:
         key = _key(c["recording_id"], c["start_s"], c["end_s"], c["label"], c["verdict"])
-        if key in stored:
+        if key in stored or was.get(c.pop("_was")) == key:
             result.duplicates += 1
             continue
         stored.add(key)
@@ -1092,6 +1248,23 @@ def _num(value: float | None) -> str:
 
 def _clean(text: str | None) -> str:
     return " ".join((text or "").replace("\t", " ").splitlines())
+
+
+def _safe(value: Any) -> Any:
+    """A text cell a spreadsheet will not run: one starting with ``=``, ``+``, ``-``, ``@``, a
+    tab or a carriage return (a formula: ``=cmd|' /C calc'!A0``, ``+SUM(..)``) gets a leading
+    ``'`` (OWASP's CSV injection advice), as does one starting with ``'`` so that the import
+    (``_text``) can remove exactly the one it added."""
+    if isinstance(value, str) and value[:1] in (*_FORMULA_START, "'"):
+        return "'" + value
+    return value
+
+
+def _escape_note(text: str | None) -> str:
+    """A note in one Raven cell: tabs, line breaks and backslashes as ``\\t``, ``\\n``,
+    ``\\r``, ``\\\\`` (``_unescape_note`` reads them back)."""
+    table = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\\": "\\\\"}
+    return re.sub(r"[\t\n\r\\]", lambda m: table[m.group(0)], text or "")
 
 
 RAVEN_COLUMNS = [
@@ -1147,7 +1320,7 @@ def export(
                     low_hz=_num(a.low_hz),
                     high_hz=_num(a.high_hz),
                 )
-                w.writerow(["" if row.get(c) is None else row.get(c) for c in CSV_COLUMNS])
+                w.writerow(["" if row.get(c) is None else _safe(row.get(c)) for c in CSV_COLUMNS])
         out.written.append(target)
         return out
 
@@ -1177,8 +1350,8 @@ def export(
                 cells = [
                     n, "Spectrogram 1", 1, _num(a.start_s), _num(a.end_s),
                     "0" if full else _num(a.low_hz), _num(nyquist) if full else _num(a.high_hz),
-                    a.path, _num(a.start_s), _clean(a.label), a.verdict, _clean(a.author),
-                    _clean(a.note), a.source,
+                    _safe(a.path), _num(a.start_s), _safe(_clean(a.label)), a.verdict,
+                    _safe(_clean(a.author)), _safe(_escape_note(a.note)), a.source,
                     a.local.isoformat(sep=" ", timespec="seconds") if a.local else "",
                     a.id, "" if a.segment_id is None else a.segment_id,
                 ]  # fmt: skip

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from soundscape.db import raw_connection, register_vector
 from soundscape.embedders import get_model_class, load_model
 from soundscape.embedders.base import l2_normalize
-from soundscape.errors import SoundscapeError
+from soundscape.errors import BadOption, SoundscapeError
 from soundscape.queries import Filters
 from soundscape.search import match_labels
 from soundscape.spaces import Space
@@ -41,7 +41,19 @@ _FILTERED = (
 
 
 def parse_labels(text: str) -> list[str]:
-    labels = [x.strip() for x in text.split(",") if x.strip()]
+    """``--labels``: comma-separated, at least two, all different, none empty (``a,,b`` is a
+    typo, and dropping the empty item silently classified against other labels)."""
+    items = [x.strip() for x in text.split(",")]
+    if len(items) > 1 and not items[-1]:
+        items.pop()  # a trailing comma
+    empty = [i for i, x in enumerate(items, start=1) if not x]
+    if empty and len(items) > 1:
+        raise BadOption(
+            f"label {empty[0]} of {text!r} is empty; separate labels by single commas, "
+            'e.g. "speech, music, rain"',
+            "--labels",
+        )
+    labels = [x for x in items if x]
     if len(labels) < 2:
         raise SoundscapeError("give at least two labels, separated by commas")
     if len(set(labels)) != len(labels):

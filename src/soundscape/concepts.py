@@ -3,6 +3,7 @@ can run them (``ranger.search``) and list where they were heard (``ranger.detect
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -10,12 +11,27 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from soundscape.db import register_vector
-from soundscape.errors import SoundscapeError
+from soundscape.errors import BadOption, SoundscapeError
 from soundscape.queries import Query
 from soundscape.spaces import list_spaces
 
 #: class-probability threshold for label concepts when none is given
 DEFAULT_LABEL_THRESHOLD = 0.5
+
+
+def check_threshold(threshold: float | None, *, labels: bool) -> None:
+    """A concept's threshold is a score it can reach: a class probability (0 to 1) for label
+    concepts, a cosine similarity (-1 to 1) for the others. ``BadOption`` otherwise (NaN and 5
+    were stored, and then matched nothing, silently)."""
+    if threshold is None:
+        return
+    low = 0.0 if labels else -1.0
+    if not math.isfinite(threshold) or not low <= threshold <= 1.0:
+        what = "a class probability" if labels else "a cosine similarity"
+        raise BadOption(
+            f"{threshold} is not between {low:g} and 1: the threshold of this concept is {what}",
+            "--threshold",
+        )
 
 
 def save_concept(
@@ -31,6 +47,7 @@ def save_concept(
         raise SoundscapeError("a concept needs a name")
     if query.is_labels and threshold is None:
         threshold = DEFAULT_LABEL_THRESHOLD
+    check_threshold(threshold, labels=query.is_labels)
     register_vector(conn)
     if replace:
         conn.execute(sa.text("DELETE FROM concepts WHERE name = :n"), {"n": name})

@@ -18,6 +18,9 @@ COLUMNS = [
     "site", "quadrant", "sha256",
 ]  # fmt: skip
 
+#: what ``list_errors`` returns per file: ``COLUMNS`` and how many times the file failed
+LIST_COLUMNS = [*COLUMNS[:7], "attempts", *COLUMNS[7:]]
+
 _AGO = re.compile(r"(\d{1,6})\s*(h|d|w)")
 
 
@@ -52,12 +55,17 @@ def list_errors(
     sensor: str | None = None,
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Failures, newest first (optionally only unresolved ones, since an instant, of a sensor)."""
+    """Failed files, newest first, one row per file (path): its latest failure, with
+    ``attempts`` saying how many times it failed (a retried file was listed once per retry).
+    Optionally only unresolved ones, since an instant, of a sensor."""
     sql = (
-        f"SELECT {', '.join(COLUMNS)} FROM ranger.ingest_errors "
+        f"SELECT {', '.join(COLUMNS)}, attempts FROM ("
+        f"SELECT DISTINCT ON (path) {', '.join(COLUMNS)}, "
+        "count(*) OVER (PARTITION BY path) AS attempts FROM ranger.ingest_errors "
         "WHERE (NOT CAST(:unresolved AS boolean) OR NOT resolved) "
         "AND (CAST(:since AS timestamptz) IS NULL OR occurred_at >= CAST(:since AS timestamptz)) "
         "AND (CAST(:sensor AS text) IS NULL OR sensor = CAST(:sensor AS text)) "
+        "ORDER BY path, occurred_at DESC, error_id DESC) latest "
         "ORDER BY occurred_at DESC, error_id DESC"
     )
     params: dict[str, Any] = {"unresolved": unresolved, "since": since, "sensor": sensor}

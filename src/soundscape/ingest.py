@@ -7,11 +7,13 @@ crash or Ctrl-C mid-file leaves nothing of that file behind and a re-run resumes
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -158,10 +160,23 @@ class Collected:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
+def broken_link(path: Path) -> str | None:
+    """Why a symbolic link leads nowhere (a loop, or a target that does not exist), or None."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop (it leads back to itself)"
+        return "a dangling symbolic link (its target does not exist)"
+    return None
+
+
 def _passed_over(entry: Path, recursive: bool) -> str | None:
     """Why a folder entry is not ingested, or None if it is a supported audio file."""
-    if entry.is_symlink() and not entry.exists():
-        return "a dangling symbolic link (its target does not exist)"
+    if broken := broken_link(entry):
+        return broken
     if entry.is_dir():
         if recursive:
             return None
@@ -249,6 +264,24 @@ def connection_lost(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.OperationalError)  # from the raw COPY cursor
 
 
+#: how many times a transaction that lost a deadlock (or a serialization conflict) is tried
+_RETRIES = 3
+
+
+def _retryable(exc: sa.exc.DBAPIError) -> bool:
+    """A database error that rolled the transaction back for another transaction's sake
+    (deadlock, serialization failure): running it again is right."""
+    return isinstance(exc.orig, psycopg.errors.TransactionRollback)
+
+
+#: a stored recording by content, locked for this ingest, with its sensor and start
+_STORED = "SELECT id, path, sensor_id, started_at FROM recordings WHERE sha256 = :h FOR UPDATE"
+
+
+class WrongSensor(SoundscapeError):
+    """A stored file was ingested again for another sensor without --replace."""
+
+
 @dataclass
 class _Target:
     """A model and the space it writes into."""
@@ -312,8 +345,15 @@ class Ingestor:
             window, hop = windows[name]
             model = load_model(name)
             labels = model.labels if cls.has_class_scores else None
-            with engine.begin() as conn:
-                space = ensure_space(conn, cls, window, hop, model.params, labels)
+            for attempt in range(_RETRIES):
+                try:
+                    with engine.begin() as conn:
+                        space = ensure_space(conn, cls, window, hop, model.params, labels)
+                    break
+                except sa.exc.DBAPIError as exc:  # a deadlock with another process: again
+                    if not _retryable(exc) or attempt == _RETRIES - 1:
+                        raise
+                    time.sleep(0.1 * (attempt + 1))
             self.targets.append(_Target(model, space))
         self.model_names = ",".join(
             [t.space.name for t in self.targets] + [t.name for t in self.transcribers]
@@ -373,8 +413,18 @@ class Ingestor:
             )
 
         try:
-            return self._store(path, info, digest, before, start_time, on_progress, opened)
-        except FileChanged as exc:
+            for attempt in range(_RETRIES):
+                try:
+                    return self._store(
+                        path, info, digest, before, start_time, on_progress, opened
+                    )
+                except sa.exc.DBAPIError as exc:  # a deadlock rolled the file back: again
+                    if not _retryable(exc) or attempt == _RETRIES - 1:
+                        raise
+                    log.info("retrying %s after %s", path, exc.orig)
+                    time.sleep(0.1 * (attempt + 1))
+            raise AssertionError("unreachable")
+        except (FileChanged, WrongSensor) as exc:
             return self._failed(shown, digest, str(exc))
         except AudioError as exc:
             try:  # a file rewritten mid-ingest may fail to decode: say what really happened
@@ -417,10 +467,7 @@ class Ingestor:
 
         with self.engine.begin() as conn:
             register_vector(conn)
-            rec = conn.execute(
-                sa.text("SELECT id, path FROM recordings WHERE sha256 = :h FOR UPDATE"),
-                {"h": digest},
-            ).fetchone()
+            rec = conn.execute(sa.text(_STORED), {"h": digest}).fetchone()
             if rec is None:
                 rec_id = conn.execute(
                     sa.text(
@@ -444,10 +491,7 @@ class Ingestor:
                 if rec_id is None:
                     # Another process stored it between our SELECT and INSERT (the INSERT
                     # waited for its commit): go on as for a stored recording, space by space.
-                    rec = conn.execute(
-                        sa.text("SELECT id, path FROM recordings WHERE sha256 = :h FOR UPDATE"),
-                        {"h": digest},
-                    ).fetchone()
+                    rec = conn.execute(sa.text(_STORED), {"h": digest}).fetchone()
                     if rec is None:
                         raise SoundscapeError(
                             f"{path}: another process stored this recording and removed it "
@@ -509,6 +553,20 @@ class Ingestor:
                     to_transcribe = [
                         t for t in self.transcribers if (t.name, t.version) not in heard
                     ]
+                    if (todo or to_transcribe) and rec.sensor_id != self.sensor.id:
+                        # A file belongs to one sensor: new windows on another sensor than
+                        # their recording's were counted under the wrong place and time zone.
+                        owner = conn.execute(
+                            sa.text("SELECT name FROM sensors WHERE id = :i"), {"i": rec.sensor_id}
+                        ).scalar()
+                        raise WrongSensor(
+                            f"{path}: already stored as recording {rec_id} of sensor "
+                            f"{owner!r}, not {self.sensor.name!r}; nothing was added. Add "
+                            f"models to it with -s {owner}, or move it (and all its windows) "
+                            f"to {self.sensor.name!r} with --replace"
+                        )
+                    # the windows of new spaces start when the stored recording starts
+                    started_at = rec.started_at
                 if not todo and not to_transcribe:
                     where = "" if rec.path == abs_path else f" as {rec.path}"
                     return FileResult(

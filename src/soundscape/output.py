@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, time
@@ -15,6 +16,21 @@ from decimal import Decimal
 from typing import Any, TextIO
 
 FORMATS = ("table", "json", "csv")
+
+#: C0 and C1 control characters and DEL: a name holding ESC [ ... repaints the terminal
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str, keep: str = "") -> str:
+    """``text`` safe to print on a terminal: control characters (but those in ``keep``, e.g.
+    newlines of a message) written as escapes (``\\x1b``, ``\\n``), so that a sensor or
+    label name cannot move the cursor, recolour or retitle the terminal."""
+
+    def escape(m: re.Match[str]) -> str:
+        c = m.group(0)
+        return c if c in keep else repr(c)[1:-1]
+
+    return _CONTROL.sub(escape, text)
 
 
 def _plain(value: Any) -> Any:
@@ -42,14 +58,14 @@ def _csv_cell(value: Any) -> str:
 
 
 def _cell(value: Any) -> str:
-    """An aligned-table cell: floats rounded for reading."""
+    """An aligned-table cell: floats rounded for reading, control characters escaped."""
     if value is None:
         return ""
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
     if isinstance(value, dict | list):
-        return json.dumps(value, default=str)
-    return str(_plain(value))
+        return json.dumps(value, default=str)  # escapes control characters itself
+    return printable(str(_plain(value)))
 
 
 def emit(

@@ -282,7 +282,22 @@ def match_labels(conn: Connection, space: Space, text: str) -> tuple[list[int], 
     if exact:
         return [h[0] for h in exact], [shown(h[3], h[1]) for h in exact]
 
+    # Prefix matching takes words: a pattern ("[a-z]+") or a one-letter word ("a" of "a,,b")
+    # prefix-matched dozens of classes by its letters.
+    odd = sorted(set(re.sub(r"[\w\s'.\-]", "", q)))
+    if odd:
+        raise SoundscapeError(
+            f"no {space.name} label is named {text!r}, and label queries are words, not "
+            f"patterns ({''.join(odd)!r} is not matched); give a name or the start of its words, "
+            "e.g. 'junco' or 'dark-eyed'"
+        )
     tokens = re.findall(r"[\w']+", q)
+    short = [t for t in tokens if len(t) < 2]
+    if short:
+        raise SoundscapeError(
+            f"no {space.name} label is named {text!r}, and {short[0]!r} is too short to match "
+            "the start of label words; give at least two letters of each word"
+        )
 
     def words(s: str | None) -> list[str]:
         return re.findall(r"[\w']+", (s or "").lower())

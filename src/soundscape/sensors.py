@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -76,6 +77,11 @@ def check_metadata(metadata: Any) -> dict[str, Any]:
                 stack.append((item, depth + 1))
         elif isinstance(value, str) and "\x00" in value:
             raise SoundscapeError("sensor metadata values must not contain NUL (\\u0000)")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise SoundscapeError(
+                f"sensor metadata holds {value}, which JSON (and PostgreSQL's jsonb) cannot "
+                "store; use a number, null or a string"
+            )
     return metadata
 
 

@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection
 
 from soundscape.audio import Opened, WindowStream
 from soundscape.db import raw_connection
-from soundscape.errors import SoundscapeError
+from soundscape.errors import BadOption, SoundscapeError
 from soundscape.queries import Filters, check_filter_names
 from soundscape.results import Hit, merge_events
 from soundscape.timeutil import window_times
@@ -418,10 +418,21 @@ _SEARCH = (
 )
 
 
+#: the longest ``--said`` text (characters); ranger.search_speech refuses longer ones too (a
+#: megabyte query parsed for 30 s into "stack depth limit exceeded")
+MAX_QUERY = 1000
+
+
 def search_speech(conn: Connection, request: SpeechRequest) -> list[SpeechHit]:
     """Run ``ranger.search_speech``: hits best first (full-text hits before fuzzy ones)."""
     if not request.query.strip():
         raise SoundscapeError("empty search text: say what was said, e.g. --said bitcoin")
+    if len(request.query) > MAX_QUERY:
+        raise BadOption(
+            f"{len(request.query)} characters of search text; at most {MAX_QUERY} (a few words "
+            'or "a phrase")',
+            "--said",
+        )
     if not 1 <= request.limit <= 10000:
         raise SoundscapeError(f"the limit must be between 1 and 10000, not {request.limit}")
     if not 0 < request.min_similarity <= 1:

@@ -35,6 +35,10 @@ _ISO = re.compile(
 # a trailing file extension (letters first, short), e.g. ".WAV", ".flac", ".mp3"
 _EXT = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,4}$")
 
+#: the years a recording may start in (older or later is a typo; year 1 with an offset east
+#: of UTC did not even fit Python's datetime once converted to UTC)
+MIN_YEAR, MAX_YEAR = 1800, 2999
+
 _ISO_HELP = (
     "expected ISO 8601 like 2024-03-31T01:30:00Z, 2024-03-31T03:30:00+02:00 (an instant) or "
     "2024-03-31 01:30:00 (local time of the recorder, localized with the site's time zone)"
@@ -119,6 +123,10 @@ def parse_iso_start(text: str) -> datetime:
         dt = _from_iso_match(m) if m else None
     if dt is None:
         raise ValueError(f"invalid start time {text!r}: {_ISO_HELP}")
+    if not MIN_YEAR <= dt.year <= MAX_YEAR:  # 0001-01-01T00:00+14:00 overflowed into year 0
+        raise ValueError(
+            f"start time {text!r}: year {dt.year} is outside {MIN_YEAR}-{MAX_YEAR}; {_ISO_HELP}"
+        )
     if dt.tzinfo is not None:
         dt = dt.astimezone(UTC)
     return dt

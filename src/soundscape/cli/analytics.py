@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from soundscape.cli.base import cli, database_option, echo_err, format_options, open_db
+from soundscape.cli.base import (
+    Number,
+    PathParam,
+    cli,
+    database_option,
+    echo_err,
+    format_options,
+    open_db,
+)
 from soundscape.output import emit
 
 ANOMALY_COLUMNS = [
@@ -97,7 +105,7 @@ def _period(time_range, date_from, date_to, base_from, base_to):
 )
 @click.option(
     "--min-score",
-    type=float,
+    type=Number(),
     help="Only windows scoring at least this (events: default 2).",
 )
 @click.option("--windows", is_flag=True, help="List windows instead of merged events.")
@@ -182,19 +190,19 @@ def anomalies(
 @cli.command()
 @click.option(
     "--audio",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=PathParam(exists=True, dir_okay=False, path_type=Path),
     help="Find copies of this file (or of --start/--end of it).",
 )
 @click.option("--recording", type=int, metavar="ID", help="Find copies of a stored recording.")
 @click.option("--all", "all_", is_flag=True, help="Find audio shared by any two recordings.")
-@click.option("--start", type=click.FloatRange(min=0), help="Start of the --audio span (s).")
-@click.option("--end", type=click.FloatRange(min=0), help="End of the --audio span (s).")
+@click.option("--start", type=Number(min=0), help="Start of the --audio span (s).")
+@click.option("--end", type=Number(min=0), help="End of the --audio span (s).")
 @click.option(
     "--space", "--model", "space_name", help="Space to search (default: birdnet if present)."
 )
 @click.option(
     "--min-score",
-    type=click.FloatRange(-1, 1),
+    type=Number(-1, 1),
     help="Cosine similarity a window pair needs (default per model: birdnet 0.7, spectral 0.8).",
 )
 @click.option(
@@ -337,7 +345,7 @@ def _size(width: int | None, height: int | None) -> dict:
     "-o",
     "--output",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=PathParam(dir_okay=False, path_type=Path),
     help="PNG file to write.",
 )
 @click.option("--width", type=click.IntRange(300, 6000), help="Pixels (default 1000).")
@@ -365,13 +373,13 @@ def plot_activity(concept, by, date_from, date_to, output, width, height, databa
 
 @plot.command("recording")
 @click.argument("recording_id", type=int)
-@click.option("--start", type=click.FloatRange(min=0), help="Start of the span (s).")
-@click.option("--end", type=click.FloatRange(min=0), help="End of the span (s).")
+@click.option("--start", type=Number(min=0), help="Start of the span (s).")
+@click.option("--end", type=Number(min=0), help="End of the span (s).")
 @click.option("--concept", "concepts", multiple=True, help="Only these concepts (repeatable).")
 @click.option("--run", "run_id", type=int, help="Anomaly run to show (default: the newest).")
 @click.option(
     "--threshold",
-    type=float,
+    type=Number(),
     default=3.0,
     show_default=True,
     help="Anomaly score from which windows are highlighted.",
@@ -380,7 +388,7 @@ def plot_activity(concept, by, date_from, date_to, output, width, height, databa
     "-o",
     "--output",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=PathParam(dir_okay=False, path_type=Path),
     help="PNG file to write.",
 )
 @click.option("--width", type=click.IntRange(300, 6000), help="Pixels (default 1200).")

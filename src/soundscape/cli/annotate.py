@@ -10,7 +10,15 @@ from pathlib import Path
 import click
 
 from soundscape import annotations as ann
-from soundscape.cli.base import cli, database_option, echo_err, format_options, open_db
+from soundscape.cli.base import (
+    Number,
+    PathParam,
+    cli,
+    database_option,
+    echo_err,
+    format_options,
+    open_db,
+)
 from soundscape.cli.search import _filter_options, build_filters
 from soundscape.errors import AnnotationError
 from soundscape.output import emit
@@ -82,14 +90,14 @@ def annotate() -> None:
 
 @annotate.command("add")
 @click.option("--recording", "recording_id", type=int, required=True, help="Recording id.")
-@click.option("--start", "start_s", type=float, required=True, help="Start (s in the file).")
-@click.option("--end", "end_s", type=float, required=True, help="End (s in the file).")
+@click.option("--start", "start_s", type=Number(), required=True, help="Start (s in the file).")
+@click.option("--end", "end_s", type=Number(), required=True, help="End (s in the file).")
 @click.option("--label", required=True, help="What the sound is (free text, e.g. saw).")
 @click.option("--verdict", type=_verdict_type(), default="yes", show_default=True)
 @_author_option
 @click.option("--note", help="A free-text note.")
-@click.option("--low-hz", type=click.FloatRange(min=0), help="Lowest frequency of the sound.")
-@click.option("--high-hz", type=click.FloatRange(min=0), help="Highest frequency of the sound.")
+@click.option("--low-hz", type=Number(min=0), help="Lowest frequency of the sound.")
+@click.option("--high-hz", type=Number(min=0), help="Highest frequency of the sound.")
 @database_option
 @format_options
 def annotate_add(
@@ -213,7 +221,7 @@ def annotate_labels(database, fmt) -> None:
 
 
 @annotate.command("import")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=PathParam(dir_okay=False, path_type=Path))
 @_author_option
 @click.option(
     "--recording",
@@ -235,11 +243,17 @@ def annotate_labels(database, fmt) -> None:
     type=click.Choice(list(ann.FORMATS), case_sensitive=False),
     help="Format of the files (default: recognised from each file).",
 )
+@click.option(
+    "--encoding",
+    help="Text encoding of the files, e.g. latin-1 (default: UTF-8; a file that is not is read "
+    "as Windows-1252, with a warning).",
+)
 @database_option
 @format_options
 def annotate_import(
-    files, author, recording_id, label, default_label, source, file_format, database, fmt
-) -> None:
+    files, author, recording_id, label, default_label, source, file_format, encoding, database,
+    fmt,
+) -> None:  # fmt: skip
     """Import annotations: Raven selection tables (also BirdNET-Analyzer's and `search
     --raven`'s), Audacity label tracks, CSV (path,start_s,end_s,label[,verdict,author,note]).
 
@@ -262,12 +276,15 @@ def annotate_import(
                     label=label,
                     recording_id=recording_id,
                     fmt=file_format.lower() if file_format else None,
+                    encoding=encoding,
                 )
         except AnnotationError as exc:
             failed += 1
             echo_err(f"error: {exc}")
             continue
         results.append(result)
+        for warning in result.warnings:
+            echo_err(f"warning: {warning}")
         extra = f", {result.unreviewed} unreviewed row(s) skipped" if result.unreviewed else ""
         echo_err(
             f"{path}: imported {result.imported} annotation(s) ({result.format}), skipped "
@@ -290,7 +307,7 @@ def annotate_import(
     required=True,
     help="raven/audacity: one file per recording; csv: one annotations.csv.",
 )
-@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("folder", type=PathParam(file_okay=False, path_type=Path))
 @_filter_options
 @_selection_options
 @database_option

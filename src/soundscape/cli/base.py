@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -19,6 +20,13 @@ from soundscape.errors import BadOption, SoundscapeError
 DATABASE_ENV = "SOUNDSCAPE_DATABASE_URL"
 
 
+def _printable(exc: BaseException) -> str:
+    """An error's message with control characters escaped (names in it come from users)."""
+    from soundscape.output import printable
+
+    return printable(str(exc), keep="\n\t")
+
+
 class _Group(click.Group):
     """Turns library errors (and file system errors naming a file) into clean ``Error: ...``
     messages with exit code 1."""
@@ -27,9 +35,9 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except BadOption as exc:  # an option's value: a usage error (exit 2)
-            raise click.BadParameter(str(exc), param_hint=exc.option) from exc
+            raise click.BadParameter(_printable(exc), param_hint=exc.option) from exc
         except SoundscapeError as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise click.ClickException(_printable(exc)) from exc
         except (sa.exc.DBAPIError, psycopg.Error) as exc:
             lost = cluster.node_error(exc)  # a Citus worker that went away mid-query
             if lost is None:
@@ -41,6 +49,46 @@ class _Group(click.Group):
             if exc.filename is None:
                 raise
             raise click.ClickException(f"{exc.filename}: {exc.strerror or exc}") from exc
+
+
+class Number(click.FloatRange):
+    """A finite number, optionally within a range (``Number(0, 1)``). click's ``float`` and
+    ``FloatRange`` accept ``nan`` (no comparison fails for it) and ``inf``, which no option of
+    soundscape means."""
+
+    name = "number"
+
+    def __init__(self, min: float | None = None, max: float | None = None, **kwargs: Any) -> None:
+        super().__init__(min, max, **kwargs)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+#: the longest window or hop (s) an option takes: a day (a longer one is a typo, and 1e308
+#: overflowed the database's real column with a traceback)
+MAX_SECONDS = 86400.0
+
+#: ``--window`` and ``--hop``: positive seconds, at most a day
+SECONDS = Number(0, MAX_SECONDS, min_open=True)
+
+
+class PathParam(click.Path):
+    """``click.Path`` that refuses an empty value: ``Path('')`` is the current folder, so
+    ``ingest ''`` ingested it, never what was meant."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail(
+                "an empty path (it would mean the current folder); name a file or folder, "
+                "e.g. '.' for this one",
+                param,
+                ctx,
+            )
+        return super().convert(value, param, ctx)
 
 
 def database_option(f: Callable) -> Callable:
@@ -63,7 +111,7 @@ def weights_option(f: Callable) -> Callable:
 
     return click.option(
         "--weights",
-        type=click.Path(exists=True, dir_okay=False),
+        type=PathParam(exists=True, dir_okay=False),
         expose_value=False,
         callback=remember,
         help="CLAP weights file (CLAP_weights_2023.pth). Env: SOUNDSCAPE_CLAP_WEIGHTS.",
@@ -103,7 +151,11 @@ def open_db(url: str | None):
 
 
 def echo_err(message: str) -> None:
-    click.echo(message, err=True)
+    """A message on stderr, its control characters escaped (but newlines and tabs): messages
+    quote names from the database and from files."""
+    from soundscape.output import printable
+
+    click.echo(printable(message, keep="\n\t"), err=True)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -7,6 +7,7 @@ import json
 import click
 
 from soundscape.cli.base import (
+    Number,
     all_species_option,
     cli,
     database_option,
@@ -19,6 +20,11 @@ from soundscape.output import emit
 
 
 # --------------------------------------------------------------------------------- sensors
+def _no_constant(name: str) -> None:
+    """``json.loads`` reads NaN and Infinity, which are not JSON and which jsonb refuses."""
+    raise ValueError(f"{name} is not a JSON value; use a number, null or a string")
+
+
 @cli.group()
 def sensors() -> None:
     """Register recorders: site, quadrant, position and timezone."""
@@ -28,8 +34,8 @@ def sensors() -> None:
 @click.argument("name")
 @click.option("--site", help="Site name, e.g. 'North Marsh'.")
 @click.option("--quadrant", help="Quadrant, e.g. 'N'.")
-@click.option("--lat", type=click.FloatRange(-90, 90), help="Latitude (WGS84).")
-@click.option("--lon", type=click.FloatRange(-180, 180), help="Longitude (WGS84).")
+@click.option("--lat", type=Number(-90, 90), help="Latitude (WGS84).")
+@click.option("--lon", type=Number(-180, 180), help="Longitude (WGS84).")
 @click.option(
     "--timezone",
     "tz",
@@ -46,8 +52,10 @@ def sensors_add(name: str, site, quadrant, lat, lon, tz, metadata, update, datab
     from soundscape.sensors import add_sensor
 
     try:
-        meta = json.loads(metadata) if metadata else {}
-    except json.JSONDecodeError as exc:
+        meta = json.loads(metadata, parse_constant=_no_constant) if metadata else {}
+    except ValueError as exc:  # JSONDecodeError, or NaN/Infinity
+        if not isinstance(exc, json.JSONDecodeError):
+            raise click.BadParameter(str(exc), param_hint="--metadata") from exc
         raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--metadata") from exc
     except RecursionError:
         raise click.BadParameter("JSON nested too deeply", param_hint="--metadata") from None
@@ -234,17 +242,20 @@ def errors() -> None:
 @database_option
 @format_options
 def errors_list(unresolved, since, sensor, limit, database, fmt) -> None:
-    """Failed files, newest first: path, sensor, reason, and when (or whether) it was resolved.
+    """Failed files, newest first, one row per file (its latest failure; attempts: how many
+    times it failed): path, sensor, reason, and when (or whether) it was resolved.
 
     A failure is resolved when the same file is later stored. Fix the file (or its sensor, or
     install the model) and run the same ingest again.
     """
-    from soundscape.failures import COLUMNS, list_errors, parse_since
+    from soundscape.failures import LIST_COLUMNS, list_errors, parse_since
 
     since_at = parse_since(since) if since else None
     with open_db(database).engine.connect() as conn:
         rows = list_errors(conn, unresolved=unresolved, since=since_at, sensor=sensor, limit=limit)
-    columns = COLUMNS if fmt != "table" else COLUMNS[:7]
+    if not rows:
+        echo_err("no unresolved errors" if unresolved else "no errors")
+    columns = LIST_COLUMNS if fmt != "table" else LIST_COLUMNS[:8]
     emit(rows, fmt, columns)
 
 
@@ -305,6 +316,9 @@ def spaces_index(
 ) -> None:
     """Rebuild the HNSW index of SPACE: float32 (vector), float16 (halfvec), or compact (pca, bit).
 
+    New spaces are indexed as halfvec; without --type the rebuild keeps the space's current
+    type (what an earlier --type chose), so `spaces index SPACE` never undoes that choice.
+
     Only the index changes (embeddings stay float32), so this can be undone at any time.
     Searches go on with the old index while the new one builds; ingest into the space waits.
     """
@@ -329,11 +343,18 @@ def spaces_index(
             return
         if memory:
             set_build_memory(conn, memory)
+        kept = index_type is None
         index_type = index_type or space.index_type
         caution = index_caution(conn, space, index_type)
         if caution:
             echo_err(f"note: {caution}")
-        echo_err(f"building the {index_type} HNSW index of {space.name} ...")
+        if kept:  # a bare rebuild keeps what was chosen (new spaces start as halfvec)
+            echo_err(
+                f"rebuilding the {index_type} HNSW index of {space.name} (its current type; "
+                "--type halfvec|vector|pca|bit to change it) ..."
+            )
+        else:
+            echo_err(f"building the {index_type} HNSW index of {space.name} ...")
         _, seconds = set_index_type(conn, space, index_type)
     echo_err(f"done in {seconds:.1f} s")
 
@@ -349,7 +370,7 @@ def labels() -> None:
 @_filter_options
 @click.option(
     "--min-score",
-    type=click.FloatRange(0, 1),
+    type=Number(0, 1),
     default=0.5,
     show_default=True,
     help="Count windows whose class score is at least this.",

@@ -10,7 +10,15 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from soundscape.cli.base import cli, database_option, echo_err, open_db, weights_option
+from soundscape.cli.base import (
+    SECONDS,
+    PathParam,
+    cli,
+    database_option,
+    echo_err,
+    open_db,
+    weights_option,
+)
 
 
 class _Progress:
@@ -72,7 +80,7 @@ class _Progress:
 
 # ---------------------------------------------------------------------------------- ingest
 @cli.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=PathParam(path_type=Path))
 @click.option("-r", "--recursive", is_flag=True, help="Descend into sub-folders.")
 @click.option("-s", "--sensor", required=True, help="Sensor that made the recordings.")
 @click.option(
@@ -86,12 +94,12 @@ class _Progress:
 )
 @click.option(
     "--window",
-    type=click.FloatRange(min=0, min_open=True),
+    type=SECONDS,
     help="Window length in seconds (default: the model's).",
 )
 @click.option(
     "--hop",
-    type=click.FloatRange(min=0, min_open=True),
+    type=SECONDS,
     help="Hop between window starts in seconds (default: the model's).",
 )
 @click.option(
@@ -140,11 +148,12 @@ def ingest(
     """
     from soundscape.audio import probe
     from soundscape.errors import AudioError
-    from soundscape.ingest import Ingestor, collect_files
+    from soundscape.ingest import Ingestor, broken_link, collect_files
     from soundscape.timeutil import parse_iso_start
 
     models_ = [m for opt in model_opts for m in opt.split(",") if m.strip()]
     missing = [str(p) for p in paths if not p.exists()]
+    loops = {m: why for m in missing if (why := broken_link(Path(m)))}
     collected = collect_files([p for p in paths if p.exists()], recursive=recursive)
     files = collected.files
     start = None
@@ -194,7 +203,7 @@ def ingest(
         bar.set_postfix(stored=summary.stored, skipped=summary.skipped, failed=summary.failed)
 
     for m in missing:
-        report(ingestor._failed(m, None, f"{m}: no such file or folder"))
+        report(ingestor._failed(m, None, f"{m}: {loops.get(m, 'no such file or folder')}"))
     for f, why in collected.skipped:
         report(FileResult(str(f), "skipped", reason=why))
     try:
@@ -233,8 +242,8 @@ def ingest(
     required=True,
     help="Model(s) whose windows to add; repeat or separate by commas (e.g. clap).",
 )
-@click.option("--window", type=click.FloatRange(min=0, min_open=True), help="Window length (s).")
-@click.option("--hop", type=click.FloatRange(min=0, min_open=True), help="Hop (s).")
+@click.option("--window", type=SECONDS, help="Window length (s).")
+@click.option("--hop", type=SECONDS, help="Hop (s).")
 @click.option(
     "--allow-gaps",
     is_flag=True,

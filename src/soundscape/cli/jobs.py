@@ -12,7 +12,16 @@ from pathlib import Path
 
 import click
 
-from soundscape.cli.base import database_option, echo_err, format_options, open_db, weights_option
+from soundscape.cli.base import (
+    SECONDS,
+    Number,
+    PathParam,
+    database_option,
+    echo_err,
+    format_options,
+    open_db,
+    weights_option,
+)
 from soundscape.output import emit
 
 _MODEL_HELP = "Model(s) to embed with; repeat or separate by commas (e.g. birdnet,spectral)."
@@ -34,12 +43,12 @@ def _config_options(f):
             ),
             click.option(
                 "--window",
-                type=click.FloatRange(min=0, min_open=True),
+                type=SECONDS,
                 help="Window length in seconds (default: the model's).",
             ),
             click.option(
                 "--hop",
-                type=click.FloatRange(min=0, min_open=True),
+                type=SECONDS,
                 help="Hop between window starts in seconds (default: the model's).",
             ),
             click.option(
@@ -78,7 +87,7 @@ def _plan(
 
 # --------------------------------------------------------------------------------- enqueue
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=PathParam(path_type=Path))
 @click.option("-r", "--recursive", is_flag=True, help="Descend into sub-folders.")
 @_config_options
 @click.option(
@@ -164,7 +173,7 @@ def enqueue(
 @click.option("--once", is_flag=True, help="Exit when no job is runnable (for cron and tests).")
 @click.option(
     "--lease",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Number(min=0, min_open=True),
     default=60.0,
     show_default=True,
     help="Seconds a claimed job stays locked without a heartbeat (renewed every lease/3).",
@@ -176,14 +185,14 @@ def enqueue(
 )
 @click.option(
     "--poll",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Number(min=0, min_open=True),
     default=5.0,
     show_default=True,
     help="Seconds between looks at an empty queue.",
 )
 @click.option(
     "--backoff",
-    type=click.FloatRange(min=0),
+    type=Number(min=0),
     default=30.0,
     show_default=True,
     help="Retry delay base: a failed job waits base * 2^attempts seconds (at most 1 h).",
@@ -225,20 +234,20 @@ def worker(concurrency, once, lease, max_attempts, poll, backoff, quiet, databas
 # ----------------------------------------------------------------------------------- watch
 @click.command()
 @click.argument(
-    "folder", type=click.Path(exists=True, file_okay=False, path_type=Path), metavar="DIR"
+    "folder", type=PathParam(exists=True, file_okay=False, path_type=Path), metavar="DIR"
 )
 @click.option("-r", "--recursive", is_flag=True, help="Watch sub-folders too.")
 @_config_options
 @click.option(
     "--interval",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Number(min=0, min_open=True),
     default=10.0,
     show_default=True,
     help="Seconds between scans of the folder.",
 )
 @click.option(
     "--settle",
-    type=click.FloatRange(min=0),
+    type=Number(min=0),
     default=5.0,
     show_default=True,
     help="Queue a file once its size and mtime have not changed for this many seconds.",

@@ -12,6 +12,8 @@ from pathlib import Path
 import click
 
 from soundscape.cli.base import (
+    Number,
+    PathParam,
     all_species_option,
     cli,
     database_option,
@@ -63,13 +65,11 @@ def _example_options(f):
     options = [
         click.option(
             "--audio",
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            type=PathParam(exists=True, dir_okay=False, path_type=Path),
             help="An audio example: windows that sound like this file.",
         ),
-        click.option(
-            "--start", type=click.FloatRange(min=0), help="Start of the --audio span (s)."
-        ),
-        click.option("--end", type=click.FloatRange(min=0), help="End of the --audio span (s)."),
+        click.option("--start", type=Number(min=0), help="Start of the --audio span (s)."),
+        click.option("--end", type=Number(min=0), help="End of the --audio span (s)."),
         click.option(
             "--like",
             type=int,
@@ -93,6 +93,15 @@ def build_filters(sensors, sites, quadrants, time_range, date_from, date_to, min
     error naming the option)."""
     from soundscape.search import parse_filters
 
+    for option, value in (("--time", time_range), ("--from", date_from), ("--to", date_to)):
+        if value is not None and not value.strip():  # was ignored: an unfiltered search
+            raise click.BadParameter(
+                "empty; give a value (e.g. --time 22:00-04:00, --from 7d) or leave the option out",
+                param_hint=option,
+            )
+    for option, names in (("--sensor", sensors), ("--site", sites), ("--quadrant", quadrants)):
+        if any(not (n or "").strip() for n in names or ()):
+            raise click.BadParameter("empty; name one or leave the option out", param_hint=option)
     return parse_filters(sensors, sites, quadrants, time_range, date_from, date_to, min_score)
 
 
@@ -122,7 +131,7 @@ def usage_errors() -> Iterator[None]:
 )
 @click.option(
     "--voice",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=PathParam(exists=True, dir_okay=False, path_type=Path),
     help="Who says it: windows whose voice matches this example's (--start/--end: a span).",
 )
 @click.option("--speaker", help="Windows where an enrolled speaker speaks (`speakers enrol`).")
@@ -134,25 +143,25 @@ def usage_errors() -> Iterator[None]:
     "--version", "clf_version", type=click.IntRange(min=1), help="Classifier version (latest)."
 )
 @_filter_options
-@click.option("--min-score", type=float, help="Only hits scoring at least this.")
+@click.option("--min-score", type=Number(), help="Only hits scoring at least this.")
 @click.option("-n", "--limit", type=click.IntRange(1, 10000), default=10, show_default=True)
 @click.option("--events", is_flag=True, help="Merge overlapping/adjacent windows into events.")
 @click.option(
     "--export",
     "export_dir",
-    type=click.Path(file_okay=False, writable=True, path_type=Path),
+    type=PathParam(file_okay=False, writable=True, path_type=Path),
     help="Write each hit as a WAV clip + spectrogram PNG into this folder.",
 )
 @click.option(
     "--raven",
     "raven_dir",
-    type=click.Path(file_okay=False, writable=True, path_type=Path),
+    type=PathParam(file_okay=False, writable=True, path_type=Path),
     help="Write a Raven Pro selection table per recording into this folder.",
 )
 @click.option(
     "--audacity",
     "audacity_dir",
-    type=click.Path(file_okay=False, writable=True, path_type=Path),
+    type=PathParam(file_okay=False, writable=True, path_type=Path),
     help="Write an Audacity label track per recording (<stem>.txt) into this folder.",
 )
 @click.option(
@@ -333,8 +342,9 @@ def concepts() -> None:
 @_example_options
 @click.option(
     "--threshold",
-    type=float,
-    help="Score a window needs to count as a detection (labels default 0.5).",
+    type=Number(-1, 1),
+    help="Score a window needs to count as a detection: a class probability (0 to 1) for "
+    "labels (default 0.5), a cosine similarity (-1 to 1) for other queries.",
 )
 @click.option("--replace", is_flag=True, help="Overwrite a concept with the same name.")
 @weights_option

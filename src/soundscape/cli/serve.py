@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from soundscape.cli.base import cli, database_option, echo_err, open_db
+from soundscape.cli.base import Number, cli, database_option, echo_err, open_db
 
 
 @cli.command()
@@ -19,7 +19,7 @@ from soundscape.cli.base import cli, database_option, echo_err, open_db
 )
 @click.option(
     "--max-upload-mb",
-    type=click.FloatRange(0.1, 2000),
+    type=Number(0.1, 2000),
     default=20.0,
     show_default=True,
     help="Largest audio example a search may upload.",

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import click
 
-from soundscape.cli.base import cli, database_option, echo_err, format_options, open_db
+from soundscape.cli.base import (
+    Number,
+    PathParam,
+    cli,
+    database_option,
+    echo_err,
+    format_options,
+    open_db,
+)
 from soundscape.output import emit
 
 SPEAKER_COLUMNS = ["name", "space", "examples", "windows", "speech_s", "created_at", "updated_at"]
@@ -23,10 +31,10 @@ def speakers() -> None:
 @speakers.command("enrol")
 @click.argument("name")
 @click.argument(
-    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+    "files", nargs=-1, required=True, type=PathParam(exists=True, dir_okay=False, path_type=Path)
 )
-@click.option("--start", type=click.FloatRange(min=0), help="Start of the span of each FILE (s).")
-@click.option("--end", type=click.FloatRange(min=0), help="End of the span of each FILE (s).")
+@click.option("--start", type=Number(min=0), help="Start of the span of each FILE (s).")
+@click.option("--end", type=Number(min=0), help="End of the span of each FILE (s).")
 @click.option("--space", "space_name", help="Voice space (default: the one holding voice windows).")
 @click.option("--replace", is_flag=True, help="Forget the speaker's earlier examples first.")
 @database_option
@@ -91,14 +99,14 @@ def speakers_remove(names, database) -> None:
 @click.option("--space", "space_name", help="Voice space (default: the recording's).")
 @click.option(
     "--threshold",
-    type=click.FloatRange(-1, 1),
+    type=Number(-1, 1),
     default=0.8,
     show_default=True,
     help="Cosine to an enrolled speaker's centroid a window needs to be that speaker.",
 )
 @click.option(
     "--cluster-threshold",
-    type=click.FloatRange(-1, 1),
+    type=Number(-1, 1),
     default=0.75,
     show_default=True,
     help="Unknown voices: clusters join while their mean cosine is at least this.",

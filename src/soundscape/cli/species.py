@@ -9,6 +9,7 @@ from datetime import date
 import click
 
 from soundscape.cli.base import (
+    Number,
     all_species_option,
     cli,
     database_option,
@@ -23,7 +24,7 @@ from soundscape.output import emit
 
 @labels.command("threshold")
 @click.argument("label", required=False)
-@click.argument("value", type=float, required=False)
+@click.argument("value", type=Number(), required=False)
 @click.option("--space", "space_name", help="Space of the label (default: the first with classes).")
 @click.option("--reset", is_flag=True, help="Back to the default threshold (0.5).")
 @database_option
@@ -65,7 +66,7 @@ def labels_threshold(label, value, space_name, reset, database, fmt) -> None:
 @click.option("--force", is_flag=True, help="With --refresh: recompute every sensor's lists.")
 @click.option(
     "--threshold",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    type=Number(0, 1, min_open=True, max_open=True),
     help="With --refresh: occurrence probability a class needs (default 0.03, BirdNET's).",
 )
 @click.option("-s", "--sensor", "sensors", multiple=True, help="Only this sensor (repeatable).")

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import click
 
-from soundscape.cli.base import cli, database_option, echo_err, format_options, open_db
+from soundscape.cli.base import (
+    Number,
+    PathParam,
+    cli,
+    database_option,
+    echo_err,
+    format_options,
+    open_db,
+)
 from soundscape.cli.search import _filter_options, build_filters
 from soundscape.output import emit
 
@@ -62,7 +70,7 @@ def _parse_thresholds(values: tuple[str, ...]) -> dict[str, float]:
 )
 @click.option(
     "--target-precision",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    type=Number(0, 1, min_open=True, max_open=True),
     default=0.9,
     show_default=True,
     help="Each label's threshold is the lowest cross-validated score reaching this precision.",
@@ -78,7 +86,7 @@ def _parse_thresholds(values: tuple[str, ...]) -> dict[str, float]:
     "-C",
     "--regularization",
     "C",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Number(min=0, min_open=True),
     default=1.0,
     show_default=True,
     help="Inverse L2 strength of the logistic regression.",
@@ -207,7 +215,7 @@ def evaluate(name, version, database, fmt) -> None:
     "--out",
     "out_dir",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=PathParam(file_okay=False, path_type=Path),
     help="Folder for the clips, spectrograms and review.txt.",
 )
 @_filter_options
