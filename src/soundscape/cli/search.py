@@ -251,6 +251,8 @@ def search(
             found = s.search(conn, request)
     query, hits = found.query, found.hits
     echo_err(f"searching space {query.space.name} by {query.description}")
+    if found.guard:
+        echo_err(f"note: {found.guard}")
     for folder, write, what in (
         (export_dir, lambda d: export.export_clips(hits, d), "file(s)"),
         (raven_dir, lambda d: export.export_raven(hits, d, query.description, query.space),
@@ -271,6 +273,9 @@ def search(
         clips=export_dir is not None,
         full=fmt != "table",
     )
+    if found.guard and fmt != "table":
+        rows = [{**r, "guard": found.guard} for r in rows]
+        columns = [*columns, "guard"]
     if not hits:
         echo_err("no windows match")
     emit(rows, fmt, columns)
