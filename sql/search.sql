@@ -180,16 +180,17 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 -- How many passing windows auto ranks by an exact scan rather than through the index, for
--- vectors of p_dim dimensions: as many as an exact scan ranks within auto's latency budget on
--- the benchmark machine (bench/exact_crossover.py, docs/benchmarks.md: EXACT_BUDGET below is
--- float dimensions a search may read, windows x dimension). An exact answer is never wrong,
--- and below this size it is also fast enough; the setting soundscape.exact_budget overrides
--- the budget (in float dimensions; 0 turns auto's exact scans off except for the selective
--- filters the index cannot serve).
+-- vectors of p_dim dimensions: as many as an exact scan reads within auto's latency budget,
+-- 10M float dimensions (9,765 windows of 1024-d, 52,083 of 192-d). An exact answer is never
+-- wrong, and below this size it is fast enough: 10,000 BirdNET windows took 30 ms p95 on a
+-- quiet 2-core machine (the 1 % filter of 1M windows, docs/benchmarks.md), and the scan's
+-- cost grows with rows x dimension (bench/exact_crossover.py). The setting
+-- soundscape.exact_budget overrides the budget (float dimensions; 0 leaves the floor of 1,000
+-- windows).
 CREATE OR REPLACE FUNCTION ranger._exact_limit(p_dim integer) RETURNS integer
 LANGUAGE sql STABLE AS $$
     SELECT greatest(1000, coalesce(nullif(current_setting('soundscape.exact_budget', true), '')::bigint,
-                                   40000000) / greatest(p_dim, 1))::integer
+                                   10000000) / greatest(p_dim, 1))::integer
 $$;
 
 -- The ef_search of an index scan (pgvector's candidate list at each step) for p_k results, in

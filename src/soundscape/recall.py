@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from soundscape.db import register_vector
 from soundscape.errors import SoundscapeError
@@ -332,3 +332,23 @@ def needs_check(conn: Connection, space: Space) -> bool:
         return False
     last = latest_check(conn, space)
     return last is None or rows > last.n_windows * (1 + GROWTH)
+
+
+def check_grown(engine: Engine) -> list[IndexCheck]:
+    """Measure every space whose index needs it (``needs_check``), each in its own
+    transaction; called at the end of ingest and by idle workers, off the ingest path. A space
+    another process is measuring already is left to it."""
+    from soundscape.spaces import list_spaces
+
+    with engine.connect() as conn:
+        due = [s for s in list_spaces(conn) if needs_check(conn, s)]
+    out = []
+    for space in due:
+        with engine.begin() as conn:
+            taken = conn.execute(
+                sa.text("SELECT pg_try_advisory_xact_lock(hashtext('soundscape.recall'), :s)"),
+                {"s": space.id},
+            ).scalar()
+            if taken and needs_check(conn, space):
+                out.append(check_space(conn, space))
+    return out
