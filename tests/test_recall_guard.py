@@ -11,6 +11,8 @@ tests/test_search_realaudio.py's job).
 
 from __future__ import annotations
 
+from datetime import date, time
+
 import numpy as np
 import pytest
 import sqlalchemy as sa
@@ -124,10 +126,13 @@ def test_a_bad_index_is_guarded_until_it_measures_well(loop_db):
             assert check.guard_recall >= recall.GUARD_RECALL
             assert _methods(conn, space, query) == {"hnsw"}
 
-        # a rebuilt index is a new index: no check, no guard, until it is measured
+        # a rebuilt index is a new index: no check, no guard, until it is measured; built with
+        # soundscape's parameters (m 32: the copies of the background keep edges to the rest)
+        # it measures well
         create_hnsw_index_again(conn, space)
         assert recall.latest_check(conn, space) is None
         assert recall.guard_note(conn, space) is None
+        assert _methods(conn, space, query) == {"hnsw"}
         check = recall.check_space(conn, space, queries=30)
         assert check.guard == "none", check.summary()
         assert check.recall >= recall.RECALL_WANTED
@@ -196,3 +201,26 @@ def test_spaces_check_and_list_show_the_recall(loop_db, monkeypatch):
     assert listed.exit_code == 0 and '"recall_at_10"' in listed.stdout
     with engine.connect() as conn:
         assert get_space(conn, space.name).id == space.id
+
+
+@pytest.mark.parametrize(
+    ("budget_windows", "filters", "expected"),
+    [
+        (2000, Filters(), "hnsw"),  # 6,000 pass: past the limit, the index
+        (2000, Filters(time_to=time(0, 4)), "exact"),  # 960 pass: under it, exact
+        (7000, Filters(), "exact"),  # the whole space within the budget: exact
+        (1000, Filters(date_from=date(2024, 5, 2), date_to=date(2024, 5, 2)), "hnsw"),  # 2,000
+    ],
+)
+def test_auto_routes_by_the_exact_limit(loop_db, budget_windows, filters, expected):
+    """auto's choice per size and filter follows ranger._exact_limit: windows passing the
+    filter within the budget are ranked exactly, more go through the index."""
+    engine, space = loop_db
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"SET LOCAL soundscape.exact_budget = {budget_windows * DIM}"))
+        q = l2_normalize(np.random.default_rng(2).normal(size=(1, DIM)))[0].astype(np.float32)
+        assert _methods_filtered(conn, space, q, filters) == {expected}
+
+
+def _methods_filtered(conn, space, q, filters: Filters) -> set[str]:
+    return {h.method for h in run(conn, Query(space, "q", vector=q), filters, limit=10)}
