@@ -1,13 +1,14 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   venv + install + embedded PostgreSQL + ingest the example audio + summary
-#   make test   venv + install with the test and clap extras + lint + mypy + the whole test suite
+#   make test   venv + install with the test and clap extras + Chromium and Citus (root) + lint +
+#               mypy + the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TESTSTAMP := $(VENV)/.installed-test
 
-.PHONY: install demo test test-fast check lint typecheck bench bench-peer format clean db-stop
+.PHONY: install demo test test-fast system-deps check lint typecheck bench bench-peer format clean db-stop
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,9 +46,13 @@ demo: install
 	$(BIN)/soundscape concepts add siren --text siren --replace > /dev/null
 	$(BIN)/soundscape concepts list
 
-# Everything CI runs: lint, type check of the library, the whole test suite.
-test: $(TESTSTAMP) check
+# Everything CI runs: the system parts the tests need (Chromium, the Citus build: root,
+# idempotent), lint, type check of the library, the whole test suite.
+test: $(TESTSTAMP) system-deps check
 	$(BIN)/python -m pytest -q --durations=15
+
+system-deps:
+	bash scripts/test-system-deps.sh
 
 # The inner loop: everything but the tests marked slow (about 2.5 minutes on 2 cores).
 test-fast: $(TESTSTAMP)

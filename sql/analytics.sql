@@ -182,6 +182,8 @@ SET hnsw.max_scan_tuples = 20000
 SET jit = off  -- as ranger.search_vector (search.sql): JIT costs far more than HNSW scans
 AS $fn$
 DECLARE
+    v_guard text;
+    v_guard_ef integer;
     v_sensor integer;
     v_space integer;
     v_dim integer;
@@ -201,7 +203,7 @@ DECLARE
 BEGIN
     PERFORM ranger._check_int('p_k (the number of neighbours)', p_k, 1, 10000);
     PERFORM ranger._check_int('p_exact_limit', p_exact_limit, 0, 100000000);
-    IF v_method NOT IN ('auto', 'hnsw', 'exact') THEN
+    IF v_method IS NULL OR v_method NOT IN ('auto', 'hnsw', 'exact') THEN
         RAISE EXCEPTION 'strategy must be auto, hnsw or exact, not %', v_method;
     END IF;
     SELECT id INTO v_sensor FROM sensors WHERE name = p_sensor;
@@ -252,6 +254,11 @@ BEGIN
         RAISE EXCEPTION 'the baseline has % window(s) of sensor % in space %; it needs more than k = %',
             v_n, p_sensor, p_space, p_k;
     END IF;
+    -- the space's recall guard (ranger._index_check), as in ranger.search_vector
+    SELECT c.guard, c.guard_ef INTO v_guard, v_guard_ef FROM ranger._index_check(v_space) c;
+    IF v_method = 'auto' AND v_guard = 'exact' THEN
+        v_method := 'exact';
+    END IF;
     IF v_method = 'auto' THEN
         -- the same reasoning as ranger.search_vector: a small or very selective baseline is
         -- ranked exactly, otherwise the HNSW index with iterative scan
@@ -266,7 +273,7 @@ BEGIN
         END IF;
     END IF;
     IF v_method = 'hnsw' THEN
-        PERFORM set_config('hnsw.ef_search', least(greatest(2 * p_k, 400), 1000)::text, true);
+        PERFORM set_config('hnsw.ef_search', least(greatest(2 * p_k, 400, v_guard_ef), 1000)::text, true);
     END IF;
     -- on a Citus coordinator the index scans run one statement per target (see _knn_sql)
     v_knn := CASE WHEN v_method = 'hnsw' AND ranger._segments_distributed() THEN 'each'
@@ -345,6 +352,8 @@ SET hnsw.max_scan_tuples = 20000
 SET jit = off  -- as ranger.search_vector (search.sql): JIT costs far more than HNSW scans
 AS $fn$
 DECLARE
+    v_guard text;
+    v_guard_ef integer;
     v_dim integer;
     v_index text;
     v_total double precision;
@@ -359,7 +368,7 @@ BEGIN
         v_i := v_i + 1;
         PERFORM ranger._check_query(format('p_vectors[%s]', v_i), v_vector);
     END LOOP;
-    IF v_method NOT IN ('auto', 'hnsw', 'exact') THEN
+    IF v_method IS NULL OR v_method NOT IN ('auto', 'hnsw', 'exact') THEN
         RAISE EXCEPTION 'strategy must be auto, hnsw or exact, not %', v_method;
     END IF;
     SELECT dimension, ranger._index_key(id, index_type) INTO v_dim, v_index
@@ -367,12 +376,17 @@ BEGIN
     IF v_dim IS NULL THEN
         RAISE EXCEPTION 'no space with id %', p_space;
     END IF;
+    -- the space's recall guard (ranger._index_check), as in ranger.search_vector
+    SELECT c.guard, c.guard_ef INTO v_guard, v_guard_ef FROM ranger._index_check(p_space) c;
+    IF v_method = 'auto' AND v_guard = 'exact' THEN
+        v_method := 'exact';
+    END IF;
     IF v_method = 'auto' THEN
         v_total := ranger._space_rows(p_space);
         v_method := CASE WHEN coalesce(v_total, 0) <= p_exact_limit THEN 'exact' ELSE 'hnsw' END;
     END IF;
     IF v_method = 'hnsw' THEN
-        PERFORM set_config('hnsw.ef_search', least(greatest(2 * p_k, 400), 1000)::text, true);
+        PERFORM set_config('hnsw.ef_search', least(greatest(2 * p_k, 400, v_guard_ef), 1000)::text, true);
         -- the k nearest of one query vector (the SQL expression %5$s) by the index
         v_one := format(
             'SELECT x.* FROM (
@@ -456,6 +470,8 @@ SET hnsw.max_scan_tuples = 20000
 SET jit = off  -- as ranger.search_vector (search.sql): JIT costs far more than HNSW scans
 AS $fn$
 DECLARE
+    v_guard text;
+    v_guard_ef integer;
     v_dim integer;
     v_index text;
     v_total double precision;
@@ -475,7 +491,7 @@ DECLARE
 BEGIN
     PERFORM ranger._check_int('p_k (the number of neighbours)', p_k, 1, 10000);
     PERFORM ranger._check_int('p_exact_limit', p_exact_limit, 0, 100000000);
-    IF v_method NOT IN ('auto', 'hnsw', 'exact') THEN
+    IF v_method IS NULL OR v_method NOT IN ('auto', 'hnsw', 'exact') THEN
         RAISE EXCEPTION 'strategy must be auto, hnsw or exact, not %', v_method;
     END IF;
     SELECT dimension, ranger._index_key(id, index_type) INTO v_dim, v_index
@@ -483,11 +499,17 @@ BEGIN
     IF v_dim IS NULL THEN
         RAISE EXCEPTION 'no space with id %', p_space;
     END IF;
+    -- the space's recall guard (ranger._index_check), as in ranger.search_vector
+    SELECT c.guard, c.guard_ef INTO v_guard, v_guard_ef FROM ranger._index_check(p_space) c;
+    IF v_method = 'auto' AND v_guard = 'exact' THEN
+        v_method := 'exact';
+    END IF;
     IF v_method = 'auto' THEN
         v_total := ranger._space_rows(p_space);
         v_method := CASE WHEN coalesce(v_total, 0) <= p_exact_limit THEN 'exact' ELSE 'hnsw' END;
     END IF;
     IF v_method = 'hnsw' THEN
+        PERFORM set_config('hnsw.ef_search', least(greatest(100, v_guard_ef), 1000)::text, true);
         -- the k nearest windows of window a (its vector and recording: the SQL expressions
         -- %1$s and %2$s) by the index
         v_from := format(

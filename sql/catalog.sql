@@ -50,6 +50,31 @@ SELECT e.id                        AS error_id,
 -- One row per space (a model configuration): the space_id that ranger.search_vector,
 -- search_labels, similar_windows, duplicate_pairs and filtered_windows take, with what a
 -- query vector must match (dimension) and how much the space holds.
+-- The newest recall check (`soundscape spaces check`, soundscape.recall; table index_checks of
+-- migration 0022) of the HNSW index a space has now: none if it was never checked, or was
+-- rebuilt or dropped since. guard: what the check asks auto to do until the index measures
+-- well again: 'none', 'ef' (search with at least guard_ef as ef_search: the smallest that
+-- measured well) or 'exact' (no ef measured well: scan exactly). plpgsql, so that this file
+-- can be applied before the table exists (migration 0001); it answers nothing then.
+CREATE OR REPLACE FUNCTION ranger._index_check(p_space integer)
+RETURNS TABLE (checked_at timestamptz, index_type text, n_windows bigint, n_queries integer,
+               recall real, recall_worst_decile real, guard text, guard_ef integer)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
+BEGIN
+    IF to_regclass('public.index_checks') IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+        SELECT c.checked_at, c.index_type, c.n_windows, c.n_queries, c.recall,
+               c.recall_worst_decile, c.guard, c.guard_ef
+          FROM index_checks c
+         WHERE c.space_id = p_space
+           AND c.index_oid = to_regclass(format('public.segments_space_%s_hnsw', p_space))::oid
+         ORDER BY c.checked_at DESC, c.id DESC
+         LIMIT 1;
+END
+$fn$;
+
 CREATE OR REPLACE VIEW ranger.spaces AS
 SELECT sp.id            AS space_id,
        sp.name,
@@ -64,8 +89,13 @@ SELECT sp.id            AS space_id,
        (SELECT count(*) FROM space_labels l WHERE l.space_id = sp.id) AS n_labels,
        (SELECT count(*) FROM recording_spaces rs WHERE rs.space_id = sp.id) AS n_recordings,
        coalesce((SELECT sum(rs.n_segments) FROM recording_spaces rs
-                  WHERE rs.space_id = sp.id), 0) AS n_windows
-  FROM spaces sp;
+                  WHERE rs.space_id = sp.id), 0) AS n_windows,
+       c.recall            AS recall_at_10,
+       c.recall_worst_decile,
+       c.checked_at        AS recall_checked_at,
+       c.guard             AS recall_guard
+  FROM spaces sp
+  LEFT JOIN LATERAL ranger._index_check(sp.id) c ON true;
 
 -- The classes of classifier spaces (BirdNET's 6,522): label_id is what
 -- ranger.search_labels(space_id, ARRAY[label_id, ...]) takes; label is the name hits carry.

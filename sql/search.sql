@@ -179,6 +179,46 @@ LANGUAGE sql IMMUTABLE AS $$
                 ELSE p_k END
 $$;
 
+-- How many passing windows auto ranks by an exact scan rather than through the index, for
+-- vectors of p_dim dimensions: as many as an exact scan reads within auto's latency budget,
+-- 10M float dimensions (9,765 windows of 1024-d, 52,083 of 192-d). An exact answer is never
+-- wrong, and below this size it is fast enough: 10,000 BirdNET windows took 30 ms p95 on a
+-- quiet 2-core machine (the 1 % filter of 1M windows, docs/benchmarks.md), and the scan's
+-- cost grows with rows x dimension (bench/exact_crossover.py). The setting
+-- soundscape.exact_budget overrides the budget (float dimensions; 0 leaves the floor of 1,000
+-- windows).
+CREATE OR REPLACE FUNCTION ranger._exact_limit(p_dim integer) RETURNS integer
+LANGUAGE sql STABLE AS $$
+    SELECT greatest(1000, coalesce(nullif(current_setting('soundscape.exact_budget', true), '')::bigint,
+                                   10000000) / greatest(p_dim, 1))::integer
+$$;
+
+-- The ef_search of an index scan (pgvector's candidate list at each step) for p_k results, in
+-- a space of p_total windows of which the planner expects p_estimate to pass the filter;
+-- p_factor: a compact index's candidates per result (NULL for halfvec and vector).
+-- It grows with the space, sqrt(rows / 2.5) from EF_MIN to 400 (rows: the planner's count, or
+-- its estimate of the passing rows if that is more, as before a first ANALYZE), because the
+-- graph's paths get longer (realistic 1024-d windows, recall@10: 0.97-0.98 with 400 at 1M,
+-- where 100 gave 0.87-0.93); with k (2k) and with the filter's selectivity
+-- (4 / selectivity); up to 1000. A compact index takes at least ef_search candidates
+-- (ranger._hnsw_candidates_sql): its factor x k, times 1 + the passing fraction, since a
+-- broader filter leaves more windows near the query for the coarse distance to confuse.
+-- A space whose index measured badly (its recall guard, ranger._index_check) gets at least the ef its check
+-- found to reach the recall wanted. The floor EF_MIN comes from real audio (issue 22): long
+-- stationary backgrounds fill the graph with near-identical windows whose groups a short
+-- candidate list cannot leave (docs/benchmarks.md).
+CREATE OR REPLACE FUNCTION ranger._ef_search(
+    p_total double precision, p_estimate double precision, p_k integer, p_factor integer
+) RETURNS integer
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT least(1000, greatest(
+        least(400, greatest(100, ceil(sqrt(greatest(p_total, p_estimate) / 2.5)))),
+        2 * p_k,
+        ceil(4 * p_total / greatest(p_estimate, 1)),
+        coalesce(ceil(p_factor * p_k * (1 + least(1, p_estimate / greatest(p_total, 1)))), 0)
+    ))::integer
+$$;
+
 -- Whether `segments` is a Citus distributed table (this is a Citus coordinator): then a few
 -- statement shapes one server runs are refused (docs/scaling.md), and the callers take
 -- another. The catalog is read dynamically: it exists only where Citus is installed.
@@ -338,7 +378,6 @@ DECLARE
     v_where text;
     v_total double precision;
     v_estimate double precision;
-    v_rows double precision;
     v_plan json;
     v_method text := p_strategy;
     v_limit integer;
@@ -346,6 +385,8 @@ DECLARE
     v_distributed boolean := false;
     v_count bigint;
     v_factor integer;
+    v_guard text;
+    v_guard_ef integer;
 BEGIN
     -- Input checks (the helpers raise the message; plain IFs are evaluated without a query).
     IF p_k IS NULL OR p_k NOT BETWEEN 1 AND 10000 THEN
@@ -372,9 +413,20 @@ BEGIN
         RAISE EXCEPTION 'query vector has % dimensions, space % has %',
             vector_dims(p_query), p_space, v_dim;
     END IF;
-    -- An exact scan costs about (rows x dimension); 4M floats (16 MB of vectors) is where the
-    -- index scan becomes faster on the benchmark machine (bench/search.py, docs/benchmarks.md).
-    v_limit := coalesce(p_exact_limit, greatest(1000, 4000000 / v_dim));
+    -- The query's direction only: a vector of tiny (or huge) elements has a norm in double
+    -- precision but its float32 sums underflow (overflow) in the distance, which then is NaN.
+    -- Stored windows are unit vectors, so the ranking and the scores are unchanged.
+    p_query := l2_normalize(p_query);
+    -- An exact scan costs about (rows x dimension): auto scans exactly up to what fits in its
+    -- latency budget (ranger._exact_limit).
+    v_limit := coalesce(p_exact_limit, ranger._exact_limit(v_dim));
+    IF v_method <> 'exact' THEN
+        -- the space's recall guard: its index measured under the recall wanted
+        SELECT c.guard, c.guard_ef INTO v_guard, v_guard_ef FROM ranger._index_check(p_space) c;
+        IF v_guard = 'exact' AND v_method = 'auto' THEN
+            v_method := 'exact';
+        END IF;
+    END IF;
     IF p_sensors IS NOT NULL OR p_sites IS NOT NULL OR p_quadrants IS NOT NULL THEN
         v_ids := ranger._sensor_ids(p_sensors, p_sites, p_quadrants);
     END IF;
@@ -462,25 +514,9 @@ BEGIN
     END IF;
 
     IF v_method = 'hnsw' THEN
-        -- ef_search, the candidate list of each step of the (iterative) index scan: grows
-        -- with the space, sqrt(rows / 2.5) from 40 to 400 (rows: the planner's count, or its
-        -- estimate of the passing rows if that is more, as before a first ANALYZE), because
-        -- the graph's paths get longer (realistic 1024-d windows, recall@10: 0.97-0.98 with
-        -- 400 at 1M, where 100 gave 0.87-0.93; 0.994 with 200 at 100k, where 100-128 gave
-        -- 0.94-0.97); with k (2k) and with the filter's selectivity (4 / selectivity); up to
-        -- 1000.
-        -- A compact index takes at least ef_search candidates (ranger._hnsw_candidates_sql):
-        -- its factor x k, times 1 + the passing fraction (up to 1000), since a broader filter
-        -- leaves more windows near the query for the coarse distance to confuse (and each
-        -- candidate costs fewer index steps): on 1M realistic windows recall@10 rose from 0.95
-        -- to 0.97 at 50 % (900 candidates instead of 600), while 10 % kept its 0.98 and p95
-        -- under 40 ms (docs/benchmarks.md).
-        v_rows := greatest(v_total, v_estimate);
+        -- ef_search: ranger._ef_search's rule, or more if the space's recall guard asks
         PERFORM set_config('hnsw.ef_search', coalesce(p_ef_search,
-            least(1000, greatest(least(400, greatest(40, ceil(sqrt(v_rows / 2.5)))), 2 * p_k,
-                                 ceil(4 * v_total / greatest(v_estimate, 1)),
-                                 ceil(v_factor * p_k * (1 + least(1, v_estimate / v_total)))
-                                 ))::integer)::text,
+            greatest(ranger._ef_search(v_total, v_estimate, p_k, v_factor), v_guard_ef))::text,
             true);
         -- The index it is: pgvector's cost model grows with ef_search and, for a filter
         -- passing ~10 %, took a sequential scan and a sort of every passing row for cheaper

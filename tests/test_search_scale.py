@@ -24,7 +24,11 @@ from .conftest import copy_windows
 pytestmark = pytest.mark.slow
 
 N_SENSORS, N_DAYS, PER_RECORDING = 20, 50, 100  # 100,000 windows
-DIM = 128  # exact-scan limit 4M / 128 = 31,250 rows: 50 % -> HNSW, 10 % and 1 % -> exact
+DIM = 128
+#: auto's exact-scan budget in this module (float dimensions, ranger._exact_limit): pinned so
+#: that 100,000 windows of 128-d route as the tests expect: limit 4M / 128 = 31,250 rows, so
+#: 50 % -> HNSW, 10 % and 1 % -> exact (the default budget would scan all of them exactly)
+EXACT_BUDGET = 4_000_000
 QUADRANTS = ["N", "E", "S", "W"]
 
 
@@ -40,6 +44,14 @@ class _Synthetic(Embedder):
 @pytest.fixture(scope="module")
 def scale_db(module_db_url):
     rng = np.random.default_rng(42)
+    engine = make_engine(module_db_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                f"ALTER DATABASE {engine.url.database} SET soundscape.exact_budget = '{EXACT_BUDGET}'"
+            )
+        )
+    engine.dispose()
     engine = make_engine(module_db_url)
     with engine.begin() as conn:
         space = ensure_space(conn, _Synthetic, 3.0, 3.0)

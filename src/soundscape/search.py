@@ -33,6 +33,7 @@ from soundscape.embedders.base import l2_normalize
 from soundscape.embedders.birdnet import NON_SPECIES_CLASSES
 from soundscape.errors import BadOption, InvalidRequest, SoundscapeError
 from soundscape.queries import Filters, Query, check_filter_names
+from soundscape.recall import guard_note
 from soundscape.results import Hit, merge_events
 from soundscape.spaces import Space, has_labels, list_spaces, pick_space, supports_text
 from soundscape.speakers import speaker_query, voice_query
@@ -577,6 +578,9 @@ class SearchResult:
     query: Query
     filters: Filters
     events: bool = False
+    #: what the space's recall guard made auto do (``soundscape.recall.guard_note``), to tell
+    #: the user once; None when the index measured well or was not used
+    guard: str | None = None
 
     @property
     def space(self) -> Space:
@@ -662,4 +666,7 @@ def search(conn: Connection, request: SearchRequest) -> SearchResult:
     )
     if request.events:
         hits = merge_events(hits)[: request.limit]
-    return SearchResult(hits=hits, query=query, filters=filters, events=request.events)
+    guard = None
+    if query.vector is not None and request.strategy.lower() == "auto":
+        guard = guard_note(conn, query.space)
+    return SearchResult(hits=hits, query=query, filters=filters, events=request.events, guard=guard)

@@ -30,7 +30,8 @@ def database_stats(conn: Connection) -> dict[str, Any]:
 
 
 def space_summaries(conn: Connection) -> list[dict[str, Any]]:
-    """Each space: model, window, recordings and windows stored, and its HNSW index."""
+    """Each space: model, window, recordings and windows stored, its HNSW index and the
+    index's measured recall@10 and guard (``soundscape.recall``; None: not measured)."""
     # Counts come from recording_spaces (kept in the ingest transaction), not count(*) over
     # millions of segments.
     rows = conn.execute(
@@ -38,8 +39,11 @@ def space_summaries(conn: Connection) -> list[dict[str, Any]]:
             "SELECT sp.name AS space, sp.model, sp.dimension, sp.window_s, sp.hop_s, "
             "count(rs.recording_id) AS recordings, coalesce(sum(rs.n_segments), 0) AS segments, "
             "sp.index_type, pg_size_pretty(coalesce(pg_relation_size(to_regclass("
-            "'segments_space_' || sp.id || '_hnsw')), 0)) AS index_size "
+            "'segments_space_' || sp.id || '_hnsw')), 0)) AS index_size, "
+            "min(c.recall) AS recall_at_10, min(c.recall_worst_decile) AS recall_worst_decile, "
+            "min(c.guard) AS recall_guard, min(c.checked_at) AS recall_checked_at "
             "FROM spaces sp LEFT JOIN recording_spaces rs ON rs.space_id = sp.id "
+            "LEFT JOIN LATERAL ranger._index_check(sp.id) c ON true "
             "GROUP BY sp.id ORDER BY sp.id"
         )
     )

@@ -262,7 +262,7 @@ def errors_list(unresolved, since, sensor, limit, database, fmt) -> None:
 # ---------------------------------------------------------------------------------- spaces
 SPACE_COLUMNS = [
     "space", "model", "dimension", "window_s", "hop_s", "recordings", "segments", "index_type",
-    "index_size",
+    "index_size", "recall_at_10", "recall_guard",
 ]  # fmt: skip
 
 
@@ -310,9 +310,20 @@ def spaces_list(database: str | None, fmt: str) -> None:
     help="Drop the index instead (before a large backfill: the database writes windows ~60x "
     "faster without it; searches scan exactly until the index is rebuilt).",
 )
+@click.option(
+    "--check/--no-check",
+    default=True,
+    show_default=True,
+    help="Measure the new index's recall against exact answers afterwards (`spaces check`).",
+)
 @database_option
 def spaces_index(
-    space_name: str, index_type: str | None, memory: str | None, drop: bool, database: str | None
+    space_name: str,
+    index_type: str | None,
+    memory: str | None,
+    drop: bool,
+    check: bool,
+    database: str | None,
 ) -> None:
     """Rebuild the HNSW index of SPACE: float32 (vector), float16 (halfvec), or compact (pca, bit).
 
@@ -355,8 +366,60 @@ def spaces_index(
             )
         else:
             echo_err(f"building the {index_type} HNSW index of {space.name} ...")
-        _, seconds = set_index_type(conn, space, index_type)
+        space, seconds = set_index_type(conn, space, index_type)
     echo_err(f"done in {seconds:.1f} s")
+    if check:
+        _check_recall(database, space.name)
+
+
+def _check_recall(database: str | None, space_name: str) -> None:
+    """Measure a space's index (soundscape.recall) and say what its guard does."""
+    from soundscape.recall import check_space
+    from soundscape.spaces import get_space
+
+    with open_db(database).engine.begin() as conn:
+        space = get_space(conn, space_name)
+        echo_err(f"measuring the recall of {space.name}'s index against exact answers ...")
+        result = check_space(conn, space)
+    echo_err(result.summary())
+
+
+@spaces.command("check")
+@click.argument("space_name", metavar="SPACE")
+@click.option(
+    "--queries",
+    type=click.IntRange(5, 1000),
+    default=None,
+    help="Queries to measure with (default 60): stored windows (half of them the most "
+    "distinct of a sample) and the space's concepts.",
+)
+@database_option
+@format_options
+def spaces_check(space_name: str, queries: int | None, database: str | None, fmt: str) -> None:
+    """Measure recall@10 of SPACE's HNSW index against exact answers, and store it.
+
+    When the index finds less than 95 % of the exact top 10 on average, or less than 80 % in
+    its worst tenth of queries, auto search in this space then uses the smallest ef_search
+    that measured well (or scans exactly) until a later check measures well again; searches
+    say so on stderr. Runs by itself after `spaces index` and when a space has grown by a
+    quarter since its last check (at the end of ingest and in workers).
+    """
+    from soundscape.recall import DEFAULT_QUERIES, check_space
+    from soundscape.spaces import get_space
+
+    with open_db(database).engine.begin() as conn:
+        space = get_space(conn, space_name)
+        result = check_space(conn, space, queries=queries or DEFAULT_QUERIES)
+    echo_err(result.summary())
+    row = {
+        k: getattr(result, k)
+        for k in (
+            "space", "index_type", "n_windows", "n_queries", "k", "ef_search", "recall",
+            "recall_worst_decile", "recall_min", "guard", "guard_ef", "guard_recall",
+            "guard_worst_decile", "seconds",
+        )
+    }  # fmt: skip
+    emit([row], fmt, list(row))
 
 
 # ---------------------------------------------------------------------------------- labels

@@ -6,6 +6,7 @@ import contextlib
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from tqdm import tqdm
@@ -19,6 +20,9 @@ from soundscape.cli.base import (
     open_db,
     weights_option,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 
 class _Progress:
@@ -227,10 +231,20 @@ def ingest(
         f"stored {s['stored']}, skipped {s['skipped']}, failed {s['failed']} file(s); "
         f"{s['audio_hours']:.3f} h of audio, {summary.describe()}"
     )
+    if summary.stored:
+        _check_recall(database_.engine)
     if as_json:
         click.echo(json.dumps({"summary": s, "files": [r.as_dict() for r in summary.results]}))
     if summary.failed:
         sys.exit(1)
+
+
+def _check_recall(engine: Engine) -> None:
+    """Measure the index of each space that grew enough since its last check (issue 22)."""
+    from soundscape.recall import check_grown
+
+    for result in check_grown(engine):
+        echo_err(f"index recall measured: {result.summary()}")
 
 
 @cli.command()
@@ -307,6 +321,8 @@ def backfill(model_opts, window, hop, allow_gaps, sensors, as_json, quiet, datab
         f"backfilled {s['stored']}, skipped {s['skipped']}, failed {s['failed']} "
         f"recording(s); {s['audio_hours']:.3f} h of audio, {summary.describe()}"
     )
+    if summary.stored:
+        _check_recall(database_.engine)
     if as_json:
         click.echo(json.dumps({"summary": s, "recordings": [r.as_dict() for r in summary.results]}))
     if summary.failed:

@@ -263,6 +263,8 @@ def search(
             stored = stored_files(conn, [h.recording_id for h in found.hits])
     query, hits = found.query, found.hits
     echo_err(f"searching space {query.space.name} by {query.description}")
+    if found.guard:
+        echo_err(f"note: {found.guard}")
     for folder, write, what in (
         (export_dir, lambda d: export.export_clips(hits, d, stored), "file(s)"),
         (raven_dir, lambda d: export.export_raven(hits, d, query.description, query.space),
@@ -283,6 +285,9 @@ def search(
         clips=export_dir is not None,
         full=fmt != "table",
     )
+    if found.guard and fmt != "table":
+        rows = [{**r, "guard": found.guard} for r in rows]
+        columns = [*columns, "guard"]
     if not hits:
         echo_err("no windows match")
     emit(rows, fmt, columns)

@@ -270,6 +270,7 @@ def create_app(config: WebConfig | None = None, database: Database | None = None
                     "space": result.space.name,
                     "query": result.query.description,
                     "events": req.events,
+                    "guard": result.guard,
                     "hits": plain,
                 }
             )
