@@ -17,16 +17,16 @@ from soundscape.db import register_vector
 from soundscape.embedders import Embedder, get_model_class
 from soundscape.errors import BadOption, SoundscapeError
 
-# HNSW build parameters: twice pgvector's m and four times its ef_construction. Real archives
-# are full of near-identical windows (nights, rain, a looped or fixed background), and graph
-# construction prunes the edges among such copies: with m 16 some distinct windows near them
-# kept no edge in and no ef_search could reach them (a rare sound missed at every ef; worst
-# decile of recall@10 0.88 at ef 1000 where m 32 gives 0.98 at ef 400: issue 22,
-# tests/test_recall_guard.py, docs/benchmarks.md). ef_construction 64 had also left a query in
-# a hundred of strongly clustered embeddings at recall 0. The cost: a larger index (+384 B a
-# window on layer 0) and a slower build. Recall is then tuned at query time with ef_search.
-HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 256
+# HNSW build parameters: pgvector's m, ten times its ef_construction. Real archives are full
+# of near-identical windows (nights, rain, a looped or fixed background); a graph built from
+# short candidate lists links such windows among themselves and leaves distinct sounds near
+# them (a second crow call in another file) without the edges a search needs, and then no
+# ef_search finds them: on 10,488 real BirdNET windows (bench/realaudio.py) ef_construction
+# 128-256 left a query at recall@10 0.5 at every ef_search up to 400 (m 16, 32, 48 or 64 alike),
+# while 600 gave 0.998 mean and 0.9 worst, for about 1.7x the build time of 256 and the same
+# size (docs/benchmarks.md, issue 22). Recall is then tuned at query time with ef_search.
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 600
 # What the HNSW index stores: float16 (pgvector ``halfvec``, the default of new spaces) or
 # float32 (``vector``). On 1M 1024-d windows the halfvec index is a third of the size (2.7 vs
 # 8.2 GB), so it stays in shared buffers, and was as accurate and 2-4x faster
