@@ -21,9 +21,9 @@ from soundscape.resources import read_sql, sql_dir
 # have the old definitions. Add a migration that re-applies the file (sql/README.md), then
 # record the new hash and that migration here.
 FINGERPRINTS = {
-    "catalog.sql": ("0015", "43e3930961ea"),
-    "search.sql": ("0025", "79a69bb7d3b5"),
-    "analytics.sql": ("0021", "24845e29d504"),
+    "catalog.sql": ("0022", "63a29a007d1d"),
+    "search.sql": ("0025", "3b94b6b9bba6"),
+    "analytics.sql": ("0022", "0c9a0470222d"),
     "classify.sql": ("0005", "09be065c4b7d"),
     "classifiers.sql": ("0017", "397772116ffd"),
     "species.sql": ("0011", "13d5005221de"),

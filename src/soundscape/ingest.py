@@ -415,9 +415,7 @@ class Ingestor:
         try:
             for attempt in range(_RETRIES):
                 try:
-                    return self._store(
-                        path, info, digest, before, start_time, on_progress, opened
-                    )
+                    return self._store(path, info, digest, before, start_time, on_progress, opened)
                 except sa.exc.DBAPIError as exc:  # a deadlock rolled the file back: again
                     if not _retryable(exc) or attempt == _RETRIES - 1:
                         raise

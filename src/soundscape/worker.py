@@ -193,6 +193,9 @@ class Worker:
         self._models: dict[tuple[str, str], Any] = {}
         self._stop_signal: int | None = None
         self._wake = threading.Event()
+        #: jobs were processed since the queue last ran dry (then the spaces they grew are due
+        #: for a recall check: ``_check_recall``)
+        self._worked = False
 
     # -- stopping ---------------------------------------------------------------------------
     def request_stop(self, signum: int = signal.SIGTERM) -> None:
@@ -382,7 +385,11 @@ class Worker:
                     job = self.claim_next()
                     if job is not None:
                         self.process(job)
+                        self._worked = True
                         continue
+                    if self._worked:
+                        self._worked = False
+                        self._check_recall()
                 except (sa.exc.SQLAlchemyError, ConnectionLost) as exc:
                     # The database is unreachable: a job in progress is rolled back and its
                     # lease will expire. A service worker waits and tries again.
@@ -408,6 +415,14 @@ class Worker:
         if broken or (self.options.once and self.stats.failed):
             return 1
         return 0
+
+    def _check_recall(self) -> None:
+        """The queue ran dry: measure the index of each space that grew enough since its last
+        recall check (soundscape.recall; off the ingest path, one worker per space)."""
+        from soundscape.recall import check_grown
+
+        for result in check_grown(self.queue_engine):  # not ingest_engine: its commits are fenced
+            self._say(f"index recall measured: {result.summary()}")
 
     def close(self) -> None:
         for engine in (self.queue_engine, self.ingest_engine, self.heartbeat_engine):
