@@ -254,8 +254,8 @@ BEGIN
         RAISE EXCEPTION 'the baseline has % window(s) of sensor % in space %; it needs more than k = %',
             v_n, p_sensor, p_space, p_k;
     END IF;
-    -- the space's recall guard (ranger._index_check), as in ranger.search_vector
-    SELECT c.guard, c.guard_ef INTO v_guard, v_guard_ef FROM ranger._index_check(v_space) c;
+    -- the space's recall guard (ranger.index_recall), as in ranger.search_vector
+    SELECT c.guard, c.guard_ef INTO v_guard, v_guard_ef FROM ranger.index_recall(v_space) c;
     IF v_method = 'auto' AND v_guard = 'exact' THEN
         v_method := 'exact';
     END IF;
@@ -376,8 +376,8 @@ BEGIN
     IF v_dim IS NULL THEN
         RAISE EXCEPTION 'no space with id %', p_space;
     END IF;
-    -- the space's recall guard (ranger._index_check), as in ranger.search_vector
-    SELECT c.guard, c.guard_ef INTO v_guard, v_guard_ef FROM ranger._index_check(p_space) c;
+    -- the space's recall guard (ranger.index_recall), as in ranger.search_vector
+    SELECT c.guard, c.guard_ef INTO v_guard, v_guard_ef FROM ranger.index_recall(p_space) c;
     IF v_method = 'auto' AND v_guard = 'exact' THEN
         v_method := 'exact';
     END IF;
@@ -499,8 +499,8 @@ BEGIN
     IF v_dim IS NULL THEN
         RAISE EXCEPTION 'no space with id %', p_space;
     END IF;
-    -- the space's recall guard (ranger._index_check), as in ranger.search_vector
-    SELECT c.guard, c.guard_ef INTO v_guard, v_guard_ef FROM ranger._index_check(p_space) c;
+    -- the space's recall guard (ranger.index_recall), as in ranger.search_vector
+    SELECT c.guard, c.guard_ef INTO v_guard, v_guard_ef FROM ranger.index_recall(p_space) c;
     IF v_method = 'auto' AND v_guard = 'exact' THEN
         v_method := 'exact';
     END IF;

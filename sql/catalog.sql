@@ -47,16 +47,14 @@ SELECT e.id                        AS error_id,
   FROM ingest_errors e
   LEFT JOIN sensors s ON s.name = e.sensor;
 
--- One row per space (a model configuration): the space_id that ranger.search_vector,
--- search_labels, similar_windows, duplicate_pairs and filtered_windows take, with what a
--- query vector must match (dimension) and how much the space holds.
 -- The newest recall check (`soundscape spaces check`, soundscape.recall; table index_checks of
 -- migration 0022) of the HNSW index a space has now: none if it was never checked, or was
 -- rebuilt or dropped since. guard: what the check asks auto to do until the index measures
 -- well again: 'none', 'ef' (search with at least guard_ef as ef_search: the smallest that
--- measured well) or 'exact' (no ef measured well: scan exactly). plpgsql, so that this file
--- can be applied before the table exists (migration 0001); it answers nothing then.
-CREATE OR REPLACE FUNCTION ranger._index_check(p_space integer)
+-- measured well) or 'exact' (no ef measured well: scan exactly). The reader may call it.
+-- plpgsql, so that this file can be applied before the table exists (migration 0001); it
+-- answers nothing then.
+CREATE OR REPLACE FUNCTION ranger.index_recall(p_space integer)
 RETURNS TABLE (checked_at timestamptz, index_type text, n_windows bigint, n_queries integer,
                recall real, recall_worst_decile real, guard text, guard_ef integer)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
@@ -75,6 +73,10 @@ BEGIN
 END
 $fn$;
 
+-- One row per space (a model configuration): the space_id that ranger.search_vector,
+-- search_labels, similar_windows, duplicate_pairs and filtered_windows take, with what a
+-- query vector must match (dimension) and how much the space holds, and the newest
+-- recall check of its index (ranger.index_recall).
 CREATE OR REPLACE VIEW ranger.spaces AS
 SELECT sp.id            AS space_id,
        sp.name,
@@ -95,7 +97,7 @@ SELECT sp.id            AS space_id,
        c.checked_at        AS recall_checked_at,
        c.guard             AS recall_guard
   FROM spaces sp
-  LEFT JOIN LATERAL ranger._index_check(sp.id) c ON true;
+  LEFT JOIN LATERAL ranger.index_recall(sp.id) c ON true;
 
 -- The classes of classifier spaces (BirdNET's 6,522): label_id is what
 -- ranger.search_labels(space_id, ARRAY[label_id, ...]) takes; label is the name hits carry.

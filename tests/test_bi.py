@@ -251,6 +251,9 @@ CALLS: dict[str, str] = {
     "newest_scored_classifiers": "SELECT 1 + count(*) FROM ranger.newest_scored_classifiers()",
     # speech (issue 12): nothing transcribed here, so no rows, but no permission error either
     "search_speech": "SELECT 1 + count(*) FROM ranger.search_speech('chainsaw')",
+    # a space's recall check (issue 22): none here, but no permission error
+    "index_recall": "SELECT 1 + count(*) FROM ranger.index_recall("
+    "(SELECT space_id FROM ranger.spaces WHERE name = 'spectral'))",
 }
 
 

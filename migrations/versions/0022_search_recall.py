@@ -6,7 +6,7 @@ rebuilt or dropped index has no check), how many windows and queries, recall@10 
 decile at auto's ef_search, and the guard it sets: 'none', 'ef' (auto searches with at least
 ``guard_ef``) or 'exact' (auto scans exactly) until a later check measures well again.
 
-Re-applies sql/catalog.sql (``ranger._index_check``; ``ranger.spaces`` shows the newest check),
+Re-applies sql/catalog.sql (``ranger.index_recall``; ``ranger.spaces`` shows the newest check),
 sql/search.sql (auto's exact-scan limit from the measured budget, ``ranger._exact_limit``; its
 ef_search rule in one function, ``ranger._ef_search``, with a higher floor; the guard; the query
 normalised) and sql/analytics.sql (the same limit and guard; a NULL strategy is an error).

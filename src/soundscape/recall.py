@@ -8,7 +8,7 @@ sought sound is in the store, and nothing tells the user. ``check_space`` compar
 with exact answers for a sample of queries, measures recall@k (its mean and its worst decile),
 and, when it falls short, finds the smallest ef_search that measures well or, failing that,
 makes auto scan exactly. The result is a row of ``index_checks`` that ``ranger.search_vector``
-and the analytics functions read on every call (``ranger._index_check``), so the CLI, the web
+and the analytics functions read on every call (``ranger.index_recall``), so the CLI, the web
 page and BI tools all follow it. A rebuilt index has no check until it is measured again.
 
 Queries: windows drawn at random from the space (what its windows look like), the windows of
@@ -285,7 +285,7 @@ def _json(value: Any) -> str:
 
 @dataclass(frozen=True)
 class StoredCheck:
-    """The newest check of a space's current index (``ranger._index_check``)."""
+    """The newest check of a space's current index (``ranger.index_recall``)."""
 
     checked_at: Any
     index_type: str
@@ -298,7 +298,7 @@ class StoredCheck:
 
 
 def latest_check(conn: Connection, space: Space) -> StoredCheck | None:
-    row = conn.execute(sa.text("SELECT * FROM ranger._index_check(:s)"), {"s": space.id}).fetchone()
+    row = conn.execute(sa.text("SELECT * FROM ranger.index_recall(:s)"), {"s": space.id}).fetchone()
     return None if row is None else StoredCheck(**dict(row._mapping))
 
 

@@ -43,7 +43,7 @@ def space_summaries(conn: Connection) -> list[dict[str, Any]]:
             "min(c.recall) AS recall_at_10, min(c.recall_worst_decile) AS recall_worst_decile, "
             "min(c.guard) AS recall_guard, min(c.checked_at) AS recall_checked_at "
             "FROM spaces sp LEFT JOIN recording_spaces rs ON rs.space_id = sp.id "
-            "LEFT JOIN LATERAL ranger._index_check(sp.id) c ON true "
+            "LEFT JOIN LATERAL ranger.index_recall(sp.id) c ON true "
             "GROUP BY sp.id ORDER BY sp.id"
         )
     )
