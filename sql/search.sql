@@ -388,6 +388,8 @@ DECLARE
     v_factor integer;
     v_guard text;
     v_guard_ef integer;
+    v_hit_ids bigint[];
+    v_hit_scores real[];
 BEGIN
     -- Input checks (the helpers raise the message; plain IFs are evaluated without a query).
     IF p_k IS NULL OR p_k NOT BETWEEN 1 AND 10000 THEN
@@ -525,6 +527,39 @@ BEGIN
         PERFORM set_config('enable_seqscan', 'off', true),
                 set_config('enable_bitmapscan', 'off', true),
                 set_config('enable_sort', 'off', true);
+    END IF;
+    IF v_method = 'hnsw' AND p_strategy = 'auto' THEN
+        -- auto never returns less than the index found room for: the index scan gives up after
+        -- hnsw.max_scan_tuples, and where a filter's passing windows lie far from the query
+        -- (the night windows of a daytime sound, copies of one background) it found fewer
+        -- than k, even none, while k pass the filter (issue 22: 0 rows for a 20 % filter).
+        -- So the index's hits are collected first (ids and distances, without the score
+        -- cut), and fewer than k are ranked exactly instead.
+        EXECUTE format('SELECT array_agg(t.c1 ORDER BY t.c2 DESC, t.c1), '
+                       'array_agg(t.c2 ORDER BY t.c2 DESC, t.c1) FROM (%s) '
+                       't(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14)',
+                       ranger._search_vector_sql(v_dim, v_where, v_method, v_index))
+           INTO v_hit_ids, v_hit_scores
+          USING p_query, p_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
+                p_at_from, p_at_to, p_exclude, p_k, NULL::real;
+        IF coalesce(cardinality(v_hit_ids), 0) >= p_k THEN
+            RETURN QUERY
+                SELECT g.id, v_hit_scores[array_position(v_hit_ids, g.id)], g.recording_id,
+                       r.path, s.name, s.site, s.quadrant, g.start_s, g.end_s, g.starts_at,
+                       g.local_date, g.local_time, NULL::text, 'hnsw'::text
+                  FROM segments g
+                  JOIN recordings r ON r.id = g.recording_id
+                  JOIN sensors s ON s.id = g.sensor_id
+                 WHERE g.space_id = p_space AND g.id = ANY(v_hit_ids)
+                   AND (p_min_score IS NULL
+                        OR v_hit_scores[array_position(v_hit_ids, g.id)] >= p_min_score)
+                 ORDER BY array_position(v_hit_ids, g.id);
+            RETURN;
+        END IF;
+        v_method := 'exact';
+        PERFORM set_config('enable_seqscan', 'on', true),
+                set_config('enable_bitmapscan', 'on', true),
+                set_config('enable_sort', 'on', true);
     END IF;
     RETURN QUERY EXECUTE ranger._search_vector_sql(v_dim, v_where, v_method, v_index)
         USING p_query, p_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,

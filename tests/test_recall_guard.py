@@ -224,3 +224,61 @@ def test_auto_routes_by_the_exact_limit(loop_db, budget_windows, filters, expect
 
 def _methods_filtered(conn, space, q, filters: Filters) -> set[str]:
     return {h.method for h in run(conn, Query(space, "q", vector=q), filters, limit=10)}
+
+
+class _Far(Embedder):
+    name = "far"
+    version = "1"
+    dimension = 16
+    sample_rate = 16000
+    default_window_s = 3.0
+    default_hop_s = 3.0
+
+
+def test_auto_never_returns_fewer_than_k_when_the_index_gives_up(module_db_url):
+    """A filter whose windows lie far from the query (sensor `far-b`: 2,000 windows pointing
+    away from it, among 24,000 of `far-a` around it): more pass than auto scans exactly (its
+    limit pinned at 1,000), so it takes the index, whose scan gives up after
+    hnsw.max_scan_tuples (20,000) with fewer than k of them; auto then ranks them exactly."""
+    rng = np.random.default_rng(11)
+    engine = make_engine(module_db_url)
+    try:
+        with engine.begin() as conn:
+            space = ensure_space(conn, _Far, 3.0, 3.0)
+            drop_hnsw_index(conn, space)
+            for name in ("far-a", "far-b"):
+                conn.execute(
+                    sa.text("INSERT INTO sensors (name, site, quadrant) VALUES (:n, 's', 'N')"),
+                    {"n": name},
+                )
+            sids = dict(conn.execute(sa.text("SELECT name, id FROM sensors")).all())
+            recs = [(sids["far-a"], r) for r in range(24)] + [(sids["far-b"], r) for r in (24, 25)]
+            conn.execute(
+                sa.text(
+                    "INSERT INTO recordings (sensor_id, path, sha256, size_bytes, format, "
+                    "sample_rate, channels, duration_s) "
+                    "VALUES (:s, :p, :h, 1, 'wav', 16000, 1, 3000)"
+                ),
+                [{"s": s, "p": f"/far/{r}.wav", "h": f"f{r:063d}"} for s, r in recs],
+            )
+            rows = conn.execute(sa.text("SELECT id, sensor_id FROM recordings ORDER BY id")).all()
+            toward = l2_normalize(np.ones((1, 16)))[0]
+            near = l2_normalize(toward + rng.normal(scale=0.3, size=(24000, 16)))
+            far = l2_normalize(-toward + rng.normal(scale=0.3, size=(2000, 16)))
+            vectors = np.concatenate([near, far]).astype(np.float32)
+            offsets = np.tile(np.arange(1000) * 3.0, 26)
+            copy_windows(conn, space.id, rows, vectors, offsets, 1000, 1)
+            create_hnsw_index(conn, space)
+            conn.execute(sa.text(f"ANALYZE {space.partition}"))
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"SET LOCAL soundscape.exact_budget = {1000 * 16}"))
+            q = toward.astype(np.float32)
+            query, only_b = Query(space, "q", vector=q), Filters(sensors=["far-b"])
+            forced = run(conn, query, only_b, limit=10, strategy="hnsw")
+            assert len(forced) < 10  # the index alone gives up: the trap this test sets
+            auto = run(conn, query, only_b, limit=10)
+            exact = run(conn, query, only_b, limit=10, strategy="exact")
+            assert [h.segment_id for h in auto] == [h.segment_id for h in exact]
+            assert len(auto) == 10 and {h.method for h in auto} == {"exact"}
+    finally:
+        engine.dispose()

@@ -22,7 +22,7 @@ from soundscape.resources import read_sql, sql_dir
 # record the new hash and that migration here.
 FINGERPRINTS = {
     "catalog.sql": ("0022", "6bb74a113158"),
-    "search.sql": ("0025", "01fd1d24e803"),
+    "search.sql": ("0025", "7f213532bcdd"),
     "analytics.sql": ("0022", "ff4b718152ca"),
     "classify.sql": ("0005", "09be065c4b7d"),
     "classifiers.sql": ("0017", "397772116ffd"),
