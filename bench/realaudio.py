@@ -54,8 +54,8 @@ built as each `--index` type in turn (spaces.set_index_type), and `ranger.search
 per query with p_exclude = the query window itself. Queries: one event window (the window that
 overlaps the event most) per label with >= 2 events (labels with the most events first, up to
 `--queries`), plus `--background-queries` background windows. Filter families, fitted to the set's
-metadata: none, ~50 % (quadrants N+E), ~10 % (quadrant N + a time of day range), ~1 % (one
-sensor + time), ~0.1 % (one sensor + time), 1 % + date (quadrant N, the first half of the dates,
+metadata: none, ~50 % (quadrants N+E), ~10 % (quadrant N + a time of day range), ~1 % and ~0.1 %
+(the fewest sensors holding twice that + time), 1 % + date (quadrant N, the first half of the dates,
 + time) and a night time range crossing midnight (22:00 to a fitted end in the morning).
 Routes: auto, hnsw (its own ef_search rule), hnsw at ef 40/100/400 (`--ef`), exact.
 
@@ -582,10 +582,13 @@ def fit_filters(s: Set) -> list[Filter]:
     out.append(Filter("10%", quadrants=["N"], time_from=4 * 3600,
                       time_to=_fit_time(s, qn, 4 * 3600, int(0.10 * n))))  # fmt: skip
     counts = np.bincount(s.sensor, minlength=len(names))
-    one = names[int(np.argmax(counts))]
-    so = Filter("x", sensors=[one]).mask(s)
+    by_size = np.argsort(-counts, kind="stable")
     for name, frac in (("1%", 0.01), ("0.1%", 0.001)):
-        out.append(Filter(name, sensors=[one], time_from=4 * 3600,
+        # the fewest sensors (largest first) holding twice the target, then a time range
+        take = int(np.searchsorted(np.cumsum(counts[by_size]), 2 * frac * n)) + 1
+        chosen = [names[int(i)] for i in by_size[:take]]
+        so = Filter("x", sensors=chosen).mask(s)
+        out.append(Filter(name, sensors=chosen, time_from=4 * 3600,
                           time_to=_fit_time(s, so, 4 * 3600, max(1, int(frac * n)))))  # fmt: skip
     days = np.unique(s.local_day[qn])
     half = int(days[len(days) // 2 - 1]) if len(days) > 1 else int(days[0])
