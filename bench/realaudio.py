@@ -53,7 +53,9 @@ scratch database (bench/common.py ScratchDatabase) as its own space, the space's
 built as each `--index` type in turn (spaces.set_index_type), and `ranger.search_vector` runs
 per query with p_exclude = the query window itself. Queries: one event window (the window that
 overlaps the event most) per label with >= 2 events (labels with the most events first, up to
-`--queries`), plus `--background-queries` background windows. Filter families, fitted to the set's
+`--queries`), `--background-queries` background windows, and each of those labels' clip itself
+as `soundscape search --audio CLIP` embeds it (its windows averaged; the issue's query; not
+excluded from anything). Filter families, fitted to the set's
 metadata: none, ~50 % (quadrants N+E), ~10 % (quadrant N + a time of day range), ~1 % and ~0.1 %
 (the fewest sensors holding twice that + time), 1 % + date (quadrant N, the first half of the dates,
 + time) and a night time range crossing midnight (22:00 to a fitted end in the morning).
