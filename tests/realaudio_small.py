@@ -60,7 +60,7 @@ class SmallStore:
     start_s: np.ndarray
     vectors: np.ndarray
     events: list[Event]
-    embedded: int  # model calls (distinct windows)
+    embedded: int  # distinct windows (each embedded once)
     event_of: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
 
     def event_window(self, e: int) -> int:
@@ -130,6 +130,7 @@ def build_store(
     events_per_label: int = 13,
     seed: int = 22,
     exact_loop: bool = True,
+    cache: Path | None = None,
 ) -> SmallStore:
     """Synthesize, embed (distinct windows once) and COPY the store into ``engine``'s database:
     files round-robin over three sensors (UTC, one file per sensor and night from 2024-05-01
@@ -145,6 +146,16 @@ def build_store(
     cls = get_model_class(model_name)
     files, events = synthesize(n_files, file_s, events_per_label, seed, exact_loop)
     memo: dict[bytes, np.ndarray] = {}
+    # ``cache``: a folder keeping the vectors of distinct windows between runs (by the model's
+    # name and version and the windows' samples), so only a first run pays for the model
+    saved = None
+    if cache is not None:
+        saved = cache / f"{cls.name}-{cls.version}.npz"
+        if saved.exists():
+            z = np.load(saved)
+            memo = {bytes(k): v for k, v in zip(z["keys"], z["vectors"])}
+    known = len(memo)
+    used: set[bytes] = set()
     per_file = []
     for pcm in files:
         x = pcm.astype(np.float32) / 32768
@@ -165,6 +176,12 @@ def build_store(
             for (key, _), v in zip(chunk, model.embed_audio(batch)):
                 memo[key] = v
         per_file.append((starts * HOP_S, np.stack([memo[k] for k in keys])))
+        used.update(keys)
+    if saved is not None and len(memo) > known:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        keys_all = list(memo)
+        np.savez(saved, keys=np.array(keys_all, dtype="S16"),
+                 vectors=np.stack([memo[k] for k in keys_all]))  # fmt: skip
     with engine.begin() as conn:
         space = ensure_space(conn, cls, WINDOW_S, HOP_S)
         for name, site, quadrant in SENSORS:
@@ -212,7 +229,7 @@ def build_store(
         conn.execute(sa.text(f"ANALYZE {space.partition}"))
     store = SmallStore(
         space, np.array(ids), np.array(recs), np.concatenate(starts_all),
-        np.concatenate(vecs), events, len(memo),
+        np.concatenate(vecs), events, len(used),
     )  # fmt: skip
     # the event each window overlaps most (at least min(0.5 s, half the event)), else -1
     store.event_of = np.full(len(ids), -1, np.int64)

@@ -19,7 +19,8 @@ from soundscape.search import Filters, audio_query, run
 
 from .realaudio_small import CLIPS, SHARED_AUDIO, SmallStore, build_store
 
-# about a minute on an idle machine (350 BirdNET windows); `make test-fast` skips it
+# a first run embeds ~350 BirdNET windows (2-3 min on a busy 2-core machine), later runs reuse
+# them from pytest's cache; `make test-fast` skips it
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
@@ -34,10 +35,12 @@ BUILDS = 3
 
 
 @pytest.fixture(scope="module")
-def store(module_db_url):
-    """The store, and each label's clip as `search --audio CLIP` embeds it."""
+def store(module_db_url, request):
+    """The store, and each label's clip as `search --audio CLIP` embeds it. The distinct
+    windows' vectors are kept in pytest's cache: a first run embeds ~350 windows."""
     engine = make_engine(module_db_url)
-    st = build_store(engine, "birdnet", n_files=6, file_s=1500.0, events_per_label=13)
+    cache = request.config.cache.mkdir("realaudio-small")
+    st = build_store(engine, "birdnet", n_files=6, file_s=1500.0, events_per_label=13, cache=cache)
     with engine.connect() as conn:
         queries = {
             label: audio_query(conn, SHARED_AUDIO / "clips" / clip, st.space)
