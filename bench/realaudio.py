@@ -632,7 +632,7 @@ def pick_queries(
         by_label.setdefault(s.event_label[e], []).append(e)
     labels = sorted((lb for lb in by_label if len(by_label[lb]) >= 2),
                     key=lambda lb: (-len(by_label[lb]), lb))[:n_events]  # fmt: skip
-    out = []
+    out: list[dict] = []
     for lb in labels:
         e = by_label[lb][int(rng.integers(len(by_label[lb])))]
         rows = ev_rows[e]
@@ -866,18 +866,18 @@ def evaluate(
             res: dict = {"filter": f.describe(), "rows": int(m.sum()),
                          "selectivity": round(float(m.mean()), 5), "routes": {}}  # fmt: skip
             for name, entries in per.items():
-                rec = np.array([e["recall"] for e in entries])
-                ms = sorted(e["ms"] for e in entries)
+                recalls = np.array([e["recall"] for e in entries])
+                lat = sorted(e["ms"] for e in entries)
                 lab = [e for e in entries if "found" in e]
                 worst = sorted(entries, key=lambda e: (e["recall"], -e["ms"]))[:5]
                 r: dict = {
-                    "recall_at_10": round(float(rec.mean()), 4),
-                    "min": round(float(rec.min()), 2),
-                    "p5": round(float(np.percentile(rec, 5)), 2),
-                    "below_0.8": int((rec < 0.8).sum()),
+                    "recall_at_10": round(float(recalls.mean()), 4),
+                    "min": round(float(recalls.min()), 2),
+                    "p5": round(float(np.percentile(recalls, 5)), 2),
+                    "below_0.8": int((recalls < 0.8).sum()),
                     "max_gap10": round(max(e["gap10"] for e in entries), 4),
-                    "p50_ms": round(statistics.median(ms), 2),
-                    "p95_ms": round(ms[int(0.95 * (len(ms) - 1))], 2),
+                    "p50_ms": round(statistics.median(lat), 2),
+                    "p95_ms": round(lat[int(0.95 * (len(lat) - 1))], 2),
                     "methods": sorted({str(e["method"]) for e in entries}),
                     "worst": [
                         {k: (round(v, 4) if isinstance(v, float) else v) for k, v in e.items()}

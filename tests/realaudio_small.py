@@ -162,11 +162,11 @@ def build_store(
         if model.sample_rate != RATE:
             x = soxr.resample(x, RATE, model.sample_rate).astype(np.float32)
         win, hop = int(WINDOW_S * model.sample_rate), int(HOP_S * model.sample_rate)
-        starts = np.arange((len(x) - win) // hop + 1)
+        index = np.arange((len(x) - win) // hop + 1)
         keys = [hashlib.blake2b(x[j * hop : j * hop + win].tobytes(), digest_size=16).digest()
-                for j in starts]  # fmt: skip
+                for j in index]  # fmt: skip
         todo: dict[bytes, int] = {}
-        for j, key in zip(starts.tolist(), keys):
+        for j, key in zip(index.tolist(), keys):
             if key not in memo:
                 todo.setdefault(key, j)
         items = list(todo.items())
@@ -175,7 +175,7 @@ def build_store(
             batch = np.stack([x[j * hop : j * hop + win] for _, j in chunk])
             for (key, _), v in zip(chunk, model.embed_audio(batch)):
                 memo[key] = v
-        per_file.append((starts * HOP_S, np.stack([memo[k] for k in keys])))
+        per_file.append((index * HOP_S, np.stack([memo[k] for k in keys])))
         used.update(keys)
     if saved is not None and len(memo) > known:
         saved.parent.mkdir(parents=True, exist_ok=True)
