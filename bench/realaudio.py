@@ -766,9 +766,12 @@ def load_db(db, s: Set, space_name: str, model_name: str) -> dict:
     return {"space": space, "offset": offset, "rows": len(s), "copy_s": round(copy_s, 1)}
 
 
-def build_index(db, space, index_type: str):
+def build_index(db, space, index_type: str, check: bool = False):
+    """Build the space's index as ``index_type``; with ``check``, then measure its recall as
+    `soundscape spaces index` does (soundscape.recall: the guard auto follows afterwards)."""
     import sqlalchemy as sa
 
+    from soundscape.recall import check_space
     from soundscape.spaces import set_index_type
 
     with db.db.engine.begin() as conn:
@@ -776,7 +779,16 @@ def build_index(db, space, index_type: str):
         conn.execute(sa.text("SET max_parallel_maintenance_workers = 1"))
         space, build_s = set_index_type(conn, space, index_type)
         size = conn.execute(sa.text(f"SELECT pg_relation_size('{space.partition}_hnsw')")).scalar()
-    return space, {"index_type": index_type, "build_s": round(build_s, 1), "index_bytes": size}
+    out = {"index_type": index_type, "build_s": round(build_s, 1), "index_bytes": size}
+    if check:
+        with db.db.engine.begin() as conn:
+            c = check_space(conn, space)
+        out["check"] = {
+            "recall": round(c.recall, 4), "worst_decile": round(c.recall_worst_decile, 4),
+            "ef_search": c.ef_search, "guard": c.guard, "guard_ef": c.guard_ef,
+            "guard_recall": c.guard_recall, "seconds": round(c.seconds, 1),
+        }  # fmt: skip
+    return space, out
 
 
 SEARCH_SQL = (
@@ -958,7 +970,7 @@ def run_eval(args) -> Path:
             print(f"{name}: {json.dumps(info)}, {uniq} distinct vectors", file=sys.stderr)
             result["variants"][variant] = {}
             for index_type in args.index:
-                space, built = build_index(db, space, index_type)
+                space, built = build_index(db, space, index_type, args.check)
                 print(f"{name} {index_type}: {json.dumps(built)}", file=sys.stderr)
                 filt = evaluate(db, s, space, info["offset"], queries, filters, routes,
                                 tuple(args.label_routes), args.exact_max_rows)  # fmt: skip
@@ -1000,6 +1012,9 @@ def main() -> None:
     p.add_argument("--label-routes", type=csv_, default=["auto", "hnsw"],
                    help="routes that also run at k = 3 x the label's events")  # fmt: skip
     p.add_argument("--home", default=None, help="keep the scratch database in this folder")
+    p.add_argument("--check", action="store_true",
+                   help="measure each index's recall after its build (`spaces check`), so "
+                   "that auto follows the recall guard as it does after `spaces index`")  # fmt: skip
     args = p.parse_args()
     if not 1 <= args.sensors <= len(SENSORS):
         p.error(f"--sensors must be 1-{len(SENSORS)}")
