@@ -970,6 +970,14 @@ def run_eval(args) -> Path:
             print(f"{name}: {json.dumps(info)}, {uniq} distinct vectors", file=sys.stderr)
             result["variants"][variant] = {}
             for index_type in args.index:
+                if args.check:
+                    # users have searched: every other clip query is in the space's recent
+                    # queries (soundscape.recall.log_query) when the check runs
+                    from soundscape.recall import log_query
+
+                    clips = [qd for qd in queries if qd["row"] < 0]
+                    for qd in clips[::2]:
+                        log_query(db.db.engine, space, qd["vec"])
                 space, built = build_index(db, space, index_type, args.check)
                 print(f"{name} {index_type}: {json.dumps(built)}", file=sys.stderr)
                 filt = evaluate(db, s, space, info["offset"], queries, filters, routes,
@@ -1014,7 +1022,8 @@ def main() -> None:
     p.add_argument("--home", default=None, help="keep the scratch database in this folder")
     p.add_argument("--check", action="store_true",
                    help="measure each index's recall after its build (`spaces check`), so "
-                   "that auto follows the recall guard as it does after `spaces index`")  # fmt: skip
+                   "that auto follows the recall guard as it does after `spaces index`; every "
+                   "other clip query is first kept as a recent query, as users' searches are")  # fmt: skip
     args = p.parse_args()
     if not 1 <= args.sensors <= len(SENSORS):
         p.error(f"--sensors must be 1-{len(SENSORS)}")

@@ -261,7 +261,9 @@ def test_auto_never_returns_fewer_than_k_when_the_index_gives_up(module_db_url):
                 ),
                 [{"s": s, "p": f"/far/{r}.wav", "h": f"f{r:063d}"} for s, r in recs],
             )
-            rows = conn.execute(sa.text("SELECT id, sensor_id FROM recordings ORDER BY id")).all()
+            rows = conn.execute(
+                sa.text("SELECT id, sensor_id FROM recordings WHERE path LIKE '/far/%' ORDER BY id")
+            ).all()
             toward = l2_normalize(np.ones((1, 16)))[0]
             near = l2_normalize(toward + rng.normal(scale=0.3, size=(24000, 16)))
             far = l2_normalize(-toward + rng.normal(scale=0.3, size=(2000, 16)))
@@ -282,3 +284,30 @@ def test_auto_never_returns_fewer_than_k_when_the_index_gives_up(module_db_url):
             assert len(auto) == 10 and {h.method for h in auto} == {"exact"}
     finally:
         engine.dispose()
+
+
+def test_recent_queries_are_kept_and_measured(loop_db):
+    """A searched query vector is kept (the newest KEEP_QUERIES per space) and a recall check
+    measures it beside stored windows: a sound clip is not a stored window."""
+    engine, space = loop_db
+    rng = np.random.default_rng(5)
+    vectors = l2_normalize(rng.normal(size=(recall.KEEP_QUERIES + 5, DIM))).astype(np.float32)
+    for v in vectors:
+        recall.log_query(engine, space, v)
+    with engine.begin() as conn:
+        register_vector(conn)
+        kept = conn.execute(
+            sa.text("SELECT count(*) FROM recent_queries WHERE space_id = :s"), {"s": space.id}
+        ).scalar()
+        assert kept == recall.KEEP_QUERIES
+        newest = conn.execute(
+            sa.text(
+                f"SELECT embedding::vector({DIM}) FROM recent_queries WHERE space_id = :s "
+                "ORDER BY id DESC LIMIT 1"
+            ),
+            {"s": space.id},
+        ).scalar()
+        assert np.allclose(newest.to_numpy(), vectors[-1])
+        names = [name for name, _, _ in recall._queries(conn, space, 20, 0)]
+        assert sum(n.startswith("query ") for n in names) == 10
+        assert sum(n.startswith("window ") for n in names) == 10

@@ -1,6 +1,7 @@
 """Search that never silently misses (issue 22): measured recall per space, and its guard.
 
-Table ``index_checks``: each check of a space's HNSW index against exact answers
+Table ``recent_queries``: the newest query vectors searched in each space (kept to a few
+hundred), which the checks measure along with stored windows. Table ``index_checks``: each check of a space's HNSW index against exact answers
 (``soundscape spaces check``, ``soundscape.recall``): when, which index (its type and OID, so a
 rebuilt or dropped index has no check), how many windows and queries, recall@10 and its worst
 decile at auto's ef_search, and the guard it sets: 'none', 'ef' (auto searches with at least
@@ -55,10 +56,24 @@ def upgrade() -> None:
         """
     )
     op.execute("CREATE INDEX index_checks_space ON index_checks (space_id, checked_at DESC)")
+    # the newest query vectors searched in each space (soundscape.recall.log_query): what
+    # people really ask is what a recall check must measure, not only stored windows
+    op.execute(
+        """
+        CREATE TABLE recent_queries (
+            id          bigserial PRIMARY KEY,
+            space_id    integer NOT NULL REFERENCES spaces(id) ON DELETE CASCADE,
+            searched_at timestamptz NOT NULL DEFAULT now(),
+            embedding   vector NOT NULL
+        )
+        """
+    )
+    op.execute("CREATE INDEX recent_queries_space ON recent_queries (space_id, id DESC)")
     op.execute(read_sql("catalog.sql"))
     op.execute(read_sql("search.sql"))
     op.execute(read_sql("analytics.sql"))
 
 
 def downgrade() -> None:
+    op.execute("DROP TABLE IF EXISTS recent_queries")
     op.execute("DROP TABLE IF EXISTS index_checks")

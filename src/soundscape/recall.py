@@ -11,9 +11,11 @@ makes auto scan exactly. The result is a row of ``index_checks`` that ``ranger.s
 and the analytics functions read on every call (``ranger.index_recall``), so the CLI, the web
 page and BI tools all follow it. A rebuilt index has no check until it is measured again.
 
-Queries: windows drawn at random from the space (what its windows look like), the windows of
-that sample farthest from its mean (the distinct sounds, which are what people search for: the
-background is what traps the graph), and the vectors of the space's stored concepts.
+Queries: the space's recent real queries (``log_query``: every auto search by a vector keeps
+its query, the newest ``KEEP_QUERIES`` per space; a sound clip is not a stored window, and on
+real audio such queries are the ones a graph misses), the vectors of its stored concepts,
+windows drawn at random from the space (what its windows look like) and the windows of that
+sample farthest from its mean (the distinct sounds).
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ DEFAULT_QUERIES = 60
 K = 10
 #: windows read to pick the queries (their mean, and the farthest from it)
 SAMPLE = 4000
+#: recent query vectors kept per space (``log_query``), and the share of a check's queries
+#: they may take
+KEEP_QUERIES = 300
+RECENT_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,14 @@ def _queries(
     out: list[tuple[str, np.ndarray, int | None]] = [
         (f"concept {c.name}", np.asarray(c.v.to_numpy(), np.float32), None) for c in concepts
     ]
+    recent = conn.execute(
+        sa.text(
+            f"SELECT id, embedding::vector({space.dimension}) AS v FROM recent_queries "
+            "WHERE space_id = :s ORDER BY id DESC LIMIT :n"
+        ),
+        {"s": space.id, "n": int(n * RECENT_SHARE)},
+    ).all()
+    out += [(f"query {r.id}", np.asarray(r.v.to_numpy(), np.float32), None) for r in recent]
     n_windows = max(0, n - len(out))
     n_far = min(len(ids), n_windows // 2)
     mean = vectors.mean(axis=0)
@@ -352,3 +366,25 @@ def check_grown(engine: Engine) -> list[IndexCheck]:
             if taken and needs_check(conn, space):
                 out.append(check_space(conn, space))
     return out
+
+
+def log_query(engine: Engine, space: Space, vector: np.ndarray) -> None:
+    """Keep a searched query vector for the space's next recall check (``KEEP_QUERIES`` per
+    space, the newest). Best effort, in its own short transaction: a read-only database or a
+    role that may not write (a BI reader) simply keeps nothing."""
+    try:
+        with engine.begin() as conn:
+            register_vector(conn)
+            conn.execute(
+                sa.text("INSERT INTO recent_queries (space_id, embedding) VALUES (:s, :v)"),
+                {"s": space.id, "v": np.asarray(vector, np.float32)},
+            )
+            conn.execute(
+                sa.text(
+                    "DELETE FROM recent_queries WHERE space_id = :s AND id <= (SELECT id FROM "
+                    "recent_queries WHERE space_id = :s ORDER BY id DESC OFFSET :keep LIMIT 1)"
+                ),
+                {"s": space.id, "keep": KEEP_QUERIES},
+            )
+    except sa.exc.DBAPIError:
+        pass

@@ -33,7 +33,7 @@ from soundscape.embedders.base import l2_normalize
 from soundscape.embedders.birdnet import NON_SPECIES_CLASSES
 from soundscape.errors import BadOption, InvalidRequest, SoundscapeError
 from soundscape.queries import Filters, Query, check_filter_names
-from soundscape.recall import guard_note
+from soundscape.recall import guard_note, log_query
 from soundscape.results import Hit, merge_events
 from soundscape.spaces import Space, has_labels, list_spaces, pick_space, supports_text
 from soundscape.speakers import speaker_query, voice_query
@@ -669,4 +669,6 @@ def search(conn: Connection, request: SearchRequest) -> SearchResult:
     guard = None
     if query.vector is not None and request.strategy.lower() == "auto":
         guard = guard_note(conn, query.space)
+        if query.kind != "window":  # a stored window is in the checks' sample anyway
+            log_query(conn.engine, query.space, query.vector)
     return SearchResult(hits=hits, query=query, filters=filters, events=request.events, guard=guard)
