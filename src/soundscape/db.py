@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 from soundscape import cluster, server
+from soundscape.auth import auth_options
 from soundscape.errors import DatabaseError
 from soundscape.resources import migrations_dir
 
@@ -113,27 +114,6 @@ def upgrade(engine: Engine, revision: str = "head") -> list[str]:
     with engine.begin() as conn:
         command.upgrade(alembic_config(conn), revision)
     return cluster.prepare(engine)
-
-
-#: libpq's ``require_auth`` for every connection soundscape makes: the server may ask for no
-#: password (peer, trust, certificates), for SCRAM or for GSSAPI/SSPI, never for the password
-#: in cleartext or as an MD5 hash (a process posing as the server would then learn it).
-NO_CLEARTEXT = "!password,!md5"
-#: ``require_auth`` when soundscape logs in with a password someone typed (web sign-in): SCRAM
-#: only, which also proves the server knows the role's verifier (no ``trust`` server accepts
-#: every password).
-SCRAM_ONLY = "scram-sha-256"
-#: The first libpq with ``require_auth`` (psycopg's binary wheels bring a newer one).
-REQUIRE_AUTH_LIBPQ = 160000
-
-
-def auth_options(require: str = NO_CLEARTEXT) -> dict[str, str]:
-    """libpq connection options that hold soundscape's rule on passwords (``require``: which
-    authentication the server may ask for). Empty with a libpq older than 16, which cannot
-    refuse a server's request (docs/security.md)."""
-    if psycopg.pq.version() < REQUIRE_AUTH_LIBPQ:
-        return {}
-    return {"require_auth": require}
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

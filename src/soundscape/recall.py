@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from soundscape.db import register_vector
 from soundscape.errors import SoundscapeError
-from soundscape.spaces import BIT_CANDIDATES, PCA_CANDIDATES, Space
+from soundscape.spaces import BIT_CANDIDATES, PCA_CANDIDATES, Space, list_spaces
 
 #: a space whose index finds less than this share of the exact top k (mean over the queries)
 #: gets the guard
@@ -333,27 +333,43 @@ def guard_note(conn: Connection, space: Space) -> str | None:
     )
 
 
-def needs_check(conn: Connection, space: Space) -> bool:
-    """Whether the space's index should be measured: it has one, auto uses it (more windows
-    than an exact scan takes), and it was never measured or the space grew by ``GROWTH``."""
+def exact_reason(conn: Connection, space: Space) -> str | None:
+    """Why auto never uses the space's index (so there is nothing to measure), or None: it has
+    no index, or no more windows than auto ranks exactly (``ranger._exact_limit``)."""
     if not has_index(conn, space):
-        return False
-    rows = float(
+        return f"space {space.name} has no HNSW index: every search scans exactly"
+    rows = _rows(conn, space)
+    limit = float(
+        conn.execute(sa.text("SELECT ranger._exact_limit(:d)"), {"d": space.dimension}).scalar()
+        or 0
+    )
+    if rows <= limit:
+        return (
+            f"space {space.name} holds {rows:,.0f} windows, no more than auto ranks exactly "
+            f"({limit:,.0f} of {space.dimension}-d): its searches never miss"
+        )
+    return None
+
+
+def _rows(conn: Connection, space: Space) -> float:
+    return float(
         conn.execute(sa.text("SELECT ranger._space_rows(:s)"), {"s": space.id}).scalar() or 0
     )
-    limit = conn.execute(sa.text("SELECT ranger._exact_limit(:d)"), {"d": space.dimension})
-    if rows <= float(limit.scalar() or 0):
+
+
+def needs_check(conn: Connection, space: Space) -> bool:
+    """Whether the space's index should be measured: auto uses it (``exact_reason`` is None),
+    and it was never measured or the space grew by ``GROWTH`` since."""
+    if exact_reason(conn, space) is not None:
         return False
     last = latest_check(conn, space)
-    return last is None or rows > last.n_windows * (1 + GROWTH)
+    return last is None or _rows(conn, space) > last.n_windows * (1 + GROWTH)
 
 
 def check_grown(engine: Engine) -> list[IndexCheck]:
     """Measure every space whose index needs it (``needs_check``), each in its own
     transaction; called at the end of ingest and by idle workers, off the ingest path. A space
     another process is measuring already is left to it."""
-    from soundscape.spaces import list_spaces
-
     with engine.connect() as conn:
         due = [s for s in list_spaces(conn) if needs_check(conn, s)]
     out = []

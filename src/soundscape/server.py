@@ -52,6 +52,7 @@ from urllib.parse import quote
 import platformdirs
 import psycopg
 
+from soundscape.auth import auth_options
 from soundscape.errors import BadOption, DatabaseError
 
 # platformdirs warns at import when XDG_RUNTIME_DIR is unset (containers, CI): harmless here.
@@ -666,10 +667,8 @@ def start(
 
 def _connect(url: str) -> psycopg.Connection:
     """A superuser connection through the private socket (peer authentication: libpq refuses
-    any request for a password in cleartext or as MD5, soundscape.db.auth_options)."""
+    any request for a password in cleartext or as MD5, soundscape.auth)."""
     from psycopg.conninfo import make_conninfo
-
-    from soundscape.db import auth_options  # soundscape.db imports this module
 
     return psycopg.connect(make_conninfo(url, **auth_options()), autocommit=True)
 

@@ -63,6 +63,7 @@ from soundscape.audio import is_supported
 from soundscape.db import make_engine, raw_connection
 from soundscape.errors import AudioError, ConnectionLost
 from soundscape.ingest import FileResult, Ingestor, describe_counts
+from soundscape.recall import check_grown
 
 log = logging.getLogger(__name__)
 
@@ -419,8 +420,6 @@ class Worker:
     def _check_recall(self) -> None:
         """The queue ran dry: measure the index of each space that grew enough since its last
         recall check (soundscape.recall; off the ingest path, one worker per space)."""
-        from soundscape.recall import check_grown
-
         for result in check_grown(self.queue_engine):  # not ingest_engine: its commits are fenced
             self._say(f"index recall measured: {result.summary()}")
 

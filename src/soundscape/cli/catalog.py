@@ -374,11 +374,15 @@ def spaces_index(
 
 def _check_recall(database: str | None, space_name: str) -> None:
     """Measure a space's index (soundscape.recall) and say what its guard does."""
-    from soundscape.recall import check_space
+    from soundscape.recall import check_space, exact_reason
     from soundscape.spaces import get_space
 
     with open_db(database).engine.begin() as conn:
         space = get_space(conn, space_name)
+        reason = exact_reason(conn, space)
+        if reason:  # auto never uses this index: nothing to guard
+            echo_err(f"{reason}; `soundscape spaces check {space.name}` measures the index anyway")
+            return
         echo_err(f"measuring the recall of {space.name}'s index against exact answers ...")
         result = check_space(conn, space)
     echo_err(result.summary())

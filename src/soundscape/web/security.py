@@ -38,7 +38,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
-from soundscape.db import SCRAM_ONLY, auth_options, make_engine, raw_connection
+from soundscape.auth import SCRAM_ONLY, auth_options
+from soundscape.db import make_engine, raw_connection
 from soundscape.roles import is_reviewer, is_reviewer_login
 
 COOKIE = "soundscape_session"
