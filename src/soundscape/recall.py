@@ -38,8 +38,10 @@ RECALL_WANTED = 0.95
 #: ... or whose worst tenth of queries finds less than this on average: a ranger's rare bird
 #: is one query, not the mean
 WORST_DECILE_WANTED = 0.8
+#: ... or where any query finds less than this (the issue's bar: no query under 0.8)
+MIN_WANTED = 0.8
 #: what the guard's ef_search must reach (above the thresholds, so that a space does not flip
-#: between guarded and not from one check to the next)
+#: between guarded and not from one check to the next), with no query under MIN_WANTED
 GUARD_RECALL = 0.98
 GUARD_WORST_DECILE = 0.9
 #: ef_search values the guard tries, after auto's own (pgvector's range ends at 1,000)
@@ -244,11 +246,11 @@ def check_space(
     base_ef = auto_ef_search(conn, space, k)
     recalls, mean, decile, worst = measure(base_ef)
     guard, guard_ef, g_mean, g_decile = "none", None, None, None
-    if mean < RECALL_WANTED or decile < WORST_DECILE_WANTED:
+    if mean < RECALL_WANTED or decile < WORST_DECILE_WANTED or worst < MIN_WANTED:
         guard = "exact"
         for ef in (e for e in ladder if e > base_ef):
-            _, m, d, _ = measure(ef)
-            if m >= GUARD_RECALL and d >= GUARD_WORST_DECILE:
+            _, m, d, w = measure(ef)
+            if m >= GUARD_RECALL and d >= GUARD_WORST_DECILE and w >= MIN_WANTED:
                 guard, guard_ef, g_mean, g_decile = "ef", ef, m, d
                 break
     order = np.argsort(recalls)[:10]

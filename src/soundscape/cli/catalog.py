@@ -402,8 +402,8 @@ def _check_recall(database: str | None, space_name: str) -> None:
 def spaces_check(space_name: str, queries: int | None, database: str | None, fmt: str) -> None:
     """Measure recall@10 of SPACE's HNSW index against exact answers, and store it.
 
-    When the index finds less than 95 % of the exact top 10 on average, or less than 80 % in
-    its worst tenth of queries, auto search in this space then uses the smallest ef_search
+    When the index finds less than 95 % of the exact top 10 on average, less than 80 % in its
+    worst tenth of queries, or less than 80 % for any one query, auto search in this space then uses the smallest ef_search
     that measured well (or scans exactly) until a later check measures well again; searches
     say so on stderr. Runs by itself after `spaces index` and when a space has grown by a
     quarter since its last check (at the end of ingest and in workers).
