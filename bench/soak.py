@@ -58,7 +58,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -194,7 +194,7 @@ def plan_files(
 ) -> list[FileSpec]:
     """Good files of ``file_s`` seconds (whole seconds) adding up to ``total_s`` per all
     sensors, each sensor's files back to back from 2024-05-01 00:00 UTC, in drop order."""
-    clocks = dict.fromkeys(sensors, datetime(2024, 5, 1, tzinfo=UTC))
+    clocks = dict.fromkeys(sensors, datetime(2024, 5, 1, tzinfo=timezone.utc))
     specs: list[FileSpec] = []
     left = total_s
     while left > 0:
@@ -221,7 +221,7 @@ def plan_files(
 
 def bad_spec(rng: random.Random, sensor: str, kind: str, serial: int) -> FileSpec:
     """A bad file with a recorder name of its own (a year no good file uses)."""
-    start = datetime(2023, 1, 1, tzinfo=UTC) + timedelta(minutes=serial)
+    start = datetime(2023, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=serial)
     how = "abandon" if kind == "half" else "rename"
     return FileSpec(
         sensor,
@@ -257,6 +257,8 @@ class Stats:
     wrong: list[dict[str, Any]] = field(default_factory=list)
     rows_checked: int = 0
     misses: int = 0
+    web_compared: int = 0
+    web_misses: int = 0
     exact_agree: int = 0
     compared: int = 0
 
@@ -740,6 +742,7 @@ class Soak:
                 params["sensor"] = want_sensor
             url = f"http://127.0.0.1:{self.web_port}/search?{urllib.parse.urlencode(params)}"
             down = self.db_down.is_set()
+            before = self.exact_now(space, vector, want_sensor, seg)
             t = now()
             try:
                 with urllib.request.urlopen(url, timeout=60) as resp:
@@ -760,6 +763,37 @@ class Soak:
             hits = body.get("hits", [])
             rows = [(int(h["segment_id"]), float(h["score"])) for h in hits]
             self.verify_rows(rows, vector, space, want_sensor, exclude=seg)
+            if before is not None:  # rows committed before the request that it should have had
+                missed = self.missed(rows, before, 10)
+                with self.lock:
+                    self.stats.web_compared += 1
+                    self.stats.web_misses += len(missed)
+
+    def exact_now(
+        self, space: int, vector: str, sensor: str | None, exclude: int
+    ) -> list[tuple[int, float]] | None:
+        """The exact top 10 over the rows committed now (None if the database is away)."""
+        try:
+            with self.admin() as conn:
+                return [
+                    (int(a), float(b))
+                    for a, b in conn.execute(
+                        "SELECT segment_id, score FROM ranger.search_vector(%s, "
+                        "CAST(%s AS vector), 10, p_sensors => %s, p_exclude => %s, "
+                        "p_strategy => 'exact')",
+                        (space, vector, [sensor] if sensor else None, exclude),
+                    )
+                ]
+        except psycopg.Error:
+            return None
+
+    @staticmethod
+    def missed(got: list[tuple[int, float]], exact: list[tuple[int, float]], k: int) -> list[int]:
+        """Exact rows scoring above the answer's last row (any, if it has fewer than k)
+        that the answer lacks."""
+        ids = {s for s, _ in got}
+        floor = min(sc for _, sc in got) if len(got) >= k else -math.inf
+        return [s for s, sc in exact if s not in ids and sc > floor + SCORE_EPS]
 
     def sql_client(self, i: int) -> None:
         rng = random.Random(self.args.seed * 1000 + i)
@@ -820,15 +854,12 @@ class Soak:
                 self.wrong("rows where exact finds none", strategy=strategy, got=got[:3])
             return
         best = exact[0][1]
-        kth = exact[-1][1]
         for seg, score in got:
             if score > best + SCORE_EPS:
                 self.wrong("a row better than exact's best", strategy=strategy, id=seg, score=score)
         if len(got) < len(exact) and strategy == "auto":
             self.wrong("fewer rows than exact", strategy=strategy, got=len(got), exact=len(exact))
-        got_ids = {s for s, _ in got}
-        floor = min((sc for _, sc in got), default=kth)
-        missed = [s for s, sc in exact if s not in got_ids and sc > floor + SCORE_EPS]
+        missed = self.missed(got, exact, 10)
         with self.lock:
             self.stats.misses += len(missed)
             if not missed and {round(sc, 3) for _, sc in got} == {round(sc, 3) for _, sc in exact}:
@@ -1035,7 +1066,7 @@ class Soak:
             self.shutdown()
         s = self.stats
         report = {
-            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "args": {k: v for k, v in vars(a).items() if k not in ("fault_weights",)},
             "wall_s": round(self.elapsed(), 1),
             "ledger": ledger,
@@ -1058,6 +1089,8 @@ class Soak:
                 "sql_compared_with_exact": s.compared,
                 "sql_same_as_exact": s.exact_agree,
                 "misses": s.misses,
+                "web_compared_with_exact_before": s.web_compared,
+                "web_misses": s.web_misses,
                 "unavailable_during_faults": s.unavailable,
                 "errors": s.errors,
             },
@@ -1182,7 +1215,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     report = Soak(args).run()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = args.out or RESULTS / f"soak-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
+    out = args.out or RESULTS / f"soak-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}.json"
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     led, s = report["ledger"], report["search"]
     print(f"soak: {report['wall_s']:.0f} s wall, {led['good_audio_h']} h of audio in {led['good_files']} "
