@@ -142,3 +142,65 @@ def test_soak_short(tmp_path):
     assert report["search"]["rows_checked"] > 0
     assert report["search"]["wrong_rows"] == 0
     assert r.returncode == 0, r.stdout
+
+
+def test_a_refused_write_retries_the_job_with_its_reason(db_url, engine, run_cli, cli_env):
+    """Found by the soak: a full disk (SQLSTATE 53100) or a lock timeout (55P03) reaches the
+    worker as ConnectionLost (psycopg reports them as OperationalError); the job was left
+    'running' until its lease expired, its reason replaced by "lease ... expired". Now it is
+    queued again at once with the reason, and the next run stores the file once."""
+    import soundfile as sf
+    import sqlalchemy as sa
+
+    from soundscape.worker import Worker, WorkerOptions
+
+    assert run_cli("sensors", "add", "s1").exit_code == 0
+    folder = Path(tempfile.mkdtemp(prefix="soak-clip-"))
+    audio, rate = sf.read(SHARED_AUDIO / "soundscapes" / "xc563936.mp3", dtype="float32")
+    first, clip = folder / "first.wav", folder / "clip.wav"
+    sf.write(first, audio[: rate * 10], rate)
+    sf.write(clip, audio[rate * 10 : rate * 30], rate)
+    said: list[str] = []
+    worker = Worker(db_url, WorkerOptions(lease_s=600, backoff_s=0.1), report=said.append)
+    db = engine.url.database
+    try:
+        for path in (first, clip):
+            r = run_cli("enqueue", str(path), "-s", "s1", "-m", "spectral", "--json")
+            assert r.exit_code == 0, r.output
+        job = worker.claim_next()
+        assert job is not None and job.path == str(first)
+        assert worker.process(job) == "done"  # the space and its partition exist now
+        worker.close()
+        with engine.begin() as conn:  # a DBA's lock_timeout; the lock below outlasts it
+            conn.execute(sa.text(f"ALTER DATABASE \"{db}\" SET lock_timeout = '500ms'"))
+        with engine.connect() as locker, locker.begin():
+            locker.execute(sa.text("LOCK TABLE recordings IN SHARE MODE"))  # blocks INSERT
+            job = worker.claim_next()
+            assert job is not None and job.path == str(clip)
+            assert worker.process(job) == "retry"
+        with engine.connect() as conn:
+            row = conn.execute(
+                sa.text("SELECT status, attempts, last_error FROM jobs WHERE id = :i"),
+                {"i": job.id},
+            ).one()
+        assert row.status == "queued" and row.attempts == 1
+        assert "lock timeout" in row.last_error, row.last_error
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{db}" RESET lock_timeout'))
+        worker.close()
+        time.sleep(0.5)  # the backoff
+        job = worker.claim_next()
+        assert job is not None and job.path == str(clip)
+        assert worker.process(job) == "done"
+    finally:
+        worker.close()
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{db}" RESET lock_timeout'))
+        for p in (first, clip):
+            p.unlink()
+        folder.rmdir()
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM recordings")).scalar() == 2
+        assert (
+            conn.execute(sa.text("SELECT count(*) FROM jobs WHERE status = 'done'")).scalar() == 2
+        )
