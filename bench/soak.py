@@ -258,6 +258,8 @@ class Stats:
     rows_checked: int = 0
     misses: int = 0
     web_compared: int = 0
+    #: SQL answers per strategy and number of missed exact rows
+    miss_histogram: dict[str, int] = field(default_factory=dict)
     web_misses: int = 0
     exact_agree: int = 0
     compared: int = 0
@@ -862,6 +864,8 @@ class Soak:
         missed = self.missed(got, exact, 10)
         with self.lock:
             self.stats.misses += len(missed)
+            key = f"{strategy}: {len(missed)} missed"
+            self.stats.miss_histogram[key] = self.stats.miss_histogram.get(key, 0) + 1
             if not missed and {round(sc, 3) for _, sc in got} == {round(sc, 3) for _, sc in exact}:
                 self.stats.exact_agree += 1
 
@@ -1089,6 +1093,7 @@ class Soak:
                 "sql_compared_with_exact": s.compared,
                 "sql_same_as_exact": s.exact_agree,
                 "misses": s.misses,
+                "sql_answers_by_misses": s.miss_histogram,
                 "web_compared_with_exact_before": s.web_compared,
                 "web_misses": s.web_misses,
                 "unavailable_during_faults": s.unavailable,
