@@ -1119,7 +1119,8 @@ def _verdict(report: dict[str, Any]) -> dict[str, bool]:
     return {
         "no_lost": not led["lost"],
         "no_duplicated": not led["duplicated"] and not led["duplicate_windows"],
-        "no_partial": not led["partial"],
+        "no_partial": not led["partial"] and not led["wrong_duration"],
+        "no_unexpected_recordings": not led["extra_recordings"],
         "bad_files_in_errors_once": not led["bad_not_in_errors_once"] and not led["bad_stored"],
         "no_job_stuck": not led["jobs_left"],
         "no_good_file_failed": not led["failed_jobs_of_good_files"],
