@@ -77,9 +77,10 @@ bench-peer: install
 # The soak under faults (issue 24; not part of CI, a short version is tests/test_soak.py, slow):
 # SOAK_HOURS of field audio through `watch` and 3 workers while faults are injected and 20
 # clients search; the ledger goes to bench/results/soak-*.json (docs/soak.md). Runs as root
-# for the disk-full fault (a tmpfs tablespace); about 2.5 min of drops per hour of audio.
+# for the disk-full fault (a tmpfs tablespace); needs the web extra (serve); about 2.5 min of
+# drops per hour of audio.
 SOAK_HOURS ?= 24
-soak: install
+soak: $(TESTSTAMP)
 	$(BIN)/python bench/soak.py --hours $(SOAK_HOURS)
 
 lint: install
