@@ -30,6 +30,9 @@ is noted in ``ingest_errors`` (retrying a corrupt file is pointless; fix it, the
 that cannot load here, a sensor removed since) is retried: the job goes back to ``queued``
 with ``run_after = now() + min(cap, base * 2**attempts)``, until ``max_attempts`` attempts,
 then it is ``failed`` with the last error. A job whose worker died counts the lost attempt.
+An ingest whose connection failed (or whose write the server refused: a full disk, a lock
+timeout) is retried the same way with its reason when the queue still answers; when the
+database is gone the worker waits for it and the job's lease expires.
 
 **Shutdown.** SIGTERM or SIGINT: the worker stops claiming, abandons the current file at its
 next batch (the ingest transaction rolls back; a file that finishes first is kept), releases
@@ -283,6 +286,7 @@ class Worker:
             if self.stopping():
                 raise Abandoned(f"job {job.id} abandoned: the worker is stopping")
 
+        lost: ConnectionLost | None = None
         try:
             try:
                 ingestor = self._ingestor(job.config)
@@ -291,6 +295,8 @@ class Worker:
             self._armed, ingestor.on_batch = armed, check
             try:
                 result = ingestor.ingest_file(Path(job.path))
+            except ConnectionLost as exc:
+                lost = exc
             finally:
                 self._armed, ingestor.on_batch = None, None
         except (KeyboardInterrupt, SystemExit):
@@ -301,6 +307,15 @@ class Worker:
             raise
         finally:
             heartbeat.stop()
+        if lost is not None:
+            # The ingest's connection failed, or the server refused a write in a way psycopg
+            # reports alike (a full disk, a lock timeout): nothing of the file was stored. If the
+            # queue answers, the job is retried with that reason (not left running until its
+            # lease expires, its reason lost); if not, the caller waits for the database.
+            try:
+                return self._failed(job, fence, lost, str(lost))
+            except sa.exc.SQLAlchemyError:
+                raise lost from None
 
         took = time.monotonic() - started
         if result.status != "failed":

@@ -71,6 +71,27 @@ def _config_options(f):
     return f
 
 
+def _open_db_waiting(database: str | None, poll_s: float, what: str):
+    """Open the database, waiting (a service) while it cannot be reached: a worker or watcher
+    started during a restart or a crash recovery of the server would otherwise exit. Other
+    problems (a schema to upgrade, a bad option) still stop the command at once."""
+    import sqlalchemy as sa
+
+    from soundscape.errors import DatabaseError
+
+    said = False
+    while True:
+        try:
+            return open_db(database)
+        except DatabaseError as exc:
+            if not isinstance(exc.__cause__, sa.exc.OperationalError):
+                raise
+            if not said:
+                echo_err(f"{what}: {exc}; waiting for the database (Ctrl-C to stop)")
+                said = True
+            time.sleep(poll_s)
+
+
 def _plan(
     conn, sensor: str, model_opts: tuple[str, ...], window, hop, allow_gaps: bool, replace: bool
 ):
@@ -206,11 +227,13 @@ def worker(concurrency, once, lease, max_attempts, poll, backoff, quiet, databas
     Any number of workers, on any machines sharing the database, can run side by side. A bad
     file fails its job at once; other errors are retried with exponential backoff. SIGTERM or
     Ctrl-C abandons the current file (nothing of it is kept), puts its job back and exits.
+    An unreachable database (at start or later) is waited for, except with --once.
     Exit code: 0; 1 with --once if a job failed; 130 after Ctrl-C.
     """
     from soundscape.worker import WorkerOptions, run_workers
 
-    database_ = open_db(database)
+    # --once (cron, tests) reports an unreachable database at once; a service waits for it
+    database_ = open_db(database) if once else _open_db_waiting(database, poll, "worker")
     url = database_.url
     database_.engine.dispose()
     options = WorkerOptions(
@@ -273,14 +296,15 @@ def watch(
 
     The folder is polled every --interval seconds; a file still being written (its size or
     mtime changing) is queued only after it has been stable for --settle seconds. Files
-    already queued or stored are skipped. Run `soundscape worker` to ingest them.
+    already queued or stored are skipped. An unreachable database is waited for. Run
+    `soundscape worker` to ingest them.
     """
     import sqlalchemy as sa
 
     from soundscape import jobs
     from soundscape.worker import Watcher
 
-    database_ = open_db(database)
+    database_ = _open_db_waiting(database, interval, "watch")
     with database_.engine.connect() as conn:
         plan = _plan(conn, sensor, model_opts, window, hop, allow_gaps, replace)
     echo_err(
