@@ -191,6 +191,18 @@ def create_app(config: WebConfig | None = None, database: Database | None = None
             return JSONResponse({"error": message}, status_code=status_code)
         return render(request, "error.html", status_code=status_code, message=message)
 
+    @app.exception_handler(sa.exc.OperationalError)
+    @app.exception_handler(sa.exc.DisconnectionError)
+    async def database_unreachable(request: Request, exc: Exception) -> Response:
+        """The database is stopped or restarting: a 503 that says so, not a 500 and a
+        traceback (found by the soak, docs/soak.md); the next request tries again."""
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        return error(
+            request,
+            f"the database cannot be reached right now ({reason}); try again in a moment",
+            503,
+        )
+
     @app.exception_handler(SoundscapeError)
     async def soundscape_error(request: Request, exc: SoundscapeError) -> Response:
         status = 400
