@@ -20,6 +20,7 @@ sample farthest from its mean (the distinct sounds).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -288,15 +289,9 @@ def _store(conn: Connection, space: Space, c: IndexCheck) -> None:
             "gr": c.guard_recall,
             "gd": c.guard_worst_decile,
             "sec": c.seconds,
-            "det": _json({"worst": c.worst}),
+            "det": json.dumps({"worst": c.worst}),
         },  # fmt: skip
     )
-
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value)
 
 
 @dataclass(frozen=True)
