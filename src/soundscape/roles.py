@@ -299,6 +299,21 @@ def _apply_limits(
     ]
 
 
+def _caller(raw: PgConnection, settings: dict[str, str], warnings: list[str]) -> tuple[bool, str]:
+    """(whether the caller is a superuser, the database's name); ``settings`` checked, less
+    ``temp_file_limit`` (with a warning) when only a superuser could set it."""
+    row = raw.execute(
+        "SELECT rolsuper, current_database() FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()
+    assert row is not None
+    superuser, dbname = row
+    if not superuser:
+        settings.pop("temp_file_limit")
+        warnings.append("temp_file_limit not set: only a superuser may set it")
+    _check_settings(raw, settings)
+    return bool(superuser), str(dbname)
+
+
 def create_reader(
     engine: Engine,
     password: str,
@@ -326,15 +341,7 @@ def create_reader(
     try:
         with engine.begin() as conn:
             raw = raw_connection(conn)
-            row = raw.execute(
-                "SELECT rolsuper, current_database() FROM pg_roles WHERE rolname = current_user"
-            ).fetchone()
-            assert row is not None
-            superuser, dbname = row
-            if not superuser:
-                settings.pop("temp_file_limit")
-                warnings.append("temp_file_limit not set: only a superuser may set it")
-            _check_settings(raw, settings)
+            superuser, dbname = _caller(raw, settings, warnings)
             kind = role_kind(raw, name)
             _refuse_other_kind(name, kind, "reader")
             if kind is None:
@@ -471,15 +478,7 @@ def create_reviewer(
     try:
         with engine.begin() as conn:
             raw = raw_connection(conn)
-            row = raw.execute(
-                "SELECT rolsuper, current_database() FROM pg_roles WHERE rolname = current_user"
-            ).fetchone()
-            assert row is not None
-            superuser, dbname = row
-            if not superuser:
-                settings.pop("temp_file_limit")
-                warnings.append("temp_file_limit not set: only a superuser may set it")
-            _check_settings(raw, settings)
+            superuser, dbname = _caller(raw, settings, warnings)
             if not raw.execute(
                 "SELECT 1 FROM pg_roles WHERE rolname = %s", [REVIEWER_ROLE]
             ).fetchone():
