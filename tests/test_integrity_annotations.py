@@ -7,6 +7,7 @@ stored, whoever wrote them (the database now refuses them too: migration 0025)."
 from __future__ import annotations
 
 import csv
+import io
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import sqlalchemy as sa
 
 from soundscape import annotations as ann
 from soundscape.errors import AnnotationError, AnnotationImportError
+from soundscape.export import table_cell
+from soundscape.output import emit, from_spreadsheet
 from tests.conftest import Cli, real_audio
 
 DOG, CROW = real_audio("firetruck.ogg"), real_audio("crow.ogg")
@@ -189,3 +192,24 @@ def test_the_database_refuses_them_from_any_client(db, values: str, message: str
                 {"dog": dog, "crow_window": crow_window},
             )
         conn.rollback()
+
+
+def test_listings_and_search_tables_escape_formulas(db, conn, tmp_path: Path) -> None:
+    """``--csv`` of every listing (one writer: soundscape.output) and the Raven tables of
+    search results quote a cell a spreadsheet would run; numbers (a negative score) stay."""
+    run, _, dog, _ = db
+    for i, text in enumerate(FORMULAS):
+        ann.add_annotation(conn, dog, i * 0.5, i * 0.5 + 0.5, text, author=text)
+    conn.commit()
+    listed = list(csv.DictReader(run("annotate", "list", "--csv").stdout.splitlines()))
+    assert len(listed) == len(FORMULAS)
+    assert all(r["label"].startswith("'") and r["author"].startswith("'") for r in listed)
+    assert sorted(from_spreadsheet(r["label"]) for r in listed) == sorted(FORMULAS)
+    conn.execute(sa.text("DELETE FROM annotations"))
+    conn.commit()
+
+    assert table_cell("=1+2") == "'=1+2" and table_cell("-0.2500") == "-0.2500"
+    assert table_cell("a\tb\nc") == "a b c"
+    out = io.StringIO()
+    emit([{"label": "@SUM(A1)", "score": -0.5, "n": -3, "meta": {"=": 1}}], "csv", out=out)
+    assert out.getvalue().splitlines()[1] == '\'@SUM(A1),-0.5,-3,"{""="": 1}"'

@@ -30,6 +30,7 @@ from sqlalchemy.engine import Connection
 
 from soundscape.errors import AnnotationError, AnnotationImportError
 from soundscape.export import slug as _slug
+from soundscape.output import from_spreadsheet, spreadsheet_safe
 from soundscape.queries import Filters, check_filter_names
 from soundscape.spaces import get_space, list_spaces
 
@@ -63,10 +64,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 #: How far (Hz) a band may pass the recording's Nyquist frequency and still be accepted (then
 #: clipped to it): files round frequencies.
 NYQUIST_TOLERANCE_HZ = 1.0
-
-#: First characters that make a spreadsheet read a cell as a formula (OWASP "CSV injection"):
-#: an exported text cell starting with one gets a leading ``'``, which import removes again.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 # ------------------------------------------------------------------------------- records
@@ -803,13 +800,6 @@ def _is_spectrogram(cells: list[str], view: int | None) -> bool:
     return (_at(cells, view) or "").lower().startswith("spectrogram")
 
 
-def _text(cell: str | None) -> str | None:
-    """A text cell as exported: the ``'`` that ``_safe`` put before a formula removed."""
-    if cell and cell[0] == "'" and cell[1:2] and cell[1] in (*_FORMULA_START, "'"):
-        return cell[1:]
-    return cell
-
-
 def _unescape_note(cell: str | None) -> str | None:
     """A Raven note as ``_escape_note`` wrote it: ``\\t``, ``\\n``, ``\\r``, ``\\\\``."""
     if not cell or "\\" not in cell:
@@ -910,7 +900,7 @@ def _parse_raven(
             offset = _optional_number(cell(c_offset), "File Offset (s)")
             if offset is not None:  # BirdNET's combined tables: Begin Time runs across files
                 begin, end = offset, offset + (end - begin)
-            path_cell = _text(cell(c_path))
+            path_cell = from_spreadsheet(cell(c_path))
             if path_cell and fixed is None:
                 rec = recs.find(path_cell)
             else:
@@ -928,10 +918,10 @@ def _parse_raven(
                     rec,
                     begin,
                     end,
-                    _text(cell(c_label)),
+                    from_spreadsheet(cell(c_label)),
                     verdict_cell if c_verdict is not None else "yes",
-                    author=_text(cell(c_author)),
-                    note=_unescape_note(_text(cell(c_note))) or None,
+                    author=from_spreadsheet(cell(c_author)),
+                    note=_unescape_note(from_spreadsheet(cell(c_note))) or None,
                     low_hz=_optional_number(cell(c_low), "Low Freq (Hz)"),
                     high_hz=_optional_number(cell(c_high), "High Freq (Hz)"),
                     window_id=_int_or_none(cell(c_window)),
@@ -1016,17 +1006,17 @@ def _parse_csv(
             unreviewed += 1
             continue
         try:
-            rec = fixed if fixed is not None else recs.find(_text(cell("path")) or "")
+            rec = fixed if fixed is not None else recs.find(from_spreadsheet(cell("path")) or "")
             rows.append(
                 _Row(
                     line_no,
                     rec,
                     _number(cell("start_s"), "start_s"),
                     _number(cell("end_s"), "end_s"),
-                    _text(cell("label")),
+                    from_spreadsheet(cell("label")),
                     verdict,
-                    author=_text(cell("author")),
-                    note=_text(cell("note")) or None,
+                    author=from_spreadsheet(cell("author")),
+                    note=from_spreadsheet(cell("note")) or None,
                     low_hz=_optional_number(cell("low_hz"), "low_hz"),
                     high_hz=_optional_number(cell("high_hz"), "high_hz"),
                     window_id=_int_or_none(cell("segment_id")),
@@ -1250,16 +1240,6 @@ def _clean(text: str | None) -> str:
     return " ".join((text or "").replace("\t", " ").splitlines())
 
 
-def _safe(value: Any) -> Any:
-    """A text cell a spreadsheet will not run: one starting with ``=``, ``+``, ``-``, ``@``, a
-    tab or a carriage return (a formula: ``=cmd|' /C calc'!A0``, ``+SUM(..)``) gets a leading
-    ``'`` (OWASP's CSV injection advice), as does one starting with ``'`` so that the import
-    (``_text``) can remove exactly the one it added."""
-    if isinstance(value, str) and value[:1] in (*_FORMULA_START, "'"):
-        return "'" + value
-    return value
-
-
 def _escape_note(text: str | None) -> str:
     """A note in one Raven cell: tabs, line breaks and backslashes as ``\\t``, ``\\n``,
     ``\\r``, ``\\\\`` (``_unescape_note`` reads them back)."""
@@ -1320,7 +1300,12 @@ def export(
                     low_hz=_num(a.low_hz),
                     high_hz=_num(a.high_hz),
                 )
-                w.writerow(["" if row.get(c) is None else _safe(row.get(c)) for c in CSV_COLUMNS])
+                w.writerow(
+                    [
+                        "" if row.get(c) is None else spreadsheet_safe(row.get(c))
+                        for c in CSV_COLUMNS
+                    ]
+                )
         out.written.append(target)
         return out
 
@@ -1350,8 +1335,8 @@ def export(
                 cells = [
                     n, "Spectrogram 1", 1, _num(a.start_s), _num(a.end_s),
                     "0" if full else _num(a.low_hz), _num(nyquist) if full else _num(a.high_hz),
-                    _safe(a.path), _num(a.start_s), _safe(_clean(a.label)), a.verdict,
-                    _safe(_clean(a.author)), _safe(_escape_note(a.note)), a.source,
+                    spreadsheet_safe(a.path), _num(a.start_s), spreadsheet_safe(_clean(a.label)), a.verdict,
+                    spreadsheet_safe(_clean(a.author)), spreadsheet_safe(_escape_note(a.note)), a.source,
                     a.local.isoformat(sep=" ", timespec="seconds") if a.local else "",
                     a.id, "" if a.segment_id is None else a.segment_id,
                 ]  # fmt: skip

@@ -16,6 +16,7 @@ import soundfile as sf
 from soundscape.audio import decode_span, probe
 from soundscape.errors import SoundscapeError, StoredFileChanged
 from soundscape.media_files import StoredFile, open_stored
+from soundscape.output import spreadsheet_safe
 from soundscape.plots import spectrogram_png
 from soundscape.results import Hit
 from soundscape.spaces import Space
@@ -111,8 +112,9 @@ def _by_recording(hits: list[Hit]) -> dict[int, list[tuple[int, Hit]]]:
     return groups
 
 
-def _cell(value: object) -> str:
-    return " ".join(str(value).split("\t")).replace("\n", " ")
+def table_cell(value: object) -> str:
+    """One cell of a tab-separated table: no tab or line break, no formula a spreadsheet runs."""
+    return " ".join(str(spreadsheet_safe(value)).split("\t")).replace("\n", " ")
 
 
 def export_raven(
@@ -141,7 +143,7 @@ def export_raven(
                 hit.local.isoformat(sep=" ", timespec="seconds") if hit.local else "",
                 hit.segment_id,
             ]  # fmt: skip
-            lines.append("\t".join(_cell(c) for c in cells))
+            lines.append("\t".join(table_cell(c) for c in cells))
         table = folder / f"{slug(PurePath(path).stem)}.r{recording_id}.selections.txt"
         table.write_text("\n".join(lines) + "\n", encoding="utf-8")
         out.written.append(table)
@@ -164,7 +166,8 @@ def export_audacity(hits: list[Hit], folder: Path, label: str) -> ExportResult:
         stem = slug(PurePath(ranked[0][1].path).stem)
         name = stem if stems[stem] == 1 else f"{stem}.r{recording_id}"
         lines = [
-            f"{hit.start_s:.3f}\t{hit.end_s:.3f}\t{_cell(hit.label or label)}" for _, hit in ranked
+            f"{hit.start_s:.3f}\t{hit.end_s:.3f}\t{table_cell(hit.label or label)}"
+            for _, hit in ranked
         ]
         track = folder / f"{name}.txt"
         track.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -33,6 +33,36 @@ def printable(text: str, keep: str = "") -> str:
     return _CONTROL.sub(escape, text)
 
 
+#: First characters that make a spreadsheet read a cell as a formula (OWASP "CSV injection")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell a spreadsheet will not run: one starting with ``=``, ``+``, ``-``, ``@``, a
+    tab or a carriage return (a formula: ``=cmd|' /C calc'!A0``, ``+SUM(..)``) gets a leading
+    ``'`` (OWASP's CSV injection advice), as does one starting with ``'`` so that
+    :func:`from_spreadsheet` can remove exactly the one added. A number written as text
+    (``-0.25``) stays as it is."""
+    if isinstance(value, str) and value[:1] in (*_FORMULA_START, "'") and not _number(value):
+        return "'" + value
+    return value
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def from_spreadsheet(cell: str | None) -> str | None:
+    """A text cell as :func:`spreadsheet_safe` wrote it, the ``'`` it added removed."""
+    if cell and cell[0] == "'" and cell[1:2] and cell[1] in (*_FORMULA_START, "'"):
+        return cell[1:]
+    return cell
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, datetime | date | time):
         return value.isoformat()
@@ -47,13 +77,16 @@ def plain_row(row: dict[str, Any], columns: Sequence[str]) -> dict[str, Any]:
 
 
 def _csv_cell(value: Any) -> str:
-    """A CSV cell: floats in full (shortest round-trip) precision, JSON for nested values."""
+    """A CSV cell: floats in full (shortest round-trip) precision, JSON for nested values,
+    text that a spreadsheet would run as a formula quoted (:func:`spreadsheet_safe`)."""
     if value is None:
         return ""
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, dict | list):
-        return json.dumps(value, default=str)
+        return str(spreadsheet_safe(json.dumps(value, default=str)))
+    if isinstance(value, str):
+        return str(spreadsheet_safe(value))
     return str(_plain(value))
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from soundscape.classifiers import Classifier, pick_for_review
 from soundscape.concepts import concept_query
 from soundscape.errors import SoundscapeError
-from soundscape.export import export_clips
+from soundscape.export import export_clips, table_cell
 from soundscape.media_files import StoredFile
 from soundscape.queries import Filters
 from soundscape.results import Hit
@@ -119,7 +119,7 @@ def write_batch(
             hit.local.isoformat(sep=" ", timespec="seconds") if hit.local else "",
             Path(hit.clip).name if hit.clip else "",
         ]  # fmt: skip
-        lines.append("\t".join(str(c).replace("\t", " ") for c in cells))
+        lines.append("\t".join(table_cell(c) for c in cells))
     folder.mkdir(parents=True, exist_ok=True)
     table.write_text("\n".join(lines) + "\n", encoding="utf-8")
     batch.written.append(table)
