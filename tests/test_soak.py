@@ -15,6 +15,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pytest
 
+from tests.conftest import real_audio
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_AUDIO = ROOT.parent / "shared" / "audio"
 
@@ -145,10 +147,13 @@ def test_soak_short(tmp_path):
 
 
 def test_a_refused_write_retries_the_job_with_its_reason(db_url, engine, run_cli, cli_env):
-    """Found by the soak: a full disk (SQLSTATE 53100) or a lock timeout (55P03) reaches the
+    """Found by the soak: a full disk (SQLSTATE 53100) or a lock timeout (55P03) reached the
     worker as ConnectionLost (psycopg reports them as OperationalError); the job was left
-    'running' until its lease expired, its reason replaced by "lease ... expired". Now it is
-    queued again at once with the reason, and the next run stores the file once."""
+    'running' until its lease expired, its reason replaced by "lease ... expired", and every
+    such outage used up an attempt (finding 5). Now it is queued again at once with the
+    reason as an interruption, not an attempt (``--max-attempts 1`` still leaves it a try),
+    ``soundscape ingest`` says what the server refused (finding 3), and the next run stores
+    the file once."""
     import soundfile as sf
     import sqlalchemy as sa
 
@@ -161,7 +166,8 @@ def test_a_refused_write_retries_the_job_with_its_reason(db_url, engine, run_cli
     sf.write(first, audio[: rate * 10], rate)
     sf.write(clip, audio[rate * 10 : rate * 30], rate)
     said: list[str] = []
-    worker = Worker(db_url, WorkerOptions(lease_s=600, backoff_s=0.1), report=said.append)
+    options = WorkerOptions(lease_s=600, backoff_s=0.1, max_attempts=1)
+    worker = Worker(db_url, options, report=said.append)
     db = engine.url.database
     try:
         for path in (first, clip):
@@ -178,12 +184,19 @@ def test_a_refused_write_retries_the_job_with_its_reason(db_url, engine, run_cli
             job = worker.claim_next()
             assert job is not None and job.path == str(clip)
             assert worker.process(job) == "retry"
+            # the same refusal in `soundscape ingest`: not "lost the connection"
+            r = run_cli("ingest", str(clip), "-s", "s1", "-m", "spectral")
+            assert r.exit_code == 1
+            assert "refused to store" in r.output and "lock" in r.output, r.output
+            assert "lost the connection" not in r.output
         with engine.connect() as conn:
             row = conn.execute(
-                sa.text("SELECT status, attempts, last_error FROM jobs WHERE id = :i"),
+                sa.text(
+                    "SELECT status, attempts, interruptions, last_error FROM jobs WHERE id = :i"
+                ),
                 {"i": job.id},
             ).one()
-        assert row.status == "queued" and row.attempts == 1
+        assert row.status == "queued" and row.attempts == 1 and row.interruptions == 1
         assert "lock timeout" in row.last_error, row.last_error
         with engine.begin() as conn:
             conn.execute(sa.text(f'ALTER DATABASE "{db}" RESET lock_timeout'))
@@ -204,3 +217,67 @@ def test_a_refused_write_retries_the_job_with_its_reason(db_url, engine, run_cli
         assert (
             conn.execute(sa.text("SELECT count(*) FROM jobs WHERE status = 'done'")).scalar() == 2
         )
+
+
+def test_outages_do_not_use_up_attempts(db_url, engine, run_cli, cli_env):
+    """Soak finding 5: a job interrupted by outages failed after max_attempts although its
+    file was good. A lease that ran out because the database restarted (its last heartbeat
+    is older than the server's start) is an interruption; a lease that ran out while the
+    server ran (the worker died, maybe of the file) still counts; and after
+    ``jobs.MAX_INTERRUPTIONS`` interruptions the job fails all the same."""
+    import sqlalchemy as sa
+
+    from soundscape import jobs
+    from soundscape.worker import Worker, WorkerOptions
+
+    assert run_cli("sensors", "add", "s1").exit_code == 0
+    clip = real_audio("crow.ogg")
+    assert run_cli("enqueue", str(clip), "-s", "s1", "-m", "spectral").exit_code == 0
+    worker = Worker(db_url, WorkerOptions(lease_s=600, max_attempts=2), report=lambda m: None)
+
+    def expire(before_restart: bool) -> None:
+        heartbeat = (
+            "pg_postmaster_start_time() - interval '1 minute'" if before_restart else "now()"
+        )
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    f"UPDATE jobs SET heartbeat_at = {heartbeat}, "
+                    "locked_until = now() - interval '1 second' WHERE status = 'running'"
+                )
+            )
+
+    try:
+        first = worker.claim_next()
+        assert first is not None and (first.attempts, first.interruptions) == (1, 0)
+        for n in range(1, 4):  # the database restarted under it, three times
+            expire(before_restart=True)
+            job = worker.claim_next()
+            assert job is not None and (job.attempts, job.interruptions) == (n + 1, n)
+            assert job.counted == 1 and "the database restarted" in (job.last_error or "")
+        expire(before_restart=False)  # a worker died while the server ran: counts
+        job = worker.claim_next()
+        assert job is not None and job.counted == 2 and "restarted" not in (job.last_error or "")
+        expire(before_restart=False)  # and a third counted attempt is over the limit
+        assert worker.claim_next() is None
+        with engine.connect() as conn:
+            status, error = conn.execute(sa.text("SELECT status, last_error FROM jobs")).one()
+        assert status == "failed" and "gave up after 2 attempt(s)" in error
+
+        with engine.begin() as conn:  # interrupted too often fails too
+            conn.execute(
+                sa.text(
+                    "UPDATE jobs SET status = 'queued', attempts = 0, "
+                    "interruptions = 0, run_after = now()"
+                )
+            )
+            job = jobs.claim(conn, "w", 600)
+            assert job is not None
+            conn.execute(
+                sa.text("UPDATE jobs SET interruptions = :n"), {"n": jobs.MAX_INTERRUPTIONS - 1}
+            )
+            assert jobs.interrupt(conn, jobs.Fence.of(job), "disk full", retry_in=0) == "failed"
+            error = conn.execute(sa.text("SELECT last_error FROM jobs")).scalar()
+        assert error.startswith(f"interrupted {jobs.MAX_INTERRUPTIONS} times; last: disk full")
+    finally:
+        worker.close()

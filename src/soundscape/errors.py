@@ -31,6 +31,12 @@ class ConnectionLost(DatabaseError):
     was in progress was rolled back, and running the same command again resumes."""
 
 
+class ServerRefused(DatabaseError):
+    """The server refused to store work for a reason of its own, not of the data: a full disk,
+    no memory, too many connections, a lock or statement timeout, an I/O error. What was in
+    progress was rolled back; once the cause is gone, the same command resumes."""
+
+
 class FileChanged(SoundscapeError):
     """A file changed while it was being ingested; nothing of it was stored."""
 

@@ -34,6 +34,7 @@ from soundscape.errors import (
     AudioError,
     ConnectionLost,
     FileChanged,
+    ServerRefused,
     SoundscapeError,
     StoredFileChanged,
 )
@@ -256,12 +257,50 @@ def check_unchanged(path: Path | OpenedFile, identity: tuple[int, int, int, int]
         )
 
 
+#: SQLSTATEs of a connection that is gone besides class 08 (connection exception): the server
+#: shut down (57P01 admin, 57P02 crash) or is starting or stopping (57P03)
+_GONE = ("57P01", "57P02", "57P03")
+
+#: what to do when the server refuses a write, by SQLSTATE (or its class's first two characters)
+_REFUSED = {
+    "53100": "the database's disk is full: free space on it (`soundscape db status` shows "
+    "the data folder)",
+    "53200": "the server ran out of memory: stop other work on it",
+    "53300": "the server has too many connections: close some",
+    "53": "the server lacks a resource it needs",
+    "55P03": "another session holds a lock it needed (a lock timeout): wait for it",
+    "57014": "a statement was cancelled or timed out: check statement_timeout",
+    "58": "the server had an I/O error: check its disk and log",
+}
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    return getattr(orig, "sqlstate", None) if isinstance(orig, psycopg.Error) else None
+
+
 def connection_lost(exc: BaseException) -> bool:
-    """True if a database error means the connection itself is gone (server stopped,
-    network down), as opposed to a problem with the data of one file."""
-    if isinstance(exc, sa.exc.DBAPIError):
-        return exc.connection_invalidated or isinstance(exc.orig, psycopg.OperationalError)
-    return isinstance(exc, psycopg.OperationalError)  # from the raw COPY cursor
+    """True if a database error means the connection itself is gone (server stopped or
+    restarting, network down), as opposed to a refusal of the server (:func:`refused`) or a
+    problem with the data of one file. psycopg raises ``OperationalError`` for both; only a
+    client-side failure (no SQLSTATE), class 08 and 57P01-57P03 are a lost connection."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    if not isinstance(orig, psycopg.OperationalError):
+        return False
+    state = orig.sqlstate
+    return state is None or state.startswith("08") or state in _GONE
+
+
+def refused(exc: BaseException) -> str | None:
+    """What to do, if the server refused a write for a reason of its own (full disk, no
+    memory, too many connections, a lock or statement timeout, an I/O error: SQLSTATE classes
+    53 and 58, 55P03, 57014); None for anything else."""
+    state = _sqlstate(exc)
+    if state is None or connection_lost(exc):
+        return None
+    return _REFUSED.get(state) or _REFUSED.get(state[:2])
 
 
 #: how many times a transaction that lost a deadlock (or a serialization conflict) is tried
@@ -439,6 +478,14 @@ class Ingestor:
                     f"lost the connection to the database while storing {path} ({reason}); "
                     "nothing of that file was stored. Check that the database runs "
                     "(`soundscape db status`), then run the same command again to resume."
+                ) from exc
+            advice = refused(exc)
+            if advice is not None:
+                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+                raise ServerRefused(
+                    f"the database refused to store {path} for now ({reason}); nothing of that "
+                    f"file was stored. {advice[0].upper()}{advice[1:]}, then run the same "
+                    "command again to resume."
                 ) from exc
             log.debug("ingest of %s failed", path, exc_info=True)
             orig = getattr(exc, "orig", None) or exc

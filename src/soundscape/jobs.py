@@ -16,6 +16,14 @@ Workers on any number of machines coordinate through this table only:
 - **Retry.** A retryable failure puts the job back to ``queued`` with
   ``run_after = now() + min(cap, base * 2**attempts)``; after ``max_attempts`` it is
   ``failed``. A bad file is failed at once (see ``soundscape.worker`` for the rule).
+- **Interruptions.** A claim that ended without a fault of the file's own is an
+  *interruption*, not an attempt: the worker lost its connection, the server refused the write
+  (full disk, lock timeout; :func:`interrupt`), or the database restarted under it (a lease
+  whose last heartbeat is older than the server's start, seen at the next claim). The budget
+  of ``max_attempts`` is charged ``attempts - interruptions`` (:func:`Job.counted`), so a
+  long file outlives any outage; after ``MAX_INTERRUPTIONS`` it fails all the same, in case
+  it is the file that brings the server down. A lease that expired while the server ran (the
+  worker died: maybe of this file) counts as an attempt.
 """
 
 from __future__ import annotations
@@ -44,10 +52,14 @@ STATUSES = ("queued", "running", "done", "failed")
 DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_BACKOFF_S = 30.0
 BACKOFF_CAP_S = 3600.0
+#: interruptions after which a job fails anyway (see the module doc)
+MAX_INTERRUPTIONS = 50
+#: the longest wait before a job interrupted by an outage is tried again
+INTERRUPTED_CAP_S = 300.0
 
 _COLUMNS = (
     "id, path, sensor, models, window_s, hop_s, replace, status, priority, attempts, "
-    "max_attempts, run_after, locked_by, locked_until, heartbeat_at, created_at, started_at, "
+    "interruptions, max_attempts, run_after, locked_by, locked_until, heartbeat_at, created_at, started_at, "
     "finished_at, last_error, result"
 )
 
@@ -61,8 +73,12 @@ UPDATE jobs SET
     started_at = now(),
     finished_at = NULL,
     attempts = attempts + 1,
+    interruptions = interruptions + CASE WHEN status = 'running'
+        AND heartbeat_at < pg_postmaster_start_time() THEN 1 ELSE 0 END,
     last_error = CASE WHEN status = 'running'
         THEN 'lease of ' || locked_by || ' expired at ' || locked_until::text
+            || CASE WHEN heartbeat_at < pg_postmaster_start_time()
+                THEN ' (the database restarted under it)' ELSE '' END
         ELSE last_error END
 WHERE id = (
     SELECT id FROM jobs
@@ -108,6 +124,7 @@ class Job:
     priority: int
     attempts: int
     max_attempts: int
+    interruptions: int = 0
     run_after: datetime | None = None
     locked_by: str | None = None
     locked_until: datetime | None = None
@@ -123,6 +140,11 @@ class Job:
         m = dict(row._mapping)
         m["models"] = list(m["models"] or [])
         return cls(**m)
+
+    @property
+    def counted(self) -> int:
+        """Attempts charged to the file: claims less those an outage interrupted."""
+        return self.attempts - self.interruptions
 
     @property
     def config(self) -> JobConfig:
@@ -387,7 +409,7 @@ def enqueue(
             elif failed is not None:
                 conn.execute(
                     sa.text(
-                        "UPDATE jobs SET status = 'queued', attempts = 0, run_after = now(), "
+                        "UPDATE jobs SET status = 'queued', attempts = 0, interruptions = 0, run_after = now(), "
                         "priority = :priority, max_attempts = :max, replace = :replace, "
                         "locked_until = NULL, finished_at = NULL WHERE id = :id"
                     ),
@@ -517,6 +539,27 @@ def fail(
     return "failed"
 
 
+def interrupt(conn: Connection, fence: Fence, error: str, *, retry_in: float) -> str | None:
+    """Record an interrupted claim (lost connection, a write the server refused): back to
+    ``queued`` in ``retry_in`` seconds without using up an attempt, or ``failed`` once it has
+    been interrupted ``MAX_INTERRUPTIONS`` times. Returns the new status, or None when the job
+    is no longer held by ``fence``."""
+    row = conn.execute(
+        sa.text(
+            f"UPDATE jobs SET interruptions = interruptions + 1 WHERE {_OWNED} "
+            "RETURNING interruptions"
+        ),
+        fence.params(),
+    ).fetchone()
+    if row is None:
+        return None
+    if row.interruptions >= MAX_INTERRUPTIONS:
+        return fail(
+            conn, fence, f"interrupted {row.interruptions} times; last: {error}", retry_in=None
+        )
+    return fail(conn, fence, error, retry_in=retry_in)
+
+
 def release(conn: Connection, fence: Fence) -> bool:
     """Give a job back unfinished (worker shutting down): queued again, due now, and the
     abandoned attempt does not count."""
@@ -597,7 +640,7 @@ def retry_jobs(
         return [], problems
     done = conn.execute(
         sa.text(
-            "UPDATE jobs SET status = 'queued', attempts = 0, run_after = now(), "
+            "UPDATE jobs SET status = 'queued', attempts = 0, interruptions = 0, run_after = now(), "
             "locked_until = NULL, finished_at = NULL WHERE id = ANY(:ids) RETURNING id"
         ),
         {"ids": sorted(targets)},

@@ -30,9 +30,12 @@ is noted in ``ingest_errors`` (retrying a corrupt file is pointless; fix it, the
 that cannot load here, a sensor removed since) is retried: the job goes back to ``queued``
 with ``run_after = now() + min(cap, base * 2**attempts)``, until ``max_attempts`` attempts,
 then it is ``failed`` with the last error. A job whose worker died counts the lost attempt.
-An ingest whose connection failed (or whose write the server refused: a full disk, a lock
-timeout) is retried the same way with its reason when the queue still answers; when the
-database is gone the worker waits for it and the job's lease expires.
+An ingest whose connection failed (``ConnectionLost``) or whose write the server refused
+(``ServerRefused``: a full disk, a lock timeout) is *interrupted* (``jobs.interrupt``): retried
+with its reason after ``min(5 min, base * 2**interruptions)`` without using up an attempt.
+When the queue does not answer either, the worker waits for the database and records the
+interruption then (unless another worker has claimed the job meanwhile: that claim sees the
+server's restart and does not count the attempt either).
 
 **Shutdown.** SIGTERM or SIGINT: the worker stops claiming, abandons the current file at its
 next batch (the ingest transaction rolls back; a file that finishes first is kept), releases
@@ -64,7 +67,7 @@ from sqlalchemy.engine import Engine
 from soundscape import jobs
 from soundscape.audio import is_supported
 from soundscape.db import make_engine, raw_connection
-from soundscape.errors import AudioError, ConnectionLost
+from soundscape.errors import AudioError, ConnectionLost, ServerRefused
 from soundscape.ingest import FileResult, Ingestor, describe_counts
 from soundscape.recall import check_grown
 
@@ -197,6 +200,9 @@ class Worker:
         self._models: dict[tuple[str, str], Any] = {}
         self._stop_signal: int | None = None
         self._wake = threading.Event()
+        #: a claim an outage interrupted while the queue did not answer either: recorded
+        #: (``jobs.interrupt``) once it answers again
+        self._interrupted: tuple[jobs.Job, jobs.Fence, str] | None = None
         #: jobs were processed since the queue last ran dry (then the spaces they grew are due
         #: for a recall check: ``_check_recall``)
         self._worked = False
@@ -262,10 +268,10 @@ class Worker:
             if job is None:
                 return None
             limit = self.options.max_attempts or job.max_attempts
-            if job.attempts <= limit:
+            if job.counted <= limit:
                 return job
             # Only a job whose worker died (lease expired) or whose limit was lowered.
-            error = f"gave up after {job.attempts - 1} attempt(s); last: {job.last_error}"
+            error = f"gave up after {job.counted - 1} attempt(s); last: {job.last_error}"
             with self.queue_engine.begin() as conn:
                 jobs.fail(conn, jobs.Fence.of(job), error, retry_in=None)
             self.stats.failed += 1
@@ -286,7 +292,7 @@ class Worker:
             if self.stopping():
                 raise Abandoned(f"job {job.id} abandoned: the worker is stopping")
 
-        lost: ConnectionLost | None = None
+        lost: ConnectionLost | ServerRefused | None = None
         try:
             try:
                 ingestor = self._ingestor(job.config)
@@ -295,7 +301,7 @@ class Worker:
             self._armed, ingestor.on_batch = armed, check
             try:
                 result = ingestor.ingest_file(Path(job.path))
-            except ConnectionLost as exc:
+            except (ConnectionLost, ServerRefused) as exc:
                 lost = exc
             finally:
                 self._armed, ingestor.on_batch = None, None
@@ -308,14 +314,13 @@ class Worker:
         finally:
             heartbeat.stop()
         if lost is not None:
-            # The ingest's connection failed, or the server refused a write in a way psycopg
-            # reports alike (a full disk, a lock timeout): nothing of the file was stored. If the
-            # queue answers, the job is retried with that reason (not left running until its
-            # lease expires, its reason lost); if not, the caller waits for the database.
+            # The ingest's connection failed, or the server refused a write (a full disk, a
+            # lock timeout): nothing of the file was stored, and it is not the file's fault.
+            self._interrupted = (job, fence, str(lost))
             try:
-                return self._failed(job, fence, lost, str(lost))
+                return self._record_interruption()
             except sa.exc.SQLAlchemyError:
-                raise lost from None
+                raise ConnectionLost(str(lost)) from None  # the loop waits for the database
 
         took = time.monotonic() - started
         if result.status != "failed":
@@ -348,11 +353,11 @@ class Worker:
         limit = self.options.max_attempts or job.max_attempts
         if is_permanent(exc):
             retry_in, error = None, reason
-        elif job.attempts >= limit:
-            retry_in, error = None, f"gave up after {job.attempts} attempt(s): {reason}"
+        elif job.counted >= limit:
+            retry_in, error = None, f"gave up after {job.counted} attempt(s): {reason}"
         else:
             retry_in = jobs.backoff_delay(
-                job.attempts, self.options.backoff_s, self.options.backoff_cap_s
+                job.counted, self.options.backoff_s, self.options.backoff_cap_s
             )
             error = reason
         with self.queue_engine.begin() as conn:
@@ -367,6 +372,33 @@ class Worker:
             return "retry"
         self.stats.failed += 1
         self._say(f"job {job.id} failed: {error}")
+        return "failed"
+
+    def _record_interruption(self) -> str:
+        """Record the pending interrupted claim (``jobs.interrupt``); raises SQLAlchemyError
+        (and keeps it pending) while the queue does not answer."""
+        if self._interrupted is None:
+            return "retry"
+        job, fence, reason = self._interrupted
+        retry_in = min(
+            jobs.backoff_delay(
+                job.interruptions, self.options.backoff_s, self.options.backoff_cap_s
+            ),
+            jobs.INTERRUPTED_CAP_S,
+        )
+        with self.queue_engine.begin() as conn:
+            status = jobs.interrupt(conn, fence, reason, retry_in=retry_in)
+        self._interrupted = None
+        if status is None:
+            self.stats.lost += 1
+            self._say(f"job {job.id} interrupted ({reason}); already claimed again")
+            return "lost"
+        if status == "queued":
+            self.stats.retried += 1
+            self._say(f"job {job.id} interrupted, tried again in {retry_in:.0f} s: {reason}")
+            return "retry"
+        self.stats.failed += 1
+        self._say(f"job {job.id} failed: interrupted too often; last: {reason}")
         return "failed"
 
     def _release(self, fence: jobs.Fence) -> str:
@@ -398,6 +430,7 @@ class Worker:
         try:
             while not self.stopping():
                 try:
+                    self._record_interruption()
                     job = self.claim_next()
                     if job is not None:
                         self.process(job)
