@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TESTSTAMP := $(VENV)/.installed-test
 
-.PHONY: install demo test test-fast system-deps check lint typecheck bench bench-peer soak format clean db-stop
+.PHONY: install demo test test-fast system-deps check lint typecheck docs bench bench-peer soak format clean db-stop
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ test-fast: $(TESTSTAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 check: lint typecheck
+
+# docs/cli.md, the CLI reference, from the commands' --help (tests/test_docs_cli.py checks it).
+docs: install
+	$(BIN)/python scripts/cli_docs.py --write
 
 typecheck: install
 	$(BIN)/mypy
