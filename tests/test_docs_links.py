@@ -48,8 +48,8 @@ def test_slug_is_githubs() -> None:
     )
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_relative_links_resolve(page: Path) -> None:
+def dead_links(page: Path) -> list[str]:
+    """The relative links of ``page`` whose file or heading does not exist."""
     dead = []
     for match in LINK.finditer(_prose(page.read_text(encoding="utf-8"))):
         target = match.group(1) or match.group(2)
@@ -61,4 +61,35 @@ def test_relative_links_resolve(page: Path) -> None:
             dead.append(f"{target}: no such file")
         elif fragment and dest.suffix == ".md" and fragment not in anchors(dest):
             dead.append(f"{target}: no heading with that anchor in {dest.name}")
+    return dead
+
+
+def test_dead_links_are_found(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    (tmp_path / "other.md").write_text("# Other\n\n## A part\n")
+    page.write_text(
+        "# Page\n[ok](other.md#a-part) [self](#page) [web](https://example.org/x)\n"
+        "[gone](missing.md) [bad anchor](other.md#nope) `[code](missing.md)`\n"
+        "```\n[fenced](missing.md)\n```\n"
+    )
+    assert dead_links(page) == [
+        "missing.md: no such file",
+        "other.md#nope: no heading with that anchor in other.md",
+    ]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_resolve(page: Path) -> None:
+    dead = dead_links(page)
     assert not dead, f"{page.relative_to(ROOT)}: " + "; ".join(dead)
+
+
+def test_readme_is_an_entrance() -> None:
+    """README stays short (issue 27: under 200 lines), keeps the two commands, and links every
+    docs page, so that nothing moved out of it is out of reach."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) < 200
+    assert "\nmake demo   # " in readme and "\nmake test   # " in readme
+    linked = {m.group(1) for m in re.finditer(r"\]\((docs/[\w.-]+\.md)[#)]", readme)}
+    pages = {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")}
+    assert pages <= linked, sorted(pages - linked)
