@@ -27,6 +27,7 @@ from soundscape.cli import cli
 from soundscape.cli.annotate import os_user
 from soundscape.db import make_engine
 from soundscape.errors import AnnotationError, AnnotationImportError
+from soundscape.formats import tables
 from soundscape.search import Filters
 
 from .reserve import EXAMPLES
@@ -555,14 +556,14 @@ def test_import_file_library_error(db, tmp_path):
     f = tmp_path / "x.csv"
     f.write_text("path,start_s,end_s,label\nnowhere.wav,0,1,a\nnowhere.wav,0,1,b\n")
     with engine.begin() as conn, pytest.raises(AnnotationImportError) as info:
-        ann.import_file(conn, f)
+        tables.import_file(conn, f)
     assert [line for line, _ in info.value.problems] == [2, 3]
     f = tmp_path / "x.txt"
     f.write_text("what is this\n")
     with engine.begin() as conn, pytest.raises(AnnotationError, match="cannot tell its format"):
-        ann.import_file(conn, f)
+        tables.import_file(conn, f)
     with engine.begin() as conn, pytest.raises(AnnotationError, match="cannot read it"):
-        ann.import_file(conn, tmp_path / "missing.txt")
+        tables.import_file(conn, tmp_path / "missing.txt")
     # Raven on Windows saves in the system code page, not UTF-8
     truck = recs["north/firetruck.ogg"]
     f = tmp_path / "firetruck.Table.1.selections.txt"
@@ -571,7 +572,7 @@ def test_import_file_library_error(db, tmp_path):
         "1\tSpectrogram 1\t1\t1\t2\tMésange\n".encode("cp1252")
     )
     with engine.begin() as conn:
-        result = ann.import_file(conn, f, author="x")
+        result = tables.import_file(conn, f, author="x")
         assert (result.format, result.imported) == ("raven", 1)
         [a] = ann.list_annotations(conn)
         assert (a.recording_id, a.label) == (truck.id, "Mésange")
@@ -597,7 +598,7 @@ def _seed(engine, recs) -> None:
         ann.add_annotation(conn, dog_a.id, 0.1, 0.9, "dog", low_hz=0.1, high_hz=2000.7)
 
 
-@pytest.mark.parametrize("fmt", ann.FORMATS)
+@pytest.mark.parametrize("fmt", tables.FORMATS)
 def test_round_trip_is_lossless(fmt, db, run_cli, tmp_path):
     engine, recs = db
     _seed(engine, recs)

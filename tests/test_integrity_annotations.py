@@ -16,7 +16,8 @@ import sqlalchemy as sa
 
 from soundscape import annotations as ann
 from soundscape.errors import AnnotationError, AnnotationImportError
-from soundscape.export import table_cell
+from soundscape.formats import tables
+from soundscape.formats.rows import table_cell
 from soundscape.output import emit, from_spreadsheet
 from tests.conftest import Cli, real_audio
 
@@ -65,9 +66,9 @@ def test_export_then_import_adds_nothing(db, conn, tmp_path: Path, fmt: str) -> 
     ann.add_annotation(conn, dog, 0.5, 1.5, "dog", source="web", author="ana")
     ann.add_annotation(conn, dog, 1.0, 2.0, "bark", verdict="no", source="cli")
     before = _count(conn)
-    written = ann.export(conn, fmt, tmp_path).written
+    written = tables.export(conn, fmt, tmp_path).written
     for f in written:
-        result = ann.import_file(conn, f, source=None)
+        result = tables.import_file(conn, f, source=None)
         assert result.imported == 0 and result.duplicates == 2
     assert _count(conn) == before
 
@@ -78,10 +79,10 @@ def test_notes_with_tabs_and_line_breaks_round_trip(db, conn, tmp_path: Path) ->
     ann.add_annotation(conn, dog, 0.0, 1.0, "dog", note=note, author="ana")
     for fmt in ("raven", "csv"):
         folder = tmp_path / fmt
-        files = ann.export(conn, fmt, folder).written
+        files = tables.export(conn, fmt, folder).written
         conn.execute(sa.text("DELETE FROM annotations"))
         for f in files:
-            ann.import_file(conn, f)
+            tables.import_file(conn, f)
         (got,) = conn.execute(sa.text("SELECT note FROM annotations")).scalars()
         assert got == note, fmt
 
@@ -117,7 +118,7 @@ def test_exports_escape_formulas_and_import_undoes_it(db, conn, tmp_path: Path) 
         conn.execute(sa.text("SELECT start_s, label, author, note FROM annotations")).all()
     )
     for fmt in ("csv", "raven"):
-        files = ann.export(conn, fmt, tmp_path / fmt).written
+        files = tables.export(conn, fmt, tmp_path / fmt).written
         text = "".join(f.read_text() for f in files)
         if fmt == "csv":
             rows = list(csv.DictReader(files[0].open()))
@@ -129,7 +130,7 @@ def test_exports_escape_formulas_and_import_undoes_it(db, conn, tmp_path: Path) 
         assert cells and all(c.startswith("'") for c in cells), cells
         conn.execute(sa.text("DELETE FROM annotations"))
         for f in files:
-            ann.import_file(conn, f)
+            tables.import_file(conn, f)
         got = sorted(
             conn.execute(sa.text("SELECT start_s, label, author, note FROM annotations")).all()
         )
@@ -161,7 +162,7 @@ def test_an_import_refuses_a_band_it_used_to_drop(db, conn, tmp_path: Path) -> N
         f"{DOG.name},0,1,dog,-5,1000000000000\n{DOG.name},0,1,dog,100,90000\n"
     )
     with pytest.raises(AnnotationImportError) as err:
-        ann.import_file(conn, f)
+        tables.import_file(conn, f)
     assert [line for line, _ in err.value.problems] == [2, 3]
     assert _count(conn) == 0
 

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from soundscape.audio import WindowStream, window_array
-from soundscape.export import band_hz, export_audacity, export_raven, slug
+from soundscape.export import band_hz, slug
+from soundscape.formats.audacity import export_audacity
+from soundscape.formats.raven import export_raven
 from soundscape.results import Hit, merge_events
 from soundscape.search import parse_time_range, parse_when
 from soundscape.spaces import Space

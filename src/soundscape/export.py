@@ -1,37 +1,24 @@
-"""Export hits for listening and review: WAV clips with spectrograms, Raven Pro selection
-tables (BirdNET-Analyzer's columns) and Audacity label tracks.
+"""Export hits for listening: WAV clips with spectrograms (``search --export``, review
+batches), and the band a model listens to (:func:`band_hz`, for Raven tables).
 
-``soundscape annotate import`` reads the tables and label tracks back (soundscape.annotations).
+Selection tables and label tracks of hits are :mod:`soundscape.formats` (``raven.export_raven``,
+``audacity.export_audacity``).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path, PurePath
+from pathlib import Path
 
 import soundfile as sf
 
 from soundscape.audio import decode_span, probe
 from soundscape.errors import SoundscapeError, StoredFileChanged
+from soundscape.formats.rows import ExportResult, slug
 from soundscape.media_files import StoredFile, open_stored
-from soundscape.output import spreadsheet_safe
 from soundscape.plots import spectrogram_png
 from soundscape.results import Hit
 from soundscape.spaces import Space
-
-
-@dataclass
-class ExportResult:
-    written: list[Path] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-
-def slug(text: str) -> str:
-    """A file-name-safe form of ``text``: runs of other characters than letters, digits and
-    ``. _ + -`` become ``-`` (a ``+0200`` offset stays ``+0200``)."""
-    return re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-") or "x"
 
 
 def clip_name(rank: int, hit: Hit) -> str:
@@ -77,15 +64,6 @@ def export_clips(
     return out
 
 
-# Raven Pro selection tables: what bioacousticians open beside a recording to review hits.
-# The first twelve columns are BirdNET-Analyzer's (its Raven output); the rest are soundscape's
-# and let `soundscape annotate import` find the window again.
-RAVEN_COLUMNS = [
-    "Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
-    "High Freq (Hz)", "Common Name", "Species Code", "Confidence", "Begin Path",
-    "File Offset (s)", "Rank", "Sensor", "Local Time", "Window ID",
-]  # fmt: skip
-
 #: The band a model listens to, where it is narrower than the audio's: BirdNET's spectrogram
 #: runs 0-15 kHz (BirdNET-Analyzer's default bandpass, which its Raven tables report).
 MODEL_BAND_HZ: dict[str, tuple[float, float]] = {"birdnet": (0.0, 15000.0)}
@@ -100,76 +78,3 @@ def band_hz(sample_rate: float, space: Space | None = None) -> tuple[float, floa
         model_low, model_high = MODEL_BAND_HZ[space.model]
         low, high = model_low, min(high, model_high)
     return low, high
-
-
-def _by_recording(hits: list[Hit]) -> dict[int, list[tuple[int, Hit]]]:
-    """Hits grouped by recording, each with its rank in ``hits``, in time order."""
-    groups: dict[int, list[tuple[int, Hit]]] = {}
-    for rank, hit in enumerate(hits, start=1):
-        groups.setdefault(hit.recording_id, []).append((rank, hit))
-    for ranked in groups.values():
-        ranked.sort(key=lambda rh: (rh[1].start_s, rh[0]))
-    return groups
-
-
-def table_cell(value: object) -> str:
-    """One cell of a tab-separated table: no tab or line break, no formula a spreadsheet runs."""
-    return " ".join(str(spreadsheet_safe(value)).split("\t")).replace("\n", " ")
-
-
-def export_raven(
-    hits: list[Hit], folder: Path, label: str, space: Space | None = None
-) -> ExportResult:
-    """Write one Raven selection table per recording (``<stem>.r<recording id>.selections.txt``,
-    tab-separated) in BirdNET-Analyzer's columns: a selection per hit in time order, the
-    hit's class (label queries) or ``label`` as ``Common Name``, its score as ``Confidence``,
-    the band of ``space``'s model (``band_hz``), then rank, sensor, local time and window id.
-    ``Species Code`` stays empty: soundscape has no eBird taxonomy to look codes up in."""
-    folder.mkdir(parents=True, exist_ok=True)
-    out = ExportResult()
-    for recording_id, ranked in _by_recording(hits).items():
-        path = ranked[0][1].path
-        try:
-            low, high = band_hz(float(probe(path).sample_rate), space)
-        except (SoundscapeError, OSError) as exc:
-            low, high = band_hz(48000.0, space)  # the audio is gone: assume 48 kHz
-            out.errors.append(f"{path}: {exc}; High Freq set to {high:g} Hz")
-        lines = ["\t".join(RAVEN_COLUMNS)]
-        for selection, (rank, hit) in enumerate(ranked, start=1):
-            cells = [
-                selection, "Spectrogram 1", 1, f"{hit.start_s:.3f}", f"{hit.end_s:.3f}",
-                f"{low:g}", f"{high:g}", hit.label or label, "", f"{hit.score:.4f}", path,
-                f"{hit.start_s:.3f}", rank, hit.sensor,
-                hit.local.isoformat(sep=" ", timespec="seconds") if hit.local else "",
-                hit.segment_id,
-            ]  # fmt: skip
-            lines.append("\t".join(table_cell(c) for c in cells))
-        table = folder / f"{slug(PurePath(path).stem)}.r{recording_id}.selections.txt"
-        table.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        out.written.append(table)
-    return out
-
-
-def export_audacity(hits: list[Hit], folder: Path, label: str) -> ExportResult:
-    """Write one Audacity label track per recording (``<stem>.txt``; ``<stem>.r<id>.txt`` when
-    several exported recordings share a stem): ``start<TAB>end<TAB>label`` lines in time
-    order, the label being the hit's class (label queries) or ``label``. Import a track in
-    Audacity with File > Import > Labels beside the recording."""
-    folder.mkdir(parents=True, exist_ok=True)
-    out = ExportResult()
-    groups = _by_recording(hits)
-    stems: dict[str, int] = {}
-    for ranked in groups.values():
-        stem = slug(PurePath(ranked[0][1].path).stem)
-        stems[stem] = stems.get(stem, 0) + 1
-    for recording_id, ranked in groups.items():
-        stem = slug(PurePath(ranked[0][1].path).stem)
-        name = stem if stems[stem] == 1 else f"{stem}.r{recording_id}"
-        lines = [
-            f"{hit.start_s:.3f}\t{hit.end_s:.3f}\t{table_cell(hit.label or label)}"
-            for _, hit in ranked
-        ]
-        track = folder / f"{name}.txt"
-        track.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        out.written.append(track)
-    return out

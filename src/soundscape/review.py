@@ -2,8 +2,8 @@
 annotations.
 
 A batch is a WAV clip + spectrogram PNG per window (``soundscape.export.export_clips``) and
-one Raven selection table, ``review.txt``, with a row per window: ``Begin Path`` and
-``File Offset (s)`` name the recording and place, ``Label`` the label under review and an
+one Raven selection table, ``review.txt`` (``formats.raven.REVIEW_COLUMNS``), with a row per
+window: ``Begin Path`` and ``File Offset (s)`` name the recording and place, ``Label`` the label under review and an
 empty ``Verdict`` column to fill with yes / no / unsure. ``soundscape annotate import
 DIR/review.txt`` then stores the filled rows as annotations (rows left empty are skipped), and
 the next ``soundscape train`` learns from them.
@@ -21,18 +21,14 @@ from sqlalchemy.engine import Connection
 from soundscape.classifiers import Classifier, pick_for_review
 from soundscape.concepts import concept_query
 from soundscape.errors import SoundscapeError
-from soundscape.export import export_clips, table_cell
+from soundscape.export import export_clips
+from soundscape.formats.raven import write_review_table
 from soundscape.media_files import StoredFile
 from soundscape.queries import Filters
 from soundscape.results import Hit
 from soundscape.search import run
 
 REVIEW_TABLE = "review.txt"
-REVIEW_COLUMNS = [
-    "Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
-    "High Freq (Hz)", "Begin Path", "File Offset (s)", "Label", "Verdict", "Score",
-    "Strategy", "Rank", "Window ID", "Sensor", "Local Time", "Clip",
-]  # fmt: skip
 
 
 @dataclass
@@ -106,21 +102,11 @@ def write_batch(
     clips = export_clips(hits, folder, stored)
     batch = ReviewBatch(folder, table, hits, label, strategy, list(clips.written), clips.errors)
     highs: dict[str, float] = {}
-    lines = ["\t".join(REVIEW_COLUMNS)]
-    for rank, hit in enumerate(hits, start=1):
+    for hit in hits:
         if hit.path not in highs:  # the stored sample rate: no file is opened for it
             known = stored.get(hit.recording_id)
             rate = known.sample_rate if known is not None else None
             highs[hit.path] = (rate or 48000) / 2
-        cells = [
-            rank, "Spectrogram 1", 1, f"{hit.start_s:.3f}", f"{hit.end_s:.3f}", 0,
-            f"{highs[hit.path]:g}", hit.path, f"{hit.start_s:.3f}", label, "",
-            f"{hit.score:.4f}", strategy, rank, hit.segment_id, hit.sensor,
-            hit.local.isoformat(sep=" ", timespec="seconds") if hit.local else "",
-            Path(hit.clip).name if hit.clip else "",
-        ]  # fmt: skip
-        lines.append("\t".join(table_cell(c) for c in cells))
     folder.mkdir(parents=True, exist_ok=True)
-    table.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    batch.written.append(table)
+    batch.written.append(write_review_table(table, hits, label, strategy, highs))
     return batch

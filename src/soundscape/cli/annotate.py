@@ -1,5 +1,6 @@
 """``soundscape annotate ...``: the people's ground truth (add, hit, list, remove, import,
-export, labels). Thin: the work is in :mod:`soundscape.annotations`."""
+export, labels). Thin: the work is in :mod:`soundscape.annotations`
+and :mod:`soundscape.formats`."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from soundscape.cli.base import (
 )
 from soundscape.cli.search import _filter_options, build_filters
 from soundscape.errors import AnnotationError
+from soundscape.formats import tables
 from soundscape.output import emit
 
 LIST_COLUMNS = [
@@ -240,7 +242,7 @@ def annotate_labels(database, fmt) -> None:
 @click.option(
     "--format",
     "file_format",
-    type=click.Choice(list(ann.FORMATS), case_sensitive=False),
+    type=click.Choice(list(tables.FORMATS), case_sensitive=False),
     help="Format of the files (default: recognised from each file).",
 )
 @click.option(
@@ -262,12 +264,12 @@ def annotate_import(
     importing a file again adds nothing. Exit code 1 if any file failed.
     """
     engine = open_db(database).engine
-    results: list[ann.ImportResult] = []
+    results: list[tables.ImportResult] = []
     failed = 0
     for path in files:
         try:
             with engine.begin() as conn:
-                result = ann.import_file(
+                result = tables.import_file(
                     conn,
                     path,
                     author=author,
@@ -303,7 +305,7 @@ def annotate_import(
 @click.option(
     "--format",
     "file_format",
-    type=click.Choice(list(ann.FORMATS), case_sensitive=False),
+    type=click.Choice(list(tables.FORMATS), case_sensitive=False),
     required=True,
     help="raven/audacity: one file per recording; csv: one annotations.csv.",
 )
@@ -330,7 +332,7 @@ def annotate_export(
     """Write annotations into FOLDER as Raven tables, Audacity label tracks or CSV."""
     filters = build_filters(sensors, sites, quadrants, time_range, date_from, date_to)
     with open_db(database).engine.connect() as conn:
-        result = ann.export(
+        result = tables.export(
             conn,
             file_format.lower(),
             folder,

@@ -223,6 +223,8 @@ def search(
     """
     from soundscape import export
     from soundscape import search as s
+    from soundscape.formats.audacity import export_audacity
+    from soundscape.formats.raven import export_raven
     from soundscape.media_files import stored_files
 
     filters = build_filters(sensors, sites, quadrants, time_range, date_from, date_to, min_score)
@@ -267,9 +269,9 @@ def search(
         echo_err(f"note: {found.guard}")
     for folder, write, what in (
         (export_dir, lambda d: export.export_clips(hits, d, stored), "file(s)"),
-        (raven_dir, lambda d: export.export_raven(hits, d, query.description, query.space),
+        (raven_dir, lambda d: export_raven(hits, d, query.description, query.space),
          "selection table(s)"),
-        (audacity_dir, lambda d: export.export_audacity(hits, d, query.description),
+        (audacity_dir, lambda d: export_audacity(hits, d, query.description),
          "label track(s)"),
     ):  # fmt: skip
         if folder is None:
@@ -304,6 +306,8 @@ def _search_said(
 ) -> None:
     """``search --said``: hits in transcribed speech (soundscape.speech, ranger.search_speech)."""
     from soundscape import export, speech
+    from soundscape.formats.audacity import export_audacity
+    from soundscape.formats.raven import export_raven
     from soundscape.media_files import stored_files
 
     request = speech.SpeechRequest(said, filters=filters, limit=limit, fuzzy=fuzzy, events=events)
@@ -313,8 +317,8 @@ def _search_said(
     echo_err(f"searching what was said: {said!r}")
     for folder, write, what in (
         (export_dir, lambda d: export.export_clips(hits, d, stored), "file(s)"),
-        (raven_dir, lambda d: export.export_raven(hits, d, said), "selection table(s)"),
-        (audacity_dir, lambda d: export.export_audacity(hits, d, said), "label track(s)"),
+        (raven_dir, lambda d: export_raven(hits, d, said), "selection table(s)"),
+        (audacity_dir, lambda d: export_audacity(hits, d, said), "label track(s)"),
     ):
         if folder is None:
             continue
