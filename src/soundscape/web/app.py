@@ -62,4 +62,6 @@ def add_routes(app: FastAPI, routers: Sequence[APIRouter]) -> None:
         for route in router.routes:
             if not isinstance(route, APIRoute):
                 raise TypeError(f"{route!r}: only API routes belong in soundscape.web.routes")
-            app.add_api_route(route.path, route.endpoint, methods=route.methods, name=route.name)
+            app.add_api_route(
+                route.path, route.endpoint, methods=sorted(route.methods or ()), name=route.name
+            )
