@@ -418,6 +418,41 @@ def test_transcript_shows_when_utterances_exist(client, database):
     assert "Transcript" in page and "the truck is coming" in page
 
 
+def test_recording_page_shows_the_newest_transcript_only(client, database):
+    """The page shows what ``soundscape transcript`` prints (``speech.get_transcript``: the
+    newest transcript), not the utterances of every transcript of the recording mixed."""
+    siren = _a_siren_window(client)["recording_id"]
+    with database.engine.begin() as conn:
+        rec = conn.execute(
+            sa.text(
+                "SELECT id FROM recordings r WHERE id <> :s AND NOT EXISTS "
+                "(SELECT 1 FROM transcripts t WHERE t.recording_id = r.id) ORDER BY id LIMIT 1"
+            ),
+            {"s": siren},
+        ).scalar_one()
+        for version, age, text in (
+            ("old", "1 day", "an older wording"),
+            ("new", "1 hour", "the newest wording"),
+        ):
+            transcript = conn.execute(
+                sa.text(
+                    "INSERT INTO transcripts (recording_id, model, model_version, transcribed_at) "
+                    "VALUES (:r, 'whisper', :v, now() - CAST(:age AS interval)) RETURNING id"
+                ),
+                {"r": rec, "v": version, "age": age},
+            ).scalar_one()
+            conn.execute(
+                sa.text(
+                    "INSERT INTO utterances (transcript_id, recording_id, sensor_id, start_s, "
+                    "end_s, text) SELECT :t, id, sensor_id, 1.0, 2.0, :text "
+                    "FROM recordings WHERE id = :r"
+                ),
+                {"t": transcript, "r": rec, "text": text},
+            )
+    page = client.get(f"/recordings/{rec}").text
+    assert "the newest wording" in page and "an older wording" not in page
+
+
 def test_viewing_login_and_host_checks(database):
     closed = TestClient(
         create_app(WebConfig(view_login=True, allowed_hosts=["testserver"]), database)

@@ -291,6 +291,131 @@ def _recording(conn: Connection, recording_id: int) -> Any:
     return row
 
 
+def _checked_span(rec: Any, start_s: float | None, end_s: float | None) -> tuple[float, float]:
+    """``[start, end)`` of the recording to plot (default: all of it), clipped to its length."""
+    start = float(start_s or 0.0)
+    end = float(end_s) if end_s is not None else float(rec.duration_s)
+    end = min(end, float(rec.duration_s))
+    if start < 0 or end <= start:
+        raise SoundscapeError(
+            f"--start/--end must satisfy 0 <= start < end <= {rec.duration_s:.1f} s"
+        )
+    return start, end
+
+
+def _recording_spectrogram(
+    conn: Connection, recording_id: int, start: float, end: float, width: int
+) -> tuple[np.ndarray, int]:
+    """The span's spectrogram, read by the stored identity only (media_files.open_stored)."""
+    try:
+        with open_stored(stored_file(conn, recording_id)) as opened:
+            return long_spectrogram(opened, start, end, columns=max(200, width))
+    except (AudioError, OSError) as exc:
+        raise SoundscapeError(f"cannot read recording {recording_id}'s audio: {exc}") from exc
+
+
+def _span_detections(
+    conn: Connection, recording_id: int, start: float, end: float, concepts: list[str] | None
+) -> Sequence[sa.Row[Any]]:
+    return conn.execute(
+        sa.text(
+            "SELECT concept, start_s, end_s, score FROM ranger.detections "
+            "WHERE recording_id = :r AND end_s > :a AND start_s < :b "
+            "AND (CAST(:c AS text[]) IS NULL OR concept = ANY(CAST(:c AS text[]))) "
+            "ORDER BY concept, start_s"
+        ),
+        {"r": recording_id, "a": start, "b": end, "c": concepts or None},
+    ).fetchall()
+
+
+def _span_scores(
+    conn: Connection, recording_id: int, start: float, end: float, run_id: int | None
+) -> tuple[int | None, Sequence[sa.Row[Any]]]:
+    """The anomaly run (``run_id``, default the newest that scored the recording) and its
+    windows' scores in the span."""
+    if run_id is None:
+        run_id = latest_run(conn, recording_id)
+    if run_id is None:
+        return None, []
+    scores = conn.execute(
+        sa.text(
+            "SELECT start_s, end_s, score FROM ranger.anomalies "
+            "WHERE run = :run AND recording_id = :r AND end_s > :a AND start_s < :b "
+            "ORDER BY start_s"
+        ),
+        {"run": run_id, "r": recording_id, "a": start, "b": end},
+    ).fetchall()
+    return run_id, scores
+
+
+def _panels(plt: Any, lanes: int, scores: bool, width: int, height: int) -> tuple[Any, list[Any]]:
+    """The figure and its stacked axes: detection lanes (when there are ``lanes``), the
+    spectrogram, anomaly scores (when there are ``scores``), sharing the time axis."""
+    ratios = ([max(0.6, 0.35 * lanes)] if lanes else []) + [4] + ([1.3] if scores else [])
+    fig, axes = plt.subplots(
+        len(ratios),
+        1,
+        figsize=(width / DPI, height / DPI),
+        dpi=DPI,
+        sharex=True,
+        gridspec_kw={"height_ratios": ratios},
+        squeeze=False,
+    )
+    return fig, list(axes[:, 0])
+
+
+def _draw_lanes(
+    ax: Any, colours: Any, names: list[str], detections: Sequence[Any], start: float, end: float
+) -> None:
+    """One lane of bars per concept: its detections, clipped to the span."""
+    for i, name in enumerate(names):
+        spans = [
+            (max(d.start_s, start), min(d.end_s, end) - max(d.start_s, start))
+            for d in detections
+            if d.concept == name
+        ]
+        ax.broken_barh(spans, (i + 0.1, 0.8), facecolors=colours(i % 10))
+    ax.set_yticks([i + 0.5 for i in range(len(names))])
+    ax.set_yticklabels(names, fontsize=8)
+    ax.set_ylim(0, len(names))
+    ax.set_title("detections", fontsize=8, loc="left")
+
+
+def _draw_scores(
+    ax: Any, spec: Any, scores: Sequence[Any], threshold: float, run_id: int | None
+) -> None:
+    """Anomaly scores as bars (red from ``threshold``); windows at or above it framed in cyan
+    on the spectrogram ``spec``."""
+    # one bar per hop (windows overlap: each bar runs to the next window's start)
+    starts = [s.start_s for s in scores]
+    widths = [
+        min(s.end_s, starts[i + 1]) - s.start_s if i + 1 < len(scores) else s.end_s - s.start_s
+        for i, s in enumerate(scores)
+    ]
+    ys = [s.score for s in scores]
+    ax.bar(
+        starts,
+        ys,
+        width=widths,
+        align="edge",
+        color=["#d62728" if y >= threshold else "#8c8c8c" for y in ys],
+    )
+    ax.axhline(threshold, color="#d62728", linewidth=0.8, linestyle="--")
+    ax.set_ylabel("score", fontsize=8)
+    ax.set_title(f"anomaly score (run {run_id})", fontsize=8, loc="left")
+    for a, b in _union((s.start_s, s.end_s) for s in scores if s.score >= threshold):
+        spec.axvspan(a, b, facecolor="none", edgecolor="cyan", linewidth=1.2)
+
+
+def _recording_title(rec: Any, start: float) -> str:
+    """Sensor, file name and the span's local start time."""
+    when = ""
+    if rec.started_at is not None:
+        local = (rec.started_at + timedelta(seconds=start)).astimezone(ZoneInfo(rec.timezone))
+        when = f"  {local:%Y-%m-%d %H:%M:%S %Z}"
+    return f"{rec.sensor}  {Path(rec.path).name}{when}"
+
+
 def recording_plot(
     conn: Connection,
     recording_id: int,
@@ -308,98 +433,23 @@ def recording_plot(
     newest run that scored this recording) below it; windows scoring at least ``threshold``
     are shaded on the spectrogram."""
     rec = _recording(conn, recording_id)
-    start = float(start_s or 0.0)
-    end = float(end_s) if end_s is not None else float(rec.duration_s)
-    end = min(end, float(rec.duration_s))
-    if start < 0 or end <= start:
-        raise SoundscapeError(
-            f"--start/--end must satisfy 0 <= start < end <= {rec.duration_s:.1f} s"
-        )
-    try:  # read by the stored identity only (media_files.open_stored)
-        with open_stored(stored_file(conn, recording_id)) as opened:
-            db, rate = long_spectrogram(opened, start, end, columns=max(200, width))
-    except (AudioError, OSError) as exc:
-        raise SoundscapeError(f"cannot read recording {recording_id}'s audio: {exc}") from exc
-
-    detections = conn.execute(
-        sa.text(
-            "SELECT concept, start_s, end_s, score FROM ranger.detections "
-            "WHERE recording_id = :r AND end_s > :a AND start_s < :b "
-            "AND (CAST(:c AS text[]) IS NULL OR concept = ANY(CAST(:c AS text[]))) "
-            "ORDER BY concept, start_s"
-        ),
-        {"r": recording_id, "a": start, "b": end, "c": concepts or None},
-    ).fetchall()
-    if run_id is None:
-        run_id = latest_run(conn, recording_id)
-    scores: Sequence[sa.Row[Any]] = []
-    if run_id is not None:
-        scores = conn.execute(
-            sa.text(
-                "SELECT start_s, end_s, score FROM ranger.anomalies "
-                "WHERE run = :run AND recording_id = :r AND end_s > :a AND start_s < :b "
-                "ORDER BY start_s"
-            ),
-            {"run": run_id, "r": recording_id, "a": start, "b": end},
-        ).fetchall()
+    start, end = _checked_span(rec, start_s, end_s)
+    db, rate = _recording_spectrogram(conn, recording_id, start, end, width)
+    detections = _span_detections(conn, recording_id, start, end, concepts)
+    run_id, scores = _span_scores(conn, recording_id, start, end, run_id)
 
     plt = _pyplot()
     names = sorted({d.concept for d in detections})
-    ratios = ([max(0.6, 0.35 * len(names))] if names else []) + [4] + ([1.3] if scores else [])
-    fig, axes = plt.subplots(
-        len(ratios),
-        1,
-        figsize=(width / DPI, height / DPI),
-        dpi=DPI,
-        sharex=True,
-        gridspec_kw={"height_ratios": ratios},
-        squeeze=False,
-    )
-    axes = list(axes[:, 0])
+    fig, axes = _panels(plt, len(names), bool(scores), width, height)
     spec = axes[1] if names else axes[0]
     _draw_spectrogram(spec, db, start, end, rate)
-    colours = plt.get_cmap("tab10")
     if names:
-        lanes = axes[0]
-        for i, name in enumerate(names):
-            spans = [
-                (max(d.start_s, start), min(d.end_s, end) - max(d.start_s, start))
-                for d in detections
-                if d.concept == name
-            ]
-            lanes.broken_barh(spans, (i + 0.1, 0.8), facecolors=colours(i % 10))
-        lanes.set_yticks([i + 0.5 for i in range(len(names))])
-        lanes.set_yticklabels(names, fontsize=8)
-        lanes.set_ylim(0, len(names))
-        lanes.set_title("detections", fontsize=8, loc="left")
+        _draw_lanes(axes[0], plt.get_cmap("tab10"), names, detections, start, end)
     if scores:
-        ax = axes[-1]
-        # one bar per hop (windows overlap: each bar runs to the next window's start)
-        starts = [s.start_s for s in scores]
-        widths = [
-            min(s.end_s, starts[i + 1]) - s.start_s if i + 1 < len(scores) else s.end_s - s.start_s
-            for i, s in enumerate(scores)
-        ]
-        ys = [s.score for s in scores]
-        ax.bar(
-            starts,
-            ys,
-            width=widths,
-            align="edge",
-            color=["#d62728" if y >= threshold else "#8c8c8c" for y in ys],
-        )
-        ax.axhline(threshold, color="#d62728", linewidth=0.8, linestyle="--")
-        ax.set_ylabel("score", fontsize=8)
-        ax.set_title(f"anomaly score (run {run_id})", fontsize=8, loc="left")
-        for a, b in _union((s.start_s, s.end_s) for s in scores if s.score >= threshold):
-            spec.axvspan(a, b, facecolor="none", edgecolor="cyan", linewidth=1.2)
+        _draw_scores(axes[-1], spec, scores, threshold, run_id)
     axes[-1].set_xlabel("seconds")
     axes[-1].set_xlim(start, end)
-    when = ""
-    if rec.started_at is not None:
-        local = (rec.started_at + timedelta(seconds=start)).astimezone(ZoneInfo(rec.timezone))
-        when = f"  {local:%Y-%m-%d %H:%M:%S %Z}"
-    fig.suptitle(f"{rec.sensor}  {Path(rec.path).name}{when}", fontsize=10)
+    fig.suptitle(_recording_title(rec, start), fontsize=10)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)

@@ -505,8 +505,13 @@ class Transcript:
     lines: list[TranscriptLine]
 
 
+class NoTranscript(SoundscapeError):
+    """The recording has no transcript (by that model): it was not transcribed."""
+
+
 def get_transcript(conn: Connection, recording_id: int, model: str | None = None) -> Transcript:
-    """A recording's transcript (the newest, or the newest by ``model``), lines in order."""
+    """A recording's transcript (the newest, or the newest by ``model``), lines in order;
+    NoTranscript when it has none."""
     rec = conn.execute(
         sa.text("SELECT id, path FROM recordings WHERE id = :r"), {"r": recording_id}
     ).fetchone()
@@ -524,7 +529,7 @@ def get_transcript(conn: Connection, recording_id: int, model: str | None = None
     ).fetchone()
     if t is None:
         by = f" by {model}" if model else ""
-        raise SoundscapeError(
+        raise NoTranscript(
             f"recording {recording_id} has no transcript{by}; transcribe it with "
             f"`soundscape ingest {rec.path} --sensor SENSOR --model whisper` "
             "(or `soundscape backfill --model whisper`)"

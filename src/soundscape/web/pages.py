@@ -23,6 +23,7 @@ from soundscape.jobs import job_stats, list_jobs
 from soundscape.queries import Filters
 from soundscape.search import MAX_LIMIT, SearchRequest, parse_filters, search
 from soundscape.sensors import Sensor, list_sensors
+from soundscape.speech import NoTranscript, TranscriptLine, get_transcript
 
 
 class BadParameter(SoundscapeError):
@@ -271,6 +272,17 @@ def sensor_map(sensors: Sequence[Sensor], width: int = 640, height: int = 400) -
     return SensorMap(width, height, points, unplaced, scale_km, scale_km / km_per_px)
 
 
+def recordings_per_sensor(conn: Connection) -> dict[str, int]:
+    """How many recordings each sensor has (0 for a sensor without any)."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT s.name, count(r.id) FROM sensors s "
+            "LEFT JOIN recordings r ON r.sensor_id = s.id GROUP BY s.name"
+        )
+    )
+    return {str(name): int(n) for name, n in rows}
+
+
 # ------------------------------------------------------------------------------ activity
 ACTIVITY_KINDS = ("concept", "classifier", "species")
 ACTIVITY_GROUPS = ("site", "quadrant", "sensor")
@@ -403,31 +415,18 @@ def recording_annotations(conn: Connection, recording_id: int) -> list[Any]:
     return list_annotations(conn, recording_id=recording_id, limit=500)
 
 
-def transcript(conn: Connection, recording_id: int) -> list[dict[str, Any]]:
-    """The recording's utterances, if speech was transcribed (an ``utterances`` table with a
-    ``recording_id`` and a ``text`` column); empty otherwise."""
-    if conn.execute(sa.text("SELECT to_regclass('public.utterances')")).scalar() is None:
+#: Most lines of a transcript the recording page shows.
+MAX_TRANSCRIPT_LINES = 2000
+
+
+def transcript(conn: Connection, recording_id: int) -> list[TranscriptLine]:
+    """The lines of the recording's newest transcript (``speech.get_transcript``, what
+    ``soundscape transcript`` prints), at most ``MAX_TRANSCRIPT_LINES``; empty when
+    its speech was not transcribed."""
+    try:
+        return get_transcript(conn, recording_id).lines[:MAX_TRANSCRIPT_LINES]
+    except NoTranscript:
         return []
-    columns = set(
-        conn.execute(
-            sa.text(
-                "SELECT column_name FROM information_schema.columns "
-                "WHERE table_schema = 'public' AND table_name = 'utterances'"
-            )
-        ).scalars()
-    )
-    if not {"recording_id", "text"} <= columns:
-        return []
-    wanted = [c for c in ("start_s", "end_s", "speaker", "text") if c in columns]
-    order = "start_s" if "start_s" in columns else "text"
-    rows = conn.execute(
-        sa.text(
-            f"SELECT {', '.join(wanted)} FROM utterances WHERE recording_id = :r "
-            f"ORDER BY {order} LIMIT 2000"
-        ),
-        {"r": recording_id},
-    )
-    return [dict(r._mapping) for r in rows]
 
 
 # ------------------------------------------------------------------------------ jobs

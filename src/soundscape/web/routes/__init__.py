@@ -1,0 +1,27 @@
+"""The web page's routes, one ``APIRouter`` per area; ``create_app`` includes them all.
+
+- ``health``: ``/healthz`` and ``/`` (to the search page)
+- ``search``: ``/search`` (GET: a query; POST: an uploaded audio example)
+- ``review``: ``/annotations`` (a reviewer's yes / no / unsure)
+- ``media``: clips, spectrograms, a recording's audio and its plot
+- ``recordings``: ``/recordings`` and one recording's page
+- ``overview``: ``/activity``, ``/sensors``, ``/jobs``
+- ``auth``: ``/login``, ``/logout``
+"""
+
+from fastapi import APIRouter
+
+from soundscape.web.routes import auth, health, media, overview, recordings, review, search
+
+#: Every router, in the order the app includes them.
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    search.router,
+    review.router,
+    media.router,
+    recordings.router,
+    overview.router,
+    auth.router,
+)
+
+__all__ = ["ROUTERS"]

@@ -1,0 +1,118 @@
+"""The search page: ``GET /search`` runs a query from its parameters (the CLI's ``search``
+through ``pages.request_from``), ``POST /search`` searches by an uploaded audio example
+(CSRF-checked, size-limited by the app's body limit, at most ``pages.MAX_EXAMPLE_S`` decoded).
+Both answer HTML, or JSON when asked (``?format=json`` or ``Accept: application/json``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from soundscape.audio import probe
+from soundscape.errors import InvalidRequest, SoundscapeError
+from soundscape.output import plain_row
+from soundscape.results import hit_rows
+from soundscape.web import pages
+from soundscape.web.deps import checked_form, connect, error, render, viewer, wants_json
+
+router = APIRouter()
+
+#: Audio formats an uploaded example may have (what ingest decodes).
+UPLOAD_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+#: The parameters a "more like this" link keeps (the filters, not the query).
+FILTER_KEYS = ("sensor", "site", "quadrant", "time", "from", "to", "events", "limit")
+
+
+def search_response(request: Request, params: Any, audio: str | None, upload: str) -> Response:
+    """Run the search ``params`` ask for (``audio``: an uploaded example's saved path,
+    ``upload`` its own name) and answer the page or its JSON; no query: the empty form."""
+    viewer(request)
+    json_out = wants_json(request)
+    with connect(request) as conn:
+        choices = pages.choices(conn) if not json_out else None
+        try:
+            req = pages.request_from(params, audio)
+        except pages.BadParameter as exc:
+            return error(request, str(exc), 400)
+        if req is None:
+            if json_out:
+                return JSONResponse({"error": "give q, like, concept or classifier"}, 400)
+            return render(request, "search.html", params=params, choices=choices, result=None)
+        started = time.perf_counter()
+        try:
+            result = pages.run_search(conn, req)
+        except InvalidRequest as exc:
+            return error(request, str(exc), 400)
+        elapsed = time.perf_counter() - started
+    rows, columns = hit_rows(result.hits, labels=result.query.is_labels, events=req.events)
+    plain = [plain_row(r, columns) for r in rows]
+    if json_out:
+        return JSONResponse(
+            {
+                "space": result.space.name,
+                "query": result.query.description,
+                "events": req.events,
+                "guard": result.guard,
+                "hits": plain,
+            }
+        )
+    keep = [(k, v) for k, v in params.multi_items() if k not in ("like", "csrf_token")]
+    return render(
+        request,
+        "search.html",
+        params=params,
+        choices=choices,
+        result=result,
+        rows=list(zip(result.hits, plain)),
+        default_label=pages.verdict_label(req) if not upload else "",
+        upload=upload,
+        like_base=urlencode([(k, v) for k, v in keep if k in FILTER_KEYS]),
+        elapsed_ms=elapsed * 1000,
+    )
+
+
+@router.get("/search")
+def search_page(request: Request) -> Response:
+    return search_response(request, request.query_params, None, "")
+
+
+@router.post("/search")
+async def search_upload(request: Request) -> Response:
+    """Search by an uploaded audio example (multipart, CSRF-checked, size-limited)."""
+    form = await checked_form(request)
+    upload = form.get("audio")
+    if not isinstance(upload, UploadFile) or not upload.filename:
+        return error(request, "audio: choose an audio file to search by", 400)
+    name = pages.upload_name(upload.filename)
+    suffix = Path(name).suffix.lower()
+    if suffix not in UPLOAD_SUFFIXES:
+        return error(request, f"audio: one of {', '.join(UPLOAD_SUFFIXES)} files", 400)
+    # saved under its own name in a private folder, streamed in 64 kB chunks; messages
+    # name the user's file, never the server's folder
+    folder = tempfile.mkdtemp(prefix="soundscape-upload-")
+    tmp = os.path.join(folder, name)
+    try:
+        with open(tmp, "xb") as out:
+            while chunk := await upload.read(1 << 16):
+                out.write(chunk)
+        try:
+            # the header's length first: an example is decoded up to MAX_EXAMPLE_S only
+            info = await run_in_threadpool(probe, tmp)
+            pages.example_span(form, info.duration_s)
+            return await run_in_threadpool(search_response, request, form, tmp, name)
+        except SoundscapeError as exc:
+            message = str(exc).replace(tmp, name).replace(folder, "")
+            status = 413 if "search by at most" in message else 400
+            return error(request, message, status)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
