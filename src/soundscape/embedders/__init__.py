@@ -12,8 +12,10 @@ __all__ = [
     "Embedder", "l2_normalize", "get_model_class", "model_classes", "model_facts", "load_model",
 ]  # fmt: skip
 
-# Built-ins are also listed here so that the package works when run from a source tree
-# without being installed (entry points then do not exist).
+# The built-in models, listed here only (not also as entry points in pyproject.toml): a source
+# tree run without installing it (PYTHONPATH=src) has no entry points, and an editable install
+# made before a model was added does not list it. Third-party models come from the
+# ``soundscape.models`` entry-point group; everything else about a model is its class's.
 _BUILTINS = {
     "birdnet": "soundscape.embedders.birdnet:BirdNET",
     "clap": "soundscape.embedders.clap:CLAP",
