@@ -20,6 +20,8 @@ that adding a model is one file: what it computes (name, version, dimension, rat
   sound (``soundscape duplicates``);
 - ``field_words`` and ``non_species_classes``: everyday words for its classes (label search)
   and which classes are not species;
+- ``voice_prints``: whether its vectors are voice prints, so that its spaces hold the enrolled
+  speakers (``soundscape.speakers``);
 - ``has_occurrence_model``: whether the location/season lists (``soundscape.occurrence``,
   computed by BirdNET V2.4's meta model) are stored under its name: only for a model whose
   class indices are BirdNET V2.4's.
@@ -77,6 +79,8 @@ class Embedder:
     field_words: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     #: its classes that are not species (never dropped by the occurrence lists, not birds)
     non_species_classes: ClassVar[frozenset[str]] = frozenset()
+    #: True when its vectors are voice prints: its spaces are the speakers' (soundscape.speakers)
+    voice_prints: ClassVar[bool] = False
     #: True when the location/season lists (``soundscape.occurrence``) are its (BirdNET's classes)
     has_occurrence_model: ClassVar[bool] = False
 
