@@ -143,3 +143,35 @@ def test_a_model_added_from_one_file_works_end_to_end(tiny, db_url, tmp_path):
     found = [json.loads(line) for line in dup.stdout.splitlines() if line.strip()]
     assert found and all(m["min_score"] >= 0.93 for m in found)  # its weakest window pair
     assert found[0]["recording_id"] == 1 and found[0]["offset_s"] == 0  # itself, as stored
+
+
+def test_the_built_in_models_keep_the_former_tables():
+    """The facts moved onto the built-in classes say what the tables outside them said
+    (spaces.PREFERENCES, duplicates.DEFAULT_MIN_SCORE, export.MODEL_BAND_HZ, occurrence.MODEL,
+    speakers.VOICE_MODEL): a model that ranks no purpose comes after those that do."""
+    from soundscape.embedders.birdnet import FIELD_WORDS, NON_SPECIES_CLASSES
+    from soundscape.occurrence import model_name
+    from soundscape.speakers import voice_model
+
+    classes = embedders.model_classes()
+    ranked = {
+        p: tuple(n for n in sorted(classes, key=lambda n: classes[n].preference.get(p, 99))
+                 if p in classes[n].preference)
+        for p in PURPOSES
+    }  # fmt: skip
+    assert ranked == {
+        "text": ("clap", "birdnet", "spectral"),
+        "audio": ("clap", "birdnet", "spectral"),
+        "anomalies": ("spectral", "birdnet", "clap"),
+        "duplicates": ("birdnet", "spectral", "clap"),
+        "labels": ("birdnet",),
+    }
+    assert {n: c.duplicate_min_score for n, c in classes.items()} == {
+        "birdnet": 0.70, "clap": 0.80, "musicnn": 0.80, "spectral": 0.80, "voice": 0.80,
+    }  # fmt: skip
+    assert {n: c.band_hz for n, c in classes.items() if c.band_hz} == {"birdnet": (0, 15000)}
+    assert classes["birdnet"].field_words is FIELD_WORDS and FIELD_WORDS["saw"] == ("Power tools",)
+    assert classes["birdnet"].non_species_classes is NON_SPECIES_CLASSES
+    assert {n for n, c in classes.items() if c.field_words} == {"birdnet"}
+    assert (model_name(), voice_model()) == ("birdnet", "voice")
+    assert embedders.model_facts("not-installed") is Embedder  # a missing plugin's space
