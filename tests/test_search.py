@@ -539,12 +539,12 @@ def test_one_pick_space_for_every_purpose(reserve_db):
     spectral spaces (no CLAP)."""
     from soundscape import anomalies, duplicates, search
     from soundscape.errors import SoundscapeError
-    from soundscape.spaces import PREFERENCES, pick_space
+    from soundscape.spaces import PURPOSES, pick_space
 
     engine = sa.create_engine(reserve_db)
     try:
         with engine.connect() as conn:
-            picked = {p: pick_space(conn, purpose=p).model for p in PREFERENCES}
+            picked = {p: pick_space(conn, purpose=p).model for p in PURPOSES}
             assert picked == {
                 "text": "birdnet",  # labels answer text (no text encoder here)
                 "audio": "birdnet",

@@ -13,7 +13,7 @@ Every classified window's top label and score is stored (``classifications``), s
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,102 +128,71 @@ def classify(
     ``template`` (default ``DEFAULT_TEMPLATE``) puts each label into a sentence for a text
     encoder; a space that classifies by its class labels (BirdNET) refuses one.
     """
-    cls = get_model_class(space.model)
     register_vector(conn)
+    scorer = _scorer(conn, space, labels, template)
+    run = Run(_start_run(conn, space, labels, scorer.template, filters), space, labels)
+    tally = _Tally(run)
     params = {**filters.params(), "space": space.id}
-    label_ids: list[list[int]] | None = None
-    if cls.supports_text and cls.unavailable_reason() is None:
-        template = template or DEFAULT_TEMPLATE
-        text_vecs, scale = _label_vectors(space, labels, template)
-    elif conn.execute(
-        sa.text("SELECT EXISTS (SELECT 1 FROM space_labels WHERE space_id = :s)"), {"s": space.id}
-    ).scalar():
-        if template is not None:
-            raise SoundscapeError(
-                f"space {space.name!r} has no text encoder here, so a template is not used: it "
-                "classifies by matching the labels to its class names. Leave --template out, or "
-                "classify a CLAP space (--space)"
-            )
-        label_ids = [match_labels(conn, space, label)[0] for label in labels]
-        template = None
-    else:
-        raise SoundscapeError(
-            f"space {space.name!r} has neither a text encoder nor class labels; classify with a "
-            "CLAP or BirdNET space (--space)"
-        )
-    filt = {k: v for k, v in filters.params().items() if v is not None and k != "min_score"}
-    run_id = conn.execute(
-        sa.text(
-            "INSERT INTO classify_runs (space_id, labels, template, filters) "
-            "VALUES (:s, :l, :t, CAST(:f AS jsonb)) RETURNING id"
-        ),
-        {"s": space.id, "l": labels, "t": template, "f": json.dumps(filt, default=str)},
-    ).scalar()
-    assert run_id is not None  # INSERT ... RETURNING always gives a row
-    run = Run(run_id, space, labels)
-    sums: dict[
-        int, list[Any]
-    ] = {}  # recording -> [prob sum per label, count, path, sensor, start, end]
+    for rows, probs in scorer.batches(conn, space, params):
+        tally.add(rows, probs)
+    _store_windows(conn, run)
+    run.recordings = tally.recordings()
+    return run
 
-    def rows_of(batch_rows: Sequence[Any], probs: np.ndarray) -> None:
-        top = probs.argmax(axis=1)
-        for r, p, t in zip(batch_rows, probs, top):
-            local = (
-                f"{r.local_date} {r.local_time.isoformat(timespec='seconds')}"
-                if r.local_date is not None
-                else None
-            )
-            run.windows.append(
-                Classified(
-                    r.id,
-                    r.recording_id,
-                    r.path,
-                    r.sensor,
-                    r.start_s,
-                    r.end_s,
-                    local,
-                    labels[t],
-                    float(p[t]),
-                )
-            )
-            acc = sums.setdefault(
-                r.recording_id,
-                [np.zeros(len(labels)), 0, r.path, r.sensor, r.start_s, r.end_s, local],
-            )
-            acc[0] += p
-            acc[1] += 1
-            acc[4] = min(acc[4], r.start_s)
-            acc[5] = max(acc[5], r.end_s)
 
-    select = (
-        "SELECT g.id, g.recording_id, g.start_s, g.end_s, g.local_date, g.local_time, r.path, "
-        "s.name AS sensor{emb} FROM {filtered} f "
-        "JOIN segments g ON g.space_id = :space AND g.id = f.segment_id "
-        "JOIN recordings r ON r.id = g.recording_id JOIN sensors s ON s.id = g.sensor_id "
-        "ORDER BY g.recording_id, g.start_s"
+# ------------------------------------------------------------------ how windows are scored
+#: a space's filtered windows in recording and time order; ``{emb}`` adds the embedding
+_WINDOWS = (
+    "SELECT g.id, g.recording_id, g.start_s, g.end_s, g.local_date, g.local_time, r.path, "
+    "s.name AS sensor{emb} FROM {filtered} f "
+    "JOIN segments g ON g.space_id = :space AND g.id = f.segment_id "
+    "JOIN recordings r ON r.id = g.recording_id JOIN sensors s ON s.id = g.sensor_id "
+    "ORDER BY g.recording_id, g.start_s"
+)
+
+
+def _windows(conn: Connection, params: dict[str, Any], *, embedding: bool) -> Iterator[Any]:
+    """The filtered windows, streamed in parts of ``BATCH`` rows."""
+    sql = _WINDOWS.format(emb=", g.embedding" if embedding else "", filtered=_FILTERED)
+    result = conn.execute(
+        sa.text(sql).execution_options(stream_results=True, yield_per=BATCH), params
     )
-    if label_ids is None:
-        result = conn.execute(
-            sa.text(select.format(emb=", g.embedding", filtered=_FILTERED)).execution_options(
-                stream_results=True, yield_per=BATCH
-            ),
-            params,
-        )
-        for part in result.partitions(BATCH):
+    yield from result.partitions(BATCH)
+
+
+@dataclass
+class _TextScorer:
+    """A text encoder's space: a softmax over the labels' texts of the scaled cosine
+    similarities (CLAP zero-shot classification)."""
+
+    text_vecs: np.ndarray
+    scale: float
+    template: str
+
+    def batches(
+        self, conn: Connection, space: Space, params: dict[str, Any]
+    ) -> Iterator[tuple[Sequence[Any], np.ndarray]]:
+        for part in _windows(conn, params, embedding=True):
             emb = np.stack([np.asarray(r.embedding.to_numpy(), np.float32) for r in part])
-            rows_of(part, _softmax(scale * (l2_normalize(emb) @ text_vecs.T)))
-    else:
-        all_ids = sorted({i for ids in label_ids for i in ids})
-        owner = {i: j for j, ids in enumerate(label_ids) for i in ids}
-        result = conn.execute(
-            sa.text(select.format(emb="", filtered=_FILTERED)).execution_options(
-                stream_results=True, yield_per=BATCH
-            ),
-            params,
-        )
-        for part in result.partitions(BATCH):
+            yield part, _softmax(self.scale * (l2_normalize(emb) @ self.text_vecs.T))
+
+
+@dataclass
+class _ClassScorer:
+    """A classifier's space: per label, the window's best stored score among the classes the
+    label matched (``label_ids[j]`` for label j); windows with none of them are left out."""
+
+    label_ids: list[list[int]]
+    template: None = None
+
+    def batches(
+        self, conn: Connection, space: Space, params: dict[str, Any]
+    ) -> Iterator[tuple[Sequence[Any], np.ndarray]]:
+        all_ids = sorted({i for ids in self.label_ids for i in ids})
+        owner = {i: j for j, ids in enumerate(self.label_ids) for i in ids}
+        for part in _windows(conn, params, embedding=False):
             ids = [r.id for r in part]
-            scores = np.zeros((len(part), len(labels)), np.float32)
+            scores = np.zeros((len(part), len(self.label_ids)), np.float32)
             pos = {sid: n for n, sid in enumerate(ids)}
             for sid, lid, sc in conn.execute(
                 sa.text(
@@ -235,22 +204,113 @@ def classify(
                 row, col = pos[sid], owner[lid]
                 scores[row, col] = max(scores[row, col], sc)
             keep = scores.max(axis=1) > 0  # windows where BirdNET saw none of the labels: skip
-            rows_of([r for r, k in zip(part, keep) if k], scores[keep])
+            yield [r for r, k in zip(part, keep) if k], scores[keep]
 
+
+def _scorer(
+    conn: Connection, space: Space, labels: list[str], template: str | None
+) -> _TextScorer | _ClassScorer:
+    """How ``space`` scores the labels: its text encoder where it has one that runs here, else
+    its class labels; a template only for a text encoder."""
+    cls = get_model_class(space.model)
+    if cls.supports_text and cls.unavailable_reason() is None:
+        template = template or DEFAULT_TEMPLATE
+        return _TextScorer(*_label_vectors(space, labels, template), template)
+    if conn.execute(
+        sa.text("SELECT EXISTS (SELECT 1 FROM space_labels WHERE space_id = :s)"), {"s": space.id}
+    ).scalar():
+        if template is not None:
+            raise SoundscapeError(
+                f"space {space.name!r} has no text encoder here, so a template is not used: it "
+                "classifies by matching the labels to its class names. Leave --template out, or "
+                "classify a CLAP space (--space)"
+            )
+        return _ClassScorer([match_labels(conn, space, label)[0] for label in labels])
+    raise SoundscapeError(
+        f"space {space.name!r} has neither a text encoder nor class labels; classify with a "
+        "CLAP or BirdNET space (--space)"
+    )
+
+
+# ------------------------------------------------------------------------ what is stored
+def _start_run(
+    conn: Connection, space: Space, labels: list[str], template: str | None, filters: Filters
+) -> int:
+    """A new ``classify_runs`` row (the labels, template and filters given); its id."""
+    filt = {k: v for k, v in filters.params().items() if v is not None and k != "min_score"}
+    run_id = conn.execute(
+        sa.text(
+            "INSERT INTO classify_runs (space_id, labels, template, filters) "
+            "VALUES (:s, :l, :t, CAST(:f AS jsonb)) RETURNING id"
+        ),
+        {"s": space.id, "l": labels, "t": template, "f": json.dumps(filt, default=str)},
+    ).scalar()
+    assert run_id is not None  # INSERT ... RETURNING always gives a row
+    return int(run_id)
+
+
+class _Tally:
+    """Each window's top label and score (into ``run.windows``), and per recording the sum of
+    its windows' label probabilities (``recordings`` gives their means' top labels)."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        # recording -> [prob sum per label, count, path, sensor, start, end, local]
+        self.sums: dict[int, list[Any]] = {}
+
+    def add(self, rows: Sequence[Any], probs: np.ndarray) -> None:
+        labels = self.run.labels
+        for r, p, t in zip(rows, probs, probs.argmax(axis=1)):
+            local = (
+                f"{r.local_date} {r.local_time.isoformat(timespec='seconds')}"
+                if r.local_date is not None
+                else None
+            )
+            self.run.windows.append(
+                Classified(
+                    r.id,
+                    r.recording_id,
+                    r.path,
+                    r.sensor,
+                    r.start_s,
+                    r.end_s,
+                    local,
+                    labels[t],
+                    float(p[t]),
+                )  # fmt: skip
+            )
+            acc = self.sums.setdefault(
+                r.recording_id,
+                [np.zeros(len(labels)), 0, r.path, r.sensor, r.start_s, r.end_s, local],
+            )
+            acc[0] += p
+            acc[1] += 1
+            acc[4] = min(acc[4], r.start_s)
+            acc[5] = max(acc[5], r.end_s)
+
+    def recordings(self) -> list[Classified]:
+        out = []
+        labels = self.run.labels
+        for rec_id, (total, n, path, sensor, start, end, local) in self.sums.items():
+            mean = total / n
+            t = int(mean.argmax())
+            out.append(
+                Classified(
+                    None, rec_id, path, sensor, start, end, local, labels[t], float(mean[t]), n
+                )
+            )
+        return out
+
+
+def _store_windows(conn: Connection, run: Run) -> None:
+    """Store each classified window's top label and score (``classifications``)."""
     raw = raw_connection(conn)
     with raw.cursor().copy(
         "COPY classifications (run_id, space_id, segment_id, label, score) FROM STDIN"
     ) as copy:
         for w in run.windows:
-            copy.write_row((run_id, space.id, w.segment_id, w.label, w.score))
+            copy.write_row((run.run_id, run.space.id, w.segment_id, w.label, w.score))
     conn.execute(
         sa.text("UPDATE classify_runs SET n_windows = :n WHERE id = :r"),
-        {"n": len(run.windows), "r": run_id},
+        {"n": len(run.windows), "r": run.run_id},
     )
-    for rec_id, (total, n, path, sensor, start, end, local) in sums.items():
-        mean = total / n
-        t = int(mean.argmax())
-        run.recordings.append(
-            Classified(None, rec_id, path, sensor, start, end, local, labels[t], float(mean[t]), n)
-        )
-    return run

@@ -31,18 +31,15 @@ from sqlalchemy.engine import Connection
 
 from soundscape.audio import Source, WindowStream, decode_span, probe, window_array
 from soundscape.db import register_vector
-from soundscape.embedders import load_model
+from soundscape.embedders import load_model, model_facts
 from soundscape.errors import AudioError, SoundscapeError, StoredFileChanged
 from soundscape.media_files import StoredFile, open_stored, stored_files
 from soundscape.spaces import Space
 
 log = logging.getLogger(__name__)
 
-# The default space is spaces.pick_space(conn, name, purpose="duplicates"): BirdNET first (its
-# embeddings survive added noise, gain, resampling and mp3; the spectral ones not noise).
-#: Default cosine similarity a window pair needs, per model (measurements: docs/analytics.md).
-DEFAULT_MIN_SCORE = {"birdnet": 0.70, "spectral": 0.80}
-FALLBACK_MIN_SCORE = 0.80
+# The default space is spaces.pick_space(conn, name, purpose="duplicates"): the model ranked
+# first for duplicates (BirdNET: its embeddings survive added noise, gain, resampling and mp3).
 #: An audio query is windowed every hop / QUERY_HOP_DIVISOR seconds.
 QUERY_HOP_DIVISOR = 4
 #: Waveform rate and the smallest normalised correlation peak for offset refinement.
@@ -247,7 +244,9 @@ class Match:
 
 
 def default_min_score(space: Space) -> float:
-    return DEFAULT_MIN_SCORE.get(space.model, FALLBACK_MIN_SCORE)
+    """The cosine similarity a window pair needs by default: the model's
+    ``duplicate_min_score`` (measurements: docs/analytics.md)."""
+    return model_facts(space.model).duplicate_min_score
 
 
 def embed_audio_windows(

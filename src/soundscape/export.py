@@ -13,6 +13,7 @@ from pathlib import Path
 import soundfile as sf
 
 from soundscape.audio import decode_span, probe
+from soundscape.embedders import model_facts
 from soundscape.errors import SoundscapeError, StoredFileChanged
 from soundscape.formats.rows import ExportResult, slug
 from soundscape.media_files import StoredFile, open_stored
@@ -64,17 +65,14 @@ def export_clips(
     return out
 
 
-#: The band a model listens to, where it is narrower than the audio's: BirdNET's spectrogram
-#: runs 0-15 kHz (BirdNET-Analyzer's default bandpass, which its Raven tables report).
-MODEL_BAND_HZ: dict[str, tuple[float, float]] = {"birdnet": (0.0, 15000.0)}
 
 
 def band_hz(sample_rate: float, space: Space | None = None) -> tuple[float, float]:
     """Low and high frequency of a selection: the band of the space's model where it declares
-    one (BirdNET 0-15 kHz), else the full band; never above the recording's Nyquist frequency
-    (``soundscape annotate import`` stores a full-band selection as no band)."""
+    one (its ``band_hz``: BirdNET 0-15 kHz), else the full band; never above the recording's
+    Nyquist frequency (``soundscape annotate import`` stores a full-band selection as no band)."""
     low, high = 0.0, sample_rate / 2
-    if space is not None and space.model in MODEL_BAND_HZ:
-        model_low, model_high = MODEL_BAND_HZ[space.model]
-        low, high = model_low, min(high, model_high)
+    model_band = model_facts(space.model).band_hz if space is not None else None
+    if model_band is not None:
+        low, high = model_band[0], min(high, model_band[1])
     return low, high

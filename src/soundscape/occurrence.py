@@ -29,6 +29,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from soundscape.embedders import get_model_class, model_names
 from soundscape.embedders.birdnet import (
     LABELS_FILE,
     NON_SPECIES_CLASSES,
@@ -40,8 +41,6 @@ from soundscape.embedders.birdnet import (
 from soundscape.errors import ModelUnavailable, SoundscapeError
 
 META_MODEL_FILE = "BirdNET_GLOBAL_6K_V2.4_MData_Model_V2_FP16.tflite"
-#: the model whose class indices (label_id in its spaces) the occurrence lists use
-MODEL = "birdnet"
 #: BirdNET-Analyzer's default location filter threshold (--sf_thresh)
 DEFAULT_THRESHOLD = 0.03
 #: every week of BirdNET's year, then -1: the whole year
@@ -54,6 +53,21 @@ def birdnet_week(day: date | None) -> int:
     if day is None:
         return -1
     return (day.month - 1) * 4 + min(4, (day.day - 1) // 7 + 1)
+
+
+def model_name() -> str:
+    """The model the lists are stored under, whose class indices (``label_id`` in its spaces)
+    they hold: the registered model that declares ``has_occurrence_model`` (BirdNET)."""
+    for name in model_names():
+        try:
+            if get_model_class(name).has_occurrence_model:
+                return name
+        except (SoundscapeError, ImportError):
+            continue  # a plugin that cannot be imported here declares nothing
+    raise ModelUnavailable(
+        "no installed model declares BirdNET's occurrence lists; reinstall soundscape "
+        "(pip install soundscape) to get the built-in birdnet model back"
+    )
 
 
 def check_week(week: int) -> int:
@@ -215,14 +229,14 @@ def store_sensor(
     p = occurrence_model().predict(latitude, longitude, WEEKS)
     conn.execute(
         sa.text("DELETE FROM occurrence_sensors WHERE model = :m AND sensor_id = :s"),
-        {"m": MODEL, "s": sensor_id},
+        {"m": model_name(), "s": sensor_id},
     )
     conn.execute(
         sa.text(
             "INSERT INTO occurrence_sensors (model, sensor_id, latitude, longitude, threshold) "
             "VALUES (:m, :s, :lat, :lon, :t)"
         ),
-        {"m": MODEL, "s": sensor_id, "lat": latitude, "lon": longitude, "t": threshold},
+        {"m": model_name(), "s": sensor_id, "lat": latitude, "lon": longitude, "t": threshold},
     )
     others = sorted(non_species_ids())
     weeks: list[int] = []
@@ -241,7 +255,7 @@ def store_sensor(
             "SELECT :m, :s, w, l, p FROM unnest(CAST(:w AS smallint[]), CAST(:l AS integer[]), "
             "CAST(:p AS real[])) AS x(w, l, p)"
         ),
-        {"m": MODEL, "s": sensor_id, "w": weeks, "l": labels, "p": probs},
+        {"m": model_name(), "s": sensor_id, "w": weeks, "l": labels, "p": probs},
     )
     return species / len(WEEKS)
 
@@ -251,7 +265,7 @@ def forget_sensor(conn: Connection, sensor_id: int) -> bool:
     return bool(
         conn.execute(
             sa.text("DELETE FROM occurrence_sensors WHERE model = :m AND sensor_id = :s"),
-            {"m": MODEL, "s": sensor_id},
+            {"m": model_name(), "s": sensor_id},
         ).rowcount
     )
 
@@ -272,7 +286,7 @@ def sensor_changed(
             "SELECT latitude, longitude, threshold FROM occurrence_sensors "
             "WHERE model = :m AND sensor_id = :s"
         ),
-        {"m": MODEL, "s": sensor_id},
+        {"m": model_name(), "s": sensor_id},
     ).fetchone()
     if row is not None and (row.latitude, row.longitude) == (latitude, longitude):
         return
@@ -302,7 +316,7 @@ def refresh_occurrence(
             "LEFT JOIN occurrence_sensors os ON os.sensor_id = s.id AND os.model = :m "
             "WHERE CAST(:names AS text[]) IS NULL OR s.name = ANY(:names) ORDER BY s.name"
         ),
-        {"m": MODEL, "names": sensors},
+        {"m": model_name(), "names": sensors},
     ).all()
     if sensors:
         missing = sorted(set(sensors) - {r.name for r in rows})
@@ -326,7 +340,7 @@ def refresh_occurrence(
                     "SELECT count(*) FILTER (WHERE probability IS NOT NULL)::float / :n "
                     "FROM occurrence WHERE model = :m AND sensor_id = :s"
                 ),
-                {"m": MODEL, "s": r.id, "n": len(WEEKS)},
+                {"m": model_name(), "s": r.id, "n": len(WEEKS)},
             ).scalar()
             out.append(SensorOccurrence(r.name, r.latitude, r.longitude, "current", n))
             continue
@@ -346,7 +360,7 @@ def sensor_status(conn: Connection, sensors: list[str] | None = None) -> list[Se
             "AND os.model = :m WHERE CAST(:names AS text[]) IS NULL OR s.name = ANY(:names) "
             "ORDER BY s.name"
         ),
-        {"m": MODEL, "n": len(WEEKS), "names": sensors},
+        {"m": model_name(), "n": len(WEEKS), "names": sensors},
     ).all()
     out = []
     for r in rows:
@@ -372,7 +386,7 @@ def stored_list(conn: Connection, sensor: str, week: int) -> list[dict[str, Any]
             "LEFT JOIN occurrence_sensors os ON os.sensor_id = s.id AND os.model = :m "
             "WHERE s.name = :name"
         ),
-        {"m": MODEL, "name": sensor},
+        {"m": model_name(), "name": sensor},
     ).fetchone()
     if known is None:
         raise SoundscapeError(f"unknown sensor {sensor!r}")
@@ -388,7 +402,7 @@ def stored_list(conn: Connection, sensor: str, week: int) -> list[dict[str, Any]
             "SELECT label_id, probability FROM occurrence WHERE model = :m AND sensor_id = :s "
             "AND week = :w AND probability IS NOT NULL ORDER BY probability DESC, label_id"
         ),
-        {"m": MODEL, "s": known.id, "w": week},
+        {"m": model_name(), "s": known.id, "w": week},
     ).all()
     out = []
     for r in rows:

@@ -28,9 +28,8 @@ from soundscape.audio import decode_span, probe, window_array
 from soundscape.classifiers import classifier_query, get_classifier
 from soundscape.concepts import concept_query
 from soundscape.db import register_vector
-from soundscape.embedders import load_model
+from soundscape.embedders import load_model, model_facts
 from soundscape.embedders.base import l2_normalize
-from soundscape.embedders.birdnet import NON_SPECIES_CLASSES
 from soundscape.errors import BadOption, InvalidRequest, SoundscapeError
 from soundscape.queries import Filters, Query, check_filter_names
 from soundscape.recall import guard_note, log_query
@@ -48,44 +47,6 @@ STRATEGIES = ("auto", "hnsw", "exact")
 INVALID_PARAMETER_VALUE = "22023"
 #: Most windows one search returns (and fetches to merge into events).
 MAX_LIMIT = 10000
-
-#: Field words that map to BirdNET's non-species classes (or to all birds).
-FIELD_WORDS: dict[str, tuple[str, ...]] = {
-    "bird": ("*birds*",),
-    "birds": ("*birds*",),
-    "birdsong": ("*birds*",),
-    "bird song": ("*birds*",),
-    "chainsaw": ("Power tools",),
-    "chainsaws": ("Power tools",),
-    "saw": ("Power tools",),
-    "power tools": ("Power tools",),
-    "gunshot": ("Gun",),
-    "gunshots": ("Gun",),
-    "gun": ("Gun",),
-    "shot": ("Gun",),
-    "vehicle": ("Engine",),
-    "vehicles": ("Engine",),
-    "car": ("Engine",),
-    "cars": ("Engine",),
-    "truck": ("Engine",),
-    "engine": ("Engine",),
-    "voice": ("Human vocal",),
-    "voices": ("Human vocal",),
-    "people": ("Human vocal",),
-    "human": ("Human vocal", "Human non-vocal", "Human whistle"),
-    "speech": ("Human vocal",),
-    "whistle": ("Human whistle",),
-    "siren": ("Siren",),
-    "sirens": ("Siren",),
-    "dog": ("Dog",),
-    "dogs": ("Dog",),
-    "barking": ("Dog",),
-    "bark": ("Dog",),
-    "firework": ("Fireworks",),
-    "fireworks": ("Fireworks",),
-    "noise": ("Noise",),
-}
-
 
 # ------------------------------------------------------------------------------- filters
 _CLOCK = re.compile(r"^\s*(\d{1,2})(?::(\d{2}))?(?::(\d{2}))?\s*$")
@@ -264,11 +225,14 @@ def match_labels(conn: Connection, space: Space, text: str) -> tuple[list[int], 
     def shown(common: str | None, name: str) -> str:
         return common or name
 
-    targets = FIELD_WORDS.get(q)
+    model = model_facts(space.model)  # its field words and non-species classes
+    targets = model.field_words.get(q)
     if targets:
         if "*birds*" in targets:  # species classes: those with a scientific name
             hits = [
-                lab for lab in labels if lab[2] and shown(lab[3], lab[1]) not in NON_SPECIES_CLASSES
+                lab
+                for lab in labels
+                if lab[2] and shown(lab[3], lab[1]) not in model.non_species_classes
             ]
         else:
             hits = [lab for lab in labels if shown(lab[3], lab[1]) in targets]
@@ -317,15 +281,17 @@ def match_labels(conn: Connection, space: Space, text: str) -> tuple[list[int], 
     close = suggest_labels(labels, q) + [
         (word, score)
         for word, score, _ in process.extract(
-            q, list(FIELD_WORDS), scorer=fuzz.ratio, limit=2, score_cutoff=SUGGEST_MIN_SCORE
+            q, list(model.field_words), scorer=fuzz.ratio, limit=2, score_cutoff=SUGGEST_MIN_SCORE
         )
     ]
     close.sort(key=lambda c: -c[1])  # stable: labels before field words of the same score
     names = list(dict.fromkeys(name for name, _ in close))[:5]
     hint = f"; did you mean: {', '.join(names)}?" if names else ""
+    some = sorted(model.field_words)[:8]
+    field_words = f", field words: {', '.join(some)}, ..." if some else ""
     raise SoundscapeError(
         f"no {space.name} label matches {text!r}{hint} "
-        f"(labels: `soundscape labels top`, field words: {', '.join(sorted(FIELD_WORDS)[:8])}, ...)"
+        f"(labels: `soundscape labels top`{field_words})"
     )
 
 

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from soundscape.db import register_vector
-from soundscape.embedders import Embedder, get_model_class
+from soundscape.embedders import Embedder, get_model_class, model_facts
 from soundscape.errors import BadOption, SoundscapeError
 
 # HNSW build parameters: pgvector's m, ten times its ef_construction. Real archives are full
@@ -88,22 +88,10 @@ BIT_RECALL_WINDOWS = 200_000
 #: 0.0001 s would embed 10,000 windows per second and run for hours on a minute of audio)
 MIN_HOP_S = 0.1
 
-#: Which model's space answers a purpose best when none is named (``pick_space``); spaces of
-#: other (plugin) models come after these, in creation order.
-PREFERENCES: dict[str, tuple[str, ...]] = {
-    # search by text: a text-audio model, then BirdNET's class labels (the baseline has neither)
-    "text": ("clap", "birdnet", "spectral"),
-    # search by example: general text-audio models, then bioacoustics, then the baseline
-    "audio": ("clap", "birdnet", "spectral"),
-    # the weight-free spectral statistics separate machine sounds, saws and sirens from a
-    # soundscape far better than BirdNET's bird-tuned embedding (docs/analytics.md)
-    "anomalies": ("spectral", "birdnet", "clap"),
-    # BirdNET embeddings survive added noise (10 dB SNR) as well as gain, resampling and mp3;
-    # the spectral statistics survive gain, resampling and mp3 but not broadband noise
-    "duplicates": ("birdnet", "spectral", "clap"),
-    # class labels (`labels top`): only spaces of classifier models count
-    "labels": ("birdnet",),
-}
+#: What a space can be picked for when none is named (``pick_space``): search by text, by
+#: example, anomalies, duplicates, class labels. Which model's space answers each best is the
+#: model's ``preference`` (soundscape.embedders.base).
+PURPOSES = ("text", "audio", "anomalies", "duplicates", "labels")
 
 
 @dataclass(frozen=True)
@@ -200,14 +188,14 @@ def pick_space(
 ) -> Space:
     """The space to use: the one named, else the best with stored windows for ``purpose``.
 
-    ``purpose`` is a key of ``PREFERENCES``: ``"text"`` (a space with a text encoder, else one
+    ``purpose`` is one of ``PURPOSES``: ``"text"`` (a space with a text encoder, else one
     with class labels), ``"audio"`` (search by example), ``"anomalies"``, ``"duplicates"`` or
     ``"labels"`` (a space with class labels).
     With ``sensor``, only spaces holding that sensor's windows count (and a named space must
     hold some).
     """
-    if purpose not in PREFERENCES:
-        raise SoundscapeError(f"purpose must be one of {', '.join(PREFERENCES)}, not {purpose!r}")
+    if purpose not in PURPOSES:
+        raise SoundscapeError(f"purpose must be one of {', '.join(PURPOSES)}, not {purpose!r}")
     if sensor is None:
         filled = set(
             conn.execute(sa.text("SELECT DISTINCT space_id FROM recording_spaces")).scalars()
@@ -227,10 +215,10 @@ def pick_space(
         if sensor is not None and space.id not in filled:
             raise SoundscapeError(f"sensor {sensor!r} has no windows in space {name!r}")
         return space
-    preference = PREFERENCES[purpose]
 
-    def rank(s: Space) -> tuple[int, int]:
-        return (preference.index(s.model) if s.model in preference else len(preference), s.id)
+    def rank(s: Space) -> tuple[float, int]:
+        """The model's rank for the purpose (unranked models last), then the oldest space."""
+        return (model_facts(s.model).preference.get(purpose, math.inf), s.id)
 
     spaces = sorted((s for s in list_spaces(conn) if s.id in filled), key=rank)
     if not spaces:

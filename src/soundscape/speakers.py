@@ -43,7 +43,7 @@ from sqlalchemy.engine import Connection
 from soundscape import vad
 from soundscape.audio import decode_span, probe, window_array
 from soundscape.db import register_vector
-from soundscape.embedders import Embedder, get_model_class, load_model
+from soundscape.embedders import Embedder, get_model_class, load_model, model_facts, model_names
 from soundscape.embedders.base import l2_normalize
 from soundscape.errors import AudioError, SoundscapeError, StoredFileChanged
 from soundscape.ingest import sha256_file
@@ -51,8 +51,6 @@ from soundscape.media_files import StoredFile, open_stored, stored_file
 from soundscape.queries import Query
 from soundscape.spaces import Space, ensure_space, get_space, list_spaces
 
-#: the model whose spaces hold voice prints
-VOICE_MODEL = "voice"
 #: cosine to a speaker's centroid above which a window may be that speaker (``who``). On the
 #: test podcast, windows of an enrolled voice scored 0.75-0.91 (mean 0.85) against its
 #: centroid, windows of another voice (a woman's against men's enrolments) 0.49-0.71.
@@ -66,8 +64,21 @@ VAD_PIECE_S = 300.0
 
 
 # ------------------------------------------------------------------------------- spaces
+def voice_model() -> str:
+    """The model whose spaces hold voice prints: the registered model that declares
+    ``voice_prints`` (the built-in ``voice``)."""
+    for name in model_names():
+        try:
+            if get_model_class(name).voice_prints:
+                return name
+        except (SoundscapeError, ImportError):
+            continue  # a plugin that cannot be imported here declares nothing
+    raise SoundscapeError("no installed model makes voice prints; reinstall soundscape")
+
+
 def voice_spaces(conn: Connection) -> list[Space]:
-    return [s for s in list_spaces(conn) if s.model == VOICE_MODEL]
+    """The spaces of models that make voice prints, oldest first."""
+    return [s for s in list_spaces(conn) if model_facts(s.model).voice_prints]
 
 
 def voice_space(conn: Connection, name: str | None = None, *, create: bool = False) -> Space:
@@ -75,7 +86,7 @@ def voice_space(conn: Connection, name: str | None = None, *, create: bool = Fal
     (``create``) the default voice space, created with the model's window and hop."""
     if name:
         space = get_space(conn, name)
-        if space.model != VOICE_MODEL:
+        if not model_facts(space.model).voice_prints:
             raise SoundscapeError(
                 f"space {name!r} holds {space.model} vectors, not voice prints; name a space "
                 f"of the voice model ({', '.join(s.name for s in voice_spaces(conn)) or 'none yet'})"
@@ -93,7 +104,7 @@ def voice_space(conn: Connection, name: str | None = None, *, create: bool = Fal
             "no voice windows yet: ingest speech with the voice model first "
             "(soundscape ingest FILE --sensor S --model voice, or backfill --model voice)"
         )
-    cls = get_model_class(VOICE_MODEL)
+    cls = get_model_class(voice_model())
     return ensure_space(conn, cls, float(cls.default_window_s), float(cls.default_hop_s))
 
 

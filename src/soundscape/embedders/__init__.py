@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from soundscape.embedders.base import Embedder, l2_normalize
+from soundscape.errors import SoundscapeError
 from soundscape.plugins import Registry
 
 ENTRY_POINT_GROUP = "soundscape.models"
 
-__all__ = ["Embedder", "l2_normalize", "get_model_class", "model_classes", "load_model"]
+__all__ = [
+    "Embedder", "l2_normalize", "get_model_class", "model_classes", "model_facts", "load_model",
+]  # fmt: skip
 
-# Built-ins are also listed here so that the package works when run from a source tree
-# without being installed (entry points then do not exist).
+# The built-in models, listed here only (not also as entry points in pyproject.toml): a source
+# tree run without installing it (PYTHONPATH=src) has no entry points, and an editable install
+# made before a model was added does not list it. Third-party models come from the
+# ``soundscape.models`` entry-point group; everything else about a model is its class's.
 _BUILTINS = {
     "birdnet": "soundscape.embedders.birdnet:BirdNET",
     "clap": "soundscape.embedders.clap:CLAP",
@@ -34,6 +39,16 @@ def get_model_class(name: str) -> type[Embedder]:
 
 def model_classes() -> dict[str, type[Embedder]]:
     return {name: get_model_class(name) for name in model_names()}
+
+
+def model_facts(name: str) -> type[Embedder]:
+    """Where to read a model's facts (``preference``, ``band_hz``, ``duplicate_min_score``,
+    ``field_words``, ...): its class, or ``Embedder``'s defaults when no model of that name is
+    registered here (a space made by a plugin that is not installed)."""
+    try:
+        return get_model_class(name)
+    except SoundscapeError:
+        return Embedder
 
 
 def load_model(name: str, **params) -> Embedder:

@@ -8,10 +8,30 @@ with::
     mymodel = "mypackage.module:MyEmbedder"
 
 Weights must load lazily (on the first ``embed_*`` call), so that listing models is cheap.
+
+Everything soundscape needs to know about a model is a class attribute of its embedder, so
+that adding a model is one file: what it computes (name, version, dimension, rate, windows,
+``supports_text``, ``has_class_scores``) and how the rest of soundscape uses its spaces:
+
+- ``preference``: its rank per purpose when no space is named (``spaces.pick_space``;
+  purposes in ``spaces.PURPOSES``, lower first; unranked spaces come after, oldest first);
+- ``band_hz``: the band it listens to, where narrower than the audio (Raven exports);
+- ``duplicate_min_score``: the cosine similarity a pair of windows needs to count as the same
+  sound (``soundscape duplicates``);
+- ``field_words`` and ``non_species_classes``: everyday words for its classes (label search)
+  and which classes are not species;
+- ``voice_prints``: whether its vectors are voice prints, so that its spaces hold the enrolled
+  speakers (``soundscape.speakers``);
+- ``has_occurrence_model``: whether the location/season lists (``soundscape.occurrence``,
+  computed by BirdNET V2.4's meta model) are stored under its name: only for a model whose
+  class indices are BirdNET V2.4's.
+
+The defaults below fit a model that declares none of them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -46,6 +66,23 @@ class Embedder:
     has_class_scores: ClassVar[bool] = False
     #: one line for ``soundscape models list``
     description: ClassVar[str] = ""
+
+    # -- how soundscape uses the model's spaces (module docstring) ----------------------------
+    #: rank per purpose (``spaces.PURPOSES``) when no space is named: lower first; a purpose
+    #: left out ranks the model after every model that names it
+    preference: ClassVar[Mapping[str, int]] = {}
+    #: (low, high) Hz the model listens to where narrower than the audio, else None (full band)
+    band_hz: ClassVar[tuple[float, float] | None] = None
+    #: cosine similarity a window pair needs to be called a near-duplicate
+    duplicate_min_score: ClassVar[float] = 0.80
+    #: everyday words -> its class names (label search); ``"*birds*"`` means every species class
+    field_words: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    #: its classes that are not species (never dropped by the occurrence lists, not birds)
+    non_species_classes: ClassVar[frozenset[str]] = frozenset()
+    #: True when its vectors are voice prints: its spaces are the speakers' (soundscape.speakers)
+    voice_prints: ClassVar[bool] = False
+    #: True when the location/season lists (``soundscape.occurrence``) are its (BirdNET's classes)
+    has_occurrence_model: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = dict(params)

@@ -14,7 +14,7 @@ import struct
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
@@ -48,6 +48,44 @@ NON_SPECIES_CLASSES = frozenset(
         "Siren",
     }
 )
+
+#: everyday words for BirdNET's non-species classes (or all birds: ``"*birds*"``), for label
+#: search (``BirdNET.field_words``)
+FIELD_WORDS: dict[str, tuple[str, ...]] = {
+    "bird": ("*birds*",),
+    "birds": ("*birds*",),
+    "birdsong": ("*birds*",),
+    "bird song": ("*birds*",),
+    "chainsaw": ("Power tools",),
+    "chainsaws": ("Power tools",),
+    "saw": ("Power tools",),
+    "power tools": ("Power tools",),
+    "gunshot": ("Gun",),
+    "gunshots": ("Gun",),
+    "gun": ("Gun",),
+    "shot": ("Gun",),
+    "vehicle": ("Engine",),
+    "vehicles": ("Engine",),
+    "car": ("Engine",),
+    "cars": ("Engine",),
+    "truck": ("Engine",),
+    "engine": ("Engine",),
+    "voice": ("Human vocal",),
+    "voices": ("Human vocal",),
+    "people": ("Human vocal",),
+    "human": ("Human vocal", "Human non-vocal", "Human whistle"),
+    "speech": ("Human vocal",),
+    "whistle": ("Human whistle",),
+    "siren": ("Siren",),
+    "sirens": ("Siren",),
+    "dog": ("Dog",),
+    "dogs": ("Dog",),
+    "barking": ("Dog",),
+    "bark": ("Dog",),
+    "firework": ("Fireworks",),
+    "fireworks": ("Fireworks",),
+    "noise": ("Noise",),
+}
 
 
 def model_dir() -> Path | None:
@@ -214,6 +252,22 @@ class BirdNET(Embedder):
         "BirdNET V2.4: birds and other wildlife, 6,522 classes, 3 s windows at 48 kHz "
         "(weights CC BY-NC-SA 4.0, non-commercial)"
     )
+    # Ranks when no space is named (lower first; spaces.pick_space): after CLAP for text and
+    # example search (BirdNET's class labels answer text without a text encoder); after the
+    # spectral statistics for anomalies (they separate machine sounds, saws and sirens from a
+    # soundscape far better than BirdNET's bird-tuned embedding, docs/analytics.md); first for
+    # duplicates (its embeddings survive added noise at 10 dB SNR as well as gain, resampling
+    # and mp3) and class labels.
+    preference: ClassVar[Mapping[str, int]] = {
+        "text": 20, "audio": 20, "anomalies": 20, "duplicates": 10, "labels": 10,
+    }  # fmt: skip
+    #: BirdNET-Analyzer's default bandpass, 0-15 kHz (what its Raven tables report)
+    band_hz: ClassVar[tuple[float, float] | None] = (0.0, 15000.0)
+    #: measured on noisy, resampled and mp3 copies: docs/analytics.md
+    duplicate_min_score: ClassVar[float] = 0.70
+    field_words: ClassVar[Mapping[str, tuple[str, ...]]] = FIELD_WORDS
+    non_species_classes: ClassVar[frozenset[str]] = NON_SPECIES_CLASSES
+    has_occurrence_model: ClassVar[bool] = True
 
     #: samples per window (3.0 s at 48 kHz)
     window_length: ClassVar[int] = 144000

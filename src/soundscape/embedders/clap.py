@@ -43,7 +43,7 @@ import os
 import pickle
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal, overload
 
@@ -218,6 +218,11 @@ class CLAP(Embedder):
         "Microsoft CLAP 2023 (msclap): general sounds and text-to-audio search, 7 s windows at "
         "44.1 kHz (weights downloaded once, or $SOUNDSCAPE_CLAP_WEIGHTS)"
     )
+    #: first for text and example search (a general text-audio model); last of the built-in
+    #: rankings for anomalies and duplicates (spaces.pick_space)
+    preference: ClassVar[Mapping[str, int]] = {
+        "text": 10, "audio": 10, "anomalies": 30, "duplicates": 30,
+    }  # fmt: skip
 
     def __init__(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -36,6 +37,15 @@ class Spectral(Embedder):
     description: ClassVar[str] = (
         "log-mel statistics baseline (no weights, fast, deterministic; any window length)"
     )
+    # Ranks (spaces.pick_space): first for anomalies (machine sounds, saws and sirens stand out
+    # of a soundscape, docs/analytics.md); after BirdNET for duplicates (the statistics survive
+    # gain, resampling and mp3 but not broadband noise); the baseline for text (it answers none
+    # itself) and example search.
+    preference: ClassVar[Mapping[str, int]] = {
+        "text": 30, "audio": 30, "anomalies": 10, "duplicates": 20,
+    }  # fmt: skip
+    #: measured on re-encoded copies: docs/analytics.md
+    duplicate_min_score: ClassVar[float] = 0.80
 
     n_mels: ClassVar[int] = 64
     n_fft: ClassVar[int] = 1024

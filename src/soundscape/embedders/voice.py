@@ -183,6 +183,7 @@ class Voice(Embedder):
         "Resemblyzer speaker encoder (GE2E): who speaks, 256-d per 2 s window of speech "
         "(windows without speech are skipped)"
     )
+    voice_prints: ClassVar[bool] = True
 
     def __init__(self, **params: Any) -> None:
         if params:
