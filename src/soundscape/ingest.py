@@ -1,7 +1,10 @@
-"""Ingest: decode files as a stream, window them, embed every window and store the vectors.
+"""Ingest: decode files as a stream and store what each target makes of them.
 
-One database transaction per recording: the recording row, all its segments (binary COPY,
-streamed batch by batch so memory stays bounded) and class scores are committed together, so a
+A target (``soundscape.ingest_targets.Target``) is an embedder's space (windows embedded into
+vectors, with class scores) or a transcriber's transcript (utterances with word times,
+``speech.TranscriptTarget``); ``Ingestor`` loops over them without telling them apart.
+One database transaction per recording: the recording row and everything its targets store
+(binary COPY, streamed batch by batch so memory stays bounded) are committed together, so a
 crash or Ctrl-C mid-file leaves nothing of that file behind and a re-run resumes with it.
 """
 
