@@ -446,7 +446,7 @@ def test_ingestors_share_model_instances(sensor, db_url, run_cli):
 def test_permanent_and_retryable_failures(sensor, engine, db_url, run_cli, tmp_path, monkeypatch):
     """A corrupt file fails at once; a database error is retried with backoff, and gives up
     after max attempts."""
-    from soundscape.ingest import Ingestor
+    from soundscape.ingest_targets import SpaceTarget
 
     folder = tmp_path / "card"
     make_clips(folder, 3)
@@ -457,15 +457,16 @@ def test_permanent_and_retryable_failures(sensor, engine, db_url, run_cli, tmp_p
     ids = {Path(r["path"]).name: r["job_id"] for r in queued}
 
     calls: dict[str, int] = {}
-    original = Ingestor._embed_into
+    original = SpaceTarget.begin
 
-    def embed_into(self, conn, target, rec_id, path, *args):
+    def begin(self, conn, recording, *args):
+        path = recording.source
         calls[path.name] = calls.get(path.name, 0) + 1
         if path.name == broken.name or (path.name == flaky.name and calls[path.name] == 1):
             raise sa.exc.OperationalError("COPY", {}, Exception("server closed the connection"))
-        return original(self, conn, target, rec_id, path, *args)
+        return original(self, conn, recording, *args)
 
-    monkeypatch.setattr(Ingestor, "_embed_into", embed_into)
+    monkeypatch.setattr(SpaceTarget, "begin", begin)
     with engine.begin() as conn:  # the slow one waits in backoff
         conn.execute(
             sa.text("UPDATE jobs SET run_after = now() + interval '1 hour' WHERE id = :i"),
@@ -499,7 +500,7 @@ def test_permanent_and_retryable_failures(sensor, engine, db_url, run_cli, tmp_p
     def always_down(*args):
         raise sa.exc.OperationalError("COPY", {}, Exception("database is down"))
 
-    monkeypatch.setattr(Ingestor, "_embed_into", always_down)
+    monkeypatch.setattr(SpaceTarget, "begin", always_down)
     worker = Worker(db_url, WorkerOptions(once=True, backoff_s=100), report=said.append)
     assert worker.run(install_signals=False) == 0  # retried later: not a failure yet
     delay = scalar(

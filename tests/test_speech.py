@@ -153,6 +153,33 @@ def test_outputs_events_and_clips(said, tmp_path):
     said("search", "football", "--said", "football", code=2)
 
 
+def test_search_request_searches_what_was_said(said, engine):
+    """Issue 27: ``--said`` is a field of ``SearchRequest``, so every entry point that runs
+    ``search()`` (CLI, web page, review, concepts) can search what was said, with the hits
+    and rows the CLI shows."""
+    from soundscape.errors import InvalidRequest
+    from soundscape.search import SearchRequest, search
+
+    with engine.connect() as conn:
+        found = search(conn, SearchRequest(said="bitcoin", limit=1))
+    assert found.is_speech and found.space_name is None and not found.is_labels
+    assert found.description == "what was said: 'bitcoin'"
+    (hit,) = found.hits
+    assert isinstance(hit, speech.SpeechHit) and "**bitcoin**" in hit.snippet.lower()
+    (row,) = said.json("search", "--said", "bitcoin", "-n", "1")
+    assert row["utterance_id"] == hit.segment_id and row["snippet"] == hit.snippet
+    rows, columns = speech.said_rows(found.hits, events=False, full=False)
+    assert columns == speech.SAID_COLUMNS and rows[0]["utterance_id"] == hit.segment_id
+    for wrong in (
+        SearchRequest(said="x", text="bitcoin"),
+        SearchRequest(said="x", space="spectral"),
+    ):
+        with pytest.raises(InvalidRequest):
+            wrong.check()
+    with pytest.raises(InvalidRequest):
+        _ = found.query  # no vector or labels ranked it
+
+
 def test_sql_function_for_bi_tools(said, engine):
     with engine.connect() as conn:
         rows = conn.execute(

@@ -1,7 +1,10 @@
-"""Ingest: decode files as a stream, window them, embed every window and store the vectors.
+"""Ingest: decode files as a stream and store what each target makes of them.
 
-One database transaction per recording: the recording row, all its segments (binary COPY,
-streamed batch by batch so memory stays bounded) and class scores are committed together, so a
+A target (``soundscape.ingest_targets.Target``) is an embedder's space (windows embedded into
+vectors, with class scores) or a transcriber's transcript (utterances with word times,
+``speech.TranscriptTarget``); ``Ingestor`` loops over them without telling them apart.
+One database transaction per recording: the recording row and everything its targets store
+(binary COPY, streamed batch by batch so memory stays bounded) are committed together, so a
 crash or Ctrl-C mid-file leaves nothing of that file behind and a re-run resumes with it.
 """
 
@@ -18,18 +21,17 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import numpy as np
 import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from soundscape import speech
-from soundscape.audio import AudioInfo, Source, WindowStream, is_supported, probe
-from soundscape.db import raw_connection, register_vector
-from soundscape.embedders import Embedder, get_model_class, load_model
-from soundscape.embedders.scores import top_scores
+from soundscape.audio import AudioInfo, is_supported, probe
+from soundscape.db import register_vector
+from soundscape.embedders import get_model_class, load_model
 from soundscape.errors import (
     AudioError,
     ConnectionLost,
@@ -38,38 +40,22 @@ from soundscape.errors import (
     SoundscapeError,
     StoredFileChanged,
 )
+from soundscape.ingest_targets import (  # noqa: F401 - SEGMENT_* for bulk loaders
+    SEGMENT_COPY,
+    SEGMENT_TYPES,
+    Recording,
+    SpaceTarget,
+    Target,
+    store,
+)
 from soundscape.media_files import OpenedFile, StoredFile, identity_of, open_stored
 from soundscape.sensors import Sensor, get_sensor
-from soundscape.spaces import Space, ensure_space, resolve_window
-from soundscape.timeutil import localize, parse_start_time, window_times
-from soundscape.transcribers import Transcriber, is_transcriber, load_transcriber
+from soundscape.spaces import ensure_space, resolve_window
+from soundscape.speech import TranscriptTarget
+from soundscape.timeutil import localize, parse_start_time
+from soundscape.transcribers import is_transcriber, load_transcriber
 
 log = logging.getLogger(__name__)
-
-#: per window, keep the top TOP_K class scores at or above SCORE_FLOOR
-TOP_K = 5
-SCORE_FLOOR = 0.05
-
-SEGMENT_COPY = (
-    "COPY segments (id, space_id, recording_id, sensor_id, start_s, end_s, starts_at, "
-    "local_date, local_time, embedding) FROM STDIN WITH (FORMAT BINARY)"
-)
-SEGMENT_TYPES = [
-    "int8",
-    "int4",
-    "int8",
-    "int4",
-    "float4",
-    "float4",
-    "timestamptz",
-    "date",
-    "time",
-    "vector",
-]
-_SCORE_COPY = (
-    "COPY segment_scores (space_id, segment_id, label_id, score) FROM STDIN WITH (FORMAT BINARY)"
-)
-_SCORE_TYPES = ["int4", "int8", "int4", "float4"]
 
 
 def describe_counts(counts: dict[str, int]) -> str:
@@ -321,16 +307,86 @@ class WrongSensor(SoundscapeError):
     """A stored file was ingested again for another sensor without --replace."""
 
 
-@dataclass
-class _Target:
-    """A model and the space it writes into."""
+def _interruption(exc: BaseException, path: Path) -> SoundscapeError | None:
+    """The error to raise when a database error is not the file's fault: the connection is
+    gone (``ConnectionLost``) or the server refused the write (``ServerRefused``); else None."""
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    if connection_lost(exc):
+        return ConnectionLost(
+            f"lost the connection to the database while storing {path} ({reason}); "
+            "nothing of that file was stored. Check that the database runs "
+            "(`soundscape db status`), then run the same command again to resume."
+        )
+    advice = refused(exc)
+    if advice is not None:
+        return ServerRefused(
+            f"the database refused to store {path} for now ({reason}); nothing of that "
+            f"file was stored. {advice[0].upper()}{advice[1:]}, then run the same "
+            "command again to resume."
+        )
+    return None
 
-    model: Embedder
-    space: Space
+
+@dataclass
+class _File:
+    """A file being ingested, as it was read before storing it."""
+
+    path: Path
+    #: the checked stored file (backfill), read instead of ``path``
+    opened: OpenedFile | None
+    info: AudioInfo
+    digest: str
+    identity: tuple[int, int, int, int]
+
+    @property
+    def source(self) -> Path | OpenedFile:
+        return self.opened if self.opened is not None else self.path
+
+    @property
+    def abs_path(self) -> str:
+        return str(self.path) if self.opened is not None else str(self.path.resolve())
+
+
+def _load_targets(
+    engine: Engine,
+    names: list[str],
+    window_s: float | None,
+    hop_s: float | None,
+    allow_gaps: bool,
+) -> list[Target]:
+    """The targets of the models named: the embedders' spaces (created if new; every window
+    and hop checked before any space is created), then the transcribers."""
+    # Speech-to-text models (``whisper``) store utterances, not windows (soundscape.speech).
+    said = [TranscriptTarget(load_transcriber(n)) for n in names if is_transcriber(n)]
+    names = [n for n in names if not is_transcriber(n)]
+    windows = {
+        name: resolve_window(get_model_class(name), window_s, hop_s, allow_gaps=allow_gaps)
+        for name in names
+    }
+    spaces = [_space_target(engine, name, *windows[name]) for name in names]
+    return [*spaces, *said]
+
+
+def _space_target(engine: Engine, name: str, window: float, hop: float) -> SpaceTarget:
+    """The model ``name`` and its space for this window and hop (created if new)."""
+    cls = get_model_class(name)
+    model = load_model(name)
+    labels = model.labels if cls.has_class_scores else None
+    for attempt in range(_RETRIES):
+        try:
+            with engine.begin() as conn:
+                space = ensure_space(conn, cls, window, hop, model.params, labels)
+            return SpaceTarget(model, space)
+        except sa.exc.DBAPIError as exc:  # a deadlock with another process: again
+            if not _retryable(exc) or attempt == _RETRIES - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 class Ingestor:
-    """Ingest files for one sensor into one or more spaces."""
+    """Ingest files for one sensor into its targets (``ingest_targets.Target``): the spaces
+    of the embedders named (windows) and the transcripts of the transcribers (utterances)."""
 
     def __init__(
         self,
@@ -357,46 +413,38 @@ class Ingestor:
         self.replace = replace
         self.allow_truncated = allow_truncated
         self.record_errors = record_errors
-        #: called after every batch of every space; may raise to abandon the file (its
+        #: called after every batch of every target; may raise to abandon the file (its
         #: transaction rolls back and the result is "failed" with that exception)
         self.on_batch: Callable[[], None] | None = None
-        with engine.begin() as conn:
-            self.sensor: Sensor = get_sensor(conn, sensor)
+        self._set_sensor(sensor)
+        names = list(dict.fromkeys(m.strip().lower() for m in models if m.strip()))
+        #: spaces first (in the order named), then transcribers
+        self.targets: list[Target] = _load_targets(engine, names, window_s, hop_s, allow_gaps)
+        self.model_names = ",".join(t.name for t in self.targets)
+
+    def _set_sensor(self, name: str) -> None:
+        with self.engine.begin() as conn:
+            self.sensor: Sensor = get_sensor(conn, name)
         try:
             self.tz = ZoneInfo(self.sensor.timezone)
         except ZoneInfoNotFoundError as exc:
             raise SoundscapeError(
-                f"sensor {sensor!r} has an unknown timezone {self.sensor.timezone!r}"
+                f"sensor {name!r} has an unknown timezone {self.sensor.timezone!r}"
             ) from exc
-        self.targets: list[_Target] = []
-        names = list(dict.fromkeys(m.strip().lower() for m in models if m.strip()))
-        # Speech-to-text models (``whisper``) store utterances, not windows (soundscape.speech).
-        self.transcribers: list[Transcriber] = [
-            load_transcriber(n) for n in names if is_transcriber(n)
-        ]
-        names = [n for n in names if not is_transcriber(n)]
-        windows = {
-            name: resolve_window(get_model_class(name), window_s, hop_s, allow_gaps=allow_gaps)
-            for name in names
-        }
-        for name in names:
-            cls = get_model_class(name)
-            window, hop = windows[name]
-            model = load_model(name)
-            labels = model.labels if cls.has_class_scores else None
-            for attempt in range(_RETRIES):
-                try:
-                    with engine.begin() as conn:
-                        space = ensure_space(conn, cls, window, hop, model.params, labels)
-                    break
-                except sa.exc.DBAPIError as exc:  # a deadlock with another process: again
-                    if not _retryable(exc) or attempt == _RETRIES - 1:
-                        raise
-                    time.sleep(0.1 * (attempt + 1))
-            self.targets.append(_Target(model, space))
-        self.model_names = ",".join(
-            [t.space.name for t in self.targets] + [t.name for t in self.transcribers]
-        )
+
+    def refresh_sensor(self) -> None:
+        """Re-read the sensor (its timezone may have changed since this ingestor was made)."""
+        self._set_sensor(self.sensor.name)
+
+    @property
+    def spaces(self) -> list[SpaceTarget]:
+        """The embedders' targets (a model and its space)."""
+        return [t for t in self.targets if isinstance(t, SpaceTarget)]
+
+    @property
+    def transcripts(self) -> list[TranscriptTarget]:
+        """The transcribers' targets."""
+        return [t for t in self.targets if isinstance(t, TranscriptTarget)]
 
     # -- one file ---------------------------------------------------------------------------
     def ingest_file(
@@ -421,6 +469,15 @@ class Ingestor:
         except StoredFileChanged as exc:
             return self._failed(str(path), stored.sha256, str(exc))
 
+    @staticmethod
+    def _read(path: Path, opened: OpenedFile | None) -> _File:
+        """Identity, header and SHA-256 of the file (raises AudioError, OSError)."""
+        if opened is None:
+            before = file_identity(path)
+            return _File(path, None, probe(path), sha256_file(path), before)
+        before = identity_of(os.fstat(opened.fd))
+        return _File(path, opened, probe(opened), opened.sha256(), before)
+
     def _ingest(
         self,
         path: Path,
@@ -429,375 +486,108 @@ class Ingestor:
         opened: OpenedFile | None,
     ) -> FileResult:
         shown = str(path)
-        expected_sha256 = opened.stored.sha256 if opened is not None else None
         try:
-            if opened is None:
-                before = file_identity(path)
-                info = probe(path)
-                digest = sha256_file(path)
-            else:
-                before = identity_of(os.fstat(opened.fd))
-                info = probe(opened)
-                digest = opened.sha256()
+            f = self._read(path, opened)
         except AudioError as exc:
             return self._failed(shown, None, str(exc))
         except OSError as exc:
             return self._failed(shown, None, f"{path}: cannot read the file: {exc.strerror or exc}")
-        if expected_sha256 is not None and digest != expected_sha256:
+        if opened is not None and f.digest != opened.stored.sha256:
             return self._failed(
                 shown,
-                digest,
+                f.digest,
                 f"{path}: the file changed since it was ingested (SHA-256 differs); "
                 "ingest it as a new recording, or put the original back",
             )
-
         try:
-            for attempt in range(_RETRIES):
-                try:
-                    return self._store(path, info, digest, before, start_time, on_progress, opened)
-                except sa.exc.DBAPIError as exc:  # a deadlock rolled the file back: again
-                    if not _retryable(exc) or attempt == _RETRIES - 1:
-                        raise
-                    log.info("retrying %s after %s", path, exc.orig)
-                    time.sleep(0.1 * (attempt + 1))
-            raise AssertionError("unreachable")
+            return self._store_retrying(f, start_time, on_progress)
         except (FileChanged, WrongSensor) as exc:
-            return self._failed(shown, digest, str(exc))
+            return self._failed(shown, f.digest, str(exc))
         except AudioError as exc:
             try:  # a file rewritten mid-ingest may fail to decode: say what really happened
-                check_unchanged(opened or path, before)
+                check_unchanged(f.source, f.identity)
             except FileChanged as changed:
-                return self._failed(shown, digest, str(changed))
-            return self._failed(shown, digest, str(exc))
+                return self._failed(shown, f.digest, str(changed))
+            return self._failed(shown, f.digest, str(exc))
         except (KeyboardInterrupt, SystemExit):
             raise
         except (sa.exc.DBAPIError, psycopg.Error) as exc:
-            if connection_lost(exc):
-                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-                raise ConnectionLost(
-                    f"lost the connection to the database while storing {path} ({reason}); "
-                    "nothing of that file was stored. Check that the database runs "
-                    "(`soundscape db status`), then run the same command again to resume."
-                ) from exc
-            advice = refused(exc)
-            if advice is not None:
-                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-                raise ServerRefused(
-                    f"the database refused to store {path} for now ({reason}); nothing of that "
-                    f"file was stored. {advice[0].upper()}{advice[1:]}, then run the same "
-                    "command again to resume."
-                ) from exc
+            if (interruption := _interruption(exc, path)) is not None:
+                raise interruption from exc
             log.debug("ingest of %s failed", path, exc_info=True)
             orig = getattr(exc, "orig", None) or exc
-            return self._failed(shown, digest, f"{path}: {type(exc).__name__}: {orig}")
+            return self._failed(shown, f.digest, f"{path}: {type(exc).__name__}: {orig}")
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
             log.debug("ingest of %s failed", path, exc_info=True)
-            return self._failed(shown, digest, f"{path}: {type(exc).__name__}: {exc}")
+            return self._failed(shown, f.digest, f"{path}: {type(exc).__name__}: {exc}")
+
+    def _store_retrying(
+        self, f: _File, start_time: datetime | None, on_progress: Callable[[float], None] | None
+    ) -> FileResult:
+        for attempt in range(_RETRIES):
+            try:
+                return self._store(f, start_time, on_progress)
+            except sa.exc.DBAPIError as exc:  # a deadlock rolled the file back: again
+                if not _retryable(exc) or attempt == _RETRIES - 1:
+                    raise
+                log.info("retrying %s after %s", f.path, exc.orig)
+                time.sleep(0.1 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def _store(
-        self,
-        path: Path,
-        info: AudioInfo,
-        digest: str,
-        identity: tuple[int, int, int, int],
-        start_time: datetime | None,
-        on_progress: Callable[[float], None] | None,
-        opened: OpenedFile | None = None,
+        self, f: _File, start_time: datetime | None, on_progress: Callable[[float], None] | None
     ) -> FileResult:
-        """``opened``: the checked stored file (backfill), read instead of ``path``."""
-        source: Path | OpenedFile = opened if opened is not None else path
-        abs_path = str(path) if opened is not None else str(path.resolve())
-        started = start_time if start_time is not None else parse_start_time(path.name)
+        """Store the file's recording and what each target needs of it, in one transaction."""
+        started = start_time if start_time is not None else parse_start_time(f.path.name)
         started_at = localize(started, self.tz) if started is not None else None
-
         with self.engine.begin() as conn:
             register_vector(conn)
-            rec = conn.execute(sa.text(_STORED), {"h": digest}).fetchone()
-            if rec is None:
-                rec_id = conn.execute(
-                    sa.text(
-                        "INSERT INTO recordings (sensor_id, path, sha256, size_bytes, format, "
-                        "sample_rate, channels, duration_s, started_at) VALUES (:sensor, :path, "
-                        ":h, :size, :fmt, :rate, :ch, :dur, :start) "
-                        "ON CONFLICT (sha256) DO NOTHING RETURNING id"
-                    ),
-                    {
-                        "sensor": self.sensor.id,
-                        "path": abs_path,
-                        "h": digest,
-                        "size": os.path.getsize(path),
-                        "fmt": info.format,
-                        "rate": info.sample_rate,
-                        "ch": info.channels,
-                        "dur": info.duration_s,
-                        "start": started_at,
-                    },
-                ).scalar()
-                if rec_id is None:
-                    # Another process stored it between our SELECT and INSERT (the INSERT
-                    # waited for its commit): go on as for a stored recording, space by space.
-                    rec = conn.execute(sa.text(_STORED), {"h": digest}).fetchone()
-                    if rec is None:
-                        raise SoundscapeError(
-                            f"{path}: another process stored this recording and removed it "
-                            "again meanwhile; run the command again"
-                        )
-            speaking = [(t.name, t.version) for t in self.transcribers]
-            if rec is None:
-                todo = self.targets
-                to_transcribe = self.transcribers
-            else:
-                rec_id = rec.id
-                done = {
-                    r.space_id
-                    for r in conn.execute(
-                        sa.text("SELECT space_id FROM recording_spaces WHERE recording_id = :r"),
-                        {"r": rec_id},
-                    )
-                }
-                if self.replace:
-                    todo = self.targets
-                    to_transcribe = self.transcribers
-                    self._clear(conn, rec_id, [t.space.id for t in todo])
-                    speech.clear_transcripts(conn, rec_id, speaking)
-                    conn.execute(
-                        sa.text(
-                            "UPDATE recordings SET sensor_id = :sensor, path = :path, "
-                            "started_at = :start, ingested_at = now() WHERE id = :r"
-                        ),
-                        {
-                            "sensor": self.sensor.id,
-                            "path": abs_path,
-                            "start": started_at,
-                            "r": rec_id,
-                        },
-                    )
-                    # Windows of the recording's other spaces follow its new sensor and start.
-                    conn.execute(
-                        sa.text(
-                            "UPDATE segments SET sensor_id = :sensor, "
-                            "starts_at = CAST(:start AS timestamptz) + start_s * interval '1 second', "
-                            "local_date = ((CAST(:start AS timestamptz) + start_s * interval '1 second') "
-                            "AT TIME ZONE :tz)::date, "
-                            "local_time = ((CAST(:start AS timestamptz) + start_s * interval '1 second') "
-                            "AT TIME ZONE :tz)::time WHERE recording_id = :r"
-                        ),
-                        {
-                            "sensor": self.sensor.id,
-                            "start": started_at,
-                            "tz": self.sensor.timezone,
-                            "r": rec_id,
-                        },
-                    )
-                    speech.follow_recording(
-                        conn, rec_id, self.sensor.id, self.sensor.timezone, started_at
-                    )
-                else:
-                    todo = [t for t in self.targets if t.space.id not in done]
-                    heard = speech.transcribed(conn, rec_id)
-                    to_transcribe = [
-                        t for t in self.transcribers if (t.name, t.version) not in heard
-                    ]
-                    if (todo or to_transcribe) and rec.sensor_id != self.sensor.id:
-                        # A file belongs to one sensor: new windows on another sensor than
-                        # their recording's were counted under the wrong place and time zone.
-                        owner = conn.execute(
-                            sa.text("SELECT name FROM sensors WHERE id = :i"), {"i": rec.sensor_id}
-                        ).scalar()
-                        raise WrongSensor(
-                            f"{path}: already stored as recording {rec_id} of sensor "
-                            f"{owner!r}, not {self.sensor.name!r}; nothing was added. Add "
-                            f"models to it with -s {owner}, or move it (and all its windows) "
-                            f"to {self.sensor.name!r} with --replace"
-                        )
-                    # the windows of new spaces start when the stored recording starts
-                    started_at = rec.started_at
-                if not todo and not to_transcribe:
-                    where = "" if rec.path == abs_path else f" as {rec.path}"
-                    return FileResult(
-                        str(path),
-                        "skipped",
-                        f"already stored{where} (use --replace to re-embed)",
-                        rec_id,
-                        info.duration_s,
-                    )
-
-            assert rec_id is not None
-            result = FileResult(str(path), "stored", recording_id=rec_id)
+            rec_id, rec = _claim(conn, self.sensor, f, started_at)
+            todo = self.targets
+            if rec is not None:
+                todo, started_at = self._todo(conn, f, rec, started_at)
+                if not todo:
+                    where = "" if rec.path == f.abs_path else f" as {rec.path}"
+                    reason = f"already stored{where} (use --replace to re-embed)"
+                    return FileResult(str(f.path), "skipped", reason, rec_id, f.info.duration_s)
+            recording = Recording(
+                rec_id, self.sensor.id, self.tz, f.source, started_at, self.allow_truncated
+            )
+            result = FileResult(str(f.path), "stored", recording_id=rec_id)
             for i, target in enumerate(todo):
-                # Progress is reported for the first space only, so the bar counts audio once.
-                n, duration, truncated = self._embed_into(
-                    conn, target, rec_id, source, started_at, on_progress if i == 0 else None
-                )
-                conn.execute(
-                    sa.text(
-                        "INSERT INTO recording_spaces (recording_id, space_id, n_segments) "
-                        "VALUES (:r, :s, :n)"
-                    ),
-                    {"r": rec_id, "s": target.space.id, "n": n},
-                )
-                result.segments[target.space.name] = n
-                result.duration_s = duration
-                result.warning = result.warning or truncated
-            for i, transcriber in enumerate(to_transcribe):
-                # Progress: only when no space reported it, and for the first transcriber.
-                said = speech.transcribe_into(
-                    conn,
-                    transcriber,
-                    rec_id,
-                    self.sensor.id,
-                    self.tz,
-                    source,
-                    started_at,
-                    allow_truncated=self.allow_truncated,
-                    on_progress=on_progress if i == 0 and not todo else None,
-                    on_chunk=self.on_batch,
-                )
-                result.segments[transcriber.name] = said.n_utterances
-                result.duration_s = said.duration_s
-                result.warning = result.warning or said.truncated
-            # What was hashed must be what was decoded: refuse a file that changed meanwhile.
-            check_unchanged(opened or path, identity)
-            # Where the stored file is on disk (media_files.open_stored checks it on reading).
-            conn.execute(
-                sa.text(
-                    "UPDATE recordings SET size_bytes = :size, file_device = :dev, "
-                    "file_inode = :ino, file_mtime_ns = :mtime WHERE id = :r AND path = :p"
-                ),
-                {
-                    "dev": identity[0],
-                    "ino": identity[1],
-                    "size": identity[2],
-                    "mtime": identity[3],
-                    "r": rec_id,
-                    "p": abs_path,
-                },
-            )
-            # The exact duration comes from the samples decoded, not the header.
-            conn.execute(
-                sa.text(
-                    # no CASE: Citus refuses non-immutable functions in a CASE of an UPDATE
-                    "UPDATE recordings SET duration_s = :d, "
-                    "metadata = (metadata - 'truncated') || CAST(:trunc AS jsonb) WHERE id = :r"
-                ),
-                {
-                    "d": result.duration_s,
-                    "r": rec_id,
-                    "trunc": json.dumps({"truncated": result.warning} if result.warning else {}),
-                },
-            )
-            conn.execute(
-                sa.text(
-                    "UPDATE ingest_errors SET resolved_at = now() "
-                    "WHERE resolved_at IS NULL AND (path = :p OR sha256 = :h)"
-                ),
-                {"p": str(path), "h": digest},
-            )
+                # Progress is reported by the first target only, so the bar counts audio once.
+                stored = store(conn, target, recording, on_progress if i == 0 else None,
+                               self.on_batch)  # fmt: skip
+                result.segments[target.name] = stored.count
+                result.duration_s = stored.duration_s
+                result.warning = result.warning or stored.truncated
+            _seal(conn, f, result)
         return result
 
-    @staticmethod
-    def _clear(conn: Connection, rec_id: int, space_ids: list[int]) -> None:
-        params = {"r": rec_id, "s": space_ids}
-        conn.execute(
-            sa.text("DELETE FROM segments WHERE recording_id = :r AND space_id = ANY(:s)"), params
-        )
-        conn.execute(
-            sa.text("DELETE FROM recording_spaces WHERE recording_id = :r AND space_id = ANY(:s)"),
-            params,
-        )
-
-    def _embed_into(
-        self,
-        conn: Connection,
-        target: _Target,
-        rec_id: int,
-        path: Source,
-        started_at: datetime | None,
-        on_progress: Callable[[float], None] | None,
-    ) -> tuple[int, float, str | None]:
-        """Stream windows of ``path`` through the model and COPY them; returns (count,
-        duration, why the file is truncated if it is and that is allowed)."""
-        model, space = target.model, target.space
-        raw = raw_connection(conn)
-        stream = WindowStream(
-            path,
-            space.sample_rate,
-            space.window_s,
-            space.hop_s,
-            batch_size=model.batch_size,
-            allow_truncated=self.allow_truncated,
-        )
-        n = 0
-        covered = 0.0
-        with raw.cursor() as cur:
-            for whole in prefetch(stream):
-                # the windows the model embeds (``select_windows``: voice keeps speech only)
-                batch = whole.subset(model.select_windows(whole.samples, whole.start_s))
-                if not len(batch):
-                    if self.on_batch is not None:
-                        self.on_batch()
-                    if on_progress is not None:
-                        on_progress(max(0.0, float(whole.end_s[-1]) - covered))
-                        covered = max(covered, float(whole.end_s[-1]))
-                    continue
-                vectors, scores = model.embed_audio_and_scores(batch.samples)
-                bad = ~np.isfinite(vectors).all(axis=1)
-                if bad.any():
-                    at = float(batch.start_s[int(np.argmax(bad))])
-                    raise AudioError(
-                        f"{stream.path}: model {space.model} gave non-finite values for the "
-                        "window at "
-                        f"{at:.2f} s: the audio holds extreme sample values (a float file not "
-                        "scaled to [-1, 1]?). Rescale or re-encode it (e.g. sox in.wav -b 16 "
-                        "out.wav gain -n)."
-                    )
-                ids = [
-                    r[0]
-                    for r in cur.execute(
-                        "SELECT nextval('segments_id_seq') FROM generate_series(1, %s)",
-                        [len(vectors)],
-                    )
-                ]
-                times = _times(started_at, batch.start_s, self.tz)
-                with cur.copy(SEGMENT_COPY) as copy:
-                    copy.set_types(SEGMENT_TYPES)
-                    for j, seg_id in enumerate(ids):
-                        at, day, tod = times[j]
-                        copy.write_row(
-                            (
-                                seg_id,
-                                space.id,
-                                rec_id,
-                                self.sensor.id,
-                                float(batch.start_s[j]),
-                                float(batch.end_s[j]),
-                                at,
-                                day,
-                                tod,
-                                vectors[j],
-                            )
-                        )
-                if scores is not None:
-                    with cur.copy(_SCORE_COPY) as copy:
-                        copy.set_types(_SCORE_TYPES)
-                        for seg_id, (idx, val) in zip(ids, top_scores(scores, TOP_K, SCORE_FLOOR)):
-                            for label_id, score in zip(idx.tolist(), val.tolist()):
-                                copy.write_row((space.id, seg_id, label_id, score))
-                n += len(ids)
-                if self.on_batch is not None:
-                    self.on_batch()
-                if on_progress is not None:
-                    end = float(whole.end_s[-1])
-                    on_progress(max(0.0, end - covered))
-                    covered = max(covered, end)
-        assert stream.duration_s is not None  # set once the stream is exhausted
-        return n, stream.duration_s, stream.truncated
-
-    def refresh_sensor(self) -> None:
-        """Re-read the sensor (its timezone may have changed since this ingestor was made)."""
-        with self.engine.begin() as conn:
-            self.sensor = get_sensor(conn, self.sensor.name)
-        self.tz = ZoneInfo(self.sensor.timezone)
+    def _todo(
+        self, conn: Connection, f: _File, rec: Any, started_at: datetime | None
+    ) -> tuple[list[Target], datetime | None]:
+        """For a stored recording: the targets to store, and the start their rows take."""
+        if self.replace:
+            for target in self.targets:
+                target.clear(conn, rec.id)
+            _move(conn, self.sensor, rec.id, f.abs_path, started_at)
+            return self.targets, started_at
+        todo = [t for t in self.targets if not t.has(conn, rec.id)]
+        if todo and rec.sensor_id != self.sensor.id:
+            # A file belongs to one sensor: new windows on another sensor than their
+            # recording's were counted under the wrong place and time zone.
+            owner = conn.execute(
+                sa.text("SELECT name FROM sensors WHERE id = :i"), {"i": rec.sensor_id}
+            ).scalar()
+            raise WrongSensor(
+                f"{f.path}: already stored as recording {rec.id} of sensor "
+                f"{owner!r}, not {self.sensor.name!r}; nothing was added. Add "
+                f"models to it with -s {owner}, or move it (and all its windows) "
+                f"to {self.sensor.name!r} with --replace"
+            )
+        # the windows of new spaces start when the stored recording starts
+        return todo, rec.started_at
 
     def _failed(self, path: str, digest: str | None, reason: str) -> FileResult:
         """A failed result (with the exception being handled, if any), recorded in
@@ -854,54 +644,113 @@ class Ingestor:
             yield self.ingest_file(f, start_time=start_time, on_progress=on_progress)
 
 
-def prefetch(items: Iterable, depth: int = 2) -> Iterator:
-    """Iterate ``items`` in a background thread, ``depth`` items ahead.
-
-    Decoding and resampling (libsndfile, soxr) release the GIL, so on two cores the next
-    batches are decoded while the model embeds this one; memory stays bounded by ``depth``.
-    Exceptions from the producer are raised in the consumer.
-    """
-    import queue
-    import threading
-
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(done)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            q.put(exc)
-
-    thread = threading.Thread(target=produce, name="soundscape-decode", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5)
+# -- the recording's rows ------------------------------------------------------------------
+def _claim(
+    conn: Connection, sensor: Sensor, f: _File, started_at: datetime | None
+) -> tuple[int, Any]:
+    """The recording's id, and its stored row (locked) if it was stored before (None if
+    this ingest inserted it)."""
+    rec = conn.execute(sa.text(_STORED), {"h": f.digest}).fetchone()
+    if rec is not None:
+        return rec.id, rec
+    rec_id = conn.execute(
+        sa.text(
+            "INSERT INTO recordings (sensor_id, path, sha256, size_bytes, format, "
+            "sample_rate, channels, duration_s, started_at) VALUES (:sensor, :path, "
+            ":h, :size, :fmt, :rate, :ch, :dur, :start) "
+            "ON CONFLICT (sha256) DO NOTHING RETURNING id"
+        ),
+        {
+            "sensor": sensor.id,
+            "path": f.abs_path,
+            "h": f.digest,
+            "size": os.path.getsize(f.path),
+            "fmt": f.info.format,
+            "rate": f.info.sample_rate,
+            "ch": f.info.channels,
+            "dur": f.info.duration_s,
+            "start": started_at,
+        },
+    ).scalar()
+    if rec_id is not None:
+        return rec_id, None
+    # Another process stored it between our SELECT and INSERT (the INSERT waited for its
+    # commit): go on as for a stored recording, target by target.
+    rec = conn.execute(sa.text(_STORED), {"h": f.digest}).fetchone()
+    if rec is None:
+        raise SoundscapeError(
+            f"{f.path}: another process stored this recording and removed it "
+            "again meanwhile; run the command again"
+        )
+    return rec.id, rec
 
 
-def _times(started_at: datetime | None, offsets: np.ndarray, tz: ZoneInfo) -> list[tuple]:
-    if started_at is None:
-        return [(None, None, None)] * len(offsets)
-    return window_times(started_at, offsets, tz)
+def _move(
+    conn: Connection, sensor: Sensor, rec_id: int, abs_path: str, started_at: datetime | None
+) -> None:
+    """``--replace``: the recording, and the windows and utterances of all its spaces and
+    transcripts, follow ``sensor``, path and start."""
+    conn.execute(
+        sa.text(
+            "UPDATE recordings SET sensor_id = :sensor, path = :path, "
+            "started_at = :start, ingested_at = now() WHERE id = :r"
+        ),
+        {"sensor": sensor.id, "path": abs_path, "start": started_at, "r": rec_id},
+    )
+    conn.execute(
+        sa.text(
+            "UPDATE segments SET sensor_id = :sensor, "
+            "starts_at = CAST(:start AS timestamptz) + start_s * interval '1 second', "
+            "local_date = ((CAST(:start AS timestamptz) + start_s * interval '1 second') "
+            "AT TIME ZONE :tz)::date, "
+            "local_time = ((CAST(:start AS timestamptz) + start_s * interval '1 second') "
+            "AT TIME ZONE :tz)::time WHERE recording_id = :r"
+        ),
+        {
+            "sensor": sensor.id,
+            "start": started_at,
+            "tz": sensor.timezone,
+            "r": rec_id,
+        },
+    )
+    speech.follow_recording(conn, rec_id, sensor.id, sensor.timezone, started_at)
+
+
+def _seal(conn: Connection, f: _File, result: FileResult) -> None:
+    """Before the commit: refuse a file that changed while it was decoded, record where it
+    is on disk and its exact duration, resolve its earlier errors."""
+    # What was hashed must be what was decoded: refuse a file that changed meanwhile.
+    check_unchanged(f.source, f.identity)
+    # Where the stored file is on disk (media_files.open_stored checks it on reading).
+    dev, ino, size, mtime = f.identity
+    conn.execute(
+        sa.text(
+            "UPDATE recordings SET size_bytes = :size, file_device = :dev, "
+            "file_inode = :ino, file_mtime_ns = :mtime WHERE id = :r AND path = :p"
+        ),
+        {"dev": dev, "ino": ino, "size": size, "mtime": mtime, "r": result.recording_id,
+         "p": f.abs_path},
+    )  # fmt: skip
+    # The exact duration comes from the samples decoded, not the header.
+    conn.execute(
+        sa.text(
+            # no CASE: Citus refuses non-immutable functions in a CASE of an UPDATE
+            "UPDATE recordings SET duration_s = :d, "
+            "metadata = (metadata - 'truncated') || CAST(:trunc AS jsonb) WHERE id = :r"
+        ),
+        {
+            "d": result.duration_s,
+            "r": result.recording_id,
+            "trunc": json.dumps({"truncated": result.warning} if result.warning else {}),
+        },
+    )
+    conn.execute(
+        sa.text(
+            "UPDATE ingest_errors SET resolved_at = now() "
+            "WHERE resolved_at IS NULL AND (path = :p OR sha256 = :h)"
+        ),
+        {"p": str(f.path), "h": f.digest},
+    )
 
 
 @dataclass
@@ -996,8 +845,8 @@ def backfill(
         allow_gaps=allow_gaps,
     )
     ingestors[first.sensor.name] = first
-    space_ids = [t.space.id for t in first.targets]
-    said = [(t.name, t.version) for t in first.transcribers]
+    space_ids = [t.space.id for t in first.spaces]
+    said = [t.key for t in first.transcripts]
     todo = backfill_todo(engine, space_ids, sensors, said)
     if on_plan is not None:
         on_plan(todo)

@@ -1,12 +1,13 @@
-"""Search: turn a request (text, audio, a stored window, a concept, a classifier label) into
-ranked windows or events.
+"""Search: turn a request (text, audio, a stored window, a concept, a classifier label, or
+what was said) into ranked windows, utterances or events.
 
 ``search(conn, SearchRequest(...))`` is what the CLI and notebooks call: it checks the
 request, picks the space, resolves the query, ranks and merges events. The ranking itself is
 one SQL statement inside ``ranger.search_vector`` / ``ranger.search_labels`` /
 ``ranger.search_classifier`` (sql/search.sql, sql/classifiers.sql), so the CLI, stored
-concepts and BI tools share one implementation. Result types live in ``soundscape.results``,
-exports in ``soundscape.export``.
+concepts and BI tools share one implementation; a search in what was said runs
+``ranger.search_speech`` (sql/speech.sql, through ``soundscape.speech``). Result types live in
+``soundscape.results``, exports in ``soundscape.export``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from soundscape.recall import guard_note, log_query
 from soundscape.results import Hit, merge_events
 from soundscape.spaces import Space, has_labels, list_spaces, pick_space, supports_text
 from soundscape.speakers import speaker_query, voice_query
+from soundscape.speech import SpeechRequest, search_speech
 
 __all__ = [
     "Filters", "Hit", "Query", "SearchRequest", "SearchResult", "check_filter_names",
@@ -479,6 +481,8 @@ class SearchRequest:
     ``events``, overlapping or touching windows of one recording and label are merged and
     ``limit`` counts events. A label search leaves out classes BirdNET's occurrence model finds
     unlikely at the window's sensor and week unless ``all_species`` (soundscape.occurrence).
+    ``said`` searches what was said (transcribed speech, ``soundscape.speech``): websearch
+    syntax, filled up with similar spellings while ``fuzzy``; hits are utterances.
     """
 
     text: str | None = None
@@ -501,6 +505,9 @@ class SearchRequest:
     #: speaker, ranked in a space of the voice model (soundscape.speakers)
     voice: Path | str | None = None
     speaker: str | None = None
+    #: what was said (a query form of its own; no space, no score floor)
+    said: str | None = None
+    fuzzy: bool = True
 
     def check(self) -> None:
         """Raise ``InvalidRequest`` for a request that cannot be run whatever the database
@@ -515,15 +522,21 @@ class SearchRequest:
                 ("--classifier", self.classifier),
                 ("--voice", self.voice),
                 ("--speaker", self.speaker),
+                ("--said", self.said),
             )
             if value is not None
         ]
         if len(forms) != 1:
             raise InvalidRequest(
                 "give exactly one query: TEXT, --audio FILE, --like WINDOW_ID, --concept NAME or "
-                "--classifier NAME --label L, --voice FILE or --speaker NAME"
+                "--classifier NAME --label L, --voice FILE, --speaker NAME or --said TEXT"
                 + (f" (got {', '.join(forms)})" if forms else "")
             )
+        if self.said is not None:
+            others = [o for o, v in (("--space", self.space),
+                                     ("--min-score", self.filters.min_score)) if v is not None]  # fmt: skip
+            if others:
+                raise InvalidRequest(f"--said is a query of its own; leave out {', '.join(others)}")
         if (self.label is not None or self.version is not None) and self.classifier is None:
             raise InvalidRequest("--label/--version go with --classifier NAME")
         spans = self.start_s is not None or self.end_s is not None
@@ -537,20 +550,55 @@ class SearchRequest:
 
 @dataclass
 class SearchResult:
-    """Hits (windows, or events with ``n_windows``) best first, the query that ranked them and
-    the filters applied (with a concept's threshold as ``min_score``)."""
+    """Hits (windows, or events with ``n_windows``; utterances for a search in what was said)
+    best first, the query that ranked them and the filters applied (with a concept's threshold
+    as ``min_score``)."""
 
     hits: list[Hit]
-    query: Query
     filters: Filters
+    #: the query that ranked windows; None for a search in what was said (``said``)
+    ranked_by: Query | None = None
     events: bool = False
     #: what the space's recall guard made auto do (``soundscape.recall.guard_note``), to tell
     #: the user once; None when the index measured well or was not used
     guard: str | None = None
+    #: the text searched for in what was said (the hits are ``speech.SpeechHit``)
+    said: str | None = None
+
+    @property
+    def is_speech(self) -> bool:
+        return self.ranked_by is None
+
+    @property
+    def query(self) -> Query:
+        """The query that ranked windows (a search in what was said has none)."""
+        if self.ranked_by is None:
+            raise InvalidRequest(
+                "a search in what was said ranks utterances, not windows of a space: "
+                "read its description and hits"
+            )
+        return self.ranked_by
 
     @property
     def space(self) -> Space:
         return self.query.space
+
+    @property
+    def space_name(self) -> str | None:
+        """The space searched; None for a search in what was said."""
+        return None if self.ranked_by is None else self.ranked_by.space.name
+
+    @property
+    def description(self) -> str:
+        """What was searched for, in words."""
+        if self.ranked_by is None:
+            return f"what was said: {self.said!r}"
+        return self.ranked_by.description
+
+    @property
+    def is_labels(self) -> bool:
+        """True if hits carry a class label (label queries): their label column is shown."""
+        return self.ranked_by is not None and self.ranked_by.is_labels
 
 
 def resolve_query(conn: Connection, request: SearchRequest) -> Query:
@@ -613,8 +661,11 @@ def _labelled_text_query(conn: Connection, text: str, first: Space) -> Query:
 def search(conn: Connection, request: SearchRequest) -> SearchResult:
     """Run a search: check the request and the filter names, resolve the query, rank (one
     SQL statement), and with ``request.events`` merge windows into events per recording and
-    label (ranking ten times ``limit`` windows to find ``limit`` events)."""
+    label (ranking ten times ``limit`` windows to find ``limit`` events). ``request.said``
+    searches utterances instead (``speech.search_speech``)."""
     request.check()
+    if request.said is not None:
+        return _search_said(conn, request)
     check_filter_names(conn, request.filters)
     query = resolve_query(conn, request)
     filters = request.filters
@@ -637,4 +688,21 @@ def search(conn: Connection, request: SearchRequest) -> SearchResult:
         guard = guard_note(conn, query.space)
         if query.kind != "window":  # a stored window is in the checks' sample anyway
             log_query(conn.engine, query.space, query.vector)
-    return SearchResult(hits=hits, query=query, filters=filters, events=request.events, guard=guard)
+    return SearchResult(
+        hits=hits, filters=filters, ranked_by=query, events=request.events, guard=guard
+    )
+
+
+def _search_said(conn: Connection, request: SearchRequest) -> SearchResult:
+    """A search in what was said: ``speech.search_speech`` (it checks the text, the limit and
+    the filter names)."""
+    assert request.said is not None
+    said = SpeechRequest(
+        request.said,
+        filters=request.filters,
+        limit=request.limit,
+        fuzzy=request.fuzzy,
+        events=request.events,
+    )
+    hits: list[Hit] = list(search_speech(conn, said))
+    return SearchResult(hits=hits, filters=request.filters, events=request.events, said=said.query)

@@ -1,6 +1,6 @@
 """What is said: transcribe the speech in recordings, store it, search it, print transcripts.
 
-- **Transcribe** (``SpeechStream``, ``transcribe_into``): a recording is decoded as a stream
+- **Transcribe** (``SpeechStream``, ``TranscriptTarget``): a recording is decoded as a stream
   (16 kHz mono, ``audio.WindowStream`` blocks of 30 s, so a 2-hour file never sits in memory),
   voice activity detection (``soundscape.vad``, Silero) finds the speech in buffers of about
   two minutes, and only the speech is transcribed: regions are cut at quiet points into pieces
@@ -18,23 +18,22 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from soundscape.audio import Opened, WindowStream
+from soundscape.audio import Opened, Source, WindowStream
 from soundscape.db import raw_connection
 from soundscape.errors import BadOption, SoundscapeError
+from soundscape.ingest_targets import Progress, Recording, Stored
 from soundscape.queries import Filters, check_filter_names
 from soundscape.results import Hit, merge_events
-from soundscape.timeutil import window_times
 from soundscape.transcribers import Transcriber, Utterance, Word
 from soundscape.vad import speech_regions
 
@@ -143,7 +142,7 @@ class SpeechStream:
 
     def __init__(
         self,
-        path: Path | str | Opened,
+        path: Source,
         *,
         sample_rate: int = 16000,
         max_chunk_s: float = 30.0,
@@ -244,79 +243,97 @@ _INSERT = (
 
 
 @dataclass
-class Transcribed:
-    n_utterances: int
-    duration_s: float
-    truncated: str | None
-    speech_s: float
+class TranscriptTarget:
+    """A transcriber as an ingest target (``ingest_targets.Target``): a recording's
+    transcript by this model version and its utterances."""
+
+    transcriber: Transcriber
+
+    @property
+    def name(self) -> str:
+        return self.transcriber.name
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(model, version), as ``transcripts`` keys a transcript."""
+        return (self.transcriber.name, self.transcriber.version)
+
+    def has(self, conn: Connection, recording_id: int) -> bool:
+        return self.key in transcribed(conn, recording_id)
+
+    def clear(self, conn: Connection, recording_id: int) -> None:
+        clear_transcripts(conn, recording_id, [self.key])
+
+    def begin(
+        self, conn: Connection, recording: Recording, on_progress: Progress | None
+    ) -> UtteranceWriter:
+        return UtteranceWriter(conn, self.transcriber, recording, on_progress)
 
 
-def transcribe_into(
-    conn: Connection,
-    transcriber: Transcriber,
-    recording_id: int,
-    sensor_id: int,
-    tz: ZoneInfo,
-    path: Path | str | Opened,
-    started_at: datetime | None,
-    *,
-    allow_truncated: bool = False,
-    on_progress: Callable[[float], None] | None = None,
-    on_chunk: Callable[[], None] | None = None,
-) -> Transcribed:
-    """Transcribe ``path`` and store its transcript and utterances in ``conn``'s transaction
-    (the caller has removed an older transcript by the same version, if any)."""
-    tid = conn.execute(
-        sa.text(
-            "INSERT INTO transcripts (recording_id, model, model_version, params) "
-            "VALUES (:r, :m, :v, CAST(:p AS jsonb)) RETURNING id"
-        ),
-        {
-            "r": recording_id,
-            "m": transcriber.name,
-            "v": transcriber.version,
-            "p": json.dumps(transcriber.params, sort_keys=True),
-        },
-    ).scalar_one()
-    stream = SpeechStream(
-        path,
-        sample_rate=transcriber.sample_rate,
-        max_chunk_s=transcriber.max_chunk_s,
-        allow_truncated=allow_truncated,
-        on_progress=on_progress,
-    )
-    raw = raw_connection(conn)
-    n = 0
-    with raw.cursor() as cur:
-        for chunk in stream:
-            utterances = place(transcriber.transcribe(chunk.samples), chunk)
-            if utterances:
-                starts = [u.start_s for u in utterances]
-                times = (
-                    window_times(started_at, starts, tz)
-                    if started_at is not None
-                    else [(None, None, None)] * len(starts)
-                )
-                cur.executemany(
-                    _INSERT,
-                    [
-                        (
-                            tid, recording_id, sensor_id, u.start_s, u.end_s, *times[i],
-                            u.text, json.dumps([w.as_json() for w in u.words]), u.language,
-                        )
-                        for i, u in enumerate(utterances)
-                    ],
-                )  # fmt: skip
-                n += len(utterances)
-                add_vocabulary(conn, (w.word for u in utterances for w in u.words))
-            if on_chunk is not None:
-                on_chunk()
-    assert stream.duration_s is not None
-    conn.execute(
-        sa.text("UPDATE transcripts SET n_utterances = :n, speech_s = :s WHERE id = :t"),
-        {"n": n, "s": stream.speech_s, "t": tid},
-    )
-    return Transcribed(n, stream.duration_s, stream.truncated, stream.speech_s)
+class UtteranceWriter:
+    """Transcribe a recording's speech chunk by chunk and store its transcript and utterances
+    in the ingest transaction (the caller removed an older transcript by the same version)."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        transcriber: Transcriber,
+        recording: Recording,
+        on_progress: Progress | None,
+    ) -> None:
+        self.conn, self.transcriber, self.recording = conn, transcriber, recording
+        self.transcript_id = conn.execute(
+            sa.text(
+                "INSERT INTO transcripts (recording_id, model, model_version, params) "
+                "VALUES (:r, :m, :v, CAST(:p AS jsonb)) RETURNING id"
+            ),
+            {
+                "r": recording.id,
+                "m": transcriber.name,
+                "v": transcriber.version,
+                "p": json.dumps(transcriber.params, sort_keys=True),
+            },
+        ).scalar_one()
+        self.stream = SpeechStream(
+            recording.source,
+            sample_rate=transcriber.sample_rate,
+            max_chunk_s=transcriber.max_chunk_s,
+            allow_truncated=recording.allow_truncated,
+            on_progress=on_progress,
+        )
+        self.n = 0
+
+    def batches(self) -> Generator[Chunk, None, None]:
+        yield from self.stream
+
+    def feed(self, chunk: Chunk) -> None:
+        utterances = place(self.transcriber.transcribe(chunk.samples), chunk)
+        if not utterances:
+            return
+        rec = self.recording
+        times = rec.times([u.start_s for u in utterances])
+        with raw_connection(self.conn).cursor() as cur:
+            cur.executemany(
+                _INSERT,
+                [
+                    (
+                        self.transcript_id, rec.id, rec.sensor_id, u.start_s, u.end_s, *times[i],
+                        u.text, json.dumps([w.as_json() for w in u.words]), u.language,
+                    )
+                    for i, u in enumerate(utterances)
+                ],
+            )  # fmt: skip
+        self.n += len(utterances)
+        add_vocabulary(self.conn, (w.word for u in utterances for w in u.words))
+
+    def finish(self) -> Stored:
+        stream = self.stream
+        assert stream.duration_s is not None
+        self.conn.execute(
+            sa.text("UPDATE transcripts SET n_utterances = :n, speech_s = :s WHERE id = :t"),
+            {"n": self.n, "s": stream.speech_s, "t": self.transcript_id},
+        )
+        return Stored(self.n, stream.duration_s, stream.truncated)
 
 
 def vocabulary_word(word: str) -> str:
@@ -466,6 +483,32 @@ def search_speech(conn: Connection, request: SpeechRequest) -> list[SpeechHit]:
         merged = merge_events(list(hits), gap_s=EVENT_GAP_S)
         return [h for h in merged if isinstance(h, SpeechHit)][: request.limit]
     return hits
+
+
+#: the columns of a table of hits in what was said (``said_rows``)
+SAID_COLUMNS = [
+    "rank", "score", "sensor", "site", "quadrant", "local", "start_s", "end_s", "snippet",
+    "path", "utterance_id",
+]  # fmt: skip
+#: the columns ``full`` adds (JSON, CSV)
+SAID_EXTRA_COLUMNS = ["recording_id", "starts_at", "method", "text", "language", "model"]
+
+
+def said_rows(
+    hits: Sequence[Hit], *, events: bool, clips: bool = False, full: bool = True
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Ranked rows of hits in what was said and the columns to show (as ``results.hit_rows``
+    for windows): ``n_windows`` for events, ``clip`` after an export, ``full`` adds
+    ``SAID_EXTRA_COLUMNS``."""
+    rows = [{"rank": rank, **hit.as_row()} for rank, hit in enumerate(hits, start=1)]
+    columns = list(SAID_COLUMNS)
+    if events:
+        columns.insert(columns.index("snippet"), "n_windows")
+    if clips:
+        columns.append("clip")
+    if full:
+        columns += SAID_EXTRA_COLUMNS
+    return rows, columns
 
 
 # ------------------------------------------------------------------------- transcripts

@@ -174,8 +174,280 @@ def _say_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+class _Claims:
+    """The worker's side of the queue, on its own engine: claiming jobs, giving them back,
+    and the worker's lines on stderr."""
+
+    def __init__(
+        self, engine: Engine, identity: str, options: WorkerOptions, report: Callable[[str], None]
+    ) -> None:
+        self.engine = engine
+        self.identity = identity
+        self.options = options
+        self.report = report
+        self.stats = WorkerStats()
+
+    def say(self, message: str) -> None:
+        if not self.options.quiet:
+            self.report(f"worker {self.identity}: {message}")
+
+    def claim_next(self) -> jobs.Job | None:
+        """Claim the next runnable job; jobs already past their attempts are failed here."""
+        while True:
+            with self.engine.begin() as conn:
+                job = jobs.claim(conn, self.identity, self.options.lease_s)
+            if job is None:
+                return None
+            limit = self.options.max_attempts or job.max_attempts
+            if job.counted <= limit:
+                return job
+            # Only a job whose worker died (lease expired) or whose limit was lowered.
+            error = f"gave up after {job.counted - 1} attempt(s); last: {job.last_error}"
+            with self.engine.begin() as conn:
+                jobs.fail(conn, jobs.Fence.of(job), error, retry_in=None)
+            self.stats.failed += 1
+            self.say(f"job {job.id} failed: {error}")
+
+    def release(self, fence: jobs.Fence) -> str:
+        """Give a claimed job back (``queued``, the attempt not counted)."""
+        try:
+            with self.engine.begin() as conn:
+                jobs.release(conn, fence)
+        except sa.exc.SQLAlchemyError as exc:  # the lease will expire instead
+            log.warning("could not release job %s: %s", fence.job_id, exc)
+        self.stats.released += 1
+        self.say(f"job {fence.job_id} released (back to queued)")
+        return "released"
+
+
+class _Outcomes(_Claims):
+    """Recording how a claimed job ended (module doc, **Failures**): done; failed for good or
+    retried with backoff; interrupted by an outage (not an attempt); taken over (lost)."""
+
+    def __init__(
+        self, engine: Engine, identity: str, options: WorkerOptions, report: Callable[[str], None]
+    ) -> None:
+        super().__init__(engine, identity, options, report)
+        #: a claim an outage interrupted while the queue did not answer either: recorded
+        #: (``jobs.interrupt``) once it answers again
+        self.interrupted: tuple[jobs.Job, jobs.Fence, str] | None = None
+
+    def done(
+        self, job: jobs.Job, fence: jobs.Fence, result: FileResult, committed: bool, took: float
+    ) -> str:
+        with self.engine.begin() as conn:
+            if not committed:  # defensive: ingest committed nothing we saw
+                jobs.mark_done(raw_connection(conn), fence)
+            jobs.set_result(conn, fence, result.as_dict())
+        self.stats.done += 1
+        what = describe_counts(result.segments) if result.status == "stored" else result.reason
+        self.say(f"job {job.id} done in {took:.1f} s: {job.path} ({result.status}: {what})")
+        return "done"
+
+    def failed(
+        self,
+        job: jobs.Job,
+        fence: jobs.Fence,
+        exc: BaseException | None,
+        reason: str,
+        result: FileResult | None = None,
+        digest: str | None = None,
+    ) -> str:
+        if isinstance(exc, LeaseLost):
+            self.stats.lost += 1
+            self.say(f"job {job.id}: {exc}; left to its new worker")
+            return "lost"
+        if isinstance(exc, Abandoned):
+            return self.release(fence)
+        as_dict = result.as_dict() if result is not None else None
+        limit = self.options.max_attempts or job.max_attempts
+        if is_permanent(exc):
+            retry_in, error = None, reason
+        elif job.counted >= limit:
+            retry_in, error = None, f"gave up after {job.counted} attempt(s): {reason}"
+        else:
+            retry_in = jobs.backoff_delay(
+                job.counted, self.options.backoff_s, self.options.backoff_cap_s
+            )
+            error = reason
+        with self.engine.begin() as conn:
+            status = jobs.fail(conn, fence, error, retry_in=retry_in, result=as_dict, sha256=digest)
+        if status is None:
+            self.stats.lost += 1
+            self.say(f"job {job.id} failed ({reason}) but was taken over by another worker")
+            return "lost"
+        if status == "queued":
+            self.stats.retried += 1
+            self.say(f"job {job.id} will be retried in {retry_in:.0f} s: {reason}")
+            return "retry"
+        self.stats.failed += 1
+        self.say(f"job {job.id} failed: {error}")
+        return "failed"
+
+
+class _Interruptions(_Outcomes):
+    """Claims an outage interrupted (``ConnectionLost``, ``ServerRefused``): recorded with
+    ``jobs.interrupt`` now, or once the queue answers again."""
+
+    def interrupt(self, job: jobs.Job, fence: jobs.Fence, reason: str) -> str:
+        """Nothing of the file was stored, and it is not the file's fault."""
+        self.interrupted = (job, fence, reason)
+        try:
+            return self.record_interruption()
+        except sa.exc.SQLAlchemyError:
+            raise ConnectionLost(reason) from None  # the loop waits for the database
+
+    def record_interruption(self) -> str:
+        """Record the pending interrupted claim (``jobs.interrupt``); raises SQLAlchemyError
+        (and keeps it pending) while the queue does not answer."""
+        if self.interrupted is None:
+            return "retry"
+        job, fence, reason = self.interrupted
+        retry_in = min(
+            jobs.backoff_delay(
+                job.interruptions, self.options.backoff_s, self.options.backoff_cap_s
+            ),
+            jobs.INTERRUPTED_CAP_S,
+        )
+        with self.engine.begin() as conn:
+            status = jobs.interrupt(conn, fence, reason, retry_in=retry_in)
+        self.interrupted = None
+        if status is None:
+            self.stats.lost += 1
+            self.say(f"job {job.id} interrupted ({reason}); already claimed again")
+            return "lost"
+        if status == "queued":
+            self.stats.retried += 1
+            self.say(f"job {job.id} interrupted, tried again in {retry_in:.0f} s: {reason}")
+            return "retry"
+        self.stats.failed += 1
+        self.say(f"job {job.id} failed: interrupted too often; last: {reason}")
+        return "failed"
+
+
+class _Ingestors:
+    """One ingestor per job configuration on the ingest engine, one model instance per model
+    in this process, whatever the sensor or window (weights load lazily, on first use)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._by_config: dict[jobs.JobConfig, Ingestor] = {}
+        self._models: dict[tuple[str, str], Any] = {}
+
+    def get(self, config: jobs.JobConfig) -> Ingestor:
+        ingestor = self._by_config.get(config)
+        if ingestor is not None:
+            ingestor.refresh_sensor()
+            return ingestor
+        ingestor = Ingestor(
+            self.engine,
+            config.sensor,
+            list(config.models),
+            window_s=config.window_s,
+            hop_s=config.hop_s,
+            replace=config.replace,
+            record_errors=False,  # a failure is recorded once, when the job fails for good
+            allow_gaps=True,  # checked when the job was queued (jobs.validate)
+        )
+        # the new ingestor's own model instances are never loaded (lazy weights)
+        for target in ingestor.spaces:
+            key = (target.space.model, json.dumps(target.space.params, sort_keys=True))
+            target.model = self._models.setdefault(key, target.model)
+        self._by_config[config] = ingestor
+        return ingestor
+
+
+class _Processing:
+    """Ingesting one claimed job under its lease: a heartbeat extends it, a check after every
+    batch abandons the file when the lease is lost or the worker stops, and the commit fence
+    marks the job done inside the ingest transaction (module doc)."""
+
+    def __init__(
+        self, url: str, identity: str, queue: _Interruptions, stopping: Callable[[], bool]
+    ) -> None:
+        self.queue = queue
+        self.stopping = stopping
+        self.ingest_engine = _engine(url, identity, 1)
+        self.heartbeat_engine = _engine(url, identity, 1)
+        event.listen(self.ingest_engine, "commit", self._on_commit)
+        self.ingestors = _Ingestors(self.ingest_engine)
+        self._armed: _Armed | None = None
+
+    def _on_commit(self, conn: Any) -> None:
+        """Before the ingest transaction commits: mark the job done, fenced (module doc)."""
+        armed = self._armed
+        if armed is None or armed.committed:
+            return
+        if not jobs.mark_done(raw_connection(conn), armed.fence):
+            raise LeaseLost(
+                f"job {armed.fence.job_id} was taken over by another worker "
+                "(this worker's lease expired); its transaction is rolled back"
+            )
+        armed.committed = True
+
+    def process(self, job: jobs.Job) -> str:
+        """Ingest one claimed job; returns done | failed | retry | released | lost."""
+        fence = jobs.Fence.of(job)
+        if self.stopping():
+            return self.queue.release(fence)
+        started = time.monotonic()
+        heartbeat = _Heartbeat(self.heartbeat_engine, fence, self.queue.options.lease_s).start()
+        armed = _Armed(fence)
+        try:
+            outcome = self._ingest(job, armed, heartbeat)
+        except (KeyboardInterrupt, SystemExit):
+            # A second signal (KeyboardInterrupt) or SystemExit: the ingest transaction has
+            # rolled back; give the job back before leaving.
+            if not armed.committed:
+                self.queue.release(fence)
+            raise
+        finally:
+            heartbeat.stop()
+        if isinstance(outcome, str):
+            return outcome
+        if isinstance(outcome, (ConnectionLost, ServerRefused)):
+            # The ingest's connection failed, or the server refused a write (a full disk, a
+            # lock timeout): nothing of the file was stored, and it is not the file's fault.
+            return self.queue.interrupt(job, fence, str(outcome))
+        took = time.monotonic() - started
+        if outcome.status != "failed":
+            return self.queue.done(job, fence, outcome, armed.committed, took)
+        return self.queue.failed(
+            job, fence, outcome.exception, outcome.reason, outcome, outcome.sha256
+        )
+
+    def _ingest(
+        self, job: jobs.Job, armed: _Armed, heartbeat: _Heartbeat
+    ) -> FileResult | ConnectionLost | ServerRefused | str:
+        """The job's file through its ingestor, armed with the fence and the batch check: the
+        result, the outage that interrupted it, or (set-up failed) the recorded outcome."""
+
+        def check() -> None:
+            if heartbeat.lost.is_set():
+                raise LeaseLost(f"job {job.id} was taken over by another worker")
+            if self.stopping():
+                raise Abandoned(f"job {job.id} abandoned: the worker is stopping")
+
+        try:
+            ingestor = self.ingestors.get(job.config)
+        except Exception as exc:  # noqa: BLE001 - set-up problems are retried
+            return self.queue.failed(job, armed.fence, exc, f"cannot start the ingest: {exc}")
+        self._armed, ingestor.on_batch = armed, check
+        try:
+            return ingestor.ingest_file(Path(job.path))
+        except (ConnectionLost, ServerRefused) as exc:
+            return exc
+        finally:
+            self._armed, ingestor.on_batch = None, None
+
+    def close(self) -> None:
+        for engine in (self.ingest_engine, self.heartbeat_engine):
+            engine.dispose()
+
+
 class Worker:
-    """One worker: its own engines (queue, ingest, heartbeat) and ingestors."""
+    """One worker: the loop over claims (``run``), with its queue side (``_Interruptions``:
+    claims and outcomes) and its ingest side (``_Processing``), each on its own engine."""
 
     def __init__(
         self,
@@ -189,23 +461,28 @@ class Worker:
         self.options = options or WorkerOptions()
         self.identity = identity or jobs.worker_identity()
         self.parent_pid = parent_pid
-        self.report = report or _say_stderr
-        self.stats = WorkerStats()
-        self.queue_engine = _engine(url, self.identity, 1)
-        self.ingest_engine = _engine(url, self.identity, 1)
-        self.heartbeat_engine = _engine(url, self.identity, 1)
-        event.listen(self.ingest_engine, "commit", self._on_commit)
-        self._armed: _Armed | None = None
-        self._ingestors: dict[jobs.JobConfig, Ingestor] = {}
-        self._models: dict[tuple[str, str], Any] = {}
+        self.queue = _Interruptions(
+            _engine(url, self.identity, 1), self.identity, self.options, report or _say_stderr
+        )
+        self.processing = _Processing(url, self.identity, self.queue, self.stopping)
         self._stop_signal: int | None = None
         self._wake = threading.Event()
-        #: a claim an outage interrupted while the queue did not answer either: recorded
-        #: (``jobs.interrupt``) once it answers again
-        self._interrupted: tuple[jobs.Job, jobs.Fence, str] | None = None
         #: jobs were processed since the queue last ran dry (then the spaces they grew are due
         #: for a recall check: ``_check_recall``)
         self._worked = False
+
+    @property
+    def stats(self) -> WorkerStats:
+        return self.queue.stats
+
+    def claim_next(self) -> jobs.Job | None:
+        return self.queue.claim_next()
+
+    def process(self, job: jobs.Job) -> str:
+        return self.processing.process(job)
+
+    def _ingestor(self, config: jobs.JobConfig) -> Ingestor:
+        return self.processing.ingestors.get(config)
 
     # -- stopping ---------------------------------------------------------------------------
     def request_stop(self, signum: int = signal.SIGTERM) -> None:
@@ -223,198 +500,6 @@ class Worker:
             raise KeyboardInterrupt  # second signal: stop now
         self.request_stop(signum)
 
-    # -- the commit fence -------------------------------------------------------------------
-    def _on_commit(self, conn: Any) -> None:
-        """Before the ingest transaction commits: mark the job done, fenced (module doc)."""
-        armed = self._armed
-        if armed is None or armed.committed:
-            return
-        if not jobs.mark_done(raw_connection(conn), armed.fence):
-            raise LeaseLost(
-                f"job {armed.fence.job_id} was taken over by another worker "
-                "(this worker's lease expired); its transaction is rolled back"
-            )
-        armed.committed = True
-
-    # -- one job ----------------------------------------------------------------------------
-    def _ingestor(self, config: jobs.JobConfig) -> Ingestor:
-        ingestor = self._ingestors.get(config)
-        if ingestor is None:
-            ingestor = Ingestor(
-                self.ingest_engine,
-                config.sensor,
-                list(config.models),
-                window_s=config.window_s,
-                hop_s=config.hop_s,
-                replace=config.replace,
-                record_errors=False,  # a failure is recorded once, when the job fails for good
-                allow_gaps=True,  # checked when the job was queued (jobs.validate)
-            )
-            # One model instance per model in this process, whatever the sensor or window
-            # (weights load lazily, on first use, so the new ingestor's own are never loaded).
-            for target in ingestor.targets:
-                key = (target.space.model, json.dumps(target.space.params, sort_keys=True))
-                target.model = self._models.setdefault(key, target.model)
-            self._ingestors[config] = ingestor
-        else:
-            ingestor.refresh_sensor()
-        return ingestor
-
-    def claim_next(self) -> jobs.Job | None:
-        """Claim the next runnable job; jobs already past their attempts are failed here."""
-        while True:
-            with self.queue_engine.begin() as conn:
-                job = jobs.claim(conn, self.identity, self.options.lease_s)
-            if job is None:
-                return None
-            limit = self.options.max_attempts or job.max_attempts
-            if job.counted <= limit:
-                return job
-            # Only a job whose worker died (lease expired) or whose limit was lowered.
-            error = f"gave up after {job.counted - 1} attempt(s); last: {job.last_error}"
-            with self.queue_engine.begin() as conn:
-                jobs.fail(conn, jobs.Fence.of(job), error, retry_in=None)
-            self.stats.failed += 1
-            self._say(f"job {job.id} failed: {error}")
-
-    def process(self, job: jobs.Job) -> str:
-        """Ingest one claimed job; returns done | failed | retry | released | lost."""
-        fence = jobs.Fence.of(job)
-        if self.stopping():
-            return self._release(fence)
-        started = time.monotonic()
-        heartbeat = _Heartbeat(self.heartbeat_engine, fence, self.options.lease_s).start()
-        armed = _Armed(fence)
-
-        def check() -> None:
-            if heartbeat.lost.is_set():
-                raise LeaseLost(f"job {job.id} was taken over by another worker")
-            if self.stopping():
-                raise Abandoned(f"job {job.id} abandoned: the worker is stopping")
-
-        lost: ConnectionLost | ServerRefused | None = None
-        try:
-            try:
-                ingestor = self._ingestor(job.config)
-            except Exception as exc:  # noqa: BLE001 - set-up problems are retried
-                return self._failed(job, fence, exc, f"cannot start the ingest: {exc}")
-            self._armed, ingestor.on_batch = armed, check
-            try:
-                result = ingestor.ingest_file(Path(job.path))
-            except (ConnectionLost, ServerRefused) as exc:
-                lost = exc
-            finally:
-                self._armed, ingestor.on_batch = None, None
-        except (KeyboardInterrupt, SystemExit):
-            # A second signal (KeyboardInterrupt) or SystemExit: the ingest transaction has
-            # rolled back; give the job back before leaving.
-            if not armed.committed:
-                self._release(fence)
-            raise
-        finally:
-            heartbeat.stop()
-        if lost is not None:
-            # The ingest's connection failed, or the server refused a write (a full disk, a
-            # lock timeout): nothing of the file was stored, and it is not the file's fault.
-            self._interrupted = (job, fence, str(lost))
-            try:
-                return self._record_interruption()
-            except sa.exc.SQLAlchemyError:
-                raise ConnectionLost(str(lost)) from None  # the loop waits for the database
-
-        took = time.monotonic() - started
-        if result.status != "failed":
-            with self.queue_engine.begin() as conn:
-                if not armed.committed:  # defensive: ingest committed nothing we saw
-                    jobs.mark_done(raw_connection(conn), fence)
-                jobs.set_result(conn, fence, result.as_dict())
-            self.stats.done += 1
-            what = describe_counts(result.segments) if result.status == "stored" else result.reason
-            self._say(f"job {job.id} done in {took:.1f} s: {job.path} ({result.status}: {what})")
-            return "done"
-        return self._failed(job, fence, result.exception, result.reason, result, result.sha256)
-
-    def _failed(
-        self,
-        job: jobs.Job,
-        fence: jobs.Fence,
-        exc: BaseException | None,
-        reason: str,
-        result: FileResult | None = None,
-        digest: str | None = None,
-    ) -> str:
-        if isinstance(exc, LeaseLost):
-            self.stats.lost += 1
-            self._say(f"job {job.id}: {exc}; left to its new worker")
-            return "lost"
-        if isinstance(exc, Abandoned):
-            return self._release(fence)
-        as_dict = result.as_dict() if result is not None else None
-        limit = self.options.max_attempts or job.max_attempts
-        if is_permanent(exc):
-            retry_in, error = None, reason
-        elif job.counted >= limit:
-            retry_in, error = None, f"gave up after {job.counted} attempt(s): {reason}"
-        else:
-            retry_in = jobs.backoff_delay(
-                job.counted, self.options.backoff_s, self.options.backoff_cap_s
-            )
-            error = reason
-        with self.queue_engine.begin() as conn:
-            status = jobs.fail(conn, fence, error, retry_in=retry_in, result=as_dict, sha256=digest)
-        if status is None:
-            self.stats.lost += 1
-            self._say(f"job {job.id} failed ({reason}) but was taken over by another worker")
-            return "lost"
-        if status == "queued":
-            self.stats.retried += 1
-            self._say(f"job {job.id} will be retried in {retry_in:.0f} s: {reason}")
-            return "retry"
-        self.stats.failed += 1
-        self._say(f"job {job.id} failed: {error}")
-        return "failed"
-
-    def _record_interruption(self) -> str:
-        """Record the pending interrupted claim (``jobs.interrupt``); raises SQLAlchemyError
-        (and keeps it pending) while the queue does not answer."""
-        if self._interrupted is None:
-            return "retry"
-        job, fence, reason = self._interrupted
-        retry_in = min(
-            jobs.backoff_delay(
-                job.interruptions, self.options.backoff_s, self.options.backoff_cap_s
-            ),
-            jobs.INTERRUPTED_CAP_S,
-        )
-        with self.queue_engine.begin() as conn:
-            status = jobs.interrupt(conn, fence, reason, retry_in=retry_in)
-        self._interrupted = None
-        if status is None:
-            self.stats.lost += 1
-            self._say(f"job {job.id} interrupted ({reason}); already claimed again")
-            return "lost"
-        if status == "queued":
-            self.stats.retried += 1
-            self._say(f"job {job.id} interrupted, tried again in {retry_in:.0f} s: {reason}")
-            return "retry"
-        self.stats.failed += 1
-        self._say(f"job {job.id} failed: interrupted too often; last: {reason}")
-        return "failed"
-
-    def _release(self, fence: jobs.Fence) -> str:
-        try:
-            with self.queue_engine.begin() as conn:
-                jobs.release(conn, fence)
-        except sa.exc.SQLAlchemyError as exc:  # the lease will expire instead
-            log.warning("could not release job %s: %s", fence.job_id, exc)
-        self.stats.released += 1
-        self._say(f"job {fence.job_id} released (back to queued)")
-        return "released"
-
-    def _say(self, message: str) -> None:
-        if not self.options.quiet:
-            self.report(f"worker {self.identity}: {message}")
-
     # -- the loop ---------------------------------------------------------------------------
     def run(self, *, install_signals: bool = True) -> int:
         """Process jobs until stopped (or, with ``once``, until nothing is runnable).
@@ -429,27 +514,11 @@ class Worker:
         interrupted = broken = False
         try:
             while not self.stopping():
-                try:
-                    self._record_interruption()
-                    job = self.claim_next()
-                    if job is not None:
-                        self.process(job)
-                        self._worked = True
-                        continue
-                    if self._worked:
-                        self._worked = False
-                        self._check_recall()
-                except (sa.exc.SQLAlchemyError, ConnectionLost) as exc:
-                    # The database is unreachable: a job in progress is rolled back and its
-                    # lease will expire. A service worker waits and tries again.
-                    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-                    self.report(f"worker {self.identity}: database error: {reason}")
-                    if self.options.once:
-                        broken = True
-                        break
-                    self._wake.wait(self.options.poll_s)
+                step = self._step()
+                if step == "job":
                     continue
                 if self.options.once:
+                    broken = step == "down"
                     break
                 self._wake.wait(self.options.poll_s)
         except KeyboardInterrupt:
@@ -458,22 +527,42 @@ class Worker:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.close()
-        self._say(f"exiting: {self.stats.line()}")
+        self.queue.say(f"exiting: {self.stats.line()}")
         if interrupted or self._stop_signal == signal.SIGINT:
             return 130
         if broken or (self.options.once and self.stats.failed):
             return 1
         return 0
 
+    def _step(self) -> str:
+        """One turn of the loop: ``job`` (one processed: go on at once), ``idle`` (none
+        runnable; the recall check is done when jobs were) or ``down`` (the database is
+        unreachable: a job in progress is rolled back and its lease will expire)."""
+        try:
+            self.queue.record_interruption()
+            job = self.claim_next()
+            if job is not None:
+                self.process(job)
+                self._worked = True
+                return "job"
+            if self._worked:
+                self._worked = False
+                self._check_recall()
+            return "idle"
+        except (sa.exc.SQLAlchemyError, ConnectionLost) as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            self.queue.report(f"worker {self.identity}: database error: {reason}")
+            return "down"
+
     def _check_recall(self) -> None:
         """The queue ran dry: measure the index of each space that grew enough since its last
         recall check (soundscape.recall; off the ingest path, one worker per space)."""
-        for result in check_grown(self.queue_engine):  # not ingest_engine: its commits are fenced
-            self._say(f"index recall measured: {result.summary()}")
+        for result in check_grown(self.queue.engine):  # not the ingest engine: fenced commits
+            self.queue.say(f"index recall measured: {result.summary()}")
 
     def close(self) -> None:
-        for engine in (self.queue_engine, self.ingest_engine, self.heartbeat_engine):
-            engine.dispose()
+        self.queue.engine.dispose()
+        self.processing.close()
 
 
 # ------------------------------------------------------------------------ several

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -25,6 +26,9 @@ from soundscape.cli.base import (
 from soundscape.errors import InvalidRequest
 from soundscape.output import emit
 from soundscape.results import hit_rows
+
+if TYPE_CHECKING:
+    from soundscape.search import SearchRequest, SearchResult
 
 
 def _filter_options(f):
@@ -175,38 +179,7 @@ def usage_errors() -> Iterator[None]:
 @weights_option
 @database_option
 @format_options
-def search(
-    text,
-    audio,
-    start,
-    end,
-    like,
-    concept,
-    classifier,
-    label,
-    clf_version,
-    space_name,
-    sensors,
-    sites,
-    quadrants,
-    time_range,
-    date_from,
-    date_to,
-    min_score,
-    limit,
-    events,
-    export_dir,
-    raven_dir,
-    audacity_dir,
-    strategy,
-    all_species,
-    database,
-    fmt,
-    said=None,
-    fuzzy=True,
-    voice=None,
-    speaker=None,
-) -> None:
+def search(database, fmt, export_dir, raven_dir, audacity_dir, **options) -> None:
     """Search windows by TEXT, an audio example, a stored window or a concept; or what was
     said (--said, in transcribed speech: `ingest --model whisper`).
 
@@ -221,104 +194,72 @@ def search(
       soundscape search --speaker guest --events
       soundscape search --voice caller.wav --start 2 --end 8
     """
-    from soundscape import export
     from soundscape import search as s
-    from soundscape.formats.audacity import export_audacity
-    from soundscape.formats.raven import export_raven
     from soundscape.media_files import stored_files
+    from soundscape.speech import said_rows
 
-    filters = build_filters(sensors, sites, quadrants, time_range, date_from, date_to, min_score)
-    if said is not None:
-        others = [o for o, v in (("TEXT", text), ("--audio", audio), ("--like", like),
-                                 ("--concept", concept), ("--classifier", classifier),
-                                 ("--voice", voice), ("--speaker", speaker),
-                                 ("--space", space_name), ("--min-score", min_score)) if v]  # fmt: skip
-        if others:
-            raise click.UsageError(f"--said is a query of its own; leave out {', '.join(others)}")
-        _search_said(said, fuzzy, filters, limit, events, export_dir, raven_dir, audacity_dir,
-                     database, fmt)  # fmt: skip
-        return
-    request = s.SearchRequest(
-        text=text,
-        audio=audio,
-        start_s=start,
-        end_s=end,
-        like=like,
-        concept=concept,
-        classifier=classifier,
-        label=label,
-        version=clf_version,
-        space=space_name,
-        filters=filters,
-        limit=limit,
-        events=events,
-        strategy=strategy.lower(),
-        all_species=all_species,
-        voice=voice,
-        speaker=speaker,
-    )
+    request = _search_request(options)
     with usage_errors():
         request.check()
         with open_db(database).engine.connect() as conn:
             found = s.search(conn, request)
             # clips are read by the recordings' stored identity (media_files.open_stored)
             stored = stored_files(conn, [h.recording_id for h in found.hits])
-    query, hits = found.query, found.hits
-    echo_err(f"searching space {query.space.name} by {query.description}")
+    if found.is_speech:
+        echo_err(f"searching what was said: {found.said!r}")
+    else:
+        echo_err(f"searching space {found.space.name} by {found.description}")
     if found.guard:
         echo_err(f"note: {found.guard}")
-    for folder, write, what in (
-        (export_dir, lambda d: export.export_clips(hits, d, stored), "file(s)"),
-        (raven_dir, lambda d: export_raven(hits, d, query.description, query.space),
-         "selection table(s)"),
-        (audacity_dir, lambda d: export_audacity(hits, d, query.description),
-         "label track(s)"),
-    ):  # fmt: skip
-        if folder is None:
-            continue
-        result = write(folder)
-        for err in result.errors:
-            echo_err(f"warning: {err}")
-        echo_err(f"wrote {len(result.written)} {what} to {folder}")
-    rows, columns = hit_rows(
-        hits,
-        labels=query.is_labels,
-        events=events,
-        clips=export_dir is not None,
-        full=fmt != "table",
-    )
-    if found.guard and fmt != "table":
+    _write_files(found, stored, export_dir, raven_dir, audacity_dir)
+    clips, full = export_dir is not None, fmt != "table"
+    if found.is_speech:
+        rows, columns = said_rows(found.hits, events=found.events, clips=clips, full=full)
+    else:
+        rows, columns = hit_rows(
+            found.hits, labels=found.is_labels, events=found.events, clips=clips, full=full
+        )
+    if found.guard and full:
         rows = [{**r, "guard": found.guard} for r in rows]
         columns = [*columns, "guard"]
-    if not hits:
-        echo_err("no windows match")
+    if not found.hits:
+        echo_err(
+            "nothing said matches (transcribe recordings with `ingest --model whisper`)"
+            if found.is_speech
+            else "no windows match"
+        )
     emit(rows, fmt, columns)
 
 
-SAID_COLUMNS = [
-    "rank", "score", "sensor", "site", "quadrant", "local", "start_s", "end_s", "snippet",
-    "path", "utterance_id",
-]  # fmt: skip
+def _search_request(o: dict[str, Any]) -> SearchRequest:
+    """``search``'s options as a ``SearchRequest`` (a bad filter value is a usage error)."""
+    from soundscape.search import SearchRequest
+
+    filters = build_filters(o["sensors"], o["sites"], o["quadrants"], o["time_range"],
+                            o["date_from"], o["date_to"], o["min_score"])  # fmt: skip
+    return SearchRequest(
+        text=o["text"], audio=o["audio"], start_s=o["start"], end_s=o["end"], like=o["like"],
+        concept=o["concept"], classifier=o["classifier"], label=o["label"],
+        version=o["clf_version"], space=o["space_name"], filters=filters, limit=o["limit"],
+        events=o["events"], strategy=o["strategy"].lower(), all_species=o["all_species"],
+        voice=o["voice"], speaker=o["speaker"], said=o["said"], fuzzy=o["fuzzy"],
+    )  # fmt: skip
 
 
-def _search_said(
-    said, fuzzy, filters, limit, events, export_dir, raven_dir, audacity_dir, database, fmt
-) -> None:
-    """``search --said``: hits in transcribed speech (soundscape.speech, ranger.search_speech)."""
-    from soundscape import export, speech
+def _write_files(found: SearchResult, stored: Any, export_dir, raven_dir, audacity_dir) -> None:
+    """``--export``, ``--raven``, ``--audacity``: the hits as clips, selection tables, label
+    tracks (labelled by what was said, or by the query in its space's band)."""
+    from soundscape import export
     from soundscape.formats.audacity import export_audacity
     from soundscape.formats.raven import export_raven
-    from soundscape.media_files import stored_files
 
-    request = speech.SpeechRequest(said, filters=filters, limit=limit, fuzzy=fuzzy, events=events)
-    with open_db(database).engine.connect() as conn:
-        hits: list = speech.search_speech(conn, request)  # SpeechHit is a Hit (exports)
-        stored = stored_files(conn, [h.recording_id for h in hits])
-    echo_err(f"searching what was said: {said!r}")
+    hits = found.hits
+    label = found.said if found.said is not None else found.description
+    space = None if found.is_speech else found.space
     for folder, write, what in (
         (export_dir, lambda d: export.export_clips(hits, d, stored), "file(s)"),
-        (raven_dir, lambda d: export_raven(hits, d, said), "selection table(s)"),
-        (audacity_dir, lambda d: export_audacity(hits, d, said), "label track(s)"),
+        (raven_dir, lambda d: export_raven(hits, d, label, space), "selection table(s)"),
+        (audacity_dir, lambda d: export_audacity(hits, d, label), "label track(s)"),
     ):
         if folder is None:
             continue
@@ -326,17 +267,6 @@ def _search_said(
         for err in result.errors:
             echo_err(f"warning: {err}")
         echo_err(f"wrote {len(result.written)} {what} to {folder}")
-    rows = [{"rank": rank, **hit.as_row()} for rank, hit in enumerate(hits, start=1)]
-    columns = list(SAID_COLUMNS)
-    if events:
-        columns.insert(columns.index("snippet"), "n_windows")
-    if export_dir is not None:
-        columns.append("clip")
-    if fmt != "table":
-        columns += ["recording_id", "starts_at", "method", "text", "language", "model"]
-    if not hits:
-        echo_err("nothing said matches (transcribe recordings with `ingest --model whisper`)")
-    emit(rows, fmt, columns)
 
 
 # --------------------------------------------------------------------------------- concepts
