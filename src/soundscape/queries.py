@@ -18,10 +18,33 @@ from sqlalchemy.engine import Connection
 from soundscape.errors import SoundscapeError
 from soundscape.spaces import Space
 
+#: the SQL type of each place and time filter, in the order every ranger function that
+#: filters windows takes them (p_sensors, p_sites, ..., p_at_to: sql/search.sql)
+FILTER_TYPES = {
+    "sensors": "text[]",
+    "sites": "text[]",
+    "quadrants": "text[]",
+    "time_from": "time",
+    "time_to": "time",
+    "date_from": "date",
+    "date_to": "date",
+    "at_from": "timestamptz",
+    "at_to": "timestamptz",
+}
+
+#: the filters' SQL arguments in that order, for a positional call such as
+#: ``ranger.filtered_windows(:space, {FILTER_ARGS})``; bound by ``Filters.params()``
+FILTER_ARGS = ", ".join(f"CAST(:{k} AS {t})" for k, t in FILTER_TYPES.items())
+
 
 @dataclass
 class Filters:
-    """Where and when. Times of day and dates are local to each sensor."""
+    """Where and when. Times of day and dates are local to each sensor.
+
+    The rule that turns them into SQL lives in one place: ``ranger.in_time_filter``
+    (sql/search.sql) for the times, ``ranger._sensor_ids`` for the place. The ranger functions
+    take them as arguments (``FILTER_ARGS`` with ``params()``); a query built here gets its
+    conditions from ``where()``, which calls the same SQL function."""
 
     sensors: list[str] | None = None
     sites: list[str] | None = None
@@ -47,6 +70,45 @@ class Filters:
             "at_to": self.at_to,
             "min_score": self.min_score,
         }
+
+    def where(
+        self,
+        alias: str,
+        *,
+        place: str | None = None,
+        sensor: str = "sensor",
+        times: bool = True,
+    ) -> tuple[list[str], dict[str, Any]]:
+        """WHERE conditions (and their parameters, named ``f_*``) for rows ``alias`` with
+        ``local_time``, ``local_date`` and ``starts_at`` columns, whose place columns
+        (``sensor``: the sensor's name, ``site``, ``quadrant``) are those of ``place`` (default:
+        ``alias``). ``times=False``: the rows have a local date only (no time of day or instant:
+        a time or instant filter is then an error of the caller). ``min_score`` is not a
+        condition here."""
+        place = place or alias
+        where: list[str] = []
+        params: dict[str, Any] = {}
+        for column, values, key in (
+            (sensor, self.sensors, "f_sensors"),
+            ("site", self.sites, "f_sites"),
+            ("quadrant", self.quadrants, "f_quadrants"),
+        ):
+            if values:
+                where.append(f"{place}.{column} = ANY(:{key})")
+                params[key] = list(values)
+        when = {k: getattr(self, k) for k in list(FILTER_TYPES)[3:]}
+        if any(v is not None for v in when.values()):
+            if not times and any(v is not None for k, v in when.items() if "date" not in k):
+                raise ValueError("these rows have a local date only: filter them by dates")
+            columns = (
+                f"{alias}.local_time, {alias}.local_date, {alias}.starts_at"
+                if times
+                else f"NULL::time, {alias}.local_date, NULL::timestamptz"
+            )
+            args = ", ".join(f"CAST(:f_{k} AS {FILTER_TYPES[k]})" for k in when)
+            where.append(f"ranger.in_time_filter({columns}, {args})")
+            params.update({f"f_{k}": v for k, v in when.items()})
+        return where, params
 
 
 def check_filter_names(conn: Connection, filters: Filters) -> None:
