@@ -72,10 +72,18 @@ LANGUAGE sql IMMUTABLE AS $$
     SELECT concat_ws(' AND ',
         'g.space_id = $2',
         CASE WHEN p_sensor_ids IS NOT NULL THEN 'g.sensor_id = ANY($3)' END,
+        -- a bound given here as NULL is NULL in the call, whatever the caller passes as its
+        -- parameter (ranger.anomaly_scores' baseline leaves the period's dates out)
         CASE WHEN num_nonnulls(p_time_from, p_time_to, p_date_from, p_date_to, p_at_from,
                                p_at_to) > 0
-             THEN 'ranger.in_time_filter(g.local_time, g.local_date, g.starts_at, '
-                  '$4, $5, $6, $7, $8, $9)' END,
+             THEN format('ranger.in_time_filter(g.local_time, g.local_date, g.starts_at, '
+                         '%s, %s, %s, %s, %s, %s)',
+                         CASE WHEN p_time_from IS NULL THEN 'NULL' ELSE '$4' END,
+                         CASE WHEN p_time_to IS NULL THEN 'NULL' ELSE '$5' END,
+                         CASE WHEN p_date_from IS NULL THEN 'NULL' ELSE '$6' END,
+                         CASE WHEN p_date_to IS NULL THEN 'NULL' ELSE '$7' END,
+                         CASE WHEN p_at_from IS NULL THEN 'NULL' ELSE '$8' END,
+                         CASE WHEN p_at_to IS NULL THEN 'NULL' ELSE '$9' END) END,
         CASE WHEN p_exclude IS NOT NULL THEN 'g.id <> $10' END)
 $$;
 

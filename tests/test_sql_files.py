@@ -22,7 +22,7 @@ from soundscape.resources import read_sql, sql_dir
 # record the new hash and that migration here.
 FINGERPRINTS = {
     "catalog.sql": ("0022", "6bb74a113158"),
-    "search.sql": ("0027", "55f99ff46e07"),
+    "search.sql": ("0027", "b51051d3c5aa"),
     "analytics.sql": ("0027", "929bfc3fe3bf"),
     "classify.sql": ("0005", "09be065c4b7d"),
     "classifiers.sql": ("0017", "397772116ffd"),

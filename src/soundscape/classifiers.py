@@ -627,7 +627,8 @@ def ranked(
     rows = conn.execute(
         sa.text(
             "SELECT * FROM ranger.search_classifier(:name, :label, :k, "
-            f"{FILTER_ARGS}, CAST(:min_score AS real), :version, :order, :unlabelled)"
+            f"{FILTER_ARGS}, p_min_score => CAST(:min_score AS real), p_version => :version, "
+            "p_order => :order, p_unlabelled => :unlabelled)"
         ),
         {
             **filters.params(),

@@ -18,8 +18,8 @@ from sqlalchemy.engine import Connection
 from soundscape.errors import SoundscapeError
 from soundscape.spaces import Space
 
-#: the SQL type of each place and time filter, in the order every ranger function that
-#: filters windows takes them (p_sensors, p_sites, ..., p_at_to: sql/search.sql)
+#: the SQL type of each place and time filter: every ranger function that filters takes them
+#: as arguments named p_<key> (p_sensors, p_sites, ..., p_at_to: sql/search.sql)
 FILTER_TYPES = {
     "sensors": "text[]",
     "sites": "text[]",
@@ -32,9 +32,10 @@ FILTER_TYPES = {
     "at_to": "timestamptz",
 }
 
-#: the filters' SQL arguments in that order, for a positional call such as
-#: ``ranger.filtered_windows(:space, {FILTER_ARGS})``; bound by ``Filters.params()``
-FILTER_ARGS = ", ".join(f"CAST(:{k} AS {t})" for k, t in FILTER_TYPES.items())
+#: the filters as named SQL arguments (``p_sensors => CAST(:sensors AS text[]), ...``), for a
+#: call such as ``ranger.filtered_windows(:space, {FILTER_ARGS})`` (arguments after them must
+#: be named too); bound by ``Filters.params()``
+FILTER_ARGS = ", ".join(f"p_{k} => CAST(:{k} AS {t})" for k, t in FILTER_TYPES.items())
 
 
 @dataclass
