@@ -18,12 +18,11 @@ from sqlalchemy.engine import Connection
 from soundscape.errors import SoundscapeError
 from soundscape.spaces import Space
 
-#: the SQL type of each place and time filter: every ranger function that filters takes them
-#: as arguments named p_<key> (p_sensors, p_sites, ..., p_at_to: sql/search.sql)
-FILTER_TYPES = {
-    "sensors": "text[]",
-    "sites": "text[]",
-    "quadrants": "text[]",
+#: the place filters: each field of ``Filters`` and the column of ``sensors`` it matches (by
+#: name: ``check_filter_names`` and ``Filters.where``; by id: ``ranger._sensor_ids``)
+PLACE_COLUMNS = {"sensors": "name", "sites": "site", "quadrants": "quadrant"}
+#: the time filters and their SQL types (the arguments of ``ranger.in_time_filter``, in order)
+TIME_TYPES = {
     "time_from": "time",
     "time_to": "time",
     "date_from": "date",
@@ -31,6 +30,9 @@ FILTER_TYPES = {
     "at_from": "timestamptz",
     "at_to": "timestamptz",
 }
+#: the SQL type of each filter: every ranger function that filters takes them as arguments
+#: named p_<key> (p_sensors, p_sites, ..., p_at_to: sql/search.sql)
+FILTER_TYPES = {**dict.fromkeys(PLACE_COLUMNS, "text[]"), **TIME_TYPES}
 
 #: the filters as named SQL arguments (``p_sensors => CAST(:sensors AS text[]), ...``), for a
 #: call such as ``ranger.filtered_windows(:space, {FILTER_ARGS})`` (arguments after them must
@@ -45,7 +47,10 @@ class Filters:
     The rule that turns them into SQL lives in one place: ``ranger.in_time_filter``
     (sql/search.sql) for the times, ``ranger._sensor_ids`` for the place. The ranger functions
     take them as arguments (``FILTER_ARGS`` with ``params()``); a query built here gets its
-    conditions from ``where()``, which calls the same SQL function."""
+    conditions from ``where()``, which calls the same SQL function. A new place filter (a
+    column of ``sensors``) is a field here, an entry of ``PLACE_COLUMNS`` and an argument of
+    ``ranger._sensor_ids``; a new time filter, a field, ``TIME_TYPES`` and
+    ``ranger.in_time_filter``."""
 
     sensors: list[str] | None = None
     sites: list[str] | None = None
@@ -59,18 +64,9 @@ class Filters:
     min_score: float | None = None
 
     def params(self) -> dict[str, Any]:
-        return {
-            "sensors": self.sensors or None,
-            "sites": self.sites or None,
-            "quadrants": self.quadrants or None,
-            "time_from": self.time_from,
-            "time_to": self.time_to,
-            "date_from": self.date_from,
-            "date_to": self.date_to,
-            "at_from": self.at_from,
-            "at_to": self.at_to,
-            "min_score": self.min_score,
-        }
+        """The filters as bound parameters (named like their fields; empty lists as None)."""
+        place = {k: getattr(self, k) or None for k in PLACE_COLUMNS}
+        return {**place, **{k: getattr(self, k) for k in TIME_TYPES}, "min_score": self.min_score}
 
     def where(
         self,
@@ -89,24 +85,24 @@ class Filters:
         place = place or alias
         where: list[str] = []
         params: dict[str, Any] = {}
-        for column, values, key in (
-            (sensor, self.sensors, "f_sensors"),
-            ("site", self.sites, "f_sites"),
-            ("quadrant", self.quadrants, "f_quadrants"),
-        ):
+        for key, column in PLACE_COLUMNS.items():
+            values = getattr(self, key)
             if values:
-                where.append(f"{place}.{column} = ANY(:{key})")
-                params[key] = list(values)
-        when = {k: getattr(self, k) for k in list(FILTER_TYPES)[3:]}
+                column = sensor if column == "name" else column
+                where.append(f"{place}.{column} = ANY(:f_{key})")
+                params[f"f_{key}"] = list(values)
+        when = {k: getattr(self, k) for k in TIME_TYPES}
         if any(v is not None for v in when.values()):
             if not times and any(v is not None for k, v in when.items() if "date" not in k):
-                raise ValueError("these rows have a local date only: filter them by dates")
+                raise SoundscapeError(
+                    "these rows have a local date only: filter them by dates (--from/--to)"
+                )
             columns = (
                 f"{alias}.local_time, {alias}.local_date, {alias}.starts_at"
                 if times
                 else f"NULL::time, {alias}.local_date, NULL::timestamptz"
             )
-            args = ", ".join(f"CAST(:f_{k} AS {FILTER_TYPES[k]})" for k in when)
+            args = ", ".join(f"CAST(:f_{k} AS {t})" for k, t in TIME_TYPES.items())
             where.append(f"ranger.in_time_filter({columns}, {args})")
             params.update({f"f_{k}": v for k, v in when.items()})
         return where, params
@@ -114,11 +110,8 @@ class Filters:
 
 def check_filter_names(conn: Connection, filters: Filters) -> None:
     """Unknown sensor/site/quadrant names are errors (with the known ones), not empty results."""
-    for column, values, what in (
-        ("name", filters.sensors, "sensor"),
-        ("site", filters.sites, "site"),
-        ("quadrant", filters.quadrants, "quadrant"),
-    ):
+    for key, column in PLACE_COLUMNS.items():
+        values, what = getattr(filters, key), key.removesuffix("s")
         if not values:
             continue
         known = set(
