@@ -190,3 +190,24 @@ def test_every_entry_point_gives_the_same_windows(db, case):
     assert got == {name: want for name in got}
     assert scored == len(want), "classifier scoring"
     assert top["windows"] == len(want), "species (top labels)"
+
+
+def test_the_rule_folds_to_plain_comparisons(db):
+    """ranger.in_time_filter is inlined and, its bounds known, folded to the comparisons the
+    indexes serve: no call left in the plan (a STRICT or SECURITY DEFINER function, or one
+    in plpgsql, would be an opaque call on every row)."""
+    engine, _, _ = db
+    with engine.connect() as conn:
+        plan = "\n".join(
+            conn.execute(
+                sa.text(
+                    "EXPLAIN SELECT g.id FROM segments g WHERE g.sensor_id = 1 AND "
+                    "ranger.in_time_filter(g.local_time, g.local_date, g.starts_at, "
+                    "CAST(:a AS time), CAST(:b AS time), NULL, CAST(:d AS date), NULL, NULL)"
+                ),
+                {"a": time(23), "b": time(1), "d": date(2024, 5, 31)},
+            ).scalars()
+        )
+    assert "in_time_filter" not in plan and "CASE" not in plan, plan
+    assert "local_time >= '23:00:00'" in plan and "local_time < '01:00:00'" in plan, plan
+    assert "local_date <= '2024-05-31'" in plan, plan
