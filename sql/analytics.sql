@@ -222,11 +222,9 @@ BEGIN
                                    p_at_from, p_at_to, NULL);
     v_base := ranger._filter_sql(v_ids, p_time_from, p_time_to, NULL, NULL, NULL, NULL, NULL);
     IF num_nonnulls(p_base_date_from, p_base_date_to, p_base_at_from, p_base_at_to) > 0 THEN
-        v_base := concat_ws(' AND ', v_base,
-            CASE WHEN p_base_date_from IS NOT NULL THEN 'g.local_date >= $11' END,
-            CASE WHEN p_base_date_to IS NOT NULL THEN 'g.local_date <= $12' END,
-            CASE WHEN p_base_at_from IS NOT NULL THEN 'g.starts_at >= $13' END,
-            CASE WHEN p_base_at_to IS NOT NULL THEN 'g.starts_at < $14' END);
+        -- the baseline's own dates and instants, by the rule of every period
+        v_base := v_base || ' AND ranger.in_time_filter(g.local_time, g.local_date, '
+                            'g.starts_at, NULL, NULL, $11, $12, $13, $14)';
     ELSIF num_nonnulls(p_date_from, p_at_from) > 0 THEN
         -- the default baseline: everything before the period
         v_base := concat_ws(' AND ', v_base,

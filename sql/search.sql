@@ -31,26 +31,59 @@
 -- ranger._hnsw_candidates_sql candidates, which are re-ranked by the exact float32 distance.
 -- Every user value is a bound parameter (USING); only integers (dimension) are formatted in.
 
+-- The time filters, the one place their rule is written (every ranger search, speech,
+-- classifier and analytics function, and soundscape's own queries, call it): local time of day
+-- from p_time_from (inclusive) to p_time_to (exclusive), a range that crosses midnight when
+-- p_time_from > p_time_to (23:00-01:00); local dates p_date_from..p_date_to (inclusive);
+-- instants p_at_from..p_at_to (half-open). A NULL bound does not filter. Local dates and
+-- times are those stored with each window (its sensor's timezone at that instant, so DST is
+-- already in them). One expression in LANGUAGE sql: the planner inlines it, and with the
+-- bounds known (bound parameters) it folds to the plain comparisons, which the indexes serve.
+-- Anyone may call it, e.g. SELECT ... FROM ranger.windows w WHERE ranger.in_time_filter(
+-- w.local_time, w.local_date, w.starts_at, '23:00', '01:00', NULL, NULL, NULL, NULL).
+CREATE OR REPLACE FUNCTION ranger.in_time_filter(
+    p_local_time time, p_local_date date, p_starts_at timestamptz,
+    p_time_from time, p_time_to time, p_date_from date, p_date_to date,
+    p_at_from timestamptz, p_at_to timestamptz
+) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_time_from IS NOT NULL AND p_time_to IS NOT NULL THEN
+                CASE WHEN p_time_from <= p_time_to
+                     THEN p_local_time >= p_time_from AND p_local_time < p_time_to
+                     ELSE p_local_time >= p_time_from OR p_local_time < p_time_to END
+                WHEN p_time_from IS NOT NULL THEN p_local_time >= p_time_from
+                WHEN p_time_to IS NOT NULL THEN p_local_time < p_time_to
+                ELSE true END
+       AND (p_date_from IS NULL OR p_local_date >= p_date_from)
+       AND (p_date_to IS NULL OR p_local_date <= p_date_to)
+       AND (p_at_from IS NULL OR p_starts_at >= p_at_from)
+       AND (p_at_to IS NULL OR p_starts_at < p_at_to)
+$$;
+
+-- The WHERE clause (text, for EXECUTE) of a query on windows `g` under the filters: the
+-- space, the sensor ids (ranger._sensor_ids), the time filters (ranger.in_time_filter), and
+-- a window left out (p_exclude). Positional parameters the caller passes: $2 space, $3 sensor
+-- ids, $4 time_from, $5 time_to, $6 date_from, $7 date_to, $8 at_from, $9 at_to, $10 exclude.
 CREATE OR REPLACE FUNCTION ranger._filter_sql(
     p_sensor_ids integer[], p_time_from time, p_time_to time, p_date_from date, p_date_to date,
     p_at_from timestamptz, p_at_to timestamptz, p_exclude bigint
 ) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
-    -- Positional parameters: $2 space, $3 sensor ids, $4 time_from, $5 time_to, $6 date_from,
-    -- $7 date_to, $8 at_from, $9 at_to, $10 exclude.
     SELECT concat_ws(' AND ',
         'g.space_id = $2',
         CASE WHEN p_sensor_ids IS NOT NULL THEN 'g.sensor_id = ANY($3)' END,
-        CASE WHEN p_time_from IS NOT NULL AND p_time_to IS NOT NULL THEN
-            CASE WHEN p_time_from <= p_time_to
-                 THEN 'g.local_time >= $4 AND g.local_time < $5'
-                 ELSE '(g.local_time >= $4 OR g.local_time < $5)' END   -- crosses midnight
-             WHEN p_time_from IS NOT NULL THEN 'g.local_time >= $4'
-             WHEN p_time_to IS NOT NULL THEN 'g.local_time < $5' END,
-        CASE WHEN p_date_from IS NOT NULL THEN 'g.local_date >= $6' END,
-        CASE WHEN p_date_to IS NOT NULL THEN 'g.local_date <= $7' END,
-        CASE WHEN p_at_from IS NOT NULL THEN 'g.starts_at >= $8' END,
-        CASE WHEN p_at_to IS NOT NULL THEN 'g.starts_at < $9' END,
+        -- a bound given here as NULL is NULL in the call, whatever the caller passes as its
+        -- parameter (ranger.anomaly_scores' baseline leaves the period's dates out)
+        CASE WHEN num_nonnulls(p_time_from, p_time_to, p_date_from, p_date_to, p_at_from,
+                               p_at_to) > 0
+             THEN format('ranger.in_time_filter(g.local_time, g.local_date, g.starts_at, '
+                         '%s, %s, %s, %s, %s, %s)',
+                         CASE WHEN p_time_from IS NULL THEN 'NULL' ELSE '$4' END,
+                         CASE WHEN p_time_to IS NULL THEN 'NULL' ELSE '$5' END,
+                         CASE WHEN p_date_from IS NULL THEN 'NULL' ELSE '$6' END,
+                         CASE WHEN p_date_to IS NULL THEN 'NULL' ELSE '$7' END,
+                         CASE WHEN p_at_from IS NULL THEN 'NULL' ELSE '$8' END,
+                         CASE WHEN p_at_to IS NULL THEN 'NULL' ELSE '$9' END) END,
         CASE WHEN p_exclude IS NOT NULL THEN 'g.id <> $10' END)
 $$;
 

@@ -139,9 +139,9 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 -- The utterances that pass the place and time filters of ranger.search_speech: sensors (ids;
--- NULL: all), the local time of day of the start (half-open; a range may cross midnight),
--- local dates (inclusive) and absolute instants (half-open). One SELECT in LANGUAGE sql, so
--- the planner inlines it into the caller's query (the text indexes still serve it).
+-- NULL: all) and the time filters of the utterance's start (ranger.in_time_filter, the same
+-- rule as for windows). One SELECT in LANGUAGE sql, so the planner inlines it into the
+-- caller's query (the text indexes still serve it).
 CREATE OR REPLACE FUNCTION ranger._speech_filtered(
     p_ids integer[], p_time_from time, p_time_to time, p_date_from date, p_date_to date,
     p_at_from timestamptz, p_at_to timestamptz
@@ -149,17 +149,8 @@ CREATE OR REPLACE FUNCTION ranger._speech_filtered(
 LANGUAGE sql STABLE AS $$
     SELECT u.* FROM public.utterances u
      WHERE (p_ids IS NULL OR u.sensor_id = ANY (p_ids))
-       AND CASE WHEN p_time_from IS NOT NULL AND p_time_to IS NOT NULL THEN
-                CASE WHEN p_time_from <= p_time_to
-                     THEN u.local_time >= p_time_from AND u.local_time < p_time_to
-                     ELSE u.local_time >= p_time_from OR u.local_time < p_time_to END
-                WHEN p_time_from IS NOT NULL THEN u.local_time >= p_time_from
-                WHEN p_time_to IS NOT NULL THEN u.local_time < p_time_to
-                ELSE true END
-       AND (p_date_from IS NULL OR u.local_date >= p_date_from)
-       AND (p_date_to IS NULL OR u.local_date <= p_date_to)
-       AND (p_at_from IS NULL OR u.starts_at >= p_at_from)
-       AND (p_at_to IS NULL OR u.starts_at < p_at_to)
+       AND ranger.in_time_filter(u.local_time, u.local_date, u.starts_at, p_time_from,
+                                 p_time_to, p_date_from, p_date_to, p_at_from, p_at_to)
 $$;
 
 CREATE OR REPLACE FUNCTION ranger.search_speech(

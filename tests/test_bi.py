@@ -243,6 +243,9 @@ CALLS: dict[str, str] = {
                                 WHERE space = 'spectral')""",
     "duplicate_pairs": "SELECT 1 + count(*) FROM ranger.duplicate_pairs("
     "(SELECT space_id FROM ranger.spaces WHERE name = 'spectral'), 2, 0.99)",
+    # the filters' time rule (issue 27): windows of the night, across midnight
+    "in_time_filter": "SELECT count(*) FROM ranger.windows w WHERE ranger.in_time_filter("
+    "w.local_time, w.local_date, w.starts_at, '22:00', '04:00', NULL, NULL, NULL, NULL)",
     "filtered_windows": "SELECT count(*) FROM ranger.filtered_windows("
     "(SELECT space_id FROM ranger.spaces WHERE name = 'spectral'), ARRAY['north-1'], "
     "p_time_from => '22:00', p_time_to => '04:00')",

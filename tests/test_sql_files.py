@@ -22,12 +22,12 @@ from soundscape.resources import read_sql, sql_dir
 # record the new hash and that migration here.
 FINGERPRINTS = {
     "catalog.sql": ("0022", "6bb74a113158"),
-    "search.sql": ("0025", "7f213532bcdd"),
-    "analytics.sql": ("0022", "ff4b718152ca"),
+    "search.sql": ("0027", "b51051d3c5aa"),
+    "analytics.sql": ("0027", "929bfc3fe3bf"),
     "classify.sql": ("0005", "09be065c4b7d"),
     "classifiers.sql": ("0017", "397772116ffd"),
     "species.sql": ("0011", "13d5005221de"),
-    "speech.sql": ("0025", "68e3eb9d9384"),
+    "speech.sql": ("0027", "883eed0d5fe7"),
     "speakers.sql": ("0013", "39bc0dc0575c"),
 }
 

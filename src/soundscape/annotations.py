@@ -431,35 +431,12 @@ def list_annotations(
     """
     filters = filters or Filters()
     check_filter_names(conn, filters)
-    where: list[str] = []
-    params: dict[str, Any] = {}
+    where, params = filters.where("v")
 
     def add(cond: str, **values: Any) -> None:
         where.append(cond)
         params.update(values)
 
-    if filters.sensors:
-        add("v.sensor = ANY(:sensors)", sensors=list(filters.sensors))
-    if filters.sites:
-        add("v.site = ANY(:sites)", sites=list(filters.sites))
-    if filters.quadrants:
-        add("v.quadrant = ANY(:quadrants)", quadrants=list(filters.quadrants))
-    t_from, t_to = filters.time_from, filters.time_to
-    if t_from is not None and t_to is not None:
-        op = "AND" if t_from <= t_to else "OR"  # a range that crosses midnight
-        add(f"(v.local_time >= :t_from {op} v.local_time < :t_to)", t_from=t_from, t_to=t_to)
-    elif t_from is not None:
-        add("v.local_time >= :t_from", t_from=t_from)
-    elif t_to is not None:
-        add("v.local_time < :t_to", t_to=t_to)
-    if filters.date_from is not None:
-        add("v.local_date >= :d_from", d_from=filters.date_from)
-    if filters.date_to is not None:
-        add("v.local_date <= :d_to", d_to=filters.date_to)
-    if filters.at_from is not None:
-        add("v.starts_at >= :a_from", a_from=filters.at_from)
-    if filters.at_to is not None:
-        add("v.starts_at < :a_to", a_to=filters.at_to)
     labels = _as_list(label)
     if labels:
         add("v.label = ANY(:labels)", labels=[x.strip() for x in labels])

@@ -47,7 +47,7 @@ from sqlalchemy.engine import Connection
 from soundscape.annotations import windows_labelled
 from soundscape.db import raw_connection, register_vector
 from soundscape.errors import SoundscapeError
-from soundscape.queries import Filters, Query
+from soundscape.queries import FILTER_ARGS, Filters, Query
 from soundscape.results import Hit
 from soundscape.spaces import Space, get_space, list_spaces
 
@@ -627,11 +627,8 @@ def ranked(
     rows = conn.execute(
         sa.text(
             "SELECT * FROM ranger.search_classifier(:name, :label, :k, "
-            "CAST(:sensors AS text[]), CAST(:sites AS text[]), CAST(:quadrants AS text[]), "
-            "CAST(:time_from AS time), CAST(:time_to AS time), CAST(:date_from AS date), "
-            "CAST(:date_to AS date), CAST(:at_from AS timestamptz), "
-            "CAST(:at_to AS timestamptz), CAST(:min_score AS real), :version, :order, "
-            ":unlabelled)"
+            f"{FILTER_ARGS}, p_min_score => CAST(:min_score AS real), p_version => :version, "
+            "p_order => :order, p_unlabelled => :unlabelled)"
         ),
         {
             **filters.params(),
@@ -682,13 +679,7 @@ def classify(
     while start <= hi:
         end = start + batch
         r = conn.execute(
-            sa.text(
-                "SELECT * FROM ranger._classify_batch(:c, :lo, :hi, :new, "
-                "CAST(:sensors AS text[]), CAST(:sites AS text[]), CAST(:quadrants AS text[]), "
-                "CAST(:time_from AS time), CAST(:time_to AS time), CAST(:date_from AS date), "
-                "CAST(:date_to AS date), CAST(:at_from AS timestamptz), "
-                "CAST(:at_to AS timestamptz))"
-            ),
+            sa.text(f"SELECT * FROM ranger._classify_batch(:c, :lo, :hi, :new, {FILTER_ARGS})"),
             {**params, "c": clf.id, "lo": start, "hi": end, "new": new_only},
         ).fetchone()
         assert r is not None  # _classify_batch returns one row of counts
@@ -813,11 +804,7 @@ def pick_for_review(
     ids = np.array(
         conn.execute(
             sa.text(
-                "SELECT f.segment_id FROM ranger.filtered_windows(:space, "
-                "CAST(:sensors AS text[]), CAST(:sites AS text[]), CAST(:quadrants AS text[]), "
-                "CAST(:time_from AS time), CAST(:time_to AS time), CAST(:date_from AS date), "
-                "CAST(:date_to AS date), CAST(:at_from AS timestamptz), "
-                "CAST(:at_to AS timestamptz)) f "
+                f"SELECT f.segment_id FROM ranger.filtered_windows(:space, {FILTER_ARGS}) f "
                 "JOIN segments g ON g.space_id = :space AND g.id = f.segment_id "
                 "WHERE NOT EXISTS (SELECT 1 FROM unnest(CAST(:a_rec AS bigint[]), "
                 "CAST(:a_start AS double precision[]), CAST(:a_end AS double precision[])) "

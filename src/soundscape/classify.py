@@ -25,19 +25,14 @@ from soundscape.db import raw_connection, register_vector
 from soundscape.embedders import get_model_class, load_model
 from soundscape.embedders.base import l2_normalize
 from soundscape.errors import BadOption, SoundscapeError
-from soundscape.queries import Filters
+from soundscape.queries import FILTER_ARGS, Filters
 from soundscape.search import match_labels
 from soundscape.spaces import Space
 
 BATCH = 5000
 DEFAULT_TEMPLATE = "the sound of {}"
 
-_FILTERED = (
-    "ranger.filtered_windows(:space, CAST(:sensors AS text[]), CAST(:sites AS text[]), "
-    "CAST(:quadrants AS text[]), CAST(:time_from AS time), CAST(:time_to AS time), "
-    "CAST(:date_from AS date), CAST(:date_to AS date), CAST(:at_from AS timestamptz), "
-    "CAST(:at_to AS timestamptz))"
-)
+_FILTERED = f"ranger.filtered_windows(:space, {FILTER_ARGS})"
 
 
 def parse_labels(text: str) -> list[str]:

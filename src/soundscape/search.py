@@ -32,7 +32,7 @@ from soundscape.db import register_vector
 from soundscape.embedders import load_model, model_facts
 from soundscape.embedders.base import l2_normalize
 from soundscape.errors import BadOption, InvalidRequest, SoundscapeError
-from soundscape.queries import Filters, Query, check_filter_names
+from soundscape.queries import FILTER_TYPES, Filters, Query, check_filter_names
 from soundscape.recall import guard_note, log_query
 from soundscape.results import Hit, merge_events
 from soundscape.spaces import Space, has_labels, list_spaces, pick_space, supports_text
@@ -393,9 +393,7 @@ def window_query(conn: Connection, segment_id: int, space_name: str | None) -> Q
 #: sql/classifiers.sql); they are called with named arguments, and only with those given.
 _ARG_TYPES = {
     "p_space": "integer", "p_query": "vector", "p_labels": "integer[]", "p_k": "integer",
-    "p_sensors": "text[]", "p_sites": "text[]", "p_quadrants": "text[]", "p_time_from": "time",
-    "p_time_to": "time", "p_date_from": "date", "p_date_to": "date",
-    "p_at_from": "timestamptz", "p_at_to": "timestamptz", "p_min_score": "real",
+    **{f"p_{k}": t for k, t in FILTER_TYPES.items()}, "p_min_score": "real",
     "p_exclude": "bigint", "p_strategy": "text", "p_ef_search": "integer",
     "p_classifier": "text", "p_label": "text", "p_version": "integer",
     "p_all_species": "boolean",

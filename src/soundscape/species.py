@@ -131,38 +131,6 @@ def list_thresholds(conn: Connection, space: Space | None = None) -> list[dict[s
     return [dict(r._mapping) for r in rows]
 
 
-def _window_filters(filters: Filters, params: dict[str, Any]) -> list[str]:
-    """WHERE conditions on window g and sensor s (the search filters; min_score aside)."""
-    where = []
-    for column, values, key in (
-        ("s.name", filters.sensors, "sensors"),
-        ("s.site", filters.sites, "sites"),
-        ("s.quadrant", filters.quadrants, "quadrants"),
-    ):
-        if values:
-            where.append(f"{column} = ANY(:{key})")
-            params[key] = list(values)
-    t_from, t_to = filters.time_from, filters.time_to
-    if t_from is not None and t_to is not None:
-        op = "AND" if t_from <= t_to else "OR"  # a range that crosses midnight
-        where.append(f"(g.local_time >= :t_from {op} g.local_time < :t_to)")
-    elif t_from is not None:
-        where.append("g.local_time >= :t_from")
-    elif t_to is not None:
-        where.append("g.local_time < :t_to")
-    params.update(t_from=t_from, t_to=t_to)
-    for cond, key, value in (
-        ("g.local_date >= :d_from", "d_from", filters.date_from),
-        ("g.local_date <= :d_to", "d_to", filters.date_to),
-        ("g.starts_at >= :a_from", "a_from", filters.at_from),
-        ("g.starts_at < :a_to", "a_to", filters.at_to),
-    ):
-        if value is not None:
-            where.append(cond)
-            params[key] = value
-    return where
-
-
 def top_labels(
     conn: Connection,
     space: Space,
@@ -181,7 +149,9 @@ def top_labels(
     params: dict[str, Any] = {
         "space": space.id, "min": float(min_score), "limit": int(limit), "model": space.model,
     }  # fmt: skip
-    where = ["sc.space_id = :space", "sc.score >= :min", *_window_filters(filters, params)]
+    conditions, more = filters.where("g", place="s", sensor="name")
+    params.update(more)
+    where = ["sc.space_id = :space", "sc.score >= :min", *conditions]
     if not all_species:
         where.append(_PLAUSIBLE)
     rows = conn.execute(
@@ -226,22 +196,7 @@ def species_daily(
     if source is not None and source not in SOURCES:
         raise BadOption(f"source must be one of {', '.join(SOURCES)}, not {source!r}", "--source")
     check_filter_names(conn, filters)
-    params: dict[str, Any] = {}
-    where = []
-    for column, values in (
-        ("sensor", filters.sensors),
-        ("site", filters.sites),
-        ("quadrant", filters.quadrants),
-    ):
-        if values:
-            where.append(f"{column} = ANY(:{column})")
-            params[column] = list(values)
-    if filters.date_from is not None:
-        where.append("local_date >= :d_from")
-        params["d_from"] = filters.date_from
-    if filters.date_to is not None:
-        where.append("local_date <= :d_to")
-        params["d_to"] = filters.date_to
+    where, params = filters.where("d", times=False)
     if labels:
         where.append("(lower(label) = ANY(:labels) OR lower(scientific) = ANY(:labels))")
         params["labels"] = [" ".join(x.split()).lower() for x in labels]
@@ -251,7 +206,7 @@ def species_daily(
     view = "ranger.species_daily_all" if all_species else "ranger.species_daily"
     columns = ", ".join(DAILY_COLUMNS + (["plausible"] if all_species else []))
     sql = (
-        f"SELECT {columns} FROM {view}"
+        f"SELECT {columns} FROM {view} d"
         + (f" WHERE {' AND '.join(where)}" if where else "")
         + " ORDER BY local_date NULLS LAST, site NULLS LAST, sensor, detections DESC, label,"
         " source, detector"
