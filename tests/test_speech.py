@@ -180,6 +180,34 @@ def test_search_request_searches_what_was_said(said, engine):
         _ = found.query  # no vector or labels ranked it
 
 
+def test_the_web_page_searches_what_was_said(said, module_db_url):
+    """Issue 27: speech search runs through ``SearchRequest``, so the web page offers it: a
+    ``said`` field, hits as spans of their recording (no "more like this" or window clip:
+    an utterance is not a window), the same hits as the CLI."""
+    from fastapi.testclient import TestClient
+
+    from soundscape.db import open_database
+    from soundscape.web import WebConfig, create_app
+
+    database = open_database(module_db_url)
+    try:
+        with TestClient(create_app(WebConfig(allowed_hosts=["testserver"]), database)) as c:
+            got = c.get("/search", params={"said": "bitcoin", "limit": 3, "format": "json"})
+            assert got.status_code == 200, got.text
+            body = got.json()
+            assert body["space"] is None and body["query"] == "what was said: 'bitcoin'"
+            want = said.json("search", "--said", "bitcoin", "-n", "3")
+            assert [h["utterance_id"] for h in body["hits"]] == [h["utterance_id"] for h in want]
+            page = c.get("/search", params={"said": "bitcoin", "limit": 3})
+            assert page.status_code == 200
+            assert 'name="said"' in page.text and "in what was said" in page.text
+            rec = want[0]["recording_id"]
+            assert f"/recordings/{rec}/clip.wav?start=" in page.text
+            assert "more like this" not in page.text and "/clips/" not in page.text
+    finally:
+        database.engine.dispose()
+
+
 def test_sql_function_for_bi_tools(said, engine):
     with engine.connect() as conn:
         rows = conn.execute(

@@ -149,15 +149,16 @@ def filters_from(params: Any) -> Filters:
 
 def request_from(params: Any, audio: str | None = None) -> SearchRequest | None:
     """A ``SearchRequest`` from the search page's parameters (None when no query is given):
-    ``q`` text, ``like`` a window id, ``concept``, ``classifier`` + ``label``, or an uploaded
-    ``audio`` file (its saved path); ``space``, ``events``, ``limit`` and the filters."""
-    text, concept = _one(params, "q"), _one(params, "concept")
+    ``q`` text, ``said`` words in what was said, ``like`` a window id, ``concept``,
+    ``classifier`` + ``label``, or an uploaded ``audio`` file (its saved path); ``space``,
+    ``events``, ``limit`` and the filters."""
+    text, concept, said = _one(params, "q"), _one(params, "concept"), _one(params, "said")
     classifier, label = _one(params, "classifier"), _one(params, "label")
     picked = _one(params, "classifier_label")  # the form's select: "name|label"
     if classifier is None and picked:
         classifier, _, label = picked.partition("|")
     like = _number(params, "like", int)
-    if not any(v is not None for v in (text, like, concept, classifier, audio)):
+    if not any(v is not None for v in (text, said, like, concept, classifier, audio)):
         return None
     limit = _number(params, "limit", int) or DEFAULT_LIMIT
     if not 1 <= limit <= MAX_LIMIT:
@@ -169,6 +170,7 @@ def request_from(params: Any, audio: str | None = None) -> SearchRequest | None:
         end_s = start_s + MAX_EXAMPLE_S if end_s is None else min(end_s, start_s + MAX_EXAMPLE_S)
     return SearchRequest(
         text=text,
+        said=said,
         audio=audio,
         start_s=start_s,
         end_s=end_s,
@@ -185,7 +187,7 @@ def request_from(params: Any, audio: str | None = None) -> SearchRequest | None:
 
 def verdict_label(request: SearchRequest) -> str:
     """The label a yes/no/unsure on a hit gets by default: the query's words."""
-    return request.text or request.concept or request.label or ""
+    return request.text or request.concept or request.label or request.said or ""
 
 
 def run_search(conn: Connection, request: SearchRequest) -> Any:

@@ -22,6 +22,7 @@ from soundscape.audio import probe
 from soundscape.errors import InvalidRequest, SoundscapeError
 from soundscape.output import plain_row
 from soundscape.results import hit_rows
+from soundscape.speech import said_rows
 from soundscape.web import pages
 from soundscape.web.deps import checked_form, connect, error, render, viewer, wants_json
 
@@ -46,7 +47,7 @@ def search_response(request: Request, params: Any, audio: str | None, upload: st
             return error(request, str(exc), 400)
         if req is None:
             if json_out:
-                return JSONResponse({"error": "give q, like, concept or classifier"}, 400)
+                return JSONResponse({"error": "give q, said, like, concept or classifier"}, 400)
             return render(request, "search.html", params=params, choices=choices, result=None)
         started = time.perf_counter()
         try:
@@ -54,13 +55,16 @@ def search_response(request: Request, params: Any, audio: str | None, upload: st
         except InvalidRequest as exc:
             return error(request, str(exc), 400)
         elapsed = time.perf_counter() - started
-    rows, columns = hit_rows(result.hits, labels=result.query.is_labels, events=req.events)
+    if result.is_speech:
+        rows, columns = said_rows(result.hits, events=req.events)
+    else:
+        rows, columns = hit_rows(result.hits, labels=result.is_labels, events=req.events)
     plain = [plain_row(r, columns) for r in rows]
     if json_out:
         return JSONResponse(
             {
-                "space": result.space.name,
-                "query": result.query.description,
+                "space": result.space_name,
+                "query": result.description,
                 "events": req.events,
                 "guard": result.guard,
                 "hits": plain,
