@@ -21,6 +21,10 @@
 
 -- The query's parts: the positive text (no -exclusions, quotes or `or`), lower case; the same
 -- without spaces; the English lexemes of the positive text; the exclusions as a tsquery.
+-- Migration 0012 applies this file before search.sql has ranger.in_time_filter (an upgrade
+-- from 0011): function bodies are checked when they run, not when they are made.
+SET LOCAL check_function_bodies = off;
+
 CREATE OR REPLACE FUNCTION ranger._speech_terms(
     p_query text, OUT fuzzy text, OUT nospace text, OUT lexemes text[], OUT excluded tsquery
 )
