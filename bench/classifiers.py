@@ -83,9 +83,9 @@ class Sampler:
     """Peak of pg_rss_bytes, sampled every 0.2 s in a thread."""
 
     def __init__(self) -> None:
-        from soundscape import server
+        from soundscape import embedded_db
 
-        self.postmaster = server.status().pid
+        self.postmaster = embedded_db.status().pid
         self.peak = 0
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)

@@ -152,10 +152,10 @@ class ScratchDatabase:
         self.url = self.db.url
 
     def close(self) -> None:
-        from soundscape import server
+        from soundscape import embedded_db
 
         self.db.engine.dispose()
-        server.stop()
+        embedded_db.stop()
         if not self.keep:
             subprocess.run(["rm", "-rf", str(self.home)], check=False)
 

@@ -378,7 +378,7 @@ def tune_server(db) -> None:
     """Settings for a 1M x 1024-d table on this machine (documented in docs/benchmarks.md)."""
     import sqlalchemy as sa
 
-    from soundscape import server
+    from soundscape import embedded_db
 
     with db.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         for k, v in (
@@ -391,8 +391,8 @@ def tune_server(db) -> None:
         ):
             conn.execute(sa.text(f"ALTER SYSTEM SET {k} = '{v}'"))
     db.db.engine.dispose()
-    server.stop()
-    server.start()
+    embedded_db.stop()
+    embedded_db.start()
 
 
 def main() -> None:

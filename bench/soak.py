@@ -331,9 +331,9 @@ class Soak:
         return psycopg.connect(self.admin_url, autocommit=True, connect_timeout=10)
 
     def url_now(self) -> str:
-        from soundscape import server
+        from soundscape import embedded_db
 
-        st = server.status(self.home)
+        st = embedded_db.status(self.home)
         url = st.url()
         if url is None:
             raise RuntimeError("the embedded server is not running")
@@ -558,11 +558,11 @@ class Soak:
             self.db_down.clear()
 
     def fault_postmaster_kill9(self) -> str:
-        from soundscape import server
+        from soundscape import embedded_db
 
         self.db_down.set()
         try:
-            st = server.status(self.home)
+            st = embedded_db.status(self.home)
             if not st.running or st.pid is None:
                 self.start_db()
                 return "server was not running; started"
@@ -870,9 +870,9 @@ class Soak:
                 self.stats.exact_agree += 1
 
     def reader_url(self) -> str:
-        from soundscape import server
+        from soundscape import embedded_db
 
-        st = server.status(self.home)
+        st = embedded_db.status(self.home)
         if not st.running or st.socket_dir is None:
             raise psycopg.OperationalError("server down")
         port = f"&port={st.port}" if st.port and st.port != 5432 else ""
@@ -1055,9 +1055,9 @@ class Soak:
                     )
                     break
             # faults over: the server must be up, then the queue must drain on its own
-            from soundscape import server
+            from soundscape import embedded_db
 
-            if not server.status(self.home).running:
+            if not embedded_db.status(self.home).running:
                 self.start_db()
             drained = self.drain(a.drain_s)
             if not drained:

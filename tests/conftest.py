@@ -46,7 +46,7 @@ def admin_url():
     if external:
         yield _psycopg_url(external)
         return
-    from soundscape import server
+    from soundscape import embedded_db
 
     # Not under pytest's basetemp: pytest prunes old numbered temp dirs, which must never be
     # a running server's data directory (several pytest sessions may run side by side).
@@ -55,9 +55,9 @@ def admin_url():
     # traverse it (soundscape never changes permissions of folders it did not create).
     base = Path(tempfile.mkdtemp(prefix="soundscape-test-pg-"))
     base.chmod(0o711)
-    status = server.start(base / "home")
+    status = embedded_db.start(base / "home")
     yield status.url("postgres")
-    server.destroy(base / "home")
+    embedded_db.destroy(base / "home")
     shutil.rmtree(base, ignore_errors=True)
 
 

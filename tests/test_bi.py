@@ -26,7 +26,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
-from soundscape import server
+from soundscape import embedded_db
 from soundscape.cli import cli
 from soundscape.db import make_engine
 from soundscape.errors import BadOption, DatabaseError
@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "bi.md"
 PASSWORD = "bi-reader-pw"
 # psql of the embedded server's wheel, and Debian's when installed (another major version)
-PSQLS = [server.pg_commands.POSTGRES_BIN_PATH / "psql"] + (
+PSQLS = [embedded_db.pg_commands.POSTGRES_BIN_PATH / "psql"] + (
     [Path("/usr/bin/psql")] if Path("/usr/bin/psql").exists() else []
 )
 INGESTED = ("20240331_005900.WAV", "20240501_003000.WAV", "20240501_100000.WAV")
@@ -114,7 +114,7 @@ def bi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bi]:
         assert f"over TCP (BI tools): {url}" in r.stderr
         yield Bi(home, port, run, url.replace("reader@", f"reader:{PASSWORD}@"))
     finally:
-        server.destroy(home)
+        embedded_db.destroy(home)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -198,7 +198,7 @@ def test_superuser_never_over_tcp(bi: Bi) -> None:
     tcp = f"postgresql://postgres@127.0.0.1:{bi.port}/soundscape?sslmode=disable"
     with pytest.raises(psycopg.OperationalError, match="pg_hba.conf rejects connection"):
         psycopg.connect(tcp)
-    admin = server.status(bi.home).url()
+    admin = embedded_db.status(bi.home).url()
     assert admin is not None
     with psycopg.connect(admin, autocommit=True) as conn:  # even with a password set
         conn.execute("ALTER ROLE postgres PASSWORD 'super-pw'")
@@ -382,12 +382,12 @@ def test_listen_persists_and_turns_off(tmp_path: Path) -> None:
         r = run("db", "start", "--listen", f"[::1]:{port}")  # a running server is restarted
         assert r.exit_code == 0, r.output
         assert f"restarting the embedded PostgreSQL to listen on [::1]:{port}" in r.stderr
-        assert server.status(home).listen == server.Listen("::1", port)
+        assert embedded_db.status(home).listen == embedded_db.Listen("::1", port)
         assert json.loads((home / "server.json").read_text()) == {"listen": f"[::1]:{port}"}
 
         assert run("db", "stop").exit_code == 0
-        server.ensure_running_url(home)  # any command's auto-start keeps it
-        assert server.status(home).listen == server.Listen("::1", port)
+        embedded_db.ensure_running_url(home)  # any command's auto-start keeps it
+        assert embedded_db.status(home).listen == embedded_db.Listen("::1", port)
         run("db", "stop")
         r = run("db", "start")  # so does a plain db start, without a restart message
         assert r.exit_code == 0 and "restarting" not in r.stderr
@@ -407,7 +407,7 @@ def test_listen_persists_and_turns_off(tmp_path: Path) -> None:
         r = run("db", "url", "--tcp")
         assert r.exit_code == 1 and "--listen 127.0.0.1:5432" in r.stderr
     finally:
-        server.destroy(home)
+        embedded_db.destroy(home)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -423,11 +423,11 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
             r = run("db", "start", "--listen", f"127.0.0.1:{port}")
             assert r.exit_code == 1
             assert f"port {port} on 127.0.0.1 is already in use" in r.stderr
-            assert server.listen_setting(home) is None  # a failed setting is not kept
+            assert embedded_db.listen_setting(home) is None  # a failed setting is not kept
             assert run("db", "start").exit_code == 0  # so plain starts still work
             r = run("db", "start", "--listen", f"127.0.0.1:{port}")  # running: not stopped
             assert r.exit_code == 1 and "already in use" in r.stderr
-            st = server.status(home)
+            st = embedded_db.status(home)
             assert st.running and st.listen is None
         # The same port on another address: the running server must stop to free the port
         # before the new address can be tried; when that fails, it runs again as it was.
@@ -439,10 +439,10 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
             r = run("db", "start", "--listen", f"[::1]:{port}")
             assert r.exit_code == 1 and f"port {port} on ::1 is already in use" in r.stderr
             assert f"runs again as before (on 127.0.0.1:{port})" in r.stderr
-            assert server.status(home).listen == server.Listen("127.0.0.1", port)
-            assert server.listen_setting(home) == server.Listen("127.0.0.1", port)
+            assert embedded_db.status(home).listen == embedded_db.Listen("127.0.0.1", port)
+            assert embedded_db.listen_setting(home) == embedded_db.Listen("127.0.0.1", port)
     finally:
-        server.destroy(home)
+        embedded_db.destroy(home)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -462,7 +462,7 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     ],
 )
 def test_parse_listen(text: str, host: str, port: int) -> None:
-    assert server.parse_listen(text) == server.Listen(host, port)
+    assert embedded_db.parse_listen(text) == embedded_db.Listen(host, port)
 
 
 @pytest.mark.parametrize(
@@ -480,9 +480,9 @@ def test_parse_listen(text: str, host: str, port: int) -> None:
     ],
 )
 def test_bad_listen_is_a_usage_error(text: str, why: str) -> None:
-    assert server.parse_listen("off") is None
+    assert embedded_db.parse_listen("off") is None
     with pytest.raises(BadOption, match=why):
-        server.parse_listen(text)
+        embedded_db.parse_listen(text)
     r = cli_in(Path("/nonexistent-soundscape-home"))("db", "start", "--listen", text)
     assert r.exit_code == 2 and why in r.stderr
 
@@ -490,9 +490,11 @@ def test_bad_listen_is_a_usage_error(text: str, why: str) -> None:
 def test_unreadable_setting_says_what_to_do(tmp_path: Path) -> None:
     (tmp_path / "server.json").write_text('{"listen": "[::1"}')
     with pytest.raises(DatabaseError, match="--listen HOST:PORT"):
-        server.listen_setting(tmp_path)
+        embedded_db.listen_setting(tmp_path)
     (tmp_path / "server.json").write_text("{}")
-    assert server.listen_setting(tmp_path) is None
-    assert server.Listen("::", 5432).connect_host == "::1"
-    assert server.Listen("127.0.0.2").loopback_only and not server.Listen("*").loopback_only
+    assert embedded_db.listen_setting(tmp_path) is None
+    assert embedded_db.Listen("::", 5432).connect_host == "::1"
+    assert (
+        embedded_db.Listen("127.0.0.2").loopback_only and not embedded_db.Listen("*").loopback_only
+    )
     os.remove(tmp_path / "server.json")

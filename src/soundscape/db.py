@@ -17,7 +17,7 @@ from pgvector import psycopg as pgvector_psycopg
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
-from soundscape import cluster, server
+from soundscape import cluster, embedded_db
 from soundscape.auth import auth_options
 from soundscape.errors import DatabaseError
 from soundscape.resources import migrations_dir
@@ -135,7 +135,7 @@ def open_database(
     """
     embedded = url is None
     if embedded:
-        url = server.ensure_running_url()
+        url = embedded_db.ensure_running_url()
     assert url is not None
     engine = make_engine(url)
     db = Database(url=normalize_url(url), engine=engine, embedded=embedded)

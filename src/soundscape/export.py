@@ -65,8 +65,6 @@ def export_clips(
     return out
 
 
-
-
 def band_hz(sample_rate: float, space: Space | None = None) -> tuple[float, float]:
     """Low and high frequency of a selection: the band of the space's model where it declares
     one (its ``band_hz``: BirdNET 0-15 kHz), else the full band; never above the recording's

@@ -7,7 +7,7 @@ from typing import Any
 import click
 import sqlalchemy as sa
 
-from soundscape import server
+from soundscape import embedded_db
 from soundscape.cli.base import cli, database_option, echo_err, format_options, open_db
 from soundscape.errors import BadOption, DatabaseError
 from soundscape.output import emit
@@ -16,11 +16,11 @@ from soundscape.roles import READER_ROLE, ReaderLimits, create_reader
 
 def _listen_option(
     ctx: click.Context, param: click.Parameter, value: str | None
-) -> server.Listen | None | str:
+) -> embedded_db.Listen | None | str:
     if value is None:
-        return server.KEEP
+        return embedded_db.KEEP
     try:
-        return server.parse_listen(value)
+        return embedded_db.parse_listen(value)
     except BadOption as exc:
         raise click.BadParameter(str(exc)) from exc
 
@@ -41,8 +41,8 @@ def db_status(database: str | None, fmt: str) -> None:
 
     info: dict[str, Any] = {"embedded": database is None, "head_revision": head_revision()}
     if database is None:
-        st = server.status()
-        setting = server.listen_setting()
+        st = embedded_db.status()
+        setting = embedded_db.listen_setting()
         info.update(
             pgdata=str(st.pgdata),
             initialized=st.initialized,
@@ -54,7 +54,7 @@ def db_status(database: str | None, fmt: str) -> None:
         url = st.url()
         if st.running and st.socket_dir is not None:
             try:  # never connect through a socket folder another user could meddle with
-                server.check_socket_dir(st.socket_dir)
+                embedded_db.check_socket_dir(st.socket_dir)
             except DatabaseError as exc:
                 info["error"], url = str(exc), None
     else:
@@ -93,13 +93,13 @@ def db_status(database: str | None, fmt: str) -> None:
     "never gets in over TCP): 127.0.0.1:5432, [::1]:5432, 0.0.0.0:5432, *:5432, a port alone "
     "(on 127.0.0.1), or off. Kept for later starts; default: as set before (off at first).",
 )
-def db_start(listen: server.Listen | None | str) -> None:
+def db_start(listen: embedded_db.Listen | None | str) -> None:
     """Start the embedded PostgreSQL server (and create/upgrade its schema)."""
     from soundscape.db import open_database
 
-    want = server.listen_setting() if listen == server.KEEP else listen
-    assert want is None or isinstance(want, server.Listen)
-    st = server.start(listen=want, notify=echo_err)
+    want = embedded_db.listen_setting() if listen == embedded_db.KEEP else listen
+    assert want is None or isinstance(want, embedded_db.Listen)
+    st = embedded_db.start(listen=want, notify=echo_err)
     database = open_database(None)
     database.engine.dispose()
     echo_err(f"embedded database running: {database.safe_url}")
@@ -114,14 +114,14 @@ def db_start(listen: server.Listen | None | str) -> None:
             f"warning: {st.listen} is reachable from other machines and the connection is not "
             "encrypted: prefer 127.0.0.1 and an SSH tunnel (docs/bi.md)"
         )
-    if not server.tcp_logins(st):
+    if not embedded_db.tcp_logins(st):
         echo_err("no role may log in over TCP yet: create one with `soundscape db create-reader`")
 
 
 @db.command("stop")
 def db_stop() -> None:
     """Stop the embedded PostgreSQL server."""
-    echo_err("stopped" if server.stop() else "the embedded database was not running")
+    echo_err("stopped" if embedded_db.stop() else "the embedded database was not running")
 
 
 @db.command("url")
@@ -152,9 +152,9 @@ def db_url(as_sqlalchemy: bool, tcp: bool, user: str, database: str | None) -> N
             raise click.UsageError(
                 "--tcp is for the embedded server; a --database URL is already the one to use"
             )
-        url = server.tcp_url(user)
+        url = embedded_db.tcp_url(user)
     else:
-        url = database if database else server.ensure_running_url()
+        url = database if database else embedded_db.ensure_running_url()
     click.echo(mask_url(normalize_url(url) if as_sqlalchemy else libpq_url(url)))
 
 
@@ -246,7 +246,7 @@ def db_create_reader(
         f"role {name} can read schema ranger (statement timeout {statement_timeout}); "
         f"connect with {mask_url(libpq_url(url.render_as_string(False)))}"
     )
-    tcp = server.status().tcp_url(name) if database_.embedded else None
+    tcp = embedded_db.status().tcp_url(name) if database_.embedded else None
     if tcp:
         echo_err(f"over TCP (BI tools): {tcp}")
 

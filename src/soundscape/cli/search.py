@@ -424,9 +424,9 @@ def classify(
     (SELECT * FROM ranger.classifier_detections); --new skips windows already scored.
     """
     from soundscape import search as s
-    from soundscape.classify import classify as run_classify
-    from soundscape.classify import parse_labels
     from soundscape.spaces import pick_space
+    from soundscape.zeroshot import classify as run_classify
+    from soundscape.zeroshot import parse_labels
 
     if (labels_text is None) == (classifier is None):
         raise click.UsageError("give either --labels (zero-shot) or --classifier NAME")
