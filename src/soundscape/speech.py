@@ -32,7 +32,7 @@ from soundscape.audio import Opened, Source, WindowStream
 from soundscape.db import raw_connection
 from soundscape.errors import BadOption, SoundscapeError
 from soundscape.ingest_targets import Progress, Recording, Stored
-from soundscape.queries import Filters, check_filter_names
+from soundscape.queries import FILTER_ARGS, Filters, check_filter_names
 from soundscape.results import Hit, merge_events
 from soundscape.transcribers import Transcriber, Utterance, Word
 from soundscape.vad import speech_regions
@@ -427,11 +427,8 @@ class SpeechRequest:
 
 
 _SEARCH = (
-    "SELECT * FROM ranger.search_speech(p_query => :q, p_k => :k, p_sensors => :sensors, "
-    "p_sites => :sites, p_quadrants => :quadrants, p_time_from => :time_from, "
-    "p_time_to => :time_to, p_date_from => :date_from, p_date_to => :date_to, "
-    "p_at_from => :at_from, p_at_to => :at_to, p_fuzzy => :fuzzy, "
-    "p_min_similarity => CAST(:min_sim AS real))"
+    f"SELECT * FROM ranger.search_speech(p_query => :q, p_k => :k, {FILTER_ARGS}, "
+    "p_fuzzy => :fuzzy, p_min_similarity => CAST(:min_sim AS real))"
 )
 
 
