@@ -90,6 +90,7 @@ def _methods(conn, space, q, **kw) -> set[str]:
     return {h.method for h in hits}
 
 
+@pytest.mark.slow  # recall checks over the whole space, again and again (~30 s loaded)
 def test_a_bad_index_is_guarded_until_it_measures_well(loop_db):
     engine, space = loop_db
     with engine.begin() as conn:
@@ -235,6 +236,7 @@ class _Far(Embedder):
     default_hop_s = 3.0
 
 
+@pytest.mark.slow  # 26,000 windows and an HNSW build: the slowest test of the inner loop
 def test_auto_never_returns_fewer_than_k_when_the_index_gives_up(module_db_url):
     """A filter whose windows lie far from the query (sensor `far-b`: 2,000 windows pointing
     away from it, among 24,000 of `far-a` around it): more pass than auto scans exactly (its
