@@ -90,7 +90,6 @@ def _methods(conn, space, q, **kw) -> set[str]:
     return {h.method for h in hits}
 
 
-@pytest.mark.slow  # recall checks over the whole space, again and again (~30 s loaded)
 def test_a_bad_index_is_guarded_until_it_measures_well(loop_db):
     engine, space = loop_db
     with engine.begin() as conn:
