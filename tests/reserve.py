@@ -84,3 +84,34 @@ def build(folder: Path) -> list[Path]:
         sf.write(path, audio, RATE, subtype="PCM_16", format="WAV")
         paths.append(path)
     return paths
+
+
+def birdnet_only_with_coordinates(url: str, coords: dict[str, tuple[str, str]]) -> None:
+    """Turn a copy of the session's reserve (conftest's ``reserve_url``: birdnet and spectral,
+    sensors without coordinates) into the reserve ingested with ``-m birdnet`` by sensors
+    registered with coordinates (``coords``: sensor -> (latitude, longitude)): the spectral
+    space goes (its partition of ``segments`` dropped, the rows that point at the space
+    cascade), and each sensor gets its coordinates the way
+    ``sensors add --lat --lon`` gives them (the same row, its occurrence lists computed)."""
+    import psycopg
+    from click.testing import CliRunner
+    from sqlalchemy.engine import make_url
+
+    from soundscape.cli import cli
+    from soundscape.spaces import partition_name
+
+    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(plain) as conn:
+        (space,) = conn.execute("SELECT id FROM spaces WHERE name = 'spectral'").fetchone() or ()
+        conn.execute("DELETE FROM spaces WHERE id = %s", (space,))
+        conn.execute(f"ALTER TABLE segments DETACH PARTITION {partition_name(space)}")
+        conn.execute(f"DROP TABLE {partition_name(space)}")
+    for name, (site, quadrant, tz) in SENSORS.items():
+        lat, lon = coords[name]
+        args = ["sensors", "add", name, "--site", site, "--quadrant", quadrant, "--timezone", tz]
+        r = CliRunner().invoke(
+            cli,
+            [*args, "--lat", lat, "--lon", lon, "--update"],
+            env={"SOUNDSCAPE_DATABASE_URL": url},
+        )
+        assert r.exit_code == 0, r.output

@@ -83,7 +83,10 @@ class Bi:
 
 
 @pytest.fixture(scope="module")
-def bi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bi]:
+def bi(reserve_folder: Path) -> Iterator[Bi]:
+    """The reserve's audio (conftest's ``reserve_folder``) ingested into its own embedded
+    server that listens on TCP: the database a BI tool sees is this server's, so it cannot be
+    a copy of ``reserve_template``."""
     base = make_base()
     home = base / "home"
     run = cli_in(home)
@@ -93,8 +96,7 @@ def bi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bi]:
         assert r.exit_code == 0, r.output
         assert f"listening on TCP at 127.0.0.1:{port}" in r.stderr
         assert "db create-reader" in r.stderr  # no role may log in over TCP yet
-        folder = tmp_path_factory.mktemp("bi-reserve")
-        reserve.build(folder)
+        folder = reserve_folder
         for name, (site, quadrant, tz) in reserve.SENSORS.items():
             r = run(
                 "sensors", "add", name, "--site", site, "--quadrant", quadrant, "--timezone", tz

@@ -38,11 +38,12 @@ PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture(scope="module")
-def world(module_db_url, tmp_path_factory):
+def world(module_db_url, reserve_folder, tmp_path_factory):
     """Three reserve recordings (sirens, a dog) ingested with BirdNET, the concept siren, a
-    reviewer and one file that failed to ingest."""
-    folder = tmp_path_factory.mktemp("reserve")
-    paths = reserve.build(folder)
+    reviewer and one file that failed to ingest. Its own ingest, not a copy of conftest's
+    ``reserve_template``: three of the five files, one by one (the page at /recordings/1)."""
+    folder = tmp_path_factory.mktemp("browser")
+    paths = [reserve_folder / rec.sensor / rec.name for rec in reserve.RECORDINGS]
     runner = CliRunner()
     env = {"SOUNDSCAPE_DATABASE_URL": module_db_url}
     for name, (site, quadrant, tz) in reserve.SENSORS.items():

@@ -85,17 +85,16 @@ def _fill(url: str, folder: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def dbs(citus, module_db_url, tmp_path_factory):
-    """(single-node URL, cluster URL): the reserve ingested into both the same way."""
+def dbs(citus, reserve_url, reserve_folder):
+    """(single-node URL, cluster URL): the reserve ingested into both the same way (the
+    single node's is this module's copy of conftest's ``reserve_template``, filled by the same
+    commands as ``_fill``; the cluster is another server, so it is filled here)."""
     url = citus.url()
     up = _cli(url, "db", "upgrade")
     assert up.exit_code == 0, up.output
     assert "segments: distributed by hash of id" in up.stderr, up.stderr
-    folder = tmp_path_factory.mktemp("reserve")
-    reserve.build(folder)
-    _fill(module_db_url, folder)
-    _fill(url, folder)
-    return module_db_url, url
+    _fill(url, reserve_folder)
+    return reserve_url, url
 
 
 def _rows(url: str, sql: str, **params) -> list[tuple]:

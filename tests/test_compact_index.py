@@ -280,6 +280,7 @@ def test_search_uses_the_compact_index_and_re_ranks_exactly(compact_db):
             assert np.mean(recalls) >= 0.95, recalls
 
 
+@pytest.mark.slow  # duplicate pairs of the whole space, with both strategies (~30 s loaded)
 def test_analytics_run_on_a_compact_space(compact_db):
     engine, space, queries = compact_db
     with engine.connect() as conn:

@@ -88,6 +88,7 @@ def reference_birdnet(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array(embeddings), np.array(logits)
 
 
+@pytest.mark.slow  # BirdNET once more through a plain LiteRT interpreter keeping every tensor
 @pytest.mark.filterwarnings("ignore:.*preserve_all_tensors:UserWarning")
 def test_birdnet_matches_plain_litert_run(forest, forest_outputs):
     embeddings, scores = forest_outputs

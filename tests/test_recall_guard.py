@@ -235,6 +235,7 @@ class _Far(Embedder):
     default_hop_s = 3.0
 
 
+@pytest.mark.slow  # 26,000 windows and an HNSW build: the slowest test of the inner loop
 def test_auto_never_returns_fewer_than_k_when_the_index_gives_up(module_db_url):
     """A filter whose windows lie far from the query (sensor `far-b`: 2,000 windows pointing
     away from it, among 24,000 of `far-a` around it): more pass than auto scans exactly (its

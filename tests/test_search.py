@@ -31,28 +31,10 @@ SIRENS = [
 
 
 @pytest.fixture(scope="module")
-def reserve_db(module_db_url, tmp_path_factory):
-    """The reserve, ingested once with BirdNET and the spectral model."""
-    from click.testing import CliRunner
-
-    from soundscape.cli import cli
-
-    folder = tmp_path_factory.mktemp("reserve")
-    reserve.build(folder)
-    runner = CliRunner()
-    env = {"SOUNDSCAPE_DATABASE_URL": module_db_url}
-    for name, (site, quadrant, tz) in reserve.SENSORS.items():
-        r = runner.invoke(
-            cli,
-            ["sensors", "add", name, "--site", site, "--quadrant", quadrant, "--timezone", tz],
-            env=env,
-        )
-        assert r.exit_code == 0, r.output
-        r = runner.invoke(
-            cli, ["ingest", str(folder / name), "-s", name, "-m", "birdnet,spectral", "-q"], env=env
-        )
-        assert r.exit_code == 0, r.output
-    return module_db_url
+def reserve_db(reserve_url):
+    """The reserve, ingested once with BirdNET and the spectral model (conftest's
+    ``reserve_template``: this module's own copy)."""
+    return reserve_url
 
 
 @pytest.fixture

@@ -33,24 +33,13 @@ BLACKBIRD = "Eurasian Blackbird"
 
 
 @pytest.fixture(scope="module")
-def species_db(module_db_url, tmp_path_factory):
-    """The reserve with coordinates, ingested once with BirdNET."""
-    from click.testing import CliRunner
-
-    from soundscape.cli import cli
-
-    folder = tmp_path_factory.mktemp("reserve")
-    reserve.build(folder)
-    runner = CliRunner()
-    env = {"SOUNDSCAPE_DATABASE_URL": module_db_url}
-    for name, (site, quadrant, tz) in reserve.SENSORS.items():
-        lat, lon = PLACES[name]
-        args = ["sensors", "add", name, "--site", site, "--quadrant", quadrant, "--timezone", tz]
-        r = runner.invoke(cli, [*args, "--lat", str(lat), "--lon", str(lon)], env=env)
-        assert r.exit_code == 0, r.output
-        r = runner.invoke(cli, ["ingest", str(folder / name), "-s", name, "-m", "birdnet", "-q"], env=env)  # fmt: skip
-        assert r.exit_code == 0, r.output
-    return module_db_url
+def species_db(reserve_url):
+    """The reserve with coordinates, ingested once with BirdNET (this module's copy of
+    conftest's ``reserve_template``, made birdnet-only with the sensors at PLACES)."""
+    reserve.birdnet_only_with_coordinates(
+        reserve_url, {name: (str(lat), str(lon)) for name, (lat, lon) in PLACES.items()}
+    )
+    return reserve_url
 
 
 @pytest.fixture

@@ -38,21 +38,15 @@ COORDS = {"north-1": ("52.52", "13.40"), "south-1": ("52.45", "13.30")}
 
 
 @pytest.fixture(scope="module")
-def world(module_db_url, tmp_path_factory):
-    """The reserve ingested once with BirdNET, a concept, a reviewer, a failed file."""
-    folder = tmp_path_factory.mktemp("reserve")
-    reserve.build(folder)
+def world(reserve_url, tmp_path_factory):
+    """The reserve ingested once with BirdNET (this module's copy of conftest's
+    ``reserve_template``, made birdnet-only with the sensors at COORDS), a concept, a reviewer,
+    a failed file."""
+    module_db_url = reserve_url
+    reserve.birdnet_only_with_coordinates(module_db_url, COORDS)
+    folder = tmp_path_factory.mktemp("web")
     runner = CliRunner()
     env = {"SOUNDSCAPE_DATABASE_URL": module_db_url}
-    for name, (site, quadrant, tz) in reserve.SENSORS.items():
-        lat, lon = COORDS[name]
-        args = ["sensors", "add", name, "--site", site, "--quadrant", quadrant, "--timezone", tz]
-        r = runner.invoke(cli, [*args, "--lat", lat, "--lon", lon], env=env)
-        assert r.exit_code == 0, r.output
-        r = runner.invoke(
-            cli, ["ingest", str(folder / name), "-s", name, "-m", "birdnet", "-q"], env=env
-        )
-        assert r.exit_code == 0, r.output
     bad = folder / "bad" / "20240501_120000.wav"
     bad.parent.mkdir()
     bad.write_text("not audio")
