@@ -766,7 +766,7 @@ def load_db(db, s: Set, space_name: str, model_name: str) -> dict:
     return {"space": space, "offset": offset, "rows": len(s), "copy_s": round(copy_s, 1)}
 
 
-def build_index(db, space, index_type: str, check: bool = False):
+def build_index(db, space, index_type: str, check: bool = False, work_mem: str = "2GB"):
     """Build the space's index as ``index_type``; with ``check``, then measure its recall as
     `soundscape spaces index` does (soundscape.recall: the guard auto follows afterwards)."""
     import sqlalchemy as sa
@@ -775,7 +775,7 @@ def build_index(db, space, index_type: str, check: bool = False):
     from soundscape.spaces import set_index_type
 
     with db.db.engine.begin() as conn:
-        conn.execute(sa.text("SET maintenance_work_mem = '2GB'"))
+        conn.execute(sa.text(f"SET maintenance_work_mem = '{work_mem}'"))
         conn.execute(sa.text("SET max_parallel_maintenance_workers = 1"))
         space, build_s = set_index_type(conn, space, index_type)
         size = conn.execute(sa.text(f"SELECT pg_relation_size('{space.partition}_hnsw')")).scalar()
@@ -978,7 +978,9 @@ def run_eval(args) -> Path:
                     clips = [qd for qd in queries if qd["row"] < 0]
                     for qd in clips[::2]:
                         log_query(db.db.engine, space, qd["vec"])
-                space, built = build_index(db, space, index_type, args.check)
+                space, built = build_index(
+                    db, space, index_type, args.check, args.maintenance_work_mem
+                )
                 print(f"{name} {index_type}: {json.dumps(built)}", file=sys.stderr)
                 filt = evaluate(db, s, space, info["offset"], queries, filters, routes,
                                 tuple(args.label_routes), args.exact_max_rows)  # fmt: skip
@@ -1020,6 +1022,8 @@ def main() -> None:
     p.add_argument("--label-routes", type=csv_, default=["auto", "hnsw"],
                    help="routes that also run at k = 3 x the label's events")  # fmt: skip
     p.add_argument("--home", default=None, help="keep the scratch database in this folder")
+    p.add_argument("--maintenance-work-mem", default="2GB",
+                   help="for the index build: the graph must fit (1M halfvec windows: 4GB)")  # fmt: skip
     p.add_argument("--check", action="store_true",
                    help="measure each index's recall after its build (`spaces check`), so "
                    "that auto follows the recall guard as it does after `spaces index`; every "
