@@ -284,10 +284,13 @@ def load(db, folder: Path, space_name: str, storage: str) -> dict:
     }
 
 
-def build_index(db, space, index_type: str):
-    """(Re)build the space's HNSW index as index_type, with the recommended settings."""
+def build_index(db, space, index_type: str, check: bool = False):
+    """(Re)build the space's HNSW index as index_type, with the recommended settings; with
+    ``check``, then measure its recall as `soundscape spaces index` does (the recall guard,
+    soundscape.recall: auto follows what it finds)."""
     import sqlalchemy as sa
 
+    from soundscape.recall import check_space
     from soundscape.spaces import set_index_type
 
     with db.db.engine.begin() as conn:
@@ -296,8 +299,17 @@ def build_index(db, space, index_type: str):
         space, build_s = set_index_type(conn, space, index_type)
         size = conn.execute(sa.text(f"SELECT pg_relation_size('{space.partition}_hnsw')")).scalar()
         rows = conn.execute(sa.text(f"SELECT count(*) FROM {space.partition}")).scalar()
+    guard = None
+    if check:
+        with db.db.engine.begin() as conn:
+            c = check_space(conn, space)
+        guard = {
+            "recall": round(c.recall, 4), "worst_decile": round(c.recall_worst_decile, 4),
+            "guard": c.guard, "guard_ef": c.guard_ef, "seconds": round(c.seconds, 1),
+        }  # fmt: skip
     return space, {
         "index_type": index_type,
+        "check": guard,
         "hnsw_build_s": build_s,
         "index_bytes": size,
         "index_bytes_per_window": round(size / max(rows, 1), 1),
@@ -428,6 +440,9 @@ def main() -> None:
         "--index", default=DEFAULT_INDEX_TYPE, help="HNSW index types: halfvec,vector,bit,pca"
     )
     p.add_argument("--storage", default="toast", help="vector storage: toast,inline")
+    p.add_argument("--check", action="store_true",
+                   help="measure each index's recall after its build (`spaces check`): auto "
+                   "then follows the recall guard, as after `spaces index`")  # fmt: skip
     args = p.parse_args()
     import soundscape.spaces as spaces_module
 
@@ -455,7 +470,7 @@ def main() -> None:
                 space = info.pop("space")
                 print(f"{kind} {storage}: {json.dumps(info)}", file=sys.stderr)
                 for index_type in args.index.split(","):
-                    space, built = build_index(db, space, index_type)
+                    space, built = build_index(db, space, index_type, args.check)
                     default = (storage, index_type) == ("toast", DEFAULT_INDEX_TYPE)
                     label = kind if default else f"{kind}+{storage}+{index_type}"
                     print(f"{label}: {json.dumps(built)}", file=sys.stderr)
