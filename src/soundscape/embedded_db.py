@@ -102,6 +102,16 @@ LISTEN_HELP = (
 )
 
 
+def is_loopback(host: str) -> bool:
+    """True if only this machine can reach ``host`` (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class Listen:
     """A TCP address the embedded server listens on besides its private socket: ``host`` is
@@ -125,12 +135,7 @@ class Listen:
     @property
     def loopback_only(self) -> bool:
         """True if only this machine can reach the address (127.0.0.0/8, ::1, localhost)."""
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        return is_loopback(self.host)
 
 
 def parse_listen(text: str) -> Listen | None:

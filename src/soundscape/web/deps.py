@@ -4,7 +4,6 @@ sign-in and CSRF checks, and rendering a page or an error. Routes take these fro
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from sqlalchemy.engine import Connection
 
 from soundscape import __version__
 from soundscape.db import Database
+from soundscape.embedded_db import is_loopback
 from soundscape.errors import SoundscapeError
 from soundscape.web import pages
 from soundscape.web.security import CSRF_FIELD, CSRF_HEADER, Session
@@ -40,12 +40,7 @@ class WebConfig:
 
     @property
     def loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        return is_loopback(self.host)
 
     @property
     def login_to_view(self) -> bool:
