@@ -70,6 +70,9 @@ def test_worker_and_watch_wait_for_an_unreachable_database(db_url, command, tmp_
                 env=_env(),
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                # a suite started in the background (`make test &`) passes SIGINT on ignored,
+                # and Python then never turns it into KeyboardInterrupt: Ctrl-C as a user's
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
             )
         try:
             seen = _wait_for(log, "waiting for the database", proc, 60)
