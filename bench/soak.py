@@ -19,8 +19,10 @@ CLI as subprocesses, real audio from ../shared/audio):
   ``db stop``/``db start``, kill -9 of the postmaster (then ``db start``), "disk full" (the
   database's default tablespace for new tables is a size-capped tmpfs; a ballast file fills it
   for a while), bad files dropped into the watched folders (random bytes, a truncated WAV, a
-  half-copied file never completed, an empty file), and with ``--citus`` a Citus worker stopped
-  (not wired yet: reported as skipped).
+  half-copied file never completed, an empty file). With ``--citus`` everything runs on a local
+  Citus cluster (a coordinator and two workers: ``db_restart`` and ``postmaster_kill9`` hit the
+  coordinator, no disk-full fault) and a worker node is stopped or killed for 5-30 s, during
+  which probe searches through the coordinator must fail rather than answer from one node.
 - **Clients.** ``--clients`` threads, half through the web page (``/search?like=<window>``,
   JSON) and half through SQL as a read-only reader role (``ranger.search_vector``). Every SQL
   answer (``auto`` or ``hnsw``) is compared with ``p_strategy => 'exact'`` in the same
@@ -299,6 +301,8 @@ class Soak:
         self.disk_full_note = ""
         self.web_port = 0
         self.admin_url = ""
+        self.cluster: Any = None  # a cluster.LocalCluster with --citus
+        self.worker_down = threading.Event()  # a Citus worker node is stopped
 
     # -- helpers ----------------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -331,6 +335,8 @@ class Soak:
         return psycopg.connect(self.admin_url, autocommit=True, connect_timeout=10)
 
     def url_now(self) -> str:
+        if self.cluster is not None:
+            return str(self.cluster.url())
         from soundscape import embedded_db
 
         st = embedded_db.status(self.home)
@@ -343,7 +349,10 @@ class Soak:
     def setup(self) -> None:
         a = self.args
         self.say(f"soak in {self.base}: {a.total_s / 3600:.2f} h of audio, {a.sensors} sensors")
-        self.cli("db", "start")
+        if a.citus:
+            self.setup_cluster()
+        else:
+            self.cli("db", "start")
         self.admin_url = self.url_now()
         for i, s in enumerate(self.sensors):
             self.cli(
@@ -359,7 +368,13 @@ class Soak:
         )  # fmt: skip
         if r.returncode != 0:
             raise RuntimeError(f"db create-reader failed: {r.stderr}")
-        self.setup_small_tablespace()
+        if self.cluster is None:
+            self.setup_small_tablespace()
+        else:
+            self.disk_full_note = (
+                "no disk-full fault with --citus: the windows live on the worker nodes, "
+                "the small tablespace is the embedded server's"
+            )
         plan_rng = random.Random(a.seed + 1)
         self.files = plan_files(plan_rng, self.sensors, a.total_s, a.file_s)
         self.synth = Synth(random.Random(a.seed + 2))
@@ -370,6 +385,24 @@ class Soak:
         for _ in range(a.workers):
             self.spawn_worker()
         self.wait_web()
+
+    def setup_cluster(self) -> None:
+        """--citus: a coordinator and two workers (``cluster.LocalCluster``, PostgreSQL 15 with
+        Citus and pgvector built by ../shared/vendor/citus/build.sh) on free ports; every
+        ``soundscape`` process of the soak talks to the coordinator (SOUNDSCAPE_DATABASE_URL),
+        ``db upgrade`` distributes the tables."""
+        from soundscape import cluster
+
+        missing = cluster.citus_missing()
+        if missing:
+            raise RuntimeError(f"--citus: {missing}; run ../shared/vendor/citus/build.sh as root")
+        self.cluster = cluster.LocalCluster(
+            self.base / "cluster", workers=2, port=cluster.free_port_range(3)
+        )
+        self.cluster.start()
+        self.env["SOUNDSCAPE_DATABASE_URL"] = self.cluster.url()
+        r = self.cli("db", "upgrade", timeout=600)
+        self.say(f"Citus cluster on port {self.cluster.port}: {r.stderr.strip()[-300:]}")
 
     def setup_small_tablespace(self) -> None:
         """New tables (the spaces' partitions, created at the first ingest) go to a tablespace
@@ -545,6 +578,16 @@ class Soak:
 
     def fault_db_restart(self) -> str:
         self.db_down.set()
+        if self.cluster is not None:  # the coordinator
+            try:
+                t = now()
+                self.cluster.stop_node(0)
+                stop_s = now() - t
+                time.sleep(self.rng.uniform(2, 8))
+                self.start_db()
+                return f"coordinator stop ({stop_s:.1f} s), down, start"
+            finally:
+                self.db_down.clear()
         try:
             t = now()
             r = self.cli("db", "stop", check=False, timeout=120)
@@ -561,6 +604,11 @@ class Soak:
         from soundscape import embedded_db
 
         self.db_down.set()
+        if self.cluster is not None:
+            try:
+                return self._kill9_node(0)
+            finally:
+                self.db_down.clear()
         try:
             st = embedded_db.status(self.home)
             if not st.running or st.pid is None:
@@ -579,6 +627,8 @@ class Soak:
         t = now()
         last = ""
         tries = 0
+        if self.cluster is not None:
+            return self._start_node(0, timeout)
         while now() - t < timeout:
             tries += 1
             r = self.cli("db", "start", check=False, timeout=120)
@@ -629,8 +679,80 @@ class Soak:
             made.append(f"{spec.kind} {spec.sensor}/{spec.name}")
         return ", ".join(made)
 
+    def _start_node(self, node: int, timeout: float = 180) -> float:
+        """Start a Citus node until it works; the seconds it took."""
+        t = now()
+        last = ""
+        while now() - t < timeout:
+            try:
+                self.cluster.start_node(node)
+                return now() - t
+            except Exception as exc:  # noqa: BLE001 - retried, then reported
+                last = str(exc)
+                if self.cluster._data(node).joinpath("postmaster.pid").exists():
+                    with (
+                        contextlib.suppress(Exception),
+                        psycopg.connect(self.cluster.url(node), connect_timeout=5),
+                    ):
+                        return now() - t  # it is up (pg_ctl start refused a running server)
+            time.sleep(2)
+        raise RuntimeError(f"node {node} did not start for {timeout:.0f} s: {last[-800:]}")
+
+    def _kill9_node(self, node: int) -> str:
+        pidfile = self.cluster._data(node) / "postmaster.pid"
+        pid = int(pidfile.read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(self.rng.uniform(1, 5))
+        took = self._start_node(node)
+        return f"SIGKILL postmaster of node {node} (pid {pid}); started after {took:.1f} s"
+
     def fault_citus_worker(self) -> str:
-        return "skipped: the soak's database is the embedded single server (see docs/soak.md)"
+        """Stop a Citus worker node (fast shutdown or kill -9 of its postmaster), keep it down
+        for a while, start it again. While it is down, a search through the coordinator must
+        fail, never answer from the other node's rows alone: probed here (a silent partial
+        answer is a wrong answer)."""
+        node = self.rng.randint(1, self.cluster.workers)
+        how = self.rng.choice(["fast", "kill9"])
+        self.worker_down.set()
+        try:
+            if how == "fast":
+                self.cluster.stop_node(node)
+            else:
+                pid = int((self.cluster._data(node) / "postmaster.pid").read_text().split()[0])
+                os.kill(pid, signal.SIGKILL)
+            hold = self.rng.uniform(5, 30)
+            probe = self.probe_partial(hold)
+            took = self._start_node(node)
+            return (
+                f"worker node {node} down ({how}) for {hold:.0f} s, {probe}; "
+                f"started after {took:.1f} s"
+            )
+        finally:
+            self.worker_down.clear()
+
+    def probe_partial(self, seconds: float) -> str:
+        """While a worker is down: searches and a count through the coordinator, each of which
+        must raise; an answer is a wrong answer (rows of one node only)."""
+        end = now() + seconds
+        refused = answered = 0
+        while now() < end:
+            q = self.pick()
+            try:
+                with self.admin() as conn:
+                    if q is None:
+                        conn.execute("SELECT count(*) FROM segments").fetchone()
+                    else:
+                        conn.execute(
+                            "SELECT segment_id FROM ranger.search_vector(%s, CAST(%s AS vector), "
+                            "10, p_strategy => %s)",
+                            (q[1], q[2], self.rng.choice(["auto", "hnsw", "exact"])),
+                        ).fetchall()
+                answered += 1
+                self.wrong("a search answered while a Citus worker was down", space=q and q[1])
+            except psycopg.Error:
+                refused += 1
+            time.sleep(1)
+        return f"{refused} probe searches refused, {answered} answered"
 
     # -- supervision ------------------------------------------------------------------------
     def supervise(self) -> None:
@@ -743,7 +865,7 @@ class Soak:
             if want_sensor:
                 params["sensor"] = want_sensor
             url = f"http://127.0.0.1:{self.web_port}/search?{urllib.parse.urlencode(params)}"
-            down = self.db_down.is_set()
+            down = self.db_down.is_set() or self.worker_down.is_set()
             before = self.exact_now(space, vector, want_sensor, seg)
             t = now()
             try:
@@ -751,7 +873,7 @@ class Soak:
                     body = json.loads(resp.read())
             except (urllib.error.URLError, OSError, ValueError) as exc:
                 code = getattr(exc, "code", None)
-                if down or self.db_down.is_set():
+                if down or self.db_down.is_set() or self.worker_down.is_set():
                     with self.lock:
                         self.stats.unavailable += 1
                     self.error(f"web during a database fault: {code or type(exc).__name__}")
@@ -808,7 +930,7 @@ class Soak:
             seg, space, vector, sensor = q
             want_sensor = sensor if rng.random() < 0.3 else None
             strategy = rng.choice(["auto", "auto", "hnsw"])
-            down = self.db_down.is_set()
+            down = self.db_down.is_set() or self.worker_down.is_set()
             try:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(self.reader_url(), connect_timeout=10)
@@ -828,7 +950,12 @@ class Soak:
                     with contextlib.suppress(Exception):
                         conn.close()
                 conn = None
-                if down or self.db_down.is_set() or isinstance(exc, psycopg.OperationalError):
+                if (
+                    down
+                    or self.db_down.is_set()
+                    or self.worker_down.is_set()
+                    or isinstance(exc, psycopg.OperationalError)
+                ):
                     with self.lock:
                         self.stats.unavailable += 1
                 else:
@@ -870,6 +997,9 @@ class Soak:
                 self.stats.exact_agree += 1
 
     def reader_url(self) -> str:
+        if self.cluster is not None:
+            pw = urllib.parse.quote(READER_PASSWORD)
+            return f"postgresql://{READER}:{pw}@127.0.0.1:{self.cluster.port}/postgres"
         from soundscape import embedded_db
 
         st = embedded_db.status(self.home)
@@ -880,6 +1010,18 @@ class Soak:
         return f"postgresql://{READER}:{pw}@/soundscape?host={st.socket_dir}{port}"
 
     # -- the end ----------------------------------------------------------------------------
+    def ensure_up(self) -> None:
+        """Faults over: every server runs (a fault that failed may have left one down)."""
+        if self.cluster is not None:
+            for node in range(self.cluster.workers + 1):
+                if not (self.cluster._data(node) / "postmaster.pid").exists():
+                    self._start_node(node)
+            return
+        from soundscape import embedded_db
+
+        if not embedded_db.status(self.home).running:
+            self.start_db()
+
     def queue_counts(self) -> dict[str, int]:
         with self.admin() as conn:
             return {
@@ -1022,7 +1164,10 @@ class Soak:
                 p.kill()
                 p.wait()
         with contextlib.suppress(Exception):
-            self.cli("db", "stop", check=False, timeout=120)
+            if self.cluster is not None:
+                self.cluster.stop()
+            else:
+                self.cli("db", "stop", check=False, timeout=120)
         if self.small is not None:
             subprocess.run(["umount", "-l", str(self.small)], check=False)
         if not self.args.keep:
@@ -1055,10 +1200,7 @@ class Soak:
                     )
                     break
             # faults over: the server must be up, then the queue must drain on its own
-            from soundscape import embedded_db
-
-            if not embedded_db.status(self.home).running:
-                self.start_db()
+            self.ensure_up()
             drained = self.drain(a.drain_s)
             if not drained:
                 self.finding(f"the queue did not drain within {a.drain_s:.0f} s after the faults")
@@ -1175,7 +1317,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-attempts", type=int, default=10)
     p.add_argument("--drain-minutes", type=float, default=20.0)
     p.add_argument("--max-wall-hours", type=float, help="stop injecting faults after this")
-    p.add_argument("--citus", action="store_true", help="also stop a Citus worker (not wired yet)")
+    p.add_argument("--citus", action="store_true", help="run on a local Citus cluster (coordinator "
+                   "+ 2 workers) and also stop a worker node; no disk-full fault")  # fmt: skip
     p.add_argument("--seed", type=int, default=24)
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, audio)")
     p.add_argument("--quick", action="store_true", help="CI preset: short files, 4 clients, "
@@ -1206,13 +1349,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.drain_s = a.drain_minutes * 60
     a.max_wall_s = (a.max_wall_hours or max(1.0, hours)) * 3600
     a.fault_script = [f for f in (a.faults or "").split(",") if f]
+    if a.citus:  # no small tablespace on a cluster: a worker node stops instead
+        a.fault_script = [("citus_worker" if f == "disk_full" else f) for f in a.fault_script]
     a.fault_weights = {
         "kill_worker": 3,
         "db_restart": 1.5,
         "postmaster_kill9": 1.5,
         "disk_full": 1.5,
         "bad_files": 2,
-        "citus_worker": 1,
+        "citus_worker": 2,
     }
     return a
 
