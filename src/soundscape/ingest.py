@@ -307,7 +307,7 @@ class WrongSensor(SoundscapeError):
     """A stored file was ingested again for another sensor without --replace."""
 
 
-def _interruption(exc: BaseException, path: Path) -> SoundscapeError | None:
+def interruption(exc: BaseException, path: Path) -> SoundscapeError | None:
     """The error to raise when a database error is not the file's fault: the connection is
     gone (``ConnectionLost``) or the server refused the write (``ServerRefused``); else None."""
     reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
@@ -512,8 +512,8 @@ class Ingestor:
         except (KeyboardInterrupt, SystemExit):
             raise
         except (sa.exc.DBAPIError, psycopg.Error) as exc:
-            if (interruption := _interruption(exc, path)) is not None:
-                raise interruption from exc
+            if (outage := interruption(exc, path)) is not None:
+                raise outage from exc
             log.debug("ingest of %s failed", path, exc_info=True)
             orig = getattr(exc, "orig", None) or exc
             return self._failed(shown, f.digest, f"{path}: {type(exc).__name__}: {orig}")

@@ -68,7 +68,7 @@ from soundscape import jobs
 from soundscape.audio import is_supported
 from soundscape.db import make_engine, raw_connection
 from soundscape.errors import AudioError, ConnectionLost, ServerRefused
-from soundscape.ingest import FileResult, Ingestor, describe_counts
+from soundscape.ingest import FileResult, Ingestor, describe_counts, interruption
 from soundscape.recall import check_grown
 
 log = logging.getLogger(__name__)
@@ -431,6 +431,12 @@ class _Processing:
         try:
             ingestor = self.ingestors.get(job.config)
         except Exception as exc:  # noqa: BLE001 - set-up problems are retried
+            # an outage at set-up (the server, or a Citus worker node, went away; a refused
+            # write) is an interruption like one while storing, not the job's attempt
+            if isinstance(exc, (sa.exc.DBAPIError, psycopg.Error)):
+                outage = interruption(exc, Path(job.path))
+                if outage is not None:
+                    return outage
             return self.queue.failed(job, armed.fence, exc, f"cannot start the ingest: {exc}")
         self._armed, ingestor.on_batch = armed, check
         try:
