@@ -307,7 +307,7 @@ class WrongSensor(SoundscapeError):
     """A stored file was ingested again for another sensor without --replace."""
 
 
-def interruption(exc: BaseException, path: Path) -> SoundscapeError | None:
+def interruption(exc: BaseException, path: Path) -> ConnectionLost | ServerRefused | None:
     """The error to raise when a database error is not the file's fault: the connection is
     gone (``ConnectionLost``) or the server refused the write (``ServerRefused``); else None."""
     reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
