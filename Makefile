@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TESTSTAMP := $(VENV)/.installed-test
 
-.PHONY: install demo test test-fast system-deps check lint typecheck docs bench bench-peer soak format clean db-stop
+.PHONY: install demo test test-fast system-deps check lint typecheck docs bench bench-peer soak soak-tests format clean db-stop
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -92,6 +92,10 @@ bench-peer: install
 SOAK_HOURS ?= 24
 soak: $(TESTSTAMP)
 	$(BIN)/python bench/soak.py --hours $(SOAK_HOURS)
+
+# The hour-long soak and the Citus soak as tests (tests/test_soak_long.py; ~30 min)
+soak-tests: $(TESTSTAMP) system-deps
+	SOUNDSCAPE_SOAK=1 $(BIN)/python -m pytest -q tests/test_soak_long.py
 
 lint: install
 	$(BIN)/ruff check src tests migrations bench scripts
