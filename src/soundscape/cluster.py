@@ -57,8 +57,15 @@ from soundscape.errors import DatabaseError
 #: the table everything else is co-located with, and its distribution column
 WINDOWS = "segments"
 WINDOW_KEY = "id"
-#: tables that stay plain tables on the coordinator (SKIP LOCKED queue, local bookkeeping)
-LOCAL_TABLES = ("jobs", "ingest_errors", "alembic_version", "reader_settings")
+#: tables that stay plain tables on the coordinator (SKIP LOCKED queue, local bookkeeping,
+#: the ingest's own checkpoints: written as a file is embedded, never joined with windows)
+LOCAL_TABLES = (
+    "jobs",
+    "ingest_errors",
+    "ingest_checkpoints",
+    "alembic_version",
+    "reader_settings",
+)
 #: tables keyed by a window, distributed by this column and co-located with ``segments``
 #: (a table not listed here with a foreign key to ``segments`` is found in the catalog)
 WINDOW_TABLES = {

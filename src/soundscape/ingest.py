@@ -28,7 +28,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from soundscape import speech
+from soundscape import checkpoints, speech
 from soundscape.audio import AudioInfo, is_supported, probe
 from soundscape.db import register_vector
 from soundscape.embedders import get_model_class, load_model
@@ -85,6 +85,8 @@ class FileResult:
     exception: BaseException | None = field(default=None, repr=False)
     #: stored with a caveat (e.g. a truncated file kept with --allow-truncated)
     warning: str | None = None
+    #: windows whose model outputs an interrupted ingest of the file had checkpointed
+    resumed: int = 0
 
     def as_dict(self) -> dict:
         return {
@@ -95,6 +97,7 @@ class FileResult:
             "recording_id": self.recording_id,
             "duration_s": self.duration_s,
             "segments": self.segments,
+            "resumed_windows": self.resumed,
         }
 
 
@@ -421,6 +424,8 @@ class Ingestor:
         #: spaces first (in the order named), then transcribers
         self.targets: list[Target] = _load_targets(engine, names, window_s, hop_s, allow_gaps)
         self.model_names = ",".join(t.name for t in self.targets)
+        with engine.begin() as conn:  # checkpoints of files nobody finished (two weeks)
+            checkpoints.prune(conn)
 
     def _set_sensor(self, name: str) -> None:
         with self.engine.begin() as conn:
@@ -551,8 +556,9 @@ class Ingestor:
                     reason = f"already stored{where} (use --replace to re-embed)"
                     return FileResult(str(f.path), "skipped", reason, rec_id, f.info.duration_s)
             recording = Recording(
-                rec_id, self.sensor.id, self.tz, f.source, started_at, self.allow_truncated
-            )
+                rec_id, self.sensor.id, self.tz, f.source, started_at, self.allow_truncated,
+                sha256=f.digest,
+            )  # fmt: skip
             result = FileResult(str(f.path), "stored", recording_id=rec_id)
             for i, target in enumerate(todo):
                 # Progress is reported by the first target only, so the bar counts audio once.
@@ -561,6 +567,7 @@ class Ingestor:
                 result.segments[target.name] = stored.count
                 result.duration_s = stored.duration_s
                 result.warning = result.warning or stored.truncated
+                result.resumed += stored.reused
             _seal(conn, f, result)
         return result
 
@@ -751,6 +758,7 @@ def _seal(conn: Connection, f: _File, result: FileResult) -> None:
         ),
         {"p": str(f.path), "h": f.digest},
     )
+    checkpoints.clear(conn, f.digest)  # what an interrupted ingest saved is stored now
 
 
 @dataclass

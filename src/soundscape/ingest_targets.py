@@ -24,9 +24,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from soundscape.audio import Source, WindowBatch, WindowStream
+from soundscape.checkpoints import Batch, Checkpoints, top_k
 from soundscape.db import raw_connection
 from soundscape.embedders import Embedder
-from soundscape.embedders.scores import top_scores
 from soundscape.errors import AudioError
 from soundscape.spaces import Space
 from soundscape.timeutil import window_times
@@ -61,6 +61,8 @@ class Recording:
     source: Source
     started_at: datetime | None
     allow_truncated: bool = False
+    #: the file's SHA-256: the key of its checkpoints (None: no checkpoints)
+    sha256: str | None = None
 
     def times(self, offsets: np.ndarray | list[float]) -> list[tuple]:
         """(absolute, local date, local time) of these offsets (all None without a start)."""
@@ -77,6 +79,8 @@ class Stored:
     count: int
     duration_s: float
     truncated: str | None
+    #: windows whose model outputs came from an interrupted ingest's checkpoints
+    reused: int = 0
 
 
 class Writer(Protocol):
@@ -191,6 +195,11 @@ class SegmentWriter:
         )
         self.n = 0
         self.covered = 0.0
+        self.checkpoints = (
+            Checkpoints(conn.engine, recording.sha256, space.id).open()
+            if recording.sha256 is not None
+            else None
+        )
 
     def batches(self) -> Generator[WindowBatch, None, None]:
         yield from prefetch(self.stream)
@@ -205,8 +214,15 @@ class SegmentWriter:
             self.on_progress(max(0.0, end - self.covered))
             self.covered = max(self.covered, end)
 
-    def _write(self, batch: WindowBatch) -> None:
-        space, rec = self.target.space, self.recording
+    def _outputs(self, batch: WindowBatch) -> Batch:
+        """The model's outputs for the batch: from an interrupted ingest's checkpoint, or
+        embedded now (and checkpointed)."""
+        first = float(batch.start_s[0])
+        if self.checkpoints is not None:
+            cached = self.checkpoints.get(first, batch.start_s)
+            if cached is not None:
+                return cached
+        space = self.target.space
         vectors, scores = self.target.model.embed_audio_and_scores(batch.samples)
         bad = ~np.isfinite(vectors).all(axis=1)
         if bad.any():
@@ -217,6 +233,16 @@ class SegmentWriter:
                 "not scaled to [-1, 1]?). Rescale or re-encode it (e.g. sox in.wav -b 16 "
                 "out.wav gain -n)."
             )
+        top = top_k(np.asarray(scores), TOP_K) if scores is not None else None
+        out = Batch(first, batch.start_s, np.asarray(vectors, dtype=np.float32), top)
+        if self.checkpoints is not None:
+            self.checkpoints.add(out)
+        return out
+
+    def _write(self, batch: WindowBatch) -> None:
+        space, rec = self.target.space, self.recording
+        outputs = self._outputs(batch)
+        vectors = outputs.vectors
         with raw_connection(self.conn).cursor() as cur:
             ids = [
                 r[0]
@@ -234,12 +260,13 @@ class SegmentWriter:
                         (seg_id, space.id, rec.id, rec.sensor_id, start, end, *times[j],
                          vectors[j])
                     )  # fmt: skip
-            if scores is not None:
+            if outputs.scores is not None:
                 with cur.copy(_SCORE_COPY) as copy:
                     copy.set_types(_SCORE_TYPES)
-                    for seg_id, (idx, val) in zip(ids, top_scores(scores, TOP_K, SCORE_FLOOR)):
+                    for seg_id, idx, val in zip(ids, *outputs.scores):
                         for label_id, score in zip(idx.tolist(), val.tolist()):
-                            copy.write_row((space.id, seg_id, label_id, score))
+                            if score >= SCORE_FLOOR:  # NaN never passes
+                                copy.write_row((space.id, seg_id, label_id, score))
         self.n += len(ids)
 
     def finish(self) -> Stored:
@@ -251,7 +278,8 @@ class SegmentWriter:
             {"r": self.recording.id, "s": self.target.space.id, "n": self.n},
         )
         assert self.stream.duration_s is not None  # set once the stream is exhausted
-        return Stored(self.n, self.stream.duration_s, self.stream.truncated)
+        reused = self.checkpoints.reused if self.checkpoints is not None else 0
+        return Stored(self.n, self.stream.duration_s, self.stream.truncated, reused)
 
 
 def prefetch(items: Iterable, depth: int = 2) -> Iterator:

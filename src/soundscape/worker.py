@@ -241,6 +241,8 @@ class _Outcomes(_Claims):
             jobs.set_result(conn, fence, result.as_dict())
         self.stats.done += 1
         what = describe_counts(result.segments) if result.status == "stored" else result.reason
+        if result.resumed:
+            what += f"; {result.resumed} resumed from an interrupted ingest"
         self.say(f"job {job.id} done in {took:.1f} s: {job.path} ({result.status}: {what})")
         return "done"
 

@@ -204,6 +204,11 @@ def ingest(
             bar.write(f"skipped: {r.path}: {r.reason}", file=sys.stderr)
         if r.warning:
             bar.write(f"warning: {r.path}: stored, but {r.warning}", file=sys.stderr)
+        if r.resumed and not quiet:
+            bar.write(
+                f"resumed: {r.path}: {r.resumed} window(s) from an interrupted ingest",
+                file=sys.stderr,
+            )
         bar.set_postfix(stored=summary.stored, skipped=summary.skipped, failed=summary.failed)
 
     for m in missing:
