@@ -148,32 +148,7 @@ def score(
         "run": run_id,
         "space_id": space.id,
     }
-    # ranger.anomaly_scores says with a NOTICE (DETAIL: the scale with twins) that it left
-    # exact twins out of the scale
-    notices: list[str] = []
-
-    def on_notice(diag: psycopg.errors.Diagnostic) -> None:
-        if (diag.message_primary or "").startswith("anomaly scale") and diag.message_detail:
-            notices.append(diag.message_detail)
-
-    raw = raw_connection(conn)
-    raw.add_notice_handler(on_notice)
-    try:
-        row = conn.execute(
-            sa.text(
-                f"WITH s AS MATERIALIZED (SELECT * FROM {_SCORE_SQL}), "
-                "ins AS (INSERT INTO anomaly_scores (run_id, space_id, segment_id, distance, "
-                "score, rank) SELECT :run, :space_id, s.segment_id, s.distance, s.score, "
-                "row_number() OVER (ORDER BY s.score DESC, s.segment_id) FROM s) "
-                "SELECT count(*) AS n, max(s.score) AS max_score, min(s.scale) AS scale, "
-                "min(s.baseline_windows) AS baseline_windows, min(s.method) AS method FROM s"
-            ),
-            params,
-        ).one()
-    except sa.exc.DBAPIError as exc:
-        raise SoundscapeError(_pg_message(exc)) from exc
-    finally:
-        raw.remove_notice_handler(on_notice)
+    row, scale_with_twins = _score_windows(conn, params)
     if not row.n:
         raise SoundscapeError(
             f"no windows of sensor {sensor!r} in space {space.name} fall in the period "
@@ -203,8 +178,40 @@ def score(
         scale=float(row.scale),
         method=str(row.method),
         max_score=float(row.max_score) if row.max_score is not None else None,
-        scale_with_twins=float(notices[-1]) if notices else None,
+        scale_with_twins=scale_with_twins,
     )
+
+
+def _score_windows(conn: Connection, params: dict[str, Any]) -> tuple[sa.Row[Any], float | None]:
+    """Score and store the run's windows in one statement; its totals (n, max_score, scale,
+    baseline_windows, method) and the scale with twins, if twins were left out of it."""
+    # ranger.anomaly_scores says with a NOTICE (DETAIL: the scale with twins) that it left
+    # exact twins out of the scale
+    notices: list[str] = []
+
+    def on_notice(diag: psycopg.errors.Diagnostic) -> None:
+        if (diag.message_primary or "").startswith("anomaly scale") and diag.message_detail:
+            notices.append(diag.message_detail)
+
+    raw = raw_connection(conn)
+    raw.add_notice_handler(on_notice)
+    try:
+        row = conn.execute(
+            sa.text(
+                f"WITH s AS MATERIALIZED (SELECT * FROM {_SCORE_SQL}), "
+                "ins AS (INSERT INTO anomaly_scores (run_id, space_id, segment_id, distance, "
+                "score, rank) SELECT :run, :space_id, s.segment_id, s.distance, s.score, "
+                "row_number() OVER (ORDER BY s.score DESC, s.segment_id) FROM s) "
+                "SELECT count(*) AS n, max(s.score) AS max_score, min(s.scale) AS scale, "
+                "min(s.baseline_windows) AS baseline_windows, min(s.method) AS method FROM s"
+            ),
+            params,
+        ).one()
+    except sa.exc.DBAPIError as exc:
+        raise SoundscapeError(_pg_message(exc)) from exc
+    finally:
+        raw.remove_notice_handler(on_notice)
+    return row, float(notices[-1]) if notices else None
 
 
 def _pg_message(exc: sa.exc.DBAPIError) -> str:

@@ -505,8 +505,21 @@ class WindowStream:
             buf = buf[off:].copy() if off < buf.size else np.zeros(0, dtype=np.float32)
 
         total = n
+        duration_s = self._end_of_file(p, dec, info, in_rate, total)
+        if k == 0 or (k * h < total and (k - 1) * h + w < total):
+            put(buf[:w])
+            k += 1
+        if starts:
+            yield flush(duration_s)
+        self.n_windows = k
+
+    def _end_of_file(
+        self, p: Path, dec: _MonoDecoder, info: AudioInfo, in_rate: int, total: int
+    ) -> float:
+        """Note what was decoded (samples, duration, truncation); refuse a file that gave no
+        audio, or stopped short without ``allow_truncated``. Returns the decoded duration."""
         self.n_samples = total
-        self.duration_s = dec.frames_read / in_rate
+        self.duration_s = duration_s = dec.frames_read / in_rate
         if dec.frames_read == 0:
             raise AudioError(
                 f"{p}: no audio could be decoded. The file is empty, truncated or corrupt."
@@ -518,12 +531,7 @@ class WindowStream:
                 "store the part that decodes."
             )
         self.truncated = shortfall
-        if k == 0 or (k * h < total and (k - 1) * h + w < total):
-            put(buf[:w])
-            k += 1
-        if starts:
-            yield flush(self.duration_s)
-        self.n_windows = k
+        return duration_s
 
 
 def n_windows(n_samples: int, window: int, hop: int) -> int:

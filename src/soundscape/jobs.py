@@ -360,43 +360,10 @@ def enqueue(
     Concurrent enqueuers are serialised by an advisory lock, so a file is never queued twice.
     """
     config = plan.config
-    results: list[EnqueueResult] = []
-    todo: list[EnqueueResult] = []
     # Read-only pass: cheap checks and hashing outside the locked transaction.
     with engine.connect() as conn:
-        for f in files:
-            path = os.path.abspath(f)
-            if not os.path.isfile(path):
-                what = "not a regular file" if os.path.exists(path) else "no such file"
-                results.append(EnqueueResult(path, "invalid", reason=f"{path}: {what}"))
-                continue
-            if not is_supported(path):
-                results.append(
-                    EnqueueResult(
-                        path, "invalid", reason=f"{path}: unsupported format (wav, flac, ogg, mp3)"
-                    )
-                )
-                continue
-            block, _ = _existing(conn, path, config)
-            if block is not None:
-                results.append(_duplicate(path, block))
-                continue
-            if check_stored and not config.replace:
-                try:
-                    rec = _stored_recording(conn, plan, sha256_file(Path(path)))
-                except OSError as exc:
-                    results.append(
-                        EnqueueResult(path, "invalid", reason=f"{path}: cannot read: {exc}")
-                    )
-                    continue
-                if rec is not None:
-                    results.append(
-                        EnqueueResult(path, "skipped", reason=f"already stored (recording {rec})")
-                    )
-                    continue
-            r = EnqueueResult(path, "queued")
-            results.append(r)
-            todo.append(r)
+        results = [_check_file(conn, plan, os.path.abspath(f), check_stored) for f in files]
+    todo = [r for r in results if r.status == "queued"]
     if not todo:
         return results
     with engine.begin() as conn:
@@ -407,39 +374,76 @@ def enqueue(
                 dup = _duplicate(r.path, block)
                 r.status, r.job_id, r.reason = dup.status, dup.job_id, dup.reason
             elif failed is not None:
-                conn.execute(
-                    sa.text(
-                        "UPDATE jobs SET status = 'queued', attempts = 0, interruptions = 0, run_after = now(), "
-                        "priority = :priority, max_attempts = :max, replace = :replace, "
-                        "locked_until = NULL, finished_at = NULL WHERE id = :id"
-                    ),
-                    {
-                        "id": failed.id,
-                        "priority": priority,
-                        "max": max_attempts,
-                        "replace": config.replace,
-                    },
-                )
+                _requeue_failed(conn, int(failed.id), config, priority, max_attempts)
                 r.job_id, r.reason = int(failed.id), "re-queued a failed job"
             else:
-                r.job_id = conn.execute(
-                    sa.text(
-                        "INSERT INTO jobs (path, sensor, models, window_s, hop_s, replace, "
-                        "priority, max_attempts) VALUES (:path, :sensor, CAST(:models AS text[]), "
-                        ":window, :hop, :replace, :priority, :max) RETURNING id"
-                    ),
-                    {
-                        "path": r.path,
-                        "sensor": config.sensor,
-                        "models": list(config.models),
-                        "window": config.window_s,
-                        "hop": config.hop_s,
-                        "replace": config.replace,
-                        "priority": priority,
-                        "max": max_attempts,
-                    },
-                ).scalar()
+                r.job_id = _insert_job(conn, r.path, config, priority, max_attempts)
     return results
+
+
+def _check_file(conn: Connection, plan: Plan, path: str, check_stored: bool) -> EnqueueResult:
+    """The first, unlocked look at one file (an absolute path): ``invalid``, ``skipped``
+    (already queued or stored), or ``queued`` (to insert under the lock)."""
+    if not os.path.isfile(path):
+        what = "not a regular file" if os.path.exists(path) else "no such file"
+        return EnqueueResult(path, "invalid", reason=f"{path}: {what}")
+    if not is_supported(path):
+        return EnqueueResult(
+            path, "invalid", reason=f"{path}: unsupported format (wav, flac, ogg, mp3)"
+        )
+    block, _ = _existing(conn, path, plan.config)
+    if block is not None:
+        return _duplicate(path, block)
+    if check_stored and not plan.config.replace:
+        try:
+            rec = _stored_recording(conn, plan, sha256_file(Path(path)))
+        except OSError as exc:
+            return EnqueueResult(path, "invalid", reason=f"{path}: cannot read: {exc}")
+        if rec is not None:
+            return EnqueueResult(path, "skipped", reason=f"already stored (recording {rec})")
+    return EnqueueResult(path, "queued")
+
+
+def _requeue_failed(
+    conn: Connection, job_id: int, config: JobConfig, priority: int, max_attempts: int
+) -> None:
+    """Put a failed job back in the queue with its attempts reset (under the enqueue lock)."""
+    conn.execute(
+        sa.text(
+            "UPDATE jobs SET status = 'queued', attempts = 0, interruptions = 0, run_after = now(), "
+            "priority = :priority, max_attempts = :max, replace = :replace, "
+            "locked_until = NULL, finished_at = NULL WHERE id = :id"
+        ),
+        {
+            "id": job_id,
+            "priority": priority,
+            "max": max_attempts,
+            "replace": config.replace,
+        },
+    )
+
+
+def _insert_job(
+    conn: Connection, path: str, config: JobConfig, priority: int, max_attempts: int
+) -> int | None:
+    """Insert a new queued job (under the enqueue lock); its id."""
+    return conn.execute(
+        sa.text(
+            "INSERT INTO jobs (path, sensor, models, window_s, hop_s, replace, "
+            "priority, max_attempts) VALUES (:path, :sensor, CAST(:models AS text[]), "
+            ":window, :hop, :replace, :priority, :max) RETURNING id"
+        ),
+        {
+            "path": path,
+            "sensor": config.sensor,
+            "models": list(config.models),
+            "window": config.window_s,
+            "hop": config.hop_s,
+            "replace": config.replace,
+            "priority": priority,
+            "max": max_attempts,
+        },
+    ).scalar()
 
 
 def _duplicate(path: str, block: Any) -> EnqueueResult:

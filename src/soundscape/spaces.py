@@ -366,21 +366,24 @@ def ensure_space(
     conn.execute(sa.text(f"CREATE TABLE {part} PARTITION OF segments FOR VALUES IN ({space.id})"))
     create_hnsw_index(conn, space)
     if labels:
-        rows = []
-        for i, label in enumerate(labels):
-            # BirdNET's "Scientific name_Common name"; other models' tags are common names
-            sci, _, common = label.partition("_") if "_" in label else ("", "", label)
-            rows.append(
-                {"s": space.id, "i": i, "n": label, "sci": sci or None, "c": common or None}
-            )
-        conn.execute(
-            sa.text(
-                "INSERT INTO space_labels (space_id, label_id, name, scientific, common) "
-                "VALUES (:s, :i, :n, :sci, :c)"
-            ),
-            rows,
-        )
+        _store_labels(conn, space, labels)
     return space
+
+
+def _store_labels(conn: Connection, space: Space, labels: list[str]) -> None:
+    """Store the class labels of a new space's model (``space_labels``), in output order."""
+    rows = []
+    for i, label in enumerate(labels):
+        # BirdNET's "Scientific name_Common name"; other models' tags are common names
+        sci, _, common = label.partition("_") if "_" in label else ("", "", label)
+        rows.append({"s": space.id, "i": i, "n": label, "sci": sci or None, "c": common or None})
+    conn.execute(
+        sa.text(
+            "INSERT INTO space_labels (space_id, label_id, name, scientific, common) "
+            "VALUES (:s, :i, :n, :sci, :c)"
+        ),
+        rows,
+    )
 
 
 def bit_length(dimension: int) -> int:

@@ -262,15 +262,7 @@ def duplicates(
     from soundscape import duplicates as dup
     from soundscape.spaces import pick_space
 
-    given = [n for n, v in (("--audio", audio), ("--recording", recording)) if v is not None]
-    given += ["--all"] if all_ else []
-    if len(given) != 1:
-        raise click.UsageError(
-            "give exactly one of --audio FILE, --recording ID, --all"
-            + (f" (got {', '.join(given)})" if given else "")
-        )
-    if (start is not None or end is not None) and audio is None:
-        raise click.UsageError("--start/--end select a span of --audio FILE")
+    _check_duplicates_query(audio, recording, all_, start, end)
     options = {
         "min_windows": min_windows,
         "verify": not no_verify,
@@ -298,6 +290,32 @@ def duplicates(
         else:
             matches = dup.find_all(conn, space, score, k=per_window or 3, **options)
     rows = [{"rank": i, **m.as_row()} for i, m in enumerate(matches, start=1)]
+    if not matches:
+        echo_err("no copies found")
+    emit(rows, fmt, _match_columns(all_, fmt))
+
+
+def _check_duplicates_query(
+    audio: Path | None,
+    recording: int | None,
+    all_: bool,
+    start: float | None,
+    end: float | None,
+) -> None:
+    """Exactly one of --audio, --recording and --all; --start/--end only with --audio."""
+    given = [n for n, v in (("--audio", audio), ("--recording", recording)) if v is not None]
+    given += ["--all"] if all_ else []
+    if len(given) != 1:
+        raise click.UsageError(
+            "give exactly one of --audio FILE, --recording ID, --all"
+            + (f" (got {', '.join(given)})" if given else "")
+        )
+    if (start is not None or end is not None) and audio is None:
+        raise click.UsageError("--start/--end select a span of --audio FILE")
+
+
+def _match_columns(all_: bool, fmt: str) -> list[str]:
+    """The columns of ``duplicates``: the table's few, or every one in other formats."""
     columns = list(MATCH_COLUMNS)
     if all_:
         columns[columns.index("query")] = "query_recording_id"
@@ -315,9 +333,7 @@ def duplicates(
             )
             if c not in columns
         ]
-    if not matches:
-        echo_err("no copies found")
-    emit(rows, fmt, columns)
+    return columns
 
 
 # ------------------------------------------------------------------------------ plots

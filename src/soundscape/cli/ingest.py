@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +26,8 @@ from soundscape.cli.base import (
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
+
+    from soundscape.ingest import FileResult, Summary
 
 
 class _Progress:
@@ -150,12 +155,72 @@ def ingest(
     Files already stored (same SHA-256) are skipped, so re-running resumes an interrupted
     ingest. Each file is stored in one transaction: nothing half-written is ever left behind.
     """
-    from soundscape.audio import probe
-    from soundscape.errors import AudioError
-    from soundscape.ingest import Ingestor, broken_link, collect_files
-    from soundscape.timeutil import parse_iso_start
+    from soundscape.ingest import Ingestor
 
     models_ = [m for opt in model_opts for m in opt.split(",") if m.strip()]
+    inputs = _resolve_inputs(paths, recursive, start_time)
+    database_ = open_db(database)
+    ingestor = Ingestor(
+        database_.engine,
+        sensor,
+        models_,
+        window_s=window,
+        hop_s=hop,
+        allow_gaps=allow_gaps,
+        replace=replace,
+        allow_truncated=allow_truncated,
+    )
+    durations = _probe_durations(inputs.files)
+    total = sum(durations.values())
+    echo_err(
+        f"ingesting {len(inputs.files)} file(s), {total / 3600:.2f} h of audio, into "
+        f"{ingestor.model_names} on {database_.safe_url}"
+    )
+
+    from soundscape.ingest import FileResult, Summary
+
+    summary = Summary()
+    progress = _Progress(total, quiet)
+    report = _reporter(summary, progress.bar, quiet)
+    for m in inputs.missing:
+        report(ingestor._failed(m, None, f"{m}: {inputs.loops.get(m, 'no such file or folder')}"))
+    for f, why in inputs.skipped:
+        report(FileResult(str(f), "skipped", reason=why))
+    try:
+        for f in inputs.files:
+            progress.start(durations.get(f, 0.0))
+            r = ingestor.ingest_file(f, start_time=inputs.start, on_progress=progress.advance)
+            progress.finish()
+            report(r)
+            if fail_fast and r.status == "failed":
+                break
+    except KeyboardInterrupt:
+        progress.close()
+        echo_err(
+            f"interrupted: {summary.stored} file(s) stored; the file in progress was rolled "
+            "back. Run the same command again to resume."
+        )
+        sys.exit(130)
+    progress.close()
+    _finish(summary, database_.engine, as_json)
+
+
+@dataclass
+class _Inputs:
+    """What the paths named on the command line turned out to be."""
+
+    files: list[Path]  # the audio files to ingest
+    missing: list[str]  # paths that do not exist
+    loops: dict[str, str]  # of the missing, the broken links and why
+    skipped: list[tuple[Path, str]]  # files found but not audio, and why
+    start: datetime | None  # --start-time, parsed
+
+
+def _resolve_inputs(paths: tuple[Path, ...], recursive: bool, start_time: str | None) -> _Inputs:
+    """Collect the audio files under ``paths`` and check ``--start-time`` against them."""
+    from soundscape.ingest import broken_link, collect_files
+    from soundscape.timeutil import parse_iso_start
+
     missing = [str(p) for p in paths if not p.exists()]
     loops = {m: why for m in missing if (why := broken_link(Path(m)))}
     collected = collect_files([p for p in paths if p.exists()], recursive=recursive)
@@ -168,33 +233,23 @@ def ingest(
             start = parse_iso_start(start_time)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--start-time") from exc
+    return _Inputs(files, missing, loops, collected.skipped, start)
 
-    database_ = open_db(database)
-    ingestor = Ingestor(
-        database_.engine,
-        sensor,
-        models_,
-        window_s=window,
-        hop_s=hop,
-        allow_gaps=allow_gaps,
-        replace=replace,
-        allow_truncated=allow_truncated,
-    )
+
+def _probe_durations(files: list[Path]) -> dict[Path, float]:
+    """Each readable file's duration in seconds (files that cannot be probed are left out)."""
+    from soundscape.audio import probe
+    from soundscape.errors import AudioError
+
     durations = {}
     for f in files:
         with contextlib.suppress(AudioError, OSError):
             durations[f] = probe(f).duration_s
-    total = sum(durations.values())
-    echo_err(
-        f"ingesting {len(files)} file(s), {total / 3600:.2f} h of audio, into "
-        f"{ingestor.model_names} on {database_.safe_url}"
-    )
+    return durations
 
-    from soundscape.ingest import FileResult, Summary
 
-    summary = Summary()
-    progress = _Progress(total, quiet)
-    bar = progress.bar
+def _reporter(summary: Summary, bar: tqdm, quiet: bool) -> Callable[[FileResult], None]:
+    """A callback that counts a file's result in ``summary`` and says it above the bar."""
 
     def report(r: FileResult) -> None:
         summary.add(r)
@@ -211,33 +266,18 @@ def ingest(
             )
         bar.set_postfix(stored=summary.stored, skipped=summary.skipped, failed=summary.failed)
 
-    for m in missing:
-        report(ingestor._failed(m, None, f"{m}: {loops.get(m, 'no such file or folder')}"))
-    for f, why in collected.skipped:
-        report(FileResult(str(f), "skipped", reason=why))
-    try:
-        for f in files:
-            progress.start(durations.get(f, 0.0))
-            r = ingestor.ingest_file(f, start_time=start, on_progress=progress.advance)
-            progress.finish()
-            report(r)
-            if fail_fast and r.status == "failed":
-                break
-    except KeyboardInterrupt:
-        progress.close()
-        echo_err(
-            f"interrupted: {summary.stored} file(s) stored; the file in progress was rolled "
-            "back. Run the same command again to resume."
-        )
-        sys.exit(130)
-    progress.close()
+    return report
+
+
+def _finish(summary: Summary, engine: Engine, as_json: bool) -> None:
+    """Print the summary, check the indexes that grew, and exit 1 if a file failed."""
     s = summary.as_dict()
     echo_err(
         f"stored {s['stored']}, skipped {s['skipped']}, failed {s['failed']} file(s); "
         f"{s['audio_hours']:.3f} h of audio, {summary.describe()}"
     )
     if summary.stored:
-        _check_recall(database_.engine)
+        _check_recall(engine)
     if as_json:
         click.echo(json.dumps({"summary": s, "files": [r.as_dict() for r in summary.results]}))
     if summary.failed:

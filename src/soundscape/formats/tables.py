@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 
 from soundscape.annotations import (
     Annotation,
+    Recording,
     _check_source,
     check_imported,
     list_annotations,
@@ -23,7 +24,7 @@ from soundscape.annotations import (
 )
 from soundscape.errors import AnnotationError, AnnotationImportError
 from soundscape.formats import audacity, csv, raven
-from soundscape.formats.rows import ExportResult, Problems, Recordings, slug
+from soundscape.formats.rows import ExportResult, Problems, Recordings, Row, slug
 from soundscape.queries import Filters
 
 FORMATS = ("raven", "audacity", "csv")
@@ -166,24 +167,58 @@ def import_file(
         raise AnnotationError(f"{path}: the file is empty")
     fmt = _check_format(fmt or detect_format(path, text))
     recs = Recordings(conn)
-    fixed = None
-    if recording_id is not None:
-        fixed = recs.get(int(recording_id))
-        if fixed is None:
-            raise AnnotationError(
-                f"no recording with id {recording_id} (see `soundscape recordings list`)"
-            )
+    fixed = _fixed_recording(recs, recording_id)
     if source is None:
         source = "review" if fmt == "raven" and raven.has_verdict_column(text) else "import"
     problems = Problems()
-    unreviewed = 0
-    if fmt == "raven":
-        rows, unreviewed = raven.parse(text, path, recs, fixed, problems)
-    elif fmt == "audacity":
-        rows = audacity.parse(text, path, recs, fixed, problems)
-    else:
-        rows, unreviewed = csv.parse(text, path, recs, fixed, problems)
+    rows, unreviewed = _parse(fmt, text, path, recs, fixed, problems)
+    checked = _check_rows(conn, rows, problems, source, author, label, default_label)
+    if problems.items:
+        raise AnnotationImportError(path, sorted(problems.items), limit=_MAX_PROBLEMS_SHOWN)
 
+    result = ImportResult(path, fmt, source, unreviewed=unreviewed, warnings=warnings)
+    # an Audacity track carries no ids: the same span, label and verdict stored by any source
+    # is that annotation (its export, imported back)
+    result.ids, result.duplicates = store_imported(
+        conn, checked, source, any_source=fmt == "audacity"
+    )
+    result.imported = len(result.ids)
+    return result
+
+
+def _fixed_recording(recs: Recordings, recording_id: int | None) -> Recording | None:
+    """The recording every row belongs to when ``recording_id`` is given (else ``None``)."""
+    if recording_id is None:
+        return None
+    fixed = recs.get(int(recording_id))
+    if fixed is None:
+        raise AnnotationError(
+            f"no recording with id {recording_id} (see `soundscape recordings list`)"
+        )
+    return fixed
+
+
+def _parse(
+    fmt: str, text: str, path: Path, recs: Recordings, fixed: Recording | None, problems: Problems
+) -> tuple[list[Row], int]:
+    """The rows of a file in format ``fmt`` and how many were left unreviewed."""
+    if fmt == "raven":
+        return raven.parse(text, path, recs, fixed, problems)
+    if fmt == "audacity":
+        return audacity.parse(text, path, recs, fixed, problems), 0
+    return csv.parse(text, path, recs, fixed, problems)
+
+
+def _check_rows(
+    conn: Connection,
+    rows: list[Row],
+    problems: Problems,
+    source: str,
+    author: str | None,
+    label: str | None,
+    default_label: str | None,
+) -> list[dict[str, Any]]:
+    """Each row checked as an annotation to store; a bad row goes to ``problems``."""
     checked: list[dict[str, Any]] = []
     for row in rows:
         try:
@@ -206,17 +241,7 @@ def import_file(
             )
         except AnnotationError as exc:
             problems.add(row.line, str(exc))
-    if problems.items:
-        raise AnnotationImportError(path, sorted(problems.items), limit=_MAX_PROBLEMS_SHOWN)
-
-    result = ImportResult(path, fmt, source, unreviewed=unreviewed, warnings=warnings)
-    # an Audacity track carries no ids: the same span, label and verdict stored by any source
-    # is that annotation (its export, imported back)
-    result.ids, result.duplicates = store_imported(
-        conn, checked, source, any_source=fmt == "audacity"
-    )
-    result.imported = len(result.ids)
-    return result
+    return checked
 
 
 def export(
