@@ -95,8 +95,9 @@ $$;
 -- key given, its value here is one of the key's list (text comparison; a NULL never passes).
 -- A new place filter is one more pair here, e.g. a recorder model kept in the sensors'
 -- metadata: 'models', s.metadata ->> 'model'.
+-- STABLE as jsonb_build_object is, so that the planner inlines it into the query calling it.
 CREATE OR REPLACE FUNCTION ranger._place_of(s public.sensors) RETURNS jsonb
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object('sensors', s.name, 'sites', s.site, 'quadrants', s.quadrant)
 $$;
 
@@ -112,52 +113,50 @@ CREATE OR REPLACE FUNCTION ranger._sensor_ids(
 ) RETURNS integer[]
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
 DECLARE
-    v_args jsonb := jsonb_strip_nulls(jsonb_build_object(
+    v_place jsonb := jsonb_strip_nulls(jsonb_build_object(
         'sensors', to_jsonb(p_sensors), 'sites', to_jsonb(p_sites),
         'quadrants', to_jsonb(p_quadrants)));
-    v_place jsonb;
-    v_keys text[] := ARRAY(SELECT jsonb_object_keys(ranger._place_of(NULL::sensors)) ORDER BY 1);
+    v_keys text[];
+    v_unknown text;
+    v_twice text;
     v_bad text;
-    v_sensors sensors[];
     v_ids integer[];
 BEGIN
-    IF p_place IS NOT NULL AND jsonb_typeof(p_place) <> 'object' THEN
-        RAISE EXCEPTION 'p_place must be a JSON object of lists, e.g. {"sites": ["Forest"]}, not %',
-            p_place USING ERRCODE = 'invalid_parameter_value';
+    IF p_place IS NOT NULL THEN
+        IF jsonb_typeof(p_place) <> 'object' THEN
+            RAISE EXCEPTION 'p_place must be a JSON object of lists, e.g. {"sites": ["Forest"]}, '
+                'not %', p_place USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        v_keys := ARRAY(SELECT jsonb_object_keys(ranger._place_of(NULL::sensors)) ORDER BY 1);
+        SELECT string_agg(f.key, ', ' ORDER BY f.key) FILTER (WHERE f.key <> ALL (v_keys)),
+               string_agg(f.key, ', ' ORDER BY f.key) FILTER (WHERE v_place ? f.key),
+               string_agg(f.key, ', ' ORDER BY f.key) FILTER (
+                   WHERE jsonb_typeof(f.value) <> 'array'
+                      OR jsonb_path_exists(f.value, '$[*] ? (@.type() != "string")'))
+          INTO v_unknown, v_twice, v_bad
+          FROM jsonb_each(jsonb_strip_nulls(p_place)) f;
+        IF v_unknown IS NOT NULL THEN
+            RAISE EXCEPTION 'p_place has no place filter %; the place filters are %', v_unknown,
+                array_to_string(v_keys, ', ') USING ERRCODE = 'invalid_parameter_value';
+        ELSIF v_twice IS NOT NULL THEN
+            RAISE EXCEPTION 'the place filter % is given twice, as an argument and in p_place: '
+                'give it once', v_twice USING ERRCODE = 'invalid_parameter_value';
+        ELSIF v_bad IS NOT NULL THEN
+            RAISE EXCEPTION 'p_place: % must be a list of names (a JSON array of strings), e.g. '
+                '{"%": ["a", "b"]}', v_bad, split_part(v_bad, ',', 1)
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        v_place := v_place || jsonb_strip_nulls(p_place);
     END IF;
-    v_place := jsonb_strip_nulls(coalesce(p_place, '{}'));
-    SELECT string_agg(k, ', ' ORDER BY k) INTO v_bad
-      FROM jsonb_object_keys(v_place) k WHERE k <> ALL (v_keys);
-    IF v_bad IS NOT NULL THEN
-        RAISE EXCEPTION 'p_place has no place filter %; the place filters are %', v_bad,
-            array_to_string(v_keys, ', ') USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    SELECT string_agg(k, ', ' ORDER BY k) INTO v_bad
-      FROM jsonb_object_keys(v_args) k WHERE v_place ? k;
-    IF v_bad IS NOT NULL THEN
-        RAISE EXCEPTION 'the place filter % is given twice, as an argument and in p_place: give '
-            'it once', v_bad USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    SELECT string_agg(f.key, ', ' ORDER BY f.key) INTO v_bad
-      FROM jsonb_each(v_place) f
-     WHERE jsonb_typeof(f.value) <> 'array'
-        OR EXISTS (SELECT 1 FROM jsonb_array_elements(f.value) e WHERE jsonb_typeof(e) <> 'string');
-    IF v_bad IS NOT NULL THEN
-        RAISE EXCEPTION 'p_place: % must be a list of names (a JSON array of strings), e.g. '
-            '{"%": ["a", "b"]}', v_bad, split_part(v_bad, ',', 1)
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    v_place := v_place || v_args;
     IF v_place = '{}' THEN
         RETURN NULL;
     END IF;
-    v_sensors := ARRAY(SELECT s FROM sensors s);
+    -- a sensor passes when each key's list holds its value (a JSON string: @> compares exactly)
     SELECT coalesce(array_agg(s.id), '{}') INTO v_ids
-      FROM unnest(v_sensors) s
-     WHERE NOT EXISTS (
-         SELECT 1 FROM jsonb_each(v_place) f
-          WHERE NOT coalesce(ranger._place_of(s) ->> f.key
-                             = ANY (ARRAY(SELECT jsonb_array_elements_text(f.value))), false));
+      FROM unnest(ARRAY(SELECT s FROM sensors s)) s
+      CROSS JOIN LATERAL (SELECT ranger._place_of(s) AS p) x
+     WHERE NOT EXISTS (SELECT 1 FROM jsonb_each(v_place) f
+                        WHERE NOT coalesce(f.value @> to_jsonb(x.p ->> f.key), false));
     RETURN v_ids;
 END
 $fn$;
