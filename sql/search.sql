@@ -101,12 +101,24 @@ LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object('sensors', s.name, 'sites', s.site, 'quadrants', s.quadrant)
 $$;
 
+-- Every sensor's id and place (ranger._place_of). The sensors are read as JSON first and
+-- placed outside any table scan: on Citus, sensors is a reference table, and a statement that
+-- reads it runs on the coordinator's own shard, whose rows are not of type sensors.
+CREATE OR REPLACE FUNCTION ranger._places() RETURNS TABLE (id integer, place jsonb)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
+DECLARE
+    v_rows jsonb := (SELECT jsonb_agg(to_jsonb(s)) FROM sensors s);
+BEGIN
+    RETURN QUERY SELECT r.id, ranger._place_of(r)
+                   FROM jsonb_populate_recordset(NULL::sensors, v_rows) r;
+END
+$fn$;
+
 -- The ids of the sensors that pass a place filter (NULL: no place filter, every sensor; an
 -- empty array: none passes). The filter is p_place with the p_sensors/p_sites/p_quadrants
 -- arguments of the public functions merged in (the same keys). A key ranger._place_of does
 -- not know, a key given both ways or a value that is not a list of names is an error (22023)
--- saying what to give. The sensors are read first and matched outside any table scan (on
--- Citus, sensors is a reference table: no function of ranger's goes to the workers).
+-- saying what to give.
 CREATE OR REPLACE FUNCTION ranger._sensor_ids(
     p_sensors text[] DEFAULT NULL, p_sites text[] DEFAULT NULL, p_quadrants text[] DEFAULT NULL,
     p_place jsonb DEFAULT NULL
@@ -152,11 +164,10 @@ BEGIN
         RETURN NULL;
     END IF;
     -- a sensor passes when each key's list holds its value (a JSON string: @> compares exactly)
-    SELECT coalesce(array_agg(s.id), '{}') INTO v_ids
-      FROM unnest(ARRAY(SELECT s FROM sensors s)) s
-      CROSS JOIN LATERAL (SELECT ranger._place_of(s) AS p) x
+    SELECT coalesce(array_agg(x.id), '{}') INTO v_ids
+      FROM ranger._places() x
      WHERE NOT EXISTS (SELECT 1 FROM jsonb_each(v_place) f
-                        WHERE NOT coalesce(f.value @> to_jsonb(x.p ->> f.key), false));
+                        WHERE NOT coalesce(f.value @> to_jsonb(x.place ->> f.key), false));
     RETURN v_ids;
 END
 $fn$;

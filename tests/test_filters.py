@@ -301,7 +301,9 @@ def test_every_place_filtering_function_goes_through_the_one_helper(conn):
     PLACE_CALLS); each calls ranger._sensor_ids, and no function restates the place rule."""
     functions = conn.execute(
         sa.text(
-            "SELECT p.proname, coalesce(p.proargnames, '{}'), p.prosrc FROM pg_proc p "
+            # the input arguments' names (proargnames also holds a TABLE's columns)
+            "SELECT p.proname, ARRAY(SELECT a.n FROM unnest(p.proargnames, p.proargmodes) "
+            "a(n, m) WHERE coalesce(m, 'i') IN ('i', 'b', 'v')), p.prosrc FROM pg_proc p "
             "WHERE p.pronamespace = 'ranger'::regnamespace"
         )
     ).all()
@@ -378,6 +380,13 @@ def test_python_passes_the_place_only_as_p_place(conn):
     where, params = f.where("v")
     assert "ranger._sensor_ids(p_place => CAST(:f_place AS jsonb))" in where[0]
     assert not re.search(r"\b(site|quadrant)\b", " ".join(where))
+    # the helper runs once per query (an InitPlan), not once per sensor or row
+    plan = "\n".join(
+        conn.execute(
+            sa.text(f"EXPLAIN VERBOSE SELECT * FROM ranger.annotations v WHERE {where[0]}"), params
+        ).scalars()
+    )
+    assert "InitPlan" in plan and plan.count("_sensor_ids") == 1, plan
     keys = conn.execute(sa.text("SELECT jsonb_object_keys(ranger._place_of(NULL::sensors))"))
     assert set(PLACE_KEYS) == set(keys.scalars())
 

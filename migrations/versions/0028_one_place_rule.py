@@ -1,16 +1,16 @@
 """One place rule (issue 27): the place filters are written once, in ``ranger._place_of``
-(what each key of a place filter matches on a sensor) and ``ranger._sensor_ids`` (the sensors
-that pass a place filter), and every ranger function that filters by place takes them as one
-``p_place jsonb`` (an object of lists: ``{"sites": ["Forest"], "quadrants": ["N"]}``), its
-p_sensors/p_sites/p_quadrants merged in.
+(what each key of a place filter matches on a sensor; ``ranger._places()``: every sensor's)
+and ``ranger._sensor_ids`` (the sensors that pass a place filter), and every ranger function
+that filters by place takes them as one ``p_place jsonb`` (an object of lists:
+``{"sites": ["Forest"], "quadrants": ["N"]}``), its p_sensors/p_sites/p_quadrants merged in.
 
 Adding a parameter changes a function's signature, so the upgrade drops the old signatures of
 ``_sensor_ids``, ``search_vector``, ``search_labels``, ``search``, ``filtered_windows``,
 ``search_classifier``, ``_classify_batch`` and ``search_speech``, then re-applies
 sql/search.sql, sql/classify.sql, sql/classifiers.sql and sql/speech.sql. Results do not change.
 
-Downgrade drops the new signatures and ``_place_of`` and restores the bodies of before
-(sql/frozen/0028_downgrade.sql).
+Downgrade drops the new signatures, ``_places`` and ``_place_of`` and restores the bodies of
+before (sql/frozen/0028_downgrade.sql).
 
 Revision ID: 0028
 Revises: 0027
@@ -62,5 +62,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     for signature in OLD:
         op.execute(f"DROP FUNCTION IF EXISTS {_new(signature)}")
+    op.execute("DROP FUNCTION IF EXISTS ranger._places()")
     op.execute("DROP FUNCTION IF EXISTS ranger._place_of(public.sensors)")
     op.execute(read_sql("frozen/0028_downgrade.sql"))

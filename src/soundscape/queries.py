@@ -107,10 +107,10 @@ class Filters:
         where: list[str] = []
         params: dict[str, Any] = {}
         if self.place():
-            # the sensors that pass, by the one rule (evaluated once: an uncorrelated subquery)
+            # the sensors that pass, by the one rule (called once: a scalar subquery)
             where.append(
-                f"{place}.{sensor} IN (SELECT ps.name FROM sensors ps WHERE ps.id = ANY("
-                "ranger._sensor_ids(p_place => CAST(:f_place AS jsonb))))"
+                f"{place}.{sensor} IN (SELECT ps.name FROM sensors ps WHERE ps.id = ANY(CAST(("
+                "SELECT ranger._sensor_ids(p_place => CAST(:f_place AS jsonb))) AS integer[])))"
             )
             params["f_place"] = self.place_json()
         when = {k: getattr(self, k) for k in TIME_TYPES}
@@ -137,14 +137,13 @@ PLACE_KEYS = tuple(f.name for f in fields(Filters) if f.metadata.get("place"))
 
 def check_filter_names(conn: Connection, filters: Filters) -> None:
     """Unknown sensor/site/quadrant names (any place filter's) are errors (with the known
-    ones), not empty results. The known names are what ``ranger._place_of`` gives the sensors."""
+    ones), not empty results. The known names are the sensors' places (``ranger._places()``)."""
     for key, values in filters.place().items():
         what = key.removesuffix("s")
         known = set(
             conn.execute(
                 sa.text(
-                    "SELECT DISTINCT p.value FROM sensors s "
-                    "CROSS JOIN LATERAL jsonb_each_text(ranger._place_of(s)) p "
+                    "SELECT DISTINCT p.value FROM ranger._places() x, jsonb_each_text(x.place) p "
                     "WHERE p.key = :key AND p.value IS NOT NULL"
                 ),
                 {"key": key},
