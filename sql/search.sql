@@ -101,16 +101,16 @@ LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object('sensors', s.name, 'sites', s.site, 'quadrants', s.quadrant)
 $$;
 
--- Every sensor's id and place (ranger._place_of). The sensors are read as JSON first and
--- placed outside any table scan: on Citus, sensors is a reference table, and a statement that
--- reads it runs on the coordinator's own shard, whose rows are not of type sensors.
+-- Every sensor's id and place (ranger._place_of). The sensors are read first (as rows of type
+-- sensors) and placed outside any table scan: on Citus, sensors is a reference table, and a
+-- statement that reads it runs on the coordinator's own shard, whose rows are of the shard's
+-- type, for which there is no _place_of.
 CREATE OR REPLACE FUNCTION ranger._places() RETURNS TABLE (id integer, place jsonb)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
 DECLARE
-    v_rows jsonb := (SELECT jsonb_agg(to_jsonb(s)) FROM sensors s);
+    v_rows sensors[] := ARRAY(SELECT ROW(s.*)::sensors FROM sensors s);
 BEGIN
-    RETURN QUERY SELECT r.id, ranger._place_of(r)
-                   FROM jsonb_populate_recordset(NULL::sensors, v_rows) r;
+    RETURN QUERY SELECT r.id, ranger._place_of(r) FROM unnest(v_rows) r;
 END
 $fn$;
 
