@@ -151,11 +151,15 @@ def install_sql(db, old_sql: Path | None) -> None:
 def run_old(conn, space: Space, q: np.ndarray, f: Filters) -> list[Hit]:
     """What soundscape.search.run does, through bench_old.search_vector."""
     register_vector(conn)
-    args = {f"p_{k}": v for k, v in f.params().items()}
+    args = {f"p_{k}": v for k, v in f.params().items() if k != "place"}
     sql, params = _call(
         "search_vector",
         {"p_space": space.id, "p_query": np.asarray(q, np.float32), "p_k": 10, **args},
     )
+    # the old functions take the place filters one by one (no p_place)
+    for key, values in f.place().items():
+        sql = sql[:-1] + f", p_{key} => %(p_{key})s::text[])"
+        params[f"p_{key}"] = values
     rows = conn.exec_driver_sql(sql.replace("ranger.", "bench_old."), params).all()
     return [Hit(**dict(r._mapping)) for r in rows]
 

@@ -76,7 +76,7 @@ def statement_kind(text: str) -> str:
 
 def profile_filter(raw, conn, space: Space, q: np.ndarray, name: str, reps: int, schema: str):
     f = filters_of(name)
-    fp = f.params()
+    fp = {**f.params(), "sensors": f.sensors, "sites": f.sites, "quadrants": f.quadrants}
     args = [space.id, q, 10, fp["sensors"], fp["sites"], fp["quadrants"], fp["time_from"],
             fp["time_to"], fp["date_from"], fp["date_to"]]  # fmt: skip
     call = (

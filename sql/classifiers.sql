@@ -65,7 +65,8 @@ CREATE OR REPLACE FUNCTION ranger.search_classifier(
     p_min_score real DEFAULT NULL,
     p_version integer DEFAULT NULL,
     p_order text DEFAULT 'top',
-    p_unlabelled boolean DEFAULT false
+    p_unlabelled boolean DEFAULT false,
+    p_place jsonb DEFAULT NULL
 ) RETURNS TABLE (
     segment_id bigint, score real, recording_id bigint, path text, sensor text, site text,
     quadrant text, start_s real, end_s real, starts_at timestamptz, local_date date,
@@ -91,7 +92,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     SELECT * INTO m FROM ranger._classifier_label(p_classifier, p_label, p_version);
-    v_ids := ranger._sensor_ids(p_sensors, p_sites, p_quadrants);
+    v_ids := ranger._sensor_ids(p_sensors, p_sites, p_quadrants, p_place);
     v_where := ranger._filter_sql(v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
                                   p_at_from, p_at_to, NULL);
     IF p_unlabelled THEN
@@ -131,7 +132,7 @@ BEGIN
                    p_at_to,
                    CASE WHEN v_min_logit IS NULL THEN NULL
                         ELSE greatest(-2, least(2, (v_min_logit - m.bias) / v_norm))::real
-                   END) h
+                   END, p_place => p_place) h
          ORDER BY h.score DESC, h.segment_id;
         RETURN;
     END IF;
@@ -188,7 +189,8 @@ CREATE OR REPLACE FUNCTION ranger._classify_batch(
     p_date_from date DEFAULT NULL,
     p_date_to date DEFAULT NULL,
     p_at_from timestamptz DEFAULT NULL,
-    p_at_to timestamptz DEFAULT NULL
+    p_at_to timestamptz DEFAULT NULL,
+    p_place jsonb DEFAULT NULL
 ) RETURNS TABLE (scored bigint, detected bigint)
 LANGUAGE plpgsql VOLATILE
 SET search_path = public, pg_temp
@@ -206,7 +208,7 @@ BEGIN
     IF v_space IS NULL THEN
         RAISE EXCEPTION 'no classifier with id %', p_classifier;
     END IF;
-    v_ids := ranger._sensor_ids(p_sensors, p_sites, p_quadrants);
+    v_ids := ranger._sensor_ids(p_sensors, p_sites, p_quadrants, p_place);
     v_where := ranger._filter_sql(v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
                                   p_at_from, p_at_to, NULL)
                || ' AND g.id >= $11 AND g.id < $12';
@@ -393,4 +395,4 @@ SELECT concept, site, quadrant, local_date AS day,
  GROUP BY concept, site, quadrant, local_date, extract(hour FROM local_time), label, source;
 
 REVOKE EXECUTE ON FUNCTION ranger._classify_batch(integer, bigint, bigint, boolean, text[],
-    text[], text[], time, time, date, date, timestamptz, timestamptz) FROM PUBLIC;
+    text[], text[], time, time, date, date, timestamptz, timestamptz, jsonb) FROM PUBLIC;

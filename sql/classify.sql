@@ -1,5 +1,5 @@
 -- The classify family of the `ranger` schema (current definitions; see sql/README.md):
--- zero-shot classification runs and labels. Applied by migration 0005.
+-- zero-shot classification runs and labels. Applied by migrations 0005 and 0028.
 
 -- The windows of one space that pass the usual filters (same semantics as ranger.search_vector).
 CREATE OR REPLACE FUNCTION ranger.filtered_windows(
@@ -12,13 +12,14 @@ CREATE OR REPLACE FUNCTION ranger.filtered_windows(
     p_date_from date DEFAULT NULL,
     p_date_to date DEFAULT NULL,
     p_at_from timestamptz DEFAULT NULL,
-    p_at_to timestamptz DEFAULT NULL
+    p_at_to timestamptz DEFAULT NULL,
+    p_place jsonb DEFAULT NULL
 ) RETURNS TABLE (segment_id bigint)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = public, pg_temp
 AS $fn$
 DECLARE
-    v_ids integer[] := ranger._sensor_ids(p_sensors, p_sites, p_quadrants);
+    v_ids integer[] := ranger._sensor_ids(p_sensors, p_sites, p_quadrants, p_place);
 BEGIN
     RETURN QUERY EXECUTE format(
         'SELECT g.id FROM segments g WHERE %s ORDER BY g.recording_id, g.start_s',

@@ -1,11 +1,12 @@
 -- The search family of the `ranger` schema (current definitions; see sql/README.md): search
 -- in SQL, one implementation used by the CLI, by ranger.search(concept, ...) and by anyone
--- with psql or a BI tool. Applied by migrations 0003, 0006, 0007, 0009, 0011, 0016, 0018, 0020
--- and 0021.
+-- with psql or a BI tool. Applied by migrations 0003, 0006, 0007, 0009, 0011, 0016, 0018, 0020,
+-- 0021, 0022, 0025, 0027 and 0028.
 --
 -- ranger.search_vector ranks windows of one space by cosine similarity to a query vector,
--- under filters on sensor/site/quadrant, local time of day (ranges may cross midnight), local
--- dates and absolute time. Strategy:
+-- under filters on sensor/site/quadrant (p_place, or p_sensors/p_sites/p_quadrants: see
+-- ranger._sensor_ids), local time of day (ranges may cross midnight), local dates and absolute
+-- time. Strategy:
 --   * 'hnsw'  : one statement, HNSW ordering (pgvector >= 0.8 iterative index scan,
 --               relaxed order, bounded by hnsw.max_scan_tuples) inside a MATERIALIZED CTE,
 --               re-sorted outside, so filtered queries still return k rows;
@@ -87,16 +88,89 @@ LANGUAGE sql IMMUTABLE AS $$
         CASE WHEN p_exclude IS NOT NULL THEN 'g.id <> $10' END)
 $$;
 
-CREATE OR REPLACE FUNCTION ranger._sensor_ids(p_sensors text[], p_sites text[], p_quadrants text[])
-RETURNS integer[]
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
-    SELECT CASE WHEN p_sensors IS NULL AND p_sites IS NULL AND p_quadrants IS NULL THEN NULL
-           ELSE coalesce((SELECT array_agg(id) FROM sensors
-                           WHERE (p_sensors IS NULL OR name = ANY(p_sensors))
-                             AND (p_sites IS NULL OR site = ANY(p_sites))
-                             AND (p_quadrants IS NULL OR quadrant = ANY(p_quadrants))),
-                         '{}'::integer[]) END
+-- The place filters, the one place their rule is written (every ranger function that filters
+-- by place, and soundscape's own queries, call ranger._sensor_ids, which calls this): what each
+-- key of a place filter matches on a sensor. A place filter is a jsonb object of lists
+-- (p_place: {"sites": ["Forest"], "quadrants": ["N", "E"]}); a sensor passes when, for every
+-- key given, its value here is one of the key's list (text comparison; a NULL never passes).
+-- A new place filter is one more pair here, e.g. a recorder model kept in the sensors'
+-- metadata: 'models', s.metadata ->> 'model'.
+-- STABLE as jsonb_build_object is, so that the planner inlines it into the query calling it.
+CREATE OR REPLACE FUNCTION ranger._place_of(s public.sensors) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object('sensors', s.name, 'sites', s.site, 'quadrants', s.quadrant)
 $$;
+
+-- Every sensor's id and place (ranger._place_of). The sensors are read first (as rows of type
+-- sensors) and placed outside any table scan: on Citus, sensors is a reference table, and a
+-- statement that reads it runs on the coordinator's own shard, whose rows are of the shard's
+-- type, for which there is no _place_of.
+CREATE OR REPLACE FUNCTION ranger._places() RETURNS TABLE (id integer, place jsonb)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
+DECLARE
+    v_rows sensors[] := ARRAY(SELECT ROW(s.*)::sensors FROM sensors s);
+BEGIN
+    RETURN QUERY SELECT r.id, ranger._place_of(r) FROM unnest(v_rows) r;
+END
+$fn$;
+
+-- The ids of the sensors that pass a place filter (NULL: no place filter, every sensor; an
+-- empty array: none passes). The filter is p_place with the p_sensors/p_sites/p_quadrants
+-- arguments of the public functions merged in (the same keys). A key ranger._place_of does
+-- not know, a key given both ways or a value that is not a list of names is an error (22023)
+-- saying what to give.
+CREATE OR REPLACE FUNCTION ranger._sensor_ids(
+    p_sensors text[] DEFAULT NULL, p_sites text[] DEFAULT NULL, p_quadrants text[] DEFAULT NULL,
+    p_place jsonb DEFAULT NULL
+) RETURNS integer[]
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
+DECLARE
+    v_place jsonb := jsonb_strip_nulls(jsonb_build_object(
+        'sensors', to_jsonb(p_sensors), 'sites', to_jsonb(p_sites),
+        'quadrants', to_jsonb(p_quadrants)));
+    v_keys text[];
+    v_unknown text;
+    v_twice text;
+    v_bad text;
+    v_ids integer[];
+BEGIN
+    IF p_place IS NOT NULL THEN
+        IF jsonb_typeof(p_place) <> 'object' THEN
+            RAISE EXCEPTION 'p_place must be a JSON object of lists, e.g. {"sites": ["Forest"]}, '
+                'not %', p_place USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        v_keys := ARRAY(SELECT jsonb_object_keys(ranger._place_of(NULL::sensors)) ORDER BY 1);
+        SELECT string_agg(f.key, ', ' ORDER BY f.key) FILTER (WHERE f.key <> ALL (v_keys)),
+               string_agg(f.key, ', ' ORDER BY f.key) FILTER (WHERE v_place ? f.key),
+               string_agg(f.key, ', ' ORDER BY f.key) FILTER (
+                   WHERE jsonb_typeof(f.value) <> 'array'
+                      OR jsonb_path_exists(f.value, '$[*] ? (@.type() != "string")'))
+          INTO v_unknown, v_twice, v_bad
+          FROM jsonb_each(jsonb_strip_nulls(p_place)) f;
+        IF v_unknown IS NOT NULL THEN
+            RAISE EXCEPTION 'p_place has no place filter %; the place filters are %', v_unknown,
+                array_to_string(v_keys, ', ') USING ERRCODE = 'invalid_parameter_value';
+        ELSIF v_twice IS NOT NULL THEN
+            RAISE EXCEPTION 'the place filter % is given twice, as an argument and in p_place: '
+                'give it once', v_twice USING ERRCODE = 'invalid_parameter_value';
+        ELSIF v_bad IS NOT NULL THEN
+            RAISE EXCEPTION 'p_place: % must be a list of names (a JSON array of strings), e.g. '
+                '{"%": ["a", "b"]}', v_bad, split_part(v_bad, ',', 1)
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        v_place := v_place || jsonb_strip_nulls(p_place);
+    END IF;
+    IF v_place = '{}' THEN
+        RETURN NULL;
+    END IF;
+    -- a sensor passes when each key's list holds its value (a JSON string: @> compares exactly)
+    SELECT coalesce(array_agg(x.id), '{}') INTO v_ids
+      FROM ranger._places() x
+     WHERE NOT EXISTS (SELECT 1 FROM jsonb_each(v_place) f
+                        WHERE NOT coalesce(f.value @> to_jsonb(x.place ->> f.key), false));
+    RETURN v_ids;
+END
+$fn$;
 
 -- Input checks shared by the search and analytics functions, so that a bad argument gives a
 -- message naming the parameter and its allowed range (not "integer out of range" from deep
@@ -386,7 +460,8 @@ CREATE OR REPLACE FUNCTION ranger.search_vector(
     p_exclude bigint DEFAULT NULL,
     p_strategy text DEFAULT 'auto',
     p_exact_limit integer DEFAULT NULL,
-    p_ef_search integer DEFAULT NULL
+    p_ef_search integer DEFAULT NULL,
+    p_place jsonb DEFAULT NULL
 ) RETURNS TABLE (
     segment_id bigint, score real, recording_id bigint, path text, sensor text, site text,
     quadrant text, start_s real, end_s real, starts_at timestamptz, local_date date,
@@ -463,8 +538,8 @@ BEGIN
             v_method := 'exact';
         END IF;
     END IF;
-    IF p_sensors IS NOT NULL OR p_sites IS NOT NULL OR p_quadrants IS NOT NULL THEN
-        v_ids := ranger._sensor_ids(p_sensors, p_sites, p_quadrants);
+    IF num_nonnulls(p_sensors, p_sites, p_quadrants, p_place) > 0 THEN
+        v_ids := ranger._sensor_ids(p_sensors, p_sites, p_quadrants, p_place);
     END IF;
     v_where := ranger._filter_sql(v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
                                   p_at_from, p_at_to, p_exclude);
@@ -631,7 +706,8 @@ CREATE OR REPLACE FUNCTION ranger.search_labels(
     p_at_from timestamptz DEFAULT NULL,
     p_at_to timestamptz DEFAULT NULL,
     p_min_score real DEFAULT NULL,
-    p_all_species boolean DEFAULT false
+    p_all_species boolean DEFAULT false,
+    p_place jsonb DEFAULT NULL
 ) RETURNS TABLE (
     segment_id bigint, score real, recording_id bigint, path text, sensor text, site text,
     quadrant text, start_s real, end_s real, starts_at timestamptz, local_date date,
@@ -648,7 +724,7 @@ DECLARE
     v_join boolean;
 BEGIN
     PERFORM ranger._check_int('p_k (the number of results)', p_k, 1, 10000);
-    v_ids := ranger._sensor_ids(p_sensors, p_sites, p_quadrants);
+    v_ids := ranger._sensor_ids(p_sensors, p_sites, p_quadrants, p_place);
     v_where := ranger._filter_sql(v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
                                   p_at_from, p_at_to, NULL);
     SELECT sp.model INTO v_model FROM spaces sp WHERE sp.id = p_space;
@@ -703,7 +779,8 @@ CREATE OR REPLACE FUNCTION ranger.search(
     time_from time DEFAULT NULL,
     time_to time DEFAULT NULL,
     date_from date DEFAULT NULL,
-    date_to date DEFAULT NULL
+    date_to date DEFAULT NULL,
+    place jsonb DEFAULT NULL
 ) RETURNS TABLE (
     segment_id bigint, score real, recording_id bigint, path text, sensor text, site text,
     quadrant text, start_s real, end_s real, starts_at timestamptz, local_date date,
@@ -726,14 +803,16 @@ BEGIN
             CASE WHEN sensor_name IS NULL THEN NULL ELSE ARRAY[sensor_name] END,
             CASE WHEN site_name IS NULL THEN NULL ELSE ARRAY[site_name] END,
             CASE WHEN quadrant_name IS NULL THEN NULL ELSE ARRAY[quadrant_name] END,
-            time_from, time_to, date_from, date_to, NULL, NULL, c.threshold);
+            time_from, time_to, date_from, date_to, NULL, NULL, c.threshold,
+            p_place => place);
     ELSE
         RETURN QUERY SELECT * FROM ranger.search_vector(
             c.space_id, c.embedding, k,
             CASE WHEN sensor_name IS NULL THEN NULL ELSE ARRAY[sensor_name] END,
             CASE WHEN site_name IS NULL THEN NULL ELSE ARRAY[site_name] END,
             CASE WHEN quadrant_name IS NULL THEN NULL ELSE ARRAY[quadrant_name] END,
-            time_from, time_to, date_from, date_to, NULL, NULL, c.threshold);
+            time_from, time_to, date_from, date_to, NULL, NULL, c.threshold,
+            p_place => place);
     END IF;
 END
 $fn$;

@@ -1,6 +1,7 @@
 -- The speech family of the `ranger` schema (current definitions; see sql/README.md): what is
--- said, searchable in SQL. Applied by migrations 0012 and 0019. One implementation for the CLI
--- (`soundscape search --said`), notebooks (soundscape.speech) and BI tools.
+-- said, searchable in SQL. Applied by migrations 0012, 0019, 0025, 0027 and 0028. One
+-- implementation for the CLI (`soundscape search --said`), notebooks (soundscape.speech) and BI
+-- tools.
 --
 -- ranger.search_speech(query, k, filters...) finds utterances (tables of 0012) that pass the
 -- filters (ranger._speech_filtered, shared by its two paths) by
@@ -170,7 +171,8 @@ CREATE OR REPLACE FUNCTION ranger.search_speech(
     p_at_from timestamptz DEFAULT NULL,
     p_at_to timestamptz DEFAULT NULL,
     p_fuzzy boolean DEFAULT true,
-    p_min_similarity real DEFAULT 0.6
+    p_min_similarity real DEFAULT 0.6,
+    p_place jsonb DEFAULT NULL
 ) RETURNS TABLE (
     utterance_id bigint, score real, recording_id bigint, path text, sensor text, site text,
     quadrant text, start_s real, end_s real, starts_at timestamptz, local_date date,
@@ -207,7 +209,7 @@ BEGIN
     END IF;
     PERFORM set_config('pg_trgm.word_similarity_threshold', p_min_similarity::text, true);
     PERFORM set_config('pg_trgm.similarity_threshold', p_min_similarity::text, true);
-    v_ids := ranger._sensor_ids(p_sensors, p_sites, p_quadrants);
+    v_ids := ranger._sensor_ids(p_sensors, p_sites, p_quadrants, p_place);
     v_tsq := websearch_to_tsquery('english', p_query);
     IF numnode(v_tsq) = 0 THEN
         v_tsq := NULL;  -- only stop words (or nothing): the fuzzy part alone answers

@@ -273,6 +273,12 @@ def test_reader_can_call_every_ranger_function(bi: Bi) -> None:
             )
         }
         assert callable_ - CALLS.keys() == set(), "add a reader call for these to CALLS"
+        # one signature each: a migration that adds an argument drops the old one (0028)
+        overloads = conn.execute(
+            "SELECT p.proname, string_agg(p.oid::regprocedure::text, ' | ') FROM pg_proc p "
+            "WHERE p.pronamespace = 'ranger'::regnamespace GROUP BY 1 HAVING count(*) > 1"
+        ).fetchall()
+        assert overloads == []
         assert "refresh_detections" not in callable_  # writes: not the reader's
         for name in sorted(callable_):
             (count,) = conn.execute(CALLS[name]).fetchone() or (0,)
@@ -356,6 +362,16 @@ def test_dashboard_queries_as_reader(bi: Bi) -> None:
             cur = conn.execute(sql)
             assert cur.description is not None
             rows[name] = [dict(zip([c.name for c in cur.description], r)) for r in cur]
+        # the place filter as p_place (a JSON object of lists) is the one of p_sensors: the
+        # Marsh site's quadrant N is north-1
+        (by_name,) = conn.execute(
+            "SELECT count(*) FROM ranger.filtered_windows((SELECT space_id FROM ranger.spaces "
+            "WHERE name = 'spectral'), p_sensors => ARRAY['north-1'])"
+        ).fetchone() or (0,)
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="quadrants, sensors, sites"):
+            conn.execute(
+                'SELECT count(*) FROM ranger.filtered_windows(1, p_place => \'{"site": ["x"]}\')'
+            )
     species = rows["species-per-site-per-day"]
     assert {(r["site"], str(r["local_date"])) for r in species} >= {("Marsh", "2024-05-01")}
     assert all(r["species"] >= 1 for r in species)
@@ -368,6 +384,7 @@ def test_dashboard_queries_as_reader(bi: Bi) -> None:
     ]
     assert "2024-05-01 02:30:00" <= str(night[1]["first_heard"]) < "2024-05-01 02:31:00"
     assert len(rows["labels"]) >= 1 and len(rows["more-like-this"]) == 10
+    assert rows["place"][0]["windows"] == by_name > 0
     by_hour = {(r["site"], r["hour"]): r["detections"] for r in rows["activity-by-hour"]}
     assert by_hour.get(("Marsh", 2), 0) >= 1 and by_hour.get(("Forest", 12), 0) >= 1
 

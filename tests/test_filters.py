@@ -11,6 +11,9 @@ written out here in Python.
 
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
 from typing import Any
 
@@ -21,7 +24,15 @@ import sqlalchemy as sa
 from soundscape import annotations, classifiers, species
 from soundscape import search as search_mod
 from soundscape import zeroshot as zeroshot
-from soundscape.queries import FILTER_ARGS, Filters, Query
+from soundscape.errors import SoundscapeError
+from soundscape.queries import (
+    FILTER_ARGS,
+    PLACE_KEYS,
+    Filters,
+    Query,
+    check_filter_names,
+    place_field,
+)
 from soundscape.spaces import get_space
 
 from . import reserve
@@ -211,3 +222,210 @@ def test_the_rule_folds_to_plain_comparisons(db):
     assert "in_time_filter" not in plan and "CASE" not in plan, plan
     assert "local_time >= '23:00:00'" in plan and "local_time < '01:00:00'" in plan, plan
     assert "local_date <= '2024-05-31'" in plan, plan
+
+
+# ------------------------------------------------------------------------- the place rule
+#: every ranger function that filters by place, called with a place filter ({place}: its
+#: arguments), one row per window (utterance) that passes; a new one must be added here
+PLACE_CALLS = {
+    "search_vector": "SELECT segment_id FROM ranger.search_vector(:space, (SELECT g.embedding "
+    "FROM segments g WHERE g.space_id = :space ORDER BY g.id LIMIT 1), 10000, {place})",
+    "search_labels": "SELECT segment_id FROM ranger.search_labels(:space, ARRAY[0], 10000, {place})",
+    "search_classifier": "SELECT segment_id FROM ranger.search_classifier(:clf_name, :label, "
+    "10000, {place})",
+    "_classify_batch": "SELECT s FROM ranger._classify_batch(:clf, 0, 9223372036854775807, "
+    "false, {place}) b, generate_series(1, b.scored) s",
+    "filtered_windows": "SELECT segment_id FROM ranger.filtered_windows(:space, {place})",
+    "search_speech": "SELECT utterance_id FROM ranger.search_speech(:label, 10000, {place})",
+    # a stored concept: its filters are single names, without the p_ prefix
+    "search": "SELECT segment_id FROM ranger.search('probe-concept', 10000, {place})",
+}
+
+#: the same place filter given as the text[] arguments BI users call by name, and as p_place
+PLACES = {
+    "site": ("p_sites => ARRAY['Forest']", """p_place => '{"sites": ["Forest"]}'"""),
+    "sensors and quadrant": (
+        "p_sensors => ARRAY['north-1', 'south-1'], p_quadrants => ARRAY['N']",
+        """p_place => '{"sensors": ["north-1", "south-1"], "quadrants": ["N"]}'""",
+    ),
+    "both ways at once": (
+        "p_sensors => ARRAY['north-1'], p_sites => ARRAY['Marsh']",
+        """p_sensors => ARRAY['north-1'], p_place => '{"sites": ["Marsh"]}'""",
+    ),
+    "no sensor passes": ("p_sites => ARRAY['Nowhere']", """p_place => '{"sites": []}'"""),
+}
+#: ranger.search's names for the same filters
+CONCEPT_PLACES = {
+    "site": ("site_name => 'Forest'", """place => '{"sites": ["Forest"]}'"""),
+    "sensors and quadrant": (
+        "sensor_name => 'north-1', quadrant_name => 'N'",
+        """place => '{"sensors": ["north-1"], "quadrants": ["N"]}'""",
+    ),
+    "both ways at once": (
+        "sensor_name => 'north-1', site_name => 'Marsh'",
+        """sensor_name => 'north-1', place => '{"sites": ["Marsh"]}'""",
+    ),
+    "no sensor passes": ("site_name => 'Nowhere'", """place => '{"sites": []}'"""),
+}
+
+
+@pytest.fixture
+def conn(db):
+    """A connection in a transaction that is rolled back (with a label concept of 'probe')."""
+    engine, _, _ = db
+    with engine.connect() as c, c.begin() as tx:
+        c.execute(
+            sa.text(
+                "INSERT INTO concepts (name, space_id, kind, query, label_ids, threshold) "
+                "SELECT 'probe-concept', id, 'labels', 'probe', ARRAY[0], 0.5 FROM spaces "
+                "WHERE name = 'spectral'"
+            )
+        )
+        yield c
+        tx.rollback()
+
+
+def _rows(conn, name: str, place: str, db) -> list[int]:
+    _, _, clf = db
+    space = get_space(conn, "spectral")
+    sql = PLACE_CALLS[name].format(place=place)
+    params = {"space": space.id, "clf": clf.id, "clf_name": clf.name, "label": LABEL}
+    with conn.begin_nested() as sp:  # _classify_batch writes: undo it
+        rows = sorted(conn.execute(sa.text(sql), params).scalars())
+        sp.rollback()
+    return rows
+
+
+def test_every_place_filtering_function_goes_through_the_one_helper(conn):
+    """The functions that take p_sensors are exactly those that take p_place (and are all in
+    PLACE_CALLS); each calls ranger._sensor_ids, and no function restates the place rule."""
+    functions = conn.execute(
+        sa.text(
+            # the input arguments' names (proargnames also holds a TABLE's columns)
+            "SELECT p.proname, ARRAY(SELECT a.n FROM unnest(p.proargnames, p.proargmodes) "
+            "a(n, m) WHERE coalesce(m, 'i') IN ('i', 'b', 'v')), p.prosrc FROM pg_proc p "
+            "WHERE p.pronamespace = 'ranger'::regnamespace"
+        )
+    ).all()
+    by_sensors = {f for f, args, _ in functions if "p_sensors" in args} - {"_sensor_ids"}
+    by_place = {f for f, args, _ in functions if "p_place" in args} - {"_sensor_ids"}
+    assert by_sensors == by_place == PLACE_CALLS.keys() - {"search"}
+    assert {f for f, args, _ in functions if "place" in args} == {"search"}
+    src = {f: s for f, _, s in functions}
+    for name in by_place:
+        assert "ranger._sensor_ids(p_sensors, p_sites, p_quadrants, p_place)" in src[name] or (
+            "p_place => p_place" in src[name]  # search_classifier's top windows: search_vector
+        ), name
+    assert "p_place => place" in src["search"]
+    restated = re.compile(r"\b(name|site|quadrant)\s*=\s*ANY", re.I)
+    assert [f for f, s in src.items() if restated.search(s)] == []
+
+
+@pytest.mark.parametrize("case", sorted(PLACES))
+def test_a_place_filter_as_p_place_gives_the_same_windows(db, conn, case):
+    everything = {
+        name: _rows(
+            conn, name, "time_from => NULL" if name == "search" else "p_time_from => NULL", db
+        )
+        for name in PLACE_CALLS
+    }
+    for name in PLACE_CALLS:
+        legacy, place = (CONCEPT_PLACES if name == "search" else PLACES)[case]
+        by_args, by_place = _rows(conn, name, legacy, db), _rows(conn, name, place, db)
+        assert by_args == by_place, (name, case)
+        if case == "no sensor passes":
+            assert by_place == [], name
+        else:  # the filter keeps some and leaves out others
+            assert 0 < len(by_place) < len(everything[name]), (name, len(by_place))
+
+
+@pytest.mark.parametrize(
+    "place,message",
+    [
+        ("""'{"site": ["Forest"]}'""", "p_place has no place filter site; the place filters are "
+         "quadrants, sensors, sites"),
+        ("""'{"sites": "Forest"}'""", "sites must be a list of names"),
+        ("""'{"sites": [1]}'""", "sites must be a list of names"),
+        ("""'["Forest"]'""", "p_place must be a JSON object of lists"),
+    ],
+)  # fmt: skip
+def test_a_bad_place_filter_is_refused(conn, place, message):
+    space = get_space(conn, "spectral")
+    with pytest.raises(sa.exc.DBAPIError, match=re.escape(message)) as err:
+        conn.execute(
+            sa.text(f"SELECT * FROM ranger.filtered_windows(:space, p_place => {place})"),
+            {"space": space.id},
+        )
+    assert err.value.orig.sqlstate == "22023"
+
+
+def test_a_place_filter_given_twice_is_refused(conn):
+    with pytest.raises(sa.exc.DBAPIError, match="the place filter sites is given twice"):
+        conn.execute(
+            sa.text(
+                "SELECT * FROM ranger.search_speech('probe', 5, p_sites => ARRAY['Forest'], "
+                """p_place => '{"sites": ["Marsh"]}')"""
+            )
+        )
+
+
+def test_python_passes_the_place_only_as_p_place(conn):
+    """``FILTER_ARGS`` carries the place in p_place alone; ``Filters.where`` asks
+    ``ranger._sensor_ids``; the dataclass's place fields are ``ranger._place_of``'s keys."""
+    assert "p_place => CAST(:place AS jsonb)" in FILTER_ARGS
+    assert not re.search(r"p_(sensors|sites|quadrants)\b", FILTER_ARGS)
+    f = Filters(sites=["Forest"], quadrants=[], time_from=time(1))
+    assert json.loads(f.params()["place"]) == {"sites": ["Forest"]}
+    assert Filters().params()["place"] is None
+    where, params = f.where("v")
+    assert "ranger._sensor_ids(p_place => CAST(:f_place AS jsonb))" in where[0]
+    assert not re.search(r"\b(site|quadrant)\b", " ".join(where))
+    # the helper runs once per query (an InitPlan), not once per sensor or row
+    plan = "\n".join(
+        conn.execute(
+            sa.text(f"EXPLAIN VERBOSE SELECT * FROM ranger.annotations v WHERE {where[0]}"), params
+        ).scalars()
+    )
+    assert "InitPlan" in plan and plan.count("_sensor_ids") == 1, plan
+    keys = conn.execute(sa.text("SELECT jsonb_object_keys(ranger._place_of(NULL::sensors))"))
+    assert set(PLACE_KEYS) == set(keys.scalars())
+
+
+def test_a_new_place_filter_is_one_sql_pair_and_one_field(db, conn):
+    """The recipe of docs/architecture.md ("Add a filter"), done in a rolled-back transaction:
+    a recorder model from the sensors' metadata, as one more pair of ``ranger._place_of`` and
+    one more field of a ``Filters``, reaches the ranger functions (through p_place, with no
+    new argument) and soundscape's own queries, with the usual unknown-name error."""
+    _, windows, clf = db
+    conn.execute(
+        sa.text(
+            'UPDATE sensors SET metadata = metadata || \'{"model": "AudioMoth"}\' '
+            "WHERE name = 'north-1'"
+        )
+    )
+    source = conn.execute(
+        sa.text("SELECT pg_get_functiondef('ranger._place_of(public.sensors)'::regprocedure)")
+    ).scalar_one()
+    pair = "'quadrants', s.quadrant"
+    assert pair in source
+    conn.execute(sa.text(source.replace(pair, f"{pair}, 'models', s.metadata ->> 'model'")))
+
+    @dataclass
+    class WithModel(Filters):
+        models: list[str] | None = place_field()
+
+    f = WithModel(models=["AudioMoth"], date_from=date(2024, 5, 1))
+    want = {w["id"] for w in windows if w["sensor"] == "north-1" and w["local_date"] >= date(2024, 5, 1)}  # fmt: skip
+    space = get_space(conn, "spectral")
+    vector = np.ones(space.dimension, np.float32) / np.sqrt(space.dimension)
+    hits = search_mod.run(conn, Query(space, "p", vector=vector), f, limit=10000, strategy="exact")
+    assert {h.segment_id for h in hits} == want
+    filtered = conn.execute(
+        sa.text(f"SELECT segment_id FROM {zeroshot._FILTERED}"), {**f.params(), "space": space.id}
+    )
+    assert set(filtered.scalars()) == want
+    assert {h.segment_id for h in classifiers.ranked(conn, clf, LABEL, f, 10000)} == want
+    listed = annotations.list_annotations(conn, f, label=LABEL)
+    assert len(listed) == len(want) and {a.sensor for a in listed} == {"north-1"}
+    with pytest.raises(SoundscapeError, match="unknown model 'Song Meter'; known: AudioMoth"):
+        check_filter_names(conn, WithModel(models=["Song Meter"]))

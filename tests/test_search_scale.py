@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from soundscape.db import make_engine
 from soundscape.embedders.base import Embedder, l2_normalize
+from soundscape.queries import FILTER_ARGS
 from soundscape.search import Filters, Query, run
 from soundscape.spaces import create_hnsw_index, drop_hnsw_index, ensure_space, set_index_type
 
@@ -106,13 +107,7 @@ def test_filtered_fraction_is_what_the_name_says(scale_db):
         for name, f in SELECTIVITY.items():
             params = {k: v for k, v in f.params().items() if k != "min_score"}
             passing = conn.execute(
-                sa.text(
-                    "SELECT count(*) FROM ranger.filtered_windows(:space, "
-                    "CAST(:sensors AS text[]), CAST(:sites AS text[]), "
-                    "CAST(:quadrants AS text[]), CAST(:time_from AS time), "
-                    "CAST(:time_to AS time), CAST(:date_from AS date), CAST(:date_to AS date), "
-                    "CAST(:at_from AS timestamptz), CAST(:at_to AS timestamptz))"
-                ),
+                sa.text(f"SELECT count(*) FROM ranger.filtered_windows(:space, {FILTER_ARGS})"),
                 {"space": space.id, **params},
             ).scalar()
             assert passing / 100000 == pytest.approx(float(name[:-1]) / 100, rel=0.15), name

@@ -22,12 +22,12 @@ from soundscape.resources import read_sql, sql_dir
 # record the new hash and that migration here.
 FINGERPRINTS = {
     "catalog.sql": ("0022", "6bb74a113158"),
-    "search.sql": ("0027", "b51051d3c5aa"),
+    "search.sql": ("0028", "ac80e80907e6"),
     "analytics.sql": ("0027", "929bfc3fe3bf"),
-    "classify.sql": ("0005", "09be065c4b7d"),
-    "classifiers.sql": ("0017", "397772116ffd"),
+    "classify.sql": ("0028", "2cdc2338463a"),
+    "classifiers.sql": ("0028", "53e84bf4eec8"),
     "species.sql": ("0011", "13d5005221de"),
-    "speech.sql": ("0027", "f4665ce59949"),
+    "speech.sql": ("0028", "0bd2beaa1686"),
     "speakers.sql": ("0013", "39bc0dc0575c"),
 }
 

@@ -80,9 +80,9 @@ def test_bad_search_filters_are_usage_errors(cli_env, run_cli, args, needle):
 
 
 def test_from_equal_to_is_fine():
-    from soundscape.cli.search import build_filters
+    from soundscape.cli.filters import build_filters
 
-    f = build_filters((), (), (), None, "2024-05-01", "2024-05-01")
+    f = build_filters({}, None, "2024-05-01", "2024-05-01")
     assert f.date_from == f.date_to
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 
 from soundscape.db import raw_connection
 from soundscape.errors import SoundscapeError
+from soundscape.queries import TIME_ARGS, TIME_TYPES
 from soundscape.results import Hit, merge_events
 from soundscape.spaces import Space
 
@@ -63,18 +64,9 @@ class Period:
             )
 
     def params(self) -> dict[str, Any]:
-        return {
-            "date_from": self.date_from,
-            "date_to": self.date_to,
-            "at_from": self.at_from,
-            "at_to": self.at_to,
-            "time_from": self.time_from,
-            "time_to": self.time_to,
-            "base_date_from": self.base_date_from,
-            "base_date_to": self.base_date_to,
-            "base_at_from": self.base_at_from,
-            "base_at_to": self.base_at_to,
-        }
+        """The bound parameters of ``_SCORE_SQL``: the time filters (``queries.TIME_ARGS``) and
+        the baseline's bounds (``_BASE_ARGS``)."""
+        return {k: getattr(self, k) for k in (*TIME_TYPES, *_BASE_KEYS)}
 
     def as_json(self) -> dict[str, str]:
         return {k: v.isoformat() for k, v in self.params().items() if v is not None}
@@ -108,12 +100,15 @@ def sensor_id(conn: Connection, sensor: str) -> int:
     return int(row.id)
 
 
+#: the baseline's bounds (local dates, instants): fields ``base_*`` of ``Period``, arguments
+#: ``p_base_*`` of ``ranger.anomaly_scores``
+_BASE_KEYS = tuple(f"base_{k}" for k in TIME_TYPES if not k.startswith("time_"))
+_BASE_ARGS = ", ".join(f"p_{k} => CAST(:{k} AS {TIME_TYPES[k[5:]]})" for k in _BASE_KEYS)
+#: the period's filters are the search filters' time arguments (the one rule:
+#: ``ranger.in_time_filter``); the sensor is one name, not a place filter
 _SCORE_SQL = (
-    "ranger.anomaly_scores(:sensor, :space, :k, CAST(:date_from AS date), "
-    "CAST(:date_to AS date), CAST(:at_from AS timestamptz), CAST(:at_to AS timestamptz), "
-    "CAST(:time_from AS time), CAST(:time_to AS time), CAST(:base_date_from AS date), "
-    "CAST(:base_date_to AS date), CAST(:base_at_from AS timestamptz), "
-    "CAST(:base_at_to AS timestamptz), :strategy)"
+    "ranger.anomaly_scores(p_sensor => :sensor, p_space => :space, p_k => :k, "
+    f"{TIME_ARGS}, {_BASE_ARGS}, p_strategy => :strategy)"
 )
 
 

@@ -27,6 +27,7 @@ from soundscape.anomalies import latest_run
 from soundscape.audio import Opened, WindowStream, decode_span, probe
 from soundscape.errors import AudioError, SoundscapeError
 from soundscape.media_files import open_stored, stored_file
+from soundscape.queries import Filters
 
 GROUPS = ("quadrant", "site", "sensor")
 #: spans up to this long are decoded at once; longer ones are streamed column by column
@@ -182,16 +183,16 @@ def activity_counts(
             f"no concept named {concept!r}; concepts: "
             f"{', '.join(known) or 'none (soundscape concepts add)'}"
         )
+    dates, params = Filters(date_from=date_from, date_to=date_to).where("d")
     rows = conn.execute(
         sa.text(
-            f"SELECT coalesce({by}, '(none)') AS grp, local_date AS day, "
-            "extract(hour FROM local_time)::integer AS hour, count(*) AS n "
-            "FROM ranger.detections WHERE concept = :c AND local_date IS NOT NULL "
-            "AND (CAST(:d0 AS date) IS NULL OR local_date >= :d0) "
-            "AND (CAST(:d1 AS date) IS NULL OR local_date <= :d1) "
-            "GROUP BY 1, 2, 3"
+            f"SELECT coalesce(d.{by}, '(none)') AS grp, d.local_date AS day, "
+            "extract(hour FROM d.local_time)::integer AS hour, count(*) AS n "
+            "FROM ranger.detections d WHERE d.concept = :c AND d.local_date IS NOT NULL "
+            + "".join(f"AND {c} " for c in dates)
+            + "GROUP BY 1, 2, 3"
         ),
-        {"c": concept, "d0": date_from, "d1": date_to},
+        {**params, "c": concept},
     )
     out: dict[str, dict[tuple[date, int], int]] = {}
     for r in rows:

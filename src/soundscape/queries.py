@@ -7,7 +7,8 @@ share; building them from user input is ``soundscape.search``'s job.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime, time
 from typing import Any
 
@@ -18,9 +19,6 @@ from sqlalchemy.engine import Connection
 from soundscape.errors import SoundscapeError
 from soundscape.spaces import Space
 
-#: the place filters: each field of ``Filters`` and the column of ``sensors`` it matches (by
-#: name: ``check_filter_names`` and ``Filters.where``; by id: ``ranger._sensor_ids``)
-PLACE_COLUMNS = {"sensors": "name", "sites": "site", "quadrants": "quadrant"}
 #: the time filters and their SQL types (the arguments of ``ranger.in_time_filter``, in order)
 TIME_TYPES = {
     "time_from": "time",
@@ -30,31 +28,40 @@ TIME_TYPES = {
     "at_from": "timestamptz",
     "at_to": "timestamptz",
 }
-#: the SQL type of each filter: every ranger function that filters takes them as arguments
-#: named p_<key> (p_sensors, p_sites, ..., p_at_to: sql/search.sql)
-FILTER_TYPES = {**dict.fromkeys(PLACE_COLUMNS, "text[]"), **TIME_TYPES}
+#: the SQL type of each filter argument: every ranger function that filters takes them as
+#: arguments named p_<key>: the place filters as one jsonb object of lists (p_place, see
+#: ``ranger._sensor_ids``), the time filters one by one (p_time_from, ..., p_at_to)
+FILTER_TYPES = {"place": "jsonb", **TIME_TYPES}
 
-#: the filters as named SQL arguments (``p_sensors => CAST(:sensors AS text[]), ...``), for a
-#: call such as ``ranger.filtered_windows(:space, {FILTER_ARGS})`` (arguments after them must
-#: be named too); bound by ``Filters.params()``
+#: the time filters as named SQL arguments (``p_time_from => CAST(:time_from AS time), ...``)
+TIME_ARGS = ", ".join(f"p_{k} => CAST(:{k} AS {t})" for k, t in TIME_TYPES.items())
+#: the filters as named SQL arguments (``p_place => CAST(:place AS jsonb), p_time_from =>
+#: ...``), for a call such as ``ranger.filtered_windows(:space, {FILTER_ARGS})`` (arguments
+#: after them must be named too); bound by ``Filters.params()``
 FILTER_ARGS = ", ".join(f"p_{k} => CAST(:{k} AS {t})" for k, t in FILTER_TYPES.items())
+
+
+def place_field() -> Any:
+    """A place filter's field of ``Filters`` (a list of names, None: no filter), named like its
+    key in ``ranger._place_of``: ``params()`` and ``where()`` pass it to SQL in ``p_place``."""
+    return field(default=None, metadata={"place": True})
 
 
 @dataclass
 class Filters:
     """Where and when. Times of day and dates are local to each sensor.
 
-    The rule that turns them into SQL lives in one place: ``ranger.in_time_filter``
-    (sql/search.sql) for the times, ``ranger._sensor_ids`` for the place. The ranger functions
-    take them as arguments (``FILTER_ARGS`` with ``params()``); a query built here gets its
-    conditions from ``where()``, which calls the same SQL function. A new place filter (a
-    column of ``sensors``) is a field here, an entry of ``PLACE_COLUMNS`` and an argument of
-    ``ranger._sensor_ids``; a new time filter, a field, ``TIME_TYPES`` and
-    ``ranger.in_time_filter``."""
+    The rules that turn them into SQL live in one place each: ``ranger._sensor_ids`` (with
+    ``ranger._place_of``: sql/search.sql) for the place, ``ranger.in_time_filter`` for the
+    times. The ranger functions take them as arguments (``FILTER_ARGS`` with ``params()``: the
+    place fields as one jsonb object, ``p_place``); a query built here gets its conditions from
+    ``where()``, which calls the same SQL functions. A new place filter is a key of
+    ``ranger._place_of`` and a field here declared with ``place_field()``; a new time filter, a
+    field, ``TIME_TYPES`` and ``ranger.in_time_filter``."""
 
-    sensors: list[str] | None = None
-    sites: list[str] | None = None
-    quadrants: list[str] | None = None
+    sensors: list[str] | None = place_field()
+    sites: list[str] | None = place_field()
+    quadrants: list[str] | None = place_field()
     time_from: time | None = None
     time_to: time | None = None
     date_from: date | None = None
@@ -63,10 +70,25 @@ class Filters:
     at_to: datetime | None = None
     min_score: float | None = None
 
+    def place(self) -> dict[str, list[str]]:
+        """The place filters given (field name: the names; empty lists left out)."""
+        keys = (f.name for f in fields(self) if f.metadata.get("place"))
+        return {k: list(v) for k in keys if (v := getattr(self, k))}
+
+    def place_json(self) -> str | None:
+        """The place filters as ``ranger._sensor_ids``' ``p_place`` (None: no place filter)."""
+        place = self.place()
+        return json.dumps(place) if place else None
+
+    def given(self) -> dict[str, Any]:
+        """The filters given (no ``min_score``), by field name: what a run stores."""
+        return {**self.place(), **{k: v for k in TIME_TYPES if (v := getattr(self, k)) is not None}}
+
     def params(self) -> dict[str, Any]:
-        """The filters as bound parameters (named like their fields; empty lists as None)."""
-        place = {k: getattr(self, k) or None for k in PLACE_COLUMNS}
-        return {**place, **{k: getattr(self, k) for k in TIME_TYPES}, "min_score": self.min_score}
+        """The filters as the bound parameters of ``FILTER_ARGS`` (``place``: a JSON object of
+        the place filters, or None; the time filters by field name) and ``min_score``."""
+        times = {k: getattr(self, k) for k in TIME_TYPES}
+        return {"place": self.place_json(), **times, "min_score": self.min_score}
 
     def where(
         self,
@@ -77,20 +99,20 @@ class Filters:
         times: bool = True,
     ) -> tuple[list[str], dict[str, Any]]:
         """WHERE conditions (and their parameters, named ``f_*``) for rows ``alias`` with
-        ``local_time``, ``local_date`` and ``starts_at`` columns, whose place columns
-        (``sensor``: the sensor's name, ``site``, ``quadrant``) are those of ``place`` (default:
-        ``alias``). ``times=False``: the rows have a local date only (no time of day or instant:
-        a time or instant filter is then an error of the caller). ``min_score`` is not a
-        condition here."""
+        ``local_time``, ``local_date`` and ``starts_at`` columns, whose sensor's name is column
+        ``sensor`` of ``place`` (default: ``alias``). ``times=False``: the rows have a local
+        date only (no time of day or instant: a time or instant filter is then an error of the
+        caller). ``min_score`` is not a condition here."""
         place = place or alias
         where: list[str] = []
         params: dict[str, Any] = {}
-        for key, column in PLACE_COLUMNS.items():
-            values = getattr(self, key)
-            if values:
-                column = sensor if column == "name" else column
-                where.append(f"{place}.{column} = ANY(:f_{key})")
-                params[f"f_{key}"] = list(values)
+        if self.place():
+            # the sensors that pass, by the one rule (called once: a scalar subquery)
+            where.append(
+                f"{place}.{sensor} IN (SELECT ps.name FROM sensors ps WHERE ps.id = ANY(CAST(("
+                "SELECT ranger._sensor_ids(p_place => CAST(:f_place AS jsonb))) AS integer[])))"
+            )
+            params["f_place"] = self.place_json()
         when = {k: getattr(self, k) for k in TIME_TYPES}
         if any(v is not None for v in when.values()):
             if not times and any(v is not None for k, v in when.items() if "date" not in k):
@@ -108,15 +130,23 @@ class Filters:
         return where, params
 
 
+#: the place filters: the fields of ``Filters`` declared with ``place_field()``, each a key of
+#: ``ranger._place_of``
+PLACE_KEYS = tuple(f.name for f in fields(Filters) if f.metadata.get("place"))
+
+
 def check_filter_names(conn: Connection, filters: Filters) -> None:
-    """Unknown sensor/site/quadrant names are errors (with the known ones), not empty results."""
-    for key, column in PLACE_COLUMNS.items():
-        values, what = getattr(filters, key), key.removesuffix("s")
-        if not values:
-            continue
+    """Unknown sensor/site/quadrant names (any place filter's) are errors (with the known
+    ones), not empty results. The known names are the sensors' places (``ranger._places()``)."""
+    for key, values in filters.place().items():
+        what = key.removesuffix("s")
         known = set(
             conn.execute(
-                sa.text(f"SELECT DISTINCT {column} FROM sensors WHERE {column} IS NOT NULL")
+                sa.text(
+                    "SELECT DISTINCT p.value FROM ranger._places() x, jsonb_each_text(x.place) p "
+                    "WHERE p.key = :key AND p.value IS NOT NULL"
+                ),
+                {"key": key},
             ).scalars()
         )
         missing = [v for v in values if v not in known]

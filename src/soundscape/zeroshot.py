@@ -232,7 +232,7 @@ def _start_run(
     conn: Connection, space: Space, labels: list[str], template: str | None, filters: Filters
 ) -> int:
     """A new ``classify_runs`` row (the labels, template and filters given); its id."""
-    filt = {k: v for k, v in filters.params().items() if v is not None and k != "min_score"}
+    filt = filters.given()
     run_id = conn.execute(
         sa.text(
             "INSERT INTO classify_runs (space_id, labels, template, filters) "

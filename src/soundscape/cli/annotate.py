@@ -20,7 +20,7 @@ from soundscape.cli.base import (
     format_options,
     open_db,
 )
-from soundscape.cli.search import _filter_options, build_filters
+from soundscape.cli.filters import filter_options
 from soundscape.errors import AnnotationError
 from soundscape.formats import tables
 from soundscape.output import emit
@@ -163,18 +163,13 @@ def _selection_options(f):
 
 
 @annotate.command("list")
-@_filter_options
+@filter_options
 @_selection_options
 @click.option("-n", "--limit", type=click.IntRange(min=0), default=0, help="At most this many.")
 @database_option
 @format_options
 def annotate_list(
-    sensors,
-    sites,
-    quadrants,
-    time_range,
-    date_from,
-    date_to,
+    filters,
     labels,
     verdicts,
     recording_id,
@@ -185,7 +180,7 @@ def annotate_list(
     fmt,
 ) -> None:
     """List annotations (filters as search: place, local time of day and dates of the start)."""
-    filters = build_filters(sensors, sites, quadrants, time_range, date_from, date_to)
+    filters = filters.build()
     with open_db(database).engine.connect() as conn:
         rows = ann.list_annotations(
             conn,
@@ -310,18 +305,13 @@ def annotate_import(
     help="raven/audacity: one file per recording; csv: one annotations.csv.",
 )
 @click.argument("folder", type=PathParam(file_okay=False, path_type=Path))
-@_filter_options
+@filter_options
 @_selection_options
 @database_option
 def annotate_export(
     file_format,
     folder,
-    sensors,
-    sites,
-    quadrants,
-    time_range,
-    date_from,
-    date_to,
+    filters,
     labels,
     verdicts,
     recording_id,
@@ -330,7 +320,7 @@ def annotate_export(
     database,
 ) -> None:
     """Write annotations into FOLDER as Raven tables, Audacity label tracks or CSV."""
-    filters = build_filters(sensors, sites, quadrants, time_range, date_from, date_to)
+    filters = filters.build()
     with open_db(database).engine.connect() as conn:
         result = tables.export(
             conn,

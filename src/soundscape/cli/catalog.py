@@ -15,7 +15,7 @@ from soundscape.cli.base import (
     format_options,
     open_db,
 )
-from soundscape.cli.search import _filter_options, build_filters
+from soundscape.cli.filters import filter_options
 from soundscape.output import emit
 
 
@@ -434,7 +434,7 @@ def labels() -> None:
 
 @labels.command("top")
 @click.option("--space", "space_name", help="Space to read (default: the first with classes).")
-@_filter_options
+@filter_options
 @click.option(
     "--min-score",
     type=Number(0, 1),
@@ -447,14 +447,14 @@ def labels() -> None:
 @database_option
 @format_options
 def labels_top(
-    space_name, sensors, sites, quadrants, time_range, date_from, date_to, min_score, limit,
+    space_name, filters, min_score, limit,
     all_species, database, fmt,
 ) -> None:  # fmt: skip
     """The classes detected most often in stored windows (filters as search)."""
     from soundscape.spaces import pick_space
     from soundscape.species import top_labels
 
-    filters = build_filters(sensors, sites, quadrants, time_range, date_from, date_to)
+    filters = filters.build()
     with open_db(database).engine.connect() as conn:
         space = pick_space(conn, space_name, purpose="labels")
         rows = top_labels(

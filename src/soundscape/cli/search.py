@@ -23,45 +23,13 @@ from soundscape.cli.base import (
     open_db,
     weights_option,
 )
+from soundscape.cli.filters import filter_options
 from soundscape.errors import InvalidRequest
 from soundscape.output import emit
 from soundscape.results import hit_rows
 
 if TYPE_CHECKING:
     from soundscape.search import SearchRequest, SearchResult
-
-
-def _filter_options(f):
-    options = [
-        click.option(
-            "-s", "--sensor", "sensors", multiple=True, help="Only this sensor (repeatable)."
-        ),
-        click.option("--site", "sites", multiple=True, help="Only this site (repeatable)."),
-        click.option(
-            "--quadrant", "quadrants", multiple=True, help="Only this quadrant (repeatable)."
-        ),
-        click.option(
-            "--time",
-            "time_range",
-            metavar="HH:MM-HH:MM",
-            help="Local time of day at each sensor; may cross midnight (22:00-04:00).",
-        ),
-        click.option(
-            "--from",
-            "date_from",
-            metavar="WHEN",
-            help="From a local date (YYYY-MM-DD, today, 7d) or an ISO time with offset.",
-        ),
-        click.option(
-            "--to",
-            "date_to",
-            metavar="WHEN",
-            help="To a local date (inclusive) or an ISO time with offset (exclusive).",
-        ),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
 
 
 def _example_options(f):
@@ -90,23 +58,6 @@ def _example_options(f):
     for option in reversed(options):
         f = option(f)
     return f
-
-
-def build_filters(sensors, sites, quadrants, time_range, date_from, date_to, min_score=None):
-    """The filter options as ``Filters`` (``search.parse_filters``; a bad value is a usage
-    error naming the option)."""
-    from soundscape.search import parse_filters
-
-    for option, value in (("--time", time_range), ("--from", date_from), ("--to", date_to)):
-        if value is not None and not value.strip():  # was ignored: an unfiltered search
-            raise click.BadParameter(
-                "empty; give a value (e.g. --time 22:00-04:00, --from 7d) or leave the option out",
-                param_hint=option,
-            )
-    for option, names in (("--sensor", sensors), ("--site", sites), ("--quadrant", quadrants)):
-        if any(not (n or "").strip() for n in names or ()):
-            raise click.BadParameter("empty; name one or leave the option out", param_hint=option)
-    return parse_filters(sensors, sites, quadrants, time_range, date_from, date_to, min_score)
 
 
 @contextmanager
@@ -146,7 +97,7 @@ def usage_errors() -> Iterator[None]:
 @click.option(
     "--version", "clf_version", type=click.IntRange(min=1), help="Classifier version (latest)."
 )
-@_filter_options
+@filter_options
 @click.option("--min-score", type=Number(), help="Only hits scoring at least this.")
 @click.option("-n", "--limit", type=click.IntRange(1, 10000), default=10, show_default=True)
 @click.option("--events", is_flag=True, help="Merge overlapping/adjacent windows into events.")
@@ -235,8 +186,7 @@ def _search_request(o: dict[str, Any]) -> SearchRequest:
     """``search``'s options as a ``SearchRequest`` (a bad filter value is a usage error)."""
     from soundscape.search import SearchRequest
 
-    filters = build_filters(o["sensors"], o["sites"], o["quadrants"], o["time_range"],
-                            o["date_from"], o["date_to"], o["min_score"])  # fmt: skip
+    filters = o["filters"].build(o["min_score"])
     return SearchRequest(
         text=o["text"], audio=o["audio"], start_s=o["start"], end_s=o["end"], like=o["like"],
         concept=o["concept"], classifier=o["classifier"], label=o["label"],
@@ -378,7 +328,7 @@ def concepts_refresh(names, database) -> None:
     "space_name",
     help="Space to classify (default: one with a text encoder, else with labels).",
 )
-@_filter_options
+@filter_options
 @click.option(
     "--per",
     type=click.Choice(["window", "recording"], case_sensitive=False),
@@ -404,12 +354,7 @@ def classify(
     new_only,
     template,
     space_name,
-    sensors,
-    sites,
-    quadrants,
-    time_range,
-    date_from,
-    date_to,
+    filters,
     per,
     limit,
     database,
@@ -432,7 +377,7 @@ def classify(
         raise click.UsageError("give either --labels (zero-shot) or --classifier NAME")
     if classifier is None and (clf_version is not None or new_only):
         raise click.UsageError("--version/--new go with --classifier NAME")
-    filters = build_filters(sensors, sites, quadrants, time_range, date_from, date_to)
+    filters = filters.build()
     if classifier is not None:
         if space_name:
             raise click.UsageError("a classifier knows its space; leave out --space")

@@ -18,7 +18,7 @@ from soundscape.cli.base import (
     open_db,
 )
 from soundscape.cli.catalog import labels
-from soundscape.cli.search import _filter_options, build_filters
+from soundscape.cli.filters import filter_options
 from soundscape.output import emit
 
 
@@ -128,7 +128,7 @@ def species() -> None:
 
 
 @species.command("daily")
-@_filter_options
+@filter_options
 @click.option("--label", "labels_", multiple=True, help="Only this label (repeatable).")
 @click.option(
     "--source",
@@ -140,7 +140,7 @@ def species() -> None:
 @database_option
 @format_options
 def species_daily(
-    sensors, sites, quadrants, time_range, date_from, date_to, labels_, source, limit,
+    filters, labels_, source, limit,
     all_species, database, fmt,
 ) -> None:  # fmt: skip
     """Per label, sensor and local date: detections, first and last local time, best score.
@@ -156,7 +156,7 @@ def species_daily(
     """
     from soundscape import species as sp
 
-    filters = build_filters(sensors, sites, quadrants, time_range, date_from, date_to)
+    filters = filters.build()
     with open_db(database).engine.connect() as conn:
         rows = sp.species_daily(
             conn,

@@ -16,7 +16,7 @@ from soundscape.cli.base import (
     format_options,
     open_db,
 )
-from soundscape.cli.search import _filter_options, build_filters
+from soundscape.cli.filters import filter_options
 from soundscape.output import emit
 
 METRIC_COLUMNS = [
@@ -218,7 +218,7 @@ def evaluate(name, version, database, fmt) -> None:
     type=PathParam(file_okay=False, path_type=Path),
     help="Folder for the clips, spectrograms and review.txt.",
 )
-@_filter_options
+@filter_options
 @database_option
 @format_options
 def review(
@@ -230,12 +230,7 @@ def review(
     limit,
     seed,
     out_dir,
-    sensors,
-    sites,
-    quadrants,
-    time_range,
-    date_from,
-    date_to,
+    filters,
     database,
     fmt,
 ) -> None:
@@ -269,7 +264,7 @@ def review(
             strategy = "top"
         else:
             raise click.UsageError("a concept review picks its best windows: --strategy top")
-    filters = build_filters(sensors, sites, quadrants, time_range, date_from, date_to)
+    filters = filters.build()
     with open_db(database).engine.connect() as conn:
         s.check_filter_names(conn, filters)
         if classifier is not None:

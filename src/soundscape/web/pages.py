@@ -342,16 +342,17 @@ def activity(
         raise BadParameter(f"by: one of {', '.join(ACTIVITY_GROUPS)}")
     if kind in ("concept", "classifier"):
         source = "concept" if kind == "concept" else "classifier"
+        dates, params = Filters(date_from=date_from, date_to=date_to).where("d")
         rows = conn.execute(
             sa.text(
-                f"SELECT coalesce({by}, '(none)'), local_date, "
-                "extract(hour FROM local_time)::integer, count(*) FROM ranger.detections "
-                "WHERE concept = :c AND source = :s AND local_date IS NOT NULL "
-                "AND (CAST(:l AS text) IS NULL OR label = :l) "
-                "AND (CAST(:d0 AS date) IS NULL OR local_date >= :d0) "
-                "AND (CAST(:d1 AS date) IS NULL OR local_date <= :d1) GROUP BY 1, 2, 3"
+                f"SELECT coalesce(d.{by}, '(none)'), d.local_date, "
+                "extract(hour FROM d.local_time)::integer, count(*) FROM ranger.detections d "
+                "WHERE d.concept = :c AND d.source = :s AND d.local_date IS NOT NULL "
+                "AND (CAST(:l AS text) IS NULL OR d.label = :l) "
+                + "".join(f"AND {c} " for c in dates)
+                + "GROUP BY 1, 2, 3"
             ),
-            {"c": name, "s": source, "l": label, "d0": date_from, "d1": date_to},
+            {**params, "c": name, "s": source, "l": label},
         ).all()
         title = f"{kind} {name}" + (f" / {label}" if label else "")
         return _grid(title, [tuple(r) for r in rows])
