@@ -101,9 +101,10 @@ def admin_url():
 
 @pytest.fixture
 def server_base():
-    """A fresh folder (0711, outside pytest's 0700 temp tree) to hold the SOUNDSCAPE_HOME of an
-    embedded server a test starts itself; the test must stop that server."""
-    base = Path(tempfile.mkdtemp(prefix="soundscape-test-home-"))
+    """A fresh folder (0711, outside pytest's 0700 temp tree, where the session's server keeps
+    its data) to hold the SOUNDSCAPE_HOME of an embedded server a test starts itself; the test
+    must stop that server."""
+    base = Path(tempfile.mkdtemp(prefix="soundscape-test-home-", dir=_server_dir()))
     base.chmod(0o711)
     yield base
     shutil.rmtree(base, ignore_errors=True)
