@@ -161,7 +161,6 @@ def test_spaces_of_different_dimensions_coexist_with_their_own_hnsw_index(engine
         assert len(list_spaces(conn)) == 2
 
 
-@pytest.mark.slow  # starts a server of its own (initdb: ~5 s on 2 loaded cores)
 def test_embedded_server_lifecycle(server_base, monkeypatch, run_cli):
     """No URL: soundscape starts its own PostgreSQL in SOUNDSCAPE_HOME, migrates it, reuses it."""
     monkeypatch.setenv("SOUNDSCAPE_HOME", str(server_base / "home"))

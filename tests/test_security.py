@@ -54,7 +54,6 @@ def _assert_private(socket_dir: Path) -> None:
         assert st.st_uid == os.geteuid()
 
 
-@pytest.mark.slow  # starts a server of its own (initdb: ~5 s on 2 loaded cores)
 @pytest.mark.parametrize("long_path", [False, True], ids=["short-home", "long-home"])
 def test_socket_is_private_and_parents_untouched(server_base, long_path):
     home = server_base / ("h" * 90 if long_path else "home")
@@ -96,7 +95,6 @@ def test_home_the_server_user_cannot_reach_is_an_error_not_a_chmod(server_base):
     assert _modes(locked) == before
 
 
-@pytest.mark.slow  # starts a server of its own (initdb: ~5 s on 2 loaded cores)
 def test_old_trust_config_of_a_running_server_is_replaced(server_base):
     """A server started by an older soundscape (trust everywhere) is reconfigured and
     reloaded by the next command, without a restart."""

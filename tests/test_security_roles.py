@@ -80,7 +80,6 @@ def test_home_another_user_can_write_to_is_refused(server_base):
     assert not embedded_db.status(home).running
 
 
-@pytest.mark.slow  # starts a server of its own (initdb: ~5 s on 2 loaded cores)
 def test_open_socket_folder_is_refused_then_works_once_removed(server_base):
     home = server_base / "home"
     home.mkdir(mode=0o711)
@@ -97,7 +96,6 @@ def test_open_socket_folder_is_refused_then_works_once_removed(server_base):
         embedded_db.stop(home)
 
 
-@pytest.mark.slow  # starts a server of its own (initdb: ~5 s on 2 loaded cores)
 def test_running_server_in_an_open_socket_folder_is_not_used(server_base, run_cli, monkeypatch):
     """A server whose socket folder became reachable by others is refused, not connected to."""
     home = server_base / "home"
@@ -150,7 +148,6 @@ def test_socket_folder_checks_follow_links_and_parents(server_base):
     embedded_db.check_socket_dir(shared / "run")
 
 
-@pytest.mark.slow  # starts a server of its own (initdb: ~5 s on 2 loaded cores)
 def test_stale_short_socket_folder_is_removed_after_kill_9(server_base):
     home = server_base / ("h" * 90)  # too long for a socket path: a short folder under /tmp
     try:
