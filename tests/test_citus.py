@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from soundscape import cluster
 
 from . import reserve
-from .conftest import SHARED_AUDIO
+from .conftest import SHARED_AUDIO, server_dir
 from .reserve import EXAMPLES
 
 MISSING = cluster.citus_missing()
@@ -53,7 +53,7 @@ QUEUED = [
 @pytest.fixture(scope="module")
 def citus():
     """A coordinator and two workers on free ports (never 9700: a developer's cluster)."""
-    base = Path(tempfile.mkdtemp(prefix="soundscape-citus-"))
+    base = Path(tempfile.mkdtemp(prefix="soundscape-citus-", dir=server_dir()))
     base.chmod(0o711)
     c = cluster.LocalCluster(base / "cluster", workers=2, port=cluster.free_port_range(3))
     try:

@@ -362,6 +362,8 @@ def test_switching_compact_halfvec_compact(compact_db, module_db_url, run_cli, m
         ).scalar()
         return kind, has_fn, has_center
 
+    # the halfvec index between is dropped again: built as lightly as pgvector's default
+    monkeypatch.setattr(spaces, "HNSW_EF_CONSTRUCTION", 64)
     with engine.begin() as conn:
         half, _ = set_index_type(conn, space, "halfvec")
         assert state(conn) == ("halfvec", False, False)
