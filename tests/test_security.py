@@ -200,7 +200,7 @@ def test_reader_cannot_call_internal_or_writing_functions(reader, engine):
             assert allowed.fetchone()[0] is False, sig
         assert conn.execute(
             "SELECT has_function_privilege('ranger.search(text, integer, text, text, text, "
-            "time, time, date, date)', 'EXECUTE')"
+            "time, time, date, date, jsonb)', 'EXECUTE')"
         ).fetchone()[0]
 
 
