@@ -265,6 +265,9 @@ class Stats:
     web_misses: int = 0
     exact_agree: int = 0
     compared: int = 0
+    #: SQL answers that missed exact rows: when, strategy, space, and the space's recall
+    #: guard at that moment (ranger.index_recall), up to 100
+    miss_log: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Soak:
@@ -967,21 +970,54 @@ class Soak:
                 self.stats.sql_queries += 1
                 self.stats.sql_ms.append(ms)
                 self.stats.compared += 1
-            self.compare(rows, ex, strategy)
+            if self.compare(rows, ex, strategy):
+                self.log_miss(space, strategy, rows, ex)
             self.verify_rows(rows, vector, space, want_sensor, exclude=seg)
         if conn is not None:
             conn.close()
 
+    def log_miss(
+        self, space: int, strategy: str, got: list[tuple[int, float]],
+        exact: list[tuple[int, float]],
+    ) -> None:  # fmt: skip
+        """Record a missing answer with the space's recall guard as it stands now."""
+        if len(self.stats.miss_log) >= 100:
+            return
+        entry: dict[str, Any] = {
+            "at_s": round(self.elapsed(), 1), "space": space, "strategy": strategy,
+            "missed": len(self.missed(got, exact, 10)),
+        }  # fmt: skip
+        try:
+            with self.admin() as conn:
+                row = conn.execute(
+                    "SELECT checked_at, n_windows, recall, guard, guard_ef "
+                    "FROM ranger.index_recall(%s)",
+                    (space,),
+                ).fetchone()
+                n = conn.execute(
+                    "SELECT count(*) FROM segments WHERE space_id = %s", (space,)
+                ).fetchone()
+            entry["windows_now"] = int(n[0]) if n else None
+            if row is not None:
+                entry.update(
+                    checked_at=str(row[0]), checked_windows=row[1], recall=row[2],
+                    guard=row[3], guard_ef=row[4],
+                )  # fmt: skip
+        except psycopg.Error as exc:
+            entry["guard_unknown"] = type(exc).__name__
+        with self.lock:
+            self.stats.miss_log.append(entry)
+
     def compare(
         self, got: list[tuple[int, float]], exact: list[tuple[int, float]], strategy: str
-    ) -> None:
+    ) -> bool:
         """An answer against the exact one of the same snapshot: a row scoring above exact's
         best, or fewer rows than exact found, is wrong; a better exact row not returned is a
         miss (an index's recall)."""
         if not exact:
             if got:
                 self.wrong("rows where exact finds none", strategy=strategy, got=got[:3])
-            return
+            return False
         best = exact[0][1]
         for seg, score in got:
             if score > best + SCORE_EPS:
@@ -995,6 +1031,7 @@ class Soak:
             self.stats.miss_histogram[key] = self.stats.miss_histogram.get(key, 0) + 1
             if not missed and {round(sc, 3) for _, sc in got} == {round(sc, 3) for _, sc in exact}:
                 self.stats.exact_agree += 1
+        return bool(missed)
 
     def reader_url(self) -> str:
         if self.cluster is not None:
@@ -1236,6 +1273,7 @@ class Soak:
                 "sql_same_as_exact": s.exact_agree,
                 "misses": s.misses,
                 "sql_answers_by_misses": s.miss_histogram,
+                "sql_misses_with_guard": s.miss_log,
                 "web_compared_with_exact_before": s.web_compared,
                 "web_misses": s.web_misses,
                 "unavailable_during_faults": s.unavailable,
