@@ -25,9 +25,11 @@ class Cut(Exception):
 
 
 def _clip(seconds: int) -> Path:
+    """The first ``seconds`` of the Xeno-canto soundscape (90 s long), looped if longer."""
     audio, rate = sf.read(SHARED_AUDIO / "soundscapes" / "xc563936.mp3", dtype="float32")
+    audio = np.tile(audio, (rate * seconds) // len(audio) + 1)[: rate * seconds]
     path = Path(tempfile.mkdtemp(prefix="checkpoint-clip-")) / "clip.wav"
-    sf.write(path, audio[: rate * seconds], rate)
+    sf.write(path, audio, rate)
     return path
 
 
@@ -60,7 +62,7 @@ def _count(engine) -> int:
 
 def test_an_interrupted_ingest_resumes_from_its_checkpoints(engine, run_cli, cli_env, monkeypatch):
     assert run_cli("sensors", "add", "s1").exit_code == 0
-    clip = _clip(90)  # 36 BirdNET windows: 3 batches (16, 16, 4)
+    clip = _clip(90)  # 45 BirdNET windows (3 s, hop 2 s): 3 batches (16, 16, 13)
     monkeypatch.setattr(checkpoints, "EVERY_S", 0.0)  # a checkpoint after every batch
 
     first = Ingestor(engine, "s1", ["birdnet"])
@@ -91,8 +93,8 @@ def test_an_interrupted_ingest_resumes_from_its_checkpoints(engine, run_cli, cli
     monkeypatch.setattr(model, "embed_audio_and_scores", counting)
     r = again.ingest_file(clip)
     assert r.status == "stored", r.reason
-    assert r.segments == {"birdnet": 36}
-    assert r.resumed == 32 and sum(embedded) == 4  # only the last batch ran the model
+    assert r.segments == {"birdnet": 45}
+    assert r.resumed == 32 and sum(embedded) == 13  # only the last batch ran the model
     assert _count(engine) == 0  # stored: its checkpoints went with the commit
     resumed = _stored(engine, r.recording_id)
 
@@ -101,7 +103,7 @@ def test_an_interrupted_ingest_resumes_from_its_checkpoints(engine, run_cli, cli
     fresh = Ingestor(engine, "s1", ["birdnet"], replace=True).ingest_file(clip)
     assert fresh.status == "stored" and fresh.resumed == 0
     scratch = _stored(engine, fresh.recording_id)
-    assert resumed[0].keys() == scratch[0].keys() and len(resumed[0]) == 36
+    assert resumed[0].keys() == scratch[0].keys() and len(resumed[0]) == 45
     for start, vec in scratch[0].items():
         np.testing.assert_allclose(resumed[0][start], vec, atol=1e-6)
     assert resumed[1] == scratch[1] and resumed[1]
@@ -145,3 +147,39 @@ def test_top_k_is_the_class_scores_ingest_keeps(k):
         keep = val[row] >= 0.05
         np.testing.assert_array_equal(idx[row][keep], want_idx)
         np.testing.assert_array_equal(val[row][keep], want_val)
+
+
+def test_a_worker_s_checkpoints_do_not_mark_its_job_done(
+    engine, db_url, run_cli, cli_env, monkeypatch
+):
+    """Found by the hour-long soak: checkpoints were committed on the worker's ingest engine,
+    where every commit is the job's fenced "done": the first checkpoint marked the job done,
+    the heartbeat then saw the job gone ("taken over by another worker"), the file's own
+    transaction rolled back, and the file was lost with its job done. Checkpoints now commit
+    on an engine of their own."""
+    from soundscape.worker import Worker, WorkerOptions
+
+    assert run_cli("sensors", "add", "s1").exit_code == 0
+    clip = _clip(300)  # 150 BirdNET windows: 10 batches, each checkpointed
+    monkeypatch.setattr(checkpoints, "EVERY_S", 0.0)
+    r = run_cli("enqueue", str(clip), "-s", "s1", "-m", "birdnet", "--json")
+    assert r.exit_code == 0, r.output
+    # a short lease: the heartbeat looks at the job every 0.5 s while the file is embedded
+    worker = Worker(db_url, WorkerOptions(lease_s=1.5, backoff_s=0.1, max_attempts=1))
+    try:
+        job = worker.claim_next()
+        assert job is not None
+        assert worker.process(job) == "done"
+    finally:
+        worker.close()
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.text("SELECT status, result FROM jobs WHERE id = :i"), {"i": job.id}
+        ).one()
+        stored = conn.execute(
+            sa.text("SELECT count(*) FROM segments g JOIN recordings r ON r.id = g.recording_id "
+                    "WHERE r.sha256 IS NOT NULL")
+        ).scalar()  # fmt: skip
+    assert row.status == "done" and row.result is not None and row.result["status"] == "stored"
+    assert stored == row.result["segments"]["birdnet"] == 150
+    assert _count(engine) == 0

@@ -413,6 +413,9 @@ class Ingestor:
         if not models:
             raise SoundscapeError("no model given; use --model, e.g. --model birdnet")
         self.engine = engine
+        #: writes outside a file's transaction (checkpoints) go here; the worker gives an
+        #: engine of their own, as every commit on its ingest engine marks the job done
+        self.side_engine = engine
         self.replace = replace
         self.allow_truncated = allow_truncated
         self.record_errors = record_errors
@@ -557,7 +560,7 @@ class Ingestor:
                     return FileResult(str(f.path), "skipped", reason, rec_id, f.info.duration_s)
             recording = Recording(
                 rec_id, self.sensor.id, self.tz, f.source, started_at, self.allow_truncated,
-                sha256=f.digest,
+                sha256=f.digest, side_engine=self.side_engine,
             )  # fmt: skip
             result = FileResult(str(f.path), "stored", recording_id=rec_id)
             for i, target in enumerate(todo):

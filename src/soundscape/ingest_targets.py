@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from soundscape.audio import Source, WindowBatch, WindowStream
 from soundscape.checkpoints import Batch, Checkpoints, top_k
@@ -63,6 +63,10 @@ class Recording:
     allow_truncated: bool = False
     #: the file's SHA-256: the key of its checkpoints (None: no checkpoints)
     sha256: str | None = None
+    #: where checkpoints are written, outside the recording's transaction: never an engine
+    #: whose commits mean something else (the worker's ingest engine marks its job done on
+    #: every commit), so the ingest passes its own ``side_engine``
+    side_engine: Engine | None = None
 
     def times(self, offsets: np.ndarray | list[float]) -> list[tuple]:
         """(absolute, local date, local time) of these offsets (all None without a start)."""
@@ -196,8 +200,8 @@ class SegmentWriter:
         self.n = 0
         self.covered = 0.0
         self.checkpoints = (
-            Checkpoints(conn.engine, recording.sha256, space.id).open()
-            if recording.sha256 is not None
+            Checkpoints(recording.side_engine, recording.sha256, space.id).open()
+            if recording.sha256 is not None and recording.side_engine is not None
             else None
         )
 

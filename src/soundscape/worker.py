@@ -331,8 +331,9 @@ class _Ingestors:
     """One ingestor per job configuration on the ingest engine, one model instance per model
     in this process, whatever the sensor or window (weights load lazily, on first use)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, side_engine: Engine) -> None:
         self.engine = engine
+        self.side_engine = side_engine
         self._by_config: dict[jobs.JobConfig, Ingestor] = {}
         self._models: dict[tuple[str, str], Any] = {}
 
@@ -351,6 +352,7 @@ class _Ingestors:
             record_errors=False,  # a failure is recorded once, when the job fails for good
             allow_gaps=True,  # checked when the job was queued (jobs.validate)
         )
+        ingestor.side_engine = self.side_engine
         # the new ingestor's own model instances are never loaded (lazy weights)
         for target in ingestor.spaces:
             key = (target.space.model, json.dumps(target.space.params, sort_keys=True))
@@ -371,8 +373,12 @@ class _Processing:
         self.stopping = stopping
         self.ingest_engine = _engine(url, identity, 1)
         self.heartbeat_engine = _engine(url, identity, 1)
+        # checkpoints of a file commit beside its transaction: never on the ingest engine,
+        # where every commit is the job's fenced "done" (a checkpoint there marked the job
+        # done and lost the file: found by the hour-long soak)
+        self.side_engine = _engine(url, identity, 1)
         event.listen(self.ingest_engine, "commit", self._on_commit)
-        self.ingestors = _Ingestors(self.ingest_engine)
+        self.ingestors = _Ingestors(self.ingest_engine, self.side_engine)
         self._armed: _Armed | None = None
 
     def _on_commit(self, conn: Any) -> None:
@@ -449,7 +455,7 @@ class _Processing:
             self._armed, ingestor.on_batch = None, None
 
     def close(self) -> None:
-        for engine in (self.ingest_engine, self.heartbeat_engine):
+        for engine in (self.ingest_engine, self.heartbeat_engine, self.side_engine):
             engine.dispose()
 
 
