@@ -45,8 +45,13 @@ def _soak(tmp_path, *args: str, timeout: float) -> dict:
 
 
 def test_soak_one_hour(tmp_path):
-    """An hour of audio (3 sensors, files of 5-15 min) under a fault a minute on average."""
-    report = _soak(tmp_path, "--hours", "1", "--file-minutes", "5-15", timeout=3 * 3600)
+    """An hour of audio (3 sensors, files of 5-15 min) dropped over 10 minutes, every fault
+    kind first, then a fault a minute on average until the queue is empty."""
+    report = _soak(
+        tmp_path, "--hours", "1", "--file-minutes", "5-15", "--drop-minutes", "10",
+        "--faults", "bad_files,kill_worker,disk_full,db_restart,postmaster_kill9",
+        timeout=3 * 3600,
+    )  # fmt: skip
     assert report["ledger"]["good_audio_h"] >= 0.99
     assert {"kill_worker", "db_restart", "postmaster_kill9", "bad_files"} <= set(
         report["fault_counts"]
