@@ -27,6 +27,8 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from soundscape.embedders.scores import top_k as scores_top_k
+
 log = logging.getLogger(__name__)
 
 #: commit the outputs gathered since the last commit this often (seconds of model time): a
@@ -164,12 +166,10 @@ def _row(sha256: str, space_id: int, b: Batch) -> dict:
 
 
 def top_k(scores: np.ndarray, k: int) -> Scores:
-    """Each row's ``k`` best class indices and scores, best first (equal scores by class
-    index), as fixed-size arrays: what a checkpoint keeps of a model's class scores."""
-    k = min(k, scores.shape[1])
-    order = np.lexsort((np.broadcast_to(np.arange(scores.shape[1]), scores.shape), -scores))
-    idx = order[:, :k].astype(np.int32)
-    return idx, np.take_along_axis(scores, idx, axis=1).astype(np.float32)
+    """What a checkpoint keeps of a model's class scores: ``embedders.scores.top_k`` as int32
+    indices and float32 scores."""
+    idx, val = scores_top_k(scores, k)
+    return idx.astype(np.int32), val.astype(np.float32)
 
 
 def clear(conn: Connection, sha256: str) -> None:
