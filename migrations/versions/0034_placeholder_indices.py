@@ -1,0 +1,19 @@
+"""Placeholder (issue 25 acoustic indices); filled by the helper that owns it.
+
+Revision ID: 0034
+Revises: 0033
+Create Date: 2026-12-08
+"""
+
+revision = "0034"
+down_revision = "0033"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
