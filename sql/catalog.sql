@@ -1,13 +1,16 @@
 -- The catalog family of the `ranger` schema (current definitions; see sql/README.md): the
 -- schema itself, the overview of recordings and the files that failed to ingest, the spaces,
 -- their labels and the windows' vectors (the ids and vectors the search functions take).
--- Applied by migrations 0001, 0010 and 0015. Applied first (by 0001): only 0001's tables and
--- columns here.
+-- Applied by migrations 0001, 0010, 0015, 0022 and 0032. Applied first (by 0001): only 0001's
+-- tables and columns here.
 -- The `ranger` schema is what a BI tool (or a person with psql) reads. Views only depend on the
 -- tables, so they can be replaced by later migrations without touching data.
 CREATE SCHEMA IF NOT EXISTS ranger;
 
--- One row per recording: where and when it was made, how long, which spaces embedded it.
+-- One row per recording: where and when it was made, how long, which spaces embedded it; what
+-- the file's own GUANO metadata says (read at ingest into recordings.metadata, migration 0032):
+-- the recorder's make, model and serial, the file's position (NULL without GUANO: the
+-- sensor's is in ranger.sensors) and the whole GUANO block as JSON ({"Key": "text", ...}).
 CREATE OR REPLACE VIEW ranger.recordings AS
 SELECT r.id                                   AS recording_id,
        s.name                                 AS sensor,
@@ -26,7 +29,13 @@ SELECT r.id                                   AS recording_id,
                    FROM recording_spaces rs JOIN spaces sp ON sp.id = rs.space_id
                   WHERE rs.recording_id = r.id), '') AS spaces,
        coalesce((SELECT sum(rs.n_segments) FROM recording_spaces rs
-                  WHERE rs.recording_id = r.id), 0)  AS n_segments
+                  WHERE rs.recording_id = r.id), 0)  AS n_segments,
+       r.metadata -> 'device' ->> 'make'     AS device_make,
+       r.metadata -> 'device' ->> 'model'    AS device_model,
+       r.metadata -> 'device' ->> 'serial'   AS device_serial,
+       (r.metadata -> 'position' ->> 'latitude')::double precision  AS latitude,
+       (r.metadata -> 'position' ->> 'longitude')::double precision AS longitude,
+       r.metadata -> 'guano'                 AS guano
   FROM recordings r
   JOIN sensors s ON s.id = r.sensor_id;
 

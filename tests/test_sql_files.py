@@ -21,7 +21,7 @@ from soundscape.resources import read_sql, sql_dir
 # have the old definitions. Add a migration that re-applies the file (sql/README.md), then
 # record the new hash and that migration here.
 FINGERPRINTS = {
-    "catalog.sql": ("0022", "6bb74a113158"),
+    "catalog.sql": ("0032", "f351a641a1a9"),
     "search.sql": ("0028", "ac80e80907e6"),
     "analytics.sql": ("0027", "929bfc3fe3bf"),
     "classify.sql": ("0028", "2cdc2338463a"),

@@ -14,6 +14,7 @@ import errno
 import hashlib
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -40,6 +41,7 @@ from soundscape.errors import (
     SoundscapeError,
     StoredFileChanged,
 )
+from soundscape.formats.guano import read_guano
 from soundscape.ingest_targets import (  # noqa: F401 - SEGMENT_* for bulk loaders
     SEGMENT_COPY,
     SEGMENT_TYPES,
@@ -546,8 +548,18 @@ class Ingestor:
         self, f: _File, start_time: datetime | None, on_progress: Callable[[float], None] | None
     ) -> FileResult:
         """Store the file's recording and what each target needs of it, in one transaction."""
-        started = start_time if start_time is not None else parse_start_time(f.path.name)
+        guano = read_guano(f.source)
+        notes = list(guano.warnings) if guano is not None else []
+        if start_time is not None:  # --start-time, then GUANO's Timestamp, then the file name
+            started: datetime | None = start_time
+        elif guano is not None and guano.timestamp is not None:
+            started = guano.timestamp
+        else:
+            started = parse_start_time(f.path.name)
         started_at = localize(started, self.tz) if started is not None else None
+        if guano is not None and guano.position is not None:
+            with self.side_engine.begin() as conn:
+                notes += _place_sensor(conn, self.sensor, *guano.position)
         with self.engine.begin() as conn:
             register_vector(conn)
             rec_id, rec = _claim(conn, self.sensor, f, started_at)
@@ -563,6 +575,14 @@ class Ingestor:
                 sha256=f.digest, side_engine=self.side_engine,
             )  # fmt: skip
             result = FileResult(str(f.path), "stored", recording_id=rec_id)
+            if guano is not None and guano.fields:
+                conn.execute(
+                    sa.text(
+                        "UPDATE recordings SET metadata = metadata || CAST(:m AS jsonb) "
+                        "WHERE id = :r"
+                    ),
+                    {"m": json.dumps(guano.metadata()), "r": rec_id},
+                )
             for i, target in enumerate(todo):
                 # Progress is reported by the first target only, so the bar counts audio once.
                 stored = store(conn, target, recording, on_progress if i == 0 else None,
@@ -572,6 +592,8 @@ class Ingestor:
                 result.warning = result.warning or stored.truncated
                 result.resumed += stored.reused
             _seal(conn, f, result)
+        if notes:  # after _seal, which marks only truncation in the metadata
+            result.warning = "; ".join([*filter(None, [result.warning]), *notes])
         return result
 
     def _todo(
@@ -655,6 +677,51 @@ class Ingestor:
 
 
 # -- the recording's rows ------------------------------------------------------------------
+#: how far (km) a file's GUANO position may be from its sensor's before ingest warns
+POSITION_CONFLICT_KM = 0.2
+
+
+def _distance_km(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Great-circle distance between two (latitude, longitude) in degrees (haversine)."""
+    (la1, lo1), (la2, lo2) = (tuple(math.radians(v) for v in p) for p in (a, b))
+    h = (
+        math.sin((la2 - la1) / 2) ** 2
+        + math.cos(la1) * math.cos(la2) * math.sin((lo2 - lo1) / 2) ** 2
+    )
+    return 2 * 6371.0088 * math.asin(min(1.0, math.sqrt(h)))
+
+
+def _place_sensor(conn: Connection, sensor: Sensor, lat: float, lon: float) -> list[str]:
+    """A file's GUANO position: the sensor's if it has none (and BirdNET's location filter
+    follows, ``occurrence.sensor_changed``); a warning if the sensor is elsewhere."""
+    row = conn.execute(
+        sa.text(
+            "UPDATE sensors SET latitude = :lat, longitude = :lon WHERE id = :s "
+            "AND latitude IS NULL AND longitude IS NULL RETURNING id"
+        ),
+        {"lat": lat, "lon": lon, "s": sensor.id},
+    ).fetchone()
+    if row is not None:
+        from soundscape.occurrence import sensor_changed
+
+        sensor_changed(conn, sensor.id, lat, lon)
+        return []
+    known = conn.execute(
+        sa.text("SELECT latitude, longitude FROM sensors WHERE id = :s"), {"s": sensor.id}
+    ).fetchone()
+    if known is None or known.latitude is None or known.longitude is None:
+        return []
+    away = _distance_km((known.latitude, known.longitude), (lat, lon))
+    if away <= POSITION_CONFLICT_KM:
+        return []
+    return [
+        f"its GUANO Loc Position ({lat:g} {lon:g}) is {away:.1f} km from sensor "
+        f"{sensor.name!r} ({known.latitude:g} {known.longitude:g}); the recording keeps its "
+        "own, the sensor keeps its (check that the file is this sensor's; `soundscape sensors "
+        "add --update` changes a sensor's position)"
+    ]
+
+
 def _claim(
     conn: Connection, sensor: Sensor, f: _File, started_at: datetime | None
 ) -> tuple[int, Any]:

@@ -113,7 +113,8 @@ class _Progress:
 )
 @click.option(
     "--start-time",
-    help="Recording start, ISO 8601 (one file only; default: parsed from the file name).",
+    help="Recording start, ISO 8601 (one file only; default: the WAV's GUANO Timestamp, else "
+    "parsed from the file name).",
 )
 @click.option(
     "--allow-gaps",
