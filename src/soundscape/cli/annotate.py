@@ -300,9 +300,10 @@ def annotate_import(
 @click.option(
     "--format",
     "file_format",
-    type=click.Choice(list(tables.FORMATS), case_sensitive=False),
+    type=click.Choice(list(tables.EXPORT_FORMATS), case_sensitive=False),
     required=True,
-    help="raven/audacity: one file per recording; csv: one annotations.csv.",
+    help="raven/audacity: one file per recording; csv: one annotations.csv; kaleidoscope: "
+    "one id.csv (MANUAL ID); birdnet-csv: BirdNET-Analyzer's CSV (verdict yes only).",
 )
 @click.argument("folder", type=PathParam(file_okay=False, path_type=Path))
 @filter_options
@@ -319,7 +320,8 @@ def annotate_export(
     source,
     database,
 ) -> None:
-    """Write annotations into FOLDER as Raven tables, Audacity label tracks or CSV."""
+    """Write annotations into FOLDER as Raven tables, Audacity label tracks, CSV, or the
+    detection tables of Kaleidoscope (id.csv) and BirdNET-Analyzer (CSV results)."""
     filters = filters.build()
     with open_db(database).engine.connect() as conn:
         result = tables.export(

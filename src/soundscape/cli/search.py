@@ -69,6 +69,43 @@ def usage_errors() -> Iterator[None]:
         raise click.UsageError(str(exc)) from exc
 
 
+def table_options(f):
+    """``--kaleidoscope DIR`` and ``--birdnet-csv DIR``: the rows as those tools' tables."""
+    f = click.option(
+        "--birdnet-csv",
+        "birdnet_dir",
+        type=PathParam(file_okay=False, writable=True, path_type=Path),
+        help="Write BirdNET-Analyzer CSV results (<stem>.BirdNET.results.csv per recording, "
+        "BirdNET_CombinedTable.csv) into this folder.",
+    )(f)
+    return click.option(
+        "--kaleidoscope",
+        "kaleidoscope_dir",
+        type=PathParam(file_okay=False, writable=True, path_type=Path),
+        help="Write a Kaleidoscope id.csv (AUTO ID* per row) into this folder.",
+    )(f)
+
+
+def write_tables(
+    detections: list[Any],
+    kaleidoscope_dir: Path | None,
+    birdnet_dir: Path | None,
+    scientific: dict[str, str] | None = None,
+) -> None:
+    """``--kaleidoscope``, ``--birdnet-csv``: write ``detections`` (formats.rows.Detection)."""
+    from soundscape.formats import birdnet_csv, kaleidoscope
+
+    if kaleidoscope_dir is not None:
+        target = kaleidoscope.write(detections, kaleidoscope_dir)
+        echo_err(f"wrote {len(detections)} row(s) to {target}")
+    if birdnet_dir is not None:
+        result = birdnet_csv.write(detections, birdnet_dir, scientific)
+        echo_err(
+            f"wrote {len(detections)} row(s) to {len(result.written)} BirdNET CSV file(s) in "
+            f"{birdnet_dir}"
+        )
+
+
 @cli.command()
 @click.argument("text", required=False)
 @_example_options
@@ -119,6 +156,7 @@ def usage_errors() -> Iterator[None]:
     type=PathParam(file_okay=False, writable=True, path_type=Path),
     help="Write an Audacity label track per recording (<stem>.txt) into this folder.",
 )
+@table_options
 @click.option(
     "--strategy",
     type=click.Choice(["auto", "hnsw", "exact"], case_sensitive=False),
@@ -130,7 +168,9 @@ def usage_errors() -> Iterator[None]:
 @weights_option
 @database_option
 @format_options
-def search(database, fmt, export_dir, raven_dir, audacity_dir, **options) -> None:
+def search(
+    database, fmt, export_dir, raven_dir, audacity_dir, kaleidoscope_dir, birdnet_dir, **options
+) -> None:
     """Search windows by TEXT, an audio example, a stored window or a concept; or what was
     said (--said, in transcribed speech: `ingest --model whisper`).
 
@@ -141,11 +181,14 @@ def search(database, fmt, export_dir, raven_dir, audacity_dir, **options) -> Non
       soundscape search --like 1234 --site "North Marsh" --json
       soundscape search --classifier saws --label saw --events --raven review/
       soundscape search junco --events --audacity labels/
+      soundscape search --label "Barred Owl" --kaleidoscope kpro/ --birdnet-csv bn/
       soundscape search --said '"interest rates" -mortgage' --time 06:00-09:00
       soundscape search --speaker guest --events
       soundscape search --voice caller.wav --start 2 --end 8
     """
     from soundscape import search as s
+    from soundscape.formats.birdnet_csv import scientific_names
+    from soundscape.formats.rows import Detection
     from soundscape.media_files import stored_files
     from soundscape.speech import said_rows
 
@@ -156,6 +199,11 @@ def search(database, fmt, export_dir, raven_dir, audacity_dir, **options) -> Non
             found = s.search(conn, request)
             # clips are read by the recordings' stored identity (media_files.open_stored)
             stored = stored_files(conn, [h.recording_id for h in found.hits])
+            names = (
+                scientific_names(conn, found.space.id)
+                if birdnet_dir is not None and not found.is_speech
+                else {}
+            )
     if found.is_speech:
         echo_err(f"searching what was said: {found.said!r}")
     else:
@@ -163,6 +211,9 @@ def search(database, fmt, export_dir, raven_dir, audacity_dir, **options) -> Non
     if found.guard:
         echo_err(f"note: {found.guard}")
     _write_files(found, stored, export_dir, raven_dir, audacity_dir)
+    label = found.said if found.said is not None else found.description
+    write_tables([Detection.from_hit(h, label) for h in found.hits], kaleidoscope_dir,
+                 birdnet_dir, names)  # fmt: skip
     clips, full = export_dir is not None, fmt != "table"
     if found.is_speech:
         rows, columns = said_rows(found.hits, events=found.events, clips=clips, full=full)
@@ -344,6 +395,7 @@ def concepts_refresh(names, database) -> None:
     show_default=True,
     help="Rows to print (0: all); every window's result is stored anyway.",
 )
+@table_options
 @weights_option
 @database_option
 @format_options
@@ -357,6 +409,8 @@ def classify(
     filters,
     per,
     limit,
+    kaleidoscope_dir,
+    birdnet_dir,
     database,
     fmt,
 ) -> None:
@@ -369,6 +423,8 @@ def classify(
     (SELECT * FROM ranger.classifier_detections); --new skips windows already scored.
     """
     from soundscape import search as s
+    from soundscape.formats.birdnet_csv import scientific_names
+    from soundscape.formats.rows import Detection
     from soundscape.spaces import pick_space
     from soundscape.zeroshot import classify as run_classify
     from soundscape.zeroshot import parse_labels
@@ -381,6 +437,11 @@ def classify(
     if classifier is not None:
         if space_name:
             raise click.UsageError("a classifier knows its space; leave out --space")
+        if kaleidoscope_dir is not None or birdnet_dir is not None:
+            raise click.UsageError(
+                "--kaleidoscope/--birdnet-csv write zero-shot results (--labels); a "
+                "classifier's detections: `search --classifier NAME --label L --kaleidoscope DIR`"
+            )
         _classify_with(classifier, clf_version, new_only, filters, database, fmt)
         return
     labels = parse_labels(labels_text)
@@ -389,6 +450,7 @@ def classify(
         s.check_filter_names(conn, filters)
         space = pick_space(conn, space_name, purpose="text")
         run = run_classify(conn, space, labels, filters, template=template)
+        names = scientific_names(conn, space.id) if birdnet_dir is not None else {}
     items = run.windows if per == "window" else run.recordings
     echo_err(
         f"space {space.name}: classified {len(run.windows)} window(s) of "
@@ -405,6 +467,9 @@ def classify(
         if per == "window"
         else ["recording_id", "label", "score", "windows", "sensor", "local", "path"]
     )
+    # the tables hold every window (or recording) classified, not only the rows shown
+    write_tables([Detection.from_classified(i) for i in items], kaleidoscope_dir, birdnet_dir,
+                 names)  # fmt: skip
     emit([i.as_row() for i in shown], fmt, columns)
 
 

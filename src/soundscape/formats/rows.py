@@ -8,13 +8,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path, PurePath
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from soundscape.annotations import Recording
+from soundscape.annotations import Annotation, Recording
 from soundscape.errors import AnnotationError
 from soundscape.output import spreadsheet_safe
 from soundscape.results import Hit
@@ -231,3 +232,36 @@ class Recordings:
             return self._unique(matches, f"file name {stem!r} (from {table.name!r})")
         except AnnotationError as exc:
             raise AnnotationError(f"{exc}; or give --recording ID") from None
+
+
+# ------------------------------------------------------------------------------- detections
+@dataclass
+class Detection:
+    """One row of a detection table (Kaleidoscope, BirdNET-Analyzer): a span of a file, what
+    was detected there and how sure, its local start; ``manual`` is a person's label (an
+    annotation with verdict yes), which those tools keep apart from the automatic one."""
+
+    path: str
+    start_s: float
+    end_s: float
+    label: str
+    score: float | None
+    local: datetime | None
+    manual: str | None = None
+
+    @classmethod
+    def from_hit(cls, hit: Hit, label: str) -> Detection:
+        """A search hit: its class (label queries) or ``label``, its score."""
+        return cls(hit.path, hit.start_s, hit.end_s, hit.label or label, hit.score, hit.local)
+
+    @classmethod
+    def from_classified(cls, c: Any) -> Detection:
+        """A zero-shot result (``zeroshot.Classified``: a window, or a recording's span)."""
+        local = datetime.fromisoformat(c.local) if c.local else None
+        return cls(c.path, c.start_s, c.end_s, c.label, c.score, local)
+
+    @classmethod
+    def from_annotation(cls, a: Annotation) -> Detection:
+        """An annotation: a person's label (verdict yes; else empty), no score."""
+        manual = a.label if a.verdict == "yes" else ""
+        return cls(a.path, a.start_s, a.end_s, a.label, None, a.local, manual=manual)

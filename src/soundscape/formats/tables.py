@@ -23,11 +23,15 @@ from soundscape.annotations import (
     store_imported,
 )
 from soundscape.errors import AnnotationError, AnnotationImportError
-from soundscape.formats import audacity, csv, raven
-from soundscape.formats.rows import ExportResult, Problems, Recordings, Row, slug
+from soundscape.formats import audacity, birdnet_csv, csv, kaleidoscope, raven
+from soundscape.formats.birdnet_csv import scientific_names
+from soundscape.formats.rows import Detection, ExportResult, Problems, Recordings, Row, slug
 from soundscape.queries import Filters
 
 FORMATS = ("raven", "audacity", "csv")
+#: what ``export`` writes besides: detection tables of Kaleidoscope and BirdNET-Analyzer
+#: (formats.kaleidoscope, formats.birdnet_csv), which import does not read
+EXPORT_FORMATS = (*FORMATS, "kaleidoscope", "birdnet-csv")
 
 #: Most bad rows listed in one error message (the count says how many there were).
 _MAX_PROBLEMS_SHOWN = 20
@@ -262,15 +266,27 @@ def export(
       after the label for those verdicts and a ``\\<TAB>low<TAB>high`` line for a band. It
       carries no author or note;
     - ``csv``: one ``annotations.csv`` with a header (path, start_s, end_s, label, verdict,
-      author, note, low_hz, high_hz, then place and ids, which import ignores).
+      author, note, low_hz, high_hz, then place and ids, which import ignores);
+    - ``kaleidoscope``: one ``id.csv``, the label as ``MANUAL ID`` (verdict yes only);
+    - ``birdnet-csv``: BirdNET-Analyzer's CSV results per recording and combined, confidence
+      1.0 (verdict yes only). Import reads neither of the last two.
 
     Importing what was exported gives back the same annotations (what the format carries).
     """
-    _check_format(fmt)
+    if fmt not in EXPORT_FORMATS:
+        raise AnnotationError(f"unknown format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
     folder = Path(folder)
     annotations = list_annotations(conn, filters, **selection)
     out = ExportResult(annotations=len(annotations))
     folder.mkdir(parents=True, exist_ok=True)
+    if fmt in ("kaleidoscope", "birdnet-csv"):  # a person's yes is a detection; no is none
+        found = [Detection.from_annotation(a) for a in annotations if a.verdict == "yes"]
+        out.annotations = len(found)
+        if fmt == "kaleidoscope":
+            out.written.append(kaleidoscope.write(found, folder))
+        else:
+            out.written += birdnet_csv.write(found, folder, scientific_names(conn)).written
+        return out
     if fmt == "csv":
         out.written.append(csv.write_annotations(annotations, folder))
         return out
