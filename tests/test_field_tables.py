@@ -134,3 +134,45 @@ def test_writers_keep_the_shape_with_awkward_cells(tmp_path):
     (row,) = read_csv(out.written[1])
     assert row["Common name"] == row["Scientific name"] == "'=cmd, evil"
     assert row["Start (s)"] == "0.0" and row["File"] == "/x/y/a,b.wav"
+
+
+# ------------------------------------------------------------------------------ species list
+def test_species_list_like_birdnet_analyzer(run, tmp_path):
+    """BirdNET-Analyzer's species list for a place and week: its file (``Scientific
+    name_Common name`` per line, most likely first), the same classes soundscape stores for a
+    sensor there (``labels occurrence``)."""
+    rows = run.json("species", "list", "--lat", "52.52", "--lon", "13.40", "--week", "20",
+                    "-o", tmp_path)  # fmt: skip
+    lines = (tmp_path / "species_list.txt").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == len(rows) > 20
+    assert lines == [f"{r['scientific']}_{r['common']}" for r in rows]
+    assert "Turdus merula_Eurasian Blackbird" in lines
+    probs = [r["probability"] for r in rows]
+    assert probs == sorted(probs, reverse=True) and min(probs) >= 0.03
+
+    run("sensors", "add", "berlin", "--lat", "52.52", "--lon", "13.40", "--timezone", "UTC")
+    stored = run.json("labels", "occurrence", "-s", "berlin", "--week", "20")
+    species = {r["scientific"] for r in stored if r["probability"] is not None}
+    assert species == {r["scientific"] for r in rows}
+
+    alpha = tmp_path / "alpha.txt"
+    run(
+        "species",
+        "list",
+        "--lat",
+        "52.52",
+        "--lon",
+        "13.40",
+        "--date",
+        "2024-05-10",
+        "--sortby",
+        "alpha",
+        "-o",
+        alpha,
+    )  # fmt: skip  (May 8-14: week 18)
+    assert alpha.read_text(encoding="utf-8").splitlines() == sorted(
+        f"{r['scientific']}_{r['common']}"
+        for r in run.json("species", "list", "--lat", "52.52", "--lon", "13.40", "--week", "18")
+    )
+    bad = run("species", "list", "--lat", "52", "--lon", "13", "--week", "49", code=2)
+    assert "1..48" in bad.stderr

@@ -23,6 +23,7 @@ import threading
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -188,6 +189,29 @@ def species_list(
         sci, common = split_label(labels[i])
         out.append(Plausible(int(i), sci, common, float(p[i])))
     return out
+
+
+#: the file name BirdNET-Analyzer gives a species list written into a folder
+SPECIES_LIST_FILE = "species_list.txt"
+
+
+def write_species_list(items: list[Plausible], target: Path, sort: str = "freq") -> Path:
+    """BirdNET-Analyzer's species list file (``birdnet_analyzer.species``): one class per line
+    as its labels name them (``Scientific name_Common name``), most likely first (``freq``) or
+    alphabetically (``alpha``); ``target`` a folder: ``species_list.txt`` in it."""
+    if sort not in ("freq", "alpha"):
+        raise SoundscapeError(f"sort the species list by freq or alpha, not {sort!r}")
+    labels = occurrence_model().labels
+    lines = [labels[p.label_id] for p in items]
+    if sort == "alpha":
+        lines.sort()
+    if target.is_dir():
+        target = target / SPECIES_LIST_FILE
+    try:
+        target.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    except OSError as exc:
+        raise SoundscapeError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    return target
 
 
 def check_threshold(threshold: float) -> float:

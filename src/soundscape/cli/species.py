@@ -5,11 +5,13 @@ soundscape.occurrence."""
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import click
 
 from soundscape.cli.base import (
     Number,
+    PathParam,
     all_species_option,
     cli,
     database_option,
@@ -174,3 +176,65 @@ def species_daily(
     if fmt == "table":
         columns.remove("scientific")
     emit(rows, fmt, columns)
+
+
+@species.command("list")
+@click.option("--lat", type=Number(-90, 90), required=True, help="Latitude (decimal degrees).")
+@click.option("--lon", type=Number(-180, 180), required=True, help="Longitude (decimal degrees).")
+@click.option(
+    "--week",
+    type=int,
+    default=-1,
+    show_default=True,
+    help="BirdNET week (1-48, four per month; -1: the whole year).",
+)
+@click.option("--date", "day", metavar="YYYY-MM-DD", help="Instead of --week: this date's week.")
+@click.option(
+    "--threshold",
+    type=Number(0, 1, min_open=True, max_open=True),
+    default=0.03,
+    show_default=True,
+    help="Occurrence probability a species needs (BirdNET-Analyzer's --sf_thresh).",
+)
+@click.option(
+    "--sortby",
+    type=click.Choice(["freq", "alpha"], case_sensitive=False),
+    default="freq",
+    show_default=True,
+    help="Most likely first, or alphabetically.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=PathParam(writable=True, path_type=Path),
+    help="Also write BirdNET-Analyzer's species list file here (a folder: species_list.txt).",
+)
+@format_options
+def species_list(lat, lon, week, day, threshold, sortby, output, fmt) -> None:
+    """The species BirdNET's occurrence model expects at a place and week, like
+    BirdNET-Analyzer's `species` command (the same model, threshold and file).
+
+    \b
+    Examples:
+      soundscape species list --lat 42.48 --lon -76.45 --week 20
+      soundscape species list --lat 52.5 --lon 13.4 --date 2024-06-10 -o species_list.txt
+    """
+    from soundscape import occurrence
+
+    if day is not None:
+        if week != -1:
+            raise click.UsageError("give --week or --date, not both")
+        try:
+            week = occurrence.birdnet_week(date.fromisoformat(day))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--date") from exc
+    if week != -1 and not 1 <= week <= 48:
+        raise click.BadParameter("1..48 (four per month) or -1 (all year)", param_hint="--week")
+    items = occurrence.species_list(lat, lon, week, threshold)
+    sort = sortby.lower()
+    if sort == "alpha":
+        items.sort(key=lambda p: (p.scientific, p.common))
+    echo_err(f"{lat:g}/{lon:g}, BirdNET week {week}: {len(items)} species at >= {threshold:g}")
+    if output is not None:
+        echo_err(f"wrote {occurrence.write_species_list(items, output, sort)}")
+    emit([p.as_row() for p in items], fmt, ["scientific", "common", "probability", "label_id"])
