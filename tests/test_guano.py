@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import struct
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import guano
@@ -197,3 +197,59 @@ def test_parse_reads_what_guano_writes(tmp_path):
     assert info.timestamp == datetime(2024, 3, 31, 1, 30)  # naive: local time
     assert info.position == (-1.5, 36.75)
     assert parse(b"Loc Position: 91 0\n").warnings  # out of range
+
+
+# ------------------------------------------------------------------------------- writing
+def test_exported_clips_carry_guano(sensor, engine, run_cli, tmp_path):
+    """``search --export``: each clip's GUANO (read back by the guano package) says when it
+    starts (absolute, with the sensor's offset), where, on which recorder, and which window."""
+    wav = tag(
+        wav_copy(tmp_path, "blackbird.wav"),
+        Timestamp=datetime.fromisoformat("2024-05-01T05:30:00+02:00"),
+        Loc_Position=(52.5163, 13.3777),
+        Make="Wildlife Acoustics, Inc.",
+        Model="Song Meter Mini",
+    )
+    ingest(run_cli, wav, sensor)
+    with engine.connect() as conn:
+        window = conn.execute(
+            sa.text("SELECT id, start_s, starts_at FROM segments ORDER BY start_s DESC LIMIT 1")
+        ).one()
+    out = tmp_path / "clips"
+    result = run_cli("search", "--like", window.id, "-n", "1", "--export", out, "--json")
+    assert result.exit_code == 0, result.output
+    hit = json.loads(result.stdout.splitlines()[0])  # the window most like it (not itself)
+    clip = Path(hit["clip"])
+    g = guano.GuanoFile(str(clip))
+    pad = min(1.0, hit["start_s"])  # the clip starts a second before the window
+    starts_at = datetime.fromisoformat(hit["starts_at"])
+    assert g["Timestamp"] == starts_at - timedelta(seconds=pad)
+    assert g["Timestamp"].utcoffset() == timedelta(hours=2)  # Berlin in May
+    assert g["Loc Position"] == pytest.approx((52.5163, 13.3777))
+    assert (g["Make"], g["Model"]) == ("Wildlife Acoustics, Inc.", "Song Meter Mini")
+    assert g["Original Filename"] == "blackbird.wav"
+    assert g["Samplerate"] == sf.info(str(clip)).samplerate
+    assert g["soundscape|Window ID"] == str(hit["segment_id"])
+    assert g["soundscape|Sensor"] == sensor
+    assert float(g["soundscape|Clip Offset (s)"]) == pytest.approx(hit["start_s"] - pad)
+    # the audio is untouched: the clip still reads as audio of the right length
+    assert sf.info(str(clip)).duration == pytest.approx(g["Length"], abs=0.01)
+
+
+def test_review_clips_carry_guano(sensor, engine, run_cli, tmp_path):
+    """A review batch's clips carry the label under review and their absolute start."""
+    wav = tag(wav_copy(tmp_path, "b.wav"), Timestamp=datetime(2024, 5, 1, 5, 30))
+    ingest(run_cli, wav, sensor)
+    with engine.connect() as conn:
+        first = conn.execute(sa.text("SELECT min(id) FROM segments")).scalar()
+    assert run_cli("concepts", "add", "song", "--like", first).exit_code == 0
+    result = run_cli("review", "--concept", "song", "-n", "2", "--out", tmp_path / "batch")
+    assert result.exit_code == 0, result.output
+    clips = sorted((tmp_path / "batch").glob("*.wav"))
+    assert clips
+    for clip in clips:
+        g = guano.GuanoFile(str(clip))
+        assert g["Species Auto ID"] == "song"
+        assert g["Timestamp"].utcoffset() == timedelta(hours=2)
+        assert g["Timestamp"].date() == datetime(2024, 5, 1).date()
+        assert g["soundscape|Sensor"] == sensor

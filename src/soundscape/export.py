@@ -15,6 +15,7 @@ import soundfile as sf
 from soundscape.audio import decode_span, probe
 from soundscape.embedders import model_facts
 from soundscape.errors import SoundscapeError, StoredFileChanged
+from soundscape.formats.guano import clip_fields, write_guano
 from soundscape.formats.rows import ExportResult, slug
 from soundscape.media_files import StoredFile, open_stored
 from soundscape.plots import spectrogram_png
@@ -32,12 +33,21 @@ def clip_name(rank: int, hit: Hit) -> str:
 
 
 def export_clips(
-    hits: list[Hit], folder: Path, stored: Mapping[int, StoredFile], pad_s: float = 1.0
+    hits: list[Hit],
+    folder: Path,
+    stored: Mapping[int, StoredFile],
+    pad_s: float = 1.0,
+    context: Mapping[int, Mapping[str, object]] | None = None,
 ) -> ExportResult:
     """Write each hit as a WAV clip (padded by ``pad_s`` on both sides, at the recording's
     own sample rate) and a spectrogram PNG beside it; sets each hit's ``clip``. A recording
     is read by its stored identity only (``stored``: ``media_files.stored_files`` of the
-    hits' recordings; ``open_stored`` refuses a file that is not the one ingested)."""
+    hits' recordings; ``open_stored`` refuses a file that is not the one ingested).
+
+    Each clip carries GUANO metadata (``formats.guano.clip_fields``: its absolute start with
+    UTC offset, the label, the window in the ``soundscape`` namespace) and, per recording,
+    ``context`` (``formats.guano.clip_context``: position, recorder), so Kaleidoscope, Raven
+    and ``guano`` read where and when the clip was recorded."""
     folder.mkdir(parents=True, exist_ok=True)
     out = ExportResult()
     for rank, hit in enumerate(hits, start=1):
@@ -55,6 +65,11 @@ def export_clips(
             continue
         wav = folder / f"{name}.wav"
         sf.write(wav, audio, info.sample_rate, subtype="PCM_16")
+        fields = dict((context or {}).get(hit.recording_id, {}))
+        fields |= clip_fields(
+            hit, start, start + len(audio) / info.sample_rate, info.sample_rate, rank
+        )
+        write_guano(wav, fields)
         png = folder / f"{name}.png"
         title = f"{hit.sensor}  {hit.local or ''}  score {hit.score:.3f}"
         spectrogram_png(

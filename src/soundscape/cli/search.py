@@ -188,6 +188,7 @@ def search(
     """
     from soundscape import search as s
     from soundscape.formats.birdnet_csv import scientific_names
+    from soundscape.formats.guano import clip_context
     from soundscape.formats.rows import Detection
     from soundscape.media_files import stored_files
     from soundscape.speech import said_rows
@@ -199,6 +200,12 @@ def search(
             found = s.search(conn, request)
             # clips are read by the recordings' stored identity (media_files.open_stored)
             stored = stored_files(conn, [h.recording_id for h in found.hits])
+            # where and with what each clip was recorded, for its GUANO
+            context = (
+                clip_context(conn, [h.recording_id for h in found.hits])
+                if export_dir is not None
+                else {}
+            )
             names = (
                 scientific_names(conn, found.space.id)
                 if birdnet_dir is not None and not found.is_speech
@@ -210,7 +217,7 @@ def search(
         echo_err(f"searching space {found.space.name} by {found.description}")
     if found.guard:
         echo_err(f"note: {found.guard}")
-    _write_files(found, stored, export_dir, raven_dir, audacity_dir)
+    _write_files(found, stored, export_dir, raven_dir, audacity_dir, context)
     label = found.said if found.said is not None else found.description
     write_tables([Detection.from_hit(h, label) for h in found.hits], kaleidoscope_dir,
                  birdnet_dir, names)  # fmt: skip
@@ -247,7 +254,9 @@ def _search_request(o: dict[str, Any]) -> SearchRequest:
     )  # fmt: skip
 
 
-def _write_files(found: SearchResult, stored: Any, export_dir, raven_dir, audacity_dir) -> None:
+def _write_files(
+    found: SearchResult, stored: Any, export_dir, raven_dir, audacity_dir, context: Any = None
+) -> None:
     """``--export``, ``--raven``, ``--audacity``: the hits as clips, selection tables, label
     tracks (labelled by what was said, or by the query in its space's band)."""
     from soundscape import export
@@ -258,7 +267,7 @@ def _write_files(found: SearchResult, stored: Any, export_dir, raven_dir, audaci
     label = found.said if found.said is not None else found.description
     space = None if found.is_speech else found.space
     for folder, write, what in (
-        (export_dir, lambda d: export.export_clips(hits, d, stored), "file(s)"),
+        (export_dir, lambda d: export.export_clips(hits, d, stored, context=context), "file(s)"),
         (raven_dir, lambda d: export_raven(hits, d, label, space), "selection table(s)"),
         (audacity_dir, lambda d: export_audacity(hits, d, label), "label track(s)"),
     ):

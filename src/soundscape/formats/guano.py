@@ -13,13 +13,17 @@ from __future__ import annotations
 import math
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path
+from datetime import datetime, timedelta, timezone
+from pathlib import Path, PurePath
 from typing import Any
 
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
 from soundscape.media_files import OpenedFile
+from soundscape.results import Hit
 from soundscape.timeutil import MAX_YEAR, MIN_YEAR, UTC
 
 #: the chunk id GUANO lives in
@@ -186,6 +190,73 @@ def read_guano(source: Path | OpenedFile) -> GuanoInfo | None:
 
 
 # ------------------------------------------------------------------------------- writing
+def clip_context(conn: Connection, recording_ids: Iterable[int]) -> dict[int, dict[str, object]]:
+    """Per recording, the GUANO fields every clip of it carries: its position (its own GUANO
+    position, else its sensor's) and the recorder's make, model and serial when its GUANO
+    named them."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT r.id, coalesce((r.metadata -> 'position' ->> 'latitude')::float8, "
+            "s.latitude) AS lat, coalesce((r.metadata -> 'position' ->> 'longitude')::float8, "
+            "s.longitude) AS lon, r.metadata -> 'device' AS device "
+            "FROM recordings r JOIN sensors s ON s.id = r.sensor_id WHERE r.id = ANY(:ids)"
+        ),
+        {"ids": sorted(set(recording_ids))},
+    )
+    out: dict[int, dict[str, object]] = {}
+    for r in rows:
+        fields: dict[str, object] = {}
+        if r.lat is not None and r.lon is not None:
+            fields["Loc Position"] = (float(r.lat), float(r.lon))
+        for key in ("make", "model", "serial"):
+            if r.device and r.device.get(key):
+                fields[key.capitalize()] = r.device[key]
+        out[int(r.id)] = fields
+    return out
+
+
+def clip_fields(
+    hit: Hit, clip_start_s: float, clip_end_s: float, sample_rate: int, rank: int
+) -> dict[str, object]:
+    """The GUANO of a clip of ``hit`` cut from ``clip_start_s`` to ``clip_end_s`` of its
+    recording: its absolute start with the sensor's UTC offset then (``Timestamp``), length,
+    sample rate, the recording's file name, the hit's label as ``Species Auto ID`` (a verdict
+    of yes as ``Species Manual ID``), and the window in soundscape's namespace."""
+    fields: dict[str, object] = {
+        "Length": clip_end_s - clip_start_s,
+        "Samplerate": int(sample_rate),
+        "Original Filename": PurePath(hit.path).name,
+    }
+    if hit.starts_at is not None:
+        begin = hit.starts_at.astimezone(UTC) - timedelta(seconds=hit.start_s - clip_start_s)
+        local = hit.local
+        # the sensor's offset at the hit: its local time minus UTC (whole minutes)
+        offset = timedelta(0)
+        if local is not None:
+            utc = hit.starts_at.astimezone(UTC).replace(tzinfo=None)
+            offset = timedelta(minutes=round((local - utc).total_seconds() / 60))
+        fields["Timestamp"] = begin.astimezone(timezone(offset)).replace(microsecond=0)
+    if hit.label:
+        fields["Species Auto ID"] = hit.label
+    verdict = getattr(hit, "verdict", None)
+    if verdict == "yes" and hit.label:
+        fields["Species Manual ID"] = hit.label
+    ns = NAMESPACE
+    fields |= {
+        f"{ns}|Recording ID": hit.recording_id,
+        f"{ns}|Window ID": hit.segment_id,
+        f"{ns}|Window Start (s)": f"{hit.start_s:.3f}",
+        f"{ns}|Window End (s)": f"{hit.end_s:.3f}",
+        f"{ns}|Clip Offset (s)": f"{clip_start_s:.3f}",
+        f"{ns}|Sensor": hit.sensor,
+        f"{ns}|Site": hit.site,
+        f"{ns}|Score": f"{hit.score:.4f}",
+        f"{ns}|Rank": rank,
+        f"{ns}|Verdict": verdict,
+    }
+    return fields
+
+
 def write_guano(wav: Path, fields: Mapping[str, object]) -> None:
     """Add a GUANO block with ``fields`` (``Key`` or ``Namespace|Key``: value; None values
     left out) to the PCM WAV file ``wav``, with the ``guano`` package."""
