@@ -51,6 +51,7 @@ from soundscape.ingest_targets import (  # noqa: F401 - SEGMENT_* for bulk loade
     store,
 )
 from soundscape.media_files import OpenedFile, StoredFile, identity_of, open_stored
+from soundscape.occurrence import sensor_changed
 from soundscape.sensors import Sensor, get_sensor
 from soundscape.spaces import ensure_space, resolve_window
 from soundscape.speech import TranscriptTarget
@@ -702,8 +703,6 @@ def _place_sensor(conn: Connection, sensor: Sensor, lat: float, lon: float) -> l
         {"lat": lat, "lon": lon, "s": sensor.id},
     ).fetchone()
     if row is not None:
-        from soundscape.occurrence import sensor_changed
-
         sensor_changed(conn, sensor.id, lat, lon)
         return []
     known = conn.execute(
