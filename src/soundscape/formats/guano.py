@@ -220,8 +220,9 @@ def clip_fields(
 ) -> dict[str, object]:
     """The GUANO of a clip of ``hit`` cut from ``clip_start_s`` to ``clip_end_s`` of its
     recording: its absolute start with the sensor's UTC offset then (``Timestamp``), length,
-    sample rate, the recording's file name, the hit's label as ``Species Auto ID`` (a verdict
-    of yes as ``Species Manual ID``), and the window in soundscape's namespace."""
+    sample rate, the recording's file name, the hit's label as ``Species Auto ID``, and the
+    window in soundscape's namespace. (A review clip is written before its verdict: verdicts
+    come back through the batch's table.)"""
     fields: dict[str, object] = {
         "Length": clip_end_s - clip_start_s,
         "Samplerate": int(sample_rate),
@@ -238,9 +239,6 @@ def clip_fields(
         fields["Timestamp"] = begin.astimezone(timezone(offset)).replace(microsecond=0)
     if hit.label:
         fields["Species Auto ID"] = hit.label
-    verdict = getattr(hit, "verdict", None)
-    if verdict == "yes" and hit.label:
-        fields["Species Manual ID"] = hit.label
     ns = NAMESPACE
     fields |= {
         f"{ns}|Recording ID": hit.recording_id,
@@ -252,7 +250,6 @@ def clip_fields(
         f"{ns}|Site": hit.site,
         f"{ns}|Score": f"{hit.score:.4f}",
         f"{ns}|Rank": rank,
-        f"{ns}|Verdict": verdict,
     }
     return fields
 
