@@ -88,18 +88,24 @@ def concept_batch_hits(
 
 
 def write_batch(
-    hits: list[Hit], folder: Path, label: str, strategy: str, stored: Mapping[int, StoredFile]
+    hits: list[Hit],
+    folder: Path,
+    label: str,
+    strategy: str,
+    stored: Mapping[int, StoredFile],
+    context: Mapping[int, Mapping[str, object]] | None = None,
 ) -> ReviewBatch:
     """Write clips, spectrograms and ``review.txt`` (empty Verdict column) into ``folder``;
     ``stored``: the hits' recordings' stored files (``media_files.stored_files``), by which
-    the clips are read (``export_clips``)."""
+    the clips are read (``export_clips``); ``context``: their clips' GUANO position and
+    recorder (``formats.guano.clip_context``)."""
     folder = Path(folder)
     table = folder / REVIEW_TABLE
     if table.exists():
         raise SoundscapeError(
             f"{table} exists (a batch not yet imported?); choose another --out folder"
         )
-    clips = export_clips(hits, folder, stored)
+    clips = export_clips(hits, folder, stored, context=context)
     batch = ReviewBatch(folder, table, hits, label, strategy, list(clips.written), clips.errors)
     highs: dict[str, float] = {}
     for hit in hits:

@@ -246,6 +246,7 @@ def review(
     from soundscape import classifiers as clfs
     from soundscape import review as rv
     from soundscape import search as s
+    from soundscape.formats.guano import clip_context
     from soundscape.media_files import stored_files
 
     if (classifier is None) == (concept is None):
@@ -275,10 +276,11 @@ def review(
             hits = rv.concept_batch_hits(conn, concept, limit, filters)
             label, what = concept, f"concept {concept!r}"
         stored = stored_files(conn, [h.recording_id for h in hits])
+        context = clip_context(conn, [h.recording_id for h in hits])  # the clips' GUANO
     if not hits:
         echo_err("no unannotated windows to review")
         return
-    batch = rv.write_batch(hits, out_dir, label, strategy, stored)
+    batch = rv.write_batch(hits, out_dir, label, strategy, stored, context)
     for err in batch.errors:
         echo_err(f"warning: {err}")
     echo_err(
