@@ -237,8 +237,10 @@ def test_exported_clips_carry_guano(sensor, engine, run_cli, tmp_path):
 
 
 def test_review_clips_carry_guano(sensor, engine, run_cli, tmp_path):
-    """A review batch's clips carry the label under review and their absolute start."""
-    wav = tag(wav_copy(tmp_path, "b.wav"), Timestamp=datetime(2024, 5, 1, 5, 30))
+    """A review batch's clips carry the label under review, their absolute start and the
+    recording's position."""
+    wav = tag(wav_copy(tmp_path, "b.wav"), Timestamp=datetime(2024, 5, 1, 5, 30),
+              Loc_Position=(48.1, 11.6))  # fmt: skip
     ingest(run_cli, wav, sensor)
     with engine.connect() as conn:
         first = conn.execute(sa.text("SELECT min(id) FROM segments")).scalar()
@@ -253,3 +255,4 @@ def test_review_clips_carry_guano(sensor, engine, run_cli, tmp_path):
         assert g["Timestamp"].utcoffset() == timedelta(hours=2)
         assert g["Timestamp"].date() == datetime(2024, 5, 1).date()
         assert g["soundscape|Sensor"] == sensor
+        assert g["Loc Position"] == pytest.approx((48.1, 11.6))
