@@ -1,0 +1,19 @@
+"""Placeholder (issue 23 layout: fast recording plots); filled by the helper that owns it.
+
+Revision ID: 0037
+Revises: 0036
+Create Date: 2026-12-08
+"""
+
+revision = "0037"
+down_revision = "0036"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
