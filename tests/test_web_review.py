@@ -1,0 +1,201 @@
+"""Reviewing on the web page (issue 23) through its test client, on the reserve (real audio,
+sirens at known places, ingested with BirdNET) in a real PostgreSQL: a verdict on an event
+stores the event's span and the class the hit came from, verdicts show on the cards after a
+reload and can be changed or taken back (only one's own), "unreviewed only" leaves judged hits
+out, and the review queue (``/review``) follows ``soundscape review``'s strategies and retrains
+its classifier."""
+
+from __future__ import annotations
+
+import re
+from html import unescape
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from soundscape.annotations import annotate_hit
+from soundscape.db import make_engine, open_database
+from soundscape.review import pick_label
+from soundscape.roles import create_reviewer
+from soundscape.web import WebConfig, create_app
+
+pytestmark = pytest.mark.slow  # the reserve (BirdNET) is copied from the session's template
+
+REVIEWER, PASSWORD = "queue_ana", "a long queue password"
+OTHER, OTHER_PASSWORD = "queue_ben", "another long password"
+
+
+@pytest.fixture(scope="module")
+def world(reserve_url):
+    """The reserve, two reviewers and the concept siren."""
+    from click.testing import CliRunner
+
+    from soundscape.cli import cli
+
+    env = {"SOUNDSCAPE_DATABASE_URL": reserve_url}
+    r = CliRunner().invoke(
+        cli, ["concepts", "add", "siren", "--text", "siren", "--space", "birdnet"], env=env
+    )
+    assert r.exit_code == 0, r.output
+    engine = make_engine(reserve_url)
+    create_reviewer(engine, REVIEWER, PASSWORD)
+    create_reviewer(engine, OTHER, OTHER_PASSWORD)
+    engine.dispose()
+    return reserve_url
+
+
+@pytest.fixture(scope="module")
+def database(world):
+    db = open_database(world)
+    yield db
+    db.engine.dispose()
+
+
+def _csrf(c: TestClient) -> str:
+    page = c.get("/search").text
+    return page.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+
+
+def _signed_in(database, name: str = REVIEWER, password: str = PASSWORD) -> TestClient:
+    c = TestClient(create_app(WebConfig(allowed_hosts=["testserver"]), database))
+    r = c.post(
+        "/login",
+        data={"name": name, "password": password, "csrf_token": _csrf(c)},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    c.headers.update({"X-CSRF-Token": _csrf(c), "Accept": "application/json"})
+    return c
+
+
+def _cards(html: str) -> list[dict[str, str]]:
+    """Each hit card's verdict form fields (what the page posts), with its n_windows."""
+    out = []
+    for li in html.split('<li class="hit')[1:]:
+        form = li.split('<form method="post" action="/annotations"', 1)[1].split("</form>", 1)[0]
+        fields = {
+            m.group(1): unescape(m.group(2))
+            for m in re.finditer(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form)
+        }
+        fields.pop("csrf_token", None)
+        fields.pop("next", None)
+        m = re.search(r"<span>(\d+) windows</span>", li)
+        fields["n_windows"] = m.group(1) if m else "1"
+        fields["own"] = "1" if "data-own-label" in form else ""
+        fields["card"] = li
+        out.append(fields)
+    return out
+
+
+def _page(c: TestClient, query: str) -> str:
+    r = c.get(f"/search?{query}", headers={"Accept": "text/html"})
+    assert r.status_code == 200, r.text
+    return r.text
+
+
+def _rows(database, **where) -> list[tuple]:
+    cond = " AND ".join(f"{k} = :{k}" for k in where)
+    with database.engine.connect() as conn:
+        return conn.execute(
+            sa.text(
+                "SELECT recording_id, start_s, end_s, label, verdict, author, source, segment_id "
+                f"FROM annotations WHERE {cond} ORDER BY id"
+            ),
+            where,
+        ).all()
+
+
+def test_pick_label_takes_the_known_class():
+    known = ["Dark-eyed Junco", "Junco sp.", "saw", "Siren"]
+    assert pick_label("junco", ["Dark-eyed Junco", "saw"]) == "Dark-eyed Junco"
+    assert pick_label("SAW", known) == "saw"
+    assert pick_label("sirens", known) == "Siren"
+    assert pick_label("chainsaw", known) == "chainsaw"  # nothing close: the typed word
+    assert pick_label("", known) == ""
+
+
+def test_a_verdict_on_an_event_stores_its_span_and_class(database):
+    c = _signed_in(database)
+    html = _page(c, "q=siren&events=1&limit=10")
+    cards = _cards(html)
+    event = next(f for f in cards if int(f["n_windows"]) > 1)
+    # the card says yes on the class the hit came from, not the typed word
+    assert event["label"] == "Siren" and event["own"] == "1"
+    data = {k: event[k] for k in ("segment_id", "start_s", "end_s", "label")}
+    r = c.post("/annotations", data={**data, "verdict": "yes"})
+    assert r.status_code == 200, r.text
+    with database.engine.connect() as conn:
+        window = conn.execute(
+            sa.text("SELECT recording_id, start_s, end_s, duration_s FROM segments g "
+                    "JOIN recordings r ON r.id = g.recording_id WHERE g.id = :i"),
+            {"i": int(event["segment_id"])},
+        ).one()  # fmt: skip
+    [row] = _rows(database, segment_id=int(event["segment_id"]))
+    start, end = float(event["start_s"]), min(float(event["end_s"]), window.duration_s)
+    assert end - start > float(window.end_s) - float(window.start_s)  # an event, not a window
+    assert row[:7] == (window.recording_id, start, end, "Siren", "yes", REVIEWER, "web")
+    # a span that does not hold the window is refused, nothing stored
+    bad = {**data, "start_s": str(float(window.end_s) + 1), "end_s": str(float(window.end_s) + 4)}
+    r = c.post("/annotations", data={**bad, "verdict": "no"})
+    assert r.status_code == 400 and "does not hold window" in r.json()["error"]
+    assert len(_rows(database, segment_id=int(event["segment_id"]))) == 1
+
+
+def test_verdicts_show_after_a_reload_and_can_be_changed(database):
+    c = _signed_in(database)
+    query = "concept=siren&limit=5"
+    first = _cards(_page(c, query))[1]
+    assert first["label"] == "siren" and first["own"] == "1"  # the concept's name
+    data = {k: first[k] for k in ("segment_id", "start_s", "end_s", "label")}
+    assert c.post("/annotations", data={**data, "verdict": "no"}).status_code == 200
+    again = _cards(_page(c, query))[1]
+    assert again["segment_id"] == first["segment_id"]
+    assert f"{REVIEWER} · " in again["card"] and 'class="v-no"' in again["card"]
+    assert 'class="no" aria-pressed="true"' in again["card"]
+    # changed: the reviewer's earlier verdict is replaced, not a second vote
+    assert c.post("/annotations", data={**data, "verdict": "yes"}).status_code == 200
+    rows = _rows(database, segment_id=int(first["segment_id"]), label="siren")
+    assert [(r.verdict, r.author) for r in rows] == [("yes", REVIEWER)]
+    # another reviewer sees it, with who said it, and is not shown as having said it
+    other = _signed_in(database, OTHER, OTHER_PASSWORD)
+    seen = _cards(_page(other, query))[1]
+    assert f"{REVIEWER} · " in seen["card"] and 'aria-pressed="true"' not in seen["card"]
+
+
+def test_unreviewed_only_leaves_judged_hits_out(database):
+    c = _signed_in(database)
+    query = "classifier_label=&q=siren&limit=6"
+    before = _cards(_page(c, query))
+    judged = before[0]
+    data = {k: judged[k] for k in ("segment_id", "start_s", "end_s", "label")}
+    assert c.post("/annotations", data={**data, "verdict": "unsure"}).status_code == 200
+    after = _cards(_page(c, query + "&unreviewed=1"))
+    ids = [f["segment_id"] for f in after]
+    assert judged["segment_id"] not in ids and len(after) == 6
+    assert all("</b> Siren · " not in f["card"] for f in after)
+    # the unjudged hits of the first page come first, in their order
+    kept = [f["segment_id"] for f in before[1:] if "</b> Siren · " not in f["card"]]
+    assert kept and ids[: len(kept)] == kept
+    # the JSON answer (what scripts read) leaves them out too
+    hits = c.get(f"/search?{query}&unreviewed=1&format=json").json()["hits"]
+    assert [str(h["segment_id"]) for h in hits] == ids
+
+
+def test_undo_takes_back_only_ones_own_verdict(database):
+    c = _signed_in(database)
+    card = _cards(_page(c, "q=siren&limit=8"))[7]
+    data = {k: card[k] for k in ("segment_id", "start_s", "end_s", "label")}
+    mine = c.post("/annotations", data={**data, "verdict": "yes"}).json()["id"]
+    with database.engine.begin() as conn:  # the same window judged from the command line
+        theirs = annotate_hit(conn, int(card["segment_id"]), "Siren", "no", author=OTHER)
+    other = _signed_in(database, OTHER, OTHER_PASSWORD)
+    for client, annotation in ((other, mine), (c, theirs)):
+        r = client.post("/annotations/undo", data={"id": annotation})
+        assert r.status_code == 404 and "not a verdict of yours" in r.json()["error"]
+    assert c.post("/annotations/undo", data={"id": mine}).json() == {"id": mine, "undone": True}
+    rows = _rows(database, segment_id=int(card["segment_id"]))
+    assert [(r.verdict, r.author, r.source) for r in rows] == [("no", OTHER, "cli")]
+    anonymous = TestClient(create_app(WebConfig(allowed_hosts=["testserver"]), database))
+    r = anonymous.post("/annotations/undo", data={"id": theirs, "csrf_token": _csrf(anonymous)})
+    assert r.status_code == 401
