@@ -28,7 +28,7 @@ OTHER, OTHER_PASSWORD = "queue_ben", "another long password"
 
 @pytest.fixture(scope="module")
 def world(reserve_url):
-    """The reserve, two reviewers and the concept siren."""
+    """The reserve, two reviewers, the concept siren and siren-low (any siren score)."""
     from click.testing import CliRunner
 
     from soundscape.cli import cli
@@ -37,6 +37,13 @@ def world(reserve_url):
     r = CliRunner().invoke(
         cli, ["concepts", "add", "siren", "--text", "siren", "--space", "birdnet"], env=env
     )
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(
+        cli,
+        ["concepts", "add", "siren-low", "--text", "siren", "--space", "birdnet",
+         "--threshold", "0.01"],
+        env=env,
+    )  # fmt: skip
     assert r.exit_code == 0, r.output
     engine = make_engine(reserve_url)
     create_reviewer(engine, REVIEWER, PASSWORD)
@@ -198,4 +205,107 @@ def test_undo_takes_back_only_ones_own_verdict(database):
     assert [(r.verdict, r.author, r.source) for r in rows] == [("no", OTHER, "cli")]
     anonymous = TestClient(create_app(WebConfig(allowed_hosts=["testserver"]), database))
     r = anonymous.post("/annotations/undo", data={"id": theirs, "csrf_token": _csrf(anonymous)})
+    assert r.status_code == 401
+
+
+# ------------------------------------------------------------------------------ the queue
+@pytest.fixture(scope="module")
+def classifier(database):
+    """Classifier ``sirens`` (label ``siren``) trained on six siren windows said yes and the
+    reserve's other windows as weak negatives."""
+    from soundscape.classifiers import train
+    from soundscape.search import SearchRequest, search
+
+    with database.engine.begin() as conn:
+        hits = search(conn, SearchRequest(text="siren", space="birdnet", limit=6)).hits
+        for h in hits:
+            annotate_hit(conn, h.segment_id, "siren", "yes", author="fixture")
+        clf = train(conn, "sirens", "birdnet", ["siren"])
+    return clf
+
+
+def _overlapping(database, clips: list[dict], label: str) -> list[int]:
+    with database.engine.connect() as conn:
+        return [
+            c["segment_id"]
+            for c in clips
+            if conn.execute(
+                sa.text(
+                    "SELECT EXISTS (SELECT 1 FROM annotations WHERE recording_id = :r "
+                    "AND label = :l AND start_s < :e AND end_s > :s)"
+                ),
+                {"r": c["recording_id"], "l": label, "s": c["start_s"], "e": c["end_s"]},
+            ).scalar()
+        ]
+
+
+@pytest.mark.parametrize("strategy", ["margin", "top", "random"])
+def test_the_queue_follows_soundscape_review(database, classifier, strategy):
+    from soundscape.classifiers import get_classifier, pick_for_review
+
+    c = _signed_in(database)
+    r = c.get(f"/review?classifier_label=sirens|siren&strategy={strategy}&n=10&format=json")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    with database.engine.connect() as conn:
+        clf = get_classifier(conn, "sirens")
+        expected = pick_for_review(conn, clf, "siren", strategy, 10)
+    assert body["label"] == "siren" and len(body["clips"]) == 10
+    assert [x["segment_id"] for x in body["clips"]] == [h.segment_id for h in expected]
+    assert {x["label"] for x in body["clips"]} == {"siren"}
+    assert _overlapping(database, body["clips"], "siren") == []  # only unjudged windows
+    assert body["clips"][0]["audio"] == f"/clips/{expected[0].segment_id}.wav"
+
+
+def test_concept_and_search_queues(database):
+    c = _signed_in(database)
+    concept = c.get("/review?concept=siren-low&n=5&format=json").json()
+    assert concept["label"] == "siren-low" and len(concept["clips"]) == 5
+    assert _overlapping(database, concept["clips"], "siren-low") == []
+    ids = [x["segment_id"] for x in concept["clips"]]
+    data = {k: concept["clips"][0][k] for k in ("segment_id", "start_s", "end_s", "label")}
+    assert c.post("/annotations", data={**data, "verdict": "no"}).status_code == 200
+    again = c.get("/review?concept=siren-low&n=5&format=json").json()["clips"]
+    assert [x["segment_id"] for x in again][:4] == ids[1:]  # the judged clip left the queue
+    found = c.get("/review?q=siren&n=5&format=json").json()
+    assert {x["label"] for x in found["clips"]} == {"Siren"}  # the class, not the typed word
+    assert _overlapping(database, found["clips"], "Siren") == []
+    r = c.get("/review?q=siren&concept=siren", headers={"Accept": "text/html"})
+    assert r.status_code == 400 and "pick one" in r.text
+    r = c.get("/review?concept=nothing-like-it", headers={"Accept": "text/html"})
+    assert r.status_code == 400 and "nothing-like-it" in r.text
+
+
+def test_the_queue_page_holds_its_clips(database, classifier):
+    c = _signed_in(database)
+    r = c.get("/review?classifier_label=sirens|siren&n=12", headers={"Accept": "text/html"})
+    assert r.status_code == 200
+    html = r.text
+    data = html.split('<script type="application/json" id="queue-data">', 1)[1].split("</script>")[
+        0
+    ]
+    import json
+
+    clips = json.loads(data)
+    assert len(clips) == 12 and all(x["label"] == "siren" for x in clips)
+    assert '<span id="queue-total">12</span>' in html and "/static/review.js" in html
+    assert 'action="/review/retrain"' in html
+    empty = c.get("/review", headers={"Accept": "text/html"}).text
+    assert "queue-data" not in empty and "sirens: siren" in empty  # the form offers it
+
+
+def test_retrain_shows_cross_validated_precision_and_recall(database, classifier):
+    c = _signed_in(database)
+    r = c.post("/review/retrain", data={"classifier": "sirens"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    [row] = body["labels"]
+    assert row["label"] == "siren" and row["version"] == classifier.version + 1
+    assert 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1 and row["n_pos"] >= 6
+    r = c.post("/review/retrain", data={"classifier": "no-such"})
+    assert r.status_code == 400 and "no-such" in r.json()["error"]
+    anonymous = TestClient(create_app(WebConfig(allowed_hosts=["testserver"]), database))
+    r = anonymous.post(
+        "/review/retrain", data={"classifier": "sirens", "csrf_token": _csrf(anonymous)}
+    )
     assert r.status_code == 401

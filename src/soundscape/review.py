@@ -28,7 +28,15 @@ import sqlalchemy as sa
 from rapidfuzz import fuzz, process, utils
 from sqlalchemy.engine import Connection
 
-from soundscape.classifiers import STRATEGIES, Classifier, get_classifier, pick_for_review
+from soundscape.classifiers import (
+    DEFAULT_C,
+    DEFAULT_TARGET_PRECISION,
+    STRATEGIES,
+    Classifier,
+    get_classifier,
+    pick_for_review,
+    train,
+)
 from soundscape.concepts import concept_query
 from soundscape.errors import InvalidRequest, SoundscapeError
 from soundscape.export import export_clips
@@ -314,3 +322,21 @@ def queue_hits(
     for h in hits:
         h.label = card_label(h, request, fallback)[0]
     return hits, fallback
+
+
+def retrain(conn: Connection, name: str) -> Classifier:
+    """Train classifier ``name`` again on today's annotations (its next version): the same
+    space, labels and training parameters as its latest version (``classifiers.train``)."""
+    clf = get_classifier(conn, name)
+    p = clf.params
+    return train(
+        conn,
+        name,
+        clf.space,
+        [m.label for m in clf.labels],
+        seed=int(p.get("seed") or 0),
+        weak_negatives=p.get("weak_negatives"),
+        other_labels=bool(p.get("other_labels_negative", True)),
+        target_precision=float(p.get("target_precision") or DEFAULT_TARGET_PRECISION),
+        C=float(p.get("C") or DEFAULT_C),
+    )
