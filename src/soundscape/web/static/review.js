@@ -33,6 +33,7 @@
     if (i >= clips.length) {
       $("queue-finished").hidden = false;
       $("clip").hidden = true;
+      status.textContent = "";
       audio.pause();
       index = clips.length;
       $("queue-position").textContent = String(clips.length);
