@@ -309,3 +309,35 @@ def test_retrain_shows_cross_validated_precision_and_recall(database, classifier
         "/review/retrain", data={"classifier": "sirens", "csrf_token": _csrf(anonymous)}
     )
     assert r.status_code == 401
+
+
+def test_a_classifier_from_the_verdicts_without_a_terminal(database, classifier):
+    c = _signed_in(database)
+    page = c.get("/review", headers={"Accept": "text/html"}).text
+    assert 'action="/review/train"' in page and "<option>siren</option>" in page
+    # a plain form post (no JavaScript): trained, then its queue with its precision and recall
+    token = c.headers["X-CSRF-Token"]
+    r = c.post(
+        "/review/train",
+        data={"name": "siren-web", "label": "siren", "space": "birdnet", "csrf_token": token},
+        headers={"Accept": "text/html", "X-CSRF-Token": ""},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    assert r.headers["location"] == "/review?classifier_label=siren-web%7Csiren"
+    queue = c.get(r.headers["location"], headers={"Accept": "text/html"}).text
+    model = queue.split('<p class="model" id="model">', 1)[1].split("</p>", 1)[0]
+    assert "siren-web v1 · siren: cross-validated precision" in " ".join(model.split())
+    with database.engine.connect() as conn:
+        from soundscape.classifiers import get_classifier
+
+        clf = get_classifier(conn, "siren-web")
+    precision = clf.label("siren").metrics["precision"]
+    assert f"<b>{precision:.2f}</b>" in model
+    # JSON (the page's script): the rows `soundscape train` prints; bad input is a message
+    r = c.post("/review/train", data={"name": "siren-web", "label": "siren", "space": "birdnet"})
+    assert r.status_code == 200 and r.json()["labels"][0]["version"] == 2
+    r = c.post("/review/train", data={"name": "x", "label": "siren", "space": "no-space"})
+    assert r.status_code == 400 and "no-space" in r.json()["error"]
+    r = c.post("/review/train", data={"name": "x", "space": "birdnet"})
+    assert r.status_code == 400 and "label" in r.json()["error"]

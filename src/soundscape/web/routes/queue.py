@@ -1,7 +1,8 @@
 """The review queue: ``GET /review`` (pick a classifier label, a concept or a search; then its
 clips one at a time, judged by keyboard: static/review.js), ``GET /review/queue`` (the same
-clips as JSON: the next page of a queue) and ``POST /review/retrain`` (train the queue's
-classifier again and show its cross-validated precision and recall).
+clips as JSON: the next page of a queue), ``POST /review/retrain`` (train the queue's
+classifier again and show its cross-validated precision and recall) and ``POST /review/train``
+(a new classifier from the verdicts given: from a search to a classifier without a terminal).
 
 The clips are ``soundscape.review.queue_hits``: what ``soundscape review`` picks (top, margin,
 random for a classifier label; a concept's or a search's best unjudged windows). A verdict is
@@ -9,14 +10,18 @@ random for a classifier label; a concept's or a search's best unjudged windows).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
-from soundscape import review
-from soundscape.classifiers import STRATEGIES
+from soundscape import classifiers, review
+from soundscape.annotations import label_summary
+from soundscape.classifiers import STRATEGIES, Classifier
 from soundscape.errors import SoundscapeError
 from soundscape.results import Hit
 from soundscape.web import pages
@@ -26,11 +31,13 @@ from soundscape.web.deps import (
     connect,
     database,
     error,
+    local_path,
     render,
     session,
     viewer,
     wants_json,
 )
+from soundscape.web.security import CSRF_HEADER
 
 router = APIRouter()
 
@@ -107,9 +114,15 @@ def review_page(request: Request) -> Response:
     params = request.query_params
     with connect(request) as conn:
         choices = pages.choices(conn)
+        trainable = [r["label"] for r in label_summary(conn) if r["yes"]]
     try:
         wanted = queue_params(params)
         clips, label = _queue(request, wanted) if wanted else ([], "")
+        model = None
+        if wanted and wanted["kind"] == "classifier":
+            with connect(request) as conn:
+                clf = classifiers.get_classifier(conn, wanted["name"])
+                model = {"version": clf.version, **clf.label(label).metrics}
     except SoundscapeError as exc:  # a bad parameter, an unknown concept or classifier
         return error(request, str(exc), 400)
     if wants_json(request):
@@ -123,6 +136,8 @@ def review_page(request: Request) -> Response:
         wanted=wanted,
         clips=clips,
         label=label,
+        model=model,
+        trainable=trainable,
     )
 
 
@@ -141,23 +156,59 @@ def review_queue(request: Request) -> Response:
     return JSONResponse({"label": label, "clips": clips})
 
 
-@router.post("/review/retrain")
-async def retrain(request: Request) -> Response:
-    """Train ``classifier`` again on today's annotations (a signed-in reviewer, CSRF-checked);
-    answers its new version's labels with their cross-validated precision and recall."""
+def _trained(request: Request, form: Any, clf: Classifier) -> Response:
+    """A training's answer: its labels' rows (precision, recall, ...) as JSON, or back to the
+    queue of its first label (which shows them)."""
+    if wants_json(request) or request.headers.get(CSRF_HEADER):
+        return JSONResponse({"classifier": clf.name, "labels": clf.rows()})
+    picked = f"{clf.name}|{clf.labels[0].label}"
+    back = local_path(form.get("next") or "/review?" + urlencode({"classifier_label": picked}))
+    return RedirectResponse(back, status_code=303)
+
+
+async def _form(request: Request) -> Any:
+    """The CSRF-checked form of a signed-in reviewer (training writes)."""
     form = await checked_form(request)
     if session(request).user is None:
-        raise NeedsSignIn("sign in as a reviewer to retrain a classifier (/login)")
+        raise NeedsSignIn("sign in as a reviewer to train a classifier (/login)")
+    return form
+
+
+async def _train(
+    request: Request, form: Any, train: Callable[[Connection], Classifier]
+) -> Response:
+    def run() -> Classifier:
+        with database(request).engine.begin() as conn:
+            return train(conn)
+
+    try:
+        clf = await run_in_threadpool(run)
+    except SoundscapeError as exc:
+        return error(request, str(exc), 400)
+    return _trained(request, form, clf)
+
+
+@router.post("/review/retrain")
+async def retrain(request: Request) -> Response:
+    """Train ``classifier`` again on today's annotations (a signed-in reviewer, CSRF-checked):
+    its next version's labels with their cross-validated precision and recall (JSON), or
+    back to ``next``."""
+    form = await _form(request)
     name = str(form.get("classifier") or "").strip()
     if not name:
         return error(request, "classifier: the name of the classifier to train again", 400)
+    return await _train(request, form, lambda conn: review.retrain(conn, name))
 
-    def run() -> list[dict[str, Any]]:
-        with database(request).engine.begin() as conn:
-            return review.retrain(conn, name).rows()
 
-    try:
-        rows = await run_in_threadpool(run)
-    except SoundscapeError as exc:
-        return JSONResponse({"error": str(exc)}, 400)
-    return JSONResponse({"classifier": name, "labels": rows})
+@router.post("/review/train")
+async def train_new(request: Request) -> Response:
+    """Train a classifier ``name`` on the verdicts of ``label`` (repeatable) in ``space``
+    (``classifiers.train`` with its defaults: weak negatives, a 0.9 target precision); then as
+    ``retrain``. The same name again is its next version."""
+    form = await _form(request)
+    name = str(form.get("name") or "").strip()
+    labels = [str(x).strip() for x in form.getlist("label") if str(x).strip()]
+    space = str(form.get("space") or "").strip()
+    if not name or not labels or not space:
+        return error(request, "name, label and space: what to call it, what it finds, where", 400)
+    return await _train(request, form, lambda conn: classifiers.train(conn, name, space, labels))

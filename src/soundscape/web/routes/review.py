@@ -51,8 +51,10 @@ class Card:
 def cards(
     conn: Connection, request: SearchRequest, hits: Sequence[Hit], user: str | None
 ) -> tuple[list[Card], str]:
-    """A card per hit and the page's fallback label (``review.fallback_label``)."""
-    fallback = review.fallback_label(conn, request)
+    """A card per hit and the page's fallback label (``review.fallback_label``; looked up
+    only when a hit has no label of its own)."""
+    labelled = all(review.card_label(hit, request)[1] for hit in hits)
+    fallback = "" if labelled else review.fallback_label(conn, request)
     out = []
     for hit, verdicts in zip(hits, review.verdicts_on(conn, hits)):
         label, own = review.card_label(hit, request, fallback)
