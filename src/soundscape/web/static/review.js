@@ -166,6 +166,12 @@
           }
         }
         out.appendChild(table);
+        const model = $("model"), mine = answer.labels.find((r) => r.label === root.dataset.label);
+        if (model && mine) {
+          const fmt = (x) => (x === null || x === undefined ? "–" : Number(x).toFixed(2));
+          model.textContent = answer.classifier + " v" + mine.version + " · " + mine.label +
+            ": cross-validated precision " + fmt(mine.precision) + ", recall " + fmt(mine.recall);
+        }
       } catch (err) {
         out.textContent = "not trained: " + err.message;
       } finally {
