@@ -341,3 +341,17 @@ def test_a_classifier_from_the_verdicts_without_a_terminal(database, classifier)
     assert r.status_code == 400 and "no-space" in r.json()["error"]
     r = c.post("/review/train", data={"name": "x", "space": "birdnet"})
     assert r.status_code == 400 and "label" in r.json()["error"]
+
+
+def test_hits_without_a_class_take_a_label_from_the_list(database):
+    c = _signed_in(database)
+    window = c.get("/search?q=siren&limit=1&format=json").json()["hits"][0]["segment_id"]
+    html = _page(c, f"like={window}&limit=3")
+    cards = _cards(html)
+    assert len(cards) == 3 and all(f["own"] == "" for f in cards)  # "more like": no class
+    field = html.split('id="verdict-label"', 1)[1].split(">", 1)[0]
+    assert 'list="known-labels"' in field and "required" in field
+    options = html.split('<datalist id="known-labels">', 1)[1].split("</datalist>", 1)[0]
+    assert '<option value="siren">' in options and '<option value="Siren">' in options
+    # a search whose hits all carry their class needs no such field
+    assert 'id="verdict-label"' not in _page(c, "q=siren&limit=3")

@@ -48,13 +48,22 @@ class Card:
     mine: review.Verdict | None = None
 
 
-def cards(
-    conn: Connection, request: SearchRequest, hits: Sequence[Hit], user: str | None
-) -> tuple[list[Card], str]:
-    """A card per hit and the page's fallback label (``review.fallback_label``; looked up
-    only when a hit has no label of its own)."""
+@dataclass
+class Cards:
+    """The cards of a result page; for hits without a label of their own, the page's label
+    field: ``fallback`` (``review.fallback_label``) and the ``known`` labels to pick from."""
+
+    cards: list[Card] = field(default_factory=list)
+    fallback: str = ""
+    known: list[str] = field(default_factory=list)
+
+
+def cards(conn: Connection, request: SearchRequest, hits: Sequence[Hit], user: str | None) -> Cards:
+    """A card per hit; the label field's value and choices only when a hit needs them."""
     labelled = all(review.card_label(hit, request)[1] for hit in hits)
-    fallback = "" if labelled else review.fallback_label(conn, request)
+    known = [] if labelled else review.known_labels(conn)
+    typed = request.text or request.said or ""
+    fallback = review.pick_label(typed, known) if typed else ""
     out = []
     for hit, verdicts in zip(hits, review.verdicts_on(conn, hits)):
         label, own = review.card_label(hit, request, fallback)
@@ -63,7 +72,7 @@ def cards(
             None,
         )
         out.append(Card(label, own, verdicts, mine if user else None))
-    return out, fallback
+    return Cards(out, fallback, known)
 
 
 def unreviewed(params: Any) -> bool:
