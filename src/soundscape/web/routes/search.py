@@ -56,10 +56,10 @@ def search_response(request: Request, params: Any, audio: str | None, upload: st
         except InvalidRequest as exc:
             return error(request, str(exc), 400)
         elapsed = time.perf_counter() - started
-        cards, fallback = (
+        cards = (
             review.cards(conn, req, result.hits, session(request).user)
             if not (json_out or result.is_speech)
-            else ([], "")
+            else review.Cards()
         )
     if result.is_speech:
         rows, columns = said_rows(result.hits, events=req.events)
@@ -84,8 +84,9 @@ def search_response(request: Request, params: Any, audio: str | None, upload: st
         choices=choices,
         result=result,
         rows=list(zip(result.hits, plain)),
-        cards=cards,
-        default_label=fallback,
+        cards=cards.cards,
+        default_label=cards.fallback,
+        known_labels=cards.known,
         upload=upload,
         like_base=urlencode([(k, v) for k, v in keep if k in FILTER_KEYS]),
         elapsed_ms=elapsed * 1000,
