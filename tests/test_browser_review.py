@@ -10,7 +10,10 @@ on an event keeps the event's span and class after a reload.
 
 from __future__ import annotations
 
+import io
+import os
 import time
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -20,7 +23,7 @@ from soundscape.db import make_engine
 from soundscape.roles import create_reviewer
 from soundscape.search import SearchRequest, search
 
-from .test_browser import PASSWORD, REVIEWER, _shot, _sign_in, browser, server
+from .test_browser import PASSWORD, REVIEWER, _sign_in, browser, server
 
 __all__ = ["browser", "server"]  # fixtures used by name
 
@@ -41,6 +44,20 @@ def world(reserve_url):
             annotate_hit(conn, h.segment_id, "siren", "yes", author="fixture")
     engine.dispose()
     return reserve_url
+
+
+def _shot(page, name: str, width: int = 960) -> None:
+    """A full-page screenshot scaled to ``width`` px, 128 colours (about 100 kB), when
+    ``SOUNDSCAPE_WEB_SCREENSHOTS`` names a folder."""
+    folder = os.environ.get("SOUNDSCAPE_WEB_SCREENSHOTS")
+    if folder:
+        from PIL import Image
+
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        image = Image.open(io.BytesIO(page.screenshot(full_page=True))).convert("RGB")
+        if image.width > width:
+            image = image.resize((width, round(image.height * width / image.width)), Image.LANCZOS)
+        image.quantize(colors=128).save(Path(folder) / f"web-{name}.png", optimize=True)
 
 
 def _rows(world: str, sql: str, **params) -> list[tuple]:

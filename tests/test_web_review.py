@@ -355,3 +355,18 @@ def test_hits_without_a_class_take_a_label_from_the_list(database):
     assert '<option value="siren">' in options and '<option value="Siren">' in options
     # a search whose hits all carry their class needs no such field
     assert 'id="verdict-label"' not in _page(c, "q=siren&limit=3")
+
+
+def test_the_queue_keeps_to_its_place_and_time(database, classifier):
+    c = _signed_in(database)
+    q = "/review?classifier_label=sirens|siren&strategy=random&n=30&format=json"
+    everywhere = c.get(q).json()["clips"]
+    forest = c.get(q + "&site=Forest").json()["clips"]
+    assert {x["site"] for x in everywhere} == {"Forest", "Marsh"}
+    assert forest and {x["site"] for x in forest} == {"Forest"}
+    night = c.get(q + "&time=23:00-03:00").json()["clips"]
+    assert night and all(x["local"][11:13] in ("23", "00", "01", "02") for x in night)
+    r = c.get(q + "&time=25:00-01:00")
+    assert r.status_code == 400 and "time" in r.json()["error"]
+    page = c.get(q.replace("&format=json", "") + "&site=Forest", headers={"Accept": "text/html"})
+    assert "<option selected>Forest</option>" in page.text
