@@ -197,7 +197,8 @@ def test_undo_takes_back_only_ones_own_verdict(database):
     with database.engine.begin() as conn:  # the same window judged from the command line
         theirs = annotate_hit(conn, int(card["segment_id"]), "Siren", "no", author=OTHER)
     other = _signed_in(database, OTHER, OTHER_PASSWORD)
-    for client, annotation in ((other, mine), (c, theirs)):
+    # another's verdict, nor one's own name on a row not given on the page (source cli)
+    for client, annotation in ((other, mine), (c, theirs), (other, theirs)):
         r = client.post("/annotations/undo", data={"id": annotation})
         assert r.status_code == 404 and "not a verdict of yours" in r.json()["error"]
     assert c.post("/annotations/undo", data={"id": mine}).json() == {"id": mine, "undone": True}

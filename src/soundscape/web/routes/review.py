@@ -167,7 +167,12 @@ async def undo(request: Request) -> Response:
             return retract_verdict(writer, annotation_id)
 
     if not await run_in_threadpool(take_back):
-        return error(request, f"annotation {annotation_id} is not a verdict of yours", 404)
+        return error(
+            request,
+            f"annotation {annotation_id} is not a verdict of yours: only the verdicts you gave "
+            "on this page can be undone (give a new verdict to change another)",
+            404,
+        )
     if wants_json(request) or request.headers.get(CSRF_HEADER):
         return JSONResponse({"id": annotation_id, "undone": True})
     return RedirectResponse(local_path(form.get("next")), status_code=303)
