@@ -161,7 +161,7 @@ def test_search_listen_and_say_yes(server, browser, world):
     page.wait_for_function(
         "document.querySelector('li.hit img.spectrogram').naturalWidth > 0", timeout=30000
     )
-    assert page.input_value("#verdict-label") == "siren"
+    assert card.locator(".verdict-for").text_content() == "Siren?"  # the class the hit came from
     card.locator("button.yes").click()
     page.wait_for_function(
         "document.querySelector('li.hit .saved').textContent === 'yes saved'", timeout=15000
@@ -178,7 +178,7 @@ def test_search_listen_and_say_yes(server, browser, world):
             {"g": segment_id},
         ).all()
     engine.dispose()
-    assert rows == [("siren", "yes", REVIEWER, "web")]
+    assert rows == [("Siren", "yes", REVIEWER, "web")]
     context.close()
 
 

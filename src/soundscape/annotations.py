@@ -377,12 +377,18 @@ def review_hit(
     *,
     author: str,
     note: str | None = None,
+    start_s: float | None = None,
+    end_s: float | None = None,
 ) -> int:
-    """A reviewer's verdict on a window from the web page: checked like ``annotate_hit`` with
+    """A reviewer's verdict on a hit from the web page: checked like ``annotate_hit`` with
     ``conn`` (which may read), inserted through ``writer``, the reviewer's own connection, which
     may only insert annotations (soundscape.roles.create_reviewer). The database sets author
     and source (``web``) of a reviewer's row and replaces that reviewer's earlier verdict on the
-    same window and label (migration 0014). Returns the annotation id."""
+    same window and label (migration 0014). Returns the annotation id.
+
+    ``start_s``/``end_s``: the span judged, when it is more than the window (an event of
+    several windows, ``results.merge_events``); it must hold the window ``segment_id`` (the
+    event's best window). Without them the window's own span is stored."""
     row = conn.execute(
         sa.text("SELECT recording_id, start_s, end_s FROM segments WHERE id = :i"),
         {"i": int(segment_id)},
@@ -392,14 +398,48 @@ def review_hit(
     rec = _get_recording(conn, row.recording_id)
     label = _check_label(label)
     note = _check_note(note)
-    start = float(row.start_s)
-    end = _check_span(rec, start, min(float(row.end_s), rec.duration_s), None, None)
+    start = float(row.start_s) if start_s is None else float(start_s)
+    stop = float(row.end_s) if end_s is None else float(end_s)
+    if start_s is not None or end_s is not None:
+        _check_holds_window(start, stop, float(row.start_s), float(row.end_s), segment_id)
+    end = _check_span(rec, start, min(stop, rec.duration_s), None, None)
     params = {
         "recording_id": rec.id, "start_s": start, "end_s": end, "low_hz": None,
         "high_hz": None, "label": label, "verdict": normalize_verdict(verdict),
         "author": author, "source": "web", "note": note or None, "segment_id": int(segment_id),
     }  # fmt: skip
     return int(writer.execute(_INSERT, params).scalar_one())
+
+
+#: How far (s) a judged span's ends may miss its window's (times pass through text and floats).
+SPAN_TOLERANCE_S = 1e-3
+
+
+def _check_holds_window(
+    start: float, end: float, w_start: float, w_end: float, segment_id: int
+) -> None:
+    """An event's span holds its best window (``merge_events``); another span is not what the
+    card showed, so it is refused."""
+    for what, value in (("start", start), ("end", end)):
+        if not math.isfinite(value):
+            raise AnnotationError(f"{what} {value} is not a finite number")
+    if start > w_start + SPAN_TOLERANCE_S or end < w_end - SPAN_TOLERANCE_S:
+        raise AnnotationError(
+            f"the span {start:g}-{end:g} s does not hold window {segment_id} "
+            f"({w_start:g}-{w_end:g} s); judge the event the window belongs to (reload the page)"
+        )
+
+
+def retract_verdict(writer: Connection, annotation_id: int) -> bool:
+    """Take back one of the reviewer's own web verdicts (the review queue's undo) through the
+    reviewer's connection ``writer``: ``public.retract_verdict`` (migration 0030) deletes the
+    annotation only if it is that reviewer's own (author = the login role, source ``web``).
+    Returns whether it was deleted."""
+    return bool(
+        writer.execute(
+            sa.text("SELECT public.retract_verdict(:i)"), {"i": int(annotation_id)}
+        ).scalar()
+    )
 
 
 # ------------------------------------------------------------------------------- list / remove

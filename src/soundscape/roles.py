@@ -437,7 +437,8 @@ def _other_databases(raw: PgConnection, name: str, dbname: str, revoke: bool) ->
 # ------------------------------------------------------------------------------ reviewers
 #: What the reviewer group may do, and nothing else: insert annotations (the columns a
 #: validated hit has; migration 0014's trigger then sets author and source), read back the new
-#: row's id (INSERT ... RETURNING id) and draw ids from the table's sequence.
+#: row's id (INSERT ... RETURNING id), draw ids from the table's sequence, and take back their
+#: own web verdicts (``public.retract_verdict``, migration 0030).
 REVIEWER_GRANTS = (
     "GRANT CONNECT ON DATABASE {db} TO {g}",
     "GRANT USAGE ON SCHEMA public TO {g}",
@@ -445,6 +446,8 @@ REVIEWER_GRANTS = (
     "source, note, segment_id) ON public.annotations TO {g}",
     "GRANT SELECT (id) ON public.annotations TO {g}",
     "GRANT USAGE ON SEQUENCE public.annotations_id_seq TO {g}",
+    # the review queue's undo: deletes the caller's own web verdicts only (migration 0030)
+    "GRANT EXECUTE ON FUNCTION public.retract_verdict(bigint) TO {g}",
 )
 
 

@@ -2,7 +2,8 @@
 
 - ``health``: ``/healthz`` and ``/`` (to the search page)
 - ``search``: ``/search`` (GET: a query; POST: an uploaded audio example)
-- ``review``: ``/annotations`` (a reviewer's yes / no / unsure)
+- ``review``: ``/annotations`` (a reviewer's yes / no / unsure, and its undo)
+- ``queue``: ``/review`` (the review queue: one clip at a time, by keyboard; retrain)
 - ``media``: clips, spectrograms, a recording's audio and its plot
 - ``recordings``: ``/recordings`` and one recording's page
 - ``overview``: ``/activity``, ``/sensors``, ``/jobs``
@@ -11,13 +12,23 @@
 
 from fastapi import APIRouter
 
-from soundscape.web.routes import auth, health, media, overview, recordings, review, search
+from soundscape.web.routes import (
+    auth,
+    health,
+    media,
+    overview,
+    queue,
+    recordings,
+    review,
+    search,
+)
 
 #: Every router, in the order the app includes them.
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
     search.router,
     review.router,
+    queue.router,
     media.router,
     recordings.router,
     overview.router,

@@ -24,7 +24,8 @@ from soundscape.output import plain_row
 from soundscape.results import hit_rows
 from soundscape.speech import said_rows
 from soundscape.web import pages
-from soundscape.web.deps import checked_form, connect, error, render, viewer, wants_json
+from soundscape.web.deps import checked_form, connect, error, render, session, viewer, wants_json
+from soundscape.web.routes import review
 
 router = APIRouter()
 
@@ -51,10 +52,15 @@ def search_response(request: Request, params: Any, audio: str | None, upload: st
             return render(request, "search.html", params=params, choices=choices, result=None)
         started = time.perf_counter()
         try:
-            result = pages.run_search(conn, req)
+            result = review.run_search(conn, req, params)  # "unreviewed only" too
         except InvalidRequest as exc:
             return error(request, str(exc), 400)
         elapsed = time.perf_counter() - started
+        cards = (
+            review.cards(conn, req, result.hits, session(request).user)
+            if not (json_out or result.is_speech)
+            else review.Cards()
+        )
     if result.is_speech:
         rows, columns = said_rows(result.hits, events=req.events)
     else:
@@ -78,7 +84,9 @@ def search_response(request: Request, params: Any, audio: str | None, upload: st
         choices=choices,
         result=result,
         rows=list(zip(result.hits, plain)),
-        default_label=pages.verdict_label(req) if not upload else "",
+        cards=cards.cards,
+        default_label=cards.fallback,
+        known_labels=cards.known,
         upload=upload,
         like_base=urlencode([(k, v) for k, v in keep if k in FILTER_KEYS]),
         elapsed_ms=elapsed * 1000,

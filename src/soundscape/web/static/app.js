@@ -1,4 +1,4 @@
-// soundscape web page: verdict buttons without a page reload, and "play from here" links.
+// soundscape web page: verdict buttons without a page reload (a hit's own label kept), and "play from here" links.
 // Everything works without this file too (plain form posts and links).
 "use strict";
 (function () {
@@ -11,8 +11,9 @@
     const data = new FormData(form);
     const verdict = event.submitter ? event.submitter.value : "yes";
     data.set("verdict", verdict);
+    // a hit's own class, concept or classifier label is kept; others take the page's label
     const label = document.getElementById("verdict-label");
-    if (label) {
+    if (label && !form.dataset.ownLabel) {
       if (!label.value.trim()) { label.reportValidity(); label.focus(); return; }
       data.set("label", label.value.trim());
     }
@@ -29,6 +30,9 @@
       card.classList.remove("judged-yes", "judged-no", "judged-unsure");
       card.classList.add("judged-" + verdict);
       card.dataset.annotation = body.id;
+      form.querySelectorAll("button[name=verdict]").forEach((b) => {
+        b.setAttribute("aria-pressed", String(b.value === verdict));
+      });
       out.textContent = verdict + " saved";
     } catch (err) {
       out.textContent = "not saved: " + err.message;
