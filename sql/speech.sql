@@ -1,24 +1,34 @@
 -- The speech family of the `ranger` schema (current definitions; see sql/README.md): what is
--- said, searchable in SQL. Applied by migrations 0012, 0019, 0025, 0027 and 0028. One
+-- said, searchable in SQL. Applied by migrations 0012, 0019, 0025, 0027, 0028 and 0035. One
 -- implementation for the CLI (`soundscape search --said`), notebooks (soundscape.speech) and BI
--- tools.
+-- tools. (The view ranger.utterances lives in sql/utterances.sql since 0035.)
 --
 -- ranger.search_speech(query, k, filters...) finds utterances (tables of 0012) that pass the
--- filters (ranger._speech_filtered, shared by its two paths) by
+-- filters (ranger._speech_filtered, shared by its paths; p_speaker: only that speaker's) by
 --   * full text: websearch_to_tsquery('english', query) on the utterance's tsvector (GIN):
 --     words, "quoted phrases", -exclusions, `or`; ranked by ts_rank_cd (normalised to 0..1);
---   * then, while fewer than k were found and p_fuzzy, a fuzzy fallback: the stored words
---     spelt like the query, its words or the query without spaces (so that "bit coin" meets
---     "bitcoin") are looked up in the vocabulary `speech_words` (pg_trgm similarity, trigram
---     GIN index), the utterances holding them found through the tsvector index, and those
---     whose text has a trigram word similarity to the query of at least p_min_similarity are
---     ranked by it. When no stored word is spelt alike, the texts themselves are searched by
---     word similarity (trigram GIN index on the text). Exclusions still apply.
+--     match `exact` when a matched word is the query's as said, else `stem`;
+--   * then, while fewer than k were found and p_fuzzy, a fuzzy fallback (match `trigram`): the
+--     stored words spelt like the query, its words or the query without spaces (so that "bit
+--     coin" meets "bitcoin") are looked up in the vocabulary `speech_words` (pg_trgm
+--     similarity, trigram GIN index), the utterances holding them found through the tsvector
+--     index, and those whose text has a trigram word similarity to the query of at least
+--     p_min_similarity are ranked by it. When no stored word is spelt alike, the texts
+--     themselves are searched by word similarity (trigram GIN index on the text). Exclusions
+--     still apply.
+--   * then, while still fewer than k, a phonetic route (match `phonetic`, issue 26): words
+--     Whisper doubted (probability < 0.5, ranger._speech_doubtful) that sound like a query word
+--     (Double Metaphone, fuzzystrmatch: the same code, or one sound apart for codes of four
+--     sounds) are looked up in the vocabulary's doubted words (speech_words.doubtful, codes
+--     stored in sound/sound_alt), their utterances found through the tsvector index, ranked
+--     below every full-text and trigram hit ("Maxine" for "vaccine", "Pouching" for
+--     "poaching"). A confident word is never matched by sound: it is another word.
 -- Each hit is the span of the matching words, at word precision (from the utterance's words
--- json), with its absolute and local time, and a snippet with the match marked **like this**
--- (ts_headline for full-text hits; the matched words for fuzzy ones). Filters as for windows:
--- sensors/sites/quadrants, the local time of day of the utterance's start (a range may cross
--- midnight), local dates and absolute instants.
+-- json), with its absolute and local time, a snippet with the match marked **like this**
+-- (ts_headline for full-text hits; the matched words otherwise), the matched words as said
+-- (`matched`) and the utterance's speaker. Filters as for windows: sensors/sites/quadrants,
+-- the local time of day of the utterance's start (a range may cross midnight), local dates and
+-- absolute instants.
 
 -- The query's parts: the positive text (no -exclusions, quotes or `or`), lower case; the same
 -- without spaces; the English lexemes of the positive text; the exclusions as a tsquery.
@@ -143,6 +153,56 @@ LANGUAGE sql IMMUTABLE AS $$
       FROM jsonb_array_elements(p_words) WITH ORDINALITY AS e(w, ord)
 $$;
 
+-- A word Whisper itself doubted: its probability (words json "p") below 0.5. The phonetic route
+-- matches only such words (a confident word that merely sounds like the query is another word);
+-- ingest marks the vocabulary's doubted words with it too (soundscape.speech.add_vocabulary).
+CREATE OR REPLACE FUNCTION ranger._speech_doubtful(p_probability real)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(p_probability < 0.5, false)
+$$;
+
+-- The Double Metaphone codes of a query's words (fuzzystrmatch): each positive word of at least
+-- three letters, and the words run together when there are several; codes shorter than two
+-- sounds are left out (they match half the language).
+CREATE OR REPLACE FUNCTION ranger._speech_sounds(p_fuzzy text)
+RETURNS TABLE (term text, code text)
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT DISTINCT t.term, c.code
+      FROM (SELECT regexp_replace(x, '[^[:alnum:]]', '', 'g') AS term
+              FROM unnest(string_to_array(coalesce(p_fuzzy, ''), ' ')) x
+            UNION
+            SELECT regexp_replace(p_fuzzy, '[^[:alnum:]]', '', 'g')
+             WHERE position(' ' IN coalesce(p_fuzzy, '')) > 0) t
+     CROSS JOIN LATERAL (VALUES (dmetaphone(t.term)), (dmetaphone_alt(t.term))) c(code)
+     WHERE length(t.term) >= 3 AND length(c.code) >= 2
+$$;
+
+-- The doubted word of an utterance that sounds most like one of the query's words (p_sounds:
+-- term, code pairs of ranger._speech_sounds): the same Double Metaphone code (or its
+-- alternative), or, for codes of four sounds (the most it gives), one sound apart (levenshtein 1: "Maxine"
+-- MKSN for "vaccine" FKSN). Score: 0.7 for the same code, 0.4 for one apart, plus 0.3 times the
+-- letters' trigram similarity. No row when no doubted word sounds alike.
+CREATE OR REPLACE FUNCTION ranger._speech_sound(p_words jsonb, p_sounds jsonb)
+RETURNS TABLE (first_word integer, last_word integer, matched text, score real)
+LANGUAGE sql STABLE AS $$
+    SELECT (e.ord - 1)::integer, (e.ord - 1)::integer, e.w ->> 'w',
+           max(CASE WHEN c.code IN (q ->> 'code') THEN 0.7 ELSE 0.4 END
+               + 0.3 * similarity(l.word, q ->> 'term'))::real
+      FROM jsonb_array_elements(p_words) WITH ORDINALITY AS e(w, ord)
+     CROSS JOIN LATERAL (SELECT lower(regexp_replace(e.w ->> 'w', '[^[:alnum:]]', '', 'g'))
+                             AS word) l
+     CROSS JOIN LATERAL (VALUES (dmetaphone(l.word)), (dmetaphone_alt(l.word))) c(code)
+     CROSS JOIN jsonb_array_elements(p_sounds) q
+     WHERE ranger._speech_doubtful((e.w ->> 'p')::real) AND length(l.word) >= 2
+       AND (c.code = q ->> 'code'
+            OR (length(c.code) = 4 AND length(q ->> 'code') = 4
+                AND levenshtein(c.code, q ->> 'code') = 1))
+     GROUP BY e.ord, e.w
+     ORDER BY 4 DESC, 1
+     LIMIT 1
+$$;
+
 -- The utterances that pass the place and time filters of ranger.search_speech: sensors (ids;
 -- NULL: all) and the time filters of the utterance's start (ranger.in_time_filter, the same
 -- rule as for windows). One SELECT in LANGUAGE sql, so the planner inlines it into the
@@ -172,11 +232,13 @@ CREATE OR REPLACE FUNCTION ranger.search_speech(
     p_at_to timestamptz DEFAULT NULL,
     p_fuzzy boolean DEFAULT true,
     p_min_similarity real DEFAULT 0.6,
+    p_speaker text DEFAULT NULL,
     p_place jsonb DEFAULT NULL
 ) RETURNS TABLE (
     utterance_id bigint, score real, recording_id bigint, path text, sensor text, site text,
     quadrant text, start_s real, end_s real, starts_at timestamptz, local_date date,
-    local_time time, snippet text, text text, language text, model text, method text
+    local_time time, snippet text, text text, language text, model text, method text,
+    match text, matched text, speaker text
 )
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = public, pg_temp
@@ -189,6 +251,8 @@ DECLARE
     v_tsq tsquery;
     v_terms record;
     v_near tsquery;
+    v_sound_near tsquery;
+    v_sounds jsonb;
     v_word text;
     v_need boolean := true;
 BEGIN
@@ -215,12 +279,13 @@ BEGIN
         v_tsq := NULL;  -- only stop words (or nothing): the fuzzy part alone answers
     END IF;
     SELECT * INTO v_terms FROM ranger._speech_terms(p_query);
-    -- The fuzzy part runs only when the full text finds fewer than k (with the filters).
+    -- The fuzzy and phonetic parts run only when the full text finds fewer than k (with the
+    -- filters).
     IF p_fuzzy AND v_terms.fuzzy <> '' AND v_tsq IS NOT NULL THEN
         SELECT count(*) < p_k INTO v_need
           FROM (SELECT 1 FROM ranger._speech_filtered(v_ids, p_time_from, p_time_to, p_date_from,
                                                       p_date_to, p_at_from, p_at_to) u
-                 WHERE u.tsv @@ v_tsq
+                 WHERE u.tsv @@ v_tsq AND (p_speaker IS NULL OR u.speaker = p_speaker)
                  LIMIT p_k) x;
     END IF;
     IF p_fuzzy AND v_terms.fuzzy <> '' AND v_need THEN
@@ -228,7 +293,8 @@ BEGIN
         FOR v_word IN
             SELECT DISTINCT w.word
               FROM unnest(array_append(string_to_array(v_terms.fuzzy, ' '), v_terms.nospace)) q(term)
-              CROSS JOIN LATERAL (SELECT sw.word FROM speech_words sw WHERE sw.word % q.term
+              CROSS JOIN LATERAL (SELECT sw.word FROM speech_words sw
+                                   WHERE sw.word % q.term AND NOT sw.doubtful
                                    ORDER BY similarity(sw.word, q.term) DESC, sw.word
                                    LIMIT 20) w
         LOOP
@@ -238,11 +304,38 @@ BEGIN
         IF v_near IS NOT NULL AND numnode(v_near) = 0 THEN
             v_near := NULL;
         END IF;
+        -- the doubted words that sound like the query's (Double Metaphone, speech_words.sound)
+        SELECT jsonb_agg(jsonb_build_object('term', x.term, 'code', x.code))
+          INTO v_sounds FROM ranger._speech_sounds(v_terms.fuzzy) x;
+        IF v_sounds IS NOT NULL THEN
+            FOR v_word IN
+                SELECT DISTINCT w.word
+                  FROM jsonb_array_elements(v_sounds) q
+                  CROSS JOIN LATERAL (
+                      SELECT sw.word FROM speech_words sw
+                       WHERE sw.doubtful
+                         AND (sw.sound = q ->> 'code' OR sw.sound_alt = q ->> 'code'
+                              OR (length(q ->> 'code') = 4 AND length(sw.sound) = 4
+                                  AND levenshtein(sw.sound, q ->> 'code') = 1)
+                              OR (length(q ->> 'code') = 4 AND length(sw.sound_alt) = 4
+                                  AND levenshtein(sw.sound_alt, q ->> 'code') = 1))
+                       ORDER BY similarity(sw.word, q ->> 'term') DESC, sw.word
+                       LIMIT 50) w
+            LOOP
+                v_sound_near := CASE WHEN v_sound_near IS NULL
+                                     THEN plainto_tsquery('english', v_word)
+                                     ELSE v_sound_near || plainto_tsquery('english', v_word) END;
+            END LOOP;
+            IF v_sound_near IS NOT NULL AND numnode(v_sound_near) = 0 THEN
+                v_sound_near := NULL;
+            END IF;
+        END IF;
     END IF;
     RETURN QUERY
     WITH f AS NOT MATERIALIZED (
         SELECT u.* FROM ranger._speech_filtered(v_ids, p_time_from, p_time_to, p_date_from,
                                                 p_date_to, p_at_from, p_at_to) u
+         WHERE p_speaker IS NULL OR u.speaker = p_speaker
     ), ft AS MATERIALIZED (
         SELECT f.id, ts_rank_cd(f.tsv, v_tsq, 32)::real AS score
           FROM f
@@ -264,10 +357,24 @@ BEGIN
          WHERE c.score >= p_min_similarity
          ORDER BY c.score DESC, c.id
          LIMIT p_k
+    ), ph AS MATERIALIZED (
+        -- phonetic: utterances holding a doubted word that sounds like the query's
+        SELECT f.id, so.score, so.first_word, so.last_word
+          FROM f
+          CROSS JOIN LATERAL ranger._speech_sound(f.words, v_sounds) so
+         WHERE v_sound_near IS NOT NULL AND f.tsv @@ v_sound_near
+           AND (SELECT count(*) FROM ft) + (SELECT count(*) FROM fz) < p_k
+           AND f.id NOT IN (SELECT ft.id FROM ft) AND f.id NOT IN (SELECT fz.id FROM fz)
+           AND (v_terms.excluded IS NULL OR NOT f.tsv @@ v_terms.excluded)
+         ORDER BY so.score DESC, f.id
+         LIMIT p_k
     ), hits AS (
-        SELECT ft.id, ft.score, 'fulltext'::text AS method, 0 AS tier FROM ft
+        SELECT ft.id, ft.score, 'fulltext'::text AS method, 0 AS tier,
+               NULL::integer AS first_word, NULL::integer AS last_word FROM ft
         UNION ALL
-        SELECT fz.id, fz.score, 'fuzzy'::text, 1 FROM fz
+        SELECT fz.id, fz.score, 'fuzzy'::text, 1, NULL, NULL FROM fz
+        UNION ALL
+        SELECT ph.id, ph.score, 'phonetic'::text, 2, ph.first_word, ph.last_word FROM ph
     ), ranked AS (
         SELECT hits.* FROM hits ORDER BY hits.tier, hits.score DESC, hits.id LIMIT p_k
     )
@@ -280,15 +387,34 @@ BEGIN
                 WHEN sp.first_word IS NOT NULL
                 THEN ranger._speech_mark(u.words, sp.first_word, sp.last_word)
                 ELSE u.text END,
-           u.text, u.language, t.model || ' ' || t.model_version, h.method
+           u.text, u.language, t.model || ' ' || t.model_version, h.method,
+           -- how it matched: the query's word as said (exact), its stem, a spelling, a sound
+           CASE h.method WHEN 'fuzzy' THEN 'trigram' WHEN 'phonetic' THEN 'phonetic'
+                ELSE CASE WHEN m.words && string_to_array(v_terms.fuzzy, ' ')
+                          THEN 'exact' ELSE 'stem' END END,
+           m.matched, u.speaker
       FROM ranked h
       JOIN utterances u ON u.id = h.id
       JOIN transcripts t ON t.id = u.transcript_id
       JOIN recordings r ON r.id = u.recording_id
       JOIN sensors s ON s.id = u.sensor_id
-      LEFT JOIN LATERAL ranger._speech_span(
-          u.words, CASE WHEN h.method = 'fulltext' THEN v_terms.lexemes END,
-          v_terms.fuzzy) sp ON true
+      LEFT JOIN LATERAL (
+          SELECT (u.words -> h.first_word ->> 's')::real AS start_s,
+                 (u.words -> h.last_word ->> 'e')::real AS end_s, h.first_word, h.last_word
+           WHERE h.method = 'phonetic'
+          UNION ALL
+          SELECT x.start_s, x.end_s, x.first_word, x.last_word
+            FROM ranger._speech_span(
+                u.words, CASE WHEN h.method = 'fulltext' THEN v_terms.lexemes END,
+                v_terms.fuzzy) x
+           WHERE h.method <> 'phonetic') sp ON true
+      -- the matched words as said, and lower case without punctuation (for exact/stem)
+      LEFT JOIN LATERAL (
+          SELECT string_agg(e.w ->> 'w', ' ' ORDER BY e.ord) AS matched,
+                 array_agg(lower(regexp_replace(e.w ->> 'w', '[^[:alnum:]]', '', 'g')))
+                     AS words
+            FROM jsonb_array_elements(u.words) WITH ORDINALITY AS e(w, ord)
+           WHERE e.ord - 1 BETWEEN sp.first_word AND sp.last_word) m ON true
       -- the hit's words (the whole utterance when no span was found) and when they start
       CROSS JOIN LATERAL (
           SELECT coalesce(sp.start_s, u.start_s) AS start_s, coalesce(sp.end_s, u.end_s) AS end_s,
@@ -304,12 +430,3 @@ SELECT t.id AS transcript_id, t.recording_id, r.path, s.name AS sensor, s.site, 
   FROM transcripts t
   JOIN recordings r ON r.id = t.recording_id
   JOIN sensors s ON s.id = r.sensor_id;
-
-CREATE OR REPLACE VIEW ranger.utterances AS
-SELECT u.id AS utterance_id, u.recording_id, r.path, s.name AS sensor, s.site, s.quadrant,
-       u.start_s, u.end_s, u.starts_at, u.local_date, u.local_time, u.text, u.words,
-       u.language, t.model, t.model_version
-  FROM utterances u
-  JOIN transcripts t ON t.id = u.transcript_id
-  JOIN recordings r ON r.id = u.recording_id
-  JOIN sensors s ON s.id = u.sensor_id;
