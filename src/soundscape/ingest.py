@@ -571,6 +571,10 @@ class Ingestor:
                 result.duration_s = stored.duration_s
                 result.warning = result.warning or stored.truncated
                 result.resumed += stored.reused
+            if self.transcripts or any(t.model.voice_prints for t in self.spaces):
+                from soundscape.speakers import label_utterances
+
+                label_utterances(conn, [rec_id])  # who said what (issue 26)
             _seal(conn, f, result)
         return result
 
