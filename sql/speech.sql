@@ -21,7 +21,7 @@
 --     (Double Metaphone, fuzzystrmatch: the same code, or one sound apart for codes of four
 --     sounds) are looked up in the vocabulary's doubted words (speech_words.doubtful, codes
 --     stored in sound/sound_alt), their utterances found through the tsvector index, ranked
---     below every full-text and trigram hit ("Maxine" for "vaccine", "Pouching" for
+--     below every full-text and trigram hit ("Voggers" for "voters", "Pouching" for
 --     "poaching"). A confident word is never matched by sound: it is another word.
 -- Each hit is the span of the matching words, at word precision (from the utterance's words
 -- json), with its absolute and local time, a snippet with the match marked **like this**
@@ -180,9 +180,10 @@ $$;
 
 -- The doubted word of an utterance that sounds most like one of the query's words (p_sounds:
 -- term, code pairs of ranger._speech_sounds): the same Double Metaphone code (or its
--- alternative), or, for codes of four sounds (the most it gives), one sound apart (levenshtein 1: "Maxine"
--- MKSN for "vaccine" FKSN). Score: 0.7 for the same code, 0.4 for one apart, plus 0.3 times the
--- letters' trigram similarity. No row when no doubted word sounds alike.
+-- alternative), or, for codes of four sounds (the most it gives), one sound apart (levenshtein
+-- 1: "Voggers" FKRS for "voters" FTRS, "trapped" TRPT for "tractor" TRKT). Score: 0.7 for the
+-- same code, 0.4 for one apart, plus 0.3 times the letters' trigram similarity. No row when
+-- no doubted word sounds alike.
 CREATE OR REPLACE FUNCTION ranger._speech_sound(p_words jsonb, p_sounds jsonb)
 RETURNS TABLE (first_word integer, last_word integer, matched text, score real)
 LANGUAGE sql STABLE AS $$
