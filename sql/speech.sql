@@ -20,8 +20,9 @@
 --     Whisper doubted (probability < 0.5, ranger._speech_doubtful) that sound like a query word
 --     (Double Metaphone, fuzzystrmatch: the same code, or one sound apart for codes of four
 --     sounds) are looked up in the vocabulary's doubted words (speech_words.doubtful, codes
---     stored in sound/sound_alt), their utterances found through the tsvector index, ranked
---     below every full-text and trigram hit ("Voggers" for "voters", "Pouching" for
+--     stored in sound/sound_alt), best first; for each, up to k of the utterances where it was
+--     doubted, found through the tsvector index (so a common word's sound costs k rows, not
+--     all its utterances); ranked below every full-text and trigram hit ("Voggers" for "voters", "Pouching" for
 --     "poaching"). A confident word is never matched by sound: it is another word.
 -- Each hit is the span of the matching words, at word precision (from the utterance's words
 -- json), with its absolute and local time, a snippet with the match marked **like this**
@@ -178,29 +179,17 @@ LANGUAGE sql IMMUTABLE AS $$
      WHERE length(t.term) >= 3 AND length(c.code) >= 2
 $$;
 
--- The doubted word of an utterance that sounds most like one of the query's words (p_sounds:
--- term, code pairs of ranger._speech_sounds): the same Double Metaphone code (or its
--- alternative), or, for codes of four sounds (the most it gives), one sound apart (levenshtein
--- 1: "Voggers" FKRS for "voters" FTRS, "trapped" TRPT for "tractor" TRKT). Score: 0.7 for the
--- same code, 0.4 for one apart, plus 0.3 times the letters' trigram similarity. No row when
--- no doubted word sounds alike.
-CREATE OR REPLACE FUNCTION ranger._speech_sound(p_words jsonb, p_sounds jsonb)
-RETURNS TABLE (first_word integer, last_word integer, matched text, score real)
-LANGUAGE sql STABLE AS $$
-    SELECT (e.ord - 1)::integer, (e.ord - 1)::integer, e.w ->> 'w',
-           max(CASE WHEN c.code IN (q ->> 'code') THEN 0.7 ELSE 0.4 END
-               + 0.3 * similarity(l.word, q ->> 'term'))::real
+-- The index of the first word of an utterance that is p_word (lower case, letters and digits)
+-- and that Whisper doubted; NULL when it has no such word. The phonetic route's check that a
+-- vocabulary word sounding like the query was doubted in this utterance.
+CREATE OR REPLACE FUNCTION ranger._speech_doubted(p_words jsonb, p_word text)
+RETURNS integer
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT (e.ord - 1)::integer
       FROM jsonb_array_elements(p_words) WITH ORDINALITY AS e(w, ord)
-     CROSS JOIN LATERAL (SELECT lower(regexp_replace(e.w ->> 'w', '[^[:alnum:]]', '', 'g'))
-                             AS word) l
-     CROSS JOIN LATERAL (VALUES (dmetaphone(l.word)), (dmetaphone_alt(l.word))) c(code)
-     CROSS JOIN jsonb_array_elements(p_sounds) q
-     WHERE ranger._speech_doubtful((e.w ->> 'p')::real) AND length(l.word) >= 2
-       AND (c.code = q ->> 'code'
-            OR (length(c.code) = 4 AND length(q ->> 'code') = 4
-                AND levenshtein(c.code, q ->> 'code') = 1))
-     GROUP BY e.ord, e.w
-     ORDER BY 4 DESC, 1
+     WHERE lower(regexp_replace(e.w ->> 'w', '[^[:alnum:]]', '', 'g')) = p_word
+       AND ranger._speech_doubtful((e.w ->> 'p')::real)
+     ORDER BY e.ord
      LIMIT 1
 $$;
 
@@ -252,8 +241,8 @@ DECLARE
     v_tsq tsquery;
     v_terms record;
     v_near tsquery;
-    v_sound_near tsquery;
     v_sounds jsonb;
+    v_heard jsonb;
     v_word text;
     v_need boolean := true;
 BEGIN
@@ -305,31 +294,30 @@ BEGIN
         IF v_near IS NOT NULL AND numnode(v_near) = 0 THEN
             v_near := NULL;
         END IF;
-        -- the doubted words that sound like the query's (Double Metaphone, speech_words.sound)
+        -- The doubted words that sound like the query's (speech_words.sound, sound_alt), best
+        -- first: the same code 0.7, one sound apart 0.4, plus 0.3 times the letters' trigram
+        -- similarity (the score of their hits: it depends on the word, not the utterance).
         SELECT jsonb_agg(jsonb_build_object('term', x.term, 'code', x.code))
           INTO v_sounds FROM ranger._speech_sounds(v_terms.fuzzy) x;
         IF v_sounds IS NOT NULL THEN
-            FOR v_word IN
-                SELECT DISTINCT w.word
-                  FROM jsonb_array_elements(v_sounds) q
-                  CROSS JOIN LATERAL (
-                      SELECT sw.word FROM speech_words sw
-                       WHERE sw.doubtful
-                         AND (sw.sound = q ->> 'code' OR sw.sound_alt = q ->> 'code'
-                              OR (length(q ->> 'code') = 4 AND length(sw.sound) = 4
-                                  AND levenshtein(sw.sound, q ->> 'code') = 1)
-                              OR (length(q ->> 'code') = 4 AND length(sw.sound_alt) = 4
-                                  AND levenshtein(sw.sound_alt, q ->> 'code') = 1))
-                       ORDER BY similarity(sw.word, q ->> 'term') DESC, sw.word
-                       LIMIT 50) w
-            LOOP
-                v_sound_near := CASE WHEN v_sound_near IS NULL
-                                     THEN plainto_tsquery('english', v_word)
-                                     ELSE v_sound_near || plainto_tsquery('english', v_word) END;
-            END LOOP;
-            IF v_sound_near IS NOT NULL AND numnode(v_sound_near) = 0 THEN
-                v_sound_near := NULL;
-            END IF;
+            SELECT jsonb_agg(jsonb_build_object('word', c.word, 'score', c.score)
+                             ORDER BY c.score DESC, c.word)
+              INTO v_heard
+              FROM (SELECT sw.word,
+                           max(CASE WHEN q ->> 'code' IN (sw.sound, sw.sound_alt) THEN 0.7
+                                    ELSE 0.4 END
+                               + 0.3 * similarity(sw.word, q ->> 'term'))::real AS score
+                      FROM (SELECT DISTINCT word, sound, sound_alt FROM speech_words
+                             WHERE doubtful) sw
+                      CROSS JOIN jsonb_array_elements(v_sounds) q
+                     WHERE sw.sound = q ->> 'code' OR sw.sound_alt = q ->> 'code'
+                        OR (length(q ->> 'code') = 4
+                            AND ((length(sw.sound) = 4 AND levenshtein(sw.sound, q ->> 'code') = 1)
+                                 OR (length(sw.sound_alt) = 4
+                                     AND levenshtein(sw.sound_alt, q ->> 'code') = 1)))
+                     GROUP BY sw.word
+                     ORDER BY 2 DESC, 1
+                     LIMIT 20) c;
         END IF;
     END IF;
     RETURN QUERY
@@ -359,15 +347,22 @@ BEGIN
          ORDER BY c.score DESC, c.id
          LIMIT p_k
     ), ph AS MATERIALIZED (
-        -- phonetic: utterances holding a doubted word that sounds like the query's
-        SELECT f.id, so.score, so.first_word, so.last_word
-          FROM f
-          CROSS JOIN LATERAL ranger._speech_sound(f.words, v_sounds) so
-         WHERE v_sound_near IS NOT NULL AND f.tsv @@ v_sound_near
+        -- phonetic: per doubted word that sounds like the query's (best first), up to k of the
+        -- utterances where Whisper doubted it; the best k of them
+        SELECT x.id, x.score, x.first_word, x.first_word AS last_word
+          FROM jsonb_array_elements(v_heard) c
+          CROSS JOIN LATERAL (
+              SELECT f.id, (c.value ->> 'score')::real AS score,
+                     ranger._speech_doubted(f.words, c.value ->> 'word') AS first_word
+                FROM f
+               WHERE f.tsv @@ plainto_tsquery('english', c.value ->> 'word')
+                 AND ranger._speech_doubted(f.words, c.value ->> 'word') IS NOT NULL
+                 AND f.id NOT IN (SELECT ft.id FROM ft) AND f.id NOT IN (SELECT fz.id FROM fz)
+                 AND (v_terms.excluded IS NULL OR NOT f.tsv @@ v_terms.excluded)
+               LIMIT p_k) x
+         WHERE v_heard IS NOT NULL
            AND (SELECT count(*) FROM ft) + (SELECT count(*) FROM fz) < p_k
-           AND f.id NOT IN (SELECT ft.id FROM ft) AND f.id NOT IN (SELECT fz.id FROM fz)
-           AND (v_terms.excluded IS NULL OR NOT f.tsv @@ v_terms.excluded)
-         ORDER BY so.score DESC, f.id
+         ORDER BY x.score DESC, x.id
          LIMIT p_k
     ), hits AS (
         SELECT ft.id, ft.score, 'fulltext'::text AS method, 0 AS tier,
