@@ -72,6 +72,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute(f"DROP FUNCTION IF EXISTS {NEW}")
     op.execute("DROP FUNCTION IF EXISTS ranger._speech_doubted(jsonb, text)")
+    op.execute("DROP FUNCTION IF EXISTS ranger._speech_near_codes(text)")
     op.execute("DROP FUNCTION IF EXISTS ranger._speech_sounds(text)")
     op.execute("DROP VIEW IF EXISTS ranger.utterances")
     op.execute(read_sql("frozen/0035_downgrade.sql"))
