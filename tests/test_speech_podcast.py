@@ -180,6 +180,24 @@ def test_the_recording_page_shows_speaker_turns(pod, engine, module_db_url):
     assert 'class="turn spk-' in page and "turn-start" in page
 
 
+def test_a_recording_ingested_after_enrolment_is_labelled_at_ingest(pod, engine):
+    """The ingest of a recording with transcript and voice windows labels its utterances
+    (here a human reader nobody enrolled: one unknown voice, or the nearest enrolment)."""
+    two_cities = SHARED_AUDIO / "podcast" / "two_cities.wav"
+    pod("ingest", two_cities, "-s", "studio", "-m", "whisper,voice", "-q")
+    rec = recording_id(engine, two_cities)
+    with engine.connect() as conn:
+        speakers = (
+            conn.execute(
+                sa.text("SELECT speaker FROM utterances WHERE recording_id = :r"), {"r": rec}
+            )
+            .scalars()
+            .all()
+        )
+    assert len(speakers) >= 5 and None not in speakers, speakers
+    assert len(set(speakers)) <= 2, speakers
+
+
 def test_speakers_follow_enrolments(pod, engine):
     """Removing a speaker relabels their utterances (another voice or unknown-N); enrolling
     them again brings the name back."""
