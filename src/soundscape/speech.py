@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -594,6 +595,15 @@ class NoTranscript(SoundscapeError):
     """The recording has no transcript (by that model): it was not transcribed."""
 
 
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """A file's SHA-256 (hex), as ingest stores it with each recording."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
 def recording_of(conn: Connection, ref: str | int | Path) -> int:
     """The id of a stored recording named by its id or by a path: the path as stored (absolute),
     else the file's content (SHA-256, so a moved or renamed copy is found), else a unique
@@ -607,8 +617,6 @@ def recording_of(conn: Connection, ref: str | int | Path) -> int:
         {"p": [text, str(path.resolve())]},
     ).scalar()
     if row is None and path.is_file():
-        from soundscape.ingest import sha256_file
-
         row = conn.execute(
             sa.text("SELECT id FROM recordings WHERE sha256 = :h"), {"h": sha256_file(path)}
         ).scalar()
