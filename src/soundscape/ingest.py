@@ -51,6 +51,7 @@ from soundscape.ingest_targets import (  # noqa: F401 - SEGMENT_* for bulk loade
 from soundscape.media_files import OpenedFile, StoredFile, identity_of, open_stored
 from soundscape.sensors import Sensor, get_sensor
 from soundscape.spaces import ensure_space, resolve_window
+from soundscape.speakers import label_utterances
 from soundscape.speech import TranscriptTarget
 from soundscape.timeutil import localize, parse_start_time
 from soundscape.transcribers import is_transcriber, load_transcriber
@@ -572,8 +573,6 @@ class Ingestor:
                 result.warning = result.warning or stored.truncated
                 result.resumed += stored.reused
             if self.transcripts or any(t.model.voice_prints for t in self.spaces):
-                from soundscape.speakers import label_utterances
-
                 label_utterances(conn, [rec_id])  # who said what (issue 26)
             _seal(conn, f, result)
         return result
