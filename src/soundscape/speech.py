@@ -11,8 +11,13 @@
   ``utterances`` row per utterance (times, absolute and local time like windows, text, words
   with times as JSON), inside the ingest transaction of the recording (``soundscape.ingest``).
 - **Search** (``search_speech``): ``ranger.search_speech`` (sql/speech.sql) does it in SQL:
-  full text, then a fuzzy fallback; hits at word precision with a marked snippet.
-- **Transcripts** (``get_transcript``, ``to_srt``, ``to_vtt``, ``to_text``).
+  full text, then a fuzzy (trigram) fallback, then words Whisper doubted that sound like the
+  query (Double Metaphone; the vocabulary marks them: ``add_vocabulary``); hits at word
+  precision with a marked snippet, how they matched and who said them (``SpeechRequest.speaker``
+  keeps one speaker's).
+- **Transcripts** (``get_transcript``, ``to_srt``, ``to_vtt``, ``to_text``), with the speaker
+  of each utterance (``utterances.speaker``, set by ``soundscape.speakers.label_utterances``);
+  ``recording_of`` finds a recording by id or path.
 """
 
 from __future__ import annotations
