@@ -1,24 +1,35 @@
 -- The speech family of the `ranger` schema (current definitions; see sql/README.md): what is
--- said, searchable in SQL. Applied by migrations 0012, 0019, 0025, 0027 and 0028. One
+-- said, searchable in SQL. Applied by migrations 0012, 0019, 0025, 0027, 0028 and 0035. One
 -- implementation for the CLI (`soundscape search --said`), notebooks (soundscape.speech) and BI
--- tools.
+-- tools. (The view ranger.utterances lives in sql/utterances.sql since 0035.)
 --
 -- ranger.search_speech(query, k, filters...) finds utterances (tables of 0012) that pass the
--- filters (ranger._speech_filtered, shared by its two paths) by
+-- filters (ranger._speech_filtered, shared by its paths; p_speaker: only that speaker's) by
 --   * full text: websearch_to_tsquery('english', query) on the utterance's tsvector (GIN):
 --     words, "quoted phrases", -exclusions, `or`; ranked by ts_rank_cd (normalised to 0..1);
---   * then, while fewer than k were found and p_fuzzy, a fuzzy fallback: the stored words
---     spelt like the query, its words or the query without spaces (so that "bit coin" meets
---     "bitcoin") are looked up in the vocabulary `speech_words` (pg_trgm similarity, trigram
---     GIN index), the utterances holding them found through the tsvector index, and those
---     whose text has a trigram word similarity to the query of at least p_min_similarity are
---     ranked by it. When no stored word is spelt alike, the texts themselves are searched by
---     word similarity (trigram GIN index on the text). Exclusions still apply.
+--     match `exact` when a matched word is the query's as said, else `stem`;
+--   * then, while fewer than k were found and p_fuzzy, a fuzzy fallback (match `trigram`): the
+--     stored words spelt like the query, its words or the query without spaces (so that "bit
+--     coin" meets "bitcoin") are looked up in the vocabulary `speech_words` (pg_trgm
+--     similarity, trigram GIN index), the utterances holding them found through the tsvector
+--     index, and those whose text has a trigram word similarity to the query of at least
+--     p_min_similarity are ranked by it. When no stored word is spelt alike, the texts
+--     themselves are searched by word similarity (trigram GIN index on the text). Exclusions
+--     still apply.
+--   * then, while still fewer than k, a phonetic route (match `phonetic`, issue 26): words
+--     Whisper doubted (probability < 0.5, ranger._speech_doubtful) that sound like a query word
+--     (Double Metaphone, fuzzystrmatch: the same code, or one sound apart for codes of four
+--     sounds) are looked up in the vocabulary's doubted words (speech_words.doubtful, codes
+--     stored in sound/sound_alt), best first; for each, up to k of the utterances where it was
+--     doubted, found through the tsvector index (so a common word's sound costs k rows, not
+--     all its utterances); ranked below every full-text and trigram hit ("Voggers" for "voters", "Pouching" for
+--     "poaching"). A confident word is never matched by sound: it is another word.
 -- Each hit is the span of the matching words, at word precision (from the utterance's words
--- json), with its absolute and local time, and a snippet with the match marked **like this**
--- (ts_headline for full-text hits; the matched words for fuzzy ones). Filters as for windows:
--- sensors/sites/quadrants, the local time of day of the utterance's start (a range may cross
--- midnight), local dates and absolute instants.
+-- json), with its absolute and local time, a snippet with the match marked **like this**
+-- (ts_headline for full-text hits; the matched words otherwise), the matched words as said
+-- (`matched`) and the utterance's speaker. Filters as for windows: sensors/sites/quadrants,
+-- the local time of day of the utterance's start (a range may cross midnight), local dates and
+-- absolute instants.
 
 -- The query's parts: the positive text (no -exclusions, quotes or `or`), lower case; the same
 -- without spaces; the English lexemes of the positive text; the exclusions as a tsquery.
@@ -143,6 +154,60 @@ LANGUAGE sql IMMUTABLE AS $$
       FROM jsonb_array_elements(p_words) WITH ORDINALITY AS e(w, ord)
 $$;
 
+-- A word Whisper itself doubted: its probability (words json "p") below 0.5. The phonetic route
+-- matches only such words (a confident word that merely sounds like the query is another word);
+-- ingest marks the vocabulary's doubted words with it too (soundscape.speech.add_vocabulary).
+CREATE OR REPLACE FUNCTION ranger._speech_doubtful(p_probability real)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(p_probability < 0.5, false)
+$$;
+
+-- The Double Metaphone codes of a query's words (fuzzystrmatch): each positive word of at least
+-- three letters, and the words run together when there are several; codes shorter than two
+-- sounds are left out (they match half the language).
+CREATE OR REPLACE FUNCTION ranger._speech_sounds(p_fuzzy text)
+RETURNS TABLE (term text, code text)
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT DISTINCT t.term, c.code
+      FROM (SELECT regexp_replace(x, '[^[:alnum:]]', '', 'g') AS term
+              FROM unnest(string_to_array(coalesce(p_fuzzy, ''), ' ')) x
+            UNION
+            SELECT regexp_replace(p_fuzzy, '[^[:alnum:]]', '', 'g')
+             WHERE position(' ' IN coalesce(p_fuzzy, '')) > 0) t
+     CROSS JOIN LATERAL (VALUES (dmetaphone(t.term)), (dmetaphone_alt(t.term))) c(code)
+     WHERE length(t.term) >= 3 AND length(c.code) >= 2
+$$;
+
+-- The codes one sound apart from a Double Metaphone code of four sounds (one substituted by
+-- another of the 14 it uses: 0AFHJKLMNPRSTX), with the code itself; a shorter code alone.
+-- The phonetic route looks them all up in the doubted words' code indexes (levenshtein over
+-- the whole vocabulary cost 50-100 ms at 20,000 doubted words).
+CREATE OR REPLACE FUNCTION ranger._speech_near_codes(p_code text)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN length(p_code) <> 4 THEN ARRAY[p_code]
+           ELSE ARRAY[p_code] || ARRAY(
+               SELECT overlay(p_code PLACING s FROM i FOR 1)
+                 FROM generate_series(1, 4) i,
+                      regexp_split_to_table('0AFHJKLMNPRSTX', '') s
+                WHERE s <> substr(p_code, i, 1)) END
+$$;
+
+-- The index of the first word of an utterance that is p_word (lower case, letters and digits)
+-- and that Whisper doubted; NULL when it has no such word. The phonetic route's check that a
+-- vocabulary word sounding like the query was doubted in this utterance.
+CREATE OR REPLACE FUNCTION ranger._speech_doubted(p_words jsonb, p_word text)
+RETURNS integer
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT (e.ord - 1)::integer
+      FROM jsonb_array_elements(p_words) WITH ORDINALITY AS e(w, ord)
+     WHERE lower(regexp_replace(e.w ->> 'w', '[^[:alnum:]]', '', 'g')) = p_word
+       AND ranger._speech_doubtful((e.w ->> 'p')::real)
+     ORDER BY e.ord
+     LIMIT 1
+$$;
+
 -- The utterances that pass the place and time filters of ranger.search_speech: sensors (ids;
 -- NULL: all) and the time filters of the utterance's start (ranger.in_time_filter, the same
 -- rule as for windows). One SELECT in LANGUAGE sql, so the planner inlines it into the
@@ -172,11 +237,13 @@ CREATE OR REPLACE FUNCTION ranger.search_speech(
     p_at_to timestamptz DEFAULT NULL,
     p_fuzzy boolean DEFAULT true,
     p_min_similarity real DEFAULT 0.6,
+    p_speaker text DEFAULT NULL,
     p_place jsonb DEFAULT NULL
 ) RETURNS TABLE (
     utterance_id bigint, score real, recording_id bigint, path text, sensor text, site text,
     quadrant text, start_s real, end_s real, starts_at timestamptz, local_date date,
-    local_time time, snippet text, text text, language text, model text, method text
+    local_time time, snippet text, text text, language text, model text, method text,
+    match text, matched text, speaker text
 )
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = public, pg_temp
@@ -189,6 +256,8 @@ DECLARE
     v_tsq tsquery;
     v_terms record;
     v_near tsquery;
+    v_sounds jsonb;
+    v_heard jsonb;
     v_word text;
     v_need boolean := true;
 BEGIN
@@ -215,12 +284,13 @@ BEGIN
         v_tsq := NULL;  -- only stop words (or nothing): the fuzzy part alone answers
     END IF;
     SELECT * INTO v_terms FROM ranger._speech_terms(p_query);
-    -- The fuzzy part runs only when the full text finds fewer than k (with the filters).
+    -- The fuzzy and phonetic parts run only when the full text finds fewer than k (with the
+    -- filters).
     IF p_fuzzy AND v_terms.fuzzy <> '' AND v_tsq IS NOT NULL THEN
         SELECT count(*) < p_k INTO v_need
           FROM (SELECT 1 FROM ranger._speech_filtered(v_ids, p_time_from, p_time_to, p_date_from,
                                                       p_date_to, p_at_from, p_at_to) u
-                 WHERE u.tsv @@ v_tsq
+                 WHERE u.tsv @@ v_tsq AND (p_speaker IS NULL OR u.speaker = p_speaker)
                  LIMIT p_k) x;
     END IF;
     IF p_fuzzy AND v_terms.fuzzy <> '' AND v_need THEN
@@ -228,7 +298,8 @@ BEGIN
         FOR v_word IN
             SELECT DISTINCT w.word
               FROM unnest(array_append(string_to_array(v_terms.fuzzy, ' '), v_terms.nospace)) q(term)
-              CROSS JOIN LATERAL (SELECT sw.word FROM speech_words sw WHERE sw.word % q.term
+              CROSS JOIN LATERAL (SELECT sw.word FROM speech_words sw
+                                   WHERE sw.word % q.term AND NOT sw.doubtful
                                    ORDER BY similarity(sw.word, q.term) DESC, sw.word
                                    LIMIT 20) w
         LOOP
@@ -238,11 +309,34 @@ BEGIN
         IF v_near IS NOT NULL AND numnode(v_near) = 0 THEN
             v_near := NULL;
         END IF;
+        -- The doubted words that sound like the query's (speech_words.sound, sound_alt), best
+        -- first: the same code 0.7, one sound apart 0.4, plus 0.3 times the letters' trigram
+        -- similarity (the score of their hits: it depends on the word, not the utterance).
+        SELECT jsonb_agg(jsonb_build_object('term', x.term, 'code', x.code))
+          INTO v_sounds FROM ranger._speech_sounds(v_terms.fuzzy) x;
+        IF v_sounds IS NOT NULL THEN
+            SELECT jsonb_agg(jsonb_build_object('word', c.word, 'score', c.score)
+                             ORDER BY c.score DESC, c.word)
+              INTO v_heard
+              FROM (SELECT sw.word,
+                           max(CASE WHEN q ->> 'code' IN (sw.sound, sw.sound_alt) THEN 0.7
+                                    ELSE 0.4 END
+                               + 0.3 * similarity(sw.word, q ->> 'term'))::real AS score
+                      FROM jsonb_array_elements(v_sounds) q
+                      CROSS JOIN LATERAL ranger._speech_near_codes(q ->> 'code') n(codes)
+                      JOIN speech_words sw
+                        ON sw.doubtful
+                       AND (sw.sound = ANY (n.codes) OR sw.sound_alt = ANY (n.codes))
+                     GROUP BY sw.word
+                     ORDER BY 2 DESC, 1
+                     LIMIT 20) c;
+        END IF;
     END IF;
     RETURN QUERY
     WITH f AS NOT MATERIALIZED (
         SELECT u.* FROM ranger._speech_filtered(v_ids, p_time_from, p_time_to, p_date_from,
                                                 p_date_to, p_at_from, p_at_to) u
+         WHERE p_speaker IS NULL OR u.speaker = p_speaker
     ), ft AS MATERIALIZED (
         SELECT f.id, ts_rank_cd(f.tsv, v_tsq, 32)::real AS score
           FROM f
@@ -264,10 +358,31 @@ BEGIN
          WHERE c.score >= p_min_similarity
          ORDER BY c.score DESC, c.id
          LIMIT p_k
+    ), ph AS MATERIALIZED (
+        -- phonetic: per doubted word that sounds like the query's (best first), up to k of the
+        -- utterances where Whisper doubted it; the best k of them
+        SELECT x.id, x.score, x.first_word, x.first_word AS last_word
+          FROM jsonb_array_elements(v_heard) c
+          CROSS JOIN LATERAL (
+              SELECT f.id, (c.value ->> 'score')::real AS score,
+                     ranger._speech_doubted(f.words, c.value ->> 'word') AS first_word
+                FROM f
+               WHERE f.tsv @@ plainto_tsquery('english', c.value ->> 'word')
+                 AND ranger._speech_doubted(f.words, c.value ->> 'word') IS NOT NULL
+                 AND f.id NOT IN (SELECT ft.id FROM ft) AND f.id NOT IN (SELECT fz.id FROM fz)
+                 AND (v_terms.excluded IS NULL OR NOT f.tsv @@ v_terms.excluded)
+               LIMIT p_k) x
+         WHERE v_heard IS NOT NULL
+           AND (SELECT count(*) FROM ft) + (SELECT count(*) FROM fz) < p_k
+         ORDER BY x.score DESC, x.id
+         LIMIT p_k
     ), hits AS (
-        SELECT ft.id, ft.score, 'fulltext'::text AS method, 0 AS tier FROM ft
+        SELECT ft.id, ft.score, 'fulltext'::text AS method, 0 AS tier,
+               NULL::integer AS first_word, NULL::integer AS last_word FROM ft
         UNION ALL
-        SELECT fz.id, fz.score, 'fuzzy'::text, 1 FROM fz
+        SELECT fz.id, fz.score, 'fuzzy'::text, 1, NULL, NULL FROM fz
+        UNION ALL
+        SELECT ph.id, ph.score, 'phonetic'::text, 2, ph.first_word, ph.last_word FROM ph
     ), ranked AS (
         SELECT hits.* FROM hits ORDER BY hits.tier, hits.score DESC, hits.id LIMIT p_k
     )
@@ -280,15 +395,34 @@ BEGIN
                 WHEN sp.first_word IS NOT NULL
                 THEN ranger._speech_mark(u.words, sp.first_word, sp.last_word)
                 ELSE u.text END,
-           u.text, u.language, t.model || ' ' || t.model_version, h.method
+           u.text, u.language, t.model || ' ' || t.model_version, h.method,
+           -- how it matched: the query's word as said (exact), its stem, a spelling, a sound
+           CASE h.method WHEN 'fuzzy' THEN 'trigram' WHEN 'phonetic' THEN 'phonetic'
+                ELSE CASE WHEN m.words && string_to_array(v_terms.fuzzy, ' ')
+                          THEN 'exact' ELSE 'stem' END END,
+           m.matched, u.speaker
       FROM ranked h
       JOIN utterances u ON u.id = h.id
       JOIN transcripts t ON t.id = u.transcript_id
       JOIN recordings r ON r.id = u.recording_id
       JOIN sensors s ON s.id = u.sensor_id
-      LEFT JOIN LATERAL ranger._speech_span(
-          u.words, CASE WHEN h.method = 'fulltext' THEN v_terms.lexemes END,
-          v_terms.fuzzy) sp ON true
+      LEFT JOIN LATERAL (
+          SELECT (u.words -> h.first_word ->> 's')::real AS start_s,
+                 (u.words -> h.last_word ->> 'e')::real AS end_s, h.first_word, h.last_word
+           WHERE h.method = 'phonetic'
+          UNION ALL
+          SELECT x.start_s, x.end_s, x.first_word, x.last_word
+            FROM ranger._speech_span(
+                u.words, CASE WHEN h.method = 'fulltext' THEN v_terms.lexemes END,
+                v_terms.fuzzy) x
+           WHERE h.method <> 'phonetic') sp ON true
+      -- the matched words as said, and lower case without punctuation (for exact/stem)
+      LEFT JOIN LATERAL (
+          SELECT string_agg(e.w ->> 'w', ' ' ORDER BY e.ord) AS matched,
+                 array_agg(lower(regexp_replace(e.w ->> 'w', '[^[:alnum:]]', '', 'g')))
+                     AS words
+            FROM jsonb_array_elements(u.words) WITH ORDINALITY AS e(w, ord)
+           WHERE e.ord - 1 BETWEEN sp.first_word AND sp.last_word) m ON true
       -- the hit's words (the whole utterance when no span was found) and when they start
       CROSS JOIN LATERAL (
           SELECT coalesce(sp.start_s, u.start_s) AS start_s, coalesce(sp.end_s, u.end_s) AS end_s,
@@ -304,12 +438,3 @@ SELECT t.id AS transcript_id, t.recording_id, r.path, s.name AS sensor, s.site, 
   FROM transcripts t
   JOIN recordings r ON r.id = t.recording_id
   JOIN sensors s ON s.id = r.sensor_id;
-
-CREATE OR REPLACE VIEW ranger.utterances AS
-SELECT u.id AS utterance_id, u.recording_id, r.path, s.name AS sensor, s.site, s.quadrant,
-       u.start_s, u.end_s, u.starts_at, u.local_date, u.local_time, u.text, u.words,
-       u.language, t.model, t.model_version
-  FROM utterances u
-  JOIN transcripts t ON t.id = u.transcript_id
-  JOIN recordings r ON r.id = u.recording_id
-  JOIN sensors s ON s.id = u.sensor_id;

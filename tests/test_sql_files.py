@@ -27,8 +27,9 @@ FINGERPRINTS = {
     "classify.sql": ("0028", "2cdc2338463a"),
     "classifiers.sql": ("0028", "53e84bf4eec8"),
     "species.sql": ("0011", "13d5005221de"),
-    "speech.sql": ("0028", "0bd2beaa1686"),
+    "speech.sql": ("0035", "9f24c3f1f2ad"),
     "speakers.sql": ("0013", "39bc0dc0575c"),
+    "utterances.sql": ("0035", "2f6f8c8af43e"),
 }
 
 _READ_SQL = re.compile(r"""read_sql\(\s*["']([^"']+)["']\s*\)""")

@@ -54,6 +54,7 @@ from soundscape.media_files import OpenedFile, StoredFile, identity_of, open_sto
 from soundscape.occurrence import sensor_changed
 from soundscape.sensors import Sensor, get_sensor
 from soundscape.spaces import ensure_space, resolve_window
+from soundscape.speakers import label_utterances
 from soundscape.speech import TranscriptTarget
 from soundscape.timeutil import localize, parse_start_time
 from soundscape.transcribers import is_transcriber, load_transcriber
@@ -592,6 +593,8 @@ class Ingestor:
                 result.duration_s = stored.duration_s
                 result.warning = result.warning or stored.truncated
                 result.resumed += stored.reused
+            if self.transcripts or any(t.model.voice_prints for t in self.spaces):
+                label_utterances(conn, [rec_id])  # who said what (issue 26)
             _seal(conn, f, result)
         if notes:  # after _seal, which marks only truncation in the metadata
             result.warning = "; ".join([*filter(None, [result.warning]), *notes])

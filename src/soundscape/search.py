@@ -519,7 +519,8 @@ class SearchRequest:
                 ("--concept", self.concept),
                 ("--classifier", self.classifier),
                 ("--voice", self.voice),
-                ("--speaker", self.speaker),
+                # --said --speaker NAME: what that speaker said (one query, not two)
+                ("--speaker", None if self.said is not None else self.speaker),
                 ("--said", self.said),
             )
             if value is not None
@@ -701,6 +702,7 @@ def _search_said(conn: Connection, request: SearchRequest) -> SearchResult:
         limit=request.limit,
         fuzzy=request.fuzzy,
         events=request.events,
+        speaker=request.speaker,
     )
     hits: list[Hit] = list(search_speech(conn, said))
     return SearchResult(hits=hits, filters=request.filters, events=request.events, said=said.query)

@@ -46,10 +46,10 @@ from soundscape.db import register_vector
 from soundscape.embedders import Embedder, get_model_class, load_model, model_facts, model_names
 from soundscape.embedders.base import l2_normalize
 from soundscape.errors import AudioError, SoundscapeError, StoredFileChanged
-from soundscape.ingest import sha256_file
 from soundscape.media_files import StoredFile, open_stored, stored_file
 from soundscape.queries import Query
 from soundscape.spaces import Space, ensure_space, get_space, list_spaces
+from soundscape.speech import sha256_file
 
 #: cosine to a speaker's centroid above which a window may be that speaker (``who``). On the
 #: test podcast, windows of an enrolled voice scored 0.75-0.91 (mean 0.85) against its
@@ -326,6 +326,7 @@ def enrol(
         ).scalar()
         (added if inserted is not None else already).append(example)
     _recompute(conn, speaker_id)
+    label_utterances(conn)  # who said what follows the enrolments
     return Enrolment(get_speaker(conn, name), added, [e.path for e in already])
 
 
@@ -371,6 +372,7 @@ def remove_speakers(conn: Connection, names: Iterable[str]) -> int:
             f"{', '.join(everyone) or 'none'}; nothing was removed"
         )
     result = conn.execute(sa.text("DELETE FROM speakers WHERE name = ANY(:n)"), {"n": names})
+    label_utterances(conn)  # their utterances go to other speakers or unknown-N
     return int(result.rowcount or 0)
 
 
@@ -507,6 +509,78 @@ def who(
     return Diarization(
         recording_id, rec.path, space, turns, source, speech, [s.name for s in speakers]
     )
+
+
+# ------------------------------------------------------------------------------- who said what
+def label_utterances(conn: Connection, recording_ids: Iterable[int] | None = None) -> int:
+    """Store who said each utterance (``utterances.speaker``) of these recordings (default:
+    every recording with utterances and voice windows): the recording's voice windows are
+    diarised (``diarize``) with its utterances as the regions of speech, so the turns never
+    cross an utterance's edges, and each utterance gets the speaker of the turn that covers
+    most of it: an enrolled name, else ``unknown-N``. Runs in the caller's transaction after
+    ingest and whenever enrolments change (``enrol``, ``remove_speakers``); no audio is read.
+    Returns the number of utterances labelled."""
+    ids = None if recording_ids is None else sorted(set(recording_ids))
+    spaces = voice_spaces(conn)
+    if not spaces or ids == []:
+        return 0
+    register_vector(conn)
+    # per recording, the oldest voice space it has windows in (as `speakers who` picks it)
+    rows = conn.execute(
+        sa.text(
+            "SELECT rs.recording_id, min(rs.space_id) AS space_id FROM recording_spaces rs "
+            "WHERE rs.space_id = ANY(:spaces) "
+            "AND (CAST(:ids AS bigint[]) IS NULL OR rs.recording_id = ANY(:ids)) "
+            "AND EXISTS (SELECT 1 FROM utterances u WHERE u.recording_id = rs.recording_id) "
+            "GROUP BY rs.recording_id"
+        ),
+        {"spaces": [sp.id for sp in spaces], "ids": ids},
+    ).all()
+    by_id = {sp.id: sp for sp in spaces}
+    n = 0
+    for rec_id, space_id in rows:
+        space = by_id[space_id]
+        windows = conn.execute(
+            sa.text(
+                "SELECT start_s, end_s, embedding FROM segments WHERE recording_id = :r "
+                "AND space_id = :s ORDER BY start_s"
+            ),
+            {"r": rec_id, "s": space_id},
+        ).all()
+        utterances = conn.execute(
+            sa.text("SELECT id, start_s, end_s FROM utterances WHERE recording_id = :r"),
+            {"r": rec_id},
+        ).all()
+        labels: dict[int, str | None] = {u.id: None for u in utterances}
+        if windows:
+            starts = np.array([w.start_s for w in windows], dtype=np.float64)
+            ends = np.array([w.end_s for w in windows], dtype=np.float64)
+            vectors = np.stack([np.asarray(w.embedding.to_numpy(), np.float32) for w in windows])
+            speakers = list_speakers(conn, space)
+            centroids = (
+                np.stack([k.centroid for k in speakers])
+                if speakers
+                else np.zeros((0, space.dimension), np.float32)
+            )
+            regions = _join([(float(u.start_s), float(u.end_s)) for u in utterances], 0.0)
+            turns = diarize(starts, ends, vectors, regions, [k.name for k in speakers], centroids)
+            for u in utterances:
+                cover: dict[str, float] = {}
+                for t in turns:
+                    overlap = min(t.end_s, u.end_s) - max(t.start_s, u.start_s)
+                    if overlap > 0:
+                        cover[t.speaker] = cover.get(t.speaker, 0.0) + overlap
+                labels[u.id] = max(cover, key=lambda k: cover[k]) if cover else None
+        conn.execute(
+            sa.text(
+                "UPDATE utterances u SET speaker = x.speaker FROM unnest(CAST(:ids AS bigint[]), "
+                "CAST(:names AS text[])) x(id, speaker) WHERE u.id = x.id "
+                "AND u.speaker IS DISTINCT FROM x.speaker"
+            ),
+            {"ids": list(labels), "names": list(labels.values())},
+        )
+        n += sum(1 for v in labels.values() if v is not None)
+    return n
 
 
 def _recording_voice_space(conn: Connection, recording_id: int, name: str | None) -> Space:

@@ -11,12 +11,18 @@
   ``utterances`` row per utterance (times, absolute and local time like windows, text, words
   with times as JSON), inside the ingest transaction of the recording (``soundscape.ingest``).
 - **Search** (``search_speech``): ``ranger.search_speech`` (sql/speech.sql) does it in SQL:
-  full text, then a fuzzy fallback; hits at word precision with a marked snippet.
-- **Transcripts** (``get_transcript``, ``to_srt``, ``to_vtt``, ``to_text``).
+  full text, then a fuzzy (trigram) fallback, then words Whisper doubted that sound like the
+  query (Double Metaphone; the vocabulary marks them: ``add_vocabulary``); hits at word
+  precision with a marked snippet, how they matched and who said them (``SpeechRequest.speaker``
+  keeps one speaker's).
+- **Transcripts** (``get_transcript``, ``to_srt``, ``to_vtt``, ``to_text``), with the speaker
+  of each utterance (``utterances.speaker``, set by ``soundscape.speakers.label_utterances``);
+  ``recording_of`` finds a recording by id or path.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -324,7 +330,7 @@ class UtteranceWriter:
                 ],
             )  # fmt: skip
         self.n += len(utterances)
-        add_vocabulary(self.conn, (w.word for u in utterances for w in u.words))
+        add_vocabulary(self.conn, (w for u in utterances for w in u.words))
 
     def finish(self) -> Stored:
         stream = self.stream
@@ -341,19 +347,33 @@ def vocabulary_word(word: str) -> str:
     return "".join(ch for ch in word.lower() if ch.isalnum())
 
 
-def add_vocabulary(conn: Connection, words: Iterable[str]) -> None:
-    """Add the words not yet in ``speech_words``, in the caller's transaction. The table has
-    no unique key on purpose: an insert never waits for another ingest's uncommitted words
-    (two workers may both add a new word; the search reads it DISTINCT)."""
-    new = sorted({v for v in map(vocabulary_word, words) if v})
-    if new:
-        conn.execute(
-            sa.text(
-                "INSERT INTO speech_words (word) SELECT w FROM unnest(CAST(:w AS text[])) w "
-                "WHERE NOT EXISTS (SELECT 1 FROM speech_words s WHERE s.word = w)"
-            ),
-            {"w": new},
-        )
+def add_vocabulary(conn: Connection, words: Iterable[Word]) -> None:
+    """Add the words not yet in ``speech_words``, in the caller's transaction: every word once,
+    and a word Whisper doubted (``ranger._speech_doubtful`` of its probability) once more with
+    ``doubtful`` (the phonetic route looks those up by their sound). The table has no unique
+    key on purpose: an insert never waits for another ingest's uncommitted words (two workers
+    may both add a new word; the search reads it DISTINCT)."""
+    seen: dict[str, float | None] = {}
+    for w in words:
+        v = vocabulary_word(w.word)
+        if v:
+            p = w.probability
+            old = seen.get(v, 1.0)
+            seen[v] = p if p is not None and (old is None or p < old) else old
+    if not seen:
+        return
+    new = sorted(seen)
+    conn.execute(
+        sa.text(
+            "INSERT INTO speech_words (word, doubtful) "
+            "SELECT x.w, d.doubtful FROM unnest(CAST(:w AS text[]), CAST(:p AS real[])) x(w, p) "
+            "CROSS JOIN LATERAL (VALUES (false), (ranger._speech_doubtful(x.p))) d(doubtful) "
+            "WHERE NOT EXISTS ("
+            "SELECT 1 FROM speech_words s WHERE s.word = x.w AND s.doubtful = d.doubtful) "
+            "GROUP BY x.w, d.doubtful"
+        ),
+        {"w": new, "p": [seen[v] for v in new]},
+    )
 
 
 def transcribed(conn: Connection, recording_id: int) -> set[tuple[str, str]]:
@@ -398,12 +418,17 @@ def follow_recording(conn: Connection, recording_id: int, sensor_id: int, tz: st
 class SpeechHit(Hit):
     """A search hit in what was said: the matching words' span (``start_s``/``end_s``), the
     utterance's ``text``, a ``snippet`` with the match marked ``**like this**``; ``segment_id``
-    is the utterance's id and ``method`` is ``fulltext`` or ``fuzzy``."""
+    is the utterance's id, ``method`` the route that found it (``fulltext``, ``fuzzy`` or
+    ``phonetic``), ``match`` how (``exact``, ``stem``, ``trigram``, ``phonetic``), ``matched``
+    the words as said, ``speaker`` who said them (None until the recording has voice windows)."""
 
     snippet: str = ""
     text: str = ""
     language: str | None = None
     model: str = ""
+    match: str = ""
+    matched: str | None = None
+    speaker: str | None = None
 
     def as_row(self) -> dict[str, Any]:
         row = super().as_row()
@@ -424,11 +449,14 @@ class SpeechRequest:
     fuzzy: bool = True
     min_similarity: float = 0.6
     events: bool = False
+    #: only what this speaker said (an enrolled name, or unknown-N; ``utterances.speaker``)
+    speaker: str | None = None
 
 
 _SEARCH = (
     f"SELECT * FROM ranger.search_speech(p_query => :q, p_k => :k, {FILTER_ARGS}, "
-    "p_fuzzy => :fuzzy, p_min_similarity => CAST(:min_sim AS real))"
+    "p_fuzzy => :fuzzy, p_min_similarity => CAST(:min_sim AS real), "
+    "p_speaker => CAST(:speaker AS text))"
 )
 
 
@@ -463,6 +491,7 @@ def search_speech(conn: Connection, request: SpeechRequest) -> list[SpeechHit]:
             "k": fetch,
             "fuzzy": request.fuzzy,
             "min_sim": request.min_similarity,
+            "speaker": request.speaker,
         },
     ).mappings()
     hits = [
@@ -472,7 +501,7 @@ def search_speech(conn: Connection, request: SpeechRequest) -> list[SpeechHit]:
             start_s=r["start_s"], end_s=r["end_s"], starts_at=r["starts_at"],
             local_date=r["local_date"], local_time=r["local_time"], label=request.query,
             method=r["method"], snippet=r["snippet"], text=r["text"], language=r["language"],
-            model=r["model"],
+            model=r["model"], match=r["match"], matched=r["matched"], speaker=r["speaker"],
         )
         for r in rows
     ]  # fmt: skip
@@ -482,13 +511,27 @@ def search_speech(conn: Connection, request: SpeechRequest) -> list[SpeechHit]:
     return hits
 
 
+def said_miss(conn: Connection, query: str | None) -> str:
+    """What to tell a user whose search in what was said found nothing: transcribe first when
+    nothing is transcribed, else that the words were not heard (and what else to try)."""
+    n = conn.execute(sa.text("SELECT count(DISTINCT recording_id) FROM transcripts")).scalar()
+    if not n:
+        return "nothing is transcribed yet: transcribe recordings with `ingest --model whisper`"
+    return (
+        f"nothing said matches {query!r} in {n} transcribed recording(s) (with these filters); "
+        "try other words, a shorter phrase, or widen the filters"
+    )
+
+
 #: the columns of a table of hits in what was said (``said_rows``)
 SAID_COLUMNS = [
-    "rank", "score", "sensor", "site", "quadrant", "local", "start_s", "end_s", "snippet",
-    "path", "utterance_id",
+    "rank", "score", "sensor", "site", "quadrant", "local", "start_s", "end_s", "speaker",
+    "snippet", "path", "utterance_id",
 ]  # fmt: skip
 #: the columns ``full`` adds (JSON, CSV)
-SAID_EXTRA_COLUMNS = ["recording_id", "starts_at", "method", "text", "language", "model"]
+SAID_EXTRA_COLUMNS = [
+    "recording_id", "starts_at", "method", "match", "matched", "text", "language", "model",
+]  # fmt: skip
 
 
 def said_rows(
@@ -520,10 +563,18 @@ class TranscriptLine:
     local_date: Any
     local_time: Any
     language: str | None
+    #: who said it (an enrolled speaker or unknown-N); None before voices are known
+    speaker: str | None = None
+
+    @property
+    def said(self) -> str:
+        """The text with its speaker: ``guest: ...`` (just the text when unknown)."""
+        return f"{self.speaker}: {self.text}" if self.speaker else self.text
 
     def as_row(self) -> dict[str, Any]:
         return {
             "utterance_id": self.utterance_id,
+            "speaker": self.speaker,
             "start_s": self.start_s,
             "end_s": self.end_s,
             "text": self.text,
@@ -547,6 +598,55 @@ class Transcript:
 
 class NoTranscript(SoundscapeError):
     """The recording has no transcript (by that model): it was not transcribed."""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """A file's SHA-256 (hex), as ingest stores it with each recording."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def recording_of(conn: Connection, ref: str | int | Path) -> int:
+    """The id of a stored recording named by its id or by a path: the path as stored (absolute),
+    else the file's content (SHA-256, so a moved or renamed copy is found), else a unique
+    file name. An unknown one is an error that says how to find it."""
+    text = str(ref).strip()
+    if text.isdigit():
+        return int(text)
+    path = Path(text).expanduser()
+    row = conn.execute(
+        sa.text("SELECT id FROM recordings WHERE path = ANY(:p) ORDER BY id LIMIT 1"),
+        {"p": [text, str(path.resolve())]},
+    ).scalar()
+    if row is None and path.is_file():
+        row = conn.execute(
+            sa.text("SELECT id FROM recordings WHERE sha256 = :h"), {"h": sha256_file(path)}
+        ).scalar()
+    if row is None:
+        ids = (
+            conn.execute(
+                sa.text("SELECT id FROM recordings WHERE path LIKE :n ESCAPE '\\' ORDER BY id"),
+                {"n": "%/" + path.name.replace("%", "\\%").replace("_", "\\_")},
+            )
+            .scalars()
+            .all()
+        )
+        if len(ids) == 1:
+            row = ids[0]
+        elif ids:
+            raise SoundscapeError(
+                f"{len(ids)} stored recordings are named {path.name} (ids "
+                f"{', '.join(map(str, ids))}); give the id or the full path"
+            )
+    if row is None:
+        raise SoundscapeError(
+            f"no stored recording is {text}: ingest it first, or give its id "
+            "(see `soundscape recordings list`)"
+        )
+    return int(row)
 
 
 def get_transcript(conn: Connection, recording_id: int, model: str | None = None) -> Transcript:
@@ -576,8 +676,8 @@ def get_transcript(conn: Connection, recording_id: int, model: str | None = None
         )
     rows = conn.execute(
         sa.text(
-            "SELECT id, start_s, end_s, text, words, starts_at, local_date, local_time, language "
-            "FROM utterances WHERE transcript_id = :t ORDER BY start_s, id"
+            "SELECT id, start_s, end_s, text, words, starts_at, local_date, local_time, language, "
+            "speaker FROM utterances WHERE transcript_id = :t ORDER BY start_s, id"
         ),
         {"t": t.id},
     )
@@ -594,23 +694,25 @@ def _clock(seconds: float, sep: str) -> str:
 
 
 def to_srt(transcript: Transcript) -> str:
-    """SubRip subtitles: numbered cues ``HH:MM:SS,mmm --> HH:MM:SS,mmm``."""
+    """SubRip subtitles: numbered cues ``HH:MM:SS,mmm --> HH:MM:SS,mmm``, the speaker's name
+    before the text (``guest: ...``) when known."""
     cues = [
-        f"{i}\n{_clock(line.start_s, ',')} --> {_clock(line.end_s, ',')}\n{line.text}\n"
+        f"{i}\n{_clock(line.start_s, ',')} --> {_clock(line.end_s, ',')}\n{line.said}\n"
         for i, line in enumerate(transcript.lines, start=1)
     ]
     return "\n".join(cues)
 
 
 def to_vtt(transcript: Transcript) -> str:
-    """WebVTT subtitles (``HH:MM:SS.mmm``)."""
+    """WebVTT subtitles (``HH:MM:SS.mmm``), the speaker as a voice span (``<v guest>``)."""
     cues = [
-        f"{_clock(line.start_s, '.')} --> {_clock(line.end_s, '.')}\n{line.text}\n"
+        f"{_clock(line.start_s, '.')} --> {_clock(line.end_s, '.')}\n"
+        f"{f'<v {line.speaker}>' if line.speaker else ''}{line.text}\n"
         for line in transcript.lines
     ]
     return "WEBVTT\n\n" + "\n".join(cues)
 
 
 def to_text(transcript: Transcript) -> str:
-    """Plain text, one utterance per line."""
-    return "".join(f"{line.text}\n" for line in transcript.lines)
+    """Plain text, one utterance per line (``guest: ...`` when the speaker is known)."""
+    return "".join(f"{line.said}\n" for line in transcript.lines)

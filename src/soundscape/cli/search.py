@@ -126,7 +126,10 @@ def write_tables(
     type=PathParam(exists=True, dir_okay=False, path_type=Path),
     help="Who says it: windows whose voice matches this example's (--start/--end: a span).",
 )
-@click.option("--speaker", help="Windows where an enrolled speaker speaks (`speakers enrol`).")
+@click.option(
+    "--speaker",
+    help="Windows where an enrolled speaker speaks (`speakers enrol`); with --said: what they said.",
+)
 @click.option(
     "--classifier", help="Rank by a trained classifier's score (with --label; `soundscape train`)."
 )
@@ -183,6 +186,7 @@ def search(
       soundscape search junco --events --audacity labels/
       soundscape search --label "Barred Owl" --kaleidoscope kpro/ --birdnet-csv bn/
       soundscape search --said '"interest rates" -mortgage' --time 06:00-09:00
+      soundscape search --said vaccine --speaker guest
       soundscape search --speaker guest --events
       soundscape search --voice caller.wav --start 2 --end 8
     """
@@ -191,13 +195,14 @@ def search(
     from soundscape.formats.guano import clip_context
     from soundscape.formats.rows import Detection
     from soundscape.media_files import stored_files
-    from soundscape.speech import said_rows
+    from soundscape.speech import said_miss, said_rows
 
     request = _search_request(options)
     with usage_errors():
         request.check()
         with open_db(database).engine.connect() as conn:
             found = s.search(conn, request)
+            miss = said_miss(conn, found.said) if found.is_speech and not found.hits else None
             # clips are read by the recordings' stored identity (media_files.open_stored)
             stored = stored_files(conn, [h.recording_id for h in found.hits])
             # where and with what each clip was recorded, for its GUANO
@@ -232,11 +237,7 @@ def search(
         rows = [{**r, "guard": found.guard} for r in rows]
         columns = [*columns, "guard"]
     if not found.hits:
-        echo_err(
-            "nothing said matches (transcribe recordings with `ingest --model whisper`)"
-            if found.is_speech
-            else "no windows match"
-        )
+        echo_err(miss or "no windows match")
     emit(rows, fmt, columns)
 
 

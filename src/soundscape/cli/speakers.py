@@ -95,7 +95,7 @@ def speakers_remove(names, database) -> None:
 
 
 @speakers.command("who")
-@click.argument("recording_id", type=int)
+@click.argument("recording")
 @click.option("--space", "space_name", help="Voice space (default: the recording's).")
 @click.option(
     "--threshold",
@@ -115,21 +115,23 @@ def speakers_remove(names, database) -> None:
 @database_option
 @format_options
 def speakers_who(
-    recording_id, space_name, threshold, cluster_threshold, as_rttm, database, fmt
+    recording, space_name, threshold, cluster_threshold, as_rttm, database, fmt
 ) -> None:
-    """Who speaks when in recording RECORDING_ID: turns of enrolled speakers and of unknown
+    """Who speaks when in RECORDING (an id or the file's path): turns of enrolled speakers and of unknown
     voices (unknown-1, unknown-2, ...), from its voice windows.
 
     \b
     Examples:
       soundscape speakers who 12
-      soundscape speakers who 12 --rttm > podcast.rttm
+      soundscape speakers who podcast.wav --rttm > podcast.rttm
     """
     from soundscape import speakers as sp
+    from soundscape.speech import recording_of
 
     if as_rttm and fmt != "table":
         raise click.UsageError("choose one of --rttm, --json and --csv")
     with open_db(database).engine.connect() as conn:
+        recording_id = recording_of(conn, recording)
         found = sp.who(
             conn,
             recording_id,

@@ -10,7 +10,7 @@ from soundscape.output import emit
 
 
 @cli.command()
-@click.argument("recording_id", type=int)
+@click.argument("recording")
 @click.option("--srt", "form", flag_value="srt", help="SubRip subtitles.")
 @click.option("--vtt", "form", flag_value="vtt", help="WebVTT subtitles.")
 @click.option(
@@ -20,19 +20,21 @@ from soundscape.output import emit
 @click.option("--text", "form", flag_value="text", help="Plain text, one utterance per line.")
 @click.option("-m", "--model", help="The transcriber (default: the newest transcript).")
 @database_option
-def transcript(recording_id, form, model, database) -> None:
-    """Print what was said in a recording (transcribed by `ingest --model whisper`).
+def transcript(recording, form, model, database) -> None:
+    """Print what was said in RECORDING (an id or the file's path; transcribed by `ingest
+    --model whisper`), with who said it once voices are known (`speakers enrol`).
 
     \b
     Examples:
       soundscape transcript 12
+      soundscape transcript podcast.wav --text
       soundscape transcript 12 --srt > podcast.srt
       soundscape transcript 12 --json | jq -r '.words[] | [.w, .s, .e] | @tsv'
     """
     from soundscape import speech
 
     with open_db(database).engine.connect() as conn:
-        found = speech.get_transcript(conn, recording_id, model)
+        found = speech.get_transcript(conn, speech.recording_of(conn, recording), model)
     echo_err(
         f"recording {found.recording_id} ({found.path}): {len(found.lines)} utterance(s), "
         f"{found.speech_s:.1f} s of speech, {found.model} {found.model_version}"
@@ -45,7 +47,7 @@ def transcript(recording_id, form, model, database) -> None:
         click.echo(speech.to_text(found), nl=False)
     else:
         fmt = form if form in ("json", "csv") else "table"
-        columns = ["start_s", "end_s", "text", "utterance_id"]
+        columns = ["start_s", "end_s", "speaker", "text", "utterance_id"]
         if fmt != "table":
             columns += ["starts_at", "local_date", "local_time", "language", "words"]
         emit([line.as_row() for line in found.lines], fmt, columns)

