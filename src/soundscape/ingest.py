@@ -11,7 +11,6 @@ crash or Ctrl-C mid-file leaves nothing of that file behind and a re-run resumes
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
 import math
@@ -50,7 +49,7 @@ from soundscape.ingest_targets import (  # noqa: F401 - SEGMENT_* for bulk loade
     Target,
     store,
 )
-from soundscape.media_files import OpenedFile, StoredFile, identity_of, open_stored
+from soundscape.media_files import OpenedFile, StoredFile, identity_of, open_stored, sha256_file
 from soundscape.occurrence import sensor_changed
 from soundscape.sensors import Sensor, get_sensor
 from soundscape.spaces import ensure_space, resolve_window
@@ -214,14 +213,6 @@ def collect_files(paths: Iterable[str | Path], recursive: bool = False) -> Colle
                 seen.add(key)
                 out.files.append(f)
     return out
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def file_identity(path: Path) -> tuple[int, int, int, int]:

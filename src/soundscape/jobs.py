@@ -43,7 +43,7 @@ from sqlalchemy.engine import Connection, Engine
 from soundscape.audio import is_supported
 from soundscape.embedders import get_model_class
 from soundscape.errors import SoundscapeError
-from soundscape.ingest import sha256_file
+from soundscape.media_files import sha256_file
 from soundscape.sensors import get_sensor
 from soundscape.spaces import resolve_window
 from soundscape.transcribers import get_transcriber_class, is_transcriber

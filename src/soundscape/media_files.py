@@ -67,6 +67,16 @@ _DIR_FLAGS = (
 _HASH_CHUNK = 1 << 20
 
 
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """A file's SHA-256 (hex), as ingest stores it with each recording (the content identity
+    by which a moved or renamed copy is found)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
 @dataclass(frozen=True)
 class StoredFile:
     """What the database knows of a recording's file (``recordings`` columns)."""

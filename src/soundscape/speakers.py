@@ -46,10 +46,9 @@ from soundscape.db import register_vector
 from soundscape.embedders import Embedder, get_model_class, load_model, model_facts, model_names
 from soundscape.embedders.base import l2_normalize
 from soundscape.errors import AudioError, SoundscapeError, StoredFileChanged
-from soundscape.media_files import StoredFile, open_stored, stored_file
+from soundscape.media_files import StoredFile, open_stored, sha256_file, stored_file
 from soundscape.queries import Query
 from soundscape.spaces import Space, ensure_space, get_space, list_spaces
-from soundscape.speech import sha256_file
 
 #: cosine to a speaker's centroid above which a window may be that speaker (``who``). On the
 #: test podcast, windows of an enrolled voice scored 0.75-0.91 (mean 0.85) against its

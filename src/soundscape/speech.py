@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from soundscape.audio import Opened, Source, WindowStream
 from soundscape.db import raw_connection
 from soundscape.errors import BadOption, SoundscapeError
 from soundscape.ingest_targets import Progress, Recording, Stored
+from soundscape.media_files import sha256_file
 from soundscape.queries import FILTER_ARGS, Filters, check_filter_names
 from soundscape.results import Hit, merge_events
 from soundscape.transcribers import Transcriber, Utterance, Word
@@ -598,15 +598,6 @@ class Transcript:
 
 class NoTranscript(SoundscapeError):
     """The recording has no transcript (by that model): it was not transcribed."""
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """A file's SHA-256 (hex), as ingest stores it with each recording."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def recording_of(conn: Connection, ref: str | int | Path) -> int:
