@@ -22,10 +22,10 @@ from soundscape.resources import read_sql, sql_dir
 # record the new hash and that migration here.
 FINGERPRINTS = {
     "catalog.sql": ("0022", "6bb74a113158"),
-    "search.sql": ("0028", "ac80e80907e6"),
+    "search.sql": ("0036", "a5683c25d04a"),
     "analytics.sql": ("0027", "929bfc3fe3bf"),
-    "classify.sql": ("0028", "2cdc2338463a"),
-    "classifiers.sql": ("0028", "53e84bf4eec8"),
+    "classify.sql": ("0036", "ae93c7053ee4"),
+    "classifiers.sql": ("0036", "85f791935678"),
     "species.sql": ("0011", "13d5005221de"),
     "speech.sql": ("0028", "0bd2beaa1686"),
     "speakers.sql": ("0013", "39bc0dc0575c"),
@@ -146,7 +146,9 @@ def test_a_drifted_definition_is_caught(engine):
             sa.text(
                 "CREATE OR REPLACE FUNCTION ranger._filter_sql(p_sensor_ids integer[], "
                 "p_time_from time, p_time_to time, p_date_from date, p_date_to date, "
-                "p_at_from timestamptz, p_at_to timestamptz, p_exclude bigint) RETURNS text "
+                "p_at_from timestamptz, p_at_to timestamptz, p_exclude bigint, "
+                "p_sun text DEFAULT NULL) "
+                "RETURNS text "
                 "LANGUAGE sql IMMUTABLE AS $$ SELECT 'true' $$"
             )
         )
@@ -155,7 +157,7 @@ def test_a_drifted_definition_is_caught(engine):
     assert _diff(_objects_from_files(engine), drifted) == [
         "differs: function ranger._filter_sql(integer[],time without time zone,"
         "time without time zone,date,date,timestamp with time zone,timestamp with time zone,"
-        "bigint)"
+        "bigint,text)"
     ]
 
 
