@@ -24,7 +24,7 @@ BEGIN
     RETURN QUERY EXECUTE format(
         'SELECT g.id FROM segments g WHERE %s ORDER BY g.recording_id, g.start_s',
         ranger._filter_sql(v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
-                           p_at_from, p_at_to, NULL))
+                           p_at_from, p_at_to, NULL, p_place ->> 'sun'))
         USING NULL::vector, p_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
               p_at_from, p_at_to, NULL::bigint;
 END
