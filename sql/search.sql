@@ -62,66 +62,58 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 -- The sun: NOAA's solar calculator (the equations of NOAA's "General Solar Position
--- Calculations" and its sunrise/sunset spreadsheet, from Meeus' Astronomical Algorithms),
+-- Calculations" and its sunrise/sunset spreadsheet, after Meeus' Astronomical Algorithms),
 -- mirrored in Python by soundscape.sun (tests/test_sun.py checks that both agree and that they
--- are within 2 minutes of published sunrise and sunset tables). ranger._sun_position: the
--- sun's declination (degrees) and the equation of time (minutes) at a Julian day.
-CREATE OR REPLACE FUNCTION ranger._sun_position(
-    p_jd double precision, OUT decl double precision, OUT eot double precision
-)
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT asind(sind(c.eps) * sind(c.app)),
-           4 * degrees(d.y * sind(2 * b.l0) - 2 * b.e * sind(b.m)
-                       + 4 * b.e * d.y * sind(b.m) * cosd(2 * b.l0)
-                       - 0.5 * d.y * d.y * sind(4 * b.l0) - 1.25 * b.e * b.e * sind(2 * b.m))
-      FROM (SELECT (p_jd - 2451545.0) / 36525.0 AS t) a,
-           LATERAL (SELECT 280.46646 + a.t * (36000.76983 + a.t * 0.0003032) AS l0,
-                           357.52911 + a.t * (35999.05029 - 0.0001537 * a.t) AS m,
-                           0.016708634 - a.t * (0.000042037 + 0.0000001267 * a.t) AS e,
-                           125.04 - 1934.136 * a.t AS om) b,
-           LATERAL (SELECT b.l0 + sind(b.m) * (1.914602 - a.t * (0.004817 + 0.000014 * a.t))
-                           + sind(2 * b.m) * (0.019993 - 0.000101 * a.t)
-                           + sind(3 * b.m) * 0.000289 - 0.00569 - 0.00478 * sind(b.om) AS app,
-                           23 + (26 + (21.448 - a.t * (46.815 + a.t * (0.00059 - a.t * 0.001813)))
-                                 / 60) / 60 + 0.00256 * cosd(b.om) AS eps) c,
-           LATERAL (SELECT power(tand(c.eps / 2), 2) AS y) d
-$$;
-
--- When the sun crosses p_zenith (90.833: sunrise/sunset, refraction and the disc's radius
--- included; 96: civil dawn/dusk) rising or setting on date p_date at latitude/longitude
--- p_lat/p_lon: minutes after 00:00 UTC of p_date (the day that is p_date at the place: for a
--- longitude of 170 E, sunrise is near -700), the sun's position taken at p_at (minutes, the
--- same scale; NULL: the place's solar noon). 'Infinity': the sun stays below p_zenith all day
--- (polar night), '-Infinity': above it all day (midnight sun).
-CREATE OR REPLACE FUNCTION ranger._sun_pass(
-    p_lat double precision, p_lon double precision, p_date date, p_zenith double precision,
-    p_rising boolean, p_at double precision
-) RETURNS double precision
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE WHEN h.cos_ha > 1 THEN 'Infinity'::double precision
-                WHEN h.cos_ha < -1 THEN '-Infinity'::double precision
-                ELSE 720 - 4 * p_lon - h.eot
-                     + CASE WHEN p_rising THEN -4 ELSE 4 END * acosd(h.cos_ha) END
-      FROM (SELECT cosd(p_zenith) / (cosd(l.lat) * cosd(s.decl)) - tand(l.lat) * tand(s.decl)
-                   AS cos_ha, s.eot
-              FROM (SELECT least(greatest(p_lat, -89.999), 89.999) AS lat) l,
-                   ranger._sun_position(2451544.5 + (p_date - date '2000-01-01')
-                                        + coalesce(p_at, 720 - 4 * p_lon) / 1440.0) s) h
-$$;
-
--- The crossing of ranger._sun_pass, computed twice: at solar noon, then again with the sun's
--- position at the first answer (the declination moves by up to 0.4 degree in a day).
+-- are within 2 minutes of published sunrise and sunset tables).
+-- ranger._sun_minutes: when the sun crosses p_zenith (90.833: sunrise/sunset, refraction and
+-- the disc's radius included; 96: civil dawn/dusk) rising or setting on date p_date at
+-- latitude/longitude p_lat/p_lon, in minutes after 00:00 UTC of p_date (the day that is p_date
+-- at the place: at 170 E, sunrise is near -700). 'Infinity': the sun stays below p_zenith all
+-- day (polar night), '-Infinity': above it all day (midnight sun). Computed twice: with the
+-- sun's position at the place's solar noon, then at the first answer (the declination moves
+-- by up to 0.4 degree a day). plpgsql, whose cached expressions make it ~50 times faster
+-- than the same arithmetic in nested SQL functions.
 CREATE OR REPLACE FUNCTION ranger._sun_minutes(
     p_lat double precision, p_lon double precision, p_date date, p_zenith double precision,
     p_rising boolean
 ) RETURNS double precision
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE WHEN f.m IN ('Infinity', '-Infinity') THEN f.m
-                ELSE coalesce(nullif(nullif(ranger._sun_pass(p_lat, p_lon, p_date, p_zenith,
-                                                                p_rising, f.m),
-                                             'Infinity'), '-Infinity'), f.m) END
-      FROM (SELECT ranger._sun_pass(p_lat, p_lon, p_date, p_zenith, p_rising, NULL) AS m) f
-$$;
+LANGUAGE plpgsql IMMUTABLE AS $fn$
+DECLARE
+    v_lat double precision := least(greatest(p_lat, -89.999), 89.999);
+    v_at double precision := 720 - 4 * p_lon;
+    v_first double precision;
+    t double precision; l0 double precision; m double precision; e double precision;
+    om double precision; app double precision; eps double precision; y double precision;
+    decl double precision; eot double precision; cos_ha double precision;
+BEGIN
+    FOR i IN 1..2 LOOP
+        t := (2451544.5 + (p_date - date '2000-01-01') + v_at / 1440.0 - 2451545.0) / 36525.0;
+        l0 := 280.46646 + t * (36000.76983 + t * 0.0003032);
+        m := 357.52911 + t * (35999.05029 - 0.0001537 * t);
+        e := 0.016708634 - t * (0.000042037 + 0.0000001267 * t);
+        om := 125.04 - 1934.136 * t;
+        app := l0 + sind(m) * (1.914602 - t * (0.004817 + 0.000014 * t))
+               + sind(2 * m) * (0.019993 - 0.000101 * t) + sind(3 * m) * 0.000289
+               - 0.00569 - 0.00478 * sind(om);
+        eps := 23 + (26 + (21.448 - t * (46.815 + t * (0.00059 - t * 0.001813))) / 60) / 60
+               + 0.00256 * cosd(om);
+        y := tand(eps / 2) ^ 2;
+        decl := asind(sind(eps) * sind(app));
+        eot := 4 * degrees(y * sind(2 * l0) - 2 * e * sind(m)
+                           + 4 * e * y * sind(m) * cosd(2 * l0)
+                           - 0.5 * y * y * sind(4 * l0) - 1.25 * e * e * sind(2 * m));
+        cos_ha := cosd(p_zenith) / (cosd(v_lat) * cosd(decl)) - tand(v_lat) * tand(decl);
+        IF cos_ha > 1 OR cos_ha < -1 THEN
+            -- no crossing: the first pass says so; the second keeps the first's answer
+            RETURN coalesce(v_first, CASE WHEN cos_ha > 1 THEN 'Infinity'::double precision
+                                          ELSE '-Infinity'::double precision END);
+        END IF;
+        v_at := 720 - 4 * p_lon - eot + CASE WHEN p_rising THEN -4 ELSE 4 END * acosd(cos_ha);
+        v_first := coalesce(v_first, v_at);
+    END LOOP;
+    RETURN v_at;
+END
+$fn$;
 
 -- The instant of a sun anchor ('dawn': civil dawn, the sun 6 degrees below the horizon rising;
 -- 'sunrise'; 'sunset'; 'dusk': civil dusk) on the local date p_date of a place (latitude,
@@ -133,17 +125,21 @@ CREATE OR REPLACE FUNCTION ranger._sun_at(
     p_lat double precision, p_lon double precision, p_timezone text, p_date date,
     p_anchor text
 ) RETURNS timestamptz
-LANGUAGE sql STABLE AS $$
-    SELECT CASE WHEN m.v = '-Infinity' AND m.rising OR m.v = 'Infinity' AND NOT m.rising
-                THEN p_date::timestamp AT TIME ZONE p_timezone
-                WHEN m.v IN ('Infinity', '-Infinity')
-                THEN (p_date + 1)::timestamp AT TIME ZONE p_timezone
-                ELSE (p_date::timestamp AT TIME ZONE 'UTC') + m.v * interval '1 minute' END
-      FROM (SELECT ranger._sun_minutes(p_lat, p_lon, p_date,
-                       CASE WHEN p_anchor IN ('sunrise', 'sunset') THEN 90.833 ELSE 96 END,
-                       p_anchor IN ('dawn', 'sunrise')) AS v,
-                   p_anchor IN ('dawn', 'sunrise') AS rising) m
-$$;
+LANGUAGE plpgsql STABLE AS $fn$
+DECLARE
+    v_rising boolean := p_anchor IN ('dawn', 'sunrise');
+    v double precision := ranger._sun_minutes(
+        p_lat, p_lon, p_date, CASE WHEN p_anchor IN ('sunrise', 'sunset') THEN 90.833 ELSE 96 END,
+        v_rising);
+BEGIN
+    IF v = '-Infinity' AND v_rising OR v = 'Infinity' AND NOT v_rising THEN
+        RETURN p_date::timestamp AT TIME ZONE p_timezone;
+    ELSIF v IN ('Infinity', '-Infinity') THEN
+        RETURN (p_date + 1)::timestamp AT TIME ZONE p_timezone;
+    END IF;
+    RETURN (p_date::timestamp AT TIME ZONE 'UTC') + v * interval '1 minute';
+END
+$fn$;
 
 -- The sun's times on a local date at a place, for anyone (NULL: no such crossing that day,
 -- polar day or night): civil dawn, sunrise, sunset, civil dusk.

@@ -1,6 +1,6 @@
 """The sun filter (issue 29): windows relative to civil dawn, sunrise, sunset and civil dusk at
-their sensor (NOAA's solar calculator in SQL: ``ranger._sun_position``, ``_sun_pass``,
-``_sun_minutes``, ``_sun_at``, ``sun_times``), as a plain filter: the key ``"sun"`` of
+their sensor (NOAA's solar calculator in SQL: ``ranger._sun_minutes``, ``_sun_at``,
+``sun_times``), as a plain filter: the key ``"sun"`` of
 ``p_place`` (``{"sun": "sunrise-30m..sunrise+2h"}``, parsed by ``ranger._sun_spec``), checked
 by ``ranger._sensor_ids`` and applied by ``ranger._filter_sql`` (a new last argument, ``p_sun``,
 which its callers take from their ``p_place``) as ``ranger.in_sun_filter`` on the periods
@@ -40,9 +40,6 @@ _NEW = (
     "ranger.sun_times(double precision, double precision, text, date)",
     "ranger._sun_at(double precision, double precision, text, date, text)",
     "ranger._sun_minutes(double precision, double precision, date, double precision, boolean)",
-    "ranger._sun_pass(double precision, double precision, date, double precision, boolean, "
-    "double precision)",
-    "ranger._sun_position(double precision)",
 )
 
 
