@@ -238,3 +238,42 @@ def test_the_dawn_chorus_moves_with_longitude(cli, reserve_url):
         assert by_sensor.get("north-1") and max(by_sensor["north-1"]) <= 3
     finally:
         _coords(reserve_url, {"north-1": BERLIN, "south-1": BERLIN})
+
+
+# ------------------------------------------------------------------------------ the page
+@pytest.fixture(scope="module")
+def page(reserve_url, cli):
+    from fastapi.testclient import TestClient
+
+    from soundscape.db import open_database
+    from soundscape.web import WebConfig, create_app
+
+    db = open_database(reserve_url)
+    with TestClient(create_app(WebConfig(allowed_hosts=["testserver"]), db)) as c:
+        yield c
+    db.engine.dispose()
+
+
+def test_the_page_reads_the_sentence_like_the_cli(page, cli):
+    sentence = "bird songs at 3:00 AM in the North Quadrant"
+    r = page.get("/search", params={"q": sentence, "format": "json", "limit": 50})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["understood"]["understood"] == "bird song · 02:30-03:30 local · quadrant N"
+    cli_hits = cli.json("search", sentence, "-n", "50")
+    assert [h["segment_id"] for h in body["hits"]] == [h["segment_id"] for h in cli_hits] != []
+    html = page.get("/search", params={"q": sentence}).text
+    assert 'id="understood"' in html and "quadrant N" in html
+    # each part but the sound can be removed: the link searches the rest
+    assert "/search?q=bird+song&amp;quadrant=N" in html  # without the time
+    assert "/search?q=bird+song&amp;time=02%3A30-03%3A30" in html  # without the quadrant
+    without_time = page.get("/search?q=bird+song&quadrant=N&format=json&limit=50").json()
+    assert {h["quadrant"] for h in without_time["hits"]} == {"N"}
+
+
+def test_the_page_lists_activity_for_a_place_and_time(page):
+    r = page.get("/search", params={"q": "in the north quadrant on 2024-05-01", "format": "json"})
+    assert r.status_code == 200, r.text
+    assert r.json()["activity"] and r.json()["understood"]["filters"]["quadrants"] == "['N']"
+    html = page.get("/search", params={"q": "in the north quadrant on 2024-05-01"}).text
+    assert 'class="activity"' in html

@@ -156,6 +156,28 @@ class Understanding:
             out += f" (ignored: {', '.join(self.ignored)})"
         return out
 
+    def part_params(self) -> list[tuple[str, str, list[tuple[str, str]]]]:
+        """Each part as (kind, shown, the search page's parameters that say it): the sound as
+        ``q``, the time as ``time``, dates as ``from``/``to``, the sun as ``sun``, places as
+        ``quadrant``/``site``/``sensor``; a page drops one part by leaving its out."""
+        f = self.filters
+        out: list[tuple[str, str, list[tuple[str, str]]]] = []
+        for kind, shown in self.parts:
+            params: list[tuple[str, str]] = []
+            if kind == "sound" and self.text:
+                params = [("q", self.text)]
+            elif kind == "time" and f.time_from and f.time_to:
+                params = [("time", f"{_hhmm(f.time_from)}-{_hhmm(f.time_to)}")]
+            elif kind == "date":
+                params = [(k, str(v)) for k, v in (("from", f.date_from), ("to", f.date_to)) if v]
+            elif kind == "sun" and f.sun:
+                params = [("sun", f.sun)]
+            elif kind.startswith("place:"):
+                key = kind.removeprefix("place:")
+                params = [(key.removesuffix("s"), v) for v in getattr(f, key) or []]
+            out.append((kind, shown, params))
+        return out
+
     def as_dict(self) -> dict[str, Any]:
         """For JSON: the line, the parts, the ignored words and the request's fields."""
         return {
