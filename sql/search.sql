@@ -142,11 +142,13 @@ END
 $fn$;
 
 -- The sun's times on a local date at a place, for anyone (NULL: no such crossing that day,
--- polar day or night): civil dawn, sunrise, sunset, civil dusk.
+-- polar day or night): civil dawn, sunrise, sunset, civil dusk. SECURITY DEFINER: readers
+-- may not call the underscored helpers themselves. (p_timezone is unused: the local date is
+-- the place's own; kept so that a call names the place as the sensors' view does.)
 CREATE OR REPLACE FUNCTION ranger.sun_times(
     p_latitude double precision, p_longitude double precision, p_timezone text, p_date date
 ) RETURNS TABLE (dawn timestamptz, sunrise timestamptz, sunset timestamptz, dusk timestamptz)
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
     SELECT (p_date::timestamp AT TIME ZONE 'UTC') + nullif(nullif(ranger._sun_minutes(
                p_latitude, p_longitude, p_date, 96, true), 'Infinity'), '-Infinity')
                * interval '1 minute',
@@ -1133,18 +1135,16 @@ SELECT name AS sensor, site, quadrant, latitude, longitude, timezone, metadata
 -- Every window with its place and local time (no vectors): the table to filter in a BI tool.
 -- minutes_from_sunrise / minutes_from_sunset: the window's start minus the sunrise / sunset of
 -- its local date at its sensor (ranger.sun_times; negative before it; NULL without coordinates
--- or on a day without one); computed only when read. The sun filter itself is
--- ranger.in_sun_filter.
+-- or on a day without one); computed only when read (about 0.1 ms a window: filter first).
+-- The sun filter itself is ranger.in_sun_filter.
 CREATE OR REPLACE VIEW ranger.windows AS
 SELECT g.id AS segment_id, sp.name AS space, g.recording_id, s.name AS sensor, s.site,
        s.quadrant, g.local_date, g.local_time, g.starts_at, r.path, g.start_s, g.end_s,
-       (extract(epoch FROM g.starts_at - (g.local_date::timestamp AT TIME ZONE 'UTC'))
-        - 60 * nullif(nullif(ranger._sun_minutes(s.latitude, s.longitude, g.local_date, 90.833,
-                                                 true), 'Infinity'), '-Infinity'))::real / 60
+       (SELECT extract(epoch FROM g.starts_at - st.sunrise)::real / 60
+          FROM ranger.sun_times(s.latitude, s.longitude, s.timezone, g.local_date) st)
            AS minutes_from_sunrise,
-       (extract(epoch FROM g.starts_at - (g.local_date::timestamp AT TIME ZONE 'UTC'))
-        - 60 * nullif(nullif(ranger._sun_minutes(s.latitude, s.longitude, g.local_date, 90.833,
-                                                 false), 'Infinity'), '-Infinity'))::real / 60
+       (SELECT extract(epoch FROM g.starts_at - st.sunset)::real / 60
+          FROM ranger.sun_times(s.latitude, s.longitude, s.timezone, g.local_date) st)
            AS minutes_from_sunset
   FROM segments g
   JOIN spaces sp ON sp.id = g.space_id

@@ -22,7 +22,7 @@ from soundscape.resources import read_sql, sql_dir
 # record the new hash and that migration here.
 FINGERPRINTS = {
     "catalog.sql": ("0022", "6bb74a113158"),
-    "search.sql": ("0036", "baf72301b100"),
+    "search.sql": ("0036", "36f2eb07f2ef"),
     "analytics.sql": ("0027", "929bfc3fe3bf"),
     "classify.sql": ("0036", "ae93c7053ee4"),
     "classifiers.sql": ("0036", "85f791935678"),

@@ -263,3 +263,23 @@ def test_the_periods_are_computed_once_per_query(reserve):
     eng.dispose()
     assert "InitPlan" in plan and "(never executed)" not in plan.split("InitPlan")[1][:80]
     assert not math.isnan(len(plan))
+
+
+def test_windows_have_minutes_from_sunrise_and_sunset(reserve):
+    _set_coords(reserve, {"north-1": BERLIN, "south-1": BERLIN})
+    eng = make_engine(reserve)
+    with eng.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT starts_at, local_date, minutes_from_sunrise, minutes_from_sunset "
+                "FROM ranger.windows ORDER BY segment_id LIMIT 200"
+            )
+        ).all()
+    eng.dispose()
+    assert rows
+    lat, lon = map(float, BERLIN)
+    for at, day, from_rise, from_set in rows:
+        rise, set_ = sun_time(lat, lon, day, "sunrise"), sun_time(lat, lon, day, "sunset")
+        assert rise is not None and set_ is not None
+        assert abs(from_rise - (at - rise).total_seconds() / 60) < 0.1
+        assert abs(from_set - (at - set_).total_seconds() / 60) < 0.1
