@@ -116,6 +116,18 @@ def test_words_it_could_not_read_are_said():
     assert (south.filters.date_from, south.filters.date_to) == (D(2023, 9, 1), D(2023, 11, 30))
 
 
+def test_class_names_stay_sounds():
+    names = ["Summer Tanager", "Spring Peeper", "Evening Grosbeak"]
+    u = parse_sentence("Summer Tanager at dawn in June", PLACES, today=TODAY, names=names)
+    assert u.text == "summer tanager" and u.filters.sun == "dawn-30m..sunrise+1h"
+    assert (u.filters.date_from, u.filters.date_to) == (D(2024, 6, 1), D(2024, 6, 30))
+    u = parse_sentence("Evening Grosbeak in the evening", PLACES, today=TODAY, names=names)
+    assert u.text == "evening grosbeak" and (u.filters.time_from, u.filters.time_to) == (
+        T(18),
+        T(22),
+    )
+
+
 def test_flags_win_over_words():
     words = parse_sentence("siren at 3 am in the north quadrant in June", PLACES, today=TODAY)
     flags = Filters(time_from=T(12), time_to=T(13), quadrants=["S"])
@@ -194,6 +206,9 @@ def test_a_label_named_like_a_sentence_stays_a_label(cli, reserve_url):
         pytest.skip("no Evening Grosbeak class in this space")
     r = cli("search", "Evening Grosbeak")
     assert "understood:" not in r.stderr and "by labels Evening Grosbeak" in r.stderr
+    r = cli("search", "Evening Grosbeak in the evening")
+    assert "understood: evening grosbeak · 18:00-22:00 local" in r.stderr
+    assert "by labels Evening Grosbeak" in r.stderr
 
 
 def test_a_place_and_time_without_a_sound_lists_activity(cli):

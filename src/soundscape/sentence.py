@@ -540,18 +540,29 @@ def parse_sentence(
     *,
     today: date | None = None,
     south: bool = False,
+    names: Sequence[str] = (),
 ) -> Understanding:
     """The sentence as a search (no database): ``places`` holds the stored names by place
     filter (``{"quadrants": ["N", "S"], "sites": [...], "sensors": [...]}``), ``today`` the
-    local date relative dates count from, ``south`` the hemisphere of the seasons."""
+    local date relative dates count from, ``south`` the hemisphere of the seasons, ``names``
+    class names that stay sounds whatever words they hold ("Summer Tanager", "Spring
+    Peeper")."""
     if not sentence or not sentence.strip():
         raise SoundscapeError("empty sentence: say what to find, e.g. 'owls at night in June'")
-    st = _State(f" {' '.join(sentence.lower().split())} ", today or date.today(), south)
+    plain = f" {' '.join(sentence.lower().split())} "
+    # a class's name is masked (a word of letters only) while times, dates and places are read
+    masks: dict[str, str] = {}
+    for name in sorted({n.lower() for n in names if n}, key=len, reverse=True):
+        mask = "zqname" + "".join(chr(ord("a") + int(d)) for d in str(len(masks))) + "qz"
+        plain, n = re.subn(rf"(?<![\w-]){re.escape(name)}(?![\w-])", f" {mask} ", plain)
+        if n:
+            masks[mask] = name
+    st = _State(plain, today or date.today(), south)
     _sun(st)
     _times(st)
     _dates(st)
     unplaced = _places(st, places or {})
-    words = re.findall(r"[\w'-]+", st.s)
+    words = [masks.get(w, w) for w in re.findall(r"[\w'-]+", st.s)]
     kept = [w for w in words if w not in FILLER and w not in PLACE_WORDS]
     text = " ".join(kept) or ("bird song" if st.chorus else None)
     parts = st.parts
@@ -612,6 +623,20 @@ def _is_label(conn: Connection, text: str) -> bool:
     )
 
 
+def _names_in(conn: Connection, text: str) -> list[str]:
+    """The stored class names (common or scientific) the sentence holds, of two words or
+    more ("Summer Tanager at dawn"): kept whole as the sound."""
+    return list(
+        conn.execute(
+            sa.text(
+                "SELECT DISTINCT n FROM space_labels, LATERAL (VALUES (common), (scientific)) v(n) "
+                "WHERE n LIKE '% %' AND strpos(lower(:t), lower(n)) > 0"
+            ),
+            {"t": " ".join(text.split())},
+        ).scalars()
+    )
+
+
 def understand(
     conn: Connection, sentence: str, *, space: str | None = None, today: date | None = None
 ) -> Understanding | None:
@@ -625,7 +650,10 @@ def understand(
     if _is_label(conn, sentence):
         return None
     local, south = _local_today(conn)
-    u = parse_sentence(sentence, stored_places(conn), today=today or local, south=south)
+    names = _names_in(conn, sentence)
+    u = parse_sentence(
+        sentence, stored_places(conn), today=today or local, south=south, names=names
+    )
     if not any(k != "sound" for k, _ in u.parts) and not u.ignored:
         return None
     if u.text is None:
