@@ -292,3 +292,12 @@ def test_the_page_lists_activity_for_a_place_and_time(page):
     assert r.json()["activity"] and r.json()["understood"]["filters"]["quadrants"] == "['N']"
     html = page.get("/search", params={"q": "in the north quadrant on 2024-05-01"}).text
     assert 'class="activity"' in html
+
+
+def test_the_page_has_the_sun_filter(page):
+    html = page.get("/search").text
+    assert 'name="sun"' in html
+    night = page.get("/search", params={"q": "siren", "sun": "night", "format": "json"}).json()
+    assert night["hits"] and {h["sensor"] for h in night["hits"]} == {"north-1"}
+    bad = page.get("/search", params={"q": "siren", "sun": "noon", "format": "json"})
+    assert bad.status_code == 400 and "sun" in bad.json()["error"]
