@@ -1,5 +1,5 @@
 -- The classify family of the `ranger` schema (current definitions; see sql/README.md):
--- zero-shot classification runs and labels. Applied by migrations 0005 and 0028.
+-- zero-shot classification runs and labels. Applied by migrations 0005, 0028 and 0036.
 
 -- The windows of one space that pass the usual filters (same semantics as ranger.search_vector).
 CREATE OR REPLACE FUNCTION ranger.filtered_windows(

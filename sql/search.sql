@@ -1,7 +1,7 @@
 -- The search family of the `ranger` schema (current definitions; see sql/README.md): search
 -- in SQL, one implementation used by the CLI, by ranger.search(concept, ...) and by anyone
 -- with psql or a BI tool. Applied by migrations 0003, 0006, 0007, 0009, 0011, 0016, 0018, 0020,
--- 0021, 0022, 0025, 0027 and 0028.
+-- 0021, 0022, 0025, 0027, 0028 and 0036.
 --
 -- ranger.search_vector ranks windows of one space by cosine similarity to a query vector,
 -- under filters on sensor/site/quadrant (p_place, or p_sensors/p_sites/p_quadrants: see

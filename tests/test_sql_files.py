@@ -22,9 +22,9 @@ from soundscape.resources import read_sql, sql_dir
 # record the new hash and that migration here.
 FINGERPRINTS = {
     "catalog.sql": ("0022", "6bb74a113158"),
-    "search.sql": ("0036", "36f2eb07f2ef"),
+    "search.sql": ("0036", "87a9655dc7df"),
     "analytics.sql": ("0027", "929bfc3fe3bf"),
-    "classify.sql": ("0036", "ae93c7053ee4"),
+    "classify.sql": ("0036", "c74ee08e1d6b"),
     "classifiers.sql": ("0036", "85f791935678"),
     "species.sql": ("0011", "13d5005221de"),
     "speech.sql": ("0028", "0bd2beaa1686"),
