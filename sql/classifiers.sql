@@ -94,7 +94,7 @@ BEGIN
     SELECT * INTO m FROM ranger._classifier_label(p_classifier, p_label, p_version);
     v_ids := ranger._sensor_ids(p_sensors, p_sites, p_quadrants, p_place);
     v_where := ranger._filter_sql(v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
-                                  p_at_from, p_at_to, NULL);
+                                  p_at_from, p_at_to, NULL, p_place ->> 'sun');
     IF p_unlabelled THEN
         -- The label's annotations are read first (a few hundred, not a join with every
         -- window): on a Citus cluster annotations is a table of the coordinator (its trigger),
@@ -210,7 +210,7 @@ BEGIN
     END IF;
     v_ids := ranger._sensor_ids(p_sensors, p_sites, p_quadrants, p_place);
     v_where := ranger._filter_sql(v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
-                                  p_at_from, p_at_to, NULL)
+                                  p_at_from, p_at_to, NULL, p_place ->> 'sun')
                || ' AND g.id >= $11 AND g.id < $12';
     IF p_new THEN
         v_where := v_where || ' AND NOT EXISTS (SELECT 1 FROM classifier_scored cs

@@ -1,5 +1,5 @@
 -- The classify family of the `ranger` schema (current definitions; see sql/README.md):
--- zero-shot classification runs and labels. Applied by migrations 0005 and 0028.
+-- zero-shot classification runs and labels. Applied by migrations 0005, 0028 and 0036.
 
 -- The windows of one space that pass the usual filters (same semantics as ranger.search_vector).
 CREATE OR REPLACE FUNCTION ranger.filtered_windows(
@@ -24,7 +24,7 @@ BEGIN
     RETURN QUERY EXECUTE format(
         'SELECT g.id FROM segments g WHERE %s ORDER BY g.recording_id, g.start_s',
         ranger._filter_sql(v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
-                           p_at_from, p_at_to, NULL))
+                           p_at_from, p_at_to, NULL, p_place ->> 'sun'))
         USING NULL::vector, p_space, v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
               p_at_from, p_at_to, NULL::bigint;
 END

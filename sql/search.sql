@@ -1,7 +1,7 @@
 -- The search family of the `ranger` schema (current definitions; see sql/README.md): search
 -- in SQL, one implementation used by the CLI, by ranger.search(concept, ...) and by anyone
 -- with psql or a BI tool. Applied by migrations 0003, 0006, 0007, 0009, 0011, 0016, 0018, 0020,
--- 0021, 0022, 0025, 0027 and 0028.
+-- 0021, 0022, 0025, 0027, 0028 and 0036.
 --
 -- ranger.search_vector ranks windows of one space by cosine similarity to a query vector,
 -- under filters on sensor/site/quadrant (p_place, or p_sensors/p_sites/p_quadrants: see
@@ -61,13 +61,229 @@ LANGUAGE sql IMMUTABLE AS $$
        AND (p_at_to IS NULL OR p_starts_at < p_at_to)
 $$;
 
+-- The sun: NOAA's solar calculator (the equations of NOAA's "General Solar Position
+-- Calculations" and its sunrise/sunset spreadsheet, after Meeus' Astronomical Algorithms),
+-- mirrored in Python by soundscape.sun (tests/test_sun.py checks that both agree and that they
+-- are within 2 minutes of published sunrise and sunset tables).
+-- ranger._sun_minutes: when the sun crosses p_zenith (90.833: sunrise/sunset, refraction and
+-- the disc's radius included; 96: civil dawn/dusk) rising or setting on date p_date at
+-- latitude/longitude p_lat/p_lon, in minutes after 00:00 UTC of p_date (the day that is p_date
+-- at the place: at 170 E, sunrise is near -700). 'Infinity': the sun stays below p_zenith all
+-- day (polar night), '-Infinity': above it all day (midnight sun). Computed twice: with the
+-- sun's position at the place's solar noon, then at the first answer (the declination moves
+-- by up to 0.4 degree a day). plpgsql, whose cached expressions make it ~50 times faster
+-- than the same arithmetic in nested SQL functions.
+CREATE OR REPLACE FUNCTION ranger._sun_minutes(
+    p_lat double precision, p_lon double precision, p_date date, p_zenith double precision,
+    p_rising boolean
+) RETURNS double precision
+LANGUAGE plpgsql IMMUTABLE AS $fn$
+DECLARE
+    v_lat double precision := least(greatest(p_lat, -89.999), 89.999);
+    v_at double precision := 720 - 4 * p_lon;
+    v_first double precision;
+    t double precision; l0 double precision; m double precision; e double precision;
+    om double precision; app double precision; eps double precision; y double precision;
+    decl double precision; eot double precision; cos_ha double precision;
+BEGIN
+    FOR i IN 1..2 LOOP
+        t := (2451544.5 + (p_date - date '2000-01-01') + v_at / 1440.0 - 2451545.0) / 36525.0;
+        l0 := 280.46646 + t * (36000.76983 + t * 0.0003032);
+        m := 357.52911 + t * (35999.05029 - 0.0001537 * t);
+        e := 0.016708634 - t * (0.000042037 + 0.0000001267 * t);
+        om := 125.04 - 1934.136 * t;
+        app := l0 + sind(m) * (1.914602 - t * (0.004817 + 0.000014 * t))
+               + sind(2 * m) * (0.019993 - 0.000101 * t) + sind(3 * m) * 0.000289
+               - 0.00569 - 0.00478 * sind(om);
+        eps := 23 + (26 + (21.448 - t * (46.815 + t * (0.00059 - t * 0.001813))) / 60) / 60
+               + 0.00256 * cosd(om);
+        y := tand(eps / 2) ^ 2;
+        decl := asind(sind(eps) * sind(app));
+        eot := 4 * degrees(y * sind(2 * l0) - 2 * e * sind(m)
+                           + 4 * e * y * sind(m) * cosd(2 * l0)
+                           - 0.5 * y * y * sind(4 * l0) - 1.25 * e * e * sind(2 * m));
+        cos_ha := cosd(p_zenith) / (cosd(v_lat) * cosd(decl)) - tand(v_lat) * tand(decl);
+        IF cos_ha > 1 OR cos_ha < -1 THEN
+            -- no crossing: the first pass says so; the second keeps the first's answer
+            RETURN coalesce(v_first, CASE WHEN cos_ha > 1 THEN 'Infinity'::double precision
+                                          ELSE '-Infinity'::double precision END);
+        END IF;
+        v_at := 720 - 4 * p_lon - eot + CASE WHEN p_rising THEN -4 ELSE 4 END * acosd(cos_ha);
+        v_first := coalesce(v_first, v_at);
+    END LOOP;
+    RETURN v_at;
+END
+$fn$;
+
+-- The instant of a sun anchor ('dawn': civil dawn, the sun 6 degrees below the horizon rising;
+-- 'sunrise'; 'sunset'; 'dusk': civil dusk) on the local date p_date of a place (latitude,
+-- longitude, IANA timezone). On a day without that crossing, a rising anchor is the start of
+-- the local day when the sun stays above it all day and the end of the day when it stays
+-- below; a setting anchor the opposite (so "sunrise..sunset" is the whole day in the midnight
+-- sun and empty in the polar night, "dusk..dawn" the reverse). NULL without coordinates.
+CREATE OR REPLACE FUNCTION ranger._sun_at(
+    p_lat double precision, p_lon double precision, p_timezone text, p_date date,
+    p_anchor text
+) RETURNS timestamptz
+LANGUAGE plpgsql STABLE AS $fn$
+DECLARE
+    v_rising boolean := p_anchor IN ('dawn', 'sunrise');
+    v double precision := ranger._sun_minutes(
+        p_lat, p_lon, p_date, CASE WHEN p_anchor IN ('sunrise', 'sunset') THEN 90.833 ELSE 96 END,
+        v_rising);
+BEGIN
+    IF v = '-Infinity' AND v_rising OR v = 'Infinity' AND NOT v_rising THEN
+        RETURN p_date::timestamp AT TIME ZONE p_timezone;
+    ELSIF v IN ('Infinity', '-Infinity') THEN
+        RETURN (p_date + 1)::timestamp AT TIME ZONE p_timezone;
+    END IF;
+    RETURN (p_date::timestamp AT TIME ZONE 'UTC') + v * interval '1 minute';
+END
+$fn$;
+
+-- The sun's times on a local date at a place, for anyone (NULL: no such crossing that day,
+-- polar day or night): civil dawn, sunrise, sunset, civil dusk. SECURITY DEFINER: readers
+-- may not call the underscored helpers themselves. (p_timezone is unused: the local date is
+-- the place's own; kept so that a call names the place as the sensors' view does.)
+CREATE OR REPLACE FUNCTION ranger.sun_times(
+    p_latitude double precision, p_longitude double precision, p_timezone text, p_date date
+) RETURNS TABLE (dawn timestamptz, sunrise timestamptz, sunset timestamptz, dusk timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    SELECT (p_date::timestamp AT TIME ZONE 'UTC') + nullif(nullif(ranger._sun_minutes(
+               p_latitude, p_longitude, p_date, 96, true), 'Infinity'), '-Infinity')
+               * interval '1 minute',
+           (p_date::timestamp AT TIME ZONE 'UTC') + nullif(nullif(ranger._sun_minutes(
+               p_latitude, p_longitude, p_date, 90.833, true), 'Infinity'), '-Infinity')
+               * interval '1 minute',
+           (p_date::timestamp AT TIME ZONE 'UTC') + nullif(nullif(ranger._sun_minutes(
+               p_latitude, p_longitude, p_date, 90.833, false), 'Infinity'), '-Infinity')
+               * interval '1 minute',
+           (p_date::timestamp AT TIME ZONE 'UTC') + nullif(nullif(ranger._sun_minutes(
+               p_latitude, p_longitude, p_date, 96, false), 'Infinity'), '-Infinity')
+               * interval '1 minute'
+$$;
+
+-- A sun filter (text) as its period: from anchor a plus a_min minutes to anchor b plus b_min
+-- minutes, b on the next day when it comes before a in a day (next_day: "dusk..dawn"). The
+-- filter is a word (dawn: dawn-30m..sunrise+1h, sunrise: sunrise-30m..sunrise+30m, day:
+-- sunrise..sunset, sunset: sunset-30m..sunset+30m, dusk: sunset-1h..dusk+30m, night:
+-- dusk..dawn) or a range of anchors with offsets ("sunrise-30m..sunrise+2h", "sunset..+3h"
+-- is not: each end names its anchor; offsets in h and/or m, e.g. +1h30m). soundscape.sun
+-- parses the same language; a bad filter is an error (22023) saying what to write.
+CREATE OR REPLACE FUNCTION ranger._sun_spec(
+    p_sun text, OUT a text, OUT a_min integer, OUT b text, OUT b_min integer,
+    OUT next_day boolean
+)
+LANGUAGE plpgsql IMMUTABLE AS $fn$
+DECLARE
+    v text := lower(regexp_replace(coalesce(p_sun, ''), '\s+', '', 'g'));
+    -- each end: 1 anchor, 3 sign, 5 hours, 7 minutes (8 groups; the second end's from 9)
+    v_end text := '(dawn|sunrise|sunset|dusk)(([+-])((\d+)h)?((\d+)(min|m))?)?';
+    v_m text[];
+    v_order text[] := ARRAY['dawn', 'sunrise', 'sunset', 'dusk'];
+BEGIN
+    v := CASE v WHEN 'dawn' THEN 'dawn-30m..sunrise+1h'
+                WHEN 'sunrise' THEN 'sunrise-30m..sunrise+30m'
+                WHEN 'day' THEN 'sunrise..sunset'
+                WHEN 'sunset' THEN 'sunset-30m..sunset+30m'
+                WHEN 'dusk' THEN 'sunset-1h..dusk+30m'
+                WHEN 'night' THEN 'dusk..dawn'
+                ELSE v END;
+    v_m := regexp_match(v, '^' || v_end || '\.\.' || v_end || '$');
+    IF v_m IS NULL OR (v_m[3] IS NOT NULL AND v_m[5] IS NULL AND v_m[7] IS NULL)
+       OR (v_m[11] IS NOT NULL AND v_m[13] IS NULL AND v_m[15] IS NULL) THEN
+        RAISE EXCEPTION 'bad sun filter %: give a word (dawn, sunrise, day, sunset, dusk, '
+            'night) or a range of dawn/sunrise/sunset/dusk with offsets, e.g. '
+            '"sunrise-30m..sunrise+2h"', quote_literal(coalesce(p_sun, 'NULL'))
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    a := v_m[1];
+    a_min := CASE WHEN v_m[3] = '-' THEN -1 ELSE 1 END
+             * (coalesce(v_m[5]::integer, 0) * 60 + coalesce(v_m[7]::integer, 0));
+    b := v_m[9];
+    b_min := CASE WHEN v_m[11] = '-' THEN -1 ELSE 1 END
+             * (coalesce(v_m[13]::integer, 0) * 60 + coalesce(v_m[15]::integer, 0));
+    next_day := (array_position(v_order, b), b_min) <= (array_position(v_order, a), a_min);
+END
+$fn$;
+
+-- The sun filter's periods at each sensor: element [sensor id] of the array is the instants
+-- (a multirange) during which the sun filter p_sun holds at that sensor, for every local date
+-- from its first recording to its last (within p_date_from - 1 .. p_date_to + 1 when given),
+-- the sensors in p_sensor_ids (NULL: all). A sensor with recordings but no coordinates is an
+-- error saying how to give them. Computed once per query (the callers put it in an
+-- uncorrelated subquery), so a window's test is one lookup in a multirange.
+CREATE OR REPLACE FUNCTION ranger.sun_periods(
+    p_sun text, p_sensor_ids integer[] DEFAULT NULL, p_date_from date DEFAULT NULL,
+    p_date_to date DEFAULT NULL
+) RETURNS tstzmultirange[]
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
+DECLARE
+    v_spec record := ranger._sun_spec(p_sun);
+    v_missing text;
+    v_out tstzmultirange[] := '{}';
+    v_row record;
+BEGIN
+    SELECT string_agg(s.name, ', ' ORDER BY s.name) INTO v_missing
+      FROM sensors s
+     WHERE (p_sensor_ids IS NULL OR s.id = ANY (p_sensor_ids))
+       AND (s.latitude IS NULL OR s.longitude IS NULL)
+       AND EXISTS (SELECT 1 FROM recordings rec WHERE rec.sensor_id = s.id);
+    IF v_missing IS NOT NULL THEN
+        RAISE EXCEPTION 'the sun filter needs each sensor''s latitude and longitude; % has '
+            'none: give them (soundscape sensors add NAME --lat .. --lon .. --update) or leave '
+            'the sensor out with a place filter', v_missing
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR v_row IN
+        SELECT s.id, range_agg(tstzrange(p.t0, p.t1)) AS periods
+          FROM sensors s
+          CROSS JOIN LATERAL (
+              SELECT (min(rec.started_at) AT TIME ZONE s.timezone)::date - 1 AS d0,
+                     (max(rec.started_at + rec.duration_s * interval '1 second')
+                         AT TIME ZONE s.timezone)::date + 1 AS d1
+                FROM recordings rec WHERE rec.sensor_id = s.id) span
+          CROSS JOIN LATERAL generate_series(greatest(span.d0, p_date_from - 1),
+                                             least(span.d1, p_date_to + 1),
+                                             interval '1 day') d(day)
+          CROSS JOIN LATERAL (
+              SELECT ranger._sun_at(s.latitude, s.longitude, s.timezone, d.day::date, v_spec.a)
+                         + v_spec.a_min * interval '1 minute' AS t0,
+                     ranger._sun_at(s.latitude, s.longitude, s.timezone,
+                                    d.day::date + v_spec.next_day::integer, v_spec.b)
+                         + v_spec.b_min * interval '1 minute' AS t1) p
+         WHERE (p_sensor_ids IS NULL OR s.id = ANY (p_sensor_ids))
+           AND s.latitude IS NOT NULL AND s.longitude IS NOT NULL AND p.t0 < p.t1
+         GROUP BY s.id
+    LOOP
+        v_out[v_row.id] := v_row.periods;
+    END LOOP;
+    RETURN v_out;
+END
+$fn$;
+
+-- The sun filter, the one place its rule is written (like ranger.in_time_filter): a window of
+-- sensor p_sensor_id starting at p_starts_at passes when that instant is in the sensor's
+-- periods (ranger.sun_periods: p_periods[p_sensor_id]). Callers compute the periods once, in
+-- an uncorrelated subquery, e.g. SELECT ... FROM segments g WHERE ranger.in_sun_filter(
+-- g.sensor_id, g.starts_at, (SELECT ranger.sun_periods('dawn'))). A window without a known
+-- start never passes.
+CREATE OR REPLACE FUNCTION ranger.in_sun_filter(
+    p_sensor_id integer, p_starts_at timestamptz, p_periods tstzmultirange[]
+) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(p_starts_at <@ p_periods[p_sensor_id], false)
+$$;
+
 -- The WHERE clause (text, for EXECUTE) of a query on windows `g` under the filters: the
 -- space, the sensor ids (ranger._sensor_ids), the time filters (ranger.in_time_filter), and
--- a window left out (p_exclude). Positional parameters the caller passes: $2 space, $3 sensor
--- ids, $4 time_from, $5 time_to, $6 date_from, $7 date_to, $8 at_from, $9 at_to, $10 exclude.
+-- a window left out (p_exclude), the sun filter (p_sun, the key "sun" of the callers' p_place:
+-- ranger.in_sun_filter, whose periods are computed once, in an uncorrelated subquery). Positional parameters the
+-- caller passes: $2 space, $3 sensor ids, $4 time_from, $5 time_to, $6 date_from, $7 date_to,
+-- $8 at_from, $9 at_to, $10 exclude.
 CREATE OR REPLACE FUNCTION ranger._filter_sql(
     p_sensor_ids integer[], p_time_from time, p_time_to time, p_date_from date, p_date_to date,
-    p_at_from timestamptz, p_at_to timestamptz, p_exclude bigint
+    p_at_from timestamptz, p_at_to timestamptz, p_exclude bigint, p_sun text DEFAULT NULL
 ) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
     SELECT concat_ws(' AND ',
@@ -85,7 +301,14 @@ LANGUAGE sql IMMUTABLE AS $$
                          CASE WHEN p_date_to IS NULL THEN 'NULL' ELSE '$7' END,
                          CASE WHEN p_at_from IS NULL THEN 'NULL' ELSE '$8' END,
                          CASE WHEN p_at_to IS NULL THEN 'NULL' ELSE '$9' END) END,
-        CASE WHEN p_exclude IS NOT NULL THEN 'g.id <> $10' END)
+        CASE WHEN p_exclude IS NOT NULL THEN 'g.id <> $10' END,
+        CASE WHEN p_sun IS NOT NULL
+             THEN format('ranger.in_sun_filter(g.sensor_id, g.starts_at, '
+                         '(SELECT ranger.sun_periods(%L, %s, %s, %s)))',
+                         p_sun,
+                         CASE WHEN p_sensor_ids IS NULL THEN 'NULL' ELSE '$3' END,
+                         CASE WHEN p_date_from IS NULL THEN 'NULL' ELSE '$6' END,
+                         CASE WHEN p_date_to IS NULL THEN 'NULL' ELSE '$7' END) END)
 $$;
 
 -- The place filters, the one place their rule is written (every ranger function that filters
@@ -118,7 +341,8 @@ $fn$;
 -- empty array: none passes). The filter is p_place with the p_sensors/p_sites/p_quadrants
 -- arguments of the public functions merged in (the same keys). A key ranger._place_of does
 -- not know, a key given both ways or a value that is not a list of names is an error (22023)
--- saying what to give.
+-- saying what to give. Its key "sun" is the sun filter, checked here and applied to windows by
+-- ranger._filter_sql (ranger.in_sun_filter).
 CREATE OR REPLACE FUNCTION ranger._sensor_ids(
     p_sensors text[] DEFAULT NULL, p_sites text[] DEFAULT NULL, p_quadrants text[] DEFAULT NULL,
     p_place jsonb DEFAULT NULL
@@ -138,6 +362,15 @@ BEGIN
         IF jsonb_typeof(p_place) <> 'object' THEN
             RAISE EXCEPTION 'p_place must be a JSON object of lists, e.g. {"sites": ["Forest"]}, '
                 'not %', p_place USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        -- "sun" is the sun filter (ranger._filter_sql), not a place: checked here, not used
+        IF p_place ? 'sun' THEN
+            IF jsonb_typeof(p_place -> 'sun') NOT IN ('string', 'null') THEN
+                RAISE EXCEPTION 'p_place: sun must be a text, e.g. {"sun": "dawn"}, not %',
+                    p_place -> 'sun' USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            PERFORM ranger._sun_spec(p_place ->> 'sun') WHERE p_place ->> 'sun' IS NOT NULL;
+            p_place := p_place - 'sun';
         END IF;
         v_keys := ARRAY(SELECT jsonb_object_keys(ranger._place_of(NULL::sensors)) ORDER BY 1);
         SELECT string_agg(f.key, ', ' ORDER BY f.key) FILTER (WHERE f.key <> ALL (v_keys)),
@@ -542,7 +775,7 @@ BEGIN
         v_ids := ranger._sensor_ids(p_sensors, p_sites, p_quadrants, p_place);
     END IF;
     v_where := ranger._filter_sql(v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
-                                  p_at_from, p_at_to, p_exclude);
+                                  p_at_from, p_at_to, p_exclude, p_place ->> 'sun');
 
     IF v_method <> 'exact' AND ranger._compact(v_index) THEN
         -- a compact index's candidates per result (ranger._candidates_factor_sql), for the
@@ -726,7 +959,7 @@ BEGIN
     PERFORM ranger._check_int('p_k (the number of results)', p_k, 1, 10000);
     v_ids := ranger._sensor_ids(p_sensors, p_sites, p_quadrants, p_place);
     v_where := ranger._filter_sql(v_ids, p_time_from, p_time_to, p_date_from, p_date_to,
-                                  p_at_from, p_at_to, NULL);
+                                  p_at_from, p_at_to, NULL, p_place ->> 'sun');
     SELECT sp.model INTO v_model FROM spaces sp WHERE sp.id = p_space;
     IF NOT coalesce(p_all_species, false)
        AND EXISTS (SELECT 1 FROM occurrence_sensors os WHERE os.model = v_model) THEN
@@ -900,9 +1133,19 @@ SELECT name AS sensor, site, quadrant, latitude, longitude, timezone, metadata
   FROM sensors;
 
 -- Every window with its place and local time (no vectors): the table to filter in a BI tool.
+-- minutes_from_sunrise / minutes_from_sunset: the window's start minus the sunrise / sunset of
+-- its local date at its sensor (ranger.sun_times; negative before it; NULL without coordinates
+-- or on a day without one); computed only when read (about 0.1 ms a window: filter first).
+-- The sun filter itself is ranger.in_sun_filter.
 CREATE OR REPLACE VIEW ranger.windows AS
 SELECT g.id AS segment_id, sp.name AS space, g.recording_id, s.name AS sensor, s.site,
-       s.quadrant, g.local_date, g.local_time, g.starts_at, r.path, g.start_s, g.end_s
+       s.quadrant, g.local_date, g.local_time, g.starts_at, r.path, g.start_s, g.end_s,
+       (SELECT extract(epoch FROM g.starts_at - st.sunrise)::real / 60
+          FROM ranger.sun_times(s.latitude, s.longitude, s.timezone, g.local_date) st)
+           AS minutes_from_sunrise,
+       (SELECT extract(epoch FROM g.starts_at - st.sunset)::real / 60
+          FROM ranger.sun_times(s.latitude, s.longitude, s.timezone, g.local_date) st)
+           AS minutes_from_sunset
   FROM segments g
   JOIN spaces sp ON sp.id = g.space_id
   JOIN recordings r ON r.id = g.recording_id

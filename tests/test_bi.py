@@ -259,6 +259,14 @@ CALLS: dict[str, str] = {
     # a space's recall check (issue 22): none here, but no permission error
     "index_recall": "SELECT 1 + count(*) FROM ranger.index_recall("
     "(SELECT space_id FROM ranger.spaces WHERE name = 'spectral'))",
+    # the sun (issue 29): Berlin's day, the sun filter's periods (no sensor here has
+    # coordinates: of none) and its rule on one instant
+    "sun_times": "SELECT count(*) FROM ranger.sun_times(52.5, 13.4, 'Europe/Berlin', "
+    "'2024-05-01') WHERE dawn < sunrise AND sunrise < sunset AND sunset < dusk",
+    "sun_periods": "SELECT 1 + cardinality(ranger.sun_periods('dawn', ARRAY[]::integer[]))",
+    "in_sun_filter": "SELECT count(*) FROM (SELECT ranger.in_sun_filter(1, now(), ARRAY["
+    "tstzmultirange(tstzrange(now() - interval '1 hour', now() + interval '1 hour'))]) AS ok) x "
+    "WHERE ok",
 }
 
 

@@ -22,10 +22,10 @@ from soundscape.resources import read_sql, sql_dir
 # record the new hash and that migration here.
 FINGERPRINTS = {
     "catalog.sql": ("0032", "f351a641a1a9"),
-    "search.sql": ("0028", "ac80e80907e6"),
+    "search.sql": ("0036", "87a9655dc7df"),
     "analytics.sql": ("0027", "929bfc3fe3bf"),
-    "classify.sql": ("0028", "2cdc2338463a"),
-    "classifiers.sql": ("0028", "53e84bf4eec8"),
+    "classify.sql": ("0036", "c74ee08e1d6b"),
+    "classifiers.sql": ("0036", "85f791935678"),
     "species.sql": ("0011", "13d5005221de"),
     "speech.sql": ("0035", "9f24c3f1f2ad"),
     "speakers.sql": ("0013", "39bc0dc0575c"),
@@ -147,7 +147,9 @@ def test_a_drifted_definition_is_caught(engine):
             sa.text(
                 "CREATE OR REPLACE FUNCTION ranger._filter_sql(p_sensor_ids integer[], "
                 "p_time_from time, p_time_to time, p_date_from date, p_date_to date, "
-                "p_at_from timestamptz, p_at_to timestamptz, p_exclude bigint) RETURNS text "
+                "p_at_from timestamptz, p_at_to timestamptz, p_exclude bigint, "
+                "p_sun text DEFAULT NULL) "
+                "RETURNS text "
                 "LANGUAGE sql IMMUTABLE AS $$ SELECT 'true' $$"
             )
         )
@@ -156,7 +158,7 @@ def test_a_drifted_definition_is_caught(engine):
     assert _diff(_objects_from_files(engine), drifted) == [
         "differs: function ranger._filter_sql(integer[],time without time zone,"
         "time without time zone,date,date,timestamp with time zone,timestamp with time zone,"
-        "bigint)"
+        "bigint,text)"
     ]
 
 

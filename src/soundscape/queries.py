@@ -68,6 +68,9 @@ class Filters:
     date_to: date | None = None
     at_from: datetime | None = None
     at_to: datetime | None = None
+    #: the sun filter (``soundscape.sun``: "dawn", "sunrise-30m..sunrise+2h"), sent to SQL in
+    #: ``p_place`` as its key "sun" (``ranger._filter_sql``: ``ranger.in_sun_filter``)
+    sun: str | None = None
     min_score: float | None = None
 
     def place(self) -> dict[str, list[str]]:
@@ -76,13 +79,17 @@ class Filters:
         return {k: list(v) for k in keys if (v := getattr(self, k))}
 
     def place_json(self) -> str | None:
-        """The place filters as ``ranger._sensor_ids``' ``p_place`` (None: no place filter)."""
-        place = self.place()
+        """The place filters as ``ranger._sensor_ids``' ``p_place``, with the sun filter as its
+        key "sun" (None: neither)."""
+        place: dict[str, Any] = self.place()
+        if self.sun:
+            place["sun"] = self.sun
         return json.dumps(place) if place else None
 
     def given(self) -> dict[str, Any]:
         """The filters given (no ``min_score``), by field name: what a run stores."""
-        return {**self.place(), **{k: v for k in TIME_TYPES if (v := getattr(self, k)) is not None}}
+        times = {k: v for k in TIME_TYPES if (v := getattr(self, k)) is not None}
+        return {**self.place(), **times, **({"sun": self.sun} if self.sun else {})}
 
     def params(self) -> dict[str, Any]:
         """The filters as the bound parameters of ``FILTER_ARGS`` (``place``: a JSON object of
@@ -127,6 +134,19 @@ class Filters:
             args = ", ".join(f"CAST(:f_{k} AS {t})" for k, t in TIME_TYPES.items())
             where.append(f"ranger.in_time_filter({columns}, {args})")
             params.update({f"f_{k}": v for k, v in when.items()})
+        if self.sun:
+            if not times:
+                raise SoundscapeError(
+                    "these rows have a local date only: a sun filter needs their times"
+                )
+            # the sun rule (ranger.in_sun_filter); its periods computed once (an InitPlan)
+            where.append(
+                f"ranger.in_sun_filter((SELECT ps.id FROM sensors ps WHERE ps.name = "
+                f"{place}.{sensor}), {alias}.starts_at, (SELECT ranger.sun_periods("
+                "CAST(:f_sun AS text), NULL, CAST(:f_date_from AS date), "
+                "CAST(:f_date_to AS date))))"
+            )
+            params.update(f_sun=self.sun, f_date_from=self.date_from, f_date_to=self.date_to)
         return where, params
 
 

@@ -1,5 +1,5 @@
 """The filter options (``--sensor``, ``--site``, ``--quadrant``, ``--time``, ``--from``,
-``--to``), declared once for every command that filters: ``@filter_options`` adds them and hands
+``--to``, ``--sun``), declared once for every command that filters: ``@filter_options`` adds them and hands
 the command one argument, ``filters`` (``FilterOptions``: what was given; ``.build()`` makes
 the ``queries.Filters``, a bad value being a usage error naming the option).
 
@@ -46,8 +46,15 @@ _TIME_OPTIONS = (
         metavar="WHEN",
         help="To a local date (inclusive) or an ISO time with offset (exclusive).",
     ),
+    click.option(
+        "--sun",
+        "sun",
+        metavar="PERIOD",
+        help="Relative to the sun at each sensor (needs its --lat/--lon): dawn, sunrise, day, "
+        "sunset, dusk, night, or a range such as sunrise-30m..sunrise+2h.",
+    ),
 )
-_TIME_NAMES = ("time_range", "date_from", "date_to")
+_TIME_NAMES = ("time_range", "date_from", "date_to", "sun")
 
 
 @dataclass(frozen=True)
@@ -59,10 +66,13 @@ class FilterOptions:
     time_range: str | None = None
     date_from: str | None = None
     date_to: str | None = None
+    sun: str | None = None
 
     def build(self, min_score: float | None = None) -> Filters:
         """The options as ``Filters`` (see ``build_filters``)."""
-        return build_filters(self.place, self.time_range, self.date_from, self.date_to, min_score)
+        return build_filters(
+            self.place, self.time_range, self.date_from, self.date_to, min_score, self.sun
+        )
 
 
 def filter_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -90,12 +100,14 @@ def build_filters(
     date_from: str | None = None,
     date_to: str | None = None,
     min_score: float | None = None,
+    sun: str | None = None,
 ) -> Filters:
     """The filter options as ``Filters``: ``place`` by ``Filters`` field (``search.parse_filters``
     for the rest; a bad value is a usage error naming the option)."""
     from soundscape.search import parse_filters
 
-    for option, value in (("--time", time_range), ("--from", date_from), ("--to", date_to)):
+    given = (("--time", time_range), ("--from", date_from), ("--to", date_to), ("--sun", sun))
+    for option, value in given:
         if value is not None and not value.strip():  # was ignored: an unfiltered search
             raise click.BadParameter(
                 "empty; give a value (e.g. --time 22:00-04:00, --from 7d) or leave the option out",
@@ -107,6 +119,6 @@ def build_filters(
             raise click.BadParameter(
                 "empty; name one or leave the option out", param_hint=flag.get(field, field)
             )
-    filters = parse_filters(None, None, None, time_range, date_from, date_to, min_score)
-    given: dict[str, Any] = {field: list(names or []) or None for field, names in place.items()}
-    return replace(filters, **given)
+    filters = parse_filters(None, None, None, time_range, date_from, date_to, min_score, sun)
+    given_place: dict[str, Any] = {f: list(names or []) or None for f, names in place.items()}
+    return replace(filters, **given_place)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -167,18 +168,39 @@ def write_tables(
     show_default=True,
     help="Index scan or exact scan (auto decides).",
 )
+@click.option(
+    "--explain",
+    is_flag=True,
+    help="Print the SQL statement that ranks (values written in) instead of running it.",
+)
 @all_species_option
 @weights_option
 @database_option
 @format_options
 def search(
-    database, fmt, export_dir, raven_dir, audacity_dir, kaleidoscope_dir, birdnet_dir, **options
+    database,
+    fmt,
+    export_dir,
+    raven_dir,
+    audacity_dir,
+    kaleidoscope_dir,
+    birdnet_dir,
+    explain,
+    **options,
 ) -> None:
     """Search windows by TEXT, an audio example, a stored window or a concept; or what was
     said (--said, in transcribed speech: `ingest --model whisper`).
 
+    TEXT may be a sentence: "bird songs at 3:00 AM in the North Quadrant" is searched as
+    "bird song" --time 02:30-03:30 --quadrant N (flags win over words; how it was understood
+    goes to stderr and, with --json, into each row). Times, dates, places and the sun
+    (dawn, dusk, night, "1 hour after sunrise") are understood: docs/search.md. A sentence
+    with a place or time and no sound lists the classes detected there and then.
+
     \b
     Examples:
+      soundscape search "bird songs at 3:00 AM in the North Quadrant"
+      soundscape search "owls after dusk in June" --site Forest
       soundscape search chainsaw --time 02:00-04:00 --quadrant N --from 7d
       soundscape search --audio example.wav --start 3 --end 6 --events
       soundscape search --like 1234 --site "North Marsh" --json
@@ -195,27 +217,40 @@ def search(
     from soundscape.formats.guano import clip_context
     from soundscape.formats.rows import Detection
     from soundscape.media_files import stored_files
+    from soundscape.sentence import explain_sql, merge, understand
     from soundscape.speech import said_miss, said_rows
 
     request = _search_request(options)
-    with usage_errors():
+    understood = None
+    with usage_errors(), open_db(database).engine.connect() as conn:
+        if request.text is not None:
+            understood = understand(conn, request.text, space=request.space)
+        if understood is not None:
+            echo_err(f"understood: {understood.line()}")
+            filters = merge(request.filters, understood.filters)
+            request = replace(request, text=understood.text, filters=filters)
+            if understood.text is None:  # a place and time only: what was heard there
+                _activity(conn, request, fmt, understood)
+                return
         request.check()
-        with open_db(database).engine.connect() as conn:
-            found = s.search(conn, request)
-            miss = said_miss(conn, found.said) if found.is_speech and not found.hits else None
-            # clips are read by the recordings' stored identity (media_files.open_stored)
-            stored = stored_files(conn, [h.recording_id for h in found.hits])
-            # where and with what each clip was recorded, for its GUANO
-            context = (
-                clip_context(conn, [h.recording_id for h in found.hits])
-                if export_dir is not None
-                else {}
-            )
-            names = (
-                scientific_names(conn, found.space.id)
-                if birdnet_dir is not None and not found.is_speech
-                else {}
-            )
+        if explain:
+            click.echo(explain_sql(conn, request))
+            return
+        found = s.search(conn, request)
+        miss = said_miss(conn, found.said) if found.is_speech and not found.hits else None
+        # clips are read by the recordings' stored identity (media_files.open_stored)
+        stored = stored_files(conn, [h.recording_id for h in found.hits])
+        # where and with what each clip was recorded, for its GUANO
+        context = (
+            clip_context(conn, [h.recording_id for h in found.hits])
+            if export_dir is not None
+            else {}
+        )
+        names = (
+            scientific_names(conn, found.space.id)
+            if birdnet_dir is not None and not found.is_speech
+            else {}
+        )
     if found.is_speech:
         echo_err(f"searching what was said: {found.said!r}")
     else:
@@ -236,8 +271,31 @@ def search(
     if found.guard and full:
         rows = [{**r, "guard": found.guard} for r in rows]
         columns = [*columns, "guard"]
+    if understood is not None and full:
+        rows = [{**r, "understood": understood.line()} for r in rows]
+        columns = [*columns, "understood"]
     if not found.hits:
         echo_err(miss or "no windows match")
+    emit(rows, fmt, columns)
+
+
+def _activity(conn: Any, request: SearchRequest, fmt: str, understood: Any) -> None:
+    """A sentence without a sound: the classes detected most often under its filters
+    (``labels top``)."""
+    from soundscape.spaces import pick_space
+    from soundscape.species import top_labels
+
+    space = pick_space(conn, request.space, purpose="labels")
+    rows = top_labels(
+        conn, space, request.filters, limit=request.limit, all_species=request.all_species
+    )
+    echo_err(f"no sound named: the classes {space.name} detected most often there and then")
+    if not rows:
+        echo_err("no windows match")
+    columns = ["common", "scientific", "windows", "recordings", "best_score"]
+    if fmt != "table":
+        rows = [{**r, "understood": understood.line()} for r in rows]
+        columns = [*columns, "understood"]
     emit(rows, fmt, columns)
 
 

@@ -131,7 +131,8 @@ def _number(params: Mapping[str, Any], name: str, kind: type = float) -> Any:
 def filters_from(params: Any) -> Filters:
     """Place and time filters from query parameters: ``sensor``, ``site``, ``quadrant``
     (repeatable), ``time`` (HH:MM-HH:MM, may cross midnight), ``from``/``to`` (local dates or
-    ISO times with an offset), ``min_score``: the CLI's options, parsed by the same
+    ISO times with an offset), ``min_score``, ``sun`` (dawn, sunrise-30m..sunrise+2h): the CLI's
+    options, parsed by the same
     ``search.parse_filters``."""
     try:
         return parse_filters(
@@ -142,6 +143,7 @@ def filters_from(params: Any) -> Filters:
             _one(params, "from"),
             _one(params, "to"),
             _number(params, "min_score"),
+            _one(params, "sun"),
         )
     except BadOption as exc:
         raise BadParameter(f"{exc.option.lstrip('-')}: {exc}") from exc

@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -22,6 +23,7 @@ from soundscape.audio import probe
 from soundscape.errors import InvalidRequest, SoundscapeError
 from soundscape.output import plain_row
 from soundscape.results import hit_rows
+from soundscape.sentence import merge, understand
 from soundscape.speech import said_rows
 from soundscape.web import pages
 from soundscape.web.deps import checked_form, connect, error, render, session, viewer, wants_json
@@ -32,7 +34,7 @@ router = APIRouter()
 #: Audio formats an uploaded example may have (what ingest decodes).
 UPLOAD_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 #: The parameters a "more like this" link keeps (the filters, not the query).
-FILTER_KEYS = ("sensor", "site", "quadrant", "time", "from", "to", "events", "limit")
+FILTER_KEYS = ("sensor", "site", "quadrant", "time", "from", "to", "sun", "events", "limit")
 
 
 def search_response(request: Request, params: Any, audio: str | None, upload: str) -> Response:
@@ -46,6 +48,13 @@ def search_response(request: Request, params: Any, audio: str | None, upload: st
             req = pages.request_from(params, audio)
         except pages.BadParameter as exc:
             return error(request, str(exc), 400)
+        understood, parts = _understand(request, conn, req, audio, params)
+        if isinstance(understood, Response):
+            return understood
+        if understood is not None and req is not None:
+            req = replace(req, text=understood.text, filters=merge(req.filters, understood.filters))
+            if understood.text is None:  # a place and time only: what was heard there
+                return _activity(request, conn, req, params, choices, understood, parts)
         if req is None:
             if json_out:
                 return JSONResponse({"error": "give q, said, like, concept or classifier"}, 400)
@@ -69,6 +78,7 @@ def search_response(request: Request, params: Any, audio: str | None, upload: st
     if json_out:
         return JSONResponse(
             {
+                **({"understood": understood.as_dict()} if understood else {}),
                 "space": result.space_name,
                 "query": result.description,
                 "events": req.events,
@@ -77,6 +87,8 @@ def search_response(request: Request, params: Any, audio: str | None, upload: st
             }
         )
     keep = [(k, v) for k, v in params.multi_items() if k not in ("like", "csrf_token")]
+    if understood is not None:  # "more like this" keeps the sentence's filters too
+        keep += [kv for _, _, p in understood.part_params() for kv in p]
     return render(
         request,
         "search.html",
@@ -90,7 +102,52 @@ def search_response(request: Request, params: Any, audio: str | None, upload: st
         upload=upload,
         like_base=urlencode([(k, v) for k, v in keep if k in FILTER_KEYS]),
         elapsed_ms=elapsed * 1000,
+        understood=understood,
+        understood_parts=parts,
     )
+
+
+def _understand(
+    request: Request, conn: Any, req: Any, audio: str | None, params: Any
+) -> tuple[Any, list[dict[str, str]]]:
+    """The text read as a sentence (``sentence.understand``; None: a plain text) and its parts
+    for the page, each with the query string that drops it (the sound stays); an error page
+    when its sound matches nothing."""
+    if req is None or req.text is None or audio is not None:
+        return None, []
+    try:
+        understood = understand(conn, req.text, space=req.space)
+    except SoundscapeError as exc:
+        return error(request, str(exc), 400), []
+    if understood is None:
+        return None, []
+    given = understood.part_params()
+    flags = [(k, v) for k, v in params.multi_items() if k not in ("q", "csrf_token", "like")]
+    parts = []
+    for i, (kind, shown, _) in enumerate(given):
+        rest = [kv for j, (_, _, p) in enumerate(given) if j != i for kv in p] + flags
+        parts.append({"kind": kind, "shown": shown,
+                      "remove": "" if kind == "sound" else urlencode(rest)})  # fmt: skip
+    return understood, parts
+
+
+def _activity(
+    request: Request, conn: Any, req: Any, params: Any, choices: Any, understood: Any,
+    parts: list[dict[str, str]],
+) -> Response:  # fmt: skip
+    """A sentence without a sound: the classes detected most often under its filters."""
+    from soundscape.spaces import pick_space
+    from soundscape.species import top_labels
+
+    space = pick_space(conn, req.space, purpose="labels")
+    rows = top_labels(conn, space, req.filters, limit=req.limit, all_species=req.all_species)
+    plain = [plain_row(r, ["common", "scientific", "windows", "recordings", "best_score"])
+             for r in rows]  # fmt: skip
+    if wants_json(request):
+        return JSONResponse({"understood": understood.as_dict(), "space": space.name,
+                             "activity": plain})  # fmt: skip
+    return render(request, "search.html", params=params, choices=choices, result=None,
+                  understood=understood, understood_parts=parts, activity=plain)  # fmt: skip
 
 
 @router.get("/search")
