@@ -29,7 +29,8 @@
 -- (ts_headline for full-text hits; the matched words otherwise), the matched words as said
 -- (`matched`) and the utterance's speaker. Filters as for windows: sensors/sites/quadrants,
 -- the local time of day of the utterance's start (a range may cross midnight), local dates and
--- absolute instants.
+-- absolute instants, and the sun (the key "sun" of p_place: ranger.in_sun_filter on the
+-- periods ranger.sun_periods computes once per call).
 
 -- The query's parts: the positive text (no -exclusions, quotes or `or`), lower case; the same
 -- without spaces; the English lexemes of the positive text; the exclusions as a tsquery.
@@ -214,13 +215,14 @@ $$;
 -- caller's query (the text indexes still serve it).
 CREATE OR REPLACE FUNCTION ranger._speech_filtered(
     p_ids integer[], p_time_from time, p_time_to time, p_date_from date, p_date_to date,
-    p_at_from timestamptz, p_at_to timestamptz
+    p_at_from timestamptz, p_at_to timestamptz, p_sun tstzmultirange[] DEFAULT NULL
 ) RETURNS SETOF public.utterances
 LANGUAGE sql STABLE AS $$
     SELECT u.* FROM public.utterances u
      WHERE (p_ids IS NULL OR u.sensor_id = ANY (p_ids))
        AND ranger.in_time_filter(u.local_time, u.local_date, u.starts_at, p_time_from,
                                  p_time_to, p_date_from, p_date_to, p_at_from, p_at_to)
+       AND (p_sun IS NULL OR ranger.in_sun_filter(u.sensor_id, u.starts_at, p_sun))
 $$;
 
 CREATE OR REPLACE FUNCTION ranger.search_speech(
@@ -253,6 +255,7 @@ AS $fn$
 #variable_conflict use_column
 DECLARE
     v_ids integer[];
+    v_sun tstzmultirange[];  -- the sun filter's periods (NULL: no sun filter)
     v_tsq tsquery;
     v_terms record;
     v_near tsquery;
@@ -279,6 +282,9 @@ BEGIN
     PERFORM set_config('pg_trgm.word_similarity_threshold', p_min_similarity::text, true);
     PERFORM set_config('pg_trgm.similarity_threshold', p_min_similarity::text, true);
     v_ids := ranger._sensor_ids(p_sensors, p_sites, p_quadrants, p_place);
+    IF p_place ? 'sun' THEN  -- the sun filter's periods, once (ranger.in_sun_filter)
+        v_sun := ranger.sun_periods(p_place ->> 'sun', v_ids, p_date_from, p_date_to);
+    END IF;
     v_tsq := websearch_to_tsquery('english', p_query);
     IF numnode(v_tsq) = 0 THEN
         v_tsq := NULL;  -- only stop words (or nothing): the fuzzy part alone answers
@@ -289,7 +295,7 @@ BEGIN
     IF p_fuzzy AND v_terms.fuzzy <> '' AND v_tsq IS NOT NULL THEN
         SELECT count(*) < p_k INTO v_need
           FROM (SELECT 1 FROM ranger._speech_filtered(v_ids, p_time_from, p_time_to, p_date_from,
-                                                      p_date_to, p_at_from, p_at_to) u
+                                                      p_date_to, p_at_from, p_at_to, v_sun) u
                  WHERE u.tsv @@ v_tsq AND (p_speaker IS NULL OR u.speaker = p_speaker)
                  LIMIT p_k) x;
     END IF;
@@ -335,7 +341,7 @@ BEGIN
     RETURN QUERY
     WITH f AS NOT MATERIALIZED (
         SELECT u.* FROM ranger._speech_filtered(v_ids, p_time_from, p_time_to, p_date_from,
-                                                p_date_to, p_at_from, p_at_to) u
+                                                p_date_to, p_at_from, p_at_to, v_sun) u
          WHERE p_speaker IS NULL OR u.speaker = p_speaker
     ), ft AS MATERIALIZED (
         SELECT f.id, ts_rank_cd(f.tsv, v_tsq, 32)::real AS score

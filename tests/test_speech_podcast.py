@@ -157,6 +157,37 @@ def test_said_with_speaker(pod):
     assert pod.json("search", "--said", "weather", "--speaker", "host") == []
 
 
+def test_said_follows_the_sun_filter(pod):
+    """What was said follows the one sun rule (ranger.in_sun_filter): the podcast starts at
+    08:00 in London on 1 May (sunrise about 05:32 BST), so it is day, not night, and a sun span
+    ending inside the podcast keeps only the words said before its end."""
+    from datetime import date, datetime, timedelta, timezone
+
+    from soundscape.sun import sun_time
+
+    pod("sensors", "add", "studio", "--site", "Studio", "--timezone", "Europe/London",
+        "--lat", "51.5", "--lon", "-0.13", "--update")  # fmt: skip
+    said = pod.json("search", "--said", "weather")
+    assert said and pod.json("search", "--said", "weather", "--sun", "day") == said
+    assert pod.json("search", "--said", "weather", "--sun", "night") == []
+    # a whole number of minutes after sunrise that falls 10-70 s into the podcast (07:00 UTC)
+    sunrise = sun_time(51.5, -0.13, date(2024, 5, 1), "sunrise")
+    assert sunrise is not None
+    start = datetime(2024, 5, 1, 7, 0, 0, tzinfo=timezone.utc)
+    minutes = -(-(start + timedelta(seconds=10) - sunrise) // timedelta(minutes=1))
+    cut = (sunrise + timedelta(minutes=minutes) - start).total_seconds()
+    assert 10 <= cut <= 70
+    words = "bitcoin or weather or football or soup or elephant or guitar or coffee or chainsaw"
+    every = pod.json("search", "--said", words, "-n", "50")
+    early = pod.json("search", "--said", words, "-n", "50", "--sun", f"sunrise..sunrise+{minutes}m")
+    # the rule holds on the utterance's start: a word before the cut is kept, one in an
+    # utterance that starts after it is not (utterances here are under 8 s long)
+    starts = {h["start_s"] for h in early}
+    assert {h["start_s"] for h in every if h["start_s"] < cut} <= starts
+    assert all(s < cut + 8 for s in starts)
+    assert any(h["start_s"] >= cut + 8 for h in every)  # so something was left out
+
+
 def test_speakers_who_takes_a_path(pod, engine):
     turns = pod.json("speakers", "who", PODCAST)
     assert {t["speaker"] for t in turns} == {"host", "guest", "caller"}

@@ -27,7 +27,7 @@ FINGERPRINTS = {
     "classify.sql": ("0036", "c74ee08e1d6b"),
     "classifiers.sql": ("0036", "85f791935678"),
     "species.sql": ("0011", "13d5005221de"),
-    "speech.sql": ("0035", "9f24c3f1f2ad"),
+    "speech.sql": ("0036", "a4703e68a680"),
     "speakers.sql": ("0013", "39bc0dc0575c"),
     "utterances.sql": ("0035", "2f6f8c8af43e"),
 }

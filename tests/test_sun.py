@@ -240,9 +240,6 @@ def test_a_sensor_without_coordinates_is_an_error_saying_what_to_do(reserve):
     Cli(reserve)("search", "siren", "--sun", "night", "-s", "north-1")
     r = Cli(reserve)("search", "siren", "--sun", "noon", code=2)
     assert "--sun" in r.stderr and "sunrise-30m..sunrise+2h" in r.stderr
-    # what was said has no sun rule yet: refused, not ignored
-    r = Cli(reserve)("search", "--said", "hello", "--sun", "dawn", code=2)
-    assert "--sun does not filter what was said" in r.stderr
 
 
 def test_the_periods_are_computed_once_per_query(reserve):

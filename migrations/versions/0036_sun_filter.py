@@ -7,9 +7,12 @@ which its callers take from their ``p_place``) as ``ranger.in_sun_filter`` on th
 ``ranger.sun_periods`` computes once per query. ``ranger.windows`` gains
 ``minutes_from_sunrise`` and ``minutes_from_sunset``.
 
-The upgrade drops ``_filter_sql``'s old signature and re-applies sql/search.sql, sql/classify.sql
-and sql/classifiers.sql (whose functions now pass ``p_place``'s sun to ``_filter_sql``). No
-public signature changes.
+What was said follows the same rule: ``ranger._speech_filtered`` takes the periods as a new
+last argument, which ``ranger.search_speech`` computes from its ``p_place``'s sun.
+
+The upgrade drops the old signatures of ``_filter_sql`` and ``_speech_filtered`` and re-applies
+sql/search.sql, sql/classify.sql, sql/classifiers.sql (whose functions now pass ``p_place``'s
+sun to ``_filter_sql``) and sql/speech.sql. No public signature changes.
 
 Downgrade drops the new functions and ``_filter_sql``'s new signature, and restores the bodies
 of before and the view without the two columns (sql/frozen/0036_downgrade.sql).
@@ -31,9 +34,14 @@ depends_on = None
 _OLD_FILTER_SQL = (
     "ranger._filter_sql(integer[], time, time, date, date, timestamptz, timestamptz, bigint)"
 )
+_OLD_SPEECH_FILTERED = (
+    "ranger._speech_filtered(integer[], time, time, date, date, timestamptz, timestamptz)"
+)
 #: the functions 0036 adds (and its downgrade drops), after _filter_sql's new signature
 _NEW = (
     "ranger._filter_sql(integer[], time, time, date, date, timestamptz, timestamptz, bigint, text)",
+    "ranger._speech_filtered(integer[], time, time, date, date, timestamptz, timestamptz, "
+    "tstzmultirange[])",
     "ranger.in_sun_filter(integer, timestamptz, tstzmultirange[])",
     "ranger.sun_periods(text, integer[], date, date)",
     "ranger._sun_spec(text)",
@@ -45,9 +53,11 @@ _NEW = (
 
 def upgrade() -> None:
     op.execute(f"DROP FUNCTION IF EXISTS {_OLD_FILTER_SQL}")
+    op.execute(f"DROP FUNCTION IF EXISTS {_OLD_SPEECH_FILTERED}")
     op.execute(read_sql("search.sql"))
     op.execute(read_sql("classify.sql"))
     op.execute(read_sql("classifiers.sql"))
+    op.execute(read_sql("speech.sql"))
 
 
 def downgrade() -> None:

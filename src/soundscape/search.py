@@ -705,8 +705,6 @@ def _search_said(conn: Connection, request: SearchRequest) -> SearchResult:
     """A search in what was said: ``speech.search_speech`` (it checks the text, the limit and
     the filter names)."""
     assert request.said is not None
-    if request.filters.sun:  # ranger.search_speech has no sun rule yet: never ignore a filter
-        raise InvalidRequest("--sun does not filter what was said yet; use --time instead")
     said = SpeechRequest(
         request.said,
         filters=request.filters,
