@@ -1,9 +1,21 @@
-"""Placeholder (issue 25 acoustic indices); filled by the helper that owns it.
+"""Acoustic indices (issue 25): the ``ranger`` views of the ``indices`` model, from the new
+family file ``sql/indices.sql``.
+
+- ``ranger.acoustic_indices``: every window of an ``indices`` space with its nine indices by
+  name (read back from the stored vector: no new table);
+- ``ranger.indices_daily``: per space, sensor, local day and hour, each index's median and
+  quartiles.
+
+The model's windows are ordinary ``segments`` of its space: no schema change.
 
 Revision ID: 0034
 Revises: 0033
 Create Date: 2026-12-08
 """
+
+from alembic import op
+
+from soundscape.resources import read_sql
 
 revision = "0034"
 down_revision = "0033"
@@ -12,8 +24,9 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    op.execute(read_sql("indices.sql"))
 
 
 def downgrade() -> None:
-    pass
+    op.execute("DROP VIEW IF EXISTS ranger.indices_daily")
+    op.execute("DROP VIEW IF EXISTS ranger.acoustic_indices")
