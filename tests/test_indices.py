@@ -4,6 +4,7 @@ at north-1 dropped below its 30-day median", and ``soundscape plot indices``."""
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -234,3 +235,28 @@ def test_plot_indices(nights, tmp_path):
     assert "west-9" in unknown.stderr
     empty = run("plot", "indices", "--from", "2030-01-01", "-o", out, code=1)
     assert "widen --from/--to" in empty.stderr
+
+
+def test_activity_page_colours_by_an_index(nights):
+    from fastapi.testclient import TestClient
+
+    from soundscape.db import open_database
+    from soundscape.web import WebConfig, create_app
+
+    db = open_database(nights["url"])
+    try:
+        with TestClient(create_app(WebConfig(allowed_hosts=["testserver"]), db)) as client:
+            page = client.get("/activity?kind=index&name=ACI&by=sensor")
+            assert page.status_code == 200
+            assert "sensor north-1" in page.text and "sensor south-1" in page.text
+            cells = re.findall(r'fill="(#[0-9a-f]{6})"><title>([^<]*)</title>', page.text)
+            filled = [(c, t) for c, t in cells if "aci " in t]
+            assert len(filled) == len(NIGHTS) + 1  # one hour of one night each
+            # the rich nights are drawn brighter than the poor ones (magma/viridis: low = dark)
+            by_value = sorted(filled, key=lambda ct: float(ct[1].rsplit(" ", 1)[1]))
+            assert by_value[0][0] != by_value[-1][0]
+            assert all("21:00" in t for _, t in filled)
+            bad = client.get("/activity?kind=index&name=nope")
+            assert bad.status_code == 400 and "aci" in bad.text
+    finally:
+        db.engine.dispose()
