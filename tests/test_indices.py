@@ -260,3 +260,15 @@ def test_activity_page_colours_by_an_index(nights):
             assert bad.status_code == 400 and "aci" in bad.text
     finally:
         db.engine.dispose()
+
+
+def test_anomalies_in_the_indices_space(nights):
+    """The standardised vectors work for the kNN anomaly score: after six rich nights, the two
+    poor nights score above the rich one between them."""
+    rows = nights["run"].json(
+        "anomalies", "-s", "north-1", "--space", "indices", "--from", "2024-05-07",
+        "--k", "3", "--windows", "--top", "10",
+    )  # fmt: skip
+    score = {r["local"][:10]: r["score"] for r in rows}
+    assert set(score) == {"2024-05-07", "2024-05-08", "2024-05-09"}
+    assert min(score["2024-05-07"], score["2024-05-09"]) > 2 * score["2024-05-08"]
