@@ -58,8 +58,11 @@ class Indices(Embedder):
     default_window_s: ClassVar[float] = 60.0
     default_hop_s: ClassVar[float] = 60.0
     min_window_s: ClassVar[float] = 1.0
-    max_window_s: ClassVar[float] = 600.0
+    #: a 5-minute window takes ~300 MB while computed (one window per pass)
+    max_window_s: ClassVar[float] = 300.0
     batch_size: ClassVar[int] = 2  # 60 s windows: ~6 MB of audio each
+    #: samples computed in one pass (two 60 s windows)
+    samples_per_pass: ClassVar[int] = 2 * 60 * 24000
     description: ClassVar[str] = (
         "acoustic indices (ACI, ADI, AEI, BI, NDSI, H...; scikit-maad's formulas; 60 s windows)"
     )
@@ -120,10 +123,13 @@ class Indices(Embedder):
         end = x.shape[1] - np.argmax(nonzero[:, ::-1], axis=1)
         end[~nonzero.any(axis=1)] = x.shape[1]  # silent throughout: the whole window
         full = end >= x.shape[1] - self.nperseg // 2  # a few zero samples change nothing
-        if full.all():
+        # as many rows per pass as keep its arrays (~50 bytes a sample) near two minutes' worth
+        step = max(1, int(self.samples_per_pass // x.shape[1]))
+        if full.all() and len(x) <= step:
             return self._compute(x)
-        if full.any():
-            out[full] = self._compute(x[full])
+        rows = np.flatnonzero(full)
+        for k in range(0, len(rows), step):
+            out[rows[k : k + step]] = self._compute(x[rows[k : k + step]])
         for i in np.flatnonzero(~full):
             out[i] = self._compute(x[i : i + 1, : int(end[i])])[0]
         return out
