@@ -167,7 +167,8 @@ def test_the_built_in_models_keep_the_former_tables():
         "labels": ("birdnet",),
     }
     assert {n: c.duplicate_min_score for n, c in classes.items()} == {
-        "birdnet": 0.70, "clap": 0.80, "musicnn": 0.80, "spectral": 0.80, "voice": 0.80,
+        "birdnet": 0.70, "clap": 0.80, "indices": 0.999, "musicnn": 0.80, "spectral": 0.80,
+        "voice": 0.80,
     }  # fmt: skip
     assert {n: c.band_hz for n, c in classes.items() if c.band_hz} == {"birdnet": (0, 15000)}
     assert classes["birdnet"].field_words is FIELD_WORDS and FIELD_WORDS["saw"] == ("Power tools",)

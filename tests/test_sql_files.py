@@ -30,6 +30,7 @@ FINGERPRINTS = {
     "speech.sql": ("0036", "a4703e68a680"),
     "speakers.sql": ("0013", "39bc0dc0575c"),
     "utterances.sql": ("0035", "2f6f8c8af43e"),
+    "indices.sql": ("0034", "b07545555bfb"),
 }
 
 _READ_SQL = re.compile(r"""read_sql\(\s*["']([^"']+)["']\s*\)""")

@@ -2,6 +2,8 @@
 
 - ``activity_heatmap``: detections of a concept per local hour (x) and local day (y), one
   panel per quadrant, site or sensor.
+- ``indices_heatmap``: an acoustic index's median per local hour (x) and local day (y), one
+  panel per sensor, site or quadrant (the false-colour day/hour view of soundscape ecology).
 - ``recording_plot``: the spectrogram of a recording (or a span of it) with the concept
   detections above it and the anomaly scores of the newest run below it.
 - ``spectrogram_png``: the clip spectrogram ``search --export`` writes.
@@ -275,6 +277,134 @@ def activity_heatmap(
         width,
         height,
         {"groups": groups, "days": len(days), "detections": total},
+    )
+
+
+# ------------------------------------------------------------------------------ indices
+def indices_medians(
+    conn: Connection,
+    index: str,
+    by: str = "sensor",
+    filters: Filters | None = None,
+    space: str | None = None,
+) -> dict[str, dict[tuple[date, int], float]]:
+    """An acoustic index's median per group, local day and local hour (ranger.acoustic_indices,
+    the windows that pass ``filters``), in one ``indices`` space."""
+    from soundscape.embedders.indices import Indices
+
+    if by not in GROUPS:
+        raise SoundscapeError(f"--by must be one of {', '.join(GROUPS)}")
+    if index not in Indices.NAMES:
+        raise SoundscapeError(f"unknown index {index!r}; indices: {', '.join(Indices.NAMES)}")
+    spaces = (
+        conn.execute(sa.text("SELECT DISTINCT space FROM ranger.acoustic_indices ORDER BY 1"))
+        .scalars()
+        .all()
+    )
+    if not spaces:
+        raise SoundscapeError(
+            "no windows of the indices model yet: soundscape ingest ... --model indices "
+            "(or soundscape backfill --model indices)"
+        )
+    if space is None:
+        space = "indices" if "indices" in spaces else spaces[0]
+    elif space not in spaces:
+        raise SoundscapeError(f"no indices space {space!r}; indices spaces: {', '.join(spaces)}")
+    where, params = (filters or Filters()).where("a")
+    rows = conn.execute(
+        sa.text(
+            f"SELECT coalesce(a.{by}, '(none)') AS grp, a.local_date AS day, "
+            "extract(hour FROM a.local_time)::integer AS hour, "
+            f"percentile_cont(0.5) WITHIN GROUP (ORDER BY a.{index}) AS median "
+            "FROM ranger.acoustic_indices a WHERE a.space = :space AND a.local_date IS NOT NULL "
+            + "".join(f"AND {c} " for c in where)
+            + "GROUP BY 1, 2, 3"
+        ),
+        {**params, "space": space},
+    )
+    out: dict[str, dict[tuple[date, int], float]] = {}
+    for r in rows:
+        out.setdefault(r.grp, {})[(r.day, r.hour)] = float(r.median)
+    return out
+
+
+def indices_heatmap(
+    conn: Connection,
+    index: str,
+    path: Path,
+    by: str = "sensor",
+    filters: Filters | None = None,
+    space: str | None = None,
+    width: int = 1000,
+    height: int | None = None,
+) -> PlotResult:
+    """Heatmap of an acoustic index: its median per local hour 0-23 across, local days down,
+    one panel per group (``by``), one shared colour scale (2nd to 98th percentile)."""
+    medians = indices_medians(conn, index, by, filters, space)
+    if not medians:
+        raise SoundscapeError(
+            "no windows of the indices model with a known local time pass these filters "
+            "(ingest with a start time, or widen --from/--to and the place filters)"
+        )
+    days_seen = [d for c in medians.values() for d, _ in c]
+    first, last = min(days_seen), max(days_seen)
+    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    row = {d: i for i, d in enumerate(days)}
+    groups = sorted(medians)
+    grids = []
+    for g in groups:
+        grid = np.full((len(days), 24), np.nan)
+        for (d, h), v in medians[g].items():
+            grid[row[d], h] = v
+        grids.append(grid)
+    values = np.concatenate([g[np.isfinite(g)] for g in grids])
+    vmin, vmax = (float(v) for v in np.percentile(values, [2, 98]))
+    if vmax <= vmin:
+        vmin, vmax = vmin - 0.5, vmax + 0.5
+    if height is None:
+        height = int(min(2400, max(320, 150 + 16 * len(days))))
+    plt = _pyplot()
+    cols = min(len(groups), 4)
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(
+        rows,
+        cols,
+        figsize=(width / DPI, height / DPI),
+        dpi=DPI,
+        squeeze=False,
+        sharey=True,
+        layout="constrained",
+    )
+    image = None
+    for ax, g, grid in zip(axes.flat, groups, grids):
+        image = ax.imshow(
+            np.ma.masked_invalid(grid),
+            aspect="auto",
+            cmap="magma",
+            vmin=vmin,
+            vmax=vmax,
+            extent=(-0.5, 23.5, len(days) - 0.5, -0.5),
+            interpolation="nearest",
+        )
+        ax.set_facecolor("#f2f2f2")
+        ax.set_title(f"{by} {g}", fontsize=9)
+        ax.set_xticks(range(0, 24, 3))
+        ax.set_xlabel("local hour")
+        step = max(1, len(days) // 12)
+        ax.set_yticks(range(0, len(days), step))
+        ax.set_yticklabels([days[i].isoformat() for i in range(0, len(days), step)], fontsize=7)
+    for ax in list(axes.flat)[len(groups) :]:
+        ax.axis("off")
+    fig.suptitle(f"{index}: median per local hour and day", fontsize=10)
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.9, label=index, aspect=30)
+    _save(fig, path)
+    plt.close(fig)
+    cells = sum(len(c) for c in medians.values())
+    return PlotResult(
+        Path(path),
+        width,
+        height,
+        {"groups": groups, "days": len(days), "cells": cells, "range": (vmin, vmax)},
     )
 
 

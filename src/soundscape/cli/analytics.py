@@ -15,6 +15,8 @@ from soundscape.cli.base import (
     format_options,
     open_db,
 )
+from soundscape.cli.filters import filter_options
+from soundscape.embedders.indices import Indices
 from soundscape.output import emit
 
 ANOMALY_COLUMNS = [
@@ -384,6 +386,54 @@ def plot_activity(concept, by, date_from, date_to, output, width, height, databa
     echo_err(
         f"wrote {output} ({result.width}x{result.height}): {d['detections']} detection(s) of "
         f"{concept} over {d['days']} day(s), {len(d['groups'])} {by} panel(s)"
+    )
+
+
+@plot.command("indices")
+@click.option(
+    "--index",
+    "index",
+    type=click.Choice(Indices.NAMES, case_sensitive=False),
+    default="aci",
+    show_default=True,
+    help="Which acoustic index (docs/analytics.md).",
+)
+@click.option(
+    "--by",
+    type=click.Choice(["quadrant", "site", "sensor"]),
+    default="sensor",
+    show_default=True,
+    help="One panel per sensor, site or quadrant.",
+)
+@click.option("--space", help="An indices space (default: indices, 60 s windows).")
+@filter_options
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=PathParam(dir_okay=False, path_type=Path),
+    help="PNG file to write.",
+)
+@click.option("--width", type=click.IntRange(300, 6000), help="Pixels (default 1000).")
+@click.option("--height", type=click.IntRange(200, 6000), help="Pixels (default: by days).")
+@database_option
+def plot_indices(index, by, space, filters, output, width, height, database) -> None:
+    """Heatmap of an acoustic index: its median by local hour (x) and day (y)."""
+    from soundscape.plots import indices_heatmap
+    from soundscape.queries import check_filter_names
+
+    with open_db(database).engine.connect() as conn:
+        built = filters.build()
+        check_filter_names(conn, built)
+        result = indices_heatmap(
+            conn, index.lower(), output, by=by, filters=built, space=space,
+            **_size(width, height),
+        )  # fmt: skip
+    d = result.details
+    echo_err(
+        f"wrote {output} ({result.width}x{result.height}): {index} over {d['days']} day(s), "
+        f"{d['cells']} hour(s), {len(d['groups'])} {by} panel(s), colours "
+        f"{d['range'][0]:.4g} to {d['range'][1]:.4g}"
     )
 
 

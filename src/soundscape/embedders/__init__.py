@@ -19,6 +19,7 @@ __all__ = [
 _BUILTINS = {
     "birdnet": "soundscape.embedders.birdnet:BirdNET",
     "clap": "soundscape.embedders.clap:CLAP",
+    "indices": "soundscape.embedders.indices:Indices",
     "musicnn": "soundscape.embedders.musicnn:MusiCNN",
     "spectral": "soundscape.embedders.spectral:Spectral",
     "voice": "soundscape.embedders.voice:Voice",
