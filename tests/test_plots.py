@@ -149,3 +149,88 @@ def test_errors(cli_plant, tmp_path):
     r = cli_plant("plot", "recording", 1, "-o", tmp_path / "x.png", "--start", 50, "--end", 40)
     assert r.exit_code == 1
     assert not (tmp_path / "x.png").exists()
+
+
+# ------------------------------------------------------------------ stored overviews (0037)
+def _low_peak_s(db: np.ndarray, seconds: float) -> float:
+    """Where the low frequencies (below ~3.4 kHz) are loudest, in seconds."""
+    low = (10 ** (db[: db.shape[0] * 3400 // 11025] / 10)).sum(axis=0)
+    return float((np.argmax(low) + 0.5) * seconds / db.shape[1])
+
+
+def test_ingest_stores_overview(plant):
+    """Every ingested recording has its low-resolution spectrogram stored, and it is the
+    audio's: the fireworks' low-frequency burst at 27.3 s shows where it does when decoded."""
+    import sqlalchemy as sa
+
+    from soundscape.overview_images import MAX_COLUMNS, OVERVIEW_BINS, load_overview
+
+    engine = sa.create_engine(plant)
+    with engine.connect() as conn:
+        missing = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM recordings r WHERE NOT EXISTS "
+                "(SELECT FROM recording_overviews o WHERE o.recording_id = r.id)"
+            )
+        ).scalar()
+        sizes = conn.execute(sa.text("SELECT max(length(image)) FROM recording_overviews"))
+        ov = load_overview(conn, recording_id(plant, "20240602_080000.WAV"))
+    engine.dispose()
+    assert missing == 0
+    assert sizes.scalar() < 200_000
+    assert ov is not None and ov.image.dtype == np.uint8
+    assert ov.image.shape[0] == OVERVIEW_BINS and ov.columns <= MAX_COLUMNS
+    db, t0, t1 = ov.db(0, 36)
+    assert t0 == 0 and abs(t1 - 36) < 0.1
+    assert 26.8 <= _low_peak_s(db, t1) <= 29.0
+    assert db.max() == pytest.approx(ov.db_max, abs=0.5) and db.std() > 3
+
+
+def test_recording_plot_from_stored_overview(plant, tmp_path, monkeypatch):
+    """The plot of a recording is drawn from its stored overview (no audio decoded); a span
+    too short for the overview's columns is decoded."""
+    import sqlalchemy as sa
+
+    from soundscape import plots
+
+    rid = recording_id(plant, "20240602_080000.WAV")
+    engine = sa.create_engine(plant)
+    with engine.connect() as conn:
+        real = plots.long_spectrogram
+        monkeypatch.setattr(plots, "long_spectrogram", lambda *a, **k: pytest.fail("decoded"))
+        whole = plots.recording_plot(conn, rid, tmp_path / "a.png")
+        assert whole.details["spectrogram"] == "stored"
+        assert_not_blank(image(tmp_path / "a.png"))
+        monkeypatch.setattr(plots, "long_spectrogram", real)
+        short = plots.recording_plot(conn, rid, tmp_path / "b.png", start_s=10, end_s=12)
+        assert short.details["spectrogram"] == "decoded"
+    engine.dispose()
+
+
+def test_first_view_backfills_overview(plant):
+    """A recording without a stored overview (ingested before 0037) gets one on the web
+    page's first plot, committed, and the next plot reads it."""
+    import sqlalchemy as sa
+
+    from soundscape.web import media
+
+    rid = recording_id(plant, "20240602_080000.WAV")
+    engine = sa.create_engine(plant)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM recording_overviews WHERE recording_id = :r"), {"r": rid})
+    media.RECORDING_PNGS._items.clear()
+    with engine.connect() as conn:
+        png, source = media.recording_png(conn, rid, width=900, height=400)
+    assert png.startswith(b"\x89PNG") and source == "stored"
+    with engine.connect() as conn:
+        stored = conn.execute(
+            sa.text("SELECT columns FROM recording_overviews WHERE recording_id = :r"), {"r": rid}
+        ).scalar()
+    engine.dispose()
+    assert stored and stored >= plots_min_columns()
+
+
+def plots_min_columns() -> int:
+    from soundscape.plots import MIN_COLUMNS
+
+    return MIN_COLUMNS

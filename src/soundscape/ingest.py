@@ -52,6 +52,7 @@ from soundscape.ingest_targets import (  # noqa: F401 - SEGMENT_* for bulk loade
 )
 from soundscape.media_files import OpenedFile, StoredFile, identity_of, open_stored
 from soundscape.occurrence import sensor_changed
+from soundscape.overview_images import ingest_overview
 from soundscape.sensors import Sensor, get_sensor
 from soundscape.spaces import ensure_space, resolve_window
 from soundscape.speech import TranscriptTarget
@@ -592,6 +593,8 @@ class Ingestor:
                 result.duration_s = stored.duration_s
                 result.warning = result.warning or stored.truncated
                 result.resumed += stored.reused
+            # the recording page's plot is drawn from this (soundscape.overview_images)
+            ingest_overview(conn, rec_id, f.source, result.duration_s)
             _seal(conn, f, result)
         if notes:  # after _seal, which marks only truncation in the metadata
             result.warning = "; ".join([*filter(None, [result.warning]), *notes])
