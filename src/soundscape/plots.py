@@ -317,6 +317,10 @@ def _recording_spectrogram(
     the stored identity only, media_files.open_stored)."""
     overview = (ensure_overview if backfill else load_overview)(conn, recording_id)
     if overview is not None and (end - start) / overview.column_s >= MIN_COLUMNS:
+        # only while the stored file is the one ingested (StoredFileChanged otherwise, as
+        # when decoding it); an unchanged identity costs one fstat
+        with open_stored(stored_file(conn, recording_id)):
+            pass
         db, t0, t1 = overview.db(start, end)
         return db, t0, t1, overview.sample_rate, "stored"
     try:

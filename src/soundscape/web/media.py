@@ -265,6 +265,10 @@ def recording_png(
     recording_row(conn, recording_id)
     if not all(math.isfinite(x) for x in (start_s, end_s) if x is not None):
         raise SoundscapeError("start and end must be numbers of seconds")
+    # drawn from the stored overview, but only while the stored file is the one ingested
+    # (StoredFileChanged, 410, as every audio route; an unchanged identity costs one fstat)
+    with open_stored(stored_file(conn, recording_id)):
+        pass
     last_change = conn.execute(
         sa.text(
             "SELECT (SELECT count(*) FROM ranger.detections WHERE recording_id = :r), "
