@@ -93,6 +93,25 @@ def test_coverage_tells_no_audio_from_nothing_heard(world):
     assert cells["Forest"] == {(may1, 12)}
 
 
+def test_recordings_parameters_are_checked(world):
+    """Bad paging or dates are a 400 naming the parameter; JSON gives the page's rows."""
+    from fastapi.testclient import TestClient
+
+    from soundscape.db import open_database
+    from soundscape.web import WebConfig, create_app
+
+    database = open_database(world)
+    with TestClient(create_app(WebConfig(allowed_hosts=["testserver"]), database)) as client:
+        for query, name in (("page=0", "page"), ("n=5000", "n"), ("from=May", "from")):
+            r = client.get(f"/recordings?{query}", headers={"Accept": "application/json"})
+            assert r.status_code == 400 and r.json()["error"].startswith(name), (query, r.text)
+        rows = client.get("/recordings?n=4&page=2&format=json").json()
+        assert [r["id"] for r in rows] == [5, 6]
+        rows = client.get("/recordings?sensor=south-1&format=json").json()
+        assert [r["sensor"] for r in rows] == ["south-1"]
+    database.engine.dispose()
+
+
 # ------------------------------------------------------------------ in the browser
 def test_pages_fit_a_phone(server, browser):  # noqa: F811
     phone = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True)

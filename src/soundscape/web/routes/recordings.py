@@ -54,10 +54,12 @@ def recording_list(conn: Connection, params: Any) -> RecordingList:
     sensors = pages._many(params, "sensor")
     sites = pages._many(params, "site")
     date_from, date_to = _date(params, "from"), _date(params, "to")
-    page = pages._number(params, "page", int) or 1
+    page = pages._number(params, "page", int)
+    page = 1 if page is None else page
     if page < 1:
         raise pages.BadParameter(f"page: from 1, not {page}")
-    per_page = pages._number(params, "n", int) or PER_PAGE
+    per_page = pages._number(params, "n", int)
+    per_page = PER_PAGE if per_page is None else per_page
     if not 1 <= per_page <= MAX_PER_PAGE:
         raise pages.BadParameter(f"n: recordings per page, 1 to {MAX_PER_PAGE}, not {per_page}")
     where = (
