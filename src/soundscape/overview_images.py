@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection
 
 from soundscape.audio import Opened, WindowStream, probe
 from soundscape.errors import AudioError, SoundscapeError
+from soundscape.media_files import open_stored, stored_file
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +186,6 @@ def ensure_overview(conn: Connection, recording_id: int) -> Overview:
     found = load_overview(conn, recording_id)
     if found is not None:
         return found
-    from soundscape.media_files import open_stored, stored_file  # (imports audio, numpy)
-
     try:
         with open_stored(stored_file(conn, recording_id)) as opened:
             duration = conn.execute(
