@@ -234,3 +234,71 @@ def plots_min_columns() -> int:
     from soundscape.plots import MIN_COLUMNS
 
     return MIN_COLUMNS
+
+
+def test_overview_from_the_ingest_windows(plant):
+    """The overview built from the windows an ingest decodes (overlapping or not, at the
+    model's rate) is the one decoded on its own; a stream below the file's spectrum, or
+    with gaps between windows, is not used."""
+    import sqlalchemy as sa
+
+    from soundscape.audio import WindowStream
+    from soundscape.overview_images import OverviewBuilder, compute_overview
+
+    engine = sa.create_engine(plant)
+    with engine.connect() as conn:
+        path = conn.execute(
+            sa.text("SELECT path FROM recordings WHERE path LIKE '%20240602_080000.WAV'")
+        ).scalar_one()
+    engine.dispose()
+    ref = compute_overview(path)
+    for rate, window, hop in ((48000, 3.0, 3.0), (32000, 5.0, 2.5), (22050, 1.0, 0.4)):
+        stream = WindowStream(path, rate, window, hop, batch_size=16)
+        built = OverviewBuilder(36.0, 48000)
+        for batch in stream:
+            built.tap(batch, stream)
+        ov = built.finish()
+        assert ov is not None and ov.image.shape == ref.image.shape, rate
+        assert ov.sample_rate == ref.sample_rate and ov.column_s == ref.column_s
+        a, b = ov.image.astype(float).ravel(), ref.image.astype(float).ravel()
+        assert np.corrcoef(a, b)[0, 1] > 0.95, rate
+        assert 26.8 <= _low_peak_s(ov.db(0, 36)[0], 36) <= 29.0
+    for rate, window, hop in ((16000, 1.0, 1.0), (48000, 1.0, 2.0)):
+        stream = WindowStream(path, rate, window, hop, batch_size=16)
+        built = OverviewBuilder(36.0, 48000)
+        for batch in stream:
+            built.tap(batch, stream)
+        assert built.finish() is None, rate
+
+
+def test_ingest_decodes_the_file_once(plant, monkeypatch, tmp_path):
+    """Ingest makes the overview from the windows it embeds, without decoding it again."""
+    import sqlalchemy as sa
+
+    from soundscape import overview_images
+    from soundscape.db import make_engine
+    from soundscape.ingest import Ingestor
+
+    engine = make_engine(plant)
+    with engine.connect() as conn:
+        path = conn.execute(
+            sa.text("SELECT path FROM recordings WHERE path LIKE '%20240602_080000.WAV'")
+        ).scalar_one()
+    # at 16 kHz, the spectral model's rate: its windows carry the whole spectrum
+    import soundfile as sf
+    import soxr
+
+    audio, rate = sf.read(path, dtype="float32")
+    copy = tmp_path / "20240603_080000.WAV"
+    sf.write(copy, soxr.resample(audio, rate, 16000), 16000, subtype="PCM_16")
+    monkeypatch.setattr(
+        overview_images, "compute_overview", lambda *a, **k: pytest.fail("decoded again")
+    )
+    result = Ingestor(engine, SENSOR, ["spectral"]).ingest_file(copy)
+    assert result.status == "stored", result.reason
+    with engine.connect() as conn:
+        ov = overview_images.load_overview(conn, result.recording_id)
+        conn.execute(sa.text("DELETE FROM recordings WHERE id = :r"), {"r": result.recording_id})
+        conn.commit()
+    engine.dispose()
+    assert ov is not None and ov.sample_rate == 16000 and ov.columns >= 500

@@ -25,7 +25,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from soundscape.audio import Opened, WindowStream, probe
+from soundscape.audio import Opened, WindowBatch, WindowStream, probe
 from soundscape.errors import AudioError, SoundscapeError
 from soundscape.media_files import open_stored, stored_file
 
@@ -97,6 +97,118 @@ def _column_power(samples: np.ndarray, n_fft: int) -> np.ndarray:
     return usable.reshape(OVERVIEW_BINS, -1).mean(axis=1)
 
 
+class OverviewBuilder:
+    """The overview built from the windows an ingest already decodes (one space's stream):
+    the first ``hop`` samples of each window, in order, tile the audio (a window starts every
+    hop), at the model's rate. Columns are made as the audio arrives, so memory stays that of
+    one column plus the result. Unusable (``ok`` false) when windows leave gaps (hop longer
+    than the window) or arrive out of order; ``compute_overview`` decodes the file then."""
+
+    def __init__(self, duration_s: float, file_rate: int) -> None:
+        """``duration_s`` (the header's) sets the column length; a stream below
+        ``min(file_rate, OVERVIEW_RATE)`` lacks frequencies the overview shows (unusable)."""
+        self.duration_s = float(duration_s)
+        self.min_rate = min(int(file_rate), OVERVIEW_RATE)
+        self.ok = True
+        self._pending: np.ndarray | None = None  # the newest window (all of it may be last)
+        self._stream: WindowStream | None = None
+        self.rate = 0
+        self._buf: list[np.ndarray] = []
+        self._have = 0  # samples in _buf
+        self._next = 0  # index of the next window expected (by its first sample)
+        self._taken = 0  # samples taken so far
+        self._cols: list[np.ndarray] = []
+
+    def _setup(self, rate: int) -> None:
+        self.rate = rate
+        self.n_fft = _fft_size(min(rate, OVERVIEW_RATE)) * max(1, rate // OVERVIEW_RATE)
+        self.top_hz = min(rate, OVERVIEW_RATE) / 2
+        shown = min(rate, OVERVIEW_RATE)  # columns as long as compute_overview's
+        self.column_s = max(self.duration_s / MAX_COLUMNS, _fft_size(shown) / shown)
+        hz = np.fft.rfftfreq(self.n_fft, 1 / rate)
+        edges = np.linspace(0, self.top_hz, OVERVIEW_BINS + 1)
+        # each output bin averages the FFT bins whose centre falls in it (at least one)
+        self._starts = np.minimum(np.searchsorted(hz, edges[:-1]), len(hz) - 1)
+        self._ends = np.maximum(np.searchsorted(hz, edges[1:]), self._starts + 1)
+
+    def tap(self, batch: WindowBatch, stream: WindowStream) -> None:
+        """``ingest_targets.store``'s hook: a batch of the stream a space embeds. The first
+        stream that carries the overview's spectrum without gaps is used, the others left."""
+        if self._stream is None:
+            if stream.sample_rate < self.min_rate or stream.hop_samples > stream.window_samples:
+                return
+            self._stream = stream
+        if stream is not self._stream:
+            return
+        self.feed(batch.samples, batch.start_s, stream.sample_rate, stream.hop_samples)
+
+    def feed(self, samples: np.ndarray, start_s: np.ndarray, rate: int, hop: int) -> None:
+        """One batch of windows (``samples`` [B, W]) of a stream at ``rate`` with ``hop``."""
+        if not self.ok or not self.duration_s > 0:
+            self.ok = False
+            return
+        if not self.rate:
+            self._setup(rate)
+        if rate != self.rate or rate < self.min_rate or hop > samples.shape[1]:
+            self.ok = False
+            return
+        for row, at in zip(samples, start_s):
+            if round(float(at) * rate) != self._next * hop:
+                self.ok = False
+                return
+            self._next += 1
+            if self._pending is not None:
+                self._push(self._pending[:hop])
+            self._pending = np.asarray(row, np.float32)
+
+    def _push(self, part: np.ndarray) -> None:
+        self._buf.append(part)
+        self._have += len(part)
+        self._taken += len(part)
+        while True:
+            k = len(self._cols)
+            end = round((k + 1) * self.column_s * self.rate)
+            begin = round(k * self.column_s * self.rate)
+            if self._have < end - begin:
+                return
+            if k >= 2 * MAX_COLUMNS:  # a header that understated the length: decode instead
+                self.ok, self._cols, self._buf, self._have = False, [], [], 0
+                return
+            audio = np.concatenate(self._buf)
+            self._cols.append(self._column(audio[: end - begin]))
+            rest = audio[end - begin :]
+            self._buf, self._have = [rest], len(rest)
+
+    def _column(self, x: np.ndarray) -> np.ndarray:
+        n = self.n_fft
+        if len(x) < n:
+            x = np.pad(x, (0, n - len(x)))
+        frames = np.lib.stride_tricks.sliding_window_view(x, n)[:: n // 4]
+        power = (np.abs(np.fft.rfft(frames * np.hanning(n), axis=-1)) ** 2).mean(axis=0)
+        total = np.concatenate(([0.0], np.cumsum(power)))
+        return (total[self._ends] - total[self._starts]) / (self._ends - self._starts)
+
+    def finish(self, n_samples: int | None = None) -> Overview | None:
+        """The overview of the first ``n_samples`` fed (default: the tapped stream's decoded
+        length: the last window's zero padding left out), or None when unusable or empty."""
+        if not self.ok or not self.rate:
+            return None
+        if n_samples is None and self._stream is not None:
+            n_samples = self._stream.n_samples
+        if self._pending is not None:  # the last window, all of it but its zero padding
+            real = len(self._pending) if n_samples is None else n_samples - self._taken
+            self._push(self._pending[: max(0, real)])
+            self._pending = None
+        if self._have >= self.n_fft // 2:  # the short last column
+            self._cols.append(self._column(np.concatenate(self._buf)))
+        if not self._cols:
+            return None
+        db = 10 * np.log10(np.maximum(np.stack(self._cols, axis=1), 1e-10))
+        db_max = float(db.max())
+        image = np.clip(np.round((db - (db_max - DB_RANGE)) * (255.0 / DB_RANGE)), 0, 255)
+        return Overview(image.astype(np.uint8), self.column_s, int(2 * self.top_hz), db_max)
+
+
 def compute_overview(source: str | Path | Opened, duration_s: float | None = None) -> Overview:
     """The overview of a whole file, streamed (memory: one batch of columns plus the
     float32 result, ~2 MB at most). ``duration_s`` (default: the header's) sets the column
@@ -159,18 +271,26 @@ def load_overview(conn: Connection, recording_id: int) -> Overview | None:
     )  # fmt: skip
 
 
+def has_overview(conn: Connection, recording_id: int) -> bool:
+    return bool(
+        conn.execute(
+            sa.text("SELECT EXISTS (SELECT FROM recording_overviews WHERE recording_id = :r)"),
+            {"r": recording_id},
+        ).scalar()
+    )
+
+
 def ingest_overview(conn: Connection, recording_id: int, source: str | Path | Opened,
-                    duration_s: float | None) -> bool:  # fmt: skip
+                    duration_s: float | None, built: OverviewBuilder | None = None) -> bool:  # fmt: skip
     """At ingest: store the recording's overview (in the caller's transaction) unless it has
-    one. A file that decoded for its targets but not here is only logged (its first plot
-    tries again). True when one was stored."""
-    if conn.execute(
-        sa.text("SELECT EXISTS (SELECT FROM recording_overviews WHERE recording_id = :r)"),
-        {"r": recording_id},
-    ).scalar():
+    one: the one ``built`` from the windows the ingest decoded, or else decoded again here.
+    A file that decoded for its targets but not here is only logged (its first plot tries
+    again). True when one was stored."""
+    if has_overview(conn, recording_id):
         return False
     try:
-        overview = compute_overview(source, duration_s)
+        overview = built.finish() if built is not None else None
+        overview = overview or compute_overview(source, duration_s)
     except (AudioError, OSError, ValueError) as exc:
         log.warning("no stored spectrogram for recording %s: %s", recording_id, exc)
         return False
