@@ -11,7 +11,11 @@ the recording page's plot of a long file is drawn without decoding its audio aga
   identity, ``media_files.open_stored``) and stored: the backfill of recordings ingested
   before 0037, on their first plot.
 
-Ingest stores one for every new recording (``ingest.Ingestor._store``, same transaction).
+Ingest stores one for every new recording (``ingest.Ingestor._store``, same transaction),
+made by ``OverviewBuilder`` from the windows a space already decodes (a model at 22.05 kHz or
+more, such as BirdNET or CLAP, or at the file's own rate; windows without gaps); otherwise
+(e.g. only the 16 kHz spectral model on a 48 kHz file) ``compute_overview`` decodes the file
+once more.
 """
 
 from __future__ import annotations
