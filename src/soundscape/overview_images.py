@@ -244,7 +244,7 @@ def store_overview(conn: Connection, recording_id: int, overview: Overview) -> N
             "ON CONFLICT (recording_id) DO UPDATE SET column_s = EXCLUDED.column_s, "
             "columns = EXCLUDED.columns, bins = EXCLUDED.bins, "
             "sample_rate = EXCLUDED.sample_rate, db_max = EXCLUDED.db_max, "
-            "db_range = EXCLUDED.db_range, image = EXCLUDED.image, created_at = now()"
+            "db_range = EXCLUDED.db_range, image = EXCLUDED.image, created_at = EXCLUDED.created_at"
         ),
         {
             "r": recording_id,
