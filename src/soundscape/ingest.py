@@ -51,6 +51,7 @@ from soundscape.ingest_targets import (  # noqa: F401 - SEGMENT_* for bulk loade
 )
 from soundscape.media_files import OpenedFile, StoredFile, identity_of, open_stored, sha256_file
 from soundscape.occurrence import sensor_changed
+from soundscape.overview_images import OverviewBuilder, has_overview, ingest_overview
 from soundscape.sensors import Sensor, get_sensor
 from soundscape.spaces import ensure_space, resolve_window
 from soundscape.speakers import label_utterances
@@ -576,16 +577,23 @@ class Ingestor:
                     ),
                     {"m": json.dumps(guano.metadata()), "r": rec_id},
                 )
+            # the recording page's plot is drawn from its stored spectrogram, made from a
+            # space's decoded windows (soundscape.overview_images)
+            built = None if has_overview(conn, rec_id) else OverviewBuilder(
+                f.info.duration_s or 0.0, f.info.sample_rate
+            )  # fmt: skip
             for i, target in enumerate(todo):
                 # Progress is reported by the first target only, so the bar counts audio once.
                 stored = store(conn, target, recording, on_progress if i == 0 else None,
-                               self.on_batch)  # fmt: skip
+                               self.on_batch, built.tap if built else None)  # fmt: skip
                 result.segments[target.name] = stored.count
                 result.duration_s = stored.duration_s
                 result.warning = result.warning or stored.truncated
                 result.resumed += stored.reused
             if self.transcripts or any(t.model.voice_prints for t in self.spaces):
                 label_utterances(conn, [rec_id])  # who said what (issue 26)
+            if built is not None:
+                ingest_overview(conn, rec_id, f.source, result.duration_s, built)
             _seal(conn, f, result)
         if notes:  # after _seal, which marks only truncation in the metadata
             result.warning = "; ".join([*filter(None, [result.warning]), *notes])

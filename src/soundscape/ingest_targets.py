@@ -127,13 +127,19 @@ def store(
     recording: Recording,
     on_progress: Progress | None = None,
     on_batch: Callable[[], None] | None = None,
+    on_windows: Callable[[WindowBatch, WindowStream], None] | None = None,
 ) -> Stored:
     """Store ``target``'s part of ``recording``, one batch at a time; ``on_batch`` runs after
-    every batch and may raise to abandon the file (the caller's transaction rolls back)."""
+    every batch and may raise to abandon the file (the caller's transaction rolls back).
+    ``on_windows`` sees every batch of a space's decoded windows and its stream (the
+    recording's stored spectrogram is made from them, ``overview_images``)."""
     writer = target.begin(conn, recording, on_progress)
+    stream = writer.stream if isinstance(writer, SegmentWriter) else None
     with closing(writer.batches()) as batches:
         for batch in batches:
             writer.feed(batch)
+            if on_windows is not None and stream is not None:
+                on_windows(batch, stream)
             if on_batch is not None:
                 on_batch()
     return writer.finish()

@@ -5,7 +5,8 @@
 - ``indices_heatmap``: an acoustic index's median per local hour (x) and local day (y), one
   panel per sensor, site or quadrant (the false-colour day/hour view of soundscape ecology).
 - ``recording_plot``: the spectrogram of a recording (or a span of it) with the concept
-  detections above it and the anomaly scores of the newest run below it.
+  detections above it and the anomaly scores of the newest run below it; drawn from the
+  recording's stored overview (``soundscape.overview_images``) when it is fine enough.
 - ``spectrogram_png``: the clip spectrogram ``search --export`` writes.
 
 Long spans never sit in memory: beyond ``MAX_DIRECT_S`` the spectrogram is built column by
@@ -29,6 +30,7 @@ from soundscape.anomalies import latest_run
 from soundscape.audio import Opened, WindowStream, decode_span, probe
 from soundscape.errors import AudioError, SoundscapeError
 from soundscape.media_files import open_stored, stored_file
+from soundscape.overview_images import ensure_overview, load_overview
 from soundscape.queries import Filters
 
 GROUPS = ("quadrant", "site", "sensor")
@@ -37,6 +39,8 @@ MAX_DIRECT_S = 600.0
 #: highest sample rate a plot decodes at (11 kHz of spectrum is plenty to see sounds)
 PLOT_RATE = 22050
 DPI = 100
+#: fewest columns of a stored overview in a span for the plot to use it (else it decodes)
+MIN_COLUMNS = 200
 #: anomaly score from which a window is shaded on the recording plot
 ANOMALY_THRESHOLD = 3.0
 
@@ -435,12 +439,24 @@ def _checked_span(rec: Any, start_s: float | None, end_s: float | None) -> tuple
 
 
 def _recording_spectrogram(
-    conn: Connection, recording_id: int, start: float, end: float, width: int
-) -> tuple[np.ndarray, int]:
-    """The span's spectrogram, read by the stored identity only (media_files.open_stored)."""
+    conn: Connection, recording_id: int, start: float, end: float, width: int, backfill: bool
+) -> tuple[np.ndarray, float, float, int, str]:
+    """The span's spectrogram (dB), the seconds it covers and its sample rate, and where it
+    came from: ``"stored"`` (the recording's overview, when it has ``MIN_COLUMNS`` columns in
+    the span; ``backfill`` computes and stores a missing one first) or ``"decoded"`` (read by
+    the stored identity only, media_files.open_stored)."""
+    overview = (ensure_overview if backfill else load_overview)(conn, recording_id)
+    if overview is not None and (end - start) / overview.column_s >= MIN_COLUMNS:
+        # only while the stored file is the one ingested (StoredFileChanged otherwise, as
+        # when decoding it); an unchanged identity costs one fstat
+        with open_stored(stored_file(conn, recording_id)):
+            pass
+        db, t0, t1 = overview.db(start, end)
+        return db, t0, t1, overview.sample_rate, "stored"
     try:
         with open_stored(stored_file(conn, recording_id)) as opened:
-            return long_spectrogram(opened, start, end, columns=max(200, width))
+            db, rate = long_spectrogram(opened, start, end, columns=max(MIN_COLUMNS, width))
+            return db, start, end, rate, "decoded"
     except (AudioError, OSError) as exc:
         raise SoundscapeError(f"cannot read recording {recording_id}'s audio: {exc}") from exc
 
@@ -558,14 +574,20 @@ def recording_plot(
     threshold: float = ANOMALY_THRESHOLD,
     width: int = 1200,
     height: int = 600,
+    backfill: bool = False,
 ) -> PlotResult:
     """Spectrogram of a recording (or ``[start_s, end_s)``) with detections (all concepts, or
     the named ones) as bars above it and the anomaly scores of run ``run_id`` (default: the
     newest run that scored this recording) below it; windows scoring at least ``threshold``
-    are shaded on the spectrogram."""
+    are shaded on the spectrogram. The spectrogram comes from the recording's stored overview
+    when it is fine enough for the span (``backfill``: compute and store a missing one
+    first; the caller commits), else from its audio (``details["spectrogram"]`` says
+    which)."""
     rec = _recording(conn, recording_id)
     start, end = _checked_span(rec, start_s, end_s)
-    db, rate = _recording_spectrogram(conn, recording_id, start, end, width)
+    db, t0, t1, rate, source = _recording_spectrogram(
+        conn, recording_id, start, end, width, backfill
+    )
     detections = _span_detections(conn, recording_id, start, end, concepts)
     run_id, scores = _span_scores(conn, recording_id, start, end, run_id)
 
@@ -573,7 +595,7 @@ def recording_plot(
     names = sorted({d.concept for d in detections})
     fig, axes = _panels(plt, len(names), bool(scores), width, height)
     spec = axes[1] if names else axes[0]
-    _draw_spectrogram(spec, db, start, end, rate)
+    _draw_spectrogram(spec, db, t0, t1, rate)
     if names:
         _draw_lanes(axes[0], plt.get_cmap("tab10"), names, detections, start, end)
     if scores:
@@ -595,5 +617,6 @@ def recording_plot(
             "detections": len(detections),
             "anomaly_run": run_id if scores else None,
             "anomalous_windows": sum(1 for s in scores if s.score >= threshold),
+            "spectrogram": source,
         },
     )

@@ -89,14 +89,14 @@ class Span:
 
 
 class LRU:
-    """A small thread-safe least-recently-used cache of bytes."""
+    """A small thread-safe least-recently-used cache (of PNG bytes, or bytes and a note)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: OrderedDict[Any, bytes] = OrderedDict()
+        self._items: OrderedDict[Any, Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get_or_make(self, key: Any, make: Callable[[], bytes]) -> bytes:
+    def get_or_make(self, key: Any, make: Callable[[], Any]) -> Any:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
@@ -258,11 +258,17 @@ def recording_png(
     end_s: float | None = None,
     width: int = 1200,
     height: int = 520,
-) -> bytes:
-    """``plot recording``'s figure: spectrogram, detections above, anomaly scores below."""
+) -> tuple[bytes, str]:
+    """``plot recording``'s figure: spectrogram, detections above, anomaly scores below; and
+    where its spectrogram came from (``"stored"`` overview or ``"decoded"`` audio). A
+    recording without a stored overview gets one now (committed), for the next views."""
     recording_row(conn, recording_id)
     if not all(math.isfinite(x) for x in (start_s, end_s) if x is not None):
         raise SoundscapeError("start and end must be numbers of seconds")
+    # drawn from the stored overview, but only while the stored file is the one ingested
+    # (StoredFileChanged, 410, as every audio route; an unchanged identity costs one fstat)
+    with open_stored(stored_file(conn, recording_id)):
+        pass
     last_change = conn.execute(
         sa.text(
             "SELECT (SELECT count(*) FROM ranger.detections WHERE recording_id = :r), "
@@ -271,11 +277,14 @@ def recording_png(
         {"r": recording_id},
     ).one()
 
-    def make() -> bytes:
+    def make() -> tuple[bytes, str]:
         with tempfile.TemporaryDirectory() as tmp, _PLOT_LOCK:
             png = Path(tmp) / "recording.png"
-            recording_plot(conn, recording_id, png, start_s, end_s, width=width, height=height)
-            return png.read_bytes()
+            made = recording_plot(
+                conn, recording_id, png, start_s, end_s, width=width, height=height, backfill=True
+            )
+            conn.commit()  # the overview stored by the backfill, if any
+            return png.read_bytes(), str(made.details["spectrogram"])
 
     key = (recording_id, start_s, end_s, width, height, tuple(last_change))
     return RECORDING_PNGS.get_or_make(key, make)

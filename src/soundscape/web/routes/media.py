@@ -88,5 +88,7 @@ def recording_plot(
 ) -> Response:
     viewer(request)
     with connect(request) as conn:
-        png = media.recording_png(conn, recording_id, start, end)
-    return Response(png, media_type="image/png", headers={"Cache-Control": "private"})
+        png, source = media.recording_png(conn, recording_id, start, end)
+    # X-Spectrogram: "stored" (the recording's overview) or "decoded" (its audio, slower)
+    headers = {"Cache-Control": "private", "X-Spectrogram": source}
+    return Response(png, media_type="image/png", headers=headers)

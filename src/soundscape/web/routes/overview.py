@@ -6,8 +6,11 @@ failures)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
+from typing import Any
+from urllib.parse import urlencode
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.engine import Connection
@@ -74,28 +77,119 @@ def index_heatmap(conn: Connection, name: str, by: str, f: Filters) -> IndexHeat
     )
 
 
+# ------------------------------------------------------------------ heatmap: coverage, links
+#: most detections a heat map cell's search asks for (its ``limit``)
+CELL_SEARCH_LIMIT = 500
+
+
+def coverage(
+    conn: Connection, by: str, date_from: date | None, date_to: date | None
+) -> dict[str, set[tuple[date, int]]]:
+    """The (local day, local hour) cells each group has audio in: every hour that a
+    recording's span ``[started_at, started_at + duration)`` overlaps, in its sensor's local
+    time (recordings without a start time are left out)."""
+    if by not in pages.ACTIVITY_GROUPS:
+        raise pages.BadParameter(f"by: one of {', '.join(pages.ACTIVITY_GROUPS)}")
+    rows = conn.execute(
+        sa.text(
+            f"SELECT DISTINCT coalesce(s.{by}, '(none)') AS grp, h::date AS day, "
+            "extract(hour FROM h)::integer AS hour "
+            "FROM recordings r JOIN sensors s ON s.id = r.sensor_id "
+            "CROSS JOIN LATERAL generate_series("
+            "  date_trunc('hour', r.started_at AT TIME ZONE s.timezone), "
+            "  (r.started_at + make_interval(secs => greatest(r.duration_s, 0.001) - 0.001)) "
+            "    AT TIME ZONE s.timezone, interval '1 hour') AS h "
+            "WHERE r.started_at IS NOT NULL "
+            "AND (CAST(:d0 AS date) IS NULL OR h >= CAST(:d0 AS date)) "
+            "AND (CAST(:d1 AS date) IS NULL OR h < CAST(:d1 AS date) + 1)"
+        ),
+        {"d0": date_from, "d1": date_to},
+    )
+    out: dict[str, set[tuple[date, int]]] = {}
+    for r in rows:
+        out.setdefault(str(r.grp), set()).add((r.day, int(r.hour)))
+    return out
+
+
+@dataclass
+class Covered:
+    """A heat map with where audio was recorded: ``cells[group]`` the (day, hour) with audio;
+    the groups and days of the map widened to those with audio and nothing detected."""
+
+    cells: dict[str, set[tuple[date, int]]]
+
+    def recorded(self, group: str, day: date, hour: int) -> bool:
+        return (day, hour) in self.cells.get(group, ())
+
+
+def with_coverage(heatmap: Any, cells: dict[str, set[tuple[date, int]]]) -> Covered:
+    """Widen ``heatmap`` (pages.Heatmap) to the groups and days that have audio."""
+    days = set(heatmap.days) | {d for c in cells.values() for d, _ in c}
+    if days:
+        first, last = min(days), max(days)
+        heatmap.days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    heatmap.groups = sorted(set(heatmap.groups) | set(cells))
+    return Covered(cells)
+
+
+def cell_search(kind: str, name: str, label: str | None, by: str, group: str, day: date,
+                hour: int, min_score: float, n: int) -> str:  # fmt: skip
+    """The search page's URL for a heat map cell: the same concept, classifier label or
+    species, in that group, on that local day, in that local hour."""
+    params: list[tuple[str, str]] = []
+    if kind == "concept":
+        params.append(("concept", name))
+    elif kind == "classifier":
+        params += [("classifier", name), ("label", label or "")]
+    else:
+        params += [("q", name), ("min_score", f"{min_score:g}")]
+    if group != "(none)":
+        params.append((by, group))
+    params += [
+        ("from", day.isoformat()),
+        ("to", day.isoformat()),
+        ("time", f"{hour:02d}:00-{(hour + 1) % 24:02d}:00"),
+        ("limit", str(max(pages.DEFAULT_LIMIT, min(n, CELL_SEARCH_LIMIT)))),
+    ]
+    return "/search?" + urlencode(params)
+
+
+def legend(vmax: int, steps: int = 5) -> list[tuple[int, str]]:
+    """Counts and their colours (``pages.colour``) for the legend: 1 to ``vmax``."""
+    if vmax <= 0:
+        return []
+    counts = sorted({max(1, round(vmax * i / (steps - 1))) for i in range(steps)})
+    return [(n, pages.colour(n, vmax)) for n in counts]
+
+
 @router.get("/activity")
 def activity(request: Request) -> Response:
     viewer(request)
     q = request.query_params
     name = (q.get("name") or "").strip()
     kind, by = q.get("kind") or "concept", q.get("by") or "site"
+    label = (q.get("label") or "").strip() or None
+    min_score = pages._number(q, "min_score")
+    min_score = 0.5 if min_score is None else min_score
     with connect(request) as conn:
         choices = pages.choices(conn)
         heatmap: pages.Heatmap | None = None
+        covered = None
         if name:
             f = pages.filters_from({k: q.get(k) for k in ("from", "to")})
         if name and kind == "index":
             heatmap = index_heatmap(conn, name, by, f)
         elif name:
-            min_score = pages._number(q, "min_score")
-            heatmap = pages.activity(
-                conn, kind, name, (q.get("label") or "").strip() or None, by,
-                f.date_from, f.date_to, 0.5 if min_score is None else min_score,
-            )  # fmt: skip
+            heatmap = pages.activity(conn, kind, name, label, by, f.date_from, f.date_to, min_score)
+            covered = with_coverage(heatmap, coverage(conn, by, f.date_from, f.date_to))
+
+    def link(group: str, day: date, hour: int, n: int) -> str:
+        return cell_search(kind, name, label, by, group, day, hour, min_score, n)
+
     return render(
         request, "activity.html", choices=choices, heatmap=heatmap, params=q, kind=kind, by=by,
-        indices=Indices.NAMES,
+        indices=Indices.NAMES, covered=covered, link=link,
+        legend=legend(heatmap.vmax if heatmap and covered else 0),
     )  # fmt: skip
 
 

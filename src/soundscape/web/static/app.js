@@ -39,6 +39,12 @@
     }
   });
 
+  // recordings page: a filter chip applies at once (the Show button does without this file)
+  document.addEventListener("change", (event) => {
+    const form = event.target.closest("form.recording-filters");
+    if (form && event.target.closest("label.chip")) form.requestSubmit();
+  });
+
   const player = document.getElementById("player");
   if (player) {
     document.addEventListener("click", (event) => {
