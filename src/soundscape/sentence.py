@@ -25,7 +25,7 @@ What is understood (docs/search.md has the table):
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
@@ -380,6 +380,13 @@ def _dates(st: _State) -> None:
         year = int(m[2]) if m[2] else (today.year if month <= today.month else today.year - 1)
         a, b = _month_range(year, month)
         put(a, b, m, f"{date(year, month, 1):%B %Y} ({a}..{b})")
+    _seasons_and_years(st, put)
+
+
+def _seasons_and_years(st: _State, put: Callable[..., None]) -> None:
+    """``_dates``' seasons ("this spring", "last winter", "summer 2024": shifted six months
+    when every sensor is in the southern hemisphere) and years ("in 2024")."""
+    today = st.today
     for m in list(
         re.finditer(r"\b(?:(this|last|in|during)\s+(?:the\s+)?)?(spring|summer|autumn|fall|winter)"
                     r"(?:\s+(?:of\s+)?(\d{4}))?\b", st.s)

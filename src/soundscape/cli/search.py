@@ -213,12 +213,9 @@ def search(
       soundscape search --voice caller.wav --start 2 --end 8
     """
     from soundscape import search as s
-    from soundscape.formats.birdnet_csv import scientific_names
-    from soundscape.formats.guano import clip_context
     from soundscape.formats.rows import Detection
-    from soundscape.media_files import stored_files
     from soundscape.sentence import explain_sql, merge, understand
-    from soundscape.speech import said_miss, said_rows
+    from soundscape.speech import said_miss
 
     request = _search_request(options)
     understood = None
@@ -238,19 +235,7 @@ def search(
             return
         found = s.search(conn, request)
         miss = said_miss(conn, found.said) if found.is_speech and not found.hits else None
-        # clips are read by the recordings' stored identity (media_files.open_stored)
-        stored = stored_files(conn, [h.recording_id for h in found.hits])
-        # where and with what each clip was recorded, for its GUANO
-        context = (
-            clip_context(conn, [h.recording_id for h in found.hits])
-            if export_dir is not None
-            else {}
-        )
-        names = (
-            scientific_names(conn, found.space.id)
-            if birdnet_dir is not None and not found.is_speech
-            else {}
-        )
+        stored, context, names = _file_context(conn, found, export_dir, birdnet_dir)
     if found.is_speech:
         echo_err(f"searching what was said: {found.said!r}")
     else:
@@ -261,7 +246,41 @@ def search(
     label = found.said if found.said is not None else found.description
     write_tables([Detection.from_hit(h, label) for h in found.hits], kaleidoscope_dir,
                  birdnet_dir, names)  # fmt: skip
-    clips, full = export_dir is not None, fmt != "table"
+    rows, columns = _rows(found, fmt, export_dir is not None, understood)
+    if not found.hits:
+        echo_err(miss or "no windows match")
+    emit(rows, fmt, columns)
+
+
+def _file_context(
+    conn: Any, found: SearchResult, export_dir: Path | None, birdnet_dir: Path | None
+) -> tuple[Any, dict[Any, Any], dict[str, str]]:
+    """What writing the hits' files needs from the database: the recordings' stored identity
+    (clips are read through media_files.open_stored), where and with what each was recorded
+    (a clip's GUANO, with --export) and the labels' scientific names (--birdnet-csv)."""
+    from soundscape.formats.birdnet_csv import scientific_names
+    from soundscape.formats.guano import clip_context
+    from soundscape.media_files import stored_files
+
+    ids = [h.recording_id for h in found.hits]
+    stored = stored_files(conn, ids)
+    context = clip_context(conn, ids) if export_dir is not None else {}
+    names = (
+        scientific_names(conn, found.space.id)
+        if birdnet_dir is not None and not found.is_speech
+        else {}
+    )
+    return stored, context, names
+
+
+def _rows(
+    found: SearchResult, fmt: str, clips: bool, understood: Any
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The hits as output rows (what was said, or windows), with the recall guard's note and
+    how a sentence was understood in the full formats (--json, --csv)."""
+    from soundscape.speech import said_rows
+
+    full = fmt != "table"
     if found.is_speech:
         rows, columns = said_rows(found.hits, events=found.events, clips=clips, full=full)
     else:
@@ -274,9 +293,7 @@ def search(
     if understood is not None and full:
         rows = [{**r, "understood": understood.line()} for r in rows]
         columns = [*columns, "understood"]
-    if not found.hits:
-        echo_err(miss or "no windows match")
-    emit(rows, fmt, columns)
+    return rows, columns
 
 
 def _activity(conn: Any, request: SearchRequest, fmt: str, understood: Any) -> None:
