@@ -22,13 +22,14 @@ from soundscape.resources import read_sql, sql_dir
 # record the new hash and that migration here.
 FINGERPRINTS = {
     "catalog.sql": ("0022", "6bb74a113158"),
-    "search.sql": ("0028", "ac80e80907e6"),
+    "search.sql": ("0031", "4429173c9881"),
     "analytics.sql": ("0027", "929bfc3fe3bf"),
     "classify.sql": ("0028", "2cdc2338463a"),
     "classifiers.sql": ("0028", "53e84bf4eec8"),
     "species.sql": ("0011", "13d5005221de"),
     "speech.sql": ("0028", "0bd2beaa1686"),
     "speakers.sql": ("0013", "39bc0dc0575c"),
+    "density.sql": ("0031", "547010288cbf"),
 }
 
 _READ_SQL = re.compile(r"""read_sql\(\s*["']([^"']+)["']\s*\)""")

@@ -28,7 +28,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from soundscape import checkpoints, speech
+from soundscape import checkpoints, concepts, speech
 from soundscape.audio import AudioInfo, is_supported, probe
 from soundscape.db import register_vector
 from soundscape.embedders import get_model_class, load_model
@@ -571,6 +571,9 @@ class Ingestor:
                 result.duration_s = stored.duration_s
                 result.warning = result.warning or stored.truncated
                 result.resumed += stored.reused
+            if any(isinstance(t, SpaceTarget) for t in todo):
+                # concepts' detections follow the new windows, in the same transaction
+                concepts.follow_recording(conn, rec_id)
             _seal(conn, f, result)
         return result
 
