@@ -16,35 +16,28 @@ SELECT d.name, d.source, d.label, sp.name AS space, d.bounds, d.per_bin, d.seed,
   LEFT JOIN (SELECT sample_id, count(*) AS n FROM density_windows GROUP BY sample_id) w
          ON w.sample_id = d.id;
 
--- A sampled window's verdict: the newest yes/no annotation of the sample's label given on that
--- window (its segment_id), else the newest one whose span covers the window's midpoint
--- (a Raven selection, an event); NULL when none (unsure does not count).
-CREATE OR REPLACE FUNCTION ranger._density_verdict(
-    p_label text, p_recording bigint, p_segment bigint, p_start real, p_end real
-) RETURNS text
-LANGUAGE sql STABLE
-SET search_path = public, pg_temp
-AS $fn$
-    SELECT a.verdict
-      FROM annotations a
-     WHERE a.recording_id = p_recording AND a.label = p_label AND a.verdict IN ('yes', 'no')
-       AND (a.segment_id = p_segment
-            OR (a.start_s <= (p_start + p_end) / 2.0 AND a.end_s > (p_start + p_end) / 2.0))
-     ORDER BY (a.segment_id IS NOT DISTINCT FROM p_segment) DESC, a.created_at DESC, a.id DESC
-     LIMIT 1
-$fn$;
-REVOKE EXECUTE ON FUNCTION ranger._density_verdict(text, bigint, bigint, real, real) FROM PUBLIC;
-
 -- The windows of every sample, with their stratum (site, score bin), score and verdict: the
--- list a review queue works through (unreviewed first, in a seeded random order: `rank`).
+-- list a review queue works through (unreviewed first, in a seeded random order: `rank`). A
+-- window's verdict is the newest yes/no annotation of the sample's label given on that window
+-- (its segment_id), else the newest one whose span covers the window's midpoint (a Raven
+-- selection, an event); NULL when none (unsure does not count). call_density reads it here.
 CREATE OR REPLACE VIEW ranger.density_windows AS
-SELECT d.name AS sample, d.label, w.segment_id, w.recording_id, r.path, w.start_s, w.end_s,
-       w.site, w.local_date, w.bin, w.score, w.rank,
-       ranger._density_verdict(d.label, w.recording_id, w.segment_id, w.start_s, w.end_s)
-           AS verdict
+SELECT d.name AS sample, d.label, w.space_id, w.segment_id, w.recording_id, r.path, w.start_s,
+       w.end_s, w.site, w.local_date, w.bin, w.score, w.rank, v.verdict
   FROM density_windows w
   JOIN density_samples d ON d.id = w.sample_id
-  JOIN recordings r ON r.id = w.recording_id;
+  JOIN recordings r ON r.id = w.recording_id
+  LEFT JOIN LATERAL (
+      SELECT a.verdict
+        FROM annotations a
+       WHERE a.recording_id = w.recording_id AND a.label = d.label
+         AND a.verdict IN ('yes', 'no')
+         AND (a.segment_id = w.segment_id
+              OR (a.start_s <= (w.start_s + w.end_s) / 2.0
+                  AND a.end_s > (w.start_s + w.end_s) / 2.0))
+       ORDER BY (a.segment_id IS NOT DISTINCT FROM w.segment_id) DESC, a.created_at DESC,
+                a.id DESC
+       LIMIT 1) v ON true;
 
 -- The call density of a sample, per p_by: 'site' (default), 'day', 'site_day' or 'all'.
 -- Stratified estimator: in each stratum c (site x score bin) the chance that a window holds
@@ -66,13 +59,12 @@ SET search_path = public, pg_temp
 AS $fn$
 DECLARE
     v_id integer;
-    v_label text;
 BEGIN
     IF p_by IS NULL OR p_by NOT IN ('site', 'day', 'site_day', 'all') THEN
         RAISE EXCEPTION 'p_by must be site, day, site_day or all, not %', coalesce(p_by, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT d.id, d.label INTO v_id, v_label FROM density_samples d WHERE d.name = p_sample;
+    SELECT d.id INTO v_id FROM density_samples d WHERE d.name = p_sample;
     IF v_id IS NULL THEN
         RAISE EXCEPTION 'no call-density sample named %; see SELECT * FROM ranger.density_samples',
             coalesce(p_sample, 'NULL')
@@ -80,10 +72,8 @@ BEGIN
     END IF;
     RETURN QUERY
     WITH judged AS (
-        SELECT w.site AS c_site, w.bin AS c_bin,
-               ranger._density_verdict(v_label, w.recording_id, w.segment_id, w.start_s,
-                                       w.end_s) AS verdict
-          FROM density_windows w WHERE w.sample_id = v_id
+        SELECT w.site AS c_site, w.bin AS c_bin, w.verdict
+          FROM ranger.density_windows w WHERE w.sample = p_sample
     ), cell AS (
         SELECT c_site, c_bin, count(*) AS n_sampled,
                count(*) FILTER (WHERE verdict = 'yes') AS n_yes,

@@ -29,7 +29,7 @@ FINGERPRINTS = {
     "species.sql": ("0011", "13d5005221de"),
     "speech.sql": ("0028", "0bd2beaa1686"),
     "speakers.sql": ("0013", "39bc0dc0575c"),
-    "density.sql": ("0031", "547010288cbf"),
+    "density.sql": ("0031", "5de93c1ba346"),
 }
 
 _READ_SQL = re.compile(r"""read_sql\(\s*["']([^"']+)["']\s*\)""")

@@ -87,7 +87,6 @@ def downgrade() -> None:
         ("FUNCTION", "ranger.call_density(text, text)"),
         ("VIEW", "ranger.density_windows"),
         ("VIEW", "ranger.density_samples"),
-        ("FUNCTION", "ranger._density_verdict(text, bigint, bigint, real, real)"),
         ("TABLE", "density_windows"),
         ("TABLE", "density_strata"),
         ("TABLE", "density_samples"),
