@@ -242,7 +242,7 @@ def test_fewer_verdicts_a_wider_interval_and_unsure_does_not_count(synthetic):
 @pytest.fixture
 def reserve_cli(reserve_url, monkeypatch, run_cli):
     monkeypatch.setenv("SOUNDSCAPE_DATABASE_URL", reserve_url)
-    r = run_cli("concepts", "add", "siren", "--text", "siren", "--space", "birdnet")
+    r = run_cli("concepts", "add", "siren", "--text", "siren", "--space", "birdnet", "--replace")
     assert r.exit_code == 0, r.output
     return run_cli
 
@@ -298,3 +298,60 @@ def test_cli_sample_batch_verdicts_and_estimate(reserve_cli, reserve_url, tmp_pa
     assert none.exit_code == 1 and "widen the sites or dates" in none.stderr
     assert run("density", "remove", "sirens").exit_code == 0
     assert run("density", "estimate", "sirens").exit_code == 1
+
+
+# ------------------------------------------------------------------------------ the web page
+def test_density_page_draw_judge_and_estimate(reserve_cli, reserve_url):
+    from fastapi.testclient import TestClient
+
+    from soundscape.db import open_database
+    from soundscape.roles import create_reviewer
+    from soundscape.web import WebConfig, create_app
+
+    engine = make_engine(reserve_url)
+    create_reviewer(engine, "dens_ana", "a long enough password")
+    engine.dispose()
+    db = open_database(reserve_url)
+    try:
+        c = TestClient(create_app(WebConfig(allowed_hosts=["testserver"]), db))
+        empty = c.get("/density")
+        assert empty.status_code == 200 and "No sample yet" in empty.text
+        assert "/login?next=/density" in empty.text  # drawing needs a reviewer
+        token = empty.text.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+        form = {"name": "web-sirens", "what": "concept:siren", "per_bin": "2", "csrf_token": token}
+        assert c.post("/density", data=form).status_code == 401  # not signed in
+        r = c.post("/login", data={"name": "dens_ana", "password": "a long enough password",
+                                   "csrf_token": token}, follow_redirects=False)  # fmt: skip
+        assert r.status_code == 303
+        token = c.get("/density").text.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+        bad = c.post("/density", data={**form, "what": "", "csrf_token": token})
+        assert bad.status_code == 400 and "pick a concept" in bad.text
+        r = c.post("/density", data={**form, "csrf_token": token}, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/density?sample=web-sirens"
+        page = c.get("/density?sample=web-sirens")
+        assert page.status_code == 200
+        assert 'id="density-table"' in page.text and page.text.count('class="density-plot"') == 2
+        assert "No window is judged yet" in page.text
+        data = c.get("/density?sample=web-sirens&format=json").json()
+        n = data["unreviewed"]
+        assert n == data["sample"]["sampled"] > 0 and {s["site"] for s in data["sites"]} == {
+            "Marsh",
+            "Forest",
+        }
+        # judge every window on the page (the reviewer's role writes the annotations)
+        segments = [int(x.split('"')[0]) for x in page.text.split('name="segment_id" value="')[1:]]
+        assert len(segments) == min(n, 12)
+        for k, seg in enumerate(segments):
+            r = c.post(
+                "/annotations",
+                data={"segment_id": seg, "label": "siren", "verdict": "yes" if k == 0 else "no"},
+                headers={"X-CSRF-Token": token, "Accept": "application/json"},
+            )
+            assert r.status_code == 200, r.text
+        after = c.get("/density?sample=web-sirens&format=json").json()
+        assert after["unreviewed"] == n - len(segments)
+        assert sum(s["reviewed"] for s in after["sites"]) == len(segments)
+        assert sum(s["yes"] for s in after["sites"]) == 1
+        assert c.get("/density?sample=nope").status_code == 404
+    finally:
+        db.engine.dispose()

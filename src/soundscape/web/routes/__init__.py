@@ -6,12 +6,22 @@
 - ``media``: clips, spectrograms, a recording's audio and its plot
 - ``recordings``: ``/recordings`` and one recording's page
 - ``overview``: ``/activity``, ``/sensors``, ``/jobs``
+- ``density``: ``/density`` (call density: samples, estimates per site and day)
 - ``auth``: ``/login``, ``/logout``
 """
 
 from fastapi import APIRouter
 
-from soundscape.web.routes import auth, health, media, overview, recordings, review, search
+from soundscape.web.routes import (
+    auth,
+    density,
+    health,
+    media,
+    overview,
+    recordings,
+    review,
+    search,
+)
 
 #: Every router, in the order the app includes them.
 ROUTERS: tuple[APIRouter, ...] = (
@@ -21,6 +31,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     media.router,
     recordings.router,
     overview.router,
+    density.router,
     auth.router,
 )
 
