@@ -19,12 +19,20 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from soundscape.audio import probe
-from soundscape.errors import InvalidRequest, SoundscapeError
+from soundscape.errors import DatabaseError, NoLabelMatch, SoundscapeError, StoredFileChanged
 from soundscape.output import plain_row
 from soundscape.results import hit_rows
 from soundscape.speech import said_rows
 from soundscape.web import pages
-from soundscape.web.deps import checked_form, connect, error, render, viewer, wants_json
+from soundscape.web.deps import (
+    checked_form,
+    connect,
+    error,
+    for_rangers,
+    render,
+    viewer,
+    wants_json,
+)
 
 router = APIRouter()
 
@@ -34,9 +42,29 @@ UPLOAD_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 FILTER_KEYS = ("sensor", "site", "quadrant", "time", "from", "to", "events", "limit")
 
 
+def search_problem(
+    request: Request,
+    params: Any,
+    choices: Any,
+    message: str,
+    suggestions: list[str] | tuple[str, ...] = (),
+) -> Response:
+    """A search that cannot run, on the search page itself (the box keeps the query), with
+    the closest labels as links that keep the filters; JSON callers get the message."""
+    if wants_json(request):
+        return JSONResponse({"error": message, "suggestions": list(suggestions)}, 400)
+    keep = [(k, v) for k, v in params.multi_items() if k in FILTER_KEYS]
+    links = [(name, "/search?" + urlencode([("q", name), *keep])) for name in suggestions]
+    return render(
+        request, "search.html", 400, params=params, choices=choices, result=None,
+        problem=for_rangers(message), suggestions=links,
+    )  # fmt: skip
+
+
 def search_response(request: Request, params: Any, audio: str | None, upload: str) -> Response:
     """Run the search ``params`` ask for (``audio``: an uploaded example's saved path,
-    ``upload`` its own name) and answer the page or its JSON; no query: the empty form."""
+    ``upload`` its own name) and answer the page or its JSON; no query: the empty form. A
+    search that cannot run answers the search page with the reason (``search_problem``)."""
     viewer(request)
     json_out = wants_json(request)
     with connect(request) as conn:
@@ -44,7 +72,7 @@ def search_response(request: Request, params: Any, audio: str | None, upload: st
         try:
             req = pages.request_from(params, audio)
         except pages.BadParameter as exc:
-            return error(request, str(exc), 400)
+            return search_problem(request, params, choices, str(exc))
         if req is None:
             if json_out:
                 return JSONResponse({"error": "give q, said, like, concept or classifier"}, 400)
@@ -52,9 +80,16 @@ def search_response(request: Request, params: Any, audio: str | None, upload: st
         started = time.perf_counter()
         try:
             result = pages.run_search(conn, req)
-        except InvalidRequest as exc:
-            return error(request, str(exc), 400)
-        elapsed = time.perf_counter() - started
+        except NoLabelMatch as exc:
+            what = f"No sound in the list of labels matches \u201c{exc.text}\u201d."
+            if exc.suggestions:
+                what += " Try one of these, or fewer words."
+            return search_problem(request, params, choices, what, exc.suggestions)
+        except (DatabaseError, StoredFileChanged):
+            raise  # the server's trouble, not the query's: its own status (middleware)
+        except SoundscapeError as exc:  # a query that cannot run: say why, keep the box
+            return search_problem(request, params, choices, str(exc))
+    elapsed = time.perf_counter() - started
     if result.is_speech:
         rows, columns = said_rows(result.hits, events=req.events)
     else:
