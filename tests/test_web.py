@@ -230,7 +230,7 @@ def test_no_request_path_reaches_the_file_system(client):
 
 def test_every_post_needs_the_csrf_token(client, database):
     posts = [r.path for r in client.app.routes if "POST" in getattr(r, "methods", set())]
-    assert sorted(posts) == ["/annotations", "/login", "/logout", "/search"]
+    assert sorted(posts) == ["/annotations", "/density", "/login", "/logout", "/search"]
     token = csrf_of(client)
     for path in posts:
         assert client.post(path, data={"x": "1"}).status_code == 403, path
