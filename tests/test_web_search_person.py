@@ -136,3 +136,52 @@ def test_sign_in_returns_to_where_one_was(database):
     assert r.status_code == 303 and r.headers["location"] == "/search?q=siren&site=Marsh"
     with database.engine.connect() as conn:  # nothing else changed
         assert conn.execute(sa.text("SELECT count(*) FROM annotations")).scalar() == 0
+
+
+def test_a_search_by_example_gets_a_url_that_keeps_the_file_and_span(client, database):
+    from pathlib import Path
+
+    clip = Path(__file__).resolve().parents[1] / "examples" / "audio" / "firetruck.ogg"
+    page = client.get("/search", params={"site": "Marsh"})
+    assert page.text.count("<legend>Where and when</legend>") == 1  # one block, not two
+    token = page.text.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+    r = client.post(
+        "/search",
+        data={"csrf_token": token, "start": "1", "end": "4", "site": "Marsh"},
+        files={"audio": ("firetruck.ogg", clip.read_bytes(), "audio/ogg")},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    url = r.headers["location"]
+    query = parse_qs(urlsplit(url).query)
+    assert re.fullmatch(r"[0-9a-f]{32}", query.pop("example")[0])
+    assert query == {"start": ["1"], "end": ["4"], "site": ["Marsh"]}
+    shown = client.get(url)
+    assert shown.status_code == 200, shown.text
+    assert "firetruck.ogg" in shown.text and "soundscape-upload" not in shown.text
+    assert "1–4 s" in shown.text and 'class="share"' in shown.text
+    assert shown.text.count("<legend>Where and when</legend>") == 1
+    assert 'name="start" type="number" step="any" min="0" value="1"' in shown.text
+    # shared: another browser (no session) gets the same search from the URL alone
+    other = TestClient(create_app(WebConfig(allowed_hosts=["testserver"]), database))
+    mine = client.get(url + "&format=json").json()["hits"]
+    theirs = other.get(url + "&format=json").json()["hits"]
+    assert mine and [h["segment_id"] for h in theirs] == [h["segment_id"] for h in mine]
+    assert {h["site"] for h in mine} == {"Marsh"}
+    # the same file and span through the library: the same hits
+    from soundscape.search import Filters, SearchRequest, search
+
+    with database.engine.connect() as conn:
+        want = search(
+            conn,
+            SearchRequest(
+                audio=clip,
+                start_s=1.0,
+                end_s=4.0,
+                filters=Filters(sites=["Marsh"]),
+                limit=len(mine),
+            ),
+        )
+    assert [h["segment_id"] for h in mine] == [h.segment_id for h in want.hits]
+    assert client.get("/search", params={"example": "../../etc"}).status_code == 400
+    assert client.get("/search", params={"example": "0" * 32}).status_code == 404

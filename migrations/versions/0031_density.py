@@ -13,6 +13,9 @@ population: windows per site, local date and score bin) and ``density_windows`` 
 windows, with their stratum and score); the new family sql/density.sql (views
 ``ranger.density_samples``, ``ranger.density_windows``, function ``ranger.call_density``).
 
+Search by example: table ``search_examples`` keeps the audio examples uploaded to the web page,
+so that such a search has a URL (``/search?example=ID``) that can be shared and reloaded.
+
 Downgrade drops them, ``refresh_recording_detections`` and ``_detect_concept``, and restores
 ``refresh_detections`` as it was (sql/frozen/0031_downgrade.sql).
 
@@ -73,6 +76,15 @@ CREATE TABLE density_windows (
     rank          integer NOT NULL,
     PRIMARY KEY (sample_id, segment_id)
 );
+
+-- Audio examples uploaded to the search page, kept so that a search by example has a URL
+-- (/search?example=ID) that can be shared and reloaded; ID: sha256 of name and bytes.
+CREATE TABLE search_examples (
+    id          text PRIMARY KEY CHECK (id ~ '^[0-9a-f]{32}$'),
+    name        text NOT NULL CHECK (name <> ''),
+    data        bytea NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
 """
 
 
@@ -90,6 +102,7 @@ def downgrade() -> None:
         ("TABLE", "density_windows"),
         ("TABLE", "density_strata"),
         ("TABLE", "density_samples"),
+        ("TABLE", "search_examples"),
     ):
         op.execute(f"DROP {kind} IF EXISTS {name}")
     op.execute(read_sql("frozen/0031_downgrade.sql"))

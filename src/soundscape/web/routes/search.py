@@ -5,7 +5,9 @@ Both answer HTML, or JSON when asked (``?format=json`` or ``Accept: application/
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -13,8 +15,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
@@ -27,6 +31,7 @@ from soundscape.web import pages
 from soundscape.web.deps import (
     checked_form,
     connect,
+    database,
     error,
     for_rangers,
     render,
@@ -120,14 +125,63 @@ def search_response(request: Request, params: Any, audio: str | None, upload: st
     )
 
 
+#: an uploaded example's id in a search URL (``?example=``): sha256 of its name and bytes
+EXAMPLE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def store_example(engine: Engine, name: str, data: bytes) -> str:
+    """Keep an uploaded example (``search_examples``, migration 0031) under an id made of its
+    name and bytes, so its search has a URL that can be shared and reloaded."""
+    key = hashlib.sha256(name.encode() + b"\0" + data).hexdigest()[:32]
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO search_examples (id, name, data) VALUES (:i, :n, :d) "
+                "ON CONFLICT (id) DO NOTHING"
+            ),
+            {"i": key, "n": name, "d": data},
+        )
+    return key
+
+
+def example_search(request: Request, key: str) -> Response:
+    """``GET /search?example=ID``: the stored example, searched again with the URL's span
+    and filters (its own file name shown)."""
+    if not EXAMPLE_ID.fullmatch(key):
+        return error(request, "example: not the id of an uploaded example; upload it again", 400)
+    with connect(request) as conn:
+        row = conn.execute(
+            sa.text("SELECT name, data FROM search_examples WHERE id = :i"), {"i": key}
+        ).fetchone()
+    if row is None:
+        return error(request, "this uploaded example is no longer stored; upload it again", 404)
+    folder = tempfile.mkdtemp(prefix="soundscape-example-")
+    tmp = os.path.join(folder, row.name)
+    try:
+        with open(tmp, "xb") as out:
+            out.write(bytes(row.data))
+        try:
+            return search_response(request, request.query_params, tmp, row.name)
+        except SoundscapeError as exc:
+            message = str(exc).replace(tmp, row.name).replace(folder, "")
+            return error(request, message, 400)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @router.get("/search")
 def search_page(request: Request) -> Response:
+    key = request.query_params.get("example")
+    if key is not None:
+        return example_search(request, key)
     return search_response(request, request.query_params, None, "")
 
 
 @router.post("/search")
 async def search_upload(request: Request) -> Response:
-    """Search by an uploaded audio example (multipart, CSRF-checked, size-limited)."""
+    """Search by an uploaded audio example (multipart, CSRF-checked, size-limited). The page
+    keeps the example and answers with a redirect to its search's own URL
+    (``/search?example=ID&start=...``), to share or reload; JSON callers get the hits."""
     form = await checked_form(request)
     upload = form.get("audio")
     if not isinstance(upload, UploadFile) or not upload.filename:
@@ -148,10 +202,19 @@ async def search_upload(request: Request) -> Response:
             # the header's length first: an example is decoded up to MAX_EXAMPLE_S only
             info = await run_in_threadpool(probe, tmp)
             pages.example_span(form, info.duration_s)
-            return await run_in_threadpool(search_response, request, form, tmp, name)
+            if wants_json(request):
+                return await run_in_threadpool(search_response, request, form, tmp, name)
+            data = Path(tmp).read_bytes()
+            key = await run_in_threadpool(store_example, database(request).engine, name, data)
         except SoundscapeError as exc:
             message = str(exc).replace(tmp, name).replace(folder, "")
             status = 413 if "search by at most" in message else 400
             return error(request, message, status)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    keep = [
+        (k, v)
+        for k, v in form.multi_items()
+        if isinstance(v, str) and v and k in (*FILTER_KEYS, "start", "end", "space")
+    ]
+    return RedirectResponse("/search?" + urlencode([("example", key), *keep]), status_code=303)
