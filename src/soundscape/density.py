@@ -188,6 +188,16 @@ def draw_sample(
             "filters": _filters_json(filters),
         },
     ).scalar_one()
+    _store_strata_and_windows(conn, sample_id, bounds, columns["space_id"], seed, per_bin)
+    conn.execute(sa.text("DROP TABLE pg_temp.density_population"))
+    return get_sample(conn, name)
+
+
+def _store_strata_and_windows(
+    conn: Connection, sample_id: int, bounds: list[float], space_id: int, seed: int, per_bin: int
+) -> None:
+    """From ``density_population``: the windows per site, day and score bin, and the seeded
+    random ``per_bin`` windows of each site and bin."""
     binned = (
         "SELECT *, least(greatest(width_bucket(score, CAST(:bounds AS double precision[])), 1), "
         ":nbins) AS bin FROM density_population WHERE score = score"
@@ -212,10 +222,8 @@ def draw_sample(
             f"ORDER BY md5(:seed || ':' || segment_id)) AS k FROM ({binned}) b) s "
             "WHERE k <= :per_bin"
         ),
-        {**keys, "space": columns["space_id"], "seed": str(seed), "per_bin": per_bin},
+        {**keys, "space": space_id, "seed": str(seed), "per_bin": per_bin},
     )
-    conn.execute(sa.text("DROP TABLE pg_temp.density_population"))
-    return get_sample(conn, name)
 
 
 def get_sample(conn: Connection, name: str) -> dict[str, Any]:
