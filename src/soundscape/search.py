@@ -266,7 +266,8 @@ def match_labels(conn: Connection, space: Space, text: str) -> tuple[list[int], 
         return False
 
     hits = [] if odd or short else [lab for lab in labels if matches(lab)]
-    if not hits:  # a phrase: "a dog barking", "people talking"
+    pattern = [c for c in odd if c not in PHRASE_PUNCTUATION]  # "(junco|owl)", "j.*"
+    if not hits and not pattern:  # a phrase: "a dog barking", "people talking"
         hits = phrase_labels(labels, q, model.field_words, model.non_species_classes)
     if hits:
         return [h[0] for h in hits], [shown(h[3], h[1]) for h in hits]
@@ -276,7 +277,7 @@ def match_labels(conn: Connection, space: Space, text: str) -> tuple[list[int], 
             f"patterns ({''.join(odd)!r} is not matched); give a name or the start of its words, "
             "e.g. 'junco' or 'dark-eyed'"
         )
-    if [t for t in short if t not in STOP_WORDS]:
+    if short and not content_words(q):
         raise SoundscapeError(
             f"no {space.name} label is named {text!r}, and {short[0]!r} is too short to match "
             "the start of label words; give at least two letters of each word"
@@ -297,6 +298,10 @@ def match_labels(conn: Connection, space: Space, text: str) -> tuple[list[int], 
     names = list(dict.fromkeys(name for name, _ in close))[:5]
     raise NoLabelMatch(space.name, text, names, sorted(model.field_words))
 
+
+#: Punctuation a phrase may hold ("a dog, barking!"); any other sign makes it a pattern, which
+#: label search refuses
+PHRASE_PUNCTUATION = frozenset(',!?;:"')
 
 #: Words of a phrase that name no sound ("a dog barking": "a"); dropped before its words are
 #: matched to labels one by one (``phrase_labels``).
