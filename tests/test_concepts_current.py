@@ -81,3 +81,26 @@ def test_ingest_and_backfill_keep_concept_detections_current(cli_env, run_cli, e
     replaced = run_cli("ingest", second, "-s", "north-1", "-m", "spectral", "--replace", "-q")
     assert replaced.exit_code == 0, replaced.output
     assert _detected_recordings(engine, "dog-like") == after
+
+
+def test_worker_jobs_keep_concept_detections_current(cli_env, run_cli, engine, db_url, tmp_path):
+    from soundscape.worker import Worker, WorkerOptions
+
+    assert run_cli("sensors", "add", "north-1", "--site", "Marsh").exit_code == 0
+    first = _louder(EXAMPLES / "dog.ogg", tmp_path / "dog_1.wav", 0.9)
+    assert run_cli("ingest", first, "-s", "north-1", "-m", "spectral", "-q").exit_code == 0
+    add = run_cli(
+        "concepts", "add", "dog-like", "--audio", EXAMPLES / "dog.ogg", "--space", "spectral",
+        "--threshold", "0.9",
+    )  # fmt: skip
+    assert add.exit_code == 0, add.output
+    card = tmp_path / "card"
+    card.mkdir()
+    _louder(EXAMPLES / "dog.ogg", card / "dog_3.wav", 0.7)
+    queued = run_cli("enqueue", card, "-s", "north-1", "-m", "spectral")
+    assert queued.exit_code == 0, queued.output
+    said: list[str] = []
+    assert (
+        Worker(db_url, WorkerOptions(once=True), report=said.append).run(install_signals=False) == 0
+    ), said
+    assert _detected_recordings(engine, "dog-like").get("dog_3.wav", 0) > 0
