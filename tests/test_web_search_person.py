@@ -185,3 +185,40 @@ def test_a_search_by_example_gets_a_url_that_keeps_the_file_and_span(client, dat
     assert [h["segment_id"] for h in mine] == [h.segment_id for h in want.hits]
     assert client.get("/search", params={"example": "../../etc"}).status_code == 400
     assert client.get("/search", params={"example": "0" * 32}).status_code == 404
+
+
+def test_heatmap_cells_search_their_hour_and_tell_no_audio_from_nothing(client, reserve_url):
+    """Item 6: a heat-map cell links to the search of its hour, day and site; hours without
+    audio are drawn (and titled) apart from hours with audio and no detection; search cards
+    name the file; the page has a favicon."""
+    from click.testing import CliRunner
+
+    from soundscape.cli import cli
+
+    r = CliRunner().invoke(
+        cli, ["concepts", "add", "siren", "--text", "siren", "--space", "birdnet", "--replace"],
+        env={"SOUNDSCAPE_DATABASE_URL": reserve_url},
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    page = client.get("/activity", params={"kind": "concept", "name": "siren", "by": "site"})
+    assert page.status_code == 200
+    cells = re.findall(
+        r'<a href="/search\?([^"]+)">\s*<rect[^>]*><title>([^<]+)</title>', page.text
+    )
+    assert cells and "no audio" in page.text and 'class="no-audio"' in page.text
+    assert "nothing detected" in page.text  # the legend names all three
+    heard = [(q, t) for q, t in cells if not t.endswith(" 0 detections")]
+    assert heard, cells
+    query, title = heard[0]
+    params = parse_qs(query.replace("&amp;", "&"))
+    day, hour = title.split(" · ")[0].split()
+    assert params["concept"] == ["siren"] and params["from"] == params["to"] == [day]
+    assert params["time"][0].startswith(hour) and set(params) >= {"site", "time"}
+    found = client.get("/search?" + query.replace("&amp;", "&") + "&format=json").json()
+    n = int(title.split(" · ")[1].split()[0])
+    assert len(found["hits"]) >= n > 0
+    assert all(h["local"].startswith(day) for h in found["hits"])
+    cards = client.get("/search", params={"q": "siren"}).text
+    assert re.search(r'<span class="file" title="[^"]+\.WAV">\d{8}_\d{6}\.WAV</span>', cards)
+    assert 'rel="icon" href="/static/favicon.svg"' in cards
+    assert client.get("/static/favicon.svg").status_code == 200

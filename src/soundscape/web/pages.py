@@ -303,9 +303,50 @@ class Heatmap:
     total: int = 0
     vmax: int = 0
     note: str = ""
+    #: the hours that have audio, per group (None: not known): a cell without audio is "not
+    #: recording", not "nothing heard"
+    covered: dict[str, set[tuple[date, int]]] | None = None
 
     def cell(self, group: str, day: date, hour: int) -> int:
         return self.counts.get(group, {}).get((day, hour), 0)
+
+    def recorded(self, group: str, day: date, hour: int) -> bool:
+        """Whether the group had audio in that hour (True when coverage is not known)."""
+        if self.covered is None:
+            return True
+        return (day, hour) in self.covered.get(group, set())
+
+
+def _coverage(
+    conn: Connection, space_id: int | None, by: str, date_from: date | None, date_to: date | None
+) -> dict[str, set[tuple[date, int]]] | None:
+    """The local hours with windows of a space, per group (site, quadrant or sensor)."""
+    if space_id is None:
+        return None
+    dates, params = Filters(date_from=date_from, date_to=date_to).where("g")
+    rows = conn.execute(
+        sa.text(
+            f"SELECT DISTINCT coalesce(s.{by}, '(none)'), g.local_date, "
+            "extract(hour FROM g.local_time)::integer FROM segments g "
+            "JOIN sensors s ON s.id = g.sensor_id "
+            "WHERE g.space_id = :space AND g.local_date IS NOT NULL "
+            + "".join(f"AND {c} " for c in dates)
+        ),
+        {**params, "space": space_id},
+    ).all()
+    covered: dict[str, set[tuple[date, int]]] = {}
+    for grp, day, hour in rows:
+        covered.setdefault(str(grp), set()).add((day, int(hour)))
+    return covered
+
+
+def _space_of(conn: Connection, kind: str, name: str) -> int | None:
+    if kind == "concept":
+        sql = "SELECT space_id FROM concepts WHERE name = :n"
+    else:
+        sql = "SELECT space_id FROM classifiers WHERE name = :n ORDER BY version DESC LIMIT 1"
+    found = conn.execute(sa.text(sql), {"n": name}).scalar()
+    return None if found is None else int(found)
 
 
 def _grid(title: str, rows: Sequence[tuple[str, date, int, int]], note: str = "") -> Heatmap:
@@ -355,7 +396,9 @@ def activity(
             {**params, "c": name, "s": source, "l": label},
         ).all()
         title = f"{kind} {name}" + (f" / {label}" if label else "")
-        return _grid(title, [tuple(r) for r in rows])
+        grid = _grid(title, [tuple(r) for r in rows])
+        grid.covered = _coverage(conn, _space_of(conn, kind, name), by, date_from, date_to)
+        return grid
     result = search(
         conn,
         SearchRequest(
@@ -373,7 +416,9 @@ def activity(
     note = f"{result.query.description}, score >= {min_score:g}"
     if len(result.hits) >= SPECIES_WINDOWS:
         note += f" (the best {SPECIES_WINDOWS} windows only)"
-    return _grid(f"species {name}", rows_, note)
+    grid = _grid(f"species {name}", rows_, note)
+    grid.covered = _coverage(conn, result.query.space.id, by, date_from, date_to)
+    return grid
 
 
 def colour(n: int, vmax: int) -> str:

@@ -4,6 +4,9 @@ failures)."""
 
 from __future__ import annotations
 
+from datetime import date
+from urllib.parse import urlencode
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -32,9 +35,25 @@ def activity(request: Request) -> Response:
                 conn, kind, name, (q.get("label") or "").strip() or None, by,
                 f.date_from, f.date_to, 0.5 if min_score is None else min_score,
             )  # fmt: skip
+
+    def cell_query(group: str, day: date, hour: int) -> str:
+        """The search for one cell of the heat map: that hour of that day, in that group."""
+        keys: list[tuple[str, str]] = [] if group == "(none)" else [(by, group)]
+        label = (q.get("label") or "").strip()
+        if kind == "concept":
+            keys.append(("concept", name))
+        elif kind == "classifier":
+            keys += [("classifier", name), ("label", label)]
+        else:
+            keys += [("q", name), ("min_score", q.get("min_score") or "0.5")]
+        span = f"{hour:02d}:00-{(hour + 1) % 24:02d}:00"
+        keys += [("from", day.isoformat()), ("to", day.isoformat()), ("time", span)]
+        return urlencode(keys)
+
     return render(
-        request, "activity.html", choices=choices, heatmap=heatmap, params=q, kind=kind, by=by
-    )
+        request, "activity.html", choices=choices, heatmap=heatmap, params=q, kind=kind, by=by,
+        cell_query=cell_query,
+    )  # fmt: skip
 
 
 @router.get("/sensors")
