@@ -222,3 +222,25 @@ def test_heatmap_cells_search_their_hour_and_tell_no_audio_from_nothing(client, 
     assert re.search(r'<span class="file" title="[^"]+\.WAV">\d{8}_\d{6}\.WAV</span>', cards)
     assert 'rel="icon" href="/static/favicon.svg"' in cards
     assert client.get("/static/favicon.svg").status_code == 200
+
+
+def test_recordings_come_a_page_at_a_time_with_sensor_chips(client, monkeypatch):
+    from soundscape.web.routes import recordings as routes
+
+    monkeypatch.setattr(routes, "PAGE_SIZE", 2)
+    ids = [r["id"] for r in client.get("/recordings?format=json").json()]
+    assert len(ids) == 2
+    first = client.get("/recordings").text
+    assert 'rel="next"' in first and 'rel="prev"' not in first and "1–2" in first
+    seen = []
+    for page in (1, 2, 3):
+        seen += [r["id"] for r in client.get(f"/recordings?page={page}&format=json").json()]
+    assert seen == sorted(seen) and len(seen) == len(set(seen)) == 5  # the reserve's five
+    last = client.get("/recordings?page=3").text
+    assert 'rel="prev"' in last and 'rel="next"' not in last
+    nav = first.split('<nav class="chips"', 1)[1].split("</nav>", 1)[0]
+    chips = re.findall(r'<a href="(/recordings\?sensor=[^"]+)"', nav)
+    assert len(chips) == 2  # north-1, south-1: one click each, no multi-select
+    south = client.get(chips[1].replace("&amp;", "&") + "&format=json").json()
+    assert south and {r["sensor"] for r in south} == {"south-1"}
+    assert client.get("/recordings?page=abc").status_code == 200  # the first page

@@ -58,17 +58,18 @@ RECORDING_COLUMNS = [
 
 
 def list_recordings(
-    conn: Connection, sensor: str | None = None, limit: int | None = None
+    conn: Connection, sensor: str | None = None, limit: int | None = None, offset: int = 0
 ) -> list[dict[str, Any]]:
     """Stored recordings (all, or one sensor's) by id, with sensor, place, start, duration,
-    spaces and number of windows (the ``ranger.recordings`` view)."""
+    spaces and number of windows (the ``ranger.recordings`` view); ``limit`` of them from
+    ``offset`` (a page)."""
     rows = conn.execute(
         sa.text(
             "SELECT recording_id AS id, sensor, site, quadrant, path, format, duration_s, "
             "started_local, spaces, n_segments FROM ranger.recordings "
             "WHERE (CAST(:sensor AS text) IS NULL OR sensor = :sensor) ORDER BY recording_id "
-            "LIMIT :limit"
+            "LIMIT :limit OFFSET :offset"
         ),
-        {"sensor": sensor, "limit": limit},
+        {"sensor": sensor, "limit": limit, "offset": max(0, int(offset))},
     )
     return [dict(r._mapping) for r in rows]
