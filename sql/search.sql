@@ -834,48 +834,56 @@ DECLARE
     c concepts%ROWTYPE;
     v_model text;
     v_dim integer;
+    v_rec text;
     v_rows bigint := 0;
 BEGIN
     SELECT * INTO c FROM concepts WHERE id = p_concept;
     IF NOT FOUND THEN
         RETURN 0;
     END IF;
-    DELETE FROM detections d
-     WHERE d.concept_id = c.id
-       AND (p_recording IS NULL
-            OR d.segment_id IN (SELECT g.id FROM segments g
-                                 WHERE g.space_id = c.space_id AND g.recording_id = p_recording));
+    -- one recording's windows: a condition of its own in each statement (dynamic SQL), so that
+    -- the plan walks that recording's windows (segments_recording_idx, then the primary key of
+    -- segment_scores) instead of every score of the concept's classes
+    v_rec := CASE WHEN p_recording IS NULL THEN ''
+                  ELSE format(' AND g.recording_id = %s', p_recording) END;
+    IF p_recording IS NULL THEN
+        DELETE FROM detections WHERE concept_id = c.id;
+    ELSE
+        DELETE FROM detections d USING segments g
+         WHERE d.concept_id = c.id AND g.space_id = d.space_id AND g.id = d.segment_id
+           AND g.space_id = c.space_id AND g.recording_id = p_recording;
+    END IF;
     SELECT sp.model INTO v_model FROM spaces sp WHERE sp.id = c.space_id;
     IF c.label_ids IS NOT NULL
        AND EXISTS (SELECT 1 FROM occurrence_sensors os WHERE os.model = v_model) THEN
         -- the rule of search_labels and species_daily: a class BirdNET's occurrence model
         -- finds implausible at the window's sensor and week is no detection (sensors
         -- without a list and non-species classes are never filtered)
-        INSERT INTO detections (concept_id, space_id, segment_id, score)
-        SELECT c.id, c.space_id, sc.segment_id, max(sc.score)
-          FROM segment_scores sc
-          JOIN segments g ON g.space_id = sc.space_id AND g.id = sc.segment_id
-         WHERE sc.space_id = c.space_id AND sc.label_id = ANY(c.label_ids)
-           AND sc.score >= coalesce(c.threshold, 0.5)
-           AND (p_recording IS NULL OR g.recording_id = p_recording)
-           AND (NOT EXISTS (SELECT 1 FROM occurrence_sensors os
-                             WHERE os.model = v_model AND os.sensor_id = g.sensor_id)
-                OR EXISTS (SELECT 1 FROM occurrence o
-                            WHERE o.model = v_model AND o.sensor_id = g.sensor_id
-                              AND o.week = ranger.birdnet_week(g.local_date)
-                              AND o.label_id = sc.label_id))
-         GROUP BY sc.segment_id;
+        EXECUTE format(
+            'INSERT INTO detections (concept_id, space_id, segment_id, score)
+             SELECT $1, $2, sc.segment_id, max(sc.score)
+               FROM segment_scores sc
+               JOIN segments g ON g.space_id = sc.space_id AND g.id = sc.segment_id
+              WHERE sc.space_id = $2 AND sc.label_id = ANY($3) AND sc.score >= $4%s
+                AND (NOT EXISTS (SELECT 1 FROM occurrence_sensors os
+                                  WHERE os.model = $5 AND os.sensor_id = g.sensor_id)
+                     OR EXISTS (SELECT 1 FROM occurrence o
+                                 WHERE o.model = $5 AND o.sensor_id = g.sensor_id
+                                   AND o.week = ranger.birdnet_week(g.local_date)
+                                   AND o.label_id = sc.label_id))
+              GROUP BY sc.segment_id', v_rec)
+        USING c.id, c.space_id, c.label_ids, coalesce(c.threshold, 0.5), v_model;
     ELSIF c.label_ids IS NOT NULL THEN
-        INSERT INTO detections (concept_id, space_id, segment_id, score)
-        SELECT c.id, c.space_id, sc.segment_id, max(sc.score)
-          FROM segment_scores sc
-         WHERE sc.space_id = c.space_id AND sc.label_id = ANY(c.label_ids)
-           AND sc.score >= coalesce(c.threshold, 0.5)
-           AND (p_recording IS NULL
-                OR sc.segment_id IN (SELECT g.id FROM segments g
-                                      WHERE g.space_id = c.space_id
-                                        AND g.recording_id = p_recording))
-         GROUP BY sc.segment_id;
+        EXECUTE format(
+            'INSERT INTO detections (concept_id, space_id, segment_id, score)
+             SELECT $1, $2, sc.segment_id, max(sc.score)
+               FROM segment_scores sc%s
+              WHERE sc.space_id = $2 AND sc.label_id = ANY($3) AND sc.score >= $4%s
+              GROUP BY sc.segment_id',
+            CASE WHEN p_recording IS NULL THEN ''
+                 ELSE ' JOIN segments g ON g.space_id = sc.space_id AND g.id = sc.segment_id' END,
+            v_rec)
+        USING c.id, c.space_id, c.label_ids, coalesce(c.threshold, 0.5);
     ELSIF c.threshold IS NOT NULL THEN
         PERFORM ranger._check_query(format('the embedding of concept %s', c.name), c.embedding);
         SELECT dimension INTO v_dim FROM spaces WHERE id = c.space_id;
@@ -883,11 +891,10 @@ BEGIN
             'INSERT INTO detections (concept_id, space_id, segment_id, score)
              SELECT $1, $2, g.id, 1 - cosine_distance(g.embedding::vector(%1$s), $3::vector(%1$s))
                FROM segments g
-              WHERE g.space_id = $2
-                AND ($5::bigint IS NULL OR g.recording_id = $5)
+              WHERE g.space_id = $2%2$s
                 AND 1 - cosine_distance(g.embedding::vector(%1$s), $3::vector(%1$s)) >= $4',
-            v_dim)
-        USING c.id, c.space_id, c.embedding, c.threshold, p_recording;
+            v_dim, v_rec)
+        USING c.id, c.space_id, c.embedding, c.threshold;
     END IF;
     GET DIAGNOSTICS v_rows = ROW_COUNT;
     RETURN v_rows;

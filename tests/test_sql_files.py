@@ -22,7 +22,7 @@ from soundscape.resources import read_sql, sql_dir
 # record the new hash and that migration here.
 FINGERPRINTS = {
     "catalog.sql": ("0022", "6bb74a113158"),
-    "search.sql": ("0031", "4429173c9881"),
+    "search.sql": ("0031", "52218b5b18bc"),
     "analytics.sql": ("0027", "929bfc3fe3bf"),
     "classify.sql": ("0028", "2cdc2338463a"),
     "classifiers.sql": ("0028", "53e84bf4eec8"),
