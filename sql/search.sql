@@ -1050,66 +1050,126 @@ BEGIN
 END
 $fn$;
 
--- (Re)compute the stored detections of one concept (or all): windows whose score passes the
--- concept's threshold. Vector concepts need a threshold; label concepts default to 0.5, and
--- leave out classes BirdNET's occurrence model finds implausible at the window's sensor and
--- week, as search_labels and species_daily do. A vector concept with a zero embedding is an
--- error (every score would be NaN, and NaN >= threshold).
-CREATE OR REPLACE FUNCTION ranger.refresh_detections(p_concept text DEFAULT NULL)
+-- (Re)compute the stored detections of one concept, of all its windows or (p_recording) of one
+-- recording's: windows whose score passes the concept's threshold. Vector concepts need a
+-- threshold; label concepts default to 0.5, and leave out classes BirdNET's occurrence model
+-- finds implausible at the window's sensor and week, as search_labels and species_daily do. A
+-- vector concept with a zero embedding is an error (every score would be NaN, and NaN >=
+-- threshold). The one rule of a detection: refresh_detections (a concept, or all) and
+-- refresh_recording_detections (ingest, backfill and the worker call it for each recording
+-- they store, in the same transaction) run it.
+CREATE OR REPLACE FUNCTION ranger._detect_concept(p_concept integer, p_recording bigint)
 RETURNS bigint
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+LANGUAGE plpgsql VOLATILE
 SET search_path = public, pg_temp
 AS $fn$
 DECLARE
     c concepts%ROWTYPE;
     v_model text;
     v_dim integer;
-    v_n bigint := 0;
-    v_rows bigint;
+    v_rec text;
+    v_rows bigint := 0;
 BEGIN
-    FOR c IN SELECT * FROM concepts WHERE p_concept IS NULL OR name = p_concept LOOP
+    SELECT * INTO c FROM concepts WHERE id = p_concept;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    -- one recording's windows: a condition of its own in each statement (dynamic SQL), so that
+    -- the plan walks that recording's windows (segments_recording_idx, then the primary key of
+    -- segment_scores) instead of every score of the concept's classes
+    v_rec := CASE WHEN p_recording IS NULL THEN ''
+                  ELSE format(' AND g.recording_id = %s', p_recording) END;
+    IF p_recording IS NULL THEN
         DELETE FROM detections WHERE concept_id = c.id;
-        SELECT sp.model INTO v_model FROM spaces sp WHERE sp.id = c.space_id;
-        IF c.label_ids IS NOT NULL
-           AND EXISTS (SELECT 1 FROM occurrence_sensors os WHERE os.model = v_model) THEN
-            -- the rule of search_labels and species_daily: a class BirdNET's occurrence model
-            -- finds implausible at the window's sensor and week is no detection (sensors
-            -- without a list and non-species classes are never filtered)
-            INSERT INTO detections (concept_id, space_id, segment_id, score)
-            SELECT c.id, c.space_id, sc.segment_id, max(sc.score)
-              FROM segment_scores sc
-              JOIN segments g ON g.space_id = sc.space_id AND g.id = sc.segment_id
-             WHERE sc.space_id = c.space_id AND sc.label_id = ANY(c.label_ids)
-               AND sc.score >= coalesce(c.threshold, 0.5)
-               AND (NOT EXISTS (SELECT 1 FROM occurrence_sensors os
-                                 WHERE os.model = v_model AND os.sensor_id = g.sensor_id)
-                    OR EXISTS (SELECT 1 FROM occurrence o
-                                WHERE o.model = v_model AND o.sensor_id = g.sensor_id
-                                  AND o.week = ranger.birdnet_week(g.local_date)
-                                  AND o.label_id = sc.label_id))
-             GROUP BY sc.segment_id;
-        ELSIF c.label_ids IS NOT NULL THEN
-            INSERT INTO detections (concept_id, space_id, segment_id, score)
-            SELECT c.id, c.space_id, sc.segment_id, max(sc.score)
-              FROM segment_scores sc
-             WHERE sc.space_id = c.space_id AND sc.label_id = ANY(c.label_ids)
-               AND sc.score >= coalesce(c.threshold, 0.5)
-             GROUP BY sc.segment_id;
-        ELSIF c.threshold IS NOT NULL THEN
-            PERFORM ranger._check_query(format('the embedding of concept %s', c.name), c.embedding);
-            SELECT dimension INTO v_dim FROM spaces WHERE id = c.space_id;
-            EXECUTE format(
-                'INSERT INTO detections (concept_id, space_id, segment_id, score)
-                 SELECT $1, $2, g.id, 1 - cosine_distance(g.embedding::vector(%1$s), $3::vector(%1$s))
-                   FROM segments g
-                  WHERE g.space_id = $2
-                    AND 1 - cosine_distance(g.embedding::vector(%1$s), $3::vector(%1$s)) >= $4',
-                v_dim)
-            USING c.id, c.space_id, c.embedding, c.threshold;
-        END IF;
-        GET DIAGNOSTICS v_rows = ROW_COUNT;
-        v_n := v_n + v_rows;
-        UPDATE concepts SET refreshed_at = now() WHERE id = c.id;
+    ELSE
+        DELETE FROM detections d USING segments g
+         WHERE d.concept_id = c.id AND g.space_id = d.space_id AND g.id = d.segment_id
+           AND g.space_id = c.space_id AND g.recording_id = p_recording;
+    END IF;
+    SELECT sp.model INTO v_model FROM spaces sp WHERE sp.id = c.space_id;
+    IF c.label_ids IS NOT NULL
+       AND EXISTS (SELECT 1 FROM occurrence_sensors os WHERE os.model = v_model) THEN
+        -- the rule of search_labels and species_daily: a class BirdNET's occurrence model
+        -- finds implausible at the window's sensor and week is no detection (sensors
+        -- without a list and non-species classes are never filtered)
+        EXECUTE format(
+            'INSERT INTO detections (concept_id, space_id, segment_id, score)
+             SELECT $1, $2, sc.segment_id, max(sc.score)
+               FROM segment_scores sc
+               JOIN segments g ON g.space_id = sc.space_id AND g.id = sc.segment_id
+              WHERE sc.space_id = $2 AND sc.label_id = ANY($3) AND sc.score >= $4%s
+                AND (NOT EXISTS (SELECT 1 FROM occurrence_sensors os
+                                  WHERE os.model = $5 AND os.sensor_id = g.sensor_id)
+                     OR EXISTS (SELECT 1 FROM occurrence o
+                                 WHERE o.model = $5 AND o.sensor_id = g.sensor_id
+                                   AND o.week = ranger.birdnet_week(g.local_date)
+                                   AND o.label_id = sc.label_id))
+              GROUP BY sc.segment_id', v_rec)
+        USING c.id, c.space_id, c.label_ids, coalesce(c.threshold, 0.5), v_model;
+    ELSIF c.label_ids IS NOT NULL THEN
+        EXECUTE format(
+            'INSERT INTO detections (concept_id, space_id, segment_id, score)
+             SELECT $1, $2, sc.segment_id, max(sc.score)
+               FROM segment_scores sc%s
+              WHERE sc.space_id = $2 AND sc.label_id = ANY($3) AND sc.score >= $4%s
+              GROUP BY sc.segment_id',
+            CASE WHEN p_recording IS NULL THEN ''
+                 ELSE ' JOIN segments g ON g.space_id = sc.space_id AND g.id = sc.segment_id' END,
+            v_rec)
+        USING c.id, c.space_id, c.label_ids, coalesce(c.threshold, 0.5);
+    ELSIF c.threshold IS NOT NULL THEN
+        PERFORM ranger._check_query(format('the embedding of concept %s', c.name), c.embedding);
+        SELECT dimension INTO v_dim FROM spaces WHERE id = c.space_id;
+        EXECUTE format(
+            'INSERT INTO detections (concept_id, space_id, segment_id, score)
+             SELECT $1, $2, g.id, 1 - cosine_distance(g.embedding::vector(%1$s), $3::vector(%1$s))
+               FROM segments g
+              WHERE g.space_id = $2%2$s
+                AND 1 - cosine_distance(g.embedding::vector(%1$s), $3::vector(%1$s)) >= $4',
+            v_dim, v_rec)
+        USING c.id, c.space_id, c.embedding, c.threshold;
+    END IF;
+    GET DIAGNOSTICS v_rows = ROW_COUNT;
+    RETURN v_rows;
+END
+$fn$;
+
+-- Every window of the named concept (all concepts when NULL), computed afresh; returns the
+-- number of detections written.
+CREATE OR REPLACE FUNCTION ranger.refresh_detections(p_concept text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = public, pg_temp
+AS $fn$
+DECLARE
+    v_id integer;
+    v_n bigint := 0;
+BEGIN
+    FOR v_id IN SELECT id FROM concepts WHERE p_concept IS NULL OR name = p_concept LOOP
+        v_n := v_n + ranger._detect_concept(v_id, NULL);
+        UPDATE concepts SET refreshed_at = now() WHERE id = v_id;
+    END LOOP;
+    RETURN v_n;
+END
+$fn$;
+
+-- The detections of every concept in one recording's windows (its new or replaced windows:
+-- ingest, backfill and the worker call it before they commit the recording), so a concept's
+-- detections follow new audio without a full refresh; returns the number written.
+CREATE OR REPLACE FUNCTION ranger.refresh_recording_detections(p_recording bigint)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = public, pg_temp
+AS $fn$
+DECLARE
+    v_id integer;
+    v_n bigint := 0;
+BEGIN
+    FOR v_id IN SELECT c.id FROM concepts c
+                 WHERE EXISTS (SELECT 1 FROM recording_spaces rs
+                                WHERE rs.recording_id = p_recording AND rs.space_id = c.space_id)
+                 ORDER BY c.id LOOP
+        v_n := v_n + ranger._detect_concept(v_id, p_recording);
     END LOOP;
     RETURN v_n;
 END
@@ -1151,3 +1211,5 @@ SELECT g.id AS segment_id, sp.name AS space, g.recording_id, s.name AS sensor, s
   JOIN recordings r ON r.id = g.recording_id
   JOIN sensors s ON s.id = g.sensor_id;
 REVOKE EXECUTE ON FUNCTION ranger.refresh_detections(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION ranger.refresh_recording_detections(bigint) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION ranger._detect_concept(integer, bigint) FROM PUBLIC;

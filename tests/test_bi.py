@@ -110,6 +110,9 @@ def bi(reserve_folder: Path) -> Iterator[Bi]:
         r = run("concepts", "add", "siren", "--text", "siren", "--space", "birdnet")
         assert r.exit_code == 0, r.output
         _train_classifier(run)
+        # a call-density sample by the classifier's score (issue 23), for ranger.call_density
+        r = run("density", "sample", "sirens", "--classifier", "sirens", "--label", "siren")
+        assert r.exit_code == 0, r.output
         r = run("db", "create-reader", "--password", PASSWORD)
         assert r.exit_code == 0, r.output
         url = f"postgresql://soundscape_reader@127.0.0.1:{port}/soundscape?sslmode=disable"
@@ -267,6 +270,8 @@ CALLS: dict[str, str] = {
     "in_sun_filter": "SELECT count(*) FROM (SELECT ranger.in_sun_filter(1, now(), ARRAY["
     "tstzmultirange(tstzrange(now() - interval '1 hour', now() + interval '1 hour'))]) AS ok) x "
     "WHERE ok",
+    # call density (issue 23): the sample the fixture drew, per site, without verdicts
+    "call_density": "SELECT count(*) FROM ranger.call_density('sirens') WHERE high > low",
 }
 
 

@@ -22,13 +22,14 @@ from soundscape.resources import read_sql, sql_dir
 # record the new hash and that migration here.
 FINGERPRINTS = {
     "catalog.sql": ("0032", "f351a641a1a9"),
-    "search.sql": ("0036", "87a9655dc7df"),
+    "search.sql": ("0036", "cc81dbfee8e5"),
     "analytics.sql": ("0027", "929bfc3fe3bf"),
     "classify.sql": ("0036", "c74ee08e1d6b"),
     "classifiers.sql": ("0036", "85f791935678"),
     "species.sql": ("0011", "13d5005221de"),
     "speech.sql": ("0036", "a4703e68a680"),
     "speakers.sql": ("0013", "39bc0dc0575c"),
+    "density.sql": ("0031", "5de93c1ba346"),
     "utterances.sql": ("0035", "2f6f8c8af43e"),
     "indices.sql": ("0034", "b07545555bfb"),
 }

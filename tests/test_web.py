@@ -231,7 +231,7 @@ def test_no_request_path_reaches_the_file_system(client):
 def test_every_post_needs_the_csrf_token(client, database):
     posts = [r.path for r in client.app.routes if "POST" in getattr(r, "methods", set())]
     assert sorted(posts) == [
-        "/annotations", "/annotations/undo", "/login", "/logout", "/review/retrain",
+        "/annotations", "/annotations/undo", "/density", "/login", "/logout", "/review/retrain",
         "/review/train", "/search",
     ]  # fmt: skip
     token = csrf_of(client)

@@ -133,9 +133,23 @@ def remove_concepts(conn: Connection, names: list[str] | tuple[str, ...]) -> int
     return int(result.rowcount)
 
 
+def follow_recording(conn: Connection, recording_id: int) -> int:
+    """The detections of every concept in one recording's windows, computed afresh: ingest,
+    backfill and the worker call it in the transaction that stores the recording's windows,
+    so a concept's detections include new audio without ``refresh_concepts``. Returns how
+    many detections the recording has now."""
+    return int(
+        conn.execute(
+            sa.text("SELECT ranger.refresh_recording_detections(:r)"), {"r": int(recording_id)}
+        ).scalar()
+        or 0
+    )
+
+
 def refresh_concepts(conn: Connection, names: list[str] | tuple[str, ...] = ()) -> int:
     """Recompute the detections of the named concepts (all when none are named), e.g. after
-    new audio was ingested; returns how many detections they have now."""
+    a concept's threshold or the occurrence lists changed (new audio needs none: ingest
+    keeps them current, ``follow_recording``); returns how many detections they have now."""
     _check_names(conn, list(names))
     total = 0
     targets: list[str | None] = [*names] or [None]

@@ -46,6 +46,23 @@ class InvalidRequest(SoundscapeError):
     options that belong to another form. The CLI shows it as a usage error (exit 2)."""
 
 
+class NoLabelMatch(SoundscapeError):
+    """A search text that names no class label of a space (``search.match_labels``):
+    ``suggestions`` are the closest labels and field words, best first; the web page shows them
+    as links, the CLI as this message."""
+
+    def __init__(
+        self, space: str, text: str, suggestions: list[str], field_words: list[str]
+    ) -> None:
+        self.space, self.text = space, text
+        self.suggestions, self.field_words = suggestions, field_words
+        hint = f"; did you mean: {', '.join(suggestions)}?" if suggestions else ""
+        some = f", field words: {', '.join(field_words[:8])}, ..." if field_words else ""
+        super().__init__(
+            f"no {space} label matches {text!r}{hint} (labels: `soundscape labels top`{some})"
+        )
+
+
 class AnnotationError(SoundscapeError):
     """An annotation cannot be stored: unknown recording or window, a span outside the
     recording, an unknown verdict, an empty label."""

@@ -28,7 +28,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from soundscape import checkpoints, speech
+from soundscape import checkpoints, concepts, speech
 from soundscape.audio import AudioInfo, is_supported, probe
 from soundscape.db import register_vector
 from soundscape.embedders import get_model_class, load_model
@@ -590,6 +590,9 @@ class Ingestor:
                 result.duration_s = stored.duration_s
                 result.warning = result.warning or stored.truncated
                 result.resumed += stored.reused
+            if any(isinstance(t, SpaceTarget) for t in todo):
+                # concepts' detections follow the new windows, in the same transaction
+                concepts.follow_recording(conn, rec_id)
             if self.transcripts or any(t.model.voice_prints for t in self.spaces):
                 label_utterances(conn, [rec_id])  # who said what (issue 26)
             if built is not None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -31,7 +31,7 @@ from soundscape.concepts import concept_query
 from soundscape.db import register_vector
 from soundscape.embedders import load_model, model_facts
 from soundscape.embedders.base import l2_normalize
-from soundscape.errors import BadOption, InvalidRequest, SoundscapeError
+from soundscape.errors import BadOption, InvalidRequest, NoLabelMatch, SoundscapeError
 from soundscape.queries import FILTER_TYPES, Filters, Query, check_filter_names
 from soundscape.recall import guard_note, log_query
 from soundscape.results import Hit, merge_events
@@ -261,19 +261,8 @@ def match_labels(conn: Connection, space: Space, text: str) -> tuple[list[int], 
     # Prefix matching takes words: a pattern ("[a-z]+") or a one-letter word ("a" of "a,,b")
     # prefix-matched dozens of classes by its letters.
     odd = sorted(set(re.sub(r"[\w\s'.\-]", "", q)))
-    if odd:
-        raise SoundscapeError(
-            f"no {space.name} label is named {text!r}, and label queries are words, not "
-            f"patterns ({''.join(odd)!r} is not matched); give a name or the start of its words, "
-            "e.g. 'junco' or 'dark-eyed'"
-        )
     tokens = re.findall(r"[\w']+", q)
-    short = [t for t in tokens if len(t) < 2]
-    if short:
-        raise SoundscapeError(
-            f"no {space.name} label is named {text!r}, and {short[0]!r} is too short to match "
-            "the start of label words; give at least two letters of each word"
-        )
+    short = [t for t in tokens if len(t) < 2]  # no prefix matching: "a" starts half the labels
 
     def words(s: str | None) -> list[str]:
         return re.findall(r"[\w']+", (s or "").lower())
@@ -285,25 +274,125 @@ def match_labels(conn: Connection, space: Space, text: str) -> tuple[list[int], 
                 return True
         return False
 
-    hits = [lab for lab in labels if matches(lab)]
+    hits = [] if odd or short else [lab for lab in labels if matches(lab)]
+    pattern = [c for c in odd if c not in PHRASE_PUNCTUATION]  # "(junco|owl)", "j.*"
+    if not hits and not pattern:  # a phrase: "a dog barking", "people talking"
+        hits = phrase_labels(labels, q, model.field_words, model.non_species_classes)
     if hits:
         return [h[0] for h in hits], [shown(h[3], h[1]) for h in hits]
-
-    close = suggest_labels(labels, q) + [
-        (word, score)
-        for word, score, _ in process.extract(
-            q, list(model.field_words), scorer=fuzz.ratio, limit=2, score_cutoff=SUGGEST_MIN_SCORE
+    if odd:
+        raise SoundscapeError(
+            f"no {space.name} label is named {text!r}, and label queries are words, not "
+            f"patterns ({''.join(odd)!r} is not matched); give a name or the start of its words, "
+            "e.g. 'junco' or 'dark-eyed'"
         )
-    ]
+    if short and not content_words(q):
+        raise SoundscapeError(
+            f"no {space.name} label is named {text!r}, and {short[0]!r} is too short to match "
+            "the start of label words; give at least two letters of each word"
+        )
+
+    close = suggest_labels(labels, q)
+    for word in dict.fromkeys(content_words(q)):  # each word of a phrase, too
+        close += [(name, score - 1) for name, score in suggest_labels(labels, word, 2)]
+    for target in (q, *content_words(q)):
+        close += [
+            (word, score)
+            for word, score, _ in process.extract(
+                target, list(model.field_words), scorer=fuzz.ratio, limit=2,
+                score_cutoff=SUGGEST_MIN_SCORE,
+            )
+        ]  # fmt: skip
     close.sort(key=lambda c: -c[1])  # stable: labels before field words of the same score
     names = list(dict.fromkeys(name for name, _ in close))[:5]
-    hint = f"; did you mean: {', '.join(names)}?" if names else ""
-    some = sorted(model.field_words)[:8]
-    field_words = f", field words: {', '.join(some)}, ..." if some else ""
-    raise SoundscapeError(
-        f"no {space.name} label matches {text!r}{hint} "
-        f"(labels: `soundscape labels top`{field_words})"
-    )
+    raise NoLabelMatch(space.name, text, names, sorted(model.field_words))
+
+
+#: Punctuation a phrase may hold ("a dog, barking!"); any other sign makes it a pattern, which
+#: label search refuses
+PHRASE_PUNCTUATION = frozenset(',!?;:"')
+
+#: Words of a phrase that name no sound ("a dog barking": "a"); dropped before its words are
+#: matched to labels one by one (``phrase_labels``).
+_STOP_TEXT = """a an the of some any and or with without in on at near by from to for into over under
+    is are was were be been being it its this that these those there here i me my we our you
+    your he she they them their his her what which who whom where when how hear heard hearing
+    listen listening sound sounds sounding something someone somebody anything like just very
+    lots lot many much few one two three more most all only also again maybe please find show
+    me search looking look recording recordings clip clips audio"""
+STOP_WORDS = frozenset(_STOP_TEXT.split())
+
+
+def content_words(text: str) -> list[str]:
+    """A phrase's words without stop words and one-letter words, lower-case, in order."""
+    return [w for w in re.findall(r"[^\W_]+", text.lower()) if len(w) > 1 and w not in STOP_WORDS]
+
+
+def _singular(word: str) -> str:
+    """A plain English singular: owls -> owl, finches -> finch, geese stays."""
+    if len(word) > 4 and word.endswith(("ches", "shes", "sses", "xes")):
+        return word[:-2]
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
+def phrase_labels(
+    labels: list[tuple[int, str, str | None, str | None]],
+    text: str,
+    field_words: Mapping[str, tuple[str, ...]],
+    non_species: frozenset[str] | set[str] | tuple[str, ...] = (),
+) -> list[tuple[int, str, str | None, str | None]]:
+    """The labels a phrase names ("a dog barking" -> Dog, "people talking" -> Human vocal,
+    "a little owl hooting" -> Little Owl): stop words dropped, then its word groups (longest
+    first) that are a field word or a label's whole name; when none is, the labels that share
+    the most whole words with the phrase (a word or its singular, on common and scientific
+    names; the common name's last word, its kind, counts a half more: "a junco singing" is
+    Dark-eyed Junco, not Singing Quail). Words that name no sound are dropped (``STOP_WORDS``:
+    "a", "the", "singing", "at night", "in the forest"). Empty when no word names a label."""
+    content = content_words(text)
+    if not content:
+        return []
+
+    def key(s: str | None) -> str:
+        return " ".join(re.findall(r"[^\W_]+", (s or "").lower()))
+
+    def shown(lab: tuple) -> str:
+        return str(lab[3] or lab[1])
+
+    def named(gram: str) -> list[tuple]:
+        targets = field_words.get(gram) or field_words.get(_singular(gram))
+        if targets:
+            if "*birds*" in targets:
+                return [lab for lab in labels if lab[2] and shown(lab) not in non_species]
+            return [lab for lab in labels if shown(lab) in targets]
+        return [lab for lab in labels if gram in {key(lab[3]), key(lab[2]), key(lab[1])}]
+
+    found: list[tuple] = []
+    used: set[int] = set()
+    for n in range(len(content), 0, -1):
+        for i in range(len(content) - n + 1):
+            if used & set(range(i, i + n)):
+                continue
+            hits = named(" ".join(content[i : i + n]))
+            if hits:
+                found += hits
+                used |= set(range(i, i + n))
+    # words left beside a name ("dogs barking at night": "night") are its context
+    left = set() if found else {w for w in content if len(w) > 2}
+    if left:
+        forms = left | {_singular(w) for w in left}
+        overlap: dict[int, float] = {}
+        for k, lab in enumerate(labels):
+            common = key(lab[3]).split()
+            vocabulary = set(common) | set(key(lab[2]).split())
+            n_shared = len({w for w in left if w in vocabulary or _singular(w) in vocabulary})
+            if n_shared:  # the name's last word (its kind: Junco, Owl) counts a half more
+                overlap[k] = n_shared + (0.5 if common and common[-1] in forms else 0.0)
+        if overlap:
+            best = max(overlap.values())
+            found += [labels[k] for k, n in overlap.items() if n == best]
+    return list({lab[0]: lab for lab in found}.values())
 
 
 #: How similar (rapidfuzz ratio, 0-100) a label, one of its words or a field word must be to a

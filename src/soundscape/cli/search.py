@@ -429,7 +429,8 @@ def concepts_remove(names, database) -> None:
 @click.argument("names", nargs=-1)
 @database_option
 def concepts_refresh(names, database) -> None:
-    """Recompute detections (all concepts, or the ones named) after new audio was ingested."""
+    """Recompute detections (all concepts, or the ones named), e.g. after the occurrence lists
+    changed. New audio needs none: ingest, backfill and workers keep detections current."""
     from soundscape.concepts import refresh_concepts
 
     with open_db(database).engine.begin() as conn:

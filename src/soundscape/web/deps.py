@@ -4,6 +4,7 @@ sign-in and CSRF checks, and rendering a page or an error. Routes take these fro
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,8 +126,22 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
     return templates.TemplateResponse(request, template, context, status_code=status_code)
 
 
+#: a command the library's messages name for the CLI (`soundscape labels top`), with the
+#: words that introduce it
+_COMMAND = re.compile(r"[;,]?\s*(?:(?:see|use|run|then|labels:)\s+)?`[^`]*`")
+
+
+def for_rangers(message: str) -> str:
+    """A library message as a page shows it: without the commands it names for the CLI (a
+    ranger on the page has no terminal)."""
+    text = _COMMAND.sub("", message)
+    text = re.sub(r"\(\s*\)", "", re.sub(r"\(\s*[;,]\s*", "(", text))
+    return re.sub(r"\s+([;,.)])", r"\1", re.sub(r"\s{2,}", " ", text)).strip(" ;,")
+
+
 def error(request: Request, message: str, status_code: int) -> Response:
-    """An error as JSON (API callers, audio and images) or as the error page."""
+    """An error as JSON (API callers, audio and images) or as the error page (with the search
+    box, and without the CLI's commands)."""
     if wants_json(request) or request.url.path.endswith((".wav", ".png", "/audio")):
         return JSONResponse({"error": message}, status_code=status_code)
-    return render(request, "error.html", status_code=status_code, message=message)
+    return render(request, "error.html", status_code=status_code, message=for_rangers(message))

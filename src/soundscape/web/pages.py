@@ -187,15 +187,6 @@ def request_from(params: Any, audio: str | None = None) -> SearchRequest | None:
     )
 
 
-def verdict_label(request: SearchRequest) -> str:
-    """The label a yes/no/unsure on a hit gets by default: the query's words."""
-    return request.text or request.concept or request.label or request.said or ""
-
-
-def run_search(conn: Connection, request: SearchRequest) -> Any:
-    return search(conn, request)
-
-
 @dataclass
 class Choices:
     """What the search form offers: sensors, sites, quadrants, concepts, classifiers, spaces."""

@@ -7,6 +7,7 @@
 - ``media``: clips, spectrograms, a recording's audio and its plot
 - ``recordings``: ``/recordings`` and one recording's page
 - ``overview``: ``/activity``, ``/sensors``, ``/jobs``
+- ``density``: ``/density`` (call density: samples, estimates per site and day)
 - ``auth``: ``/login``, ``/logout``
 """
 
@@ -14,6 +15,7 @@ from fastapi import APIRouter
 
 from soundscape.web.routes import (
     auth,
+    density,
     health,
     media,
     overview,
@@ -32,6 +34,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     media.router,
     recordings.router,
     overview.router,
+    density.router,
     auth.router,
 )
 

@@ -5,7 +5,9 @@ Both answer HTML, or JSON when asked (``?format=json`` or ``Accept: application/
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -14,19 +16,31 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from soundscape.audio import probe
-from soundscape.errors import InvalidRequest, SoundscapeError
+from soundscape.errors import DatabaseError, NoLabelMatch, SoundscapeError, StoredFileChanged
 from soundscape.output import plain_row
 from soundscape.results import hit_rows
 from soundscape.sentence import merge, understand
 from soundscape.speech import said_rows
 from soundscape.web import pages
-from soundscape.web.deps import checked_form, connect, error, render, session, viewer, wants_json
+from soundscape.web.deps import (
+    checked_form,
+    connect,
+    database,
+    error,
+    for_rangers,
+    render,
+    session,
+    viewer,
+    wants_json,
+)
 from soundscape.web.routes import review
 
 router = APIRouter()
@@ -37,9 +51,29 @@ UPLOAD_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 FILTER_KEYS = ("sensor", "site", "quadrant", "time", "from", "to", "sun", "events", "limit")
 
 
+def search_problem(
+    request: Request,
+    params: Any,
+    choices: Any,
+    message: str,
+    suggestions: list[str] | tuple[str, ...] = (),
+) -> Response:
+    """A search that cannot run, on the search page itself (the box keeps the query), with
+    the closest labels as links that keep the filters; JSON callers get the message."""
+    if wants_json(request):
+        return JSONResponse({"error": message, "suggestions": list(suggestions)}, 400)
+    keep = [(k, v) for k, v in params.multi_items() if k in FILTER_KEYS]
+    links = [(name, "/search?" + urlencode([("q", name), *keep])) for name in suggestions]
+    return render(
+        request, "search.html", 400, params=params, choices=choices, result=None,
+        problem=for_rangers(message), suggestions=links,
+    )  # fmt: skip
+
+
 def search_response(request: Request, params: Any, audio: str | None, upload: str) -> Response:
     """Run the search ``params`` ask for (``audio``: an uploaded example's saved path,
-    ``upload`` its own name) and answer the page or its JSON; no query: the empty form."""
+    ``upload`` its own name) and answer the page or its JSON; no query: the empty form. A
+    search that cannot run answers the search page with the reason (``search_problem``)."""
     viewer(request)
     json_out = wants_json(request)
     with connect(request) as conn:
@@ -47,23 +81,29 @@ def search_response(request: Request, params: Any, audio: str | None, upload: st
         try:
             req = pages.request_from(params, audio)
         except pages.BadParameter as exc:
-            return error(request, str(exc), 400)
-        understood, parts = _understand(request, conn, req, audio, params)
-        if isinstance(understood, Response):
-            return understood
-        if understood is not None and req is not None:
-            req = replace(req, text=understood.text, filters=merge(req.filters, understood.filters))
-            if understood.text is None:  # a place and time only: what was heard there
-                return _activity(request, conn, req, params, choices, understood, parts)
+            return search_problem(request, params, choices, str(exc))
         if req is None:
             if json_out:
                 return JSONResponse({"error": "give q, said, like, concept or classifier"}, 400)
             return render(request, "search.html", params=params, choices=choices, result=None)
         started = time.perf_counter()
         try:
+            understood, parts = _understand(conn, req, audio, params)
+            if understood is not None:
+                filters = merge(req.filters, understood.filters)
+                req = replace(req, text=understood.text, filters=filters)
+                if understood.text is None:  # a place and time only: what was heard there
+                    return _activity(request, conn, req, params, choices, understood, parts)
             result = review.run_search(conn, req, params)  # "unreviewed only" too
-        except InvalidRequest as exc:
-            return error(request, str(exc), 400)
+        except NoLabelMatch as exc:
+            what = f"No sound in the list of labels matches \u201c{exc.text}\u201d."
+            if exc.suggestions:
+                what += " Try one of these, or fewer words."
+            return search_problem(request, params, choices, what, exc.suggestions)
+        except (DatabaseError, StoredFileChanged):
+            raise  # the server's trouble, not the query's: its own status (middleware)
+        except SoundscapeError as exc:  # a query that cannot run: say why, keep the box
+            return search_problem(request, params, choices, str(exc))
         elapsed = time.perf_counter() - started
         cards = (
             review.cards(conn, req, result.hits, session(request).user)
@@ -108,17 +148,14 @@ def search_response(request: Request, params: Any, audio: str | None, upload: st
 
 
 def _understand(
-    request: Request, conn: Any, req: Any, audio: str | None, params: Any
+    conn: Any, req: Any, audio: str | None, params: Any
 ) -> tuple[Any, list[dict[str, str]]]:
     """The text read as a sentence (``sentence.understand``; None: a plain text) and its parts
-    for the page, each with the query string that drops it (the sound stays); an error page
-    when its sound matches nothing."""
-    if req is None or req.text is None or audio is not None:
+    for the page, each with the query string that drops it (the sound stays). A sound that
+    matches nothing raises (``NoLabelMatch``: the page suggests labels)."""
+    if req.text is None or audio is not None:
         return None, []
-    try:
-        understood = understand(conn, req.text, space=req.space)
-    except SoundscapeError as exc:
-        return error(request, str(exc), 400), []
+    understood = understand(conn, req.text, space=req.space)
     if understood is None:
         return None, []
     given = understood.part_params()
@@ -150,14 +187,63 @@ def _activity(
                   understood=understood, understood_parts=parts, activity=plain)  # fmt: skip
 
 
+#: an uploaded example's id in a search URL (``?example=``): sha256 of its name and bytes
+EXAMPLE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def store_example(engine: Engine, name: str, data: bytes) -> str:
+    """Keep an uploaded example (``search_examples``, migration 0031) under an id made of its
+    name and bytes, so its search has a URL that can be shared and reloaded."""
+    key = hashlib.sha256(name.encode() + b"\0" + data).hexdigest()[:32]
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO search_examples (id, name, data) VALUES (:i, :n, :d) "
+                "ON CONFLICT (id) DO NOTHING"
+            ),
+            {"i": key, "n": name, "d": data},
+        )
+    return key
+
+
+def example_search(request: Request, key: str) -> Response:
+    """``GET /search?example=ID``: the stored example, searched again with the URL's span
+    and filters (its own file name shown)."""
+    if not EXAMPLE_ID.fullmatch(key):
+        return error(request, "example: not the id of an uploaded example; upload it again", 400)
+    with connect(request) as conn:
+        row = conn.execute(
+            sa.text("SELECT name, data FROM search_examples WHERE id = :i"), {"i": key}
+        ).fetchone()
+    if row is None:
+        return error(request, "this uploaded example is no longer stored; upload it again", 404)
+    folder = tempfile.mkdtemp(prefix="soundscape-example-")
+    tmp = os.path.join(folder, row.name)
+    try:
+        with open(tmp, "xb") as out:
+            out.write(bytes(row.data))
+        try:
+            return search_response(request, request.query_params, tmp, row.name)
+        except SoundscapeError as exc:
+            message = str(exc).replace(tmp, row.name).replace(folder, "")
+            return error(request, message, 400)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @router.get("/search")
 def search_page(request: Request) -> Response:
+    key = request.query_params.get("example")
+    if key is not None:
+        return example_search(request, key)
     return search_response(request, request.query_params, None, "")
 
 
 @router.post("/search")
 async def search_upload(request: Request) -> Response:
-    """Search by an uploaded audio example (multipart, CSRF-checked, size-limited)."""
+    """Search by an uploaded audio example (multipart, CSRF-checked, size-limited). The page
+    keeps the example and answers with a redirect to its search's own URL
+    (``/search?example=ID&start=...``), to share or reload; JSON callers get the hits."""
     form = await checked_form(request)
     upload = form.get("audio")
     if not isinstance(upload, UploadFile) or not upload.filename:
@@ -178,10 +264,19 @@ async def search_upload(request: Request) -> Response:
             # the header's length first: an example is decoded up to MAX_EXAMPLE_S only
             info = await run_in_threadpool(probe, tmp)
             pages.example_span(form, info.duration_s)
-            return await run_in_threadpool(search_response, request, form, tmp, name)
+            if wants_json(request):
+                return await run_in_threadpool(search_response, request, form, tmp, name)
+            data = Path(tmp).read_bytes()
+            key = await run_in_threadpool(store_example, database(request).engine, name, data)
         except SoundscapeError as exc:
             message = str(exc).replace(tmp, name).replace(folder, "")
             status = 413 if "search by at most" in message else 400
             return error(request, message, status)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    keep = [
+        (k, v)
+        for k, v in form.multi_items()
+        if isinstance(v, str) and v and k in (*FILTER_KEYS, "start", "end", "space")
+    ]
+    return RedirectResponse("/search?" + urlencode([("example", key), *keep]), status_code=303)
