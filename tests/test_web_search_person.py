@@ -191,3 +191,14 @@ def test_pages_have_a_favicon(client):
     page = client.get("/search").text
     assert 'rel="icon"' in page and "/static/favicon.svg" in page
     assert client.get("/static/favicon.svg").status_code == 200
+
+
+def test_night_without_sensor_positions_is_clock_night(client):
+    """No sensor has a position here, so the sun cannot say when night is: "at night" is
+    21:00-05:00 local, and the page says so."""
+    r = client.get("/search", params={"q": "a siren at night", "format": "json"})
+    assert r.status_code == 200, r.text
+    line = r.json()["understood"]["understood"]
+    assert "21:00-05:00 local (no sensor position)" in line, line
+    hours = [h["local"][11:16] for h in r.json()["hits"]]
+    assert hours and all(t >= "21:00" or t < "05:00" for t in hours), hours

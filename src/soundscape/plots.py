@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection
 
 from soundscape.anomalies import latest_run
 from soundscape.audio import Opened, WindowStream, decode_span, probe
+from soundscape.embedders.indices import Indices
 from soundscape.errors import AudioError, SoundscapeError
 from soundscape.media_files import open_stored, stored_file
 from soundscape.overview_images import ensure_overview, load_overview
@@ -294,7 +295,6 @@ def indices_medians(
 ) -> dict[str, dict[tuple[date, int], float]]:
     """An acoustic index's median per group, local day and local hour (ranger.acoustic_indices,
     the windows that pass ``filters``), in one ``indices`` space."""
-    from soundscape.embedders.indices import Indices
 
     if by not in GROUPS:
         raise SoundscapeError(f"--by must be one of {', '.join(GROUPS)}")

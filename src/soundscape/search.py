@@ -38,6 +38,7 @@ from soundscape.results import Hit, merge_events
 from soundscape.spaces import Space, has_labels, list_spaces, pick_space, supports_text
 from soundscape.speakers import speaker_query, voice_query
 from soundscape.speech import SpeechRequest, search_speech
+from soundscape.sun import parse_sun
 
 __all__ = [
     "Filters", "Hit", "Query", "SearchRequest", "SearchResult", "check_filter_names",
@@ -139,7 +140,6 @@ def parse_filters(
     day range (``parse_time_range``), ``--from``/``--to`` (``parse_when``: local dates or
     instants), a finite ``min_score``, a sun filter (``sun.parse_sun``, kept in its canonical
     form). A bad value raises ``BadOption`` naming the option."""
-    from soundscape.sun import parse_sun
 
     try:
         sun_range = str(parse_sun(sun)) if sun else None
@@ -489,7 +489,7 @@ def window_query(conn: Connection, segment_id: int, space_name: str | None) -> Q
 # ------------------------------------------------------------------------------- running
 #: SQL type of each argument of the ranger search functions (sql/search.sql,
 #: sql/classifiers.sql); they are called with named arguments, and only with those given.
-_ARG_TYPES = {
+ARG_TYPES = {
     "p_space": "integer", "p_query": "vector", "p_labels": "integer[]", "p_k": "integer",
     **{f"p_{k}": t for k, t in FILTER_TYPES.items()}, "p_min_score": "real",
     "p_exclude": "bigint", "p_strategy": "text", "p_ef_search": "integer",
@@ -504,7 +504,7 @@ def _call(function: str, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     own placeholder style: run with ``conn.exec_driver_sql`` (SQLAlchemy's ``text()`` costs
     about 0.5 ms more per call with a vector parameter, a tenth of a fast search)."""
     given = {k: v for k, v in args.items() if v is not None}
-    named = ", ".join(f"{k} => %({k})s::{_ARG_TYPES[k]}" for k in given)
+    named = ", ".join(f"{k} => %({k})s::{ARG_TYPES[k]}" for k in given)
     return f"SELECT * FROM ranger.{function}({named})", given
 
 

@@ -28,7 +28,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -36,12 +36,10 @@ import sqlalchemy as sa
 from rapidfuzz import fuzz, process
 from sqlalchemy.engine import Connection
 
-from soundscape.errors import SoundscapeError
+from soundscape.errors import NoLabelMatch, SoundscapeError
 from soundscape.queries import Filters
+from soundscape.search import ARG_TYPES, SearchRequest, resolve_query
 from soundscape.sun import parse_sun
-
-if TYPE_CHECKING:
-    from soundscape.search import SearchRequest
 
 #: the sound words that say nothing of the sound ("find bird songs", "recordings of owls")
 FILLER = frozenset(
@@ -652,8 +650,6 @@ def understand(
     words after a place preposition that named no place, that the search finds (``search``'s
     text routes: ``match_labels`` or the text encoder). None when the sentence names nothing
     but a sound (no time, date, place or sun): a plain ``search TEXT``."""
-    from soundscape.search import SearchRequest, resolve_query
-
     if _is_label(conn, sentence):
         return None
     local, south = _local_today(conn)
@@ -663,13 +659,17 @@ def understand(
     )
     if not any(k != "sound" for k, _ in u.parts) and not u.ignored:
         return None
+    u = _clock_without_positions(conn, u)
     if u.text is None:
         return u
     first: SoundscapeError | None = None
     tried: list[str] = []
-    for drop in ([], u.unplaced) if u.unplaced else ([],):
+    # the words after a place preposition that named no place first ("siren in narnia": the
+    # sound is "siren", narnia is said to be ignored), then all of them; the singular first
+    # ("bird songs" is "bird song")
+    for drop in (u.unplaced, []) if u.unplaced else ([],):
         words = [w for w in u.text.split() if w not in drop]
-        for text in dict.fromkeys([" ".join(words), _singular(" ".join(words))]):
+        for text in dict.fromkeys([_singular(" ".join(words)), " ".join(words)]):
             if not text or text in tried:
                 continue
             tried.append(text)
@@ -681,7 +681,36 @@ def understand(
             parts = [("sound", text) if k == "sound" else (k, s) for k, s in u.parts]
             return replace(u, text=text, parts=parts, ignored=[*u.ignored, *drop])
     assert first is not None
+    if isinstance(first, NoLabelMatch):  # its suggestions stay (the page shows them as links)
+        raise first
     raise SoundscapeError(f"{first} (the sentence was read as: {u.line()})") from first
+
+
+#: "at night" / "during the day" as local clock times, for sensors without a position (the sun
+#: filter needs one): said in the understood line
+CLOCK_SUN = {"night": (time(21, 0), time(5, 0)), "day": (time(7, 0), time(19, 0))}
+
+
+def _clock_without_positions(conn: Connection, u: Understanding) -> Understanding:
+    """A sentence's "night" or "day" when no sensor has a position: local clock times instead
+    of the sun (a time the sentence gave itself wins), so that "owls at night" works before
+    any sensor is placed. Other sun words need positions: the search says how to give them."""
+    if not u.filters.sun or u.filters.time_from is not None:
+        return u
+    spec = str(parse_sun(u.filters.sun))
+    word = next((w for w in CLOCK_SUN if str(parse_sun(w)) == spec), None)
+    if word is None:
+        return u
+    clock = CLOCK_SUN[word]
+    placed = conn.execute(
+        sa.text("SELECT EXISTS (SELECT 1 FROM sensors WHERE latitude IS NOT NULL)")
+    ).scalar()
+    if placed:
+        return u
+    shown = f"{word} as {_hhmm(clock[0])}-{_hhmm(clock[1])} local (no sensor position)"
+    filters = replace(u.filters, sun=None, time_from=clock[0], time_to=clock[1])
+    parts = [("time", shown) if k == "sun" else (k, s) for k, s in u.parts]
+    return replace(u, filters=filters, parts=parts)
 
 
 def merge(flags: Filters, words: Filters) -> Filters:
@@ -720,9 +749,7 @@ def explain_sql(conn: Connection, request: SearchRequest) -> str:
     """The statement that ranks the request's windows, with its values written in (psql or a
     BI tool runs it as it is): a call of ``ranger.search_labels``, ``search_vector`` or
     ``search_classifier``."""
-    from soundscape import search as s
-
-    query = s.resolve_query(conn, request)
+    query = resolve_query(conn, request)
     args: dict[str, Any] = {"p_k": int(request.limit)}
     args.update({f"p_{k}": v for k, v in request.filters.params().items()})
     if query.classifier is not None:
@@ -738,6 +765,6 @@ def explain_sql(conn: Connection, request: SearchRequest) -> str:
         head = {"p_space": query.space.id, "p_query": np.asarray(query.vector, np.float32),
                 "p_exclude": query.exclude, "p_strategy": request.strategy}  # fmt: skip
     given = {k: v for k, v in {**head, **args}.items() if v is not None}
-    types = s._ARG_TYPES
+    types = ARG_TYPES
     named = ",\n    ".join(f"{k} => {_literal(v)}::{types[k]}" for k, v in given.items())
     return f"SELECT * FROM ranger.{function}(\n    {named}\n);"

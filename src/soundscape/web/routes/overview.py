@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from soundscape.embedders.indices import Indices
 from soundscape.errors import SoundscapeError
 from soundscape.output import plain_row
+from soundscape.plots import indices_medians
 from soundscape.queries import Filters
 from soundscape.sensors import list_sensors
 from soundscape.stats import database_stats
@@ -55,8 +56,6 @@ def index_heatmap(conn: Connection, name: str, by: str, f: Filters) -> IndexHeat
     """The hour x day grid of an acoustic index (``plots.indices_medians``: the same medians
     ``plot indices`` draws), per group."""
     import numpy as np
-
-    from soundscape.plots import indices_medians
 
     index = name.lower()
     if index not in Indices.NAMES:

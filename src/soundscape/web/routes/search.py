@@ -28,6 +28,8 @@ from soundscape.errors import DatabaseError, NoLabelMatch, SoundscapeError, Stor
 from soundscape.output import plain_row
 from soundscape.results import hit_rows
 from soundscape.sentence import merge, understand
+from soundscape.spaces import pick_space
+from soundscape.species import top_labels
 from soundscape.speech import said_rows
 from soundscape.web import pages
 from soundscape.web.deps import (
@@ -173,8 +175,6 @@ def _activity(
     parts: list[dict[str, str]],
 ) -> Response:  # fmt: skip
     """A sentence without a sound: the classes detected most often under its filters."""
-    from soundscape.spaces import pick_space
-    from soundscape.species import top_labels
 
     space = pick_space(conn, req.space, purpose="labels")
     rows = top_labels(conn, space, req.filters, limit=req.limit, all_species=req.all_species)
