@@ -44,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from soundscape.spaces import HNSW_EF_CONSTRUCTION, HNSW_M
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ScratchDatabase, machine, write_result  # noqa: E402
 from realaudio import (  # noqa: E402
@@ -248,7 +250,8 @@ def main() -> None:
         result["load"]["soundscape"] = {
             "copy_s": info["copy_s"], "index_s": built["build_s"],
             "build_s": round(time.perf_counter() - t, 1), **space_bytes(db, space),
-            "settings": {"index": "halfvec HNSW m 16 ef_construction 128", "strategy": "auto"},
+            "settings": {"index": f"halfvec HNSW m {HNSW_M} ef_construction "
+                         f"{HNSW_EF_CONSTRUCTION}", "strategy": "auto"},
         }  # fmt: skip
         print(f"soundscape: {json.dumps(result['load']['soundscape'])}", file=sys.stderr)
         for e in engines:
