@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TESTSTAMP := $(VENV)/.installed-test
 
-.PHONY: install demo test test-fast system-deps check lint typecheck docs bench bench-peer soak soak-tests format clean db-stop
+.PHONY: install demo test test-fast system-deps check lint typecheck docs bench bench-peer bench-peers soak soak-tests format clean db-stop
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -84,6 +84,22 @@ bench-peer: install
 	test -x $(HOPLITE)/bin/python || ($(PYTHON) -m venv $(HOPLITE) && $(HOPLITE)/bin/pip install --quiet perch-hoplite)
 	$(BIN)/python bench/search_peer.py --n 100000 --queries 40 --home $(BENCH_DB) --hoplite $(HOPLITE)/bin/python
 	$(BIN)/python bench/search_profile.py --n 100000 --home $(BENCH_DB)
+
+# soundscape against LanceDB, qdrant-edge, DuckDB+vss and perch-hoplite in one run on the real-audio
+# BirdNET set tiled to PEERS_N windows (issue 28; docs/benchmarks.md "Peers side by side"). Each
+# store gets its own venv under PEERS_VENVS (they pin other numpy/pyarrow versions than ours).
+PEERS_VENVS ?= /work/venvs
+PEERS_N     ?= 100000
+$(PEERS_VENVS)/%/.installed:
+	test -x $(PEERS_VENVS)/$*/bin/python || $(PYTHON) -m venv $(PEERS_VENVS)/$*
+	$(PEERS_VENVS)/$*/bin/pip install --quiet $(PEERS_PKGS_$*)
+	touch $@
+PEERS_PKGS_lancedb := lancedb==0.40.0 numpy pyarrow
+PEERS_PKGS_qdrant  := qdrant-edge-py==0.9.0 numpy
+PEERS_PKGS_duckdb  := duckdb==1.5.5 duckdb-extension-vss==1.5.5 numpy pyarrow
+PEERS_PKGS_hoplite := perch-hoplite==1.0.2
+bench-peers: install $(foreach v,lancedb qdrant duckdb hoplite,$(PEERS_VENVS)/$(v)/.installed)
+	nice -n 19 $(BIN)/python bench/peers.py --n $(PEERS_N) --venvs $(PEERS_VENVS)
 
 # The soak under faults (issue 24; not part of CI, a short version is tests/test_soak.py, slow):
 # SOAK_HOURS of field audio through `watch` and 3 workers while faults are injected and 20

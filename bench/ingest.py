@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -53,16 +54,18 @@ def windows_only(path: Path, rate: int, window: float, hop: float, batch: int) -
     return time.perf_counter() - t
 
 
-def model_only(path: Path, model, window: float, hop: float) -> float:
-    """Time the model alone on exactly the windows ingest gives it."""
+def model_only(path: Path, model, window: float, hop: float) -> tuple[float, float]:
+    """Time the model alone on exactly the windows ingest gives it: (wall s, CPU s of this
+    process over all threads)."""
     from soundscape.audio import WindowStream
 
-    spent = 0.0
+    spent = cpu = 0.0
     for batch in WindowStream(path, model.sample_rate, window, hop, batch_size=model.batch_size):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         model.embed_audio_and_scores(batch.samples)
         spent += time.perf_counter() - t
-    return spent
+        cpu += time.process_time() - c
+    return spent, cpu
 
 
 def throughput(args) -> dict:
@@ -85,18 +88,32 @@ def throughput(args) -> dict:
                 windows_only(path, cls.sample_rate, w, h, model.batch_size)
                 for _ in range(args.repeat)
             ]
-            mod, e2e = [], []
+            mod, e2e, mod_cpu, e2e_cpu = [], [], [], []
             for _ in range(args.repeat):  # interleaved, so load changes hit both alike
-                mod.append(model_only(path, model, w, h))
-                wall, _, n = end_to_end(db.db.engine, path, [name])
+                m_wall, m_cpu = model_only(path, model, w, h)
+                mod.append(m_wall)
+                mod_cpu.append(m_cpu)
+                wall, cpu, n = end_to_end(db.db.engine, path, [name])
                 e2e.append(wall)
+                e2e_cpu.append(cpu)
             res.update(
                 windows=n,
                 decode_resample_window_x_realtime=audio_s / statistics.median(win),
                 model_only_x_realtime=audio_s / statistics.median(mod),
                 end_to_end_x_realtime=audio_s / statistics.median(e2e),
                 ratio_end_to_end_to_model=statistics.median(mod) / statistics.median(e2e),
-                runs_s={"windows": win, "model": mod, "end_to_end": e2e},
+                # audio seconds per CPU-second of this process (all its threads; the server's
+                # COPY is not in it): what the cores would give without other work on them
+                model_only_x_realtime_per_cpu_s=audio_s / statistics.median(mod_cpu),
+                end_to_end_x_realtime_per_cpu_s=audio_s / statistics.median(e2e_cpu),
+                cores=len(os.sched_getaffinity(0)),
+                runs_s={
+                    "windows": win,
+                    "model": mod,
+                    "end_to_end": e2e,
+                    "model_cpu": mod_cpu,
+                    "end_to_end_cpu": e2e_cpu,
+                },  # fmt: skip
             )
             out["models"][name] = res
             print(json.dumps({name: {k: v for k, v in res.items() if k != "runs_s"}}, indent=1))
