@@ -202,3 +202,25 @@ def test_night_without_sensor_positions_is_clock_night(client):
     assert "21:00-05:00 local (no sensor position)" in line, line
     hours = [h["local"][11:16] for h in r.json()["hits"]]
     assert hours and all(t >= "21:00" or t < "05:00" for t in hours), hours
+
+
+def test_uploaded_examples_are_kept_30_days(database):
+    """search_examples stays bounded: storing an example removes those older than 30 days
+    (their links then say to upload again)."""
+    from datetime import datetime, timedelta, timezone
+
+    from soundscape.web.routes.search import store_example
+
+    old = datetime.now(timezone.utc) - timedelta(days=31)
+    with database.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO search_examples (id, name, data, created_at) "
+                "VALUES (:i, 'old.wav', '\\x00', :t)"
+            ),
+            {"i": "a" * 32, "t": old},
+        )
+    key = store_example(database.engine, "new.wav", b"RIFF")
+    with database.engine.connect() as conn:
+        ids = set(conn.execute(sa.text("SELECT id FROM search_examples")).scalars())
+    assert key in ids and "a" * 32 not in ids

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -189,13 +190,18 @@ def _activity(
 
 #: an uploaded example's id in a search URL (``?example=``): sha256 of its name and bytes
 EXAMPLE_ID = re.compile(r"[0-9a-f]{32}")
+#: how long an uploaded example (and so its search's URL) is kept
+EXAMPLE_KEPT = timedelta(days=30)
 
 
 def store_example(engine: Engine, name: str, data: bytes) -> str:
     """Keep an uploaded example (``search_examples``, migration 0031) under an id made of its
     name and bytes, so its search has a URL that can be shared and reloaded."""
     key = hashlib.sha256(name.encode() + b"\0" + data).hexdigest()[:32]
+    cutoff = datetime.now(timezone.utc) - EXAMPLE_KEPT
     with engine.begin() as conn:
+        # examples are kept EXAMPLE_KEPT (their links then say to upload again): bounded
+        conn.execute(sa.text("DELETE FROM search_examples WHERE created_at < :c"), {"c": cutoff})
         conn.execute(
             sa.text(
                 "INSERT INTO search_examples (id, name, data) VALUES (:i, :n, :d) "
