@@ -7,6 +7,7 @@ from soundscape.cli import (  # noqa: F401  (register commands)
     annotate,
     catalog,
     db,
+    hoplite,
     ingest,
     jobs,
     search,
