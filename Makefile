@@ -78,7 +78,9 @@ bench: install
 
 # perch-hoplite in a venv of its own (it pins numpy>=2, librosa>=0.11, which clash with the
 # clap extra): the peer of bench-peer and of tests/test_hoplite.py (tests/hoplite_peer.py runs
-# in it; without it those tests skip). Made once, from the registry (~1.3 GB, ~2 min).
+# in it; without it those tests skip). Made once, from the registry (~1.3 GB, ~2 min). Beside
+# it, perch-hoplite 0.1.3 (what BirdNET-Analyzer's embeddings command writes with) in a folder
+# of its own, for the test of databases made before hoplite 1.0.
 HOPLITE       ?= .venv-hoplite
 HOPLITESTAMP  := $(HOPLITE)/.installed
 $(HOPLITESTAMP):
@@ -86,7 +88,12 @@ $(HOPLITESTAMP):
 	$(HOPLITE)/bin/python -m pip install --quiet 'perch-hoplite>=1.0.2,<2'
 	touch $(HOPLITESTAMP)
 
-hoplite-venv: $(HOPLITESTAMP)
+$(HOPLITE)/hoplite-0.1/.installed: $(HOPLITESTAMP)
+	$(HOPLITE)/bin/python -m pip install --quiet --no-deps --target $(HOPLITE)/hoplite-0.1 \
+		'perch-hoplite==0.1.3'
+	touch $@
+
+hoplite-venv: $(HOPLITESTAMP) $(HOPLITE)/hoplite-0.1/.installed
 
 # soundscape against perch-hoplite in one interleaved run at 100k realistic windows, with the
 # ratio table (issue 15).

@@ -4,6 +4,11 @@ numpy>=2, which clashes with soundscape's CLAP pins; ``make hoplite-venv`` makes
     python tests/hoplite_peer.py build DB SPEC.json VECTORS.npy
         a hoplite database made through hoplite's own API (SQLiteUSearchDB): the deployments,
         recordings, windows (with the rows of VECTORS.npy) and annotations of SPEC.json
+    python tests/hoplite_peer.py build-legacy DB SPEC.json VECTORS.npy
+        the same through perch-hoplite 0.1.3's API (the venv's hoplite-0.1 folder), the way
+        BirdNET-Analyzer's embeddings command writes: a source per file (dataset
+        birdnet_analyzer_dataset), an embedding per window with float32 [start, end] offsets,
+        labels of windows, its settings in the metadata
     python tests/hoplite_peer.py search DB QUERIES.npy K
         open DB with hoplite and answer each query (a row of QUERIES.npy) its own two ways:
         brute force (``brutalism.brute_search``, numpy dot on hoplite's float16 vectors) and
@@ -57,6 +62,46 @@ def build(db_dir: str, spec_path: str, vectors_path: str) -> None:
     print(json.dumps({"window_ids": window_ids}))
 
 
+def build_legacy(db_dir: str, spec_path: str, vectors_path: str) -> None:
+    from pathlib import Path
+
+    for name in [m for m in sys.modules if m.startswith("perch_hoplite")]:
+        del sys.modules[name]
+    sys.path.insert(0, str(Path(sys.prefix) / "hoplite-0.1"))
+    from perch_hoplite.db import interface as old_interface
+    from perch_hoplite.db import sqlite_usearch_impl as old
+
+    assert old.__file__ and "hoplite-0.1" in old.__file__, old.__file__
+    with open(spec_path) as f:
+        spec = json.load(f)
+    vectors = np.load(vectors_path)
+    db = old.SQLiteUsearchDB.create(
+        db_path=db_dir, usearch_cfg=old.get_default_usearch_config(embedding_dim=1024)
+    )
+    db.insert_metadata(
+        "birdnet_analyzer_settings",
+        config_dict.ConfigDict({"BANDPASS_FMIN": 0, "BANDPASS_FMAX": 15000, "AUDIO_SPEED": 1.0}),
+    )
+    window_ids = []
+    for rec in spec["recordings"]:
+        ids = []
+        for row, offsets in zip(rec["rows"], rec["offsets"]):
+            source = old_interface.EmbeddingSource(
+                "birdnet_analyzer_dataset", rec["filename"], np.array(offsets, np.float32)
+            )
+            ids.append(int(db.insert_embedding(vectors[row], source)))
+        window_ids.extend(ids)
+        for a in rec.get("annotations", []):
+            window = ids[[o[0] for o in rec["offsets"]].index(a["offsets"][0])]
+            label = old_interface.Label(
+                window, a["label"], old_interface.LabelType(a["label_type"]), a["provenance"]
+            )
+            db.insert_label(label)
+        db.commit()
+    db.db.close()
+    print(json.dumps({"window_ids": window_ids}))
+
+
 def search(db_dir: str, queries_path: str, k: int) -> None:
     db = sqlite_usearch_impl.SQLiteUSearchDB.create(db_dir)
     queries = np.load(queries_path)
@@ -86,6 +131,8 @@ if __name__ == "__main__":
     cmd, *args = sys.argv[1:]
     if cmd == "build":
         build(*args)
+    elif cmd == "build-legacy":
+        build_legacy(*args)
     elif cmd == "search":
         search(args[0], args[1], int(args[2]))
     else:

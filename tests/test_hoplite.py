@@ -245,9 +245,10 @@ def test_import_keeps_places_times_and_labels(module_db_url: str, imported: dict
     assert view == 3
     assert [s[0].split("/")[0] for s in starts] == ["north-1", "north-1", "north-1", "north-1",
                                                     "south-1"]  # fmt: skip
-    for _, started, first, fmt in starts[:-1]:
+    for _, started, first, fmt in starts:
         assert started is not None and first.total_seconds() == 0 and fmt == "hoplite"
-    assert starts[-1][1] is None  # no datetime in hoplite: no start time
+    # no datetime in hoplite: the start its AudioMoth file name gives
+    assert starts[-1][1].isoformat() == "2024-05-01T10:00:00+00:00"
 
 
 @needs_hoplite
@@ -291,6 +292,58 @@ def test_interrupted_import_resumes(db_url: str, hoplite_db: dict, reserve: dict
             "SELECT count(*), count(DISTINCT (recording_id, start_s)) FROM segments"
         ).fetchone()
     assert n == distinct == len(reserve["vectors"])
+
+
+@needs_hoplite
+def test_import_birdnet_analyzer_database(
+    db_url: str, reserve: dict, hoplite_db: dict, tmp_path: Path
+) -> None:
+    """A database as BirdNET-Analyzer's embeddings command writes it (perch-hoplite 0.1.3:
+    sources, embeddings with float32 [start, end], labels of windows, its settings): imported
+    on one sensor with no --model, starts from the AudioMoth file names, and the neighbours of
+    hoplite's own brute force on the same vectors."""
+    spec = {"recordings": []}
+    for rec in hoplite_db["spec"]["recordings"]:
+        path = f"/data/audiomoth/{rec['filename']}"  # BirdNET-Analyzer stores the full path
+        notes = [a for a in rec.get("annotations", []) if a["label_type"] in (0, 1)]
+        spec["recordings"].append({**rec, "filename": path, "annotations": notes})
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    np.save(tmp_path / "vectors.npy", reserve["vectors"])
+    built = peer("build-legacy", tmp_path / "db", tmp_path / "spec.json", tmp_path / "vectors.npy")
+    assert len(built["window_ids"]) == len(reserve["vectors"])
+    run = Cli(db_url)
+    run("sensors", "add", "moth-7", "--timezone", "Europe/Berlin")
+    (row,) = run.json("import", "hoplite", tmp_path / "db", "-s", "moth-7")
+    n = len(reserve["vectors"])
+    assert row == {
+        "space": "birdnet", "recordings": 5, "skipped": 0, "windows": n, "annotations": 2,
+        "sensors_created": "",
+    }  # fmt: skip
+    with psycopg.connect(_plain(db_url)) as conn:
+        recs = conn.execute(
+            "SELECT r.path, r.started_at AT TIME ZONE 'UTC', s.name FROM recordings r "
+            "JOIN sensors s ON s.id = r.sensor_id ORDER BY r.id"
+        ).fetchall()
+        notes = conn.execute(
+            "SELECT label, verdict, author, start_s, end_s FROM annotations ORDER BY start_s"
+        ).fetchall()
+        where = {
+            i: (f.removeprefix("/data/audiomoth/"), round(s, 3))
+            for i, f, s in conn.execute(
+                "SELECT g.id, r.path, g.start_s FROM segments g "
+                "JOIN recordings r ON r.id = g.recording_id"
+            )
+        }
+    starts = {p: str(t) for p, t, _ in recs}
+    assert starts["/data/audiomoth/north-1/20240501_003000.WAV"] == "2024-05-01 00:30:00"
+    assert starts["/data/audiomoth/south-1/20240501_100000.WAV"] == "2024-05-01 10:00:00"
+    assert len(starts) == 5 and {r[2] for r in recs} == {"moth-7"}
+    assert notes == [("dog", "no", "ana", 20.0, 23.0), ("dog", "yes", "ana", 50.0, 53.0)]
+    queries = reserve["vectors"][hoplite_db["picks"]]
+    for mine, hers in zip(soundscape_top(db_url, "birdnet", queries), hoplite_db["found"]["exact"]):
+        a = [(where[i], s) for i, s in mine]
+        b = [(hoplite_db["where"][i], s) for i, s in hers]
+        assert same_top(a, b), (a, b)
 
 
 @needs_hoplite

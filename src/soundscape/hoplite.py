@@ -38,7 +38,7 @@ from soundscape.errors import ModelUnavailable, SoundscapeError
 from soundscape.ingest_targets import SEGMENT_COPY, SEGMENT_TYPES
 from soundscape.sensors import Sensor, add_sensor, check_name
 from soundscape.spaces import Space, ensure_space, get_space, resolve_window
-from soundscape.timeutil import localize, parse_iso_start, window_times
+from soundscape.timeutil import localize, parse_iso_start, parse_start_time, window_times
 
 SQLITE_FILE = "hoplite.sqlite"
 INDEX_FILE = "usearch.index"
@@ -49,6 +49,8 @@ VERDICTS = {0: "no", 1: "yes", 2: "unsure"}
 LABEL_TYPES = {v: k for k, v in VERDICTS.items()}
 #: hoplite model keys (``model_config.model_key``) that are a soundscape model
 MODEL_KEYS = {"birdnet": "birdnet"}
+#: the metadata key of BirdNET-Analyzer's embeddings command (its audio speed and band)
+BIRDNET_ANALYZER = "birdnet_analyzer_settings"
 #: windows read from SQLite and vectors from USearch at a time
 BATCH = 4096
 
@@ -138,7 +140,12 @@ class HAnnotation:
 
 
 class HopliteReader:
-    """A hoplite database folder, opened read-only."""
+    """A hoplite database folder, opened read-only: perch-hoplite 1.x's layout, or the one
+    before 1.0 (``legacy``: tables ``hoplite_sources`` (dataset, source file),
+    ``hoplite_embeddings`` (a window: source and offsets) and ``hoplite_labels`` (labels of
+    windows), what BirdNET-Analyzer's ``embeddings`` command writes). Both keep the vectors in
+    ``usearch.index``, keyed by window id. A legacy source is read as a recording of the
+    deployment named by its path's first folder (a relative path) or its dataset."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -146,22 +153,23 @@ class HopliteReader:
         if not sqlite_path.is_file():
             raise SoundscapeError(
                 f"{self.path}: not a hoplite database (no {SQLITE_FILE} in it); name the "
-                "folder that perch-hoplite's SQLiteUSearchDB.create was given"
+                "folder that perch-hoplite (or BirdNET-Analyzer's embeddings command) wrote"
             )
         self.db = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True)
         tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master")}
-        if "windows" not in tables or "deployments" not in tables:
+        self.legacy = "hoplite_embeddings" in tables and "windows" not in tables
+        if not self.legacy and ("windows" not in tables or "deployments" not in tables):
             self.db.close()
-            old = "hoplite_embeddings" in tables or "hoplite_sources" in tables
             raise SoundscapeError(
-                f"{self.path}: "
-                + (
-                    "a hoplite database of an older perch-hoplite (before 1.0, tables "
-                    "hoplite_sources/hoplite_embeddings); open it once with perch-hoplite "
-                    ">= 1.0 (its agile.migrations convert older databases), then import it"
-                    if old
-                    else f"{SQLITE_FILE} has no hoplite tables (deployments, windows)"
-                )
+                f"{self.path}: {SQLITE_FILE} has none of hoplite's tables (deployments, "
+                "windows; or hoplite_sources, hoplite_embeddings before perch-hoplite 1.0)"
+            )
+        if self.legacy and "embedding" in self._columns("hoplite_embeddings"):
+            self.db.close()
+            raise SoundscapeError(
+                f"{self.path}: an early hoplite database that keeps vectors in SQLite; open "
+                "it with perch-hoplite and copy it into a SQLite+USearch database "
+                "(db_loader), then import that"
             )
         if not index_path.is_file():
             self.db.close()
@@ -169,14 +177,20 @@ class HopliteReader:
                 f"{self.path}: no {INDEX_FILE} beside {SQLITE_FILE} (hoplite keeps the "
                 "vectors there); copy the whole database folder"
             )
+        value = "data" if self.legacy else "value"
         self.metadata = {
-            k: json.loads(v) for k, v in self.db.execute("SELECT key, value FROM hoplite_metadata")
+            k: json.loads(v)
+            for k, v in self.db.execute(f"SELECT key, {value} FROM hoplite_metadata")
         }
         usearch = _usearch()
         self.index = usearch.Index.restore(str(index_path), view=True)
         if self.index is None:
             raise SoundscapeError(f"{index_path}: not a USearch index file")
         self.dimension = int(self.index.ndim)
+        #: a window's length when hoplite stored only its start (agile embeddings before 1.0)
+        cfg = (self.metadata.get("model_config") or {}).get("model_config") or {}
+        self.window_s: float | None = cfg.get("window_size_s")
+        self._legacy_deps: dict[tuple[str, str], int] = {}
 
     def close(self) -> None:
         self.db.close()
@@ -188,13 +202,44 @@ class HopliteReader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _columns(self, table: str) -> list[str]:
+        return [r[1] for r in self.db.execute(f"PRAGMA table_info({table})")]
+
     def _rows(self, sql: str, args: tuple = ()) -> Iterator[dict[str, Any]]:
         cur = self.db.execute(sql, args)
         names = [c[0] for c in cur.description]
         for row in cur:
             yield dict(zip(names, row))
 
+    def _offsets(self, blob: bytes) -> tuple[float, float]:
+        """A window's (start, end): 1.x stores [start, end] as float64; before 1.0, float32
+        [start, end] (BirdNET-Analyzer) or [start] (float32, or float16 in early ones)."""
+        n = len(blob)
+        if not self.legacy or n == 16:
+            return _offsets(blob)
+        values = np.frombuffer(blob, dtype="<f4" if n % 4 == 0 else "<f2").astype(float)
+        if len(values) >= 2:
+            return float(values[0]), float(values[1])
+        if self.window_s is None:
+            raise SoundscapeError(
+                f"{self.path}: its windows store only their start and no model_config gives "
+                "their length; name the model with --model"
+            )
+        return float(values[0]), float(values[0]) + float(self.window_s)
+
+    def _legacy_deployment(self, dataset: str, source: str) -> tuple[str, str]:
+        """(deployment, project) of a source before 1.0: its relative path's first folder
+        (hoplite's agile embedding), else its dataset."""
+        first, sep, _ = source.partition("/")
+        return (first if sep and not source.startswith("/") else dataset), dataset
+
     def deployments(self) -> dict[int, Deployment]:
+        if self.legacy:
+            self.recordings()  # fills the deployments met
+            return {
+                i: Deployment(i, name, project, None, None, {})
+                for (name, project), i in self._legacy_deps.items()
+            }
         out = {}
         for r in self._rows("SELECT * FROM deployments ORDER BY id"):
             base = {k: r.pop(k) for k in ("id", "name", "project", "latitude", "longitude")}
@@ -203,6 +248,14 @@ class HopliteReader:
 
     def recordings(self) -> list[HRecording]:
         out = []
+        if self.legacy:
+            for rid, dataset, source in self.db.execute(
+                "SELECT id, dataset, source FROM hoplite_sources ORDER BY id"
+            ):
+                key = self._legacy_deployment(str(dataset), str(source))
+                dep = self._legacy_deps.setdefault(key, len(self._legacy_deps) + 1)
+                out.append(HRecording(rid, str(source), None, dep, {"dataset": dataset}))
+            return out
         for r in self._rows("SELECT * FROM recordings ORDER BY id"):
             base = {k: r.pop(k) for k in ("id", "filename", "datetime", "deployment_id")}
             out.append(HRecording(**base, extra=_plain(r)))
@@ -210,24 +263,29 @@ class HopliteReader:
 
     def windows(self, recording_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, starts, ends) of a recording's windows, in time order."""
-        rows = [
-            (i, *_offsets(o))
-            for i, o in self.db.execute(
-                "SELECT id, offsets FROM windows WHERE recording_id = ?", (recording_id,)
-            )
-        ]
+        sql = (
+            "SELECT id, offsets FROM hoplite_embeddings WHERE source_idx = ?"
+            if self.legacy
+            else "SELECT id, offsets FROM windows WHERE recording_id = ?"
+        )
+        rows = [(i, *self._offsets(o)) for i, o in self.db.execute(sql, (recording_id,))]
         rows.sort(key=lambda r: (r[1], r[0]))
         ids = np.array([r[0] for r in rows], np.int64)
         return ids, np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
 
     def annotations(self, recording_id: int) -> list[HAnnotation]:
+        """The recording's labels (before 1.0: the labels of its windows, over the window)."""
+        sql = (
+            "SELECT e.offsets, l.label, l.type, l.provenance FROM hoplite_labels l "
+            "JOIN hoplite_embeddings e ON e.id = l.embedding_id WHERE e.source_idx = ? "
+            "ORDER BY l.id"
+            if self.legacy
+            else "SELECT offsets, label, label_type, provenance FROM annotations "
+            "WHERE recording_id = ? ORDER BY id"
+        )
         out = []
-        for offsets, label, label_type, provenance in self.db.execute(
-            "SELECT offsets, label, label_type, provenance FROM annotations "
-            "WHERE recording_id = ? ORDER BY id",
-            (recording_id,),
-        ):
-            start, end = _offsets(offsets)
+        for offsets, label, label_type, provenance in self.db.execute(sql, (recording_id,)):
+            start, end = self._offsets(offsets)
             verdict = VERDICTS.get(int(label_type))
             if verdict is None:
                 raise SoundscapeError(
@@ -235,7 +293,7 @@ class HopliteReader:
                     f"label_type {label_type}; hoplite's are 0 (negative), 1 (positive), "
                     "2 (uncertain)"
                 )
-            out.append(HAnnotation(start, end, label, verdict, provenance))
+            out.append(HAnnotation(start, end, str(label), verdict, str(provenance)))
         return out
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
@@ -261,8 +319,8 @@ class HopliteReader:
             return float(window), float(hop)
         lengths: list[float] = []
         steps: list[float] = []
-        for (rec,) in self.db.execute("SELECT id FROM recordings ORDER BY id LIMIT 50"):
-            _, starts, ends = self.windows(rec)
+        for rec in self.recordings()[:50]:
+            _, starts, ends = self.windows(rec.id)
             lengths.extend((ends - starts).tolist())
             diffs = np.diff(np.unique(starts))
             steps.extend(diffs[diffs > 1e-6].tolist())
@@ -308,6 +366,8 @@ def hoplite_model(reader: HopliteReader, model: str | None) -> type[Embedder]:
     one its ``model_config`` names; its dimension must be the database's."""
     cfg = reader.metadata.get("model_config") or {}
     key = cfg.get("model_key")
+    if key is None and BIRDNET_ANALYZER in reader.metadata:
+        key = "birdnet"  # BirdNET-Analyzer's embeddings command (BirdNET 2.4)
     if model is None:
         model = MODEL_KEYS.get(str(key))
         if model is None:
@@ -362,13 +422,28 @@ def _base_paths(metadata: Mapping[str, Any]) -> dict[str, str]:
     return {g["dataset_name"]: g["base_path"] for g in globs if "dataset_name" in g}
 
 
-def _started(text: str | None, tz: ZoneInfo) -> dt.datetime | None:
-    if not text:
-        return None
-    try:
-        return localize(parse_iso_start(str(text)), tz)
-    except ValueError:
-        return None
+def _started(text: str | None, filename: str, tz: ZoneInfo) -> dt.datetime | None:
+    """A recording's start: hoplite's ``datetime`` (ISO), else what its file name says by
+    soundscape's file-name rules (AudioMoth, Song Meter, ISO stamps), else None."""
+    if text:
+        try:
+            return localize(parse_iso_start(str(text)), tz)
+        except ValueError:
+            return None
+    named = parse_start_time(Path(filename).name)
+    return localize(named, tz) if named is not None else None
+
+
+def _settings_warnings(reader: HopliteReader) -> list[str]:
+    """BirdNET-Analyzer settings that make its vectors differ from soundscape's BirdNET."""
+    settings = reader.metadata.get(BIRDNET_ANALYZER) or {}
+    speed = settings.get("AUDIO_SPEED", 1.0)
+    if speed not in (None, 1, 1.0):
+        return [
+            f"{reader.path}: BirdNET-Analyzer embedded this audio at {speed}x speed; its "
+            "vectors compare with each other but not with soundscape's own BirdNET windows"
+        ]
+    return []
 
 
 def _sensor_for(
@@ -420,6 +495,8 @@ def import_hoplite(
     summary = ImportSummary()
     with HopliteReader(path) as reader:
         cls = hoplite_model(reader, model)
+        reader.window_s = reader.window_s or cls.default_window_s
+        summary.warnings.extend(_settings_warnings(reader))
         window, hop = reader.shape()
         if window is None or hop is None:
             window, hop = cls.default_window_s, cls.default_hop_s
@@ -475,7 +552,7 @@ def _import_recording(
     ).first()
     tz = ZoneInfo(sensor.timezone)
     if row is None:
-        started = _started(rec.datetime, tz)
+        started = _started(rec.datetime, rec.filename, tz)
         if rec.datetime and started is None:
             summary.warnings.append(
                 f"recording {rec.filename!r}: datetime {rec.datetime!r} is not an ISO date-time; "
