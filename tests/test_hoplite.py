@@ -268,7 +268,8 @@ def test_import_again_adds_nothing(module_db_url: str, hoplite_db: dict, importe
 
 @needs_hoplite
 def test_interrupted_import_resumes(db_url: str, hoplite_db: dict, reserve: dict) -> None:
-    """An import stopped after two recordings keeps them; the next one adds the rest."""
+    """An import stopped after two recordings keeps them; the next one adds the rest (with
+    --defer-index: the space's HNSW index is dropped meanwhile and built at the end)."""
     from soundscape import hoplite
     from soundscape.db import make_engine
 
@@ -279,19 +280,43 @@ def test_interrupted_import_resumes(db_url: str, hoplite_db: dict, reserve: dict
         if s.recordings == 2:
             raise Stop
 
+    def hnsw() -> list[str]:
+        with psycopg.connect(_plain(db_url)) as conn:
+            return [
+                r[0]
+                for r in conn.execute(
+                    "SELECT indexname FROM pg_indexes WHERE indexdef LIKE '%hnsw%' "
+                    "AND tablename LIKE 'segments_space_%'"
+                )
+            ]
+
     engine = make_engine(db_url)
     try:
         with pytest.raises(Stop):
-            hoplite.import_hoplite(engine, hoplite_db["path"], on_recording=stop_after_two)
-        rest = hoplite.import_hoplite(engine, hoplite_db["path"])
+            hoplite.import_hoplite(
+                engine, hoplite_db["path"], defer_index=True, on_recording=stop_after_two
+            )
+        assert hnsw() == []  # dropped for the import, until one finishes
+        rest = hoplite.import_hoplite(engine, hoplite_db["path"], defer_index=True)
     finally:
         engine.dispose()
     assert (rest.recordings, rest.skipped) == (3, 2)
+    (index,) = hnsw()  # built again at the end
     with psycopg.connect(_plain(db_url)) as conn:
         n, distinct = conn.execute(
             "SELECT count(*), count(DISTINCT (recording_id, start_s)) FROM segments"
         ).fetchone()
+        conn.execute("SET enable_seqscan = off")  # 180 rows: the planner would scan
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                "EXPLAIN SELECT id FROM " + index.removesuffix("_hnsw") + " ORDER BY "
+                "embedding::halfvec(1024) <=> (SELECT embedding::halfvec(1024) FROM segments "
+                "LIMIT 1) LIMIT 10"
+            )
+        )
     assert n == distinct == len(reserve["vectors"])
+    assert index in plan  # the rebuilt index serves nearest-neighbour queries
 
 
 @needs_hoplite
@@ -370,6 +395,8 @@ def test_export_opens_and_searches_in_hoplite(
             "SELECT id, 10, 13, 'siren', 'yes', 'ana' FROM recordings ORDER BY id LIMIT 1"
         )
     run = Cli(reserve_url)
+    r = run("export", "hoplite", "birdnet", tmp_path / "none", "-s", "nowhere", code=1)
+    assert "no sensor named nowhere" in r.stderr
     (row,) = run.json("export", "hoplite", "birdnet", tmp_path / "out")
     n = len(reserve["vectors"])
     assert (row["windows"], row["recordings"], row["deployments"], row["annotations"]) == (
@@ -392,10 +419,13 @@ def test_export_opens_and_searches_in_hoplite(
     assert hits / (K * N_QUERIES) >= 0.9  # hoplite's HNSW search finds soundscape's top 10
 
 
-def test_export_refuses_a_used_folder(db_url: str, tmp_path: Path) -> None:
+def test_export_refuses_a_used_folder_and_unknown_names(db_url: str, tmp_path: Path) -> None:
     (tmp_path / "x").write_text("")
     r = Cli(db_url)("export", "hoplite", "birdnet", tmp_path, code=1)
     assert "not an empty folder" in r.stderr
+    r = Cli(db_url)("export", "hoplite", "birdnet", tmp_path / "new", code=1)
+    assert "no space named 'birdnet'" in r.stderr
+    assert not (tmp_path / "new").exists()
 
 
 def test_annotation_source_migration(db_url: str) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -37,8 +38,17 @@ from soundscape.embedders import Embedder, get_model_class
 from soundscape.errors import ModelUnavailable, SoundscapeError
 from soundscape.ingest_targets import SEGMENT_COPY, SEGMENT_TYPES
 from soundscape.sensors import Sensor, add_sensor, check_name
-from soundscape.spaces import Space, ensure_space, get_space, resolve_window
+from soundscape.spaces import (
+    Space,
+    drop_hnsw_index,
+    ensure_space,
+    get_space,
+    resolve_window,
+    set_index_type,
+)
 from soundscape.timeutil import localize, parse_iso_start, parse_start_time, window_times
+
+log = logging.getLogger(__name__)
 
 SQLITE_FILE = "hoplite.sqlite"
 INDEX_FILE = "usearch.index"
@@ -484,13 +494,16 @@ def import_hoplite(
     sensors: Mapping[str | None, str] | None = None,
     model: str | None = None,
     timezone: str = "UTC",
+    defer_index: bool = False,
     on_recording: Callable[[ImportSummary], None] | None = None,
 ) -> ImportSummary:
     """Import a hoplite database's deployments, recordings, windows (with their vectors) and
     annotations. ``sensors`` maps deployment names (``None``: every deployment) to existing
     sensors; other deployments become sensors of their own name (new ones get ``timezone``).
     ``on_recording`` runs after each recording's transaction (progress; it may raise to stop:
-    what was committed stays, and importing again resumes)."""
+    what was committed stays, and importing again resumes). ``defer_index``: drop the space's
+    HNSW index first and build it once at the end (a large import writes many times faster;
+    meanwhile searches of the space scan exactly)."""
     mapping = dict(sensors or {})
     summary = ImportSummary()
     with HopliteReader(path) as reader:
@@ -513,21 +526,54 @@ def import_hoplite(
             )
         bases = _base_paths(reader.metadata)
         db_path = str(Path(path).resolve())
-        for rec in reader.recordings():
-            dep = deployments.get(rec.deployment_id) if rec.deployment_id is not None else None
+        if defer_index:
             with engine.begin() as conn:
-                register_vector(conn)
-                sensor = _sensor_for(conn, dep, mapping, timezone, summary)
-                stored = _import_recording(
-                    conn, reader, space, sensor, dep, rec, bases, db_path, summary
+                drop_hnsw_index(conn, space)
+        try:
+            _import_all(engine, reader, space, deployments, mapping, timezone, bases, db_path,
+                        summary, on_recording)  # fmt: skip
+        except BaseException:
+            if defer_index:
+                log.warning(
+                    "the HNSW index of space %s is dropped: import again (it is built at the "
+                    "end) or build it with `soundscape spaces index %s`",
+                    space.name,
+                    space.name,
                 )
-            if stored:
-                summary.recordings += 1
-            else:
-                summary.skipped += 1
-            if on_recording is not None:
-                on_recording(summary)
+            raise
+        if defer_index:
+            with engine.begin() as conn:
+                set_index_type(conn, space, space.index_type)
     return summary
+
+
+def _import_all(
+    engine: Engine,
+    reader: HopliteReader,
+    space: Space,
+    deployments: Mapping[int, Deployment],
+    mapping: Mapping[str | None, str],
+    timezone: str,
+    bases: Mapping[str, str],
+    db_path: str,
+    summary: ImportSummary,
+    on_recording: Callable[[ImportSummary], None] | None,
+) -> None:
+    """Every recording of the database, one transaction each."""
+    for rec in reader.recordings():
+        dep = deployments.get(rec.deployment_id) if rec.deployment_id is not None else None
+        with engine.begin() as conn:
+            register_vector(conn)
+            sensor = _sensor_for(conn, dep, mapping, timezone, summary)
+            stored = _import_recording(
+                conn, reader, space, sensor, dep, rec, bases, db_path, summary
+            )
+        if stored:
+            summary.recordings += 1
+        else:
+            summary.skipped += 1
+        if on_recording is not None:
+            on_recording(summary)
 
 
 def _import_recording(
@@ -741,6 +787,13 @@ def export_hoplite(
     usearch = _usearch()
     with engine.connect() as conn:
         space = get_space(conn, space_name)
+        if sensors:
+            known = {r[0] for r in conn.execute(sa.text("SELECT name FROM sensors"))}
+            unknown = [s for s in sensors if s not in known]
+            if unknown:
+                raise SoundscapeError(
+                    f"no sensor named {', '.join(unknown)}; see `soundscape sensors list`"
+                )
     summary = ExportSummary(str(out), space.name)
     out.mkdir(parents=True, exist_ok=True)
     sqlite_path = out / SQLITE_FILE

@@ -72,9 +72,15 @@ def _sensor_map(values: tuple[str, ...]) -> dict[str | None, str]:
     show_default=True,
     help="IANA timezone of sensors this import creates (local times of day follow it).",
 )
+@click.option(
+    "--defer-index",
+    is_flag=True,
+    help="Drop the space's HNSW index first and build it once at the end: for a large import "
+    "(many times faster; meanwhile searches of the space scan exactly).",
+)
 @database_option
 @format_options
-def import_hoplite(db: Path, sensors, model, tz, database, fmt) -> None:
+def import_hoplite(db: Path, sensors, model, tz, defer_index, database, fmt) -> None:
     """Import a perch-hoplite database (folder with hoplite.sqlite and usearch.index): its
     deployments, recordings, windows with their vectors, and annotations (source hoplite).
 
@@ -87,6 +93,7 @@ def import_hoplite(db: Path, sensors, model, tz, database, fmt) -> None:
     Examples:
       soundscape import hoplite ~/hoplite_db --model birdnet
       soundscape import hoplite ~/hoplite_db -s marsh=north-1 -s forest=south-1
+      soundscape import hoplite ~/year_db -s north-1 --defer-index   # millions of windows
     """
     from soundscape import hoplite
 
@@ -98,7 +105,13 @@ def import_hoplite(db: Path, sensors, model, tz, database, fmt) -> None:
             echo_err(f"{done} recording(s), {s.windows} window(s) so far")
 
     summary = hoplite.import_hoplite(
-        engine, db, sensors=_sensor_map(sensors), model=model, timezone=tz, on_recording=progress
+        engine,
+        db,
+        sensors=_sensor_map(sensors),
+        model=model,
+        timezone=tz,
+        defer_index=defer_index,
+        on_recording=progress,
     )
     for warning in summary.warnings:
         echo_err(f"warning: {warning}")
