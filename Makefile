@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TESTSTAMP := $(VENV)/.installed-test
 
-.PHONY: install demo test test-fast system-deps check lint typecheck docs bench bench-peer bench-peers soak soak-tests format clean db-stop
+.PHONY: install demo test test-fast system-deps hoplite-venv check lint typecheck docs bench bench-peer bench-peers soak soak-tests format clean db-stop
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 # Resemblyzer and musicnn declare dependencies that cannot install here (webrtcvad, TensorFlow
 # and numpy<1.17): they go in without them; the extras list what they really need.
 $(TESTSTAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test,clap,speech,voice,music,web]'
+	$(BIN)/python -m pip install --quiet -e '.[test,clap,speech,voice,music,web,hoplite]'
 	$(BIN)/python -m pip install --quiet --no-deps resemblyzer==0.1.4 musicnn==0.1.0
 	touch $(TESTSTAMP)
 
@@ -47,8 +47,8 @@ demo: install
 	$(BIN)/soundscape concepts list
 
 # Everything CI runs: the system parts the tests need (Chromium, the Citus build: root,
-# idempotent), lint, type check of the library, the whole test suite.
-test: $(TESTSTAMP) system-deps check
+# idempotent), perch-hoplite's own venv, lint, type check of the library, the whole test suite.
+test: $(TESTSTAMP) system-deps hoplite-venv check
 	$(BIN)/python -m pytest -q --durations=15
 
 system-deps:
@@ -76,12 +76,29 @@ bench: install
 	$(BIN)/python bench/search.py --n 100000 --sets uniform
 	$(BIN)/python bench/month_partitions.py --n 1000000
 
+# perch-hoplite in a venv of its own (it pins numpy>=2, librosa>=0.11, which clash with the
+# clap extra): the peer of bench-peer and of tests/test_hoplite.py (tests/hoplite_peer.py runs
+# in it; without it those tests skip). Made once, from the registry (~1.3 GB, ~2 min). Beside
+# it, perch-hoplite 0.1.3 (what BirdNET-Analyzer's embeddings command writes with) in a folder
+# of its own, for the test of databases made before hoplite 1.0.
+HOPLITE       ?= .venv-hoplite
+HOPLITESTAMP  := $(HOPLITE)/.installed
+$(HOPLITESTAMP):
+	test -x $(HOPLITE)/bin/python || $(PYTHON) -m venv $(HOPLITE)
+	$(HOPLITE)/bin/python -m pip install --quiet 'perch-hoplite>=1.0.2,<2'
+	touch $(HOPLITESTAMP)
+
+$(HOPLITE)/hoplite-0.1/.installed: $(HOPLITESTAMP)
+	$(HOPLITE)/bin/python -m pip install --quiet --no-deps --target $(HOPLITE)/hoplite-0.1 \
+		'perch-hoplite==0.1.3'
+	touch $@
+
+hoplite-venv: $(HOPLITESTAMP) $(HOPLITE)/hoplite-0.1/.installed
+
 # soundscape against perch-hoplite in one interleaved run at 100k realistic windows, with the
-# ratio table (issue 15). The peer lives in its own venv: it pins numpy>=2, librosa>=0.11.
-HOPLITE  ?= .venv-hoplite
+# ratio table (issue 15).
 BENCH_DB ?= /tmp/soundscape-bench-peer-db
-bench-peer: install
-	test -x $(HOPLITE)/bin/python || ($(PYTHON) -m venv $(HOPLITE) && $(HOPLITE)/bin/pip install --quiet perch-hoplite)
+bench-peer: install hoplite-venv
 	$(BIN)/python bench/search_peer.py --n 100000 --queries 40 --home $(BENCH_DB) --hoplite $(HOPLITE)/bin/python
 	$(BIN)/python bench/search_profile.py --n 100000 --home $(BENCH_DB)
 

@@ -29,7 +29,7 @@ from soundscape.queries import Filters, check_filter_names
 from soundscape.spaces import get_space, list_spaces
 
 VERDICTS = ("yes", "no", "unsure")
-SOURCES = ("cli", "import", "review", "web")
+SOURCES = ("cli", "import", "review", "web", "hoplite")
 
 #: Short forms accepted for verdicts in files and on the command line.
 VERDICT_ALIASES = {"y": "yes", "n": "no", "?": "unsure", "u": "unsure"}

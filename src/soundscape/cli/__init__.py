@@ -8,6 +8,7 @@ from soundscape.cli import (  # noqa: F401  (register commands)
     catalog,
     db,
     density,
+    hoplite,
     ingest,
     jobs,
     search,
