@@ -1200,11 +1200,15 @@ SELECT name AS sensor, site, quadrant, latitude, longitude, timezone, metadata
 CREATE OR REPLACE VIEW ranger.windows AS
 SELECT g.id AS segment_id, sp.name AS space, g.recording_id, s.name AS sensor, s.site,
        s.quadrant, g.local_date, g.local_time, g.starts_at, r.path, g.start_s, g.end_s,
-       (SELECT extract(epoch FROM g.starts_at - st.sunrise)::real / 60
-          FROM ranger.sun_times(s.latitude, s.longitude, s.timezone, g.local_date) st)
+       -- scalar expressions (as ranger.sun_times computes them), not a table function: on
+       -- Citus a multi-shard query may only use immutable functions as table expressions
+       (extract(epoch FROM g.starts_at - (g.local_date::timestamp AT TIME ZONE 'UTC')) / 60
+        - nullif(nullif(ranger._sun_minutes(s.latitude, s.longitude, g.local_date, 90.833,
+                                            true), 'Infinity'), '-Infinity'))::real
            AS minutes_from_sunrise,
-       (SELECT extract(epoch FROM g.starts_at - st.sunset)::real / 60
-          FROM ranger.sun_times(s.latitude, s.longitude, s.timezone, g.local_date) st)
+       (extract(epoch FROM g.starts_at - (g.local_date::timestamp AT TIME ZONE 'UTC')) / 60
+        - nullif(nullif(ranger._sun_minutes(s.latitude, s.longitude, g.local_date, 90.833,
+                                            false), 'Infinity'), '-Infinity'))::real
            AS minutes_from_sunset
   FROM segments g
   JOIN spaces sp ON sp.id = g.space_id

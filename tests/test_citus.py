@@ -353,6 +353,9 @@ SEARCHES = [
     ("--audio", str(SIREN), "--events", "-n", "6"),
     ("--audio", str(SIREN), "--space", "spectral", "--quadrant", "S", "-n", "3"),
     ("--audio", str(SIREN), "--time", "02:00-03:00", "--strategy", "exact"),
+    # one sentence (issue 29): its time and quadrant, and night as clock time (no positions)
+    ("siren at 2 am in the north quadrant",),
+    ("a siren at night",),
 ]
 
 
