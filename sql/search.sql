@@ -141,6 +141,20 @@ BEGIN
 END
 $fn$;
 
+-- When the sun crosses an anchor's height at a place on a date (dawn/dusk: civil twilight,
+-- sunrise/sunset): minutes after 00:00 UTC of that date; NULL on a day it does not (polar day
+-- or night). Public (readers call it through ranger.windows and sun_times; SECURITY DEFINER
+-- runs the internal ranger._sun_minutes as the owner, and keeps it out of inlining).
+CREATE OR REPLACE FUNCTION ranger.sun_minutes(
+    p_latitude double precision, p_longitude double precision, p_date date, p_anchor text
+) RETURNS double precision
+LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    SELECT nullif(nullif(ranger._sun_minutes(
+               p_latitude, p_longitude, p_date,
+               CASE WHEN p_anchor IN ('dawn', 'dusk') THEN 96 ELSE 90.833 END,
+               p_anchor IN ('dawn', 'sunrise')), 'Infinity'), '-Infinity')
+$$;
+
 -- The sun's times on a local date at a place, for anyone (NULL: no such crossing that day,
 -- polar day or night): civil dawn, sunrise, sunset, civil dusk. SECURITY DEFINER: readers
 -- may not call the underscored helpers themselves. (p_timezone is unused: the local date is
@@ -149,18 +163,16 @@ CREATE OR REPLACE FUNCTION ranger.sun_times(
     p_latitude double precision, p_longitude double precision, p_timezone text, p_date date
 ) RETURNS TABLE (dawn timestamptz, sunrise timestamptz, sunset timestamptz, dusk timestamptz)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
-    SELECT (p_date::timestamp AT TIME ZONE 'UTC') + nullif(nullif(ranger._sun_minutes(
-               p_latitude, p_longitude, p_date, 96, true), 'Infinity'), '-Infinity')
+    SELECT (p_date::timestamp AT TIME ZONE 'UTC')
+               + ranger.sun_minutes(p_latitude, p_longitude, p_date, 'dawn') * interval '1 minute',
+           (p_date::timestamp AT TIME ZONE 'UTC')
+               + ranger.sun_minutes(p_latitude, p_longitude, p_date, 'sunrise')
                * interval '1 minute',
-           (p_date::timestamp AT TIME ZONE 'UTC') + nullif(nullif(ranger._sun_minutes(
-               p_latitude, p_longitude, p_date, 90.833, true), 'Infinity'), '-Infinity')
+           (p_date::timestamp AT TIME ZONE 'UTC')
+               + ranger.sun_minutes(p_latitude, p_longitude, p_date, 'sunset')
                * interval '1 minute',
-           (p_date::timestamp AT TIME ZONE 'UTC') + nullif(nullif(ranger._sun_minutes(
-               p_latitude, p_longitude, p_date, 90.833, false), 'Infinity'), '-Infinity')
-               * interval '1 minute',
-           (p_date::timestamp AT TIME ZONE 'UTC') + nullif(nullif(ranger._sun_minutes(
-               p_latitude, p_longitude, p_date, 96, false), 'Infinity'), '-Infinity')
-               * interval '1 minute'
+           (p_date::timestamp AT TIME ZONE 'UTC')
+               + ranger.sun_minutes(p_latitude, p_longitude, p_date, 'dusk') * interval '1 minute'
 $$;
 
 -- A sun filter (text) as its period: from anchor a plus a_min minutes to anchor b plus b_min
@@ -1203,12 +1215,10 @@ SELECT g.id AS segment_id, sp.name AS space, g.recording_id, s.name AS sensor, s
        -- scalar expressions (as ranger.sun_times computes them), not a table function: on
        -- Citus a multi-shard query may only use immutable functions as table expressions
        (extract(epoch FROM g.starts_at - (g.local_date::timestamp AT TIME ZONE 'UTC')) / 60
-        - nullif(nullif(ranger._sun_minutes(s.latitude, s.longitude, g.local_date, 90.833,
-                                            true), 'Infinity'), '-Infinity'))::real
+        - ranger.sun_minutes(s.latitude, s.longitude, g.local_date, 'sunrise'))::real
            AS minutes_from_sunrise,
        (extract(epoch FROM g.starts_at - (g.local_date::timestamp AT TIME ZONE 'UTC')) / 60
-        - nullif(nullif(ranger._sun_minutes(s.latitude, s.longitude, g.local_date, 90.833,
-                                            false), 'Infinity'), '-Infinity'))::real
+        - ranger.sun_minutes(s.latitude, s.longitude, g.local_date, 'sunset'))::real
            AS minutes_from_sunset
   FROM segments g
   JOIN spaces sp ON sp.id = g.space_id

@@ -266,6 +266,8 @@ CALLS: dict[str, str] = {
     # coordinates: of none) and its rule on one instant
     "sun_times": "SELECT count(*) FROM ranger.sun_times(52.5, 13.4, 'Europe/Berlin', "
     "'2024-05-01') WHERE dawn < sunrise AND sunrise < sunset AND sunset < dusk",
+    "sun_minutes": "SELECT count(*) FROM (SELECT ranger.sun_minutes(52.5, 13.4, '2024-05-01', "
+    "'sunrise') AS m) x WHERE m BETWEEN 200 AND 230",  # 03:35 UTC: 05:35 in Berlin
     "sun_periods": "SELECT 1 + cardinality(ranger.sun_periods('dawn', ARRAY[]::integer[]))",
     "in_sun_filter": "SELECT count(*) FROM (SELECT ranger.in_sun_filter(1, now(), ARRAY["
     "tstzmultirange(tstzrange(now() - interval '1 hour', now() + interval '1 hour'))]) AS ok) x "

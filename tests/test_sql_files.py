@@ -22,7 +22,7 @@ from soundscape.resources import read_sql, sql_dir
 # record the new hash and that migration here.
 FINGERPRINTS = {
     "catalog.sql": ("0032", "f351a641a1a9"),
-    "search.sql": ("0036", "4e8915b304e7"),
+    "search.sql": ("0036", "af7c38d518ed"),
     "analytics.sql": ("0027", "929bfc3fe3bf"),
     "classify.sql": ("0036", "c74ee08e1d6b"),
     "classifiers.sql": ("0036", "85f791935678"),

@@ -46,6 +46,7 @@ _NEW = (
     "ranger.sun_periods(text, integer[], date, date)",
     "ranger._sun_spec(text)",
     "ranger.sun_times(double precision, double precision, text, date)",
+    "ranger.sun_minutes(double precision, double precision, date, text)",
     "ranger._sun_at(double precision, double precision, text, date, text)",
     "ranger._sun_minutes(double precision, double precision, date, double precision, boolean)",
 )

@@ -34,10 +34,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from soundscape.db import raw_connection, register_vector
-from soundscape.embedders import Embedder, get_model_class
+from soundscape.embedders import Embedder, get_model_class, load_model
 from soundscape.errors import ModelUnavailable, SoundscapeError
 from soundscape.ingest_targets import SEGMENT_COPY, SEGMENT_TYPES
-from soundscape.sensors import Sensor, add_sensor, check_name
+from soundscape.sensors import Sensor, add_sensor, check_name, get_sensor
 from soundscape.spaces import (
     Space,
     drop_hnsw_index,
@@ -408,8 +408,6 @@ def _space(engine: Engine, cls: type[Embedder], window: float, hop: float) -> Sp
     labels: list[str] | None = None
     params: dict[str, Any] = {}
     try:
-        from soundscape.embedders import load_model
-
         model = load_model(cls.name)
         labels = model.labels if cls.has_class_scores else None
         params = model.params
@@ -465,7 +463,6 @@ def _sensor_for(
 ) -> Sensor:
     """The sensor of a deployment: ``mapping``'s (by deployment name, or ``None`` for all),
     else a sensor named after it (created with its place if missing)."""
-    from soundscape.sensors import get_sensor
 
     name = mapping.get(dep.name if dep else None) or mapping.get(None)
     if name is not None:
@@ -646,7 +643,6 @@ def _import_recording(
 
 
 def _sensor_by_id(conn: Connection, sensor_id: int) -> Sensor:
-    from soundscape.sensors import get_sensor
 
     name = conn.execute(sa.text("SELECT name FROM sensors WHERE id = :i"), {"i": sensor_id})
     return get_sensor(conn, name.scalar_one())
@@ -799,36 +795,7 @@ def export_hoplite(
     sqlite_path = out / SQLITE_FILE
     db = sqlite3.connect(sqlite_path)
     try:
-        db.executescript(_HOPLITE_SCHEMA)
-        db.execute("ALTER TABLE deployments ADD COLUMN quadrant TEXT")
-        db.execute("ALTER TABLE deployments ADD COLUMN timezone TEXT")
-        db.execute("ALTER TABLE recordings ADD COLUMN soundscape_id INTEGER")
-        db.execute("ALTER TABLE windows ADD COLUMN starts_at TEXT")
-        db.execute("ALTER TABLE windows ADD COLUMN local_time TEXT")
-        usearch_cfg = {
-            "embedding_dim": int(space.dimension),
-            "dtype": "float16",
-            "metric_name": "IP",
-            "expansion_add": EXPANSION_ADD,
-            "expansion_search": EXPANSION_SEARCH,
-        }
-        meta = {
-            "usearch_config": usearch_cfg,
-            "model_config": hoplite_model_config(space),
-            "soundscape_export": {
-                "space": space.name,
-                "model": space.model,
-                "model_version": space.model_version,
-                "window_s": float(space.window_s),
-                "hop_s": float(space.hop_s),
-                "normalized": normalize,
-                "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-            },
-        }
-        db.executemany(
-            "INSERT INTO hoplite_metadata (key, value) VALUES (?, ?)",
-            [(k, json.dumps(v)) for k, v in meta.items()],
-        )
+        _write_schema(db, space, normalize)
         index = usearch.Index(
             ndim=int(space.dimension),
             metric=usearch.MetricKind.IP,
@@ -846,6 +813,41 @@ def export_hoplite(
     return summary
 
 
+def _write_schema(db: sqlite3.Connection, space: Space, normalize: bool) -> None:
+    """A new hoplite database's tables (hoplite's own, with soundscape's extra columns) and
+    its metadata (USearch settings, the model, where it came from)."""
+    db.executescript(_HOPLITE_SCHEMA)
+    db.execute("ALTER TABLE deployments ADD COLUMN quadrant TEXT")
+    db.execute("ALTER TABLE deployments ADD COLUMN timezone TEXT")
+    db.execute("ALTER TABLE recordings ADD COLUMN soundscape_id INTEGER")
+    db.execute("ALTER TABLE windows ADD COLUMN starts_at TEXT")
+    db.execute("ALTER TABLE windows ADD COLUMN local_time TEXT")
+    usearch_cfg = {
+        "embedding_dim": int(space.dimension),
+        "dtype": "float16",
+        "metric_name": "IP",
+        "expansion_add": EXPANSION_ADD,
+        "expansion_search": EXPANSION_SEARCH,
+    }
+    meta = {
+        "usearch_config": usearch_cfg,
+        "model_config": hoplite_model_config(space),
+        "soundscape_export": {
+            "space": space.name,
+            "model": space.model,
+            "model_version": space.model_version,
+            "window_s": float(space.window_s),
+            "hop_s": float(space.hop_s),
+            "normalized": normalize,
+            "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        },
+    }
+    db.executemany(
+        "INSERT INTO hoplite_metadata (key, value) VALUES (?, ?)",
+        [(k, json.dumps(v)) for k, v in meta.items()],
+    )
+
+
 def _export_rows(
     conn: Connection,
     db: sqlite3.Connection,
@@ -855,6 +857,21 @@ def _export_rows(
     normalize: bool,
     summary: ExportSummary,
 ) -> None:
+    recs = _export_places(conn, db, space, sensors, summary)
+    if not recs:
+        return
+    _export_windows(conn, db, index, space, recs, normalize, summary)
+    _export_annotations(conn, db, recs, summary)
+
+
+def _export_places(
+    conn: Connection,
+    db: sqlite3.Connection,
+    space: Space,
+    sensors: list[str] | None,
+    summary: ExportSummary,
+) -> dict[int, int]:
+    """Sensors as deployments, recordings as recordings; soundscape's recording id -> hoplite's."""
     args = {"s": space.id, "sensors": sensors}
     only = "(CAST(:sensors AS text[]) IS NULL OR s.name = ANY(CAST(:sensors AS text[])))"
     deps: dict[int, int] = {}
@@ -894,8 +911,18 @@ def _export_rows(
         )
         recs[r.id] = int(cur.lastrowid or 0)
     summary.recordings = len(recs)
-    if not recs:
-        return
+    return recs
+
+
+def _export_windows(
+    conn: Connection,
+    db: sqlite3.Connection,
+    index: Any,
+    space: Space,
+    recs: dict[int, int],
+    normalize: bool,
+    summary: ExportSummary,
+) -> None:
     # the windows, streamed (a server-side cursor), BATCH at a time into SQLite and USearch
     raw = raw_connection(conn)
     with raw.cursor(name="soundscape_hoplite_export") as pg:
@@ -922,6 +949,11 @@ def _export_rows(
                 vectors = vectors / np.maximum(norms, 1e-12)
             index.add(np.array([g[0] for g in rows], np.uint64), vectors.astype(np.float16))
             summary.windows += len(rows)
+
+
+def _export_annotations(
+    conn: Connection, db: sqlite3.Connection, recs: dict[int, int], summary: ExportSummary
+) -> None:
     notes = conn.execute(
         sa.text(
             "SELECT recording_id, start_s, end_s, label, verdict, author, source FROM annotations "
