@@ -49,7 +49,7 @@ demo: install
 # Everything CI runs: the system parts the tests need (Chromium, the Citus build: root,
 # idempotent), perch-hoplite's own venv, lint, type check of the library, the whole test suite.
 test: $(TESTSTAMP) system-deps hoplite-venv check
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 system-deps:
 	bash scripts/test-system-deps.sh

@@ -11,7 +11,9 @@ The reserve (tests/reserve.py: real audio ingested with BirdNET and the spectral
 expensive set-up several modules share: it is ingested once per session into a second template
 database (``reserve_template``), and each module that asks for ``reserve_url`` gets its own copy
 (a file copy, a fraction of a second), so modules may write to it and never see each other's
-data. pytest-xdist is not used; under it each worker would start its own server and template.
+data. `make test` runs the suite on two pytest-xdist workers (``-n 2 --dist loadfile``: a
+module's tests stay on one worker); each worker starts its own server, template and reserve
+(9.6 min instead of 13.9 on the 2-core VM, 1,027 tests).
 """
 
 from __future__ import annotations
